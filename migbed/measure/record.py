@@ -1,0 +1,146 @@
+"""The run record: every number a migration reports, recorded once.
+
+Every other view (results table, CSV, Prometheus metrics, report, dashboards) is derived
+from these dataclasses. Field names follow QEMU's query-migrate where one exists
+(``setup-time`` -> ``setup_time_ms`` and so on). Times are milliseconds, sizes bytes.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+OUTCOMES = ("completed", "failed", "cancelled")
+
+
+@dataclass
+class ProgressSample:
+    """One sample of a running migration, taken every bandwidth window (100 ms).
+
+    ``t_ms`` is since the migration started on the source (QEMU's total-time clock).
+    """
+
+    t_ms: float
+    phase: str  # setup | precopy | stop-copy | completing | done
+    ram_remaining_bytes: int
+    ram_transferred_bytes: int
+    device_transferred_bytes: int
+    dirty_sync_count: int
+    bandwidth_bytes_per_s: float
+    threshold_bytes: float
+    expected_downtime_ms: float
+    dirty_pages_rate: float  # pages/s newly dirtied at the last sync, as QEMU counts them
+    pending_bytes: int
+    ack_received: bool
+    devices: list[DeviceSample] = field(default_factory=list)
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self))
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ProgressSample:
+        d = dict(d)
+        d["devices"] = [DeviceSample(**x) for x in d.get("devices", [])]
+        return cls(**d)
+
+
+@dataclass
+class DeviceSample:
+    name: str
+    state: str  # VFIO device state on the source
+    initial_bytes: int  # VFIO_MIG_GET_PRECOPY_INFO initial_bytes still to read
+    dirty_bytes: int  # VFIO_MIG_GET_PRECOPY_INFO dirty_bytes
+    target_loaded_bytes: int
+    target_backlog_bytes: int
+    target_setup_remaining_s: float
+    target_initial_loaded: bool
+
+
+@dataclass
+class Event:
+    """A point on the run's timeline (ms since the migration started on the source)."""
+
+    t_ms: float
+    name: str  # setup-accepted | init-data-sent:<dev> | switchover-ack | decision | stop | ...
+    detail: str = ""
+
+
+@dataclass
+class RunRecord:
+    """The result of one migration. Serialises to one object of results.json."""
+
+    run_id: str
+    scenario: str
+    policy: str
+    repeat: int
+    outcome: str  # completed | failed | cancelled
+    error: str = ""
+    verified: bool = False
+    # -- QEMU query-migrate names
+    setup_time_ms: float = 0.0
+    total_time_ms: float = 0.0
+    downtime_ms: float = 0.0  # source stop -> completion on the source (QEMU's definition)
+    expected_downtime_ms: float = 0.0  # QEMU's estimate at the decision: dirty bytes / bandwidth
+    dirty_sync_count: int = 0
+    precopy_bytes: int = 0
+    downtime_bytes: int = 0
+    ram_transferred_bytes: int = 0
+    device_transferred_bytes: int = 0
+    # -- migbed's own
+    guest_downtime_ms: float = 0.0  # last vCPU tick on the source -> first on the target
+    guest_downtime_uncertainty_ms: float = 0.0  # clock offset error + one vCPU tick period
+    predicted_downtime_ms: float = 0.0  # the policy's own prediction (time-aware: incl. device)
+    switchover_ack_wait_ms: float = 0.0  # pending < threshold first true -> ACK received
+    device_initial_load_ms: dict[str, float] = field(default_factory=dict)
+    decision_reason: str = ""
+    forced_by_cap: str = ""  # "", "max-iterations" or "max-time"
+    clock_offset_ns: int = 0  # target clock - source clock
+    same_clock: bool = False  # both on one kernel: CLOCK_MONOTONIC is shared, offset is 0
+    source_address: str = ""
+    target_address: str = ""
+    labels: dict[str, str] = field(default_factory=dict)
+    timeline: list[ProgressSample] = field(default_factory=list)
+    events: list[Event] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict())
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> RunRecord:
+        known = {f.name for f in fields(cls)}
+        d = {k: v for k, v in d.items() if k in known}
+        d["timeline"] = [ProgressSample.from_dict(x) for x in d.get("timeline", [])]
+        d["events"] = [Event(**x) for x in d.get("events", [])]
+        return cls(**d)
+
+    @classmethod
+    def from_json(cls, text: str) -> RunRecord:
+        return cls.from_dict(json.loads(text))
+
+    def event_time(self, name: str) -> float | None:
+        for e in self.events:
+            if e.name == name:
+                return e.t_ms
+        return None
+
+
+# The scalar columns of results.csv and of the results table, in order.
+CSV_FIELDS = [
+    f.name
+    for f in fields(RunRecord)
+    if f.name not in ("timeline", "events", "labels", "device_initial_load_ms")
+]
+
+
+def load_results(path: str) -> list[RunRecord]:
+    with open(path) as fh:
+        return [RunRecord.from_dict(x) for x in json.load(fh)]
+
+
+def dump_results(records: list[RunRecord], path: str) -> None:
+    with open(path, "w") as fh:
+        json.dump([r.to_dict() for r in records], fh, indent=1)

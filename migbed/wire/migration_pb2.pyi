@@ -1,0 +1,340 @@
+from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class ProtocolVersion(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    PROTOCOL_VERSION_UNSPECIFIED: _ClassVar[ProtocolVersion]
+    PROTOCOL_VERSION_1: _ClassVar[ProtocolVersion]
+
+class ImageKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    IMAGE_KIND_UNSPECIFIED: _ClassVar[ImageKind]
+    IMAGE_KIND_INITIAL: _ClassVar[ImageKind]
+    IMAGE_KIND_MIDDLE: _ClassVar[ImageKind]
+    IMAGE_KIND_FINAL: _ClassVar[ImageKind]
+PROTOCOL_VERSION_UNSPECIFIED: ProtocolVersion
+PROTOCOL_VERSION_1: ProtocolVersion
+IMAGE_KIND_UNSPECIFIED: ImageKind
+IMAGE_KIND_INITIAL: ImageKind
+IMAGE_KIND_MIDDLE: ImageKind
+IMAGE_KIND_FINAL: ImageKind
+
+class GuestShape(_message.Message):
+    __slots__ = ("ram_bytes", "page_size")
+    RAM_BYTES_FIELD_NUMBER: _ClassVar[int]
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    ram_bytes: int
+    page_size: int
+    def __init__(self, ram_bytes: _Optional[int] = ..., page_size: _Optional[int] = ...) -> None: ...
+
+class DeviceShape(_message.Message):
+    __slots__ = ("name", "initial_bytes", "stop_copy_size", "block_size", "load_setup_time_s", "load_rate_bytes_per_s", "stop_copy_load_time_s")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    INITIAL_BYTES_FIELD_NUMBER: _ClassVar[int]
+    STOP_COPY_SIZE_FIELD_NUMBER: _ClassVar[int]
+    BLOCK_SIZE_FIELD_NUMBER: _ClassVar[int]
+    LOAD_SETUP_TIME_S_FIELD_NUMBER: _ClassVar[int]
+    LOAD_RATE_BYTES_PER_S_FIELD_NUMBER: _ClassVar[int]
+    STOP_COPY_LOAD_TIME_S_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    initial_bytes: int
+    stop_copy_size: int
+    block_size: int
+    load_setup_time_s: float
+    load_rate_bytes_per_s: float
+    stop_copy_load_time_s: float
+    def __init__(self, name: _Optional[str] = ..., initial_bytes: _Optional[int] = ..., stop_copy_size: _Optional[int] = ..., block_size: _Optional[int] = ..., load_setup_time_s: _Optional[float] = ..., load_rate_bytes_per_s: _Optional[float] = ..., stop_copy_load_time_s: _Optional[float] = ...) -> None: ...
+
+class Setup(_message.Message):
+    __slots__ = ("protocol_version", "session_id", "guest", "devices", "switchover_ack", "source_boot_id", "guest_seed", "vcpu_tick_s", "dirty_rate_bytes_per_s", "working_set_bytes", "uniform_dirtying")
+    PROTOCOL_VERSION_FIELD_NUMBER: _ClassVar[int]
+    SESSION_ID_FIELD_NUMBER: _ClassVar[int]
+    GUEST_FIELD_NUMBER: _ClassVar[int]
+    DEVICES_FIELD_NUMBER: _ClassVar[int]
+    SWITCHOVER_ACK_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_BOOT_ID_FIELD_NUMBER: _ClassVar[int]
+    GUEST_SEED_FIELD_NUMBER: _ClassVar[int]
+    VCPU_TICK_S_FIELD_NUMBER: _ClassVar[int]
+    DIRTY_RATE_BYTES_PER_S_FIELD_NUMBER: _ClassVar[int]
+    WORKING_SET_BYTES_FIELD_NUMBER: _ClassVar[int]
+    UNIFORM_DIRTYING_FIELD_NUMBER: _ClassVar[int]
+    protocol_version: ProtocolVersion
+    session_id: str
+    guest: GuestShape
+    devices: _containers.RepeatedCompositeFieldContainer[DeviceShape]
+    switchover_ack: bool
+    source_boot_id: str
+    guest_seed: int
+    vcpu_tick_s: float
+    dirty_rate_bytes_per_s: float
+    working_set_bytes: int
+    uniform_dirtying: bool
+    def __init__(self, protocol_version: _Optional[_Union[ProtocolVersion, str]] = ..., session_id: _Optional[str] = ..., guest: _Optional[_Union[GuestShape, _Mapping]] = ..., devices: _Optional[_Iterable[_Union[DeviceShape, _Mapping]]] = ..., switchover_ack: _Optional[bool] = ..., source_boot_id: _Optional[str] = ..., guest_seed: _Optional[int] = ..., vcpu_tick_s: _Optional[float] = ..., dirty_rate_bytes_per_s: _Optional[float] = ..., working_set_bytes: _Optional[int] = ..., uniform_dirtying: _Optional[bool] = ...) -> None: ...
+
+class RamPages(_message.Message):
+    __slots__ = ("pages", "data")
+    PAGES_FIELD_NUMBER: _ClassVar[int]
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    pages: _containers.RepeatedScalarFieldContainer[int]
+    data: bytes
+    def __init__(self, pages: _Optional[_Iterable[int]] = ..., data: _Optional[bytes] = ...) -> None: ...
+
+class DeviceData(_message.Message):
+    __slots__ = ("device", "kind", "seq", "offset", "data")
+    DEVICE_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    SEQ_FIELD_NUMBER: _ClassVar[int]
+    OFFSET_FIELD_NUMBER: _ClassVar[int]
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    device: int
+    kind: ImageKind
+    seq: int
+    offset: int
+    data: bytes
+    def __init__(self, device: _Optional[int] = ..., kind: _Optional[_Union[ImageKind, str]] = ..., seq: _Optional[int] = ..., offset: _Optional[int] = ..., data: _Optional[bytes] = ...) -> None: ...
+
+class InitDataSent(_message.Message):
+    __slots__ = ("device", "seq")
+    DEVICE_FIELD_NUMBER: _ClassVar[int]
+    SEQ_FIELD_NUMBER: _ClassVar[int]
+    device: int
+    seq: int
+    def __init__(self, device: _Optional[int] = ..., seq: _Optional[int] = ...) -> None: ...
+
+class Ping(_message.Message):
+    __slots__ = ("seq", "source_send_ns")
+    SEQ_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_SEND_NS_FIELD_NUMBER: _ClassVar[int]
+    seq: int
+    source_send_ns: int
+    def __init__(self, seq: _Optional[int] = ..., source_send_ns: _Optional[int] = ...) -> None: ...
+
+class StopCopy(_message.Message):
+    __slots__ = ("source_stop_ns",)
+    SOURCE_STOP_NS_FIELD_NUMBER: _ClassVar[int]
+    source_stop_ns: int
+    def __init__(self, source_stop_ns: _Optional[int] = ...) -> None: ...
+
+class Complete(_message.Message):
+    __slots__ = ("source_last_tick_ns", "ram_pages_sent", "device_next_seq")
+    SOURCE_LAST_TICK_NS_FIELD_NUMBER: _ClassVar[int]
+    RAM_PAGES_SENT_FIELD_NUMBER: _ClassVar[int]
+    DEVICE_NEXT_SEQ_FIELD_NUMBER: _ClassVar[int]
+    source_last_tick_ns: int
+    ram_pages_sent: int
+    device_next_seq: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, source_last_tick_ns: _Optional[int] = ..., ram_pages_sent: _Optional[int] = ..., device_next_seq: _Optional[_Iterable[int]] = ...) -> None: ...
+
+class Digests(_message.Message):
+    __slots__ = ("ram", "devices")
+    RAM_FIELD_NUMBER: _ClassVar[int]
+    DEVICES_FIELD_NUMBER: _ClassVar[int]
+    ram: bytes
+    devices: _containers.RepeatedScalarFieldContainer[bytes]
+    def __init__(self, ram: _Optional[bytes] = ..., devices: _Optional[_Iterable[bytes]] = ...) -> None: ...
+
+class Abort(_message.Message):
+    __slots__ = ("reason",)
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    reason: str
+    def __init__(self, reason: _Optional[str] = ...) -> None: ...
+
+class SourceMessage(_message.Message):
+    __slots__ = ("setup", "ram", "device_data", "init_data_sent", "ping", "stop_copy", "complete", "digests", "abort")
+    SETUP_FIELD_NUMBER: _ClassVar[int]
+    RAM_FIELD_NUMBER: _ClassVar[int]
+    DEVICE_DATA_FIELD_NUMBER: _ClassVar[int]
+    INIT_DATA_SENT_FIELD_NUMBER: _ClassVar[int]
+    PING_FIELD_NUMBER: _ClassVar[int]
+    STOP_COPY_FIELD_NUMBER: _ClassVar[int]
+    COMPLETE_FIELD_NUMBER: _ClassVar[int]
+    DIGESTS_FIELD_NUMBER: _ClassVar[int]
+    ABORT_FIELD_NUMBER: _ClassVar[int]
+    setup: Setup
+    ram: RamPages
+    device_data: DeviceData
+    init_data_sent: InitDataSent
+    ping: Ping
+    stop_copy: StopCopy
+    complete: Complete
+    digests: Digests
+    abort: Abort
+    def __init__(self, setup: _Optional[_Union[Setup, _Mapping]] = ..., ram: _Optional[_Union[RamPages, _Mapping]] = ..., device_data: _Optional[_Union[DeviceData, _Mapping]] = ..., init_data_sent: _Optional[_Union[InitDataSent, _Mapping]] = ..., ping: _Optional[_Union[Ping, _Mapping]] = ..., stop_copy: _Optional[_Union[StopCopy, _Mapping]] = ..., complete: _Optional[_Union[Complete, _Mapping]] = ..., digests: _Optional[_Union[Digests, _Mapping]] = ..., abort: _Optional[_Union[Abort, _Mapping]] = ...) -> None: ...
+
+class SetupAccepted(_message.Message):
+    __slots__ = ("session_id", "target_boot_id", "devices_needing_ack")
+    SESSION_ID_FIELD_NUMBER: _ClassVar[int]
+    TARGET_BOOT_ID_FIELD_NUMBER: _ClassVar[int]
+    DEVICES_NEEDING_ACK_FIELD_NUMBER: _ClassVar[int]
+    session_id: str
+    target_boot_id: str
+    devices_needing_ack: int
+    def __init__(self, session_id: _Optional[str] = ..., target_boot_id: _Optional[str] = ..., devices_needing_ack: _Optional[int] = ...) -> None: ...
+
+class DeviceLoadProgress(_message.Message):
+    __slots__ = ("device", "loaded_bytes", "backlog_bytes", "setup_remaining_s", "initial_loaded", "load_rate_bytes_per_s", "stop_copy_load_time_s", "initial_loaded_ns", "initial_load_s")
+    DEVICE_FIELD_NUMBER: _ClassVar[int]
+    LOADED_BYTES_FIELD_NUMBER: _ClassVar[int]
+    BACKLOG_BYTES_FIELD_NUMBER: _ClassVar[int]
+    SETUP_REMAINING_S_FIELD_NUMBER: _ClassVar[int]
+    INITIAL_LOADED_FIELD_NUMBER: _ClassVar[int]
+    LOAD_RATE_BYTES_PER_S_FIELD_NUMBER: _ClassVar[int]
+    STOP_COPY_LOAD_TIME_S_FIELD_NUMBER: _ClassVar[int]
+    INITIAL_LOADED_NS_FIELD_NUMBER: _ClassVar[int]
+    INITIAL_LOAD_S_FIELD_NUMBER: _ClassVar[int]
+    device: int
+    loaded_bytes: int
+    backlog_bytes: int
+    setup_remaining_s: float
+    initial_loaded: bool
+    load_rate_bytes_per_s: float
+    stop_copy_load_time_s: float
+    initial_loaded_ns: int
+    initial_load_s: float
+    def __init__(self, device: _Optional[int] = ..., loaded_bytes: _Optional[int] = ..., backlog_bytes: _Optional[int] = ..., setup_remaining_s: _Optional[float] = ..., initial_loaded: _Optional[bool] = ..., load_rate_bytes_per_s: _Optional[float] = ..., stop_copy_load_time_s: _Optional[float] = ..., initial_loaded_ns: _Optional[int] = ..., initial_load_s: _Optional[float] = ...) -> None: ...
+
+class SwitchoverAck(_message.Message):
+    __slots__ = ("target_ack_ns",)
+    TARGET_ACK_NS_FIELD_NUMBER: _ClassVar[int]
+    target_ack_ns: int
+    def __init__(self, target_ack_ns: _Optional[int] = ...) -> None: ...
+
+class Pong(_message.Message):
+    __slots__ = ("seq", "source_send_ns", "target_recv_ns")
+    SEQ_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_SEND_NS_FIELD_NUMBER: _ClassVar[int]
+    TARGET_RECV_NS_FIELD_NUMBER: _ClassVar[int]
+    seq: int
+    source_send_ns: int
+    target_recv_ns: int
+    def __init__(self, seq: _Optional[int] = ..., source_send_ns: _Optional[int] = ..., target_recv_ns: _Optional[int] = ...) -> None: ...
+
+class Received(_message.Message):
+    __slots__ = ("target_recv_ns",)
+    TARGET_RECV_NS_FIELD_NUMBER: _ClassVar[int]
+    target_recv_ns: int
+    def __init__(self, target_recv_ns: _Optional[int] = ...) -> None: ...
+
+class Resumed(_message.Message):
+    __slots__ = ("target_first_tick_ns", "target_loads_done_ns", "device_initial_load_s")
+    TARGET_FIRST_TICK_NS_FIELD_NUMBER: _ClassVar[int]
+    TARGET_LOADS_DONE_NS_FIELD_NUMBER: _ClassVar[int]
+    DEVICE_INITIAL_LOAD_S_FIELD_NUMBER: _ClassVar[int]
+    target_first_tick_ns: int
+    target_loads_done_ns: int
+    device_initial_load_s: _containers.RepeatedScalarFieldContainer[float]
+    def __init__(self, target_first_tick_ns: _Optional[int] = ..., target_loads_done_ns: _Optional[int] = ..., device_initial_load_s: _Optional[_Iterable[float]] = ...) -> None: ...
+
+class Verified(_message.Message):
+    __slots__ = ("ok", "ram", "devices", "detail")
+    OK_FIELD_NUMBER: _ClassVar[int]
+    RAM_FIELD_NUMBER: _ClassVar[int]
+    DEVICES_FIELD_NUMBER: _ClassVar[int]
+    DETAIL_FIELD_NUMBER: _ClassVar[int]
+    ok: bool
+    ram: bytes
+    devices: _containers.RepeatedScalarFieldContainer[bytes]
+    detail: str
+    def __init__(self, ok: _Optional[bool] = ..., ram: _Optional[bytes] = ..., devices: _Optional[_Iterable[bytes]] = ..., detail: _Optional[str] = ...) -> None: ...
+
+class TargetError(_message.Message):
+    __slots__ = ("code", "message")
+    CODE_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    code: str
+    message: str
+    def __init__(self, code: _Optional[str] = ..., message: _Optional[str] = ...) -> None: ...
+
+class TargetMessage(_message.Message):
+    __slots__ = ("setup_accepted", "load_progress", "switchover_ack", "pong", "received", "resumed", "verified", "error")
+    SETUP_ACCEPTED_FIELD_NUMBER: _ClassVar[int]
+    LOAD_PROGRESS_FIELD_NUMBER: _ClassVar[int]
+    SWITCHOVER_ACK_FIELD_NUMBER: _ClassVar[int]
+    PONG_FIELD_NUMBER: _ClassVar[int]
+    RECEIVED_FIELD_NUMBER: _ClassVar[int]
+    RESUMED_FIELD_NUMBER: _ClassVar[int]
+    VERIFIED_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    setup_accepted: SetupAccepted
+    load_progress: DeviceLoadProgress
+    switchover_ack: SwitchoverAck
+    pong: Pong
+    received: Received
+    resumed: Resumed
+    verified: Verified
+    error: TargetError
+    def __init__(self, setup_accepted: _Optional[_Union[SetupAccepted, _Mapping]] = ..., load_progress: _Optional[_Union[DeviceLoadProgress, _Mapping]] = ..., switchover_ack: _Optional[_Union[SwitchoverAck, _Mapping]] = ..., pong: _Optional[_Union[Pong, _Mapping]] = ..., received: _Optional[_Union[Received, _Mapping]] = ..., resumed: _Optional[_Union[Resumed, _Mapping]] = ..., verified: _Optional[_Union[Verified, _Mapping]] = ..., error: _Optional[_Union[TargetError, _Mapping]] = ...) -> None: ...
+
+class StartRequest(_message.Message):
+    __slots__ = ("scenario_toml", "policy", "target_address", "run_id", "labels_json")
+    SCENARIO_TOML_FIELD_NUMBER: _ClassVar[int]
+    POLICY_FIELD_NUMBER: _ClassVar[int]
+    TARGET_ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    RUN_ID_FIELD_NUMBER: _ClassVar[int]
+    LABELS_JSON_FIELD_NUMBER: _ClassVar[int]
+    scenario_toml: str
+    policy: str
+    target_address: str
+    run_id: str
+    labels_json: str
+    def __init__(self, scenario_toml: _Optional[str] = ..., policy: _Optional[str] = ..., target_address: _Optional[str] = ..., run_id: _Optional[str] = ..., labels_json: _Optional[str] = ...) -> None: ...
+
+class StartReply(_message.Message):
+    __slots__ = ("run_id",)
+    RUN_ID_FIELD_NUMBER: _ClassVar[int]
+    run_id: str
+    def __init__(self, run_id: _Optional[str] = ...) -> None: ...
+
+class WatchRequest(_message.Message):
+    __slots__ = ("run_id",)
+    RUN_ID_FIELD_NUMBER: _ClassVar[int]
+    run_id: str
+    def __init__(self, run_id: _Optional[str] = ...) -> None: ...
+
+class WatchEvent(_message.Message):
+    __slots__ = ("progress_json", "record_json")
+    PROGRESS_JSON_FIELD_NUMBER: _ClassVar[int]
+    RECORD_JSON_FIELD_NUMBER: _ClassVar[int]
+    progress_json: str
+    record_json: str
+    def __init__(self, progress_json: _Optional[str] = ..., record_json: _Optional[str] = ...) -> None: ...
+
+class CancelRequest(_message.Message):
+    __slots__ = ("run_id", "reason")
+    RUN_ID_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    run_id: str
+    reason: str
+    def __init__(self, run_id: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class CancelReply(_message.Message):
+    __slots__ = ("cancelled", "state")
+    CANCELLED_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    cancelled: bool
+    state: str
+    def __init__(self, cancelled: _Optional[bool] = ..., state: _Optional[str] = ...) -> None: ...
+
+class StatusRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class StatusReply(_message.Message):
+    __slots__ = ("role", "protocol_version", "sessions", "boot_id", "migbed_version")
+    ROLE_FIELD_NUMBER: _ClassVar[int]
+    PROTOCOL_VERSION_FIELD_NUMBER: _ClassVar[int]
+    SESSIONS_FIELD_NUMBER: _ClassVar[int]
+    BOOT_ID_FIELD_NUMBER: _ClassVar[int]
+    MIGBED_VERSION_FIELD_NUMBER: _ClassVar[int]
+    role: str
+    protocol_version: int
+    sessions: _containers.RepeatedScalarFieldContainer[str]
+    boot_id: str
+    migbed_version: str
+    def __init__(self, role: _Optional[str] = ..., protocol_version: _Optional[int] = ..., sessions: _Optional[_Iterable[str]] = ..., boot_id: _Optional[str] = ..., migbed_version: _Optional[str] = ...) -> None: ...
