@@ -1,0 +1,701 @@
+"""Build migbed's Grafana dashboards as code (grafana-foundation-sdk, pinned in requirements).
+
+    python grafana/build_dashboards.py           # rewrite grafana/dashboards/*.json
+    python grafana/build_dashboards.py --check   # exit 1 if the committed JSON is stale
+
+The JSON files are committed so Grafana's file provider (grafana/provisioning/dashboards)
+loads them as they are; tests check that they match this script, that the SDK parses them
+back unchanged, and that every query returns data from a real Prometheus.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Iterable
+from pathlib import Path
+
+from grafana_foundation_sdk.builders import bargauge, dashboard, stat, statetimeline, timeseries
+from grafana_foundation_sdk.builders import common as cb
+from grafana_foundation_sdk.builders.prometheus import Dataquery
+from grafana_foundation_sdk.cog.builder import Builder
+from grafana_foundation_sdk.cog.encoder import JSONEncoder
+from grafana_foundation_sdk.models import common
+from grafana_foundation_sdk.models import dashboard as dm
+from grafana_foundation_sdk.models.prometheus import PromQueryFormat
+
+HERE = Path(__file__).resolve().parent
+OUT_DIR = HERE / "dashboards"
+
+DATASOURCE_UID = "migbed-prometheus"
+DS = common.DataSourceRef(type_val="prometheus", uid=DATASOURCE_UID)
+COMPARISON_UID = "migbed-policy-comparison"
+LIVE_UID = "migbed-live-migration"
+
+# Label matchers shared by the panels ($scenario and $policy are dashboard variables).
+SP = 'scenario=~"$scenario",policy=~"$policy"'
+SPC = SP + ',outcome="completed"'
+
+PanelBuilder = Builder[dm.Panel]
+
+
+def q(expr: str, legend: str = "", *, ref: str = "A", instant: bool = False) -> Dataquery:
+    query = Dataquery().expr(expr).ref_id(ref).datasource(DS)
+    if legend:
+        query = query.legend_format(legend)
+    return query.instant().format(PromQueryFormat.TIME_SERIES) if instant else query.range()
+
+
+def mean_by_policy(hist: str, matchers: str = SPC) -> str:
+    """Mean of a histogram per policy over every migration the exporter has seen."""
+    return (
+        f"sum by (policy) ({hist}_sum{{{matchers}}}) / sum by (policy) ({hist}_count{{{matchers}}})"
+    )
+
+
+def quantile_by_policy(phi: float, hist: str, matchers: str = SPC) -> str:
+    return f"histogram_quantile({phi}, sum by (le, policy) ({hist}_bucket{{{matchers}}}))"
+
+
+def variable(name: str, label: str, query: str, *, multi: bool) -> dashboard.QueryVariable:
+    var = (
+        dashboard.QueryVariable(name)
+        .label(label)
+        .datasource(DS)
+        .query(query)
+        .definition(query)
+        .refresh(dm.VariableRefresh.ON_TIME_RANGE_CHANGED)
+        .sort(dm.VariableSort.ALPHABETICAL_ASC)
+        .include_all(True)
+        .all_value(".*")
+    )
+    if multi:
+        var = var.multi(True)
+    return var
+
+
+def event_annotation(name: str, expr: str, color: str, title: str) -> dashboard.AnnotationQuery:
+    """An annotation at the time a ``*_timestamp_seconds`` gauge holds (value used as time)."""
+    return (
+        dashboard.AnnotationQuery()
+        .name(name)
+        .datasource(DS)
+        .enable(True)
+        .icon_color(color)
+        .expr(f"({expr}) * 1000")
+        .step("1s")
+        .use_value_for_time(True)
+        .title_format(title)
+        .text_format(title)
+        .tag_keys("scenario,policy")
+    )
+
+
+def _bar(title: str, unit: str, *targets: Dataquery, w: int = 8, h: int = 8) -> PanelBuilder:
+    panel = (
+        bargauge.Panel()
+        .title(title)
+        .datasource(DS)
+        .unit(unit)
+        .min(0)
+        .display_mode(common.BarGaugeDisplayMode.BASIC)
+        .orientation(common.VizOrientation.HORIZONTAL)
+        .reduce_options(cb.ReduceDataOptions().calcs(["lastNotNull"]).values(False))
+        .span(w)
+        .height(h)
+    )
+    for t in targets:
+        panel = panel.with_target(t)
+    return panel
+
+
+def _ts(
+    title: str,
+    unit: str,
+    *targets: Dataquery,
+    w: int = 12,
+    h: int = 8,
+    points: bool = False,
+    step: bool = False,
+    description: str = "",
+) -> timeseries.Panel:
+    panel = (
+        timeseries.Panel()
+        .title(title)
+        .datasource(DS)
+        .unit(unit)
+        .span(w)
+        .height(h)
+        .line_width(2)
+        .fill_opacity(5)
+        .legend(
+            cb.VizLegendOptions()
+            .show_legend(True)
+            .display_mode(common.LegendDisplayMode.LIST)
+            .placement(common.LegendPlacement.BOTTOM)
+        )
+        .tooltip(cb.VizTooltipOptions().mode(common.TooltipDisplayMode.MULTI))
+    )
+    if description:
+        panel = panel.description(description)
+    if points:
+        panel = panel.show_points(common.VisibilityMode.ALWAYS).point_size(6)
+    if step:
+        panel = panel.line_interpolation(common.LineInterpolation.STEP_AFTER)
+    for t in targets:
+        panel = panel.with_target(t)
+    return panel
+
+
+def _stat(title: str, unit: str, *targets: Dataquery, w: int = 6, h: int = 5) -> PanelBuilder:
+    panel = (
+        stat.Panel()
+        .title(title)
+        .datasource(DS)
+        .unit(unit)
+        .span(w)
+        .height(h)
+        .reduce_options(cb.ReduceDataOptions().calcs(["lastNotNull"]).values(False))
+    )
+    for t in targets:
+        panel = panel.with_target(t)
+    return panel
+
+
+def _states(
+    title: str, mapping: dict[str, tuple[str, str]], *targets: Dataquery, w: int = 12, h: int = 6
+) -> PanelBuilder:
+    panel = (
+        statetimeline.Panel()
+        .title(title)
+        .datasource(DS)
+        .span(w)
+        .height(h)
+        .mappings(
+            [
+                dm.ValueMap(
+                    options={
+                        value: dm.ValueMappingResult(text=text, color=color, index=i)
+                        for i, (value, (text, color)) in enumerate(mapping.items())
+                    }
+                )
+            ]
+        )
+    )
+    for t in targets:
+        panel = panel.with_target(t)
+    return panel
+
+
+def _layout(
+    board: dashboard.Dashboard, sections: Iterable[tuple[str, list[PanelBuilder]]]
+) -> dashboard.Dashboard:
+    panel_id = 1
+    for title, panels in sections:
+        board = board.with_row(dashboard.Row(title).id(panel_id))
+        panel_id += 1
+        for p in panels:
+            p.id(panel_id)  # type: ignore[attr-defined]
+            panel_id += 1
+            board = board.with_panel(p)
+    return board
+
+
+def policy_comparison() -> dashboard.Dashboard:
+    """Old vs new switchover policies across repeats: what each policy costs the guest."""
+    gd = "migbed_migration_guest_downtime_seconds"
+    qd = "migbed_migration_downtime_seconds"
+    board = (
+        dashboard.Dashboard("migbed: switchover policy comparison")
+        .uid(COMPARISON_UID)
+        .description(
+            "Guest-visible and QEMU-reported downtime, ACK wait, iterations, total time and "
+            "bytes per switchover policy, over every migration the source exporter has run "
+            "(histograms and counters accumulate; results.json holds each run)."
+        )
+        .tags(["migbed", "migration"])
+        .editable()
+        .tooltip(dm.DashboardCursorSync.CROSSHAIR)
+        .refresh("5s")
+        .time("now-30m", "now")
+        .timezone(common.TimeZoneBrowser)
+        .with_variable(
+            variable(
+                "scenario",
+                "Scenario",
+                "label_values(migbed_migrations_total, scenario)",
+                multi=False,
+            )
+        )
+        .with_variable(
+            variable(
+                "policy", "Policy", "label_values(migbed_migrations_total, policy)", multi=True
+            )
+        )
+        .link(
+            dashboard.DashboardLink("Live migration")
+            .type(dm.DashboardLinkType.DASHBOARDS)
+            .tags(["migbed"])
+            .as_dropdown(False)
+            .include_vars(True)
+            .keep_time(True)
+        )
+    )
+    sections: list[tuple[str, list[PanelBuilder]]] = [
+        (
+            "Downtime per policy (completed migrations)",
+            [
+                _bar(
+                    "Guest-visible downtime, mean per policy",
+                    "s",
+                    q(mean_by_policy(gd), "{{policy}}", instant=True),
+                ),
+                _bar(
+                    "QEMU-reported downtime, mean per policy",
+                    "s",
+                    q(mean_by_policy(qd), "{{policy}}", instant=True),
+                ),
+                _bar(
+                    "Downtime QEMU does not report (guest-visible minus reported), mean",
+                    "s",
+                    q(
+                        f"({mean_by_policy(gd)}) - ({mean_by_policy(qd)})",
+                        "{{policy}}",
+                        instant=True,
+                    ),
+                ),
+                _bar(
+                    "Guest-visible downtime spread across repeats (p10 / p50 / p90)",
+                    "s",
+                    q(quantile_by_policy(0.1, gd), "{{policy}} p10", ref="A", instant=True),
+                    q(quantile_by_policy(0.5, gd), "{{policy}} p50", ref="B", instant=True),
+                    q(quantile_by_policy(0.9, gd), "{{policy}} p90", ref="C", instant=True),
+                    w=12,
+                    h=10,
+                ),
+                _bar(
+                    "QEMU-reported downtime spread across repeats (p10 / p50 / p90)",
+                    "s",
+                    q(quantile_by_policy(0.1, qd), "{{policy}} p10", ref="A", instant=True),
+                    q(quantile_by_policy(0.5, qd), "{{policy}} p50", ref="B", instant=True),
+                    q(quantile_by_policy(0.9, qd), "{{policy}} p90", ref="C", instant=True),
+                    w=12,
+                    h=10,
+                ),
+                _ts(
+                    "Downtime of each run (latest result per policy)",
+                    "s",
+                    q(
+                        f"migbed_migration_last_guest_downtime_seconds{{{SP}}}",
+                        "{{policy}} guest-visible",
+                        ref="A",
+                    ),
+                    q(
+                        f"migbed_migration_last_downtime_seconds{{{SP}}}",
+                        "{{policy}} QEMU-reported",
+                        ref="B",
+                    ),
+                    w=24,
+                    points=True,
+                    step=True,
+                    description="Each step is one migration's result; the gauge keeps the "
+                    "latest result until the next run of the same scenario and policy.",
+                ),
+            ],
+        ),
+        (
+            "Why: ACK wait, iterations, time and bytes",
+            [
+                _bar(
+                    "Switchover-ACK wait, mean per policy",
+                    "s",
+                    q(
+                        mean_by_policy("migbed_migration_switchover_ack_wait_seconds"),
+                        "{{policy}}",
+                        instant=True,
+                    ),
+                ),
+                _bar(
+                    "Iterations (dirty-bitmap syncs), mean per policy",
+                    "none",
+                    q(mean_by_policy("migbed_migration_iterations"), "{{policy}}", instant=True),
+                ),
+                _bar(
+                    "Total migration time, mean per policy",
+                    "s",
+                    q(
+                        mean_by_policy("migbed_migration_total_time_seconds"),
+                        "{{policy}}",
+                        instant=True,
+                    ),
+                ),
+                _bar(
+                    "Bytes per migration by stage (precopy: VM running, downtime: stopped)",
+                    "bytes",
+                    q(
+                        f"sum by (policy, stage) (migbed_migration_transferred_bytes_total{{{SP}}})"
+                        f" / on (policy) group_left"
+                        f" sum by (policy) (migbed_migrations_total{{{SP}}})",
+                        "{{policy}} {{stage}}",
+                        instant=True,
+                    ),
+                    w=12,
+                ),
+                _bar(
+                    "Device initial-data load time on the target (latest run)",
+                    "s",
+                    q(
+                        f"migbed_migration_last_device_initial_load_seconds{{{SP}}}",
+                        "{{policy}} {{device}}",
+                        instant=True,
+                    ),
+                    w=12,
+                ),
+                _stat(
+                    "Migrations by outcome",
+                    "none",
+                    q(
+                        f"sum by (outcome) (migbed_migrations_total{{{SP}}})",
+                        "{{outcome}}",
+                        instant=True,
+                    ),
+                    w=8,
+                    h=8,
+                ),
+                _bar(
+                    "Guest-visible downtime measured at resume on the target, mean per policy",
+                    "s",
+                    q(
+                        "sum by (policy) (migbed_target_guest_downtime_seconds_sum{"
+                        + SP
+                        + "}) / sum by (policy) (migbed_target_guest_downtime_seconds_count{"
+                        + SP
+                        + "})",
+                        "{{policy}}",
+                        instant=True,
+                    ),
+                    w=8,
+                ),
+                _bar(
+                    "Final load time on the target, mean per policy",
+                    "s",
+                    q(
+                        "sum by (policy) (migbed_target_final_load_seconds_sum{"
+                        + SP
+                        + "}) / sum by (policy) (migbed_target_final_load_seconds_count{"
+                        + SP
+                        + "})",
+                        "{{policy}}",
+                        instant=True,
+                    ),
+                    w=8,
+                ),
+            ],
+        ),
+    ]
+    return _layout(board, sections)
+
+
+PHASE_EXPR = " + ".join(
+    f'{code} * max by (scenario, policy) (migbed_source_phase{{{SP},stage="{stage}"}})'
+    for code, stage in enumerate(("setup", "precopy", "stop-copy", "completing", "done"))
+)
+PHASE_MAP = {
+    "0": ("setup", "purple"),
+    "1": ("pre-copy", "blue"),
+    "2": ("stop-copy (VM stopped)", "red"),
+    "3": ("completing", "orange"),
+    "4": ("done", "green"),
+}
+VFIO_MAP = {
+    "0": ("ERROR", "dark-red"),
+    "1": ("STOP", "red"),
+    "2": ("RUNNING", "green"),
+    "3": ("STOP_COPY", "orange"),
+    "4": ("RESUMING", "purple"),
+    "5": ("RUNNING_P2P", "light-green"),
+    "6": ("PRE_COPY", "blue"),
+    "7": ("PRE_COPY_P2P", "light-blue"),
+}
+
+
+def live_migration() -> dashboard.Dashboard:
+    """One migration as it runs: progress, devices, target load, with ACK/stop/resume marks."""
+    src = SP
+    tgt = 'scenario=~"$scenario"'
+    board = (
+        dashboard.Dashboard("migbed: live migration")
+        .uid(LIVE_UID)
+        .description(
+            "Pre-copy progress of the running migration as the source and target exporters "
+            "report it, sampled every scrape (1 s). Annotations mark the decision, the "
+            "switchover ACK, the source stop, completion and the resume on the target."
+        )
+        .tags(["migbed", "migration"])
+        .editable()
+        .tooltip(dm.DashboardCursorSync.TOOLTIP)
+        .refresh("5s")
+        .time("now-15m", "now")
+        .timezone(common.TimeZoneBrowser)
+        .with_variable(
+            variable(
+                "scenario", "Scenario", "label_values(migbed_source_phase, scenario)", multi=False
+            )
+        )
+        .with_variable(
+            variable("policy", "Policy", "label_values(migbed_source_phase, policy)", multi=True)
+        )
+        .annotation(
+            event_annotation(
+                "Decision",
+                f"migbed_source_last_decision_timestamp_seconds{{{src}}}",
+                "yellow",
+                "decision ({{policy}})",
+            )
+        )
+        .annotation(
+            event_annotation(
+                "Switchover ACK",
+                f"migbed_source_last_switchover_ack_timestamp_seconds{{{src}}}",
+                "green",
+                "switchover-ack ({{policy}})",
+            )
+        )
+        .annotation(
+            event_annotation(
+                "Source stop",
+                f"migbed_source_last_stop_timestamp_seconds{{{src}}}",
+                "red",
+                "stop ({{policy}})",
+            )
+        )
+        .annotation(
+            event_annotation(
+                "Completed",
+                f"migbed_source_last_completed_timestamp_seconds{{{src}}}",
+                "orange",
+                "completed ({{policy}})",
+            )
+        )
+        .annotation(
+            event_annotation(
+                "Resumed (source view)",
+                f"migbed_source_last_resume_timestamp_seconds{{{src}}}",
+                "blue",
+                "resumed ({{policy}})",
+            )
+        )
+        .annotation(
+            event_annotation(
+                "Resumed on target",
+                f"migbed_target_last_resume_timestamp_seconds{{{src}}}",
+                "purple",
+                "target resume ({{policy}})",
+            )
+        )
+        .link(
+            dashboard.DashboardLink("Policy comparison")
+            .type(dm.DashboardLinkType.DASHBOARDS)
+            .tags(["migbed"])
+            .as_dropdown(False)
+            .include_vars(True)
+            .keep_time(True)
+        )
+    )
+    sections: list[tuple[str, list[PanelBuilder]]] = [
+        (
+            "Pre-copy progress (source)",
+            [
+                _ts(
+                    "Remaining RAM, pending and threshold",
+                    "bytes",
+                    q(f"migbed_source_ram_remaining_bytes{{{src}}}", "{{policy}} RAM remaining"),
+                    q(f"migbed_source_pending_bytes{{{src}}}", "{{policy}} pending", ref="B"),
+                    q(f"migbed_source_threshold_bytes{{{src}}}", "{{policy}} threshold", ref="C"),
+                    description="QEMU switches over when pending < threshold (and, with "
+                    "switchover-ack, once the destination acknowledged).",
+                ),
+                _ts(
+                    "Measured bandwidth",
+                    "Bps",
+                    q(f"migbed_source_bandwidth_bytes_per_second{{{src}}}", "{{policy}}"),
+                ),
+                _ts(
+                    "Iteration (dirty-bitmap syncs)",
+                    "none",
+                    q(f"migbed_source_iterations{{{src}}}", "{{policy}}"),
+                    w=8,
+                    step=True,
+                ),
+                _ts(
+                    "Dirty page rate",
+                    "none",
+                    q(f"migbed_source_dirty_pages_per_second{{{src}}}", "{{policy}} pages/s"),
+                    w=8,
+                ),
+                _ts(
+                    "Expected downtime (QEMU's estimate)",
+                    "s",
+                    q(f"migbed_source_expected_downtime_seconds{{{src}}}", "{{policy}}"),
+                    w=8,
+                ),
+                _states(
+                    "Phase",
+                    PHASE_MAP,
+                    q(PHASE_EXPR, "{{policy}}"),
+                ),
+                _states(
+                    "Switchover ACK",
+                    {"0": ("waiting for ACK", "orange"), "1": ("ACK received", "green")},
+                    q(f"migbed_source_ack_received{{{src}}}", "{{policy}}"),
+                ),
+            ],
+        ),
+        (
+            "Devices (VFIO)",
+            [
+                _ts(
+                    "Device initial bytes still to send (source)",
+                    "bytes",
+                    q(f"migbed_source_device_initial_bytes{{{src}}}", "{{policy}} {{device}}"),
+                    w=8,
+                ),
+                _ts(
+                    "Device dirty bytes (source)",
+                    "bytes",
+                    q(f"migbed_source_device_dirty_bytes{{{src}}}", "{{policy}} {{device}}"),
+                    w=8,
+                ),
+                _states(
+                    "VFIO device state (source)",
+                    VFIO_MAP,
+                    q(f"migbed_source_device_vfio_state{{{src}}}", "{{policy}} {{device}}"),
+                    w=8,
+                    h=8,
+                ),
+                _ts(
+                    "Target load progress",
+                    "bytes",
+                    q(f"migbed_target_device_loaded_bytes{{{tgt}}}", "loaded {{device}}"),
+                    q(
+                        f"migbed_target_device_backlog_bytes{{{tgt}}}",
+                        "backlog {{device}}",
+                        ref="B",
+                    ),
+                    w=8,
+                ),
+                _ts(
+                    "Device setup remaining on the target",
+                    "s",
+                    q(f"migbed_target_device_setup_remaining_seconds{{{tgt}}}", "{{device}}"),
+                    w=8,
+                    description="Resource allocation on the destination: time, not data. "
+                    "QEMU's estimate does not see it.",
+                ),
+                _states(
+                    "Device initial data loaded on the target",
+                    {"0": ("loading", "orange"), "1": ("loaded", "green")},
+                    q(f"migbed_target_device_initial_loaded{{{tgt}}}", "{{device}}"),
+                    w=8,
+                    h=8,
+                ),
+                _ts(
+                    "Bytes received by the target, by stage",
+                    "Bps",
+                    q(
+                        f"sum by (stage) (rate(migbed_target_received_ram_bytes_total{{{tgt}}}"
+                        "[$__rate_interval]))",
+                        "RAM {{stage}}",
+                    ),
+                    q(
+                        f"sum by (stage) (rate(migbed_target_received_device_bytes_total{{{tgt}}}"
+                        "[$__rate_interval]))",
+                        "device {{stage}}",
+                        ref="B",
+                    ),
+                    w=24,
+                ),
+            ],
+        ),
+        (
+            "Latest result",
+            [
+                _stat(
+                    "Guest-visible downtime",
+                    "s",
+                    q(
+                        f"migbed_migration_last_guest_downtime_seconds{{{src}}}",
+                        "{{policy}}",
+                        instant=True,
+                    ),
+                ),
+                _stat(
+                    "QEMU-reported downtime",
+                    "s",
+                    q(
+                        f"migbed_migration_last_downtime_seconds{{{src}}}",
+                        "{{policy}}",
+                        instant=True,
+                    ),
+                ),
+                _stat(
+                    "Switchover-ACK wait",
+                    "s",
+                    q(
+                        f"migbed_migration_last_switchover_ack_wait_seconds{{{src}}}",
+                        "{{policy}}",
+                        instant=True,
+                    ),
+                ),
+                _stat(
+                    "Total time",
+                    "s",
+                    q(
+                        f"migbed_migration_last_total_time_seconds{{{src}}}",
+                        "{{policy}}",
+                        instant=True,
+                    ),
+                ),
+            ],
+        ),
+    ]
+    return _layout(board, sections)
+
+
+DASHBOARDS = {
+    "policy-comparison.json": policy_comparison,
+    "live-migration.json": live_migration,
+}
+
+
+def render() -> dict[str, str]:
+    """File name -> dashboard JSON text, exactly as committed."""
+    encoder = JSONEncoder(sort_keys=True, indent=2)
+    return {name: encoder.encode(build().build()) + "\n" for name, build in DASHBOARDS.items()}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    ap.add_argument("--check", action="store_true", help="fail if the committed JSON is stale")
+    ap.add_argument("--out", type=Path, default=OUT_DIR)
+    args = ap.parse_args(argv)
+    stale = []
+    for name, text in render().items():
+        path = args.out / name
+        if args.check:
+            if not path.exists() or path.read_text() != text:
+                stale.append(name)
+        else:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(text)
+            json.loads(text)
+            print(f"wrote {path}")
+    if stale:
+        print(f"stale dashboards (run grafana/build_dashboards.py): {stale}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
