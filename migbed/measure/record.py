@@ -97,6 +97,10 @@ class RunRecord:
     forced_by_cap: str = ""  # "", "max-iterations" or "max-time"
     clock_offset_ns: int = 0  # target clock - source clock
     same_clock: bool = False  # both on one kernel: CLOCK_MONOTONIC is shared, offset is 0
+    # A failed or cancelled migration leaves the source guest running and intact (QEMU's
+    # promise): whether its vCPU was ticking again afterwards, and its pages self-check.
+    source_guest_running_after: bool = False
+    source_integrity_ok: bool = False
     source_address: str = ""
     target_address: str = ""
     labels: dict[str, str] = field(default_factory=dict)

@@ -52,7 +52,7 @@ class DeviceShape(_message.Message):
     def __init__(self, name: _Optional[str] = ..., initial_bytes: _Optional[int] = ..., stop_copy_size: _Optional[int] = ..., block_size: _Optional[int] = ..., load_setup_time_s: _Optional[float] = ..., load_rate_bytes_per_s: _Optional[float] = ..., stop_copy_load_time_s: _Optional[float] = ...) -> None: ...
 
 class Setup(_message.Message):
-    __slots__ = ("protocol_version", "session_id", "guest", "devices", "switchover_ack", "source_boot_id", "guest_seed", "vcpu_tick_s", "dirty_rate_bytes_per_s", "working_set_bytes", "uniform_dirtying")
+    __slots__ = ("protocol_version", "session_id", "guest", "devices", "switchover_ack", "source_boot_id", "guest_seed", "vcpu_tick_s", "dirty_rate_bytes_per_s", "working_set_bytes", "uniform_dirtying", "scenario", "policy")
     PROTOCOL_VERSION_FIELD_NUMBER: _ClassVar[int]
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     GUEST_FIELD_NUMBER: _ClassVar[int]
@@ -64,6 +64,8 @@ class Setup(_message.Message):
     DIRTY_RATE_BYTES_PER_S_FIELD_NUMBER: _ClassVar[int]
     WORKING_SET_BYTES_FIELD_NUMBER: _ClassVar[int]
     UNIFORM_DIRTYING_FIELD_NUMBER: _ClassVar[int]
+    SCENARIO_FIELD_NUMBER: _ClassVar[int]
+    POLICY_FIELD_NUMBER: _ClassVar[int]
     protocol_version: ProtocolVersion
     session_id: str
     guest: GuestShape
@@ -75,7 +77,9 @@ class Setup(_message.Message):
     dirty_rate_bytes_per_s: float
     working_set_bytes: int
     uniform_dirtying: bool
-    def __init__(self, protocol_version: _Optional[_Union[ProtocolVersion, str]] = ..., session_id: _Optional[str] = ..., guest: _Optional[_Union[GuestShape, _Mapping]] = ..., devices: _Optional[_Iterable[_Union[DeviceShape, _Mapping]]] = ..., switchover_ack: _Optional[bool] = ..., source_boot_id: _Optional[str] = ..., guest_seed: _Optional[int] = ..., vcpu_tick_s: _Optional[float] = ..., dirty_rate_bytes_per_s: _Optional[float] = ..., working_set_bytes: _Optional[int] = ..., uniform_dirtying: _Optional[bool] = ...) -> None: ...
+    scenario: str
+    policy: str
+    def __init__(self, protocol_version: _Optional[_Union[ProtocolVersion, str]] = ..., session_id: _Optional[str] = ..., guest: _Optional[_Union[GuestShape, _Mapping]] = ..., devices: _Optional[_Iterable[_Union[DeviceShape, _Mapping]]] = ..., switchover_ack: _Optional[bool] = ..., source_boot_id: _Optional[str] = ..., guest_seed: _Optional[int] = ..., vcpu_tick_s: _Optional[float] = ..., dirty_rate_bytes_per_s: _Optional[float] = ..., working_set_bytes: _Optional[int] = ..., uniform_dirtying: _Optional[bool] = ..., scenario: _Optional[str] = ..., policy: _Optional[str] = ...) -> None: ...
 
 class RamPages(_message.Message):
     __slots__ = ("pages", "data")
@@ -243,16 +247,8 @@ class Verified(_message.Message):
     detail: str
     def __init__(self, ok: _Optional[bool] = ..., ram: _Optional[bytes] = ..., devices: _Optional[_Iterable[bytes]] = ..., detail: _Optional[str] = ...) -> None: ...
 
-class TargetError(_message.Message):
-    __slots__ = ("code", "message")
-    CODE_FIELD_NUMBER: _ClassVar[int]
-    MESSAGE_FIELD_NUMBER: _ClassVar[int]
-    code: str
-    message: str
-    def __init__(self, code: _Optional[str] = ..., message: _Optional[str] = ...) -> None: ...
-
 class TargetMessage(_message.Message):
-    __slots__ = ("setup_accepted", "load_progress", "switchover_ack", "pong", "received", "resumed", "verified", "error")
+    __slots__ = ("setup_accepted", "load_progress", "switchover_ack", "pong", "received", "resumed", "verified")
     SETUP_ACCEPTED_FIELD_NUMBER: _ClassVar[int]
     LOAD_PROGRESS_FIELD_NUMBER: _ClassVar[int]
     SWITCHOVER_ACK_FIELD_NUMBER: _ClassVar[int]
@@ -260,7 +256,6 @@ class TargetMessage(_message.Message):
     RECEIVED_FIELD_NUMBER: _ClassVar[int]
     RESUMED_FIELD_NUMBER: _ClassVar[int]
     VERIFIED_FIELD_NUMBER: _ClassVar[int]
-    ERROR_FIELD_NUMBER: _ClassVar[int]
     setup_accepted: SetupAccepted
     load_progress: DeviceLoadProgress
     switchover_ack: SwitchoverAck
@@ -268,8 +263,7 @@ class TargetMessage(_message.Message):
     received: Received
     resumed: Resumed
     verified: Verified
-    error: TargetError
-    def __init__(self, setup_accepted: _Optional[_Union[SetupAccepted, _Mapping]] = ..., load_progress: _Optional[_Union[DeviceLoadProgress, _Mapping]] = ..., switchover_ack: _Optional[_Union[SwitchoverAck, _Mapping]] = ..., pong: _Optional[_Union[Pong, _Mapping]] = ..., received: _Optional[_Union[Received, _Mapping]] = ..., resumed: _Optional[_Union[Resumed, _Mapping]] = ..., verified: _Optional[_Union[Verified, _Mapping]] = ..., error: _Optional[_Union[TargetError, _Mapping]] = ...) -> None: ...
+    def __init__(self, setup_accepted: _Optional[_Union[SetupAccepted, _Mapping]] = ..., load_progress: _Optional[_Union[DeviceLoadProgress, _Mapping]] = ..., switchover_ack: _Optional[_Union[SwitchoverAck, _Mapping]] = ..., pong: _Optional[_Union[Pong, _Mapping]] = ..., received: _Optional[_Union[Received, _Mapping]] = ..., resumed: _Optional[_Union[Resumed, _Mapping]] = ..., verified: _Optional[_Union[Verified, _Mapping]] = ...) -> None: ...
 
 class StartRequest(_message.Message):
     __slots__ = ("scenario_toml", "policy", "target_address", "run_id", "labels_json")

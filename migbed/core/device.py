@@ -1,0 +1,310 @@
+"""A simulated VFIO device following the migration uAPI v2 (linux/vfio.h).
+
+States and direct arcs are the kernel's, for a device with the P2P and PRE_COPY features
+(as mlx5 has). A request for a non-adjacent state walks the arcs the way the kernel's
+vfio_mig_get_next_state() does; a request that no walk satisfies (STOP_COPY -> PRE_COPY,
+anything into or out of ERROR, RESUMING -> PRE_COPY ...) raises InvalidTransition.
+
+The device's state is real bytes: a state buffer (what the initial image carries) with
+dirty tracking per block, and a context captured on entering STOP_COPY (what only the
+stop-copy image carries). The source reads them through one data stream, as the uAPI
+says: initial bytes first, then dirty blocks (VFIO_MIG_GET_PRECOPY_INFO counts both), and
+in STOP_COPY whatever is left plus the context.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import threading
+from dataclasses import dataclass
+
+import numpy as np
+
+from migbed.core.scenario import DeviceConfig
+
+
+class VfioState(enum.Enum):
+    ERROR = 0
+    STOP = 1
+    RUNNING = 2
+    STOP_COPY = 3
+    RESUMING = 4
+    RUNNING_P2P = 5
+    PRE_COPY = 6
+    PRE_COPY_P2P = 7
+
+
+S = VfioState
+# The direct arcs of the uAPI v2 FSM (P2P and PRE_COPY supported).
+ARCS: frozenset[tuple[VfioState, VfioState]] = frozenset(
+    {
+        (S.STOP, S.RUNNING_P2P),
+        (S.STOP, S.STOP_COPY),
+        (S.STOP, S.RESUMING),
+        (S.RUNNING, S.RUNNING_P2P),
+        (S.RUNNING, S.PRE_COPY),
+        (S.RUNNING_P2P, S.RUNNING),
+        (S.RUNNING_P2P, S.STOP),
+        (S.RUNNING_P2P, S.PRE_COPY_P2P),
+        (S.PRE_COPY, S.RUNNING),
+        (S.PRE_COPY, S.PRE_COPY_P2P),
+        (S.PRE_COPY_P2P, S.PRE_COPY),
+        (S.PRE_COPY_P2P, S.RUNNING_P2P),
+        (S.PRE_COPY_P2P, S.STOP_COPY),
+        (S.STOP_COPY, S.STOP),
+        (S.RESUMING, S.STOP),
+    }
+)
+PRE_COPY_STATES = frozenset({S.PRE_COPY, S.PRE_COPY_P2P})
+RUNNING_STATES = frozenset({S.RUNNING, S.PRE_COPY})  # the device makes progress (dirties)
+
+
+class InvalidTransition(ValueError):
+    pass
+
+
+class DeviceError(RuntimeError):
+    """An operation not allowed in the device's current state (the ioctl's errno)."""
+
+
+# The kernel's vfio_mig_get_next_state() table: for a requested (current, target) pair,
+# the next direct arc to take. A combination transition is the walk of these steps.
+# Pairs absent here (into/out of ERROR, STOP_COPY or RESUMING -> PRE_COPY*) are invalid.
+_NEXT: dict[VfioState, dict[VfioState, VfioState]] = {
+    S.STOP: {S.RUNNING: S.RUNNING_P2P, S.PRE_COPY: S.RUNNING_P2P,
+             S.PRE_COPY_P2P: S.RUNNING_P2P, S.STOP_COPY: S.STOP_COPY,
+             S.RESUMING: S.RESUMING, S.RUNNING_P2P: S.RUNNING_P2P},
+    S.RUNNING: {S.STOP: S.RUNNING_P2P, S.PRE_COPY: S.PRE_COPY,
+                S.PRE_COPY_P2P: S.RUNNING_P2P, S.STOP_COPY: S.RUNNING_P2P,
+                S.RESUMING: S.RUNNING_P2P, S.RUNNING_P2P: S.RUNNING_P2P},
+    S.PRE_COPY: {S.STOP: S.RUNNING, S.RUNNING: S.RUNNING, S.PRE_COPY_P2P: S.PRE_COPY_P2P,
+                 S.STOP_COPY: S.PRE_COPY_P2P, S.RESUMING: S.RUNNING,
+                 S.RUNNING_P2P: S.RUNNING},
+    S.PRE_COPY_P2P: {S.STOP: S.RUNNING_P2P, S.RUNNING: S.RUNNING_P2P,
+                     S.PRE_COPY: S.PRE_COPY, S.STOP_COPY: S.STOP_COPY,
+                     S.RESUMING: S.RUNNING_P2P, S.RUNNING_P2P: S.RUNNING_P2P},
+    S.STOP_COPY: {S.STOP: S.STOP, S.RUNNING: S.STOP, S.RESUMING: S.STOP,
+                  S.RUNNING_P2P: S.STOP},
+    S.RESUMING: {S.STOP: S.STOP, S.RUNNING: S.STOP, S.STOP_COPY: S.STOP,
+                 S.RUNNING_P2P: S.STOP},
+    S.RUNNING_P2P: {S.STOP: S.STOP, S.RUNNING: S.RUNNING, S.PRE_COPY: S.RUNNING,
+                    S.PRE_COPY_P2P: S.PRE_COPY_P2P, S.STOP_COPY: S.STOP,
+                    S.RESUMING: S.STOP},
+    S.ERROR: {},
+}
+
+
+def transition_path(src: VfioState, dst: VfioState) -> list[VfioState]:
+    """The direct arcs walked to get from src to dst, or InvalidTransition."""
+    path: list[VfioState] = []
+    cur = src
+    while cur != dst:
+        step = _NEXT[cur].get(dst)
+        if step is None:
+            raise InvalidTransition(
+                f"{src.name} -> {dst.name} is not a valid VFIO migration transition"
+            )
+        path.append(step)
+        cur = step
+    return path
+
+
+class StateMachine:
+    """Holds a device state; only direct arcs are taken (set_state walks them)."""
+
+    def __init__(self, initial: VfioState) -> None:
+        self.state = initial
+        self.history: list[VfioState] = [initial]
+
+    def arc(self, dst: VfioState) -> None:
+        if (self.state, dst) not in ARCS:
+            raise InvalidTransition(f"{self.state.name} -> {dst.name} is not a direct arc")
+        self.state = dst
+        self.history.append(dst)
+
+    def set_state(self, dst: VfioState) -> None:
+        for step in transition_path(self.state, dst):
+            self.arc(step)
+
+
+def _block_fill(blocks: np.ndarray, versions: np.ndarray, seed: int) -> np.ndarray:
+    return ((blocks * 29 + versions * 7 + seed) & 0xFF).astype(np.uint8)
+
+
+def context_bytes(size: int, seed: int, generation: int) -> bytes:
+    """The device context captured at STOP_COPY: deterministic in (seed, generation)."""
+    if size == 0:
+        return b""
+    rng = np.random.default_rng([seed, generation])
+    return rng.integers(0, 256, size=size, dtype=np.uint8).tobytes()
+
+
+@dataclass(frozen=True)
+class Chunk:
+    kind: str  # "initial" | "middle" | "final"
+    offset: int  # state buffer offset; >= initial_bytes means context
+    data: bytes
+
+
+class SourceDevice:
+    """The source side: runs, dirties its state, and is read through the migration stream."""
+
+    def __init__(self, cfg: DeviceConfig, seed: int) -> None:
+        self.cfg = cfg
+        self.seed = seed
+        self.fsm = StateMachine(S.RUNNING)
+        self.block = cfg.block_size
+        self.blocks = -(-cfg.initial_bytes // self.block) if cfg.initial_bytes else 0
+        self.buffer = np.zeros(self.blocks * self.block, dtype=np.uint8)
+        self._blocks2d = self.buffer.reshape(self.blocks, self.block) if self.blocks else None
+        self._versions = np.zeros(self.blocks, dtype=np.uint64)
+        self._dirty = np.zeros(self.blocks, dtype=bool)
+        self._lock = threading.Lock()
+        self._initial_cursor = 0  # next initial byte to read
+        self._writes = 0  # dirtying events: the context depends on it
+        self._context: bytes = b""
+        self._context_cursor = 0
+        self._stop_copy_initial_done = False
+        if self.blocks:
+            idx = np.arange(self.blocks, dtype=np.uint64)
+            self._blocks2d[:] = _block_fill(idx, self._versions, seed)[:, None]  # type: ignore[index]
+
+    @property
+    def state(self) -> VfioState:
+        return self.fsm.state
+
+    def set_state(self, dst: VfioState) -> None:
+        with self._lock:
+            self.fsm.set_state(dst)
+            if dst == S.STOP_COPY:
+                self._context = context_bytes(self.cfg.stop_copy_size, self.seed, self._writes)
+                self._context_cursor = 0
+
+    # ------------------------------------------------------------ the device runs
+
+    def dirty_blocks(self, idx: np.ndarray) -> None:
+        """The device changes these blocks of its state (only while it runs)."""
+        if idx.size == 0 or not self.blocks:
+            return
+        with self._lock:
+            if self.fsm.state not in RUNNING_STATES:
+                return
+            idx = np.unique(idx % self.blocks)
+            self._versions[idx] += np.uint64(1)
+            self._blocks2d[idx, :] = _block_fill(  # type: ignore[index]
+                idx.astype(np.uint64), self._versions[idx], self.seed
+            )[:, None]
+            self._writes += 1
+            # A block the initial image has not reached yet goes out with it anyway.
+            read = idx[idx * self.block < self._initial_cursor]
+            self._dirty[read] = True
+
+    # ------------------------------------------------------------ VFIO ioctls
+
+    def precopy_info(self) -> tuple[int, int]:
+        """VFIO_MIG_GET_PRECOPY_INFO: (initial_bytes, dirty_bytes). Only in PRE_COPY states."""
+        with self._lock:
+            if self.fsm.state not in PRE_COPY_STATES:
+                raise DeviceError(f"PRECOPY_INFO in {self.fsm.state.name}: only in PRE_COPY states")
+            return self._initial_remaining(), int(self._dirty.sum()) * self.block
+
+    def stop_copy_size(self) -> int:
+        """VFIO_DEVICE_FEATURE_MIG_DATA_SIZE: the estimated stop-copy length."""
+        with self._lock:
+            if self._context and self.fsm.state in (S.STOP_COPY, S.STOP):
+                context_left = len(self._context) - self._context_cursor
+            else:
+                context_left = self.cfg.stop_copy_size
+            return self._initial_remaining() + int(self._dirty.sum()) * self.block + context_left
+
+    def _initial_remaining(self) -> int:
+        return max(0, self.cfg.initial_bytes - self._initial_cursor)
+
+    @property
+    def initial_sent(self) -> bool:
+        return self._initial_remaining() == 0
+
+    def read(self, max_bytes: int) -> list[Chunk]:
+        """Read from the data stream: up to max_bytes. [] is a temporary end (ENOMSG) in
+        PRE_COPY and the end of the stream in STOP_COPY."""
+        with self._lock:
+            st = self.fsm.state
+            if st not in PRE_COPY_STATES and st != S.STOP_COPY:
+                raise DeviceError(f"read() in {st.name}: the data stream is open in PRE_COPY/STOP_COPY")
+            kind = "final" if st == S.STOP_COPY else None
+            out: list[Chunk] = []
+            budget = max_bytes
+            # Initial image, sequentially.
+            while budget > 0 and self._initial_remaining() > 0:
+                n = min(budget, self._initial_remaining())
+                start = self._initial_cursor
+                out.append(Chunk(kind or "initial", start, self.buffer[start : start + n].tobytes()))
+                self._initial_cursor += n
+                budget -= n
+            # Dirty blocks.
+            if budget > 0 and self._dirty.any():
+                idx = np.flatnonzero(self._dirty)[: max(1, budget // self.block)]
+                self._dirty[idx] = False
+                for b in idx.tolist():
+                    off = b * self.block
+                    end = min(off + self.block, self.cfg.initial_bytes)
+                    out.append(Chunk(kind or "middle", off, self.buffer[off:end].tobytes()))
+                    budget -= end - off
+            # Context, only in STOP_COPY.
+            if budget > 0 and st == S.STOP_COPY and self._context_cursor < len(self._context):
+                n = min(budget, len(self._context) - self._context_cursor)
+                c = self._context_cursor
+                out.append(Chunk("final", self.cfg.initial_bytes + c, self._context[c : c + n]))
+                self._context_cursor += n
+            return out
+
+    def digest(self) -> bytes:
+        """State digest (buffer + context) - meaningful once stopped."""
+        with self._lock:
+            return device_digest(self.buffer[: self.cfg.initial_bytes], self._context)
+
+
+def device_digest(buffer: np.ndarray, context: bytes | np.ndarray) -> bytes:
+    h = hashlib.blake2b(digest_size=32)
+    h.update(memoryview(np.ascontiguousarray(buffer)).cast("B"))
+    h.update(bytes(context) if isinstance(context, np.ndarray) else context)
+    return h.digest()
+
+
+class TargetDevice:
+    """The destination side: STOP -> RESUMING, takes chunks at offsets, STOP -> RUNNING."""
+
+    def __init__(self, name: str, initial_bytes: int, stop_copy_size: int) -> None:
+        self.name = name
+        self.initial_bytes = initial_bytes
+        self.stop_copy_size = stop_copy_size
+        self.fsm = StateMachine(S.STOP)
+        self.buffer = np.zeros(initial_bytes, dtype=np.uint8)
+        self.context = np.zeros(stop_copy_size, dtype=np.uint8)
+        self.loaded_bytes = 0
+
+    @property
+    def size(self) -> int:
+        return self.initial_bytes + self.stop_copy_size
+
+    def write(self, offset: int, data: bytes) -> None:
+        """Write a chunk into the device (only in RESUMING). Bounds are checked."""
+        if self.fsm.state != S.RESUMING:
+            raise DeviceError(f"write in {self.fsm.state.name}: only in RESUMING")
+        end = offset + len(data)
+        if offset < 0 or end > self.size:
+            raise DeviceError(
+                f"chunk [{offset}, {end}) outside device {self.name} state of {self.size} bytes"
+            )
+        arr = np.frombuffer(data, dtype=np.uint8)
+        split = max(0, min(end, self.initial_bytes) - offset)
+        if split:
+            self.buffer[offset : offset + split] = arr[:split]
+        if split < len(data):
+            c = offset + split - self.initial_bytes
+            self.context[c : c + len(data) - split] = arr[split:]
+        self.loaded_bytes += len(data)
+
+    def digest(self) -> bytes:
+        return device_digest(self.buffer, self.context.tobytes())

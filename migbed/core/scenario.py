@@ -1,0 +1,319 @@
+"""Scenario files: the knobs of one experiment, parsed and validated before anything starts.
+
+Key names are QEMU's where one exists (downtime-limit, max-bandwidth,
+avail-switchover-bandwidth), guestperf's for the caps (max-iterations, max-time). Every
+value is checked here; a bad one raises ScenarioError naming the field, the value and
+what is allowed, so nothing half-starts.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from importlib import resources
+from typing import Any, TypeVar
+
+from migbed.core.units import (
+    UnitError,
+    parse_bit_rate,
+    parse_byte_rate,
+    parse_duration,
+    parse_size,
+)
+
+KiB, MiB, GiB = 1024, 1024**2, 1024**3
+T = TypeVar("T")
+
+DEFAULT_SCENARIO = "mlx5-like"
+
+
+class ScenarioError(ValueError):
+    """A scenario value that is not allowed. str() names the field, the value and the rule."""
+
+
+@dataclass(frozen=True)
+class GuestConfig:
+    ram_size: int
+    page_size: int = 4 * KiB
+    dirty_rate: float = 0.0  # bytes/s written by the workload
+    working_set: int = 0  # bytes; the hot pages the workload re-dirties
+    dirty_pattern: str = "working-set"  # or "uniform" over all of RAM
+    vcpu_tick: float = 0.001  # s; period of the vCPU progress tick
+    seed: int = 1
+
+    @property
+    def pages(self) -> int:
+        return self.ram_size // self.page_size
+
+
+@dataclass(frozen=True)
+class DeviceConfig:
+    name: str
+    initial_bytes: int
+    stop_copy_size: int
+    dirty_rate: float = 0.0
+    block_size: int = 64 * KiB
+    load_setup_time: float = 0.0  # s; data-size independent (mlx5 resource allocation)
+    load_rate: float = 2e9  # bytes/s loaded on the target
+    stop_copy_load_time: float = 0.0  # s; fixed cost of loading the final image
+
+
+@dataclass(frozen=True)
+class MigrationConfig:
+    downtime_limit: float = 0.3  # s (QEMU default 300 ms)
+    max_bandwidth: float = 128 * MiB  # bytes/s (QEMU default 128 MiB/s)
+    avail_switchover_bandwidth: float = 0.0  # bytes/s; 0 = use the measured bandwidth
+    max_iterations: int = 0  # dirty-sync rounds; 0 = no cap
+    max_time: float = 0.0  # s; 0 = no cap
+    cap_action: str = "switchover"  # what a cap does: "switchover" (guestperf) or "cancel"
+    switchover_ack_timeout: float = 0.0  # s; 0 = wait for the ACK forever (QEMU 8.1)
+    ack_timeout_action: str = "cancel"  # "cancel" or "legacy" (switch on the data rule)
+    warmup: float = 0.5  # s the guest runs before migration starts (builds its working set)
+    heartbeat_timeout: float = 3.0  # s without a message from the peer = peer lost
+
+
+@dataclass(frozen=True)
+class LinkConfig:
+    rate: float = 0.0  # bits/s on the source's egress (tc tbf); 0 = unshaped
+    burst: int = 0  # bytes; 0 = rate x 5 ms, at least 64 KiB
+    latency: float = 0.05  # s; tbf queueing limit
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    guest: GuestConfig
+    devices: tuple[DeviceConfig, ...]
+    migration: MigrationConfig
+    link: LinkConfig = field(default_factory=LinkConfig)
+    source_text: str = ""  # the TOML it came from (sent to the source service as is)
+
+    @property
+    def total_device_initial_bytes(self) -> int:
+        return sum(d.initial_bytes for d in self.devices)
+
+
+# ---------------------------------------------------------------- field readers
+
+
+class _Table:
+    """One TOML table being read: remembers which keys were used, to refuse unknown ones."""
+
+    def __init__(self, data: Any, where: str) -> None:
+        if not isinstance(data, dict):
+            raise ScenarioError(f"{where}: expected a table, got {type(data).__name__}")
+        self.data = data
+        self.where = where
+        self.used: set[str] = set()
+
+    def get(self, key: str, parse: Callable[[Any], T], default: T, check: str = "") -> T:
+        self.used.add(key)
+        if key not in self.data:
+            return default
+        raw = self.data[key]
+        try:
+            value = parse(raw)
+        except (UnitError, ValueError, TypeError) as e:
+            raise ScenarioError(f"{self.where}.{key} = {raw!r}: {e}") from None
+        return value
+
+    def require(self, key: str, parse: Callable[[Any], T]) -> T:
+        if key not in self.data:
+            raise ScenarioError(f"{self.where}.{key} is required")
+        return self.get(key, parse, None)  # type: ignore[arg-type]
+
+    def finish(self) -> None:
+        unknown = sorted(set(self.data) - self.used)
+        if unknown:
+            raise ScenarioError(
+                f"{self.where}: unknown key(s) {', '.join(unknown)} "
+                f"(allowed: {', '.join(sorted(self.used))})"
+            )
+
+
+def _in_range(where: str, value: float, lo: float, hi: float, shown: str) -> None:
+    if not (lo <= value <= hi):
+        raise ScenarioError(f"{where} = {shown} is out of range (allowed {_fmt(lo)} .. {_fmt(hi)})")
+
+
+def _fmt(x: float) -> str:
+    return f"{x:g}"
+
+
+def _int(v: Any) -> int:
+    if isinstance(v, bool) or not isinstance(v, int):
+        raise ValueError("expected an integer")
+    return v
+
+
+def _str(v: Any) -> str:
+    if not isinstance(v, str) or not v:
+        raise ValueError("expected a non-empty string")
+    return v
+
+
+def _bool(v: Any) -> bool:
+    if not isinstance(v, bool):
+        raise ValueError("expected true or false")
+    return v
+
+
+def _choice(*allowed: str) -> Callable[[Any], str]:
+    def parse(v: Any) -> str:
+        if v not in allowed:
+            raise ValueError(f"allowed: {', '.join(allowed)}")
+        return str(v)
+
+    return parse
+
+
+def _power_of_two(x: int) -> bool:
+    return x > 0 and (x & (x - 1)) == 0
+
+
+# ---------------------------------------------------------------- sections
+
+
+def _guest(t: _Table) -> GuestConfig:
+    ram = t.require("ram-size", parse_size)
+    page = t.get("page-size", parse_size, 4 * KiB)
+    rate = t.get("dirty-rate", parse_byte_rate, 0.0)
+    ws = t.get("working-set", parse_size, ram)
+    pattern = t.get("dirty-pattern", _choice("working-set", "uniform"), "working-set")
+    tick = t.get("vcpu-tick", parse_duration, 0.001)
+    seed = t.get("seed", _int, 1)
+    t.finish()
+    if page not in (4 * KiB, 64 * KiB, 2 * MiB):
+        raise ScenarioError(f"guest.page-size = {page}: allowed 4KiB, 64KiB, 2MiB")
+    _in_range("guest.ram-size", ram, 1 * MiB, 64 * GiB, f"{ram} bytes")
+    if ram % page:
+        raise ScenarioError(f"guest.ram-size = {ram} bytes is not a multiple of page-size {page}")
+    _in_range("guest.dirty-rate", rate, 0, 64 * GiB, f"{rate:g} B/s")
+    _in_range("guest.working-set", ws, page, ram, f"{ws} bytes")
+    _in_range("guest.vcpu-tick", tick, 1e-4, 0.001, f"{tick * 1e3:g}ms")
+    _in_range("guest.seed", seed, 0, 2**63 - 1, str(seed))
+    return GuestConfig(ram, page, rate, ws, pattern, tick, seed)
+
+
+def _device(t: _Table, names: set[str]) -> DeviceConfig:
+    name = t.require("name", _str)
+    if name in names:
+        raise ScenarioError(f"{t.where}.name = {name!r}: device names must be unique")
+    if not name.replace("-", "").replace("_", "").isalnum() or len(name) > 32:
+        raise ScenarioError(f"{t.where}.name = {name!r}: letters, digits, - and _ only, at most 32")
+    names.add(name)
+    initial = t.require("initial-bytes", parse_size)
+    stop = t.get("stop-copy-size", parse_size, 0)
+    rate = t.get("dirty-rate", parse_byte_rate, 0.0)
+    block = t.get("block-size", parse_size, 64 * KiB)
+    setup = t.get("load-setup-time", parse_duration, 0.0)
+    load_rate = t.get("load-rate", parse_byte_rate, 2e9)
+    stop_load = t.get("stop-copy-load-time", parse_duration, 0.0)
+    t.finish()
+    w = t.where
+    _in_range(f"{w}.initial-bytes", initial, 0, 16 * GiB, f"{initial} bytes")
+    _in_range(f"{w}.stop-copy-size", stop, 0, 16 * GiB, f"{stop} bytes")
+    if not _power_of_two(block) or not (4 * KiB <= block <= 1 * MiB):
+        raise ScenarioError(f"{w}.block-size = {block}: a power of two from 4KiB to 1MiB")
+    _in_range(f"{w}.dirty-rate", rate, 0, 64 * GiB, f"{rate:g} B/s")
+    _in_range(f"{w}.load-setup-time", setup, 0, 600, f"{setup:g}s")
+    _in_range(f"{w}.load-rate", load_rate, 1 * MiB, 1000 * GiB, f"{load_rate:g} B/s")
+    _in_range(f"{w}.stop-copy-load-time", stop_load, 0, 600, f"{stop_load:g}s")
+    if initial and initial < block:
+        raise ScenarioError(f"{w}.initial-bytes = {initial} is smaller than block-size {block}")
+    return DeviceConfig(name, initial, stop, rate, block, setup, load_rate, stop_load)
+
+
+def _migration(t: _Table) -> MigrationConfig:
+    d = MigrationConfig()
+    limit = t.get("downtime-limit", parse_duration, d.downtime_limit)
+    bw = t.get("max-bandwidth", parse_byte_rate, d.max_bandwidth)
+    avail = t.get("avail-switchover-bandwidth", parse_byte_rate, 0.0)
+    iters = t.get("max-iterations", _int, 0)
+    max_time = t.get("max-time", parse_duration, 0.0)
+    cap_action = t.get("cap-action", _choice("switchover", "cancel"), d.cap_action)
+    ack_timeout = t.get("switchover-ack-timeout", parse_duration, 0.0)
+    ack_action = t.get("ack-timeout-action", _choice("cancel", "legacy"), d.ack_timeout_action)
+    warmup = t.get("warmup", parse_duration, d.warmup)
+    heartbeat = t.get("heartbeat-timeout", parse_duration, d.heartbeat_timeout)
+    t.finish()
+    # QEMU: downtime-limit 0..2000 s; we need at least 1 ms to compute a threshold.
+    _in_range("migration.downtime-limit", limit, 0.001, 2000, f"{limit * 1e3:g}ms")
+    _in_range("migration.max-bandwidth", bw, 1 * MiB, 100 * GiB, f"{bw:g} B/s")
+    _in_range("migration.avail-switchover-bandwidth", avail, 0, 100 * GiB, f"{avail:g} B/s")
+    _in_range("migration.max-iterations", iters, 0, 100_000, str(iters))
+    _in_range("migration.max-time", max_time, 0, 24 * 3600, f"{max_time:g}s")
+    _in_range("migration.switchover-ack-timeout", ack_timeout, 0, 3600, f"{ack_timeout:g}s")
+    _in_range("migration.warmup", warmup, 0, 60, f"{warmup:g}s")
+    _in_range("migration.heartbeat-timeout", heartbeat, 0.2, 60, f"{heartbeat:g}s")
+    return MigrationConfig(
+        limit, bw, avail, iters, max_time, cap_action, ack_timeout, ack_action, warmup, heartbeat
+    )
+
+
+def _link(t: _Table) -> LinkConfig:
+    rate = t.get("rate", parse_bit_rate, 0.0)
+    burst = t.get("burst", parse_size, 0)
+    latency = t.get("latency", parse_duration, 0.05)
+    for unsupported in ("delay", "loss"):
+        if unsupported in t.data:
+            raise ScenarioError(
+                f"link.{unsupported} = {t.data[unsupported]!r}: needs tc netem, which this "
+                "testbed does not use (netem is missing from common CI kernels); remove it"
+            )
+    t.finish()
+    _in_range("link.rate", rate, 0, 100e9, f"{rate:g} bit/s")
+    if rate and rate < 1e6:
+        raise ScenarioError(f"link.rate = {rate:g} bit/s: at least 1Mbit (or 0 for unshaped)")
+    _in_range("link.burst", burst, 0, 1 * GiB, f"{burst} bytes")
+    _in_range("link.latency", latency, 0.001, 10, f"{latency:g}s")
+    return LinkConfig(rate, burst, latency)
+
+
+def parse_scenario(text: str, where: str = "scenario") -> Scenario:
+    """Parse and validate a scenario TOML text. Raises ScenarioError."""
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise ScenarioError(f"{where}: not valid TOML: {e}") from None
+    top = _Table(data, "scenario")
+    name = top.get("name", _str, "unnamed")
+    guest = _guest(_Table(top.require("guest", lambda v: v), "guest"))
+    raw_devices = top.get("device", lambda v: v, [])
+    if not isinstance(raw_devices, list):
+        raise ScenarioError("device: use [[device]] tables (an array of tables)")
+    if len(raw_devices) > 16:
+        raise ScenarioError(f"device: {len(raw_devices)} devices; at most 16 allowed")
+    names: set[str] = set()
+    devices = tuple(
+        _device(_Table(d, f"device[{i}]"), names) for i, d in enumerate(raw_devices)
+    )
+    migration = _migration(_Table(top.get("migration", lambda v: v, {}), "migration"))
+    link = _link(_Table(top.get("link", lambda v: v, {}), "link"))
+    top.finish()
+    return Scenario(name, guest, devices, migration, link, text)
+
+
+def load_scenario(path: str) -> Scenario:
+    try:
+        with open(path, encoding="utf-8") as fh:
+            text = fh.read()
+    except OSError as e:
+        raise ScenarioError(f"cannot read scenario file {path}: {e.strerror}") from None
+    return parse_scenario(text, path)
+
+
+def builtin_scenario_text(name: str = DEFAULT_SCENARIO) -> str:
+    """The scenarios shipped inside the package (migbed/scenarios/*.toml)."""
+    try:
+        return resources.files("migbed").joinpath(f"scenarios/{name}.toml").read_text()
+    except FileNotFoundError:
+        raise ScenarioError(
+            f"no built-in scenario {name!r} (have: {', '.join(builtin_scenarios())})"
+        ) from None
+
+
+def builtin_scenarios() -> list[str]:
+    folder = resources.files("migbed").joinpath("scenarios")
+    return sorted(p.name[:-5] for p in folder.iterdir() if p.name.endswith(".toml"))

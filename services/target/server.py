@@ -1,0 +1,132 @@
+"""The target service: accepts migration streams and runs a TargetSession for each.
+
+A thin shell: all the checking and loading is in session.py. Each stream is independent
+(one session per stream, keyed by session_id), so several guests can migrate at once and
+a bad stream ends with its own status without disturbing the others.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+import grpc
+
+from migbed import __version__
+from migbed.core.clock import boot_id
+from migbed.wire import migration_pb2 as pb
+from migbed.wire import migration_pb2_grpc as pbg
+from migbed.wire.errors import ProtocolError
+from services.target.session import TargetSession
+
+log = logging.getLogger("migbed.target")
+
+
+class TargetService(pbg.MigrationServicer, pbg.ControlServicer):
+    def __init__(self, metrics: Any = None, max_sessions: int = 16) -> None:
+        self.sessions: dict[str, TargetSession] = {}
+        self.metrics = metrics
+        self.max_sessions = max_sessions
+
+    async def Migrate(  # noqa: N802 - gRPC method name
+        self, request_iterator: AsyncIterator[pb.SourceMessage], context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[pb.TargetMessage]:
+        session: TargetSession | None = None
+        reader: asyncio.Task[None] | None = None
+        failure: list[ProtocolError] = []
+        try:
+            first = await anext(aiter(request_iterator), None)
+            if first is None:
+                return
+            if first.WhichOneof("body") != "setup":
+                raise ProtocolError("FAILED_PRECONDITION",
+                                    f"the first message must be setup, got {first.WhichOneof('body')}")
+            sid = first.setup.session_id
+            if sid in self.sessions:
+                raise ProtocolError("ALREADY_EXISTS", f"session {sid!r} is already migrating here")
+            if len(self.sessions) >= self.max_sessions:
+                raise ProtocolError("RESOURCE_EXHAUSTED",
+                                    f"{len(self.sessions)} migrations running; at most {self.max_sessions}")
+            session = TargetSession(first.setup, self._on_load_progress(first.setup))
+            self.sessions[sid] = session
+            self._on_session(first.setup.scenario, "started")
+            session.start()
+
+            async def read() -> None:
+                assert session is not None
+                try:
+                    async for msg in request_iterator:
+                        await session.handle(msg)
+                    if not session.completed:
+                        raise ProtocolError("CANCELLED", "the source closed the stream before completing")
+                except ProtocolError as e:
+                    failure.append(e)
+                    session.close("failed")
+                except asyncio.CancelledError:
+                    raise
+                except Exception as e:  # a bug or a broken stream: end this session only
+                    log.exception("session %s", sid)
+                    failure.append(ProtocolError("INTERNAL", f"{type(e).__name__}: {e}"))
+                    session.close("failed")
+
+            reader = asyncio.get_running_loop().create_task(read())
+            while True:
+                out = await session.outbox.get()
+                if out is None:
+                    break
+                yield out
+            if failure:
+                raise failure[0]
+        except ProtocolError as e:
+            if session is not None:
+                session.close("failed")
+            log.warning("migration refused: %s", e)
+            await context.abort(e.status, e.message)
+        finally:
+            if reader is not None and not reader.done():
+                reader.cancel()
+            if session is not None:
+                if session.result == "running":
+                    session.close("cancelled")
+                self.sessions.pop(session.session_id, None)
+                self._on_session(session.setup.scenario, session.result)
+
+    def _on_session(self, scenario: str, state: str) -> None:
+        if self.metrics is not None:
+            self.metrics.on_session(scenario, state)
+
+    def _on_load_progress(self, setup: pb.Setup) -> Any:
+        if self.metrics is None:
+            return None
+
+        def report(device: str, st: Any) -> None:
+            self.metrics.on_load_progress(setup.scenario, device, st.loaded_bytes, st.backlog_bytes,
+                                          st.setup_remaining_s, st.initial_loaded)
+        return report
+
+    # ------------------------------------------------------------ control
+
+    async def Status(self, request: pb.StatusRequest, context: grpc.aio.ServicerContext) -> pb.StatusReply:  # noqa: N802
+        return pb.StatusReply(role="target", protocol_version=pb.PROTOCOL_VERSION_1,
+                              sessions=sorted(self.sessions), boot_id=boot_id(),
+                              migbed_version=__version__)
+
+    async def Cancel(self, request: pb.CancelRequest, context: grpc.aio.ServicerContext) -> pb.CancelReply:  # noqa: N802
+        s = self.sessions.get(request.run_id)
+        if s is None:
+            await context.abort(grpc.StatusCode.NOT_FOUND, f"no session {request.run_id!r} on this target")
+        assert s is not None
+        s.close("cancelled")
+        return pb.CancelReply(cancelled=True, state="cancelled")
+
+    async def Start(self, request: pb.StartRequest, context: grpc.aio.ServicerContext) -> pb.StartReply:  # noqa: N802
+        await context.abort(grpc.StatusCode.FAILED_PRECONDITION,
+                            "this is a target: start migrations on the source")
+        raise AssertionError
+
+    async def Watch(self, request: pb.WatchRequest, context: grpc.aio.ServicerContext) -> AsyncIterator[pb.WatchEvent]:  # noqa: N802
+        await context.abort(grpc.StatusCode.FAILED_PRECONDITION,
+                            "this is a target: watch migrations on the source")
+        yield pb.WatchEvent()
