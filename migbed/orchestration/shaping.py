@@ -1,6 +1,6 @@
 """Link shaping with ``tc``: a scenario's ``[link]`` section becomes tbf on the sender's egress.
 
-The pure part (``LinkShape``, ``shaping_commands``, ``parse_link``) builds argv lists and knows
+The pure part (``LinkShape``, ``shaping_commands``, ``link_shape``) builds argv lists and knows
 nothing about processes or containers; ``apply_in_container`` runs them in a container through
 the Docker SDK. tc shapes egress only, so the shape goes on the *source* container's interface
 (the side that sends guest RAM and device state).
@@ -11,10 +11,10 @@ instead of being silently dropped (a run without the delay would measure somethi
 
 from __future__ import annotations
 
-import re
-from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
+
+from migbed.core.scenario import LinkConfig, load_scenario
 
 # tbf's token bucket must hold at least a few full frames and a few ms of traffic, or TCP
 # falls short of the rate (migration-facts §9: burst rate x 1-10 ms holds it within 1 %).
@@ -135,109 +135,27 @@ NETEM_PROBE = [
 ]
 
 
-# -- units (tc's conventions: rates in bit/s with decimal prefixes)
-
-_RATE_UNITS = {
-    "bit": 1,
-    "kbit": 10**3,
-    "mbit": 10**6,
-    "gbit": 10**9,
-    "tbit": 10**12,
-    "bps": 8,  # bytes per second, as tc spells it
-    "kbps": 8 * 10**3,
-    "mbps": 8 * 10**6,
-    "gbps": 8 * 10**9,
-}
-_SIZE_UNITS = {
-    "b": 1,
-    "kb": 10**3,
-    "mb": 10**6,
-    "gb": 10**9,
-    "kib": 2**10,
-    "mib": 2**20,
-    "gib": 2**30,
-}
-_TIME_UNITS = {"s": 1.0, "ms": 1e-3, "us": 1e-6}
-_NUM = re.compile(r"^\s*([0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)\s*([A-Za-z%/]*)\s*$")
+# -- from a scenario (units are parsed once, by migbed.core.scenario)
 
 
-def _split(value: str, what: str) -> tuple[float, str]:
-    m = _NUM.match(value)
-    if not m:
-        raise ShapingError(f"cannot read {what} {value!r}")
-    return float(m.group(1)), m.group(2).lower()
+def link_shape(link: LinkConfig) -> LinkShape | None:
+    """A parsed scenario ``[link]`` -> LinkShape; None when the link is unshaped (rate 0).
 
-
-def parse_rate(value: str | int | float) -> int:
-    """'100Mbit' -> 100_000_000 bit/s; a bare number is bit/s."""
-    if isinstance(value, int | float):
-        return int(value)
-    num, unit = _split(value, "rate")
-    factor = _RATE_UNITS.get(unit or "bit")
-    if factor is None:
-        raise ShapingError(f"unknown rate unit in {value!r} (use bit, Kbit, Mbit, Gbit)")
-    return round(num * factor)
-
-
-def parse_size(value: str | int) -> int:
-    """'1MB' -> 1_000_000 bytes, '1MiB' -> 1_048_576; a bare number is bytes."""
-    if isinstance(value, int):
-        return value
-    num, unit = _split(value, "size")
-    factor = _SIZE_UNITS.get(unit or "b")
-    if factor is None:
-        raise ShapingError(f"unknown size unit in {value!r} (use B, KB, MB, KiB, MiB)")
-    return round(num * factor)
-
-
-def parse_duration(value: str | int | float) -> float:
-    """'50ms' -> 0.05 s; a bare number is seconds."""
-    if isinstance(value, int | float):
-        return float(value)
-    num, unit = _split(value, "duration")
-    factor = _TIME_UNITS.get(unit or "s")
-    if factor is None:
-        raise ShapingError(f"unknown time unit in {value!r} (use s, ms, us)")
-    return num * factor
-
-
-def parse_loss(value: str | int | float) -> float:
-    """'1%' -> 0.01; a bare number is a fraction."""
-    if isinstance(value, int | float):
-        return float(value)
-    text = value.strip()
-    if text.endswith("%"):
-        return float(text[:-1]) / 100
-    return float(text)
-
-
-_LINK_KEYS = {"rate", "burst", "latency", "delay", "loss"}
-
-
-def parse_link(table: Mapping[str, Any]) -> LinkShape:
-    """A scenario's ``[link]`` table (strings with units) -> LinkShape."""
-    unknown = set(table) - _LINK_KEYS
-    if unknown:
-        raise ShapingError(f"unknown [link] keys: {', '.join(sorted(unknown))}")
-    if "rate" not in table:
-        raise ShapingError('[link] needs a rate (e.g. rate = "1Gbit")')
+    The scenario parser already refuses delay/loss (no netem); the check in
+    ``shaping_commands`` stays for callers that build a LinkShape themselves.
+    """
+    if not link.rate:
+        return None
     return LinkShape(
-        rate_bps=parse_rate(table["rate"]),
-        burst_bytes=parse_size(table["burst"]) if "burst" in table else None,
-        latency_s=parse_duration(table["latency"]) if "latency" in table else None,
-        delay_s=parse_duration(table["delay"]) if "delay" in table else None,
-        loss=parse_loss(table["loss"]) if "loss" in table else None,
+        rate_bps=round(link.rate),
+        burst_bytes=link.burst or None,
+        latency_s=link.latency or None,
     )
 
 
 def link_from_scenario_file(path: str) -> LinkShape | None:
     """The ``[link]`` of a scenario TOML file, or None when it has none (unshaped)."""
-    import tomllib
-
-    with open(path, "rb") as f:
-        doc = tomllib.load(f)
-    table = doc.get("link")
-    return None if table is None else parse_link(table)
+    return link_shape(load_scenario(path).link)
 
 
 # -- applying inside a container (Docker SDK)

@@ -1,9 +1,10 @@
-"""shaping.py's pure part: [link] units and the tc argv it produces."""
+"""shaping.py's pure part: a scenario's [link] -> the tc argv that shapes the source."""
 
 from __future__ import annotations
 
 import pytest
 
+from migbed.core.scenario import LinkConfig, ScenarioError, parse_scenario
 from migbed.orchestration.shaping import (
     FRAME_EFFICIENCY,
     MIN_BURST_BYTES,
@@ -11,66 +12,42 @@ from migbed.orchestration.shaping import (
     NetemUnavailable,
     ShapingError,
     clear_commands,
-    parse_duration,
-    parse_link,
-    parse_rate,
-    parse_size,
+    link_shape,
     shaping_commands,
 )
 
 
-@pytest.mark.parametrize(
-    ("text", "bps"),
-    [
-        ("100Mbit", 100_000_000),
-        ("1Gbit", 10**9),
-        ("5Gbit", 5 * 10**9),
-        ("2.5gbit", 2_500_000_000),
-        ("800kbit", 800_000),
-        ("10MBps", 80_000_000),
-        ("1000", 1000),
-        (10**9, 10**9),
-    ],
-)
-def test_parse_rate(text: str | int, bps: int) -> None:
-    assert parse_rate(text) == bps
+def _link(**kw: str) -> LinkShape | None:
+    """A [link] table through the scenario parser, as a run reads it."""
+    body = "".join(f'{k} = "{v}"\n' for k, v in kw.items())
+    return link_shape(parse_scenario(f'[guest]\nram-size = "16MiB"\n[link]\n{body}').link)
 
 
-def test_parse_size_and_duration() -> None:
-    assert parse_size("1MB") == 1_000_000
-    assert parse_size("1MiB") == 1_048_576
-    assert parse_size("64KiB") == 65_536
-    assert parse_size(1500) == 1500
-    assert parse_duration("50ms") == pytest.approx(0.05)
-    assert parse_duration("250us") == pytest.approx(0.00025)
-    assert parse_duration(2) == 2.0
-
-
-@pytest.mark.parametrize("bad", ["fast", "10Mbyte", "1 Gbits/s x", ""])
-def test_bad_rate_is_refused(bad: str) -> None:
-    with pytest.raises(ShapingError):
-        parse_rate(bad)
-
-
-def test_plain_link_is_one_tbf_replace() -> None:
-    shape = parse_link({"rate": "1Gbit", "burst": "1MB", "latency": "50ms"})
+def test_explicit_link_is_one_tbf_replace() -> None:
+    shape = _link(rate="1Gbit", burst="1MB", latency="50ms")
+    assert shape is not None
     assert shaping_commands("eth0", shape, netem_available=False) == [
         [
-            "tc",
-            "qdisc",
-            "replace",
-            "dev",
-            "eth0",
-            "root",
-            "tbf",
-            "rate",
-            "1000000000bit",
-            "burst",
-            "1000000",
-            "latency",
-            "50000us",
+            "tc", "qdisc", "replace", "dev", "eth0", "root",
+            "tbf", "rate", "1000000000bit", "burst", "1000000", "latency", "50000us",
         ]
-    ]
+    ]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("rate", "bps"), [("100Mbit", 10**8), ("1Gbit", 10**9), ("5Gbit", 5 * 10**9)]
+)
+def test_rates_from_scenario_units(rate: str, bps: int) -> None:
+    shape = _link(rate=rate)
+    assert shape is not None
+    assert shape.rate_bps == bps
+    argv = shaping_commands("eth0", shape, netem_available=False)[0]
+    assert argv[argv.index("rate") + 1] == f"{bps}bit"
+
+
+def test_no_link_or_zero_rate_means_unshaped() -> None:
+    assert link_shape(LinkConfig()) is None
+    assert link_shape(parse_scenario('[guest]\nram-size = "16MiB"\n').link) is None
 
 
 def test_default_burst_is_5ms_of_rate_but_at_least_64KiB() -> None:
@@ -78,22 +55,34 @@ def test_default_burst_is_5ms_of_rate_but_at_least_64KiB() -> None:
     assert LinkShape(rate_bps=5 * 10**9).effective_burst_bytes == 3_125_000
     # 100 Mbit x 5 ms = 62.5 kB, below the floor
     assert LinkShape(rate_bps=100 * 10**6).effective_burst_bytes == MIN_BURST_BYTES
-    argv = shaping_commands("eth0", LinkShape(rate_bps=10**8), netem_available=False)[0]
+    shape = _link(rate="100Mbit")
+    assert shape is not None
+    argv = shaping_commands("eth0", shape, netem_available=False)[0]
     assert argv[argv.index("burst") + 1] == str(MIN_BURST_BYTES)
     assert argv[argv.index("latency") + 1] == "50000us"
 
 
 @pytest.mark.parametrize(
-    "extra", [{"delay": "10ms"}, {"loss": "1%"}, {"delay": "5ms", "loss": 0.01}]
+    "shape",
+    [
+        LinkShape(rate_bps=10**9, delay_s=0.01),
+        LinkShape(rate_bps=10**9, loss=0.01),
+        LinkShape(rate_bps=10**9, delay_s=0.005, loss=0.001),
+    ],
 )
-def test_delay_and_loss_are_refused_without_netem(extra: dict[str, object]) -> None:
-    shape = parse_link({"rate": "1Gbit", **extra})
+def test_delay_and_loss_are_refused_without_netem(shape: LinkShape) -> None:
     with pytest.raises(NetemUnavailable, match="netem"):
         shaping_commands("eth0", shape, netem_available=False)
 
 
+@pytest.mark.parametrize("key", ["delay", "loss"])
+def test_scenario_parser_refuses_delay_and_loss_too(key: str) -> None:
+    with pytest.raises(ScenarioError, match="netem"):
+        _link(rate="1Gbit", **{key: "10ms" if key == "delay" else "1%"})
+
+
 def test_delay_and_loss_chain_netem_under_tbf_where_netem_exists() -> None:
-    shape = parse_link({"rate": "100Mbit", "delay": "10ms", "loss": "0.5%"})
+    shape = LinkShape(rate_bps=10**8, delay_s=0.01, loss=0.005)
     root, child = shaping_commands("eth0", shape, netem_available=True)
     assert root[:8] == ["tc", "qdisc", "replace", "dev", "eth0", "root", "handle", "1:"]
     assert "tbf" in root
@@ -102,24 +91,24 @@ def test_delay_and_loss_chain_netem_under_tbf_where_netem_exists() -> None:
     assert child[child.index("loss") + 1] == "0.5%"
 
 
-def test_zero_delay_needs_no_netem() -> None:
-    shape = parse_link({"rate": "1Gbit", "delay": "0ms", "loss": 0})
+def test_zero_delay_and_loss_need_no_netem() -> None:
+    shape = LinkShape(rate_bps=10**9, delay_s=0.0, loss=0.0)
     assert len(shaping_commands("eth0", shape, netem_available=False)) == 1
 
 
 @pytest.mark.parametrize(
-    "table",
+    "kw",
     [
-        {},
-        {"rate": "0bit"},
-        {"rate": "1Gbit", "burst": "100B"},
-        {"rate": "1Gbit", "jitter": "1ms"},
-        {"rate": "1Gbit", "loss": "150%"},
+        {"rate_bps": 0},
+        {"rate_bps": 10**9, "burst_bytes": 100},
+        {"rate_bps": 10**9, "latency_s": 0.0},
+        {"rate_bps": 10**9, "loss": 1.5},
+        {"rate_bps": 10**9, "delay_s": -1.0},
     ],
 )
-def test_invalid_links_are_refused(table: dict[str, object]) -> None:
+def test_invalid_shapes_are_refused(kw: dict[str, float]) -> None:
     with pytest.raises(ShapingError):
-        parse_link(table)
+        LinkShape(**kw)  # type: ignore[arg-type]
 
 
 def test_expected_goodput_uses_frame_efficiency() -> None:
