@@ -114,10 +114,12 @@ class _RunClock:
     finished: bool = False
 
     def on_sample(self, t_ms: float, now: float) -> None:
-        if self.finished or t_ms < self.last_t_ms:  # a new run of the same scenario and policy
+        if self.anchor_s is None or self.finished or t_ms < self.last_t_ms:
+            # the first sample of a run fixes its clock: later samples and events of the run
+            # share it, so intervals between events are exactly those of the record
             self.events_seen = set()
             self.finished = False
-        self.anchor_s = now - t_ms / 1000.0
+            self.anchor_s = now - t_ms / 1000.0
         self.last_t_ms = t_ms
 
     def wall(self, t_ms: float, now: float) -> float:
@@ -549,6 +551,9 @@ class TargetMetrics:
                 self.sessions_started.labels(scenario=scenario).inc()
                 for outcome in OUTCOMES:  # visible at zero before the first end
                     self.sessions_ended.labels(scenario=scenario, outcome=outcome)
+                for stage in STAGES:  # so rate() sees the first bytes too
+                    self.received_ram.labels(scenario=scenario, stage=stage)
+                    self.received_device.labels(scenario=scenario, stage=stage)
             else:
                 self._active[scenario] = max(0, self._active.get(scenario, 0) - 1)
                 self.sessions_ended.labels(scenario=scenario, outcome=state).inc()
