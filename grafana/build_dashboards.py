@@ -233,6 +233,14 @@ def policy_comparison() -> dashboard.Dashboard:
                 "policy", "Policy", "label_values(migbed_migrations_total, policy)", multi=True
             )
         )
+        .annotation(
+            event_annotation(
+                "Results",
+                f"migbed_migration_last_timestamp_seconds{{{SP}}}",
+                "blue",
+                "result: {{policy}}",
+            )
+        )
         .link(
             dashboard.DashboardLink("Live migration")
             .type(dm.DashboardLinkType.DASHBOARDS)
