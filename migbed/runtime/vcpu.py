@@ -50,6 +50,7 @@ class VCpu:
             return
         self._stop.clear()
         self._first.clear()
+        self.ticks = 0  # first_tick_ns is the first tick of this start
         self._thread = threading.Thread(target=self._run, name="vcpu", daemon=True)
         self._thread.start()
 

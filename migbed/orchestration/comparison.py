@@ -1,0 +1,86 @@
+"""A comparison: the same scenario under several policies, repeated, run one at a time.
+
+Policies are interleaved within each repeat (legacy, ack, legacy, ack, ...) so that a
+slow drift of the machine does not favour one policy. Every run is a real migration
+between the given source and target services; the records are collected as they come.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from migbed.core.units import format_bytes
+from migbed.measure.record import ProgressSample, RunRecord
+from migbed.orchestration.controller import ControlError, SourceControl
+
+
+@dataclass
+class Plan:
+    scenario_name: str
+    scenario_toml: str
+    policies: list[str]
+    repeat: int
+    source: str
+    target: str  # as the source dials it
+    cancel_after: float = 0.0  # s after start; 0 = never (a user-initiated cancel, for tests)
+
+    def runs(self) -> list[tuple[int, str]]:
+        return [(r, p) for r in range(self.repeat) for p in self.policies]
+
+
+def _describe(sample: ProgressSample) -> str:
+    ack = " ack" if sample.ack_received else ""
+    return (f"{sample.phase} iter {sample.dirty_sync_count} "
+            f"remaining {format_bytes(sample.pending_bytes)} "
+            f"{format_bytes(sample.bandwidth_bytes_per_s)}/s{ack}")
+
+
+def run_plan(plan: Plan, show_progress: bool = True,
+             on_record: Callable[[RunRecord], None] | None = None) -> list[RunRecord]:
+    from tqdm import tqdm
+
+    control = SourceControl(plan.source)
+    records: list[RunRecord] = []
+    batch = uuid.uuid4().hex[:8]
+    runs = plan.runs()
+    bar = tqdm(total=len(runs), unit="run", disable=not show_progress, dynamic_ncols=True,
+               desc=plan.scenario_name)
+    try:
+        for repeat, policy in runs:
+            run_id = f"{plan.scenario_name}-{policy}-{repeat}-{batch}"
+            bar.set_description(f"{policy} #{repeat + 1}")
+            control.start(plan.scenario_toml, policy, plan.target, run_id,
+                          {"repeat": str(repeat)})
+            timer = None
+            if plan.cancel_after > 0:
+                timer = threading.Timer(plan.cancel_after, control.cancel, (run_id, "cancel-after"))
+                timer.start()
+            last = [0.0]
+
+            def on_sample(s: ProgressSample) -> None:
+                now = time.monotonic()
+                if now - last[0] > 0.2:
+                    last[0] = now
+                    bar.set_postfix_str(_describe(s), refresh=True)
+
+            try:
+                record = control.watch(run_id, on_sample)
+            finally:
+                if timer is not None:
+                    timer.cancel()
+            record.source_address = plan.source
+            records.append(record)
+            if on_record is not None:
+                on_record(record)
+            bar.set_postfix_str(f"{record.outcome}, guest downtime {record.guest_downtime_ms:.0f} ms")
+            bar.update(1)
+    except ControlError:
+        raise
+    finally:
+        bar.close()
+        control.close()
+    return records

@@ -1,0 +1,79 @@
+"""Source and target as two local processes on loopback: what `migbed run` uses by default.
+
+Real processes, real gRPC between them: the same code path as containers or lab hosts,
+only the addresses differ. Ports are picked free; readiness is the gRPC health check.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from migbed.wire.channel import check_health
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class Service:
+    role: str
+    address: str
+    metrics_address: str
+    process: subprocess.Popen[bytes]
+    log_path: Path
+
+    def stop(self, timeout: float = 10.0) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+def start_service(role: str, log_dir: Path, host: str = "127.0.0.1",
+                  extra_args: list[str] | None = None, timeout: float = 30.0) -> Service:
+    port, mport = free_port(host), free_port(host)
+    log_dir.mkdir(parents=True, exist_ok=True)
+    log_path = log_dir / f"{role}.log"
+    cmd = [sys.executable, "-m", "migbed.orchestration.cli", "serve", role,
+           "--listen", f"{host}:{port}", "--metrics-listen", f"{host}:{mport}", *(extra_args or [])]
+    with open(log_path, "ab") as log:
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT,
+                                env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    svc = Service(role, f"{host}:{port}", f"{host}:{mport}", proc, log_path)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{role} exited with {proc.returncode}; see {log_path}:\n"
+                               + log_path.read_text()[-2000:])
+        if check_health(svc.address, timeout=0.5):
+            return svc
+        time.sleep(0.1)
+    svc.stop()
+    raise RuntimeError(f"{role} not healthy within {timeout:g}s; see {log_path}")
+
+
+@contextlib.contextmanager
+def local_stack(log_dir: Path, extra_args: list[str] | None = None) -> Iterator[tuple[Service, Service]]:
+    target = start_service("target", log_dir, extra_args=extra_args)
+    try:
+        source = start_service("source", log_dir, extra_args=extra_args)
+        try:
+            yield source, target
+        finally:
+            source.stop()
+    finally:
+        target.stop()

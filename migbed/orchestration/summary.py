@@ -1,0 +1,60 @@
+"""The results table (median and range per policy) and results.csv, from run records."""
+
+from __future__ import annotations
+
+import csv
+import statistics
+from pathlib import Path
+
+from migbed.measure.record import CSV_FIELDS, RunRecord
+
+TABLE_FIELDS = [
+    ("guest_downtime_ms", "guest downtime ms"),
+    ("downtime_ms", "downtime ms (QEMU)"),
+    ("expected_downtime_ms", "expected ms"),
+    ("switchover_ack_wait_ms", "ACK wait ms"),
+    ("total_time_ms", "total ms"),
+    ("dirty_sync_count", "iterations"),
+]
+
+
+def _cell(values: list[float]) -> str:
+    if not values:
+        return "-"
+    med = statistics.median(values)
+    if len(values) == 1:
+        return f"{med:.0f}"
+    return f"{med:.0f} [{min(values):.0f}-{max(values):.0f}]"
+
+
+def results_table(records: list[RunRecord]) -> str:
+    """Median [min-max] per policy of the completed runs; counts of every outcome."""
+    policies: list[str] = []
+    for r in records:
+        if r.policy not in policies:
+            policies.append(r.policy)
+    header = ["policy", "runs", "verified", *[label for _, label in TABLE_FIELDS]]
+    rows = [header]
+    for p in policies:
+        mine = [r for r in records if r.policy == p]
+        done = [r for r in mine if r.outcome == "completed"]
+        row = [p, str(len(mine)), f"{sum(r.verified for r in mine)}/{len(mine)}"]
+        row += [_cell([float(getattr(r, f)) for r in done]) for f, _ in TABLE_FIELDS]
+        rows.append(row)
+    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+    lines = ["  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(row, widths, strict=True)))
+             for row in rows]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    failed = [r for r in records if r.outcome != "completed"]
+    for r in failed:
+        lines.append(f"! {r.run_id}: {r.outcome}: {r.error}")
+    return "\n".join(lines)
+
+
+def write_csv(records: list[RunRecord], path: Path) -> None:
+    with open(path, "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(CSV_FIELDS)
+        for r in records:
+            d = r.to_dict()
+            w.writerow([d[f] for f in CSV_FIELDS])

@@ -1,0 +1,158 @@
+"""The source service: the Control API an orchestrator calls to start and watch migrations.
+
+A thin shell over engine.Migration. Start validates the scenario and the policy before
+anything runs (INVALID_ARGUMENT naming the field otherwise); Watch streams progress and
+then the run record; Cancel ends a migration, leaving its guest running.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+from collections import OrderedDict
+from collections.abc import AsyncIterator
+from typing import Any
+
+import grpc
+
+from migbed import __version__
+from migbed.core.clock import boot_id
+from migbed.core.policy import POLICIES
+from migbed.core.scenario import ScenarioError, parse_scenario
+from migbed.measure.record import Event, ProgressSample, RunRecord
+from migbed.wire import migration_pb2 as pb
+from migbed.wire import migration_pb2_grpc as pbg
+from services.source.engine import Migration
+
+KEEP_FINISHED = 200
+_RUN_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+_ADDRESS = re.compile(r"^[A-Za-z0-9._\-\[\]:]+:[0-9]{1,5}$")
+
+
+class _Run:
+    def __init__(self, migration: Migration) -> None:
+        self.migration = migration
+        self.samples: list[str] = []
+        self.changed = asyncio.Event()
+        self.record: RunRecord | None = None
+        self.task: asyncio.Task[RunRecord] | None = None
+
+
+class SourceService(pbg.ControlServicer):
+    def __init__(self, metrics: Any = None, channel_credentials: grpc.ChannelCredentials | None = None,
+                 max_running: int = 16) -> None:
+        self.runs: OrderedDict[str, _Run] = OrderedDict()
+        self.metrics = metrics
+        self.credentials = channel_credentials
+        self.max_running = max_running
+
+    def _running(self) -> int:
+        return sum(1 for r in self.runs.values() if r.record is None)
+
+    async def Start(self, request: pb.StartRequest, context: grpc.aio.ServicerContext) -> pb.StartReply:  # noqa: N802
+        async def refuse(code: grpc.StatusCode, msg: str) -> None:
+            await context.abort(code, msg)
+
+        if not _RUN_ID.match(request.run_id):
+            await refuse(grpc.StatusCode.INVALID_ARGUMENT,
+                         "run_id: 1 to 128 of letters, digits and . _ : -")
+        if request.run_id in self.runs:
+            await refuse(grpc.StatusCode.ALREADY_EXISTS, f"run_id {request.run_id!r} exists")
+        if request.policy not in POLICIES:
+            await refuse(grpc.StatusCode.INVALID_ARGUMENT,
+                         f"policy = {request.policy!r}: allowed {', '.join(POLICIES)}")
+        if not _ADDRESS.match(request.target_address):
+            await refuse(grpc.StatusCode.INVALID_ARGUMENT,
+                         f"target_address = {request.target_address!r}: expected HOST:PORT")
+        if self._running() >= self.max_running:
+            await refuse(grpc.StatusCode.RESOURCE_EXHAUSTED,
+                         f"{self._running()} migrations running; at most {self.max_running}")
+        try:
+            scenario = parse_scenario(request.scenario_toml)
+        except ScenarioError as e:
+            await refuse(grpc.StatusCode.INVALID_ARGUMENT, f"scenario: {e}")
+            raise AssertionError from e
+        try:
+            labels = json.loads(request.labels_json) if request.labels_json else {}
+            if not isinstance(labels, dict):
+                raise ValueError("not an object")
+            labels = {str(k): str(v) for k, v in labels.items()}
+        except ValueError as e:
+            await refuse(grpc.StatusCode.INVALID_ARGUMENT, f"labels_json: {e}")
+            raise AssertionError from e
+
+        run: _Run | None = None
+
+        def on_sample(s: ProgressSample) -> None:
+            assert run is not None
+            run.samples.append(s.to_json())
+            run.changed.set()
+            if self.metrics is not None:
+                self.metrics.on_progress(scenario.name, request.policy, s)
+
+        def on_event(e: Event) -> None:
+            if self.metrics is not None:
+                self.metrics.on_event(scenario.name, request.policy, e)
+
+        migration = Migration(scenario, request.policy, request.target_address, request.run_id,
+                              labels, self.credentials, on_sample, on_event)
+        run = _Run(migration)
+        self.runs[request.run_id] = run
+        run.task = asyncio.get_running_loop().create_task(self._run(run))
+        self._trim()
+        return pb.StartReply(run_id=request.run_id)
+
+    async def _run(self, run: _Run) -> RunRecord:
+        record = await run.migration.run()
+        run.record = record
+        run.changed.set()
+        if self.metrics is not None:
+            self.metrics.on_result(record)
+        return record
+
+    def _trim(self) -> None:
+        finished = [k for k, r in self.runs.items() if r.record is not None]
+        for k in finished[: max(0, len(finished) - KEEP_FINISHED)]:
+            del self.runs[k]
+
+    async def Watch(self, request: pb.WatchRequest, context: grpc.aio.ServicerContext) -> AsyncIterator[pb.WatchEvent]:  # noqa: N802
+        run = self.runs.get(request.run_id)
+        if run is None:
+            await context.abort(grpc.StatusCode.NOT_FOUND, f"no run {request.run_id!r} on this source")
+        assert run is not None
+        sent = 0
+        while True:
+            while sent < len(run.samples):
+                yield pb.WatchEvent(progress_json=run.samples[sent])
+                sent += 1
+            if run.record is not None:
+                yield pb.WatchEvent(record_json=run.record.to_json())
+                return
+            run.changed.clear()
+            if sent < len(run.samples) or run.record is not None:
+                continue
+            await run.changed.wait()
+
+    async def Cancel(self, request: pb.CancelRequest, context: grpc.aio.ServicerContext) -> pb.CancelReply:  # noqa: N802
+        run = self.runs.get(request.run_id)
+        if run is None:
+            await context.abort(grpc.StatusCode.NOT_FOUND, f"no run {request.run_id!r} on this source")
+        assert run is not None
+        if run.record is not None:
+            return pb.CancelReply(cancelled=False, state=run.record.outcome)
+        run.migration.cancel(request.reason or "cancelled by the user")
+        return pb.CancelReply(cancelled=True, state=run.migration.phase)
+
+    async def Status(self, request: pb.StatusRequest, context: grpc.aio.ServicerContext) -> pb.StatusReply:  # noqa: N802
+        running = [k for k, r in self.runs.items() if r.record is None]
+        return pb.StatusReply(role="source", protocol_version=pb.PROTOCOL_VERSION_1,
+                              sessions=running, boot_id=boot_id(), migbed_version=__version__)
+
+    async def shutdown(self) -> None:
+        for r in self.runs.values():
+            if r.record is None:
+                r.migration.cancel("source service shutting down")
+        tasks = [r.task for r in self.runs.values() if r.task is not None and not r.task.done()]
+        if tasks:
+            await asyncio.wait(tasks, timeout=10)
