@@ -34,4 +34,4 @@ find "$tmp" -name __pycache__ -prune -exec rm -rf {} +
 # A fixed timestamp keeps the wheel byte-identical when the code is unchanged (cached layer).
 SOURCE_DATE_EPOCH=315532800 "$py" -m pip wheel -q --disable-pip-version-check --no-deps \
   --no-build-isolation -w "$out/project" "$tmp" >/dev/null
-ls "$out/deps" "$out/project" >&2
+echo "wheels in $out: $(ls "$out/deps" | grep -c whl) dependencies + $(ls "$out/project")" >&2

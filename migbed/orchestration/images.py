@@ -1,0 +1,252 @@
+"""Build or find every image the compose stack needs, with or without a container registry.
+
+Order: base -> runtime (shared stage: venv + wheels) -> source, target; and Prometheus.
+- base: ``MIGBED_BASE_IMAGE`` if set; else the local ``migbed/base:bookworm`` if it exists;
+  else ``python:3.11-slim-bookworm`` if it can be pulled; else built with mmdebstrap
+  (images/build-base.sh), which needs only Debian's package mirror on the host.
+- Python dependencies come from wheels fetched on the host (images/fetch-wheels.sh): no build
+  ever needs network when the base already has python3 and iproute2.
+- Prometheus: the official image where it can be pulled, else Debian's package on the base.
+- Grafana: only where it can be pulled (no build exists for these machines).
+
+The base and the Prometheus fallback are built once and then reused (slow to make, never
+change); runtime/source/target are rebuilt every time, which costs seconds thanks to the
+layer cache, so a changed checkout is never run from a stale image.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import docker
+import docker.errors
+
+ROOT = Path(__file__).resolve().parents[2]
+IMAGES_DIR = ROOT / "images"
+BUILD_DIR = IMAGES_DIR / "build"  # generated contexts (images/.gitignore)
+
+LOCAL_BASE = "migbed/base:bookworm"
+PULLABLE_BASE = "python:3.11-slim-bookworm"
+RUNTIME = "migbed/runtime:latest"
+SOURCE = "migbed/source:latest"
+TARGET = "migbed/target:latest"
+PROMETHEUS_OFFICIAL = "prom/prometheus:v2.53.4"
+PROMETHEUS_LOCAL = "migbed/prometheus:2.42-bookworm"
+GRAFANA = "grafana/grafana-oss:11.6.1"
+PULL_TIMEOUT_S = 600
+
+Log = Callable[[str], None]
+
+
+def _stderr(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+@dataclass(frozen=True)
+class ImageSet:
+    """What compose.yaml gets through its MIGBED_*_IMAGE variables."""
+
+    base: str
+    runtime: str
+    source: str
+    target: str
+    prometheus: str
+    grafana: str | None  # None: cannot be had here, dashboards are skipped
+
+    def compose_env(self) -> dict[str, str]:
+        env = {
+            "MIGBED_RUNTIME_IMAGE": self.runtime,
+            "MIGBED_SOURCE_IMAGE": self.source,
+            "MIGBED_TARGET_IMAGE": self.target,
+            "MIGBED_PROMETHEUS_IMAGE": self.prometheus,
+        }
+        if self.grafana:
+            env["MIGBED_GRAFANA_IMAGE"] = self.grafana
+        return env
+
+
+def client() -> docker.DockerClient:
+    try:
+        c = docker.from_env(version="auto")
+        c.ping()
+    except docker.errors.DockerException as e:
+        raise RuntimeError(f"cannot reach the Docker engine: {e}") from None
+    return c
+
+
+def image_exists(c: docker.DockerClient, name: str) -> bool:
+    try:
+        c.images.get(name)
+    except docker.errors.ImageNotFound:
+        return False
+    return True
+
+
+def try_pull(name: str, log: Log = _stderr) -> bool:
+    """Pull ``name``; False when no registry answers (air-gapped machines say so at once)."""
+    # The CLI rather than the SDK: it honours the user's registry mirrors and credentials.
+    try:
+        res = subprocess.run(
+            ["docker", "pull", "-q", name],
+            capture_output=True,
+            text=True,
+            timeout=PULL_TIMEOUT_S,
+            check=False,
+        )
+    except subprocess.TimeoutExpired:
+        log(f"pull {name}: no answer in {PULL_TIMEOUT_S} s")
+        return False
+    if res.returncode != 0:
+        reason = (res.stderr.strip().splitlines() or ["?"])[-1]
+        log(f"pull {name}: not available ({reason[:160]})")
+        return False
+    return True
+
+
+def have_or_pull(c: docker.DockerClient, name: str, log: Log = _stderr) -> bool:
+    return image_exists(c, name) or try_pull(name, log)
+
+
+def build(
+    c: docker.DockerClient,
+    tag: str,
+    context: Path,
+    dockerfile: Path,
+    buildargs: dict[str, str] | None = None,
+    log: Log = _stderr,
+) -> None:
+    """``docker build`` through the SDK (classic builder: FROM a local image works)."""
+    log(f"building {tag} ({dockerfile.relative_to(ROOT)})")
+    stream: Any = c.api.build(
+        path=str(context),
+        dockerfile=str(dockerfile),
+        tag=tag,
+        buildargs=buildargs or {},
+        rm=True,
+        forcerm=True,
+        pull=False,
+        decode=True,
+    )
+    tail: list[str] = []
+    for chunk in stream:
+        if "error" in chunk:
+            detail = "".join(tail[-20:])
+            raise RuntimeError(f"building {tag} failed: {chunk['error'].strip()}\n{detail}")
+        text = chunk.get("stream", "")
+        if text:
+            tail.append(text)
+            if os.environ.get("MIGBED_BUILD_VERBOSE"):
+                log(text.rstrip())
+
+
+def _run_script(argv: list[str]) -> None:
+    res = subprocess.run(argv, cwd=ROOT, check=False)
+    if res.returncode != 0:
+        raise RuntimeError(f"{' '.join(argv)} failed (exit {res.returncode})")
+
+
+def ensure_base(c: docker.DockerClient, log: Log = _stderr) -> str:
+    wanted = os.environ.get("MIGBED_BASE_IMAGE")
+    if wanted:
+        if not have_or_pull(c, wanted, log):
+            raise RuntimeError(f"MIGBED_BASE_IMAGE={wanted} is neither local nor pullable")
+        return wanted
+    if image_exists(c, LOCAL_BASE):
+        return LOCAL_BASE
+    if try_pull(PULLABLE_BASE, log):
+        return PULLABLE_BASE
+    log(f"no registry: building {LOCAL_BASE} from Debian packages (mmdebstrap, ~1 min)")
+    _run_script([str(IMAGES_DIR / "build-base.sh"), LOCAL_BASE])
+    return LOCAL_BASE
+
+
+def ensure_prometheus(c: docker.DockerClient, base: str, log: Log = _stderr) -> str:
+    if image_exists(c, PROMETHEUS_LOCAL):
+        return PROMETHEUS_LOCAL
+    if have_or_pull(c, PROMETHEUS_OFFICIAL, log):
+        return PROMETHEUS_OFFICIAL
+    log(f"building {PROMETHEUS_LOCAL} from Debian's prometheus package")
+    ctx = BUILD_DIR / "prometheus"
+    _run_script([str(IMAGES_DIR / "prometheus" / "fetch-debs.sh"), base, str(ctx)])
+    build(c, PROMETHEUS_LOCAL, ctx, IMAGES_DIR / "prometheus" / "Dockerfile", {"BASE_IMAGE": base})
+    return PROMETHEUS_LOCAL
+
+
+def ensure_images(*, grafana: bool = True, log: Log = _stderr) -> ImageSet:
+    """Make every image exist; returns the names to run."""
+    c = client()
+    base = ensure_base(c, log)
+    ctx = BUILD_DIR / "runtime"
+    _run_script([str(IMAGES_DIR / "fetch-wheels.sh"), str(ctx)])
+    build(c, RUNTIME, ctx, IMAGES_DIR / "runtime" / "Dockerfile", {"BASE_IMAGE": base})
+    for tag, role in ((SOURCE, "source"), (TARGET, "target")):
+        folder = ROOT / "services" / role
+        # The role Dockerfiles only add metadata: an empty-ish context is enough.
+        build(c, tag, folder, folder / "Dockerfile", {"RUNTIME_IMAGE": RUNTIME})
+    prometheus = ensure_prometheus(c, base, log)
+    graf: str | None = None
+    if grafana and have_or_pull(c, GRAFANA, log):
+        graf = GRAFANA
+    return ImageSet(base, RUNTIME, SOURCE, TARGET, prometheus, graf)
+
+
+def remove_images(*, include_base: bool = False, log: Log = _stderr) -> None:
+    """Remove the images migbed built (not pulled ones); the base only when asked."""
+    c = client()
+    names = [SOURCE, TARGET, RUNTIME, PROMETHEUS_LOCAL]
+    if include_base:
+        names.append(LOCAL_BASE)
+    for name in names:
+        try:
+            c.images.remove(name)
+            log(f"removed {name}")
+        except docker.errors.ImageNotFound:
+            pass
+
+
+def images_main(args: argparse.Namespace) -> int:
+    try:
+        if args.remove:
+            remove_images(include_base=args.include_base)
+            return 0
+        imgs = ensure_images(grafana=not args.no_grafana)
+    except RuntimeError as e:
+        _stderr(f"migbed images: {e}")
+        return 1
+    for key, value in imgs.compose_env().items():
+        print(f"{key}={value}")
+    if imgs.grafana is None:
+        print(f"# Grafana: {GRAFANA} cannot be pulled here; dashboards will be skipped")
+    return 0
+
+
+def add_images_parser(subparsers: Any) -> argparse.ArgumentParser:
+    p: argparse.ArgumentParser = subparsers.add_parser(
+        "images",
+        help="build the container images (works with no registry)",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _configure(p)
+    return p
+
+
+def _configure(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--no-grafana", action="store_true", help="do not try to pull Grafana")
+    p.add_argument("--remove", action="store_true", help="remove the images migbed built")
+    p.add_argument("--include-base", action="store_true", help="with --remove: the base too")
+    p.set_defaults(func=images_main)
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(prog="python -m migbed.orchestration.images")
+    _configure(parser)
+    ns = parser.parse_args()
+    sys.exit(ns.func(ns))

@@ -1,0 +1,46 @@
+"""Fixtures for the tests that run real containers (marked ``docker``).
+
+Without a Docker engine these tests skip on a developer's machine but FAIL in CI (CI=true):
+CI has the engine, so its absence there is a broken setup, not a reason to pass.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+
+import docker
+import docker.errors
+import pytest
+
+from migbed.orchestration import images
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    here = os.path.dirname(__file__)
+    for item in items:
+        if str(item.fspath).startswith(here):
+            item.add_marker(pytest.mark.docker)
+
+
+def _no_docker(reason: str) -> None:
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(f"Docker is required in CI: {reason}", pytrace=False)
+    pytest.skip(f"no Docker engine: {reason}")
+
+
+@pytest.fixture(scope="session")
+def docker_client() -> Iterator[docker.DockerClient]:
+    try:
+        c = docker.from_env(version="auto")
+        c.ping()
+    except docker.errors.DockerException as e:
+        _no_docker(str(e))
+    yield c
+    c.close()
+
+
+@pytest.fixture(scope="session")
+def image_set(docker_client: docker.DockerClient) -> images.ImageSet:
+    """Every image built (or found) once per session: the first build is the slow part."""
+    return images.ensure_images(grafana=False)
