@@ -1,0 +1,213 @@
+"""Plots of run records (matplotlib, Agg backend: no display needed).
+
+- :func:`plot_downtime`: guest-visible and QEMU-reported downtime per policy, every repeat as
+  a dot, the mean as a bar, min..max as a whisker; one panel per scenario.
+- :func:`plot_timeline`: one run per policy: remaining bytes over time with the decision,
+  switchover ACK, stop, completion and resume marked, the guest-visible downtime shaded.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+from pathlib import Path
+from statistics import mean, median
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt
+from matplotlib.figure import Figure
+from matplotlib.patches import Patch
+
+from migbed.measure.record import RunRecord
+
+GUEST_COLOR = "#d62728"
+QEMU_COLOR = "#1f77b4"
+# Timeline marks: event name -> (label, colour, line style)
+EVENT_STYLE: dict[str, tuple[str, str, str]] = {
+    "decision": ("decision", "#b8860b", ":"),
+    "switchover-ack": ("switchover ACK", "#2ca02c", "-"),
+    "stop": ("source stop", "#d62728", "-"),
+    "completed": ("completed (source)", "#ff7f0e", "--"),
+    "resumed": ("resumed (target)", "#9467bd", "-"),
+}
+POLICY_ORDER = ("legacy", "initial-bytes-sent", "switchover-ack", "time-aware")
+MiB = float(1 << 20)
+
+
+def policy_key(policy: str) -> tuple[int, str]:
+    return (POLICY_ORDER.index(policy) if policy in POLICY_ORDER else len(POLICY_ORDER), policy)
+
+
+def ordered_policies(records: Sequence[RunRecord]) -> list[str]:
+    return sorted({r.policy for r in records}, key=policy_key)
+
+
+def ordered_scenarios(records: Sequence[RunRecord]) -> list[str]:
+    seen: dict[str, None] = {}
+    for r in records:
+        seen.setdefault(r.scenario, None)
+    return list(seen)
+
+
+def completed(records: Sequence[RunRecord]) -> list[RunRecord]:
+    return [r for r in records if r.outcome == "completed"]
+
+
+def representative_run(records: Sequence[RunRecord]) -> RunRecord | None:
+    """The completed run whose guest-visible downtime is the median (else any run)."""
+    done = completed(records) or list(records)
+    if not done:
+        return None
+    mid = median(r.guest_downtime_ms for r in done)
+    return min(done, key=lambda r: (abs(r.guest_downtime_ms - mid), r.repeat))
+
+
+def plot_downtime(records: Sequence[RunRecord], path: Path) -> Path:
+    """Downtime per policy (guest-visible vs QEMU-reported) with the spread across repeats."""
+    scenarios = ordered_scenarios(records)
+    fig: Figure = plt.figure(figsize=(max(6.5, 3.2 * len(ordered_policies(records))), 4.6))
+    fig.set_figwidth(max(fig.get_figwidth(), 5.0 * len(scenarios)))
+    axes = fig.subplots(1, max(1, len(scenarios)), squeeze=False)[0]
+    width = 0.36
+    for ax, scenario in zip(axes, scenarios, strict=False):
+        recs = completed([r for r in records if r.scenario == scenario])
+        policies = ordered_policies(recs) or ordered_policies(
+            [r for r in records if r.scenario == scenario]
+        )
+        by: dict[str, list[RunRecord]] = defaultdict(list)
+        for r in recs:
+            by[r.policy].append(r)
+        for i, policy in enumerate(policies):
+            runs = by.get(policy, [])
+            for k, (field, color, label) in enumerate(
+                (
+                    ("guest_downtime_ms", GUEST_COLOR, "guest-visible downtime"),
+                    ("downtime_ms", QEMU_COLOR, "QEMU-reported downtime"),
+                )
+            ):
+                x = i + (k - 0.5) * width
+                vals = [getattr(r, field) for r in runs]
+                if not vals:
+                    continue
+                m = mean(vals)
+                ax.bar(
+                    x,
+                    m,
+                    width * 0.92,
+                    color=color,
+                    alpha=0.35,
+                    edgecolor=color,
+                    label=label if i == 0 else None,
+                )
+                ax.errorbar(
+                    x,
+                    m,
+                    yerr=[[m - min(vals)], [max(vals) - m]],
+                    color=color,
+                    capsize=5,
+                    lw=1.4,
+                )
+                n = len(vals)
+                xs = [x + (j - (n - 1) / 2) * (width * 0.5 / max(1, n)) for j in range(n)]
+                ax.scatter(xs, vals, s=18, color=color, zorder=3, edgecolor="white", lw=0.5)
+                ax.annotate(
+                    f"{m:.0f}",
+                    (x, max(vals)),
+                    textcoords="offset points",
+                    xytext=(0, 4),
+                    ha="center",
+                    fontsize=8,
+                    color=color,
+                )
+        ax.set_xticks(range(len(policies)))
+        ax.set_xticklabels(policies)
+        ax.set_ylabel("downtime (ms)")
+        ax.set_ylim(bottom=0)
+        ax.grid(axis="y", alpha=0.3)
+        n_rep = max((len(v) for v in by.values()), default=0)
+        ax.set_title(f"{scenario}: downtime per policy ({n_rep} repeat(s))", fontsize=11)
+        ax.legend(loc="upper right", fontsize=8, frameon=False)
+    fig.text(
+        0.01,
+        0.01,
+        "bar: mean; whisker: min..max; dots: each repeat (completed runs). Guest-visible: last "
+        "vCPU tick on the source to first on the target; QEMU-reported: stop to completion.",
+        fontsize=7,
+        color="#555555",
+    )
+    fig.tight_layout(rect=(0, 0.04, 1, 1))
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def plot_timeline(records: Sequence[RunRecord], path: Path, scenario: str | None = None) -> Path:
+    """One representative run per policy: remaining bytes over time with events marked."""
+    recs = [r for r in records if scenario is None or r.scenario == scenario]
+    policies = ordered_policies(recs)
+    runs = [(p, representative_run([r for r in recs if r.policy == p])) for p in policies]
+    fig: Figure = plt.figure(figsize=(10, 2.6 * max(1, len(runs)) + 0.6))
+    axes = fig.subplots(max(1, len(runs)), 1, sharex=True, squeeze=False)[:, 0]
+    for ax, (policy, run) in zip(axes, runs, strict=False):
+        if run is None:
+            continue
+        t = [s.t_ms for s in run.timeline]
+        ram = [s.ram_remaining_bytes / MiB for s in run.timeline]
+        dev = [sum(d.initial_bytes + d.dirty_bytes for d in s.devices) / MiB for s in run.timeline]
+        ax.plot(t, ram, color="#1f77b4", lw=1.6, label="RAM remaining", drawstyle="steps-post")
+        if any(dev):
+            ax.plot(
+                t,
+                dev,
+                color="#8c564b",
+                lw=1.4,
+                label="device initial + dirty",
+                drawstyle="steps-post",
+            )
+        thr = [s.threshold_bytes / MiB for s in run.timeline if s.phase == "precopy"]
+        if thr:
+            ax.axhline(median(thr), color="#7f7f7f", lw=0.9, ls="--", label="threshold (median)")
+        stop, resumed = run.event_time("stop"), run.event_time("resumed")
+        if stop is not None:
+            end = resumed if resumed is not None else stop + run.guest_downtime_ms
+            ax.axvspan(stop, end, color=GUEST_COLOR, alpha=0.10, lw=0)
+        for ev in run.events:
+            style = EVENT_STYLE.get(ev.name)
+            if style is None:
+                continue
+            label, color, ls = style
+            ax.axvline(ev.t_ms, color=color, ls=ls, lw=1.3, label=label)
+        ax.set_ylabel("MiB")
+        ax.set_ylim(bottom=0)
+        ax.grid(alpha=0.3)
+        ax.set_title(
+            f"{policy} ({run.scenario}, repeat {run.repeat}): guest-visible downtime "
+            f"{run.guest_downtime_ms:.0f} ms, QEMU-reported {run.downtime_ms:.0f} ms, "
+            f"ACK wait {run.switchover_ack_wait_ms:.0f} ms",
+            fontsize=9.5,
+            loc="left",
+        )
+    legend: dict[str, Any] = {}
+    for ax in axes:
+        handles, labels = ax.get_legend_handles_labels()
+        for h, lab in zip(handles, labels, strict=False):
+            legend.setdefault(lab, h)
+    legend["guest-visible downtime"] = Patch(color=GUEST_COLOR, alpha=0.15)
+    fig.legend(
+        list(legend.values()),
+        list(legend.keys()),
+        loc="upper center",
+        ncol=min(5, len(legend)),
+        fontsize=8,
+        frameon=False,
+    )
+    axes[-1].set_xlabel("time since the migration started (ms)")
+    top = 1 - 0.55 / fig.get_figheight()
+    fig.tight_layout(rect=(0, 0, 1, top))
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
