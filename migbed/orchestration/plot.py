@@ -158,7 +158,21 @@ def plot_timeline(records: Sequence[RunRecord], path: Path, scenario: str | None
         t = [s.t_ms for s in run.timeline]
         ram = [s.ram_remaining_bytes / MiB for s in run.timeline]
         dev = [sum(d.initial_bytes + d.dirty_bytes for d in s.devices) / MiB for s in run.timeline]
-        ax.plot(t, ram, color="#1f77b4", lw=1.6, label="RAM remaining", drawstyle="steps-post")
+        done = run.event_time("completed")
+        if t and done is not None and done > t[-1] and run.outcome == "completed":
+            # a sample holds until the next; at completion nothing is left to send
+            t, ram, dev = [*t, done], [*ram, 0.0], [*dev, 0.0]
+        marker = "o" if len(t) < 40 else None
+        ax.plot(
+            t,
+            ram,
+            color="#1f77b4",
+            lw=1.6,
+            label="RAM remaining",
+            drawstyle="steps-post",
+            marker=marker,
+            ms=3,
+        )
         if any(dev):
             ax.plot(
                 t,
@@ -167,6 +181,8 @@ def plot_timeline(records: Sequence[RunRecord], path: Path, scenario: str | None
                 lw=1.4,
                 label="device initial + dirty",
                 drawstyle="steps-post",
+                marker=marker,
+                ms=3,
             )
         thr = [s.threshold_bytes / MiB for s in run.timeline if s.phase == "precopy"]
         if thr:
@@ -177,12 +193,15 @@ def plot_timeline(records: Sequence[RunRecord], path: Path, scenario: str | None
             ax.axvspan(stop, end, color=GUEST_COLOR, alpha=0.10, lw=0)
         for ev in run.events:
             style = EVENT_STYLE.get(ev.name)
+            if ev.name.startswith("init-data-sent:"):
+                style = ("initial data sent", "#8c564b", ":")
             if style is None:
                 continue
             label, color, ls = style
             ax.axvline(ev.t_ms, color=color, ls=ls, lw=1.3, label=label)
         ax.set_ylabel("MiB")
         ax.set_ylim(bottom=0)
+        ax.set_xlim(left=0)
         ax.grid(alpha=0.3)
         ax.set_title(
             f"{policy} ({run.scenario}, repeat {run.repeat}): guest-visible downtime "
