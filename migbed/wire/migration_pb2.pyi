@@ -52,7 +52,7 @@ class DeviceShape(_message.Message):
     def __init__(self, name: _Optional[str] = ..., initial_bytes: _Optional[int] = ..., stop_copy_size: _Optional[int] = ..., block_size: _Optional[int] = ..., load_setup_time_s: _Optional[float] = ..., load_rate_bytes_per_s: _Optional[float] = ..., stop_copy_load_time_s: _Optional[float] = ...) -> None: ...
 
 class Setup(_message.Message):
-    __slots__ = ("protocol_version", "session_id", "guest", "devices", "switchover_ack", "source_boot_id", "guest_seed", "vcpu_tick_s", "dirty_rate_bytes_per_s", "working_set_bytes", "uniform_dirtying", "scenario", "policy")
+    __slots__ = ("protocol_version", "session_id", "guest", "devices", "switchover_ack", "source_boot_id", "guest_seed", "vcpu_tick_s", "dirty_rate_bytes_per_s", "working_set_bytes", "uniform_dirtying", "scenario", "policy", "heartbeat_timeout_s")
     PROTOCOL_VERSION_FIELD_NUMBER: _ClassVar[int]
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     GUEST_FIELD_NUMBER: _ClassVar[int]
@@ -66,6 +66,7 @@ class Setup(_message.Message):
     UNIFORM_DIRTYING_FIELD_NUMBER: _ClassVar[int]
     SCENARIO_FIELD_NUMBER: _ClassVar[int]
     POLICY_FIELD_NUMBER: _ClassVar[int]
+    HEARTBEAT_TIMEOUT_S_FIELD_NUMBER: _ClassVar[int]
     protocol_version: ProtocolVersion
     session_id: str
     guest: GuestShape
@@ -79,7 +80,8 @@ class Setup(_message.Message):
     uniform_dirtying: bool
     scenario: str
     policy: str
-    def __init__(self, protocol_version: _Optional[_Union[ProtocolVersion, str]] = ..., session_id: _Optional[str] = ..., guest: _Optional[_Union[GuestShape, _Mapping]] = ..., devices: _Optional[_Iterable[_Union[DeviceShape, _Mapping]]] = ..., switchover_ack: _Optional[bool] = ..., source_boot_id: _Optional[str] = ..., guest_seed: _Optional[int] = ..., vcpu_tick_s: _Optional[float] = ..., dirty_rate_bytes_per_s: _Optional[float] = ..., working_set_bytes: _Optional[int] = ..., uniform_dirtying: _Optional[bool] = ..., scenario: _Optional[str] = ..., policy: _Optional[str] = ...) -> None: ...
+    heartbeat_timeout_s: float
+    def __init__(self, protocol_version: _Optional[_Union[ProtocolVersion, str]] = ..., session_id: _Optional[str] = ..., guest: _Optional[_Union[GuestShape, _Mapping]] = ..., devices: _Optional[_Iterable[_Union[DeviceShape, _Mapping]]] = ..., switchover_ack: _Optional[bool] = ..., source_boot_id: _Optional[str] = ..., guest_seed: _Optional[int] = ..., vcpu_tick_s: _Optional[float] = ..., dirty_rate_bytes_per_s: _Optional[float] = ..., working_set_bytes: _Optional[int] = ..., uniform_dirtying: _Optional[bool] = ..., scenario: _Optional[str] = ..., policy: _Optional[str] = ..., heartbeat_timeout_s: _Optional[float] = ...) -> None: ...
 
 class RamPages(_message.Message):
     __slots__ = ("pages", "data")
