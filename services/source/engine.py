@@ -175,8 +175,24 @@ class Migration:
             self.on_event(ev)
 
     async def _write(self, msg: pb.SourceMessage) -> None:
-        async with self._write_lock:
-            await self._call.write(msg)
+        # A write blocks while the peer reads nothing (flow control): bound it by the
+        # heartbeat, so a cut link fails the migration instead of hanging it.
+        hb = self.scenario.migration.heartbeat_timeout
+        try:
+            async with asyncio.timeout(hb), self._write_lock:
+                await self._call.write(msg)
+        except TimeoutError:
+            raise MigrationFailed(f"target {self.target_address} took no data for {hb:g}s during "
+                                  f"{self.phase} (heartbeat-timeout)") from None
+        except (grpc.aio.AioRpcError, asyncio.InvalidStateError) as e:
+            # The return path gets the call's real status; a failed write often says only
+            # "INTERNAL: Internal error from Core".
+            await asyncio.wait(self._tasks[:1], timeout=0.5)
+            if self._reader_error:
+                raise MigrationFailed(self._reader_error) from None
+            why = describe_rpc_error(e) if isinstance(e, grpc.aio.AioRpcError) else str(e)
+            raise MigrationFailed(f"lost the target {self.target_address} during {self.phase}: "
+                                  f"{why}") from None
 
     def _check_alive(self) -> None:
         if self._cancelled.is_set():
@@ -228,7 +244,8 @@ class Migration:
             if "verified" not in self._got:
                 self._reader_error = "the target ended the stream early"
         except grpc.aio.AioRpcError as e:
-            self._reader_error = f"target refused or failed: {describe_rpc_error(e)}"
+            self._reader_error = (f"target refused or failed during {self.phase}: "
+                                  f"{describe_rpc_error(e)}")
         except asyncio.CancelledError:
             raise
         self._got_changed.set()
@@ -270,12 +287,8 @@ class Migration:
             guest_seed=sc.guest.seed, vcpu_tick_s=sc.guest.vcpu_tick,
             dirty_rate_bytes_per_s=sc.guest.dirty_rate, working_set_bytes=sc.guest.working_set,
             uniform_dirtying=sc.guest.dirty_pattern == "uniform", scenario=sc.name,
-            policy=self.policy.name)
-        try:
-            await self._write(pb.SourceMessage(setup=setup))
-        except grpc.aio.AioRpcError as e:
-            raise MigrationFailed(f"cannot reach target {self.target_address}: "
-                                  f"{describe_rpc_error(e)}") from None
+            policy=self.policy.name, heartbeat_timeout_s=mig.heartbeat_timeout)
+        await self._write(pb.SourceMessage(setup=setup))
         await self._wait_for("setup_accepted", SETUP_TIMEOUT_S)
         accepted = self._got["setup_accepted"].setup_accepted
         self._offset = OffsetEstimator(same_clock=bool(accepted.target_boot_id)
