@@ -22,6 +22,7 @@ from migbed.wire.errors import ProtocolError
 from services.target.session import TargetSession
 
 log = logging.getLogger("migbed.target")
+DEFAULT_HEARTBEAT_S = 3.0  # a source that does not say (heartbeat_timeout_s = 0)
 
 
 class TargetService(pbg.MigrationServicer, pbg.ControlServicer):
@@ -54,10 +55,24 @@ class TargetService(pbg.MigrationServicer, pbg.ControlServicer):
             self._on_session(first.setup.scenario, "started")
             session.start()
 
+            # A source that goes silent (killed host, cut link: no RST ever comes) would hold
+            # the session until TCP gives up, minutes later: its pings come every 100 ms.
+            silence = first.setup.heartbeat_timeout_s or DEFAULT_HEARTBEAT_S
+
             async def read() -> None:
                 assert session is not None
+                messages = aiter(request_iterator)
                 try:
-                    async for msg in request_iterator:
+                    while True:
+                        try:
+                            # Only waiting counts: a long handle() (final loads) is our time.
+                            async with asyncio.timeout(silence):
+                                msg = await anext(messages)
+                        except StopAsyncIteration:
+                            break
+                        except TimeoutError:
+                            raise ProtocolError("DEADLINE_EXCEEDED", f"the source sent nothing for "
+                                                f"{silence:g}s (setup.heartbeat_timeout_s)") from None
                         await session.handle(msg)
                     if not session.completed:
                         raise ProtocolError("CANCELLED", "the source closed the stream before completing")

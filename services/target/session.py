@@ -90,6 +90,9 @@ class TargetSession:
                 raise ProtocolError("INVALID_ARGUMENT", f"{w}.load_rate_bytes_per_s must be > 0")
             if not (0 <= d.load_setup_time_s <= 600 and 0 <= d.stop_copy_load_time_s <= 600):
                 raise ProtocolError("INVALID_ARGUMENT", f"{w}: load times must be 0..600 s")
+        if s.heartbeat_timeout_s and not 0.2 <= s.heartbeat_timeout_s <= 60:
+            raise ProtocolError("INVALID_ARGUMENT", f"setup.heartbeat_timeout_s = "
+                                f"{s.heartbeat_timeout_s:g}: 0 (default) or 0.2 .. 60")
         if not (1e-4 <= s.vcpu_tick_s <= 1e-3):
             raise ProtocolError("INVALID_ARGUMENT", "setup.vcpu_tick_s: 0.0001 .. 0.001")
 
