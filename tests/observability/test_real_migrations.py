@@ -1,0 +1,210 @@
+"""Real migrations: `migbed serve` source and target (the lead's local runner), scraped by a
+real Prometheus, driven by `migbed run --source --target`; Prometheus must agree with the
+results.json that run wrote, both /metrics pass promtool, every dashboard query returns
+data, and the report `migbed run` wrote is there.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections import defaultdict
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from statistics import mean
+
+import pytest
+from promlib import Prometheus, http_get, promtool_check_metrics, require_binary
+from promlib import scrape_config_for as scrape_config
+from test_prometheus import check_dashboards_have_data
+
+from migbed.measure.record import RunRecord, load_results
+from migbed.orchestration.localstack import Service, start_service
+
+pytestmark = [pytest.mark.prometheus, pytest.mark.slow]
+
+POLICIES = ["legacy", "switchover-ack"]
+REPEAT = 2
+
+
+@dataclass
+class Run:
+    prom: Prometheus
+    source: Service
+    target: Service
+    out: Path
+    records: list[RunRecord]
+    stdout: str
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
+    require_binary("prometheus")
+    tmp = tmp_path_factory.mktemp("real")
+    target = start_service("target", tmp / "logs")
+    source: Service | None = None
+    prom: Prometheus | None = None
+    try:
+        source = start_service("source", tmp / "logs")
+        cfg = scrape_config(
+            {"migbed-source": [source.metrics_address], "migbed-target": [target.metrics_address]}
+        )
+        prom = Prometheus(cfg, tmp / "prometheus")
+        # both exporters scraped before the first migration: the live view sees it start
+        prom.wait_value('count(up{job=~"migbed-.*"} == 1)', lambda v: v == 2, "exporters up")
+        out = tmp / "results"
+        cmd = [
+            sys.executable, "-m", "migbed.orchestration.cli", "run",
+            "--source", source.address, "--target", target.address,
+            "--scenario", "tiny", "--repeat", str(REPEAT), "--out", str(out), "--no-progress",
+        ]  # fmt: skip
+        for p in POLICIES:
+            cmd += ["--policy", p]
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        records = load_results(str(out / "results.json"))
+        assert len(records) == len(POLICIES) * REPEAT
+        n = len(records)
+        prom.wait_value("sum(migbed_migrations_total)", lambda v: v == n, "all results scraped")
+        yield Run(prom, source, target, out, records, proc.stdout)
+    finally:
+        if prom is not None:
+            prom.stop()
+        if source is not None:
+            source.stop()
+        target.stop()
+
+
+def by_policy(records: list[RunRecord]) -> dict[str, list[RunRecord]]:
+    out: dict[str, list[RunRecord]] = defaultdict(list)
+    for r in records:
+        out[r.policy].append(r)
+    return out
+
+
+def close(a: float, b: float) -> bool:
+    return abs(a - b) <= 1e-6 * max(1.0, abs(a), abs(b))
+
+
+@pytest.mark.parametrize("role", ["source", "target"])
+def test_promtool_check_metrics_on_the_services(run: Run, role: str) -> None:
+    svc = run.source if role == "source" else run.target
+    text = http_get(f"http://{svc.metrics_address}/metrics")
+    assert "migbed_" in text
+    res = promtool_check_metrics(text)
+    assert res.returncode == 0 and not res.stdout.strip(), res.stdout + res.stderr
+
+
+def test_series_have_the_expected_labels(run: Run) -> None:
+    for r in run.prom.query("migbed_migrations_total"):
+        m = r["metric"]
+        assert m["job"] == "migbed-source" and m["role"] == "source"
+        assert m["scenario"] == "tiny" and m["policy"] in POLICIES
+        assert m["outcome"] in ("completed", "failed", "cancelled")
+    run_ids = {r.run_id for r in run.records}
+    series = run.prom.api_get('series?match[]={__name__=~"migbed_.*"}')
+    assert not any(run_ids & set(s.values()) for s in series)
+
+
+def test_counts_agree_with_results_json(run: Run) -> None:
+    got = {
+        (r["metric"]["policy"], r["metric"]["outcome"]): float(r["value"][1])
+        for r in run.prom.query("sum by (policy, outcome) (migbed_migrations_total)")
+    }
+    for policy, recs in by_policy(run.records).items():
+        for outcome in ("completed", "failed", "cancelled"):
+            assert got.get((policy, outcome), 0) == sum(1 for r in recs if r.outcome == outcome)
+
+
+@pytest.mark.parametrize(
+    ("metric", "field"),
+    [
+        ("migbed_migration_guest_downtime_seconds", "guest_downtime_ms"),
+        ("migbed_migration_downtime_seconds", "downtime_ms"),
+        ("migbed_migration_total_time_seconds", "total_time_ms"),
+        ("migbed_migration_switchover_ack_wait_seconds", "switchover_ack_wait_ms"),
+    ],
+)
+def test_means_agree_with_results_json(run: Run, metric: str, field: str) -> None:
+    sel = '{outcome="completed"}'
+    got = run.prom.values_by(
+        f"sum by (policy) ({metric}_sum{sel}) / sum by (policy) ({metric}_count{sel})", "policy"
+    )
+    for policy, recs in by_policy(run.records).items():
+        done = [r for r in recs if r.outcome == "completed"]
+        want = mean(getattr(r, field) / 1000 for r in done)
+        assert close(got[policy], want), (policy, got[policy], want)
+
+
+def test_last_results_and_bytes_agree(run: Run) -> None:
+    last = {r.policy: r for r in run.records}  # results.json is in run order
+    gd = run.prom.values_by("migbed_migration_last_guest_downtime_seconds", "policy")
+    it = run.prom.values_by("migbed_migration_last_iterations", "policy")
+    for policy, rec in last.items():
+        assert close(gd[policy], rec.guest_downtime_ms / 1000)
+        assert it[policy] == rec.dirty_sync_count
+    stage = {
+        (r["metric"]["policy"], r["metric"]["stage"]): float(r["value"][1])
+        for r in run.prom.query("migbed_migration_transferred_bytes_total")
+    }
+    for policy, recs in by_policy(run.records).items():
+        assert stage[(policy, "precopy")] == sum(r.precopy_bytes for r in recs)
+        assert stage[(policy, "downtime")] == sum(r.downtime_bytes for r in recs)
+
+
+def test_ack_and_stop_marks_match_the_last_run(run: Run) -> None:
+    last = {r.policy: r for r in run.records}
+    stop = run.prom.values_by("migbed_source_last_stop_timestamp_seconds", "policy")
+    ack = run.prom.values_by("migbed_source_last_switchover_ack_timestamp_seconds", "policy")
+    rec = last["switchover-ack"]
+    t_ack, t_stop = rec.event_time("switchover-ack"), rec.event_time("stop")
+    assert t_ack is not None and t_stop is not None
+    # the exporter maps the run's clock to wall time once: intervals are the record's
+    gap = stop["switchover-ack"] - ack["switchover-ack"]
+    assert abs(gap - (t_stop - t_ack) / 1000) < 0.05, (gap, t_stop - t_ack)
+
+
+def test_target_sessions_agree(run: Run) -> None:
+    n = len(run.records)
+    assert run.prom.value("sum(migbed_target_sessions_started_total)") == n
+    ended = run.prom.values_by("sum by (outcome) (migbed_target_sessions_total)", "outcome")
+    assert sum(ended.values()) == n
+
+
+# Series the target service does not feed yet: services/target must call
+# TargetMetrics.on_resumed() when the guest resumes and on_received_bytes() for each RAM and
+# device chunk. test_target_reports_resumes_and_bytes turns XPASS (a failure) once it does:
+# then empty this set and drop that test's xfail mark.
+TARGET_PENDING = frozenset(
+    {
+        "migbed_target_last_resume_timestamp_seconds",
+        "migbed_target_guest_downtime_seconds",
+        "migbed_target_final_load_seconds",
+    }
+)
+
+
+def test_every_dashboard_query_returns_data_after_real_migrations(run: Run) -> None:
+    assert check_dashboards_have_data(run.prom, skip_metrics=TARGET_PENDING) >= 40
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="services/target does not call TargetMetrics.on_resumed/on_received_bytes yet",
+)
+def test_target_reports_resumes_and_bytes(run: Run) -> None:
+    n = len(run.records)
+    assert run.prom.value("sum(migbed_target_resumes_total)") == n
+    assert run.prom.value("sum(migbed_target_received_ram_bytes_total)") > 0
+    assert run.prom.value("sum(migbed_target_received_device_bytes_total)") > 0
+    got = run.prom.values_by("sum by (policy) (migbed_target_guest_downtime_seconds_sum)", "policy")
+    for policy in by_policy(run.records):
+        assert got[policy] > 0, policy
+
+
+def test_migbed_run_wrote_the_report(run: Run) -> None:
+    assert (run.out / "report.html").exists(), run.stdout
+    assert (run.out / "downtime.png").exists()
+    assert (run.out / "timeline.png").exists()
+    assert "data:image/png;base64," in (run.out / "report.html").read_text()
