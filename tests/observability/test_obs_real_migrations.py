@@ -15,9 +15,14 @@ from pathlib import Path
 from statistics import mean
 
 import pytest
-from promlib import Prometheus, http_get, promtool_check_metrics, require_binary
-from promlib import scrape_config_for as scrape_config
-from test_prometheus import check_dashboards_have_data
+from obs_promlib import (
+    Prometheus,
+    check_dashboards_have_data,
+    http_get,
+    promtool_check_metrics,
+    require_binary,
+)
+from obs_promlib import scrape_config_for as scrape_config
 
 from migbed.measure.record import RunRecord, load_results
 from migbed.orchestration.localstack import Service, start_service

@@ -7,8 +7,8 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
+from obs_synth import POLICIES, make_record, make_records
 from PIL import Image
-from synth import POLICIES, make_record, make_records
 
 from migbed.measure.record import RunRecord, dump_results
 from migbed.orchestration.plot import representative_run

@@ -9,7 +9,7 @@ from pathlib import Path
 import jinja2
 import pytest
 import yaml
-from promlib import REPO, require_binary
+from obs_promlib import REPO, require_binary
 
 PROM_DIR = REPO / "prometheus"
 

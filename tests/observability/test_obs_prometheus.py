@@ -7,7 +7,6 @@ scrape config; the series it stores agree with the records; every dashboard pane
 
 from __future__ import annotations
 
-import re
 import time
 from collections import defaultdict
 from collections.abc import Iterator
@@ -15,9 +14,16 @@ from pathlib import Path
 from statistics import mean
 
 import pytest
-from promlib import FakeGrafana, Prometheus, http_get, load_dashboards, promtool_check_metrics
-from promlib import scrape_config_for as scrape_config
-from synth import POLICIES, feed, make_record, make_records
+from obs_promlib import (
+    FakeGrafana,
+    Prometheus,
+    check_dashboards_have_data,
+    http_get,
+    load_dashboards,
+    promtool_check_metrics,
+)
+from obs_promlib import scrape_config_for as scrape_config
+from obs_synth import POLICIES, feed, make_record, make_records
 
 from migbed.measure.metrics import DOWNTIME_BUCKETS, SourceMetrics, TargetMetrics, serve_metrics
 from migbed.measure.record import RunRecord
@@ -253,41 +259,6 @@ def test_target_metrics(stack: Stack) -> None:
 
 
 # -- dashboards against this Prometheus -------------------------------------------------
-
-
-def check_dashboards_have_data(
-    prom: Prometheus, timeout: float = 30.0, skip_metrics: frozenset[str] = frozenset()
-) -> int:
-    """Run every panel query and annotation as Grafana would; return how many ran.
-
-    Polls (rate() needs two scrapes of a counter) until all have data or ``timeout``.
-    Queries naming one of ``skip_metrics`` are left out.
-    """
-    grafana = FakeGrafana(prom)
-    queries = []
-    for name, board in load_dashboards().items():
-        queries.extend(grafana.queries(name, board))
-    queries = [q for q in queries if not any(m in q.expr for m in skip_metrics)]
-    deadline = time.monotonic() + timeout
-    while True:
-        end = time.time()
-        empty = [q for q in queries if not grafana.run(q, prom.started, end)]
-        if not empty or time.monotonic() > deadline:
-            break
-        time.sleep(0.5)
-    assert not empty, "queries without data:\n" + "\n".join(
-        f"{q.dashboard} / {q.panel} [{q.ref}]: {q.expr}" for q in empty
-    )
-    start = prom.started
-    for q in queries:
-        series = grafana.run(q, start, end)
-        # every {{label}} of the legend is on the series
-        for label in re.findall(r"\{\{\s*(\w+)\s*\}\}", q.legend):
-            assert all(label in s["metric"] for s in series), (q.panel, label, series[0])
-        if q.annotation:  # values are event times in ms, inside the shown range
-            vals = [float(v) for s in series for _, v in s["values"]]
-            assert all(start * 1000 - 600_000 < v <= end * 1000 + 1 for v in vals), q.panel
-    return len(queries)
 
 
 def test_every_dashboard_query_returns_data(stack: Stack) -> None:

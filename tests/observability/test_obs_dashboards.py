@@ -22,8 +22,7 @@ from typing import Any
 
 import pytest
 import yaml
-from prometheus_client import generate_latest
-from promlib import (
+from obs_promlib import (
     DASHBOARD_DIR,
     PROVISIONING,
     REPO,
@@ -32,7 +31,8 @@ from promlib import (
     provisioned_datasource_uid,
     require_binary,
 )
-from synth import feed, make_record
+from obs_synth import feed, make_record
+from prometheus_client import generate_latest
 
 from migbed.measure.metrics import SourceMetrics, TargetMetrics
 

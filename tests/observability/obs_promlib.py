@@ -342,3 +342,38 @@ class FakeGrafana:
             res = self.prom.query_range(q.expr, start, end, step=self.scrape)
             series = [r for r in res if any(math.isfinite(float(v)) for _, v in r["values"])]
         return series
+
+
+def check_dashboards_have_data(
+    prom: Prometheus, timeout: float = 30.0, skip_metrics: frozenset[str] = frozenset()
+) -> int:
+    """Run every panel query and annotation as Grafana would; return how many ran.
+
+    Polls (rate() needs two scrapes of a counter) until all have data or ``timeout``.
+    Queries naming one of ``skip_metrics`` are left out.
+    """
+    grafana = FakeGrafana(prom)
+    queries = []
+    for name, board in load_dashboards().items():
+        queries.extend(grafana.queries(name, board))
+    queries = [q for q in queries if not any(m in q.expr for m in skip_metrics)]
+    deadline = time.monotonic() + timeout
+    while True:
+        end = time.time()
+        empty = [q for q in queries if not grafana.run(q, prom.started, end)]
+        if not empty or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    assert not empty, "queries without data:\n" + "\n".join(
+        f"{q.dashboard} / {q.panel} [{q.ref}]: {q.expr}" for q in empty
+    )
+    start = prom.started
+    for q in queries:
+        series = grafana.run(q, start, end)
+        # every {{label}} of the legend is on the series
+        for label in re.findall(r"\{\{\s*(\w+)\s*\}\}", q.legend):
+            assert all(label in s["metric"] for s in series), (q.panel, label, series[0])
+        if q.annotation:  # values are event times in ms, inside the shown range
+            vals = [float(v) for s in series for _, v in s["values"]]
+            assert all(start * 1000 - 600_000 < v <= end * 1000 + 1 for v in vals), q.panel
+    return len(queries)
