@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Fill a build context with every wheel the images install, fetched on the host, so that
 # `pip install --no-index` inside the build needs no network.
-#   OUT/deps/    the pinned runtime wheels (requirements/runtime.txt) for CPython 3.11 x86_64
+#   OUT/deps/    the pinned runtime wheels (requirements/runtime.txt, or the file named by
+#                MIGBED_REQUIREMENTS) for CPython 3.11 x86_64
 #   OUT/project/ the migbed wheel built from this checkout
 # Usage: images/fetch-wheels.sh OUT   (deps are re-downloaded only when runtime.txt changes)
 set -euo pipefail
@@ -10,14 +11,15 @@ out="${1:?usage: fetch-wheels.sh OUT_DIR}"
 py="${MIGBED_PYTHON:-$root/.venv/bin/python}"
 [ -x "$py" ] || py=python3
 mkdir -p "$out/deps" "$out/project"
-cp "$root/requirements/runtime.txt" "$out/runtime.txt"
+reqs="${MIGBED_REQUIREMENTS:-$root/requirements/runtime.txt}"
+cp "$reqs" "$out/runtime.txt"
 
-want="$(sha256sum "$root/requirements/runtime.txt" | cut -c1-16)"
+want="$(sha256sum "$reqs" | cut -c1-16)"
 if [ "$(cat "$out/deps/.stamp" 2>/dev/null)" != "$want" ]; then
   rm -f "$out/deps/"*.whl
   # The image's python is Debian bookworm's 3.11 (glibc 2.36): any manylinux tag up to 2_36 fits.
   "$py" -m pip download -q --disable-pip-version-check -d "$out/deps" \
-    -r "$root/requirements/runtime.txt" \
+    -r "$reqs" \
     --only-binary=:all: --implementation cp --python-version 3.11 --abi cp311 --abi abi3 --abi none \
     --platform manylinux2014_x86_64 --platform manylinux_2_17_x86_64 \
     --platform manylinux_2_28_x86_64 --platform manylinux_2_34_x86_64 --platform any

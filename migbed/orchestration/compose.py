@@ -1,0 +1,382 @@
+"""`migbed up` / `migbed down`: the compose stack (compose.yaml) end to end.
+
+up:   build or find the images (works with no registry: images.py), start source, target,
+      Prometheus (and Grafana where its image can be had), wait until both services report
+      SERVING, shape the source's egress from the scenario's [link] (tc tbf), then run the
+      comparison in the one-shot runner container, streaming its output, into
+      results/<run id>/. The services stay up for more experiments.
+down: remove every container and the network of the project; checks nothing is left.
+
+Works with `docker compose` (v2) and `docker-compose` (1.29): set MIGBED_COMPOSE to force one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import docker
+import docker.errors
+from docker.models.containers import Container
+
+from migbed.core.scenario import (
+    DEFAULT_SCENARIO,
+    ScenarioError,
+    builtin_scenario_text,
+    load_scenario,
+    parse_scenario,
+)
+from migbed.orchestration import images
+from migbed.orchestration.shaping import LinkShape, ShapingError, apply_in_container, link_shape
+
+ROOT = images.ROOT
+COMPOSE_FILE = ROOT / "compose.yaml"
+DEFAULT_PROJECT = "migbed"
+SERVICES = ("source", "target")  # what the runner waits for
+RUNNER_UID = 10001  # the images' user (images/runtime/Dockerfile)
+HEALTH_TIMEOUT_S = 120.0
+PROJECT_LABEL = "com.docker.compose.project"
+SERVICE_LABEL = "com.docker.compose.service"
+
+
+def _say(msg: str) -> None:
+    print(f"migbed: {msg}", flush=True)
+
+
+class StackError(RuntimeError):
+    """The stack could not be brought up or down as asked."""
+
+
+def compose_command() -> list[str]:
+    """`docker compose` (v2 plugin) if present, else `docker-compose` (v1 or v2 standalone)."""
+    forced = os.environ.get("MIGBED_COMPOSE")
+    if forced:
+        return shlex.split(forced)
+    if shutil.which("docker"):
+        probe = subprocess.run(
+            ["docker", "compose", "version"], capture_output=True, text=True, check=False
+        )
+        if probe.returncode == 0:
+            return ["docker", "compose"]
+    if shutil.which("docker-compose"):
+        return ["docker-compose"]
+    raise StackError("neither `docker compose` nor `docker-compose` is installed")
+
+
+@dataclass
+class Stack:
+    """One compose project of compose.yaml and the environment its file interpolates."""
+
+    project: str = DEFAULT_PROJECT
+    results: Path = ROOT / "results"
+    env: dict[str, str] = field(default_factory=dict)
+    profiles: list[str] = field(default_factory=list)
+    cmd: list[str] = field(default_factory=compose_command)
+
+    def argv(self, *args: str) -> list[str]:
+        base = [*self.cmd, "-f", str(COMPOSE_FILE), "--project-directory", str(ROOT)]
+        base += ["-p", self.project]
+        for profile in self.profiles:
+            base += ["--profile", profile]
+        return [*base, *args]
+
+    def full_env(self) -> dict[str, str]:
+        return {**os.environ, "MIGBED_RESULTS": str(self.results), **self.env}
+
+    def run(self, *args: str, check: bool = True) -> int:
+        """Run a compose command with its output going straight to ours (streamed)."""
+        argv = self.argv(*args)
+        rc = subprocess.run(argv, env=self.full_env(), cwd=ROOT, check=False).returncode
+        if check and rc != 0:
+            raise StackError(f"{' '.join(argv[len(self.cmd) :])} failed (exit {rc})")
+        return rc
+
+    def containers(self, c: docker.DockerClient, service: str | None = None) -> list[Container]:
+        labels = [f"{PROJECT_LABEL}={self.project}"]
+        if service:
+            labels.append(f"{SERVICE_LABEL}={service}")
+        found: list[Container] = c.containers.list(all=True, filters={"label": labels})
+        return found
+
+    def container(self, c: docker.DockerClient, service: str) -> Container:
+        found = [x for x in self.containers(c, service) if "oneoff" not in _labels(x)]
+        if not found:
+            raise StackError(f"no container for service {service} in project {self.project}")
+        return found[0]
+
+
+def _labels(container: Container) -> str:
+    # compose v1 and v2 mark `run` containers com.docker.compose.oneoff=True
+    labels: dict[str, str] = container.labels
+    return "oneoff" if labels.get("com.docker.compose.oneoff", "False") == "True" else ""
+
+
+def wait_healthy(
+    stack: Stack, c: docker.DockerClient, services: Sequence[str], timeout_s: float
+) -> None:
+    """Poll the services' Docker health (their `migbed health` check) until all are healthy."""
+    deadline = time.monotonic() + timeout_s
+    pending = list(services)
+    while pending:
+        for service in list(pending):
+            ct = stack.container(c, service)
+            ct.reload()
+            state = ct.attrs["State"]
+            health = state.get("Health", {}).get("Status", "none")
+            if health == "healthy":
+                pending.remove(service)
+            elif state["Status"] in ("exited", "dead") or health == "unhealthy":
+                logs = ct.logs(tail=30).decode(errors="replace")
+                raise StackError(f"{service} is {state['Status']}/{health}:\n{logs}")
+        if pending and time.monotonic() > deadline:
+            raise StackError(f"not healthy after {timeout_s:.0f} s: {', '.join(pending)}")
+        if pending:
+            time.sleep(0.5)
+
+
+def scenario_link(scenario: str | None) -> tuple[str, LinkShape | None]:
+    """(name for logs, link shape) of a --scenario argument: a file or a built-in name."""
+    arg = scenario or DEFAULT_SCENARIO
+    path = Path(arg)
+    if path.suffix == ".toml" or path.exists():
+        sc = load_scenario(str(path))
+    else:
+        sc = parse_scenario(builtin_scenario_text(arg), arg)
+    return sc.name, link_shape(sc.link)
+
+
+def shape_source(stack: Stack, c: docker.DockerClient, shape: LinkShape | None) -> str:
+    """Put the link on the source container's egress (eth0: its only network)."""
+    shown = apply_in_container(stack.container(c, "source"), shape)
+    if shape is None:
+        _say("link: unshaped (the scenario has no [link] rate)")
+    else:
+        _say(
+            f"link: tbf on source eth0, rate {shape.rate_bps / 1e6:g} Mbit/s, "
+            f"burst {shape.effective_burst_bytes} B, latency {shape.effective_latency_s * 1e3:g} ms"
+            f" (expected goodput {shape.expected_goodput_bps() / 1e6:.1f} Mbit/s)"
+        )
+    return shown
+
+
+def _user_env(results_dir: Path) -> dict[str, str]:
+    """Run the runner as the invoking user, so the results on the host are theirs."""
+    uid, gid = os.getuid(), os.getgid()
+    if uid == 0:
+        # Root on the host: keep the images' unprivileged user and hand it the folder.
+        os.chown(results_dir, RUNNER_UID, RUNNER_UID)
+        return {}
+    return {"MIGBED_UID": str(uid), "MIGBED_GID": str(gid)}
+
+
+def _run_id() -> str:
+    return time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+
+
+@dataclass
+class UpResult:
+    code: int  # the runner's exit code (0 when every run completed and verified)
+    results_dir: Path | None
+    grafana: bool
+
+
+def up(
+    *,
+    scenario: str | None = None,
+    policies: Sequence[str] = (),
+    repeat: int | None = None,
+    run: bool = True,
+    grafana: bool = True,
+    project: str = DEFAULT_PROJECT,
+    results: Path | None = None,
+    run_id: str | None = None,
+    extra: Sequence[str] = (),
+) -> UpResult:
+    """Bring the stack up and (unless run=False) run one comparison in the runner."""
+    # Read the scenario first: a bad file or a refused [link] fails before anything starts.
+    name, shape = scenario_link(scenario)
+    imgs = images.ensure_images(grafana=grafana, log=_say)
+    stack = Stack(project=project, results=(results or ROOT / "results").resolve())
+    stack.env.update(imgs.compose_env())
+    services = ["source", "target"]
+    if (ROOT / "prometheus" / "prometheus.yml").is_file():
+        services.append("prometheus")
+    else:
+        _say("Prometheus skipped: prometheus/prometheus.yml is missing")
+    if imgs.grafana:
+        stack.profiles.append("grafana")
+        services.append("grafana")
+    elif grafana:
+        _say(
+            f"Grafana skipped: its image {images.GRAFANA} cannot be pulled here (no registry); "
+            "dashboards are not available, Prometheus still records every metric"
+        )
+    stack.results.mkdir(parents=True, exist_ok=True)
+    _say(f"starting {', '.join(services)} (project {project}, compose: {' '.join(stack.cmd)})")
+    stack.run("up", "-d", *services)
+    c = images.client()
+    wait_healthy(stack, c, SERVICES, HEALTH_TIMEOUT_S)
+    _say("source and target are healthy (gRPC health: SERVING)")
+    shape_source(stack, c, shape)
+    if "prometheus" in services:
+        _say(f"Prometheus: http://127.0.0.1:{os.environ.get('MIGBED_PROMETHEUS_PORT', '9090')}")
+    if imgs.grafana:
+        _say(f"Grafana:    http://127.0.0.1:{os.environ.get('MIGBED_GRAFANA_PORT', '3000')}")
+    if not run:
+        return UpResult(0, None, imgs.grafana is not None)
+
+    run_id = run_id or _run_id()
+    out = stack.results / run_id
+    out.mkdir(parents=True, exist_ok=True)
+    stack.env.update(_user_env(out))
+    argv = ["migbed", "run", "--source", "source:50051", "--target", "target:50051"]
+    argv += ["--out", f"/results/{run_id}"]
+    mounts: list[str] = []
+    if scenario:
+        path = Path(scenario)
+        if path.suffix == ".toml" or path.exists():
+            # A host file: mount it into the one-shot runner under its own name.
+            inside = f"/scenario/{path.name}"
+            mounts += ["-v", f"{path.resolve()}:{inside}:ro"]
+            argv += ["--scenario", inside]
+        else:
+            argv += ["--scenario", scenario]
+    for policy in policies:
+        argv += ["--policy", policy]
+    if repeat is not None:
+        argv += ["--repeat", str(repeat)]
+    if not sys.stdout.isatty():
+        argv.append("--no-progress")
+    argv += list(extra)
+    _say(f"running scenario {name} in the runner: {' '.join(argv)}")
+    code = stack.run("run", "--rm", "--no-deps", "-T", *mounts, "runner", *argv, check=False)
+    where = out / "results.json"
+    _say(f"runner exited {code}; results: {where if where.exists() else out}")
+    _say(
+        f"services stay up for more experiments; remove everything with: bin/migbed down"
+        f"{'' if project == DEFAULT_PROJECT else f' --project-name {project}'}"
+    )
+    return UpResult(code, out, imgs.grafana is not None)
+
+
+def down(*, project: str = DEFAULT_PROJECT) -> list[str]:
+    """Remove the project's containers and network; returns what had to be force-removed."""
+    stack = Stack(project=project, profiles=["grafana"])
+    stack.run("down", "--remove-orphans", "--timeout", "5")
+    c = images.client()
+    # Whatever compose left (e.g. a runner killed mid-run): remove by label, then check.
+    leftovers: list[str] = []
+    for ct in stack.containers(c):
+        leftovers.append(ct.name)
+        ct.remove(force=True)
+    for net in c.networks.list(filters={"label": f"{PROJECT_LABEL}={project}"}):
+        leftovers.append(net.name)
+        net.remove()
+    if stack.containers(c) or c.networks.list(filters={"label": f"{PROJECT_LABEL}={project}"}):
+        raise StackError(f"project {project}: containers or networks remain after down")
+    return leftovers
+
+
+# ---------------------------------------------------------------- CLI
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    try:
+        res = up(
+            scenario=args.scenario,
+            policies=args.policy or (),
+            repeat=args.repeat,
+            run=not args.no_run,
+            grafana=not args.no_grafana,
+            project=args.project_name,
+            results=Path(args.results) if args.results else None,
+            run_id=args.run_id,
+            extra=args.extra,
+        )
+    except (
+        StackError,
+        ScenarioError,
+        ShapingError,
+        RuntimeError,
+        docker.errors.DockerException,
+    ) as e:
+        print(f"migbed up: {e}", file=sys.stderr)
+        return 1
+    return res.code
+
+
+def cmd_down(args: argparse.Namespace) -> int:
+    try:
+        leftovers = down(project=args.project_name)
+    except (StackError, RuntimeError, docker.errors.DockerException) as e:
+        print(f"migbed down: {e}", file=sys.stderr)
+        return 1
+    if leftovers:
+        _say(f"also removed: {', '.join(leftovers)}")
+    _say(f"project {args.project_name}: no containers or networks left")
+    return 0
+
+
+def _project_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--project-name",
+        default=os.environ.get("MIGBED_PROJECT", DEFAULT_PROJECT),
+        help=f"compose project (default {DEFAULT_PROJECT}, or MIGBED_PROJECT)",
+    )
+
+
+def add_up_parser(subparsers: Any) -> argparse.ArgumentParser:
+    p: argparse.ArgumentParser = subparsers.add_parser(
+        "up",
+        help="start the container stack and run the default comparison across it",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--scenario", help=f"TOML file or built-in name (default {DEFAULT_SCENARIO})")
+    p.add_argument("--policy", action="append", help="policy to compare (repeatable)")
+    p.add_argument("--repeat", type=int, help="runs per policy (migbed run's default)")
+    p.add_argument("--no-run", action="store_true", help="start and shape only, run nothing")
+    p.add_argument("--no-grafana", action="store_true", help="do not try to pull Grafana")
+    p.add_argument("--results", help="host folder mounted at /results (default ./results)")
+    p.add_argument("--run-id", help="results subfolder (default: UTC timestamp)")
+    p.add_argument("extra", nargs="*", help="after --: more `migbed run` arguments")
+    _project_arg(p)
+    p.set_defaults(func=cmd_up)
+    return p
+
+
+def add_down_parser(subparsers: Any) -> argparse.ArgumentParser:
+    p: argparse.ArgumentParser = subparsers.add_parser(
+        "down", help="remove the container stack (containers and network)"
+    )
+    _project_arg(p)
+    p.set_defaults(func=cmd_down)
+    return p
+
+
+def add_parser(subparsers: Any) -> argparse.ArgumentParser:
+    """Register `up`, `down` and `images` (for cli.py's extension list)."""
+    add_down_parser(subparsers)
+    images.add_images_parser(subparsers)
+    return add_up_parser(subparsers)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m migbed.orchestration.compose up|down|images` (same as `migbed up` ...)."""
+    parser = argparse.ArgumentParser(prog="python -m migbed.orchestration.compose")
+    add_parser(parser.add_subparsers(dest="cmd", required=True))
+    args = parser.parse_args(argv)
+    return int(args.func(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
