@@ -58,33 +58,59 @@ class TargetService(pbg.MigrationServicer, pbg.ControlServicer):
             # A source that goes silent (killed host, cut link: no RST ever comes) would hold
             # the session until TCP gives up, minutes later: its pings come every 100 ms.
             silence = first.setup.heartbeat_timeout_s or DEFAULT_HEARTBEAT_S
+            inbox: asyncio.Queue[pb.SourceMessage | None] = asyncio.Queue()
+
+            def fail(e: Exception) -> None:
+                assert session is not None
+                if not isinstance(e, ProtocolError):  # a bug or a broken stream: this session only
+                    log.error("session %s", sid, exc_info=e)
+                    e = ProtocolError("INTERNAL", f"{type(e).__name__}: {e}")
+                failure.append(e)
+                session.close("failed")
+
+            async def work() -> None:
+                # In stream order; final loads and digests may take seconds here.
+                assert session is not None
+                try:
+                    while (msg := await inbox.get()) is not None:
+                        await session.handle(msg)
+                    if not session.completed:
+                        raise ProtocolError("CANCELLED", "the source closed the stream before "
+                                            "completing")
+                except asyncio.CancelledError:
+                    raise
+                except Exception as e:
+                    fail(e)
 
             async def read() -> None:
+                # Never blocked by work(): pings are answered at once, so a target busy with
+                # the final loads or digests is not mistaken for a dead one by the source.
                 assert session is not None
                 messages = aiter(request_iterator)
+                worker = asyncio.get_running_loop().create_task(work())
                 try:
-                    while True:
+                    while not worker.done():
                         try:
-                            # Only waiting counts: a long handle() (final loads) is our time.
                             async with asyncio.timeout(silence):
                                 msg = await anext(messages)
                         except StopAsyncIteration:
                             break
                         except TimeoutError:
-                            raise ProtocolError("DEADLINE_EXCEEDED", f"the source sent nothing for "
-                                                f"{silence:g}s (setup.heartbeat_timeout_s)") from None
-                        await session.handle(msg)
-                    if not session.completed:
-                        raise ProtocolError("CANCELLED", "the source closed the stream before completing")
-                except ProtocolError as e:
-                    failure.append(e)
-                    session.close("failed")
+                            raise ProtocolError("DEADLINE_EXCEEDED", f"the source sent nothing "
+                                                f"for {silence:g}s (setup.heartbeat_timeout_s)"
+                                                ) from None
+                        if msg.WhichOneof("body") == "ping":
+                            await session.handle(msg)
+                        else:
+                            inbox.put_nowait(msg)
+                    inbox.put_nowait(None)
+                    await worker
                 except asyncio.CancelledError:
                     raise
-                except Exception as e:  # a bug or a broken stream: end this session only
-                    log.exception("session %s", sid)
-                    failure.append(ProtocolError("INTERNAL", f"{type(e).__name__}: {e}"))
-                    session.close("failed")
+                except Exception as e:
+                    fail(e)
+                finally:
+                    worker.cancel()
 
             reader = asyncio.get_running_loop().create_task(read())
             while True:
