@@ -43,12 +43,21 @@ class Service:
                 self.process.wait()
 
 
+def _any_free_port(host: str) -> int:
+    try:
+        return free_port(host)
+    except OSError:  # host is in another network namespace: a fresh one has every port free
+        return free_port()
+
+
 def start_service(role: str, log_dir: Path, host: str = "127.0.0.1",
-                  extra_args: list[str] | None = None, timeout: float = 30.0) -> Service:
-    port, mport = free_port(host), free_port(host)
+                  extra_args: list[str] | None = None, timeout: float = 30.0,
+                  wrapper: list[str] | None = None) -> Service:
+    """Start `migbed serve ROLE` on HOST; `wrapper` prefixes the command (ip netns exec NS)."""
+    port, mport = _any_free_port(host), _any_free_port(host)
     log_dir.mkdir(parents=True, exist_ok=True)
     log_path = log_dir / f"{role}.log"
-    cmd = [sys.executable, "-m", "migbed.orchestration.cli", "serve", role,
+    cmd = [*(wrapper or []), sys.executable, "-m", "migbed.orchestration.cli", "serve", role,
            "--listen", f"{host}:{port}", "--metrics-listen", f"{host}:{mport}", *(extra_args or [])]
     with open(log_path, "ab") as log:
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT,
