@@ -1,0 +1,589 @@
+"""``migbed deploy``: install migbed on lab hosts over SSH and run an experiment across them.
+
+The work is done by the Ansible playbooks in ``deploy/`` (install.yml, experiment.yml,
+teardown.yml), driven through ``ansible_runner.run``. This module prepares their inputs on the
+control machine (the wheelhouse, the tc commands from the scenario, the experiment's name),
+shows progress per host and task, and turns failures into one line naming the host, the task
+and the reason. Each playbook run keeps its ansible-runner private data dir (inventory path,
+extra vars, stdout, job events) under ``OUT/ansible/`` beside the results.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import hashlib
+import json
+import os
+import re
+import shlex
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TextIO
+
+DEFAULT_OUT = "results/deploy"
+PLAYBOOKS = ("install", "experiment", "teardown")
+
+
+class DeployError(Exception):
+    """A problem found before or while running the playbooks; str() is the message to show."""
+
+
+# ---------------------------------------------------------------- the repository
+
+
+def repo_root() -> Path:
+    """The checkout holding deploy/ and images/ (MIGBED_ROOT overrides)."""
+    env = os.environ.get("MIGBED_ROOT")
+    root = Path(env) if env else Path(__file__).resolve().parents[2]
+    if not (root / "deploy" / "install.yml").is_file():
+        raise DeployError(
+            f"no deploy/install.yml under {root}: migbed deploy runs from a checkout of the "
+            "migbed repository (set MIGBED_ROOT to it)"
+        )
+    return root
+
+
+# ---------------------------------------------------------------- inventory
+
+
+@dataclass
+class Inventory:
+    path: Path
+    groups: dict[str, list[str]]
+    hostvars: dict[str, dict[str, Any]]
+
+    def hosts(self, group: str) -> list[str]:
+        return self.groups.get(group, [])
+
+
+def _ansible_env(root: Path) -> dict[str, str]:
+    return {
+        "ANSIBLE_CONFIG": str(root / "deploy" / "ansible.cfg"),
+        # ansible-runner turns host key checking off unless told; ansible.cfg decides instead
+        # (accept-new: a host seen for the first time is trusted, a changed key fails).
+        "ANSIBLE_HOST_KEY_CHECKING": "True",
+        "ANSIBLE_INVENTORY_UNPARSED_FAILED": "True",
+        "ANSIBLE_NOCOLOR": "1",
+        "ANSIBLE_DEPRECATION_WARNINGS": "False",
+    }
+
+
+def _inventory_error(path: Path, err: str) -> str:
+    """The useful part of ansible-inventory's complaint about a file it could not parse."""
+    causes = re.findall(r"Failed to parse inventory with '(\w+)' plugin: (.+)", err)
+    origin = re.search(r"Origin: (\S+:\d+:\d+)", err)
+    if causes:
+        # The yaml/auto plugins say the most about a YAML file, ini about any other.
+        wanted = ("yaml", "auto") if path.suffix in (".yml", ".yaml") else ("ini",)
+        reason = next((r for plugin, r in causes if plugin in wanted), causes[0][1])
+        where = f" (at {origin.group(1)})" if origin else ""
+        return f"{reason.strip()}{where}"
+    lines = [ln.strip() for ln in err.splitlines() if ln.strip()]
+    return lines[-1] if lines else "ansible-inventory failed"
+
+
+def load_inventory(path: Path, root: Path) -> Inventory:
+    """Parse ``path`` with ansible-inventory; DeployError naming the file when it cannot."""
+    import ansible_runner  # Ansible: a deploy-time dependency only
+
+    if not path.exists():
+        raise DeployError(f"inventory {path}: no such file")
+    with tempfile.TemporaryDirectory(prefix="migbed-inv-") as tmp:
+        out, err = ansible_runner.get_inventory(
+            action="list",
+            inventories=[str(path)],
+            response_format="json",
+            quiet=True,
+            private_data_dir=tmp,
+            envvars=_ansible_env(root),
+        )
+    if not isinstance(out, dict):
+        raise DeployError(f"inventory {path} could not be parsed: {_inventory_error(path, err)}")
+    hostvars = out.get("_meta", {}).get("hostvars", {})
+    groups: dict[str, list[str]] = {}
+
+    def hosts_of(group: str, seen: frozenset[str] = frozenset()) -> list[str]:
+        entry = out.get(group, {})
+        found = list(entry.get("hosts", []))
+        for child in entry.get("children", []):
+            if child not in seen:
+                found += [h for h in hosts_of(child, seen | {group}) if h not in found]
+        return found
+
+    for group in out:
+        if group != "_meta":
+            groups[group] = hosts_of(group)
+    inv = Inventory(path, groups, hostvars)
+    for need in ("source", "target"):
+        if not inv.hosts(need):
+            raise DeployError(
+                f"inventory {path}: group '{need}' has no hosts "
+                "(needs groups source, target and, for experiments, monitor)"
+            )
+    return inv
+
+
+# ---------------------------------------------------------------- inputs of the playbooks
+
+
+def build_wheelhouse(root: Path, dest: Path, out: TextIO) -> None:
+    """The pinned runtime wheels for the hosts plus the migbed wheel, by images/fetch-wheels.sh."""
+    script = root / "images" / "fetch-wheels.sh"
+    if not script.is_file():
+        raise DeployError(
+            f"{script} is missing: cannot build the wheelhouse (or pass --wheelhouse)"
+        )
+    print(f"wheelhouse: {dest}", file=out, flush=True)
+    env = dict(os.environ, MIGBED_PYTHON=sys.executable)
+    proc = subprocess.run(
+        ["bash", str(script), str(dest)], env=env, capture_output=True, text=True, check=False
+    )
+    if proc.returncode != 0:
+        tail = "\n".join((proc.stderr or proc.stdout).strip().splitlines()[-15:])
+        raise DeployError(f"building the wheelhouse failed (exit {proc.returncode}):\n{tail}")
+
+
+def wheelhouse_digest(wheelhouse: Path) -> str:
+    """A fingerprint of everything the hosts install; the venv is reinstalled when it changes."""
+    files = [wheelhouse / "runtime.txt", *sorted(wheelhouse.glob("deps/*.whl"))]
+    files += sorted(wheelhouse.glob("project/*.whl"))
+    projects = [f for f in files if f.parent.name == "project"]
+    if len(projects) != 1 or not (wheelhouse / "runtime.txt").is_file():
+        raise DeployError(
+            f"wheelhouse {wheelhouse} must hold runtime.txt, deps/*.whl and exactly one "
+            f"project/migbed-*.whl (found {len(projects)} project wheels)"
+        )
+    h = hashlib.sha256()
+    for f in files:
+        h.update(f"{f.relative_to(wheelhouse)}\0".encode())
+        h.update(hashlib.sha256(f.read_bytes()).digest())
+    return h.hexdigest()[:32]
+
+
+def tc_commands(scenario: Path) -> list[list[str]]:
+    """The tc argv lists for the scenario's [link], with @IFACE@ for the interface ([] = none)."""
+    from migbed.core.scenario import ScenarioError
+    from migbed.orchestration.shaping import (
+        ShapingError,
+        link_from_scenario_file,
+        shaping_commands,
+    )
+
+    try:
+        shape = link_from_scenario_file(str(scenario))
+        if shape is None:
+            return []
+        return shaping_commands("@IFACE@", shape, netem_available=False)
+    except (ScenarioError, ShapingError) as e:
+        raise DeployError(f"scenario {scenario}: {e}") from None
+
+
+def experiment_id(
+    scenario: Path, policies: Sequence[str], repeat: int, out: Path, hosts: Sequence[str], wh: str
+) -> str:
+    """Names an experiment by its inputs: the same inputs are not run twice."""
+    h = hashlib.sha256(scenario.read_bytes())
+    for part in (*policies, str(repeat), str(out.resolve()), *hosts, wh):
+        h.update(b"\0" + part.encode())
+    return f"{scenario.stem}-{h.hexdigest()[:12]}"
+
+
+# ---------------------------------------------------------------- progress and failures
+
+
+@dataclass
+class Failure:
+    host: str
+    task: str
+    reason: str
+    unreachable: bool = False
+
+    def __str__(self) -> str:
+        what = "unreachable" if self.unreachable else "failed"
+        return f"host '{self.host}' {what} at task '{self.task}': {self.reason}"
+
+
+def _reason(res: Mapping[str, Any]) -> str:
+    """One readable line (or a few) out of a task result."""
+    parts: list[str] = []
+    msg = res.get("msg")
+    if isinstance(msg, str) and msg.strip():
+        parts.append(msg.strip())
+    for key in ("stderr", "module_stderr", "stdout"):
+        text = res.get(key)
+        if isinstance(text, str) and text.strip() and not (key == "stdout" and parts):
+            tail = text.strip().splitlines()[-5:]
+            parts.append(" | ".join(ln.strip() for ln in tail))
+            break
+    if not parts and res.get("results"):  # a loop: the first failed item
+        for item in res["results"]:
+            if isinstance(item, Mapping) and (item.get("failed") or item.get("unreachable")):
+                return _reason(item)
+    reason = "; ".join(p for p in parts if p and p != "non-zero return code") or "no reason given"
+    return reason[:2000]
+
+
+@dataclass
+class Progress:
+    """ansible-runner event handler: prints one line per host and task, collects failures."""
+
+    out: TextIO
+    verbose: bool = False
+    failures: list[Failure] = field(default_factory=list)
+    stats: dict[str, dict[str, int]] = field(default_factory=dict)
+    _task: str = ""
+
+    def __call__(self, event: dict[str, Any]) -> bool:
+        kind = event.get("event", "")
+        data = event.get("event_data", {})
+        host = data.get("host", "")
+        res = data.get("res", {}) if isinstance(data.get("res"), dict) else {}
+        task = data.get("task", "") or self._task
+        role = data.get("role", "")
+        label = f"{role} : {task}" if role and not task.startswith(role) else task
+        if kind == "playbook_on_play_start":
+            self._line(f"PLAY {data.get('play', '')}")
+        elif kind == "playbook_on_task_start":
+            self._task = data.get("task", "")
+        elif kind == "runner_on_ok":
+            self._line(f"  {host:<16} {'changed' if res.get('changed') else 'ok':<11} {label}")
+        elif kind == "runner_on_skipped" and self.verbose:
+            self._line(f"  {host:<16} {'skipped':<11} {label}")
+        elif kind == "runner_retry":
+            left = res.get("retries", 0) - res.get("attempts", 0)
+            self._line(f"  {host:<16} {'waiting':<11} {label} ({left} tries left)")
+        elif kind in ("runner_on_failed", "runner_on_unreachable"):
+            unreachable = kind == "runner_on_unreachable"
+            if data.get("ignore_errors"):
+                self._line(f"  {host:<16} {'ignored':<11} {label}")
+                return True
+            f = Failure(host, label, _reason(res), unreachable)
+            self.failures.append(f)
+            self._line(f"  {host:<16} {'UNREACHABLE' if unreachable else 'FAILED':<11} {label}")
+            self._line(f"  {'':<16} {'':<11} {f.reason}")
+        elif kind == "playbook_on_stats":
+            for key in ("ok", "changed", "failures", "dark", "skipped", "rescued", "ignored"):
+                for h, n in (data.get(key) or {}).items():
+                    self.stats.setdefault(h, {})[key] = n
+        return True
+
+    def _line(self, text: str) -> None:
+        print(text, file=self.out, flush=True)
+
+
+@dataclass
+class PlaybookRun:
+    name: str
+    status: str
+    rc: int
+    private_data_dir: str
+    stats: dict[str, dict[str, int]]
+    failures: list[Failure]
+    stdout_tail: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "successful" and self.rc == 0
+
+    def changed(self) -> int:
+        return sum(s.get("changed", 0) for s in self.stats.values())
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "playbook": f"{self.name}.yml",
+            "status": self.status,
+            "rc": self.rc,
+            "private_data_dir": self.private_data_dir,
+            "stats": self.stats,
+            "failures": [f.__dict__ for f in self.failures],
+        }
+
+
+def run_playbook(
+    name: str,
+    *,
+    root: Path,
+    inventory: Path,
+    extravars: dict[str, Any],
+    out_dir: Path,
+    cmdline: Sequence[str],
+    out: TextIO,
+    verbose: bool = False,
+) -> PlaybookRun:
+    """Run deploy/NAME.yml through ansible-runner; its private data dir stays under OUT/ansible."""
+    import ansible_runner
+
+    stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
+    pdd = out_dir / "ansible" / f"{stamp}-{name}"
+    n = 1
+    while pdd.exists():
+        n += 1
+        pdd = out_dir / "ansible" / f"{stamp}-{name}-{n}"
+    pdd.mkdir(parents=True)
+    progress = Progress(out, verbose)
+    print(f"== {name}.yml", file=out, flush=True)
+    # SSH control sockets need a short path (108 bytes); the data dir may be deep.
+    with tempfile.TemporaryDirectory(prefix="migbed-cp-") as cp_dir:
+        envvars = _ansible_env(root) | {"ANSIBLE_SSH_CONTROL_PATH_DIR": cp_dir}
+        r = ansible_runner.run(
+            private_data_dir=str(pdd),
+            project_dir=str(root / "deploy"),
+            playbook=f"{name}.yml",
+            inventory=str(inventory.resolve()),
+            extravars=extravars,
+            envvars=envvars,
+            cmdline=shlex.join(cmdline) if cmdline else None,
+            event_handler=progress,
+            quiet=True,
+            ident="run",
+        )
+    stdout_tail = ""
+    with contextlib.suppress(OSError, AttributeError):
+        stdout_tail = "\n".join(r.stdout.read().strip().splitlines()[-20:])
+    run = PlaybookRun(
+        name, r.status, int(r.rc or 0), str(pdd), progress.stats, progress.failures, stdout_tail
+    )
+    for host, s in sorted(run.stats.items()):
+        print(
+            f"   {host:<16} ok={s.get('ok', 0)} changed={s.get('changed', 0)} "
+            f"unreachable={s.get('dark', 0)} failed={s.get('failures', 0)} "
+            f"skipped={s.get('skipped', 0)}",
+            file=out,
+            flush=True,
+        )
+    return run
+
+
+# ---------------------------------------------------------------- the command
+
+
+def _parse_extra(items: Sequence[str]) -> dict[str, Any]:
+    import yaml  # comes with Ansible
+
+    extra: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise DeployError(f"-e {item!r}: expected NAME=VALUE")
+        extra[key.strip()] = yaml.safe_load(value) if value else ""
+    return extra
+
+
+def deploy(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
+    root = repo_root()
+    # ansible-runner looks ansible-playbook up on PATH: use the ones beside this Python.
+    bindir = str(Path(sys.executable).parent)
+    if bindir not in os.environ.get("PATH", "").split(os.pathsep):
+        os.environ["PATH"] = bindir + os.pathsep + os.environ.get("PATH", "")
+
+    inventory = Path(args.inventory)
+    inv = load_inventory(inventory, root)
+    out_dir = Path(args.out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    scenario = Path(args.scenario).resolve() if args.scenario else None
+    policies = [p for item in args.policy or [] for p in item.split(",") if p]
+    if scenario and not inv.hosts("monitor"):
+        raise DeployError(
+            f"inventory {inventory}: group 'monitor' has no hosts; the experiment runs there"
+        )
+    extravars: dict[str, Any] = {}
+    runs: list[PlaybookRun] = []
+    summary: dict[str, Any] = {"inventory": str(inventory.resolve()), "playbooks": []}
+
+    todo: list[str] = []
+    if not (args.teardown and not scenario):
+        todo.append("install")
+    if scenario:
+        todo.append("experiment")
+    if args.teardown:
+        todo.append("teardown")
+
+    if "install" in todo:
+        wheelhouse = Path(args.wheelhouse) if args.wheelhouse else root / ".cache" / "deploy-wheelhouse"
+        if not args.wheelhouse:
+            build_wheelhouse(root, wheelhouse, out)
+        digest = wheelhouse_digest(wheelhouse)
+        extravars |= {
+            "migbed_wheelhouse": str(wheelhouse.resolve()),
+            "migbed_wheelhouse_digest": digest,
+        }
+    if scenario:
+        if not scenario.is_file():
+            raise DeployError(f"scenario {scenario}: no such file")
+        exp = experiment_id(
+            scenario,
+            policies,
+            args.repeat,
+            out_dir,
+            [inv.hosts("source")[0], inv.hosts("target")[0]],
+            extravars.get("migbed_wheelhouse_digest", ""),
+        )
+        extravars |= {
+            "migbed_scenario_file": str(scenario),
+            "migbed_policies": policies,
+            "migbed_repeat": args.repeat,
+            "migbed_experiment_id": exp,
+            "migbed_rerun": bool(args.rerun),
+            "migbed_results_dir": str(out_dir.resolve()),
+            "migbed_tc_commands": tc_commands(scenario),
+        }
+        summary["experiment_id"] = exp
+    extravars |= _parse_extra(args.extra_vars or [])
+
+    cmdline: list[str] = []
+    if args.private_key:
+        cmdline += ["--private-key", str(Path(args.private_key).expanduser())]
+    if args.user:
+        cmdline += ["--user", args.user]
+    if args.limit:
+        cmdline += ["--limit", args.limit]
+
+    first_failure: PlaybookRun | None = None
+    for name in todo:
+        if first_failure and name != "teardown":
+            continue
+        run = run_playbook(
+            name,
+            root=root,
+            inventory=inventory,
+            extravars=extravars,
+            out_dir=out_dir,
+            cmdline=cmdline,
+            out=out,
+            verbose=args.verbose,
+        )
+        runs.append(run)
+        summary["playbooks"].append(run.to_dict())
+        if not run.ok and first_failure is None:
+            first_failure = run
+
+    rc = 0
+    if first_failure is not None:
+        rc = 1
+        f = first_failure
+        if f.failures:
+            for failure in f.failures:
+                print(f"migbed deploy: {f.name}.yml: {failure}", file=sys.stderr)
+        else:
+            print(
+                f"migbed deploy: {f.name}.yml failed ({f.status}, rc {f.rc}) before any host "
+                f"ran a task:\n{f.stdout_tail}",
+                file=sys.stderr,
+            )
+        print(f"migbed deploy: artifacts in {f.private_data_dir}", file=sys.stderr)
+    elif scenario:
+        rc = _report_results(out_dir, summary, out)
+
+    summary["changed"] = sum(r.changed() for r in runs)
+    summary["ok"] = rc == 0
+    (out_dir / "deploy.json").write_text(json.dumps(summary, indent=1) + "\n")
+    if rc == 0:
+        print(
+            f"migbed deploy: done, {summary['changed']} changes "
+            f"({', '.join(f'{r.name}.yml' for r in runs)}); summary in {out_dir / 'deploy.json'}",
+            file=out,
+            flush=True,
+        )
+    return rc
+
+
+def _report_results(out_dir: Path, summary: dict[str, Any], out: TextIO) -> int:
+    from migbed.measure.record import load_results
+
+    path = out_dir / "results.json"
+    if not path.is_file():
+        print(f"migbed deploy: the experiment left no {path}", file=sys.stderr)
+        return 1
+    records = load_results(str(path))
+    verified = sum(1 for r in records if r.verified)
+    summary["results"] = {"path": str(path), "records": len(records), "verified": verified}
+    print(f"results: {len(records)} runs, {verified} verified -> {path}", file=out, flush=True)
+    for r in records:
+        print(
+            f"   {r.policy:<22} {r.outcome:<10} downtime {r.downtime_ms:8.1f} ms  "
+            f"guest-visible {r.guest_downtime_ms:8.1f} ± {r.guest_downtime_uncertainty_ms:.1f} ms"
+            f"  verified={str(r.verified).lower()}",
+            file=out,
+            flush=True,
+        )
+    return 0
+
+
+def _main(args: argparse.Namespace) -> int:
+    try:
+        return deploy(args)
+    except DeployError as e:
+        print(f"migbed deploy: {e}", file=sys.stderr)
+        return 2
+
+
+def add_parser(subparsers: Any) -> argparse.ArgumentParser:
+    """Register ``migbed deploy`` on the CLI's subparsers."""
+    p: argparse.ArgumentParser = subparsers.add_parser(
+        "deploy",
+        help="install migbed on lab hosts over SSH (Ansible) and run an experiment across them",
+        description=(
+            "Install migbed into a venv on the hosts of an Ansible inventory (groups source, "
+            "target, monitor), start the services, and with --scenario run a migration from "
+            "the first source host to the first target host and fetch the results. "
+            "See deploy/README.md."
+        ),
+    )
+    p.add_argument("-i", "--inventory", required=True, help="Ansible inventory of the lab hosts")
+    p.add_argument("--scenario", help="scenario TOML file: run an experiment after installing")
+    p.add_argument(
+        "--policy",
+        action="append",
+        metavar="POLICY",
+        help="switchover policy for the experiment (repeat or comma-separate for several)",
+    )
+    p.add_argument("--repeat", type=int, default=1, help="runs per policy (default 1)")
+    p.add_argument(
+        "--out",
+        default=DEFAULT_OUT,
+        help=f"results and Ansible artifacts on this machine (default {DEFAULT_OUT})",
+    )
+    p.add_argument(
+        "--teardown",
+        action="store_true",
+        help="stop everything and remove migbed from the hosts (after the experiment, if any)",
+    )
+    p.add_argument(
+        "--rerun", action="store_true", help="run the experiment even if its results exist"
+    )
+    p.add_argument("--private-key", help="SSH private key (else the inventory's or ssh's)")
+    p.add_argument("--user", help="SSH user (else the inventory's)")
+    p.add_argument("--limit", help="Ansible --limit: only these hosts")
+    p.add_argument(
+        "--wheelhouse",
+        help="use this wheelhouse (deps/, project/, runtime.txt) instead of building one",
+    )
+    p.add_argument(
+        "-e",
+        "--extra-var",
+        dest="extra_vars",
+        action="append",
+        metavar="NAME=VALUE",
+        help="set a playbook variable (deploy/roles/common/defaults/main.yml); YAML value",
+    )
+    p.add_argument("-v", "--verbose", action="store_true", help="also show skipped tasks")
+    p.set_defaults(func=_main)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="migbed")
+    sub = parser.add_subparsers(dest="command", required=True)
+    add_parser(sub)
+    args = parser.parse_args(["deploy", *(argv if argv is not None else sys.argv[1:])])
+    return int(args.func(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
