@@ -128,18 +128,20 @@ def plot_downtime(records: Sequence[RunRecord], path: Path) -> Path:
         ax.set_ylabel("downtime (ms)")
         ax.set_ylim(bottom=0)
         ax.grid(axis="y", alpha=0.3)
-        n_rep = max((len(v) for v in by.values()), default=0)
-        ax.set_title(f"{scenario}: downtime per policy ({n_rep} repeat(s))", fontsize=11)
+        counts = sorted({len(by.get(p, [])) for p in policies})
+        n_runs = f"{counts[0]}" if len(counts) == 1 else f"{counts[0]}-{counts[-1]}"
+        ax.set_title(f"{scenario}: downtime per policy ({n_runs} completed runs each)", fontsize=11)
         ax.legend(loc="upper right", fontsize=8, frameon=False)
     fig.text(
         0.01,
         0.01,
-        "bar: mean; whisker: min..max; dots: each repeat (completed runs). Guest-visible: last "
-        "vCPU tick on the source to first on the target; QEMU-reported: stop to completion.",
+        "bar: mean; whisker: min..max; dots: each repeat (completed runs).\n"
+        "guest-visible: last vCPU tick on the source to the first on the target; "
+        "QEMU-reported: source stop to completion.",
         fontsize=7,
         color="#555555",
     )
-    fig.tight_layout(rect=(0, 0.04, 1, 1))
+    fig.tight_layout(rect=(0, 0.07, 1, 1))
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
@@ -198,7 +200,16 @@ def plot_timeline(records: Sequence[RunRecord], path: Path, scenario: str | None
             if style is None:
                 continue
             label, color, ls = style
-            ax.axvline(ev.t_ms, color=color, ls=ls, lw=1.3, label=label)
+            wide = ev.name == "switchover-ack"  # often just before the stop: keep it visible
+            ax.axvline(
+                ev.t_ms,
+                color=color,
+                ls=ls,
+                lw=3.2 if wide else 1.3,
+                alpha=0.8 if wide else 1.0,
+                zorder=2 if wide else 3,
+                label=label,
+            )
         ax.set_ylabel("MiB")
         ax.set_ylim(bottom=0)
         ax.set_xlim(left=0)
