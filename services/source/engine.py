@@ -176,8 +176,9 @@ class Migration:
 
     async def _write(self, msg: pb.SourceMessage) -> None:
         # A write blocks while the peer reads nothing (flow control): bound it by the
-        # heartbeat, so a cut link fails the migration instead of hanging it.
-        hb = self.scenario.migration.heartbeat_timeout
+        # heartbeat, so a cut link fails the migration instead of hanging it. The first
+        # write also waits for the connection (and gRPC's reconnect backoff).
+        hb = SETUP_TIMEOUT_S if self.phase == "setup" else self.scenario.migration.heartbeat_timeout
         try:
             async with asyncio.timeout(hb), self._write_lock:
                 await self._call.write(msg)
