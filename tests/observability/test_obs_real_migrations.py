@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
 from collections import defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -24,6 +25,7 @@ from obs_promlib import (
 )
 from obs_promlib import scrape_config_for as scrape_config
 
+from migbed.core.scenario import builtin_scenario_text
 from migbed.measure.record import RunRecord, load_results
 from migbed.orchestration.localstack import Service, start_service
 
@@ -39,8 +41,34 @@ class Run:
     source: Service
     target: Service
     out: Path
-    records: list[RunRecord]
+    records: list[RunRecord]  # the comparison (scenario tiny)
+    live: list[RunRecord]  # one longer run (scenario live), to watch in the live view
     stdout: str
+
+
+def migbed_run(source: Service, target: Service, out: Path, *args: str) -> str:
+    cmd = [
+        sys.executable, "-m", "migbed.orchestration.cli", "run",
+        "--source", source.address, "--target", target.address,
+        "--out", str(out), "--no-progress", *args,
+    ]  # fmt: skip
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return proc.stdout
+
+
+def live_scenario(path: Path) -> Path:
+    """The built-in tiny scenario, made long enough (~4 s) for several 1 s scrapes."""
+    text = builtin_scenario_text("tiny")
+    for old, new in [
+        ('name = "tiny"', 'name = "live"'),
+        ('ram-size = "16MiB"', 'ram-size = "128MiB"'),
+        ('max-bandwidth = "256MiB/s"', 'max-bandwidth = "48MiB/s"'),
+    ]:
+        assert old in text, old
+        text = text.replace(old, new)
+    path.write_text(text)
+    return path
 
 
 @pytest.fixture(scope="module")
@@ -59,20 +87,20 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
         # both exporters scraped before the first migration: the live view sees it start
         prom.wait_value('count(up{job=~"migbed-.*"} == 1)', lambda v: v == 2, "exporters up")
         out = tmp / "results"
-        cmd = [
-            sys.executable, "-m", "migbed.orchestration.cli", "run",
-            "--source", source.address, "--target", target.address,
-            "--scenario", "tiny", "--repeat", str(REPEAT), "--out", str(out), "--no-progress",
-        ]  # fmt: skip
+        args = ["--scenario", "tiny", "--repeat", str(REPEAT)]
         for p in POLICIES:
-            cmd += ["--policy", p]
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
-        assert proc.returncode == 0, proc.stdout + proc.stderr
+            args += ["--policy", p]
+        stdout = migbed_run(source, target, out, *args)
         records = load_results(str(out / "results.json"))
         assert len(records) == len(POLICIES) * REPEAT
-        n = len(records)
+        live_out = tmp / "live"
+        scenario = live_scenario(tmp / "live.toml")
+        migbed_run(source, target, live_out, "--scenario", str(scenario),
+                   "--policy", "switchover-ack", "--repeat", "1", "--no-report")  # fmt: skip
+        live = load_results(str(live_out / "results.json"))
+        n = len(records) + len(live)
         prom.wait_value("sum(migbed_migrations_total)", lambda v: v == n, "all results scraped")
-        yield Run(prom, source, target, out, records, proc.stdout)
+        yield Run(prom, source, target, out, records, live, stdout)
     finally:
         if prom is not None:
             prom.stop()
@@ -105,9 +133,9 @@ def test_series_have_the_expected_labels(run: Run) -> None:
     for r in run.prom.query("migbed_migrations_total"):
         m = r["metric"]
         assert m["job"] == "migbed-source" and m["role"] == "source"
-        assert m["scenario"] == "tiny" and m["policy"] in POLICIES
+        assert m["scenario"] in ("tiny", "live") and m["policy"] in POLICIES
         assert m["outcome"] in ("completed", "failed", "cancelled")
-    run_ids = {r.run_id for r in run.records}
+    run_ids = {r.run_id for r in run.records + run.live}
     series = run.prom.api_get('series?match[]={__name__=~"migbed_.*"}')
     assert not any(run_ids & set(s.values()) for s in series)
 
@@ -115,7 +143,9 @@ def test_series_have_the_expected_labels(run: Run) -> None:
 def test_counts_agree_with_results_json(run: Run) -> None:
     got = {
         (r["metric"]["policy"], r["metric"]["outcome"]): float(r["value"][1])
-        for r in run.prom.query("sum by (policy, outcome) (migbed_migrations_total)")
+        for r in run.prom.query(
+            'sum by (policy, outcome) (migbed_migrations_total{scenario="tiny"})'
+        )
     }
     for policy, recs in by_policy(run.records).items():
         for outcome in ("completed", "failed", "cancelled"):
@@ -132,7 +162,7 @@ def test_counts_agree_with_results_json(run: Run) -> None:
     ],
 )
 def test_means_agree_with_results_json(run: Run, metric: str, field: str) -> None:
-    sel = '{outcome="completed"}'
+    sel = '{outcome="completed",scenario="tiny"}'
     got = run.prom.values_by(
         f"sum by (policy) ({metric}_sum{sel}) / sum by (policy) ({metric}_count{sel})", "policy"
     )
@@ -144,14 +174,15 @@ def test_means_agree_with_results_json(run: Run, metric: str, field: str) -> Non
 
 def test_last_results_and_bytes_agree(run: Run) -> None:
     last = {r.policy: r for r in run.records}  # results.json is in run order
-    gd = run.prom.values_by("migbed_migration_last_guest_downtime_seconds", "policy")
-    it = run.prom.values_by("migbed_migration_last_iterations", "policy")
+    tiny = '{scenario="tiny"}'
+    gd = run.prom.values_by(f"migbed_migration_last_guest_downtime_seconds{tiny}", "policy")
+    it = run.prom.values_by(f"migbed_migration_last_iterations{tiny}", "policy")
     for policy, rec in last.items():
         assert close(gd[policy], rec.guest_downtime_ms / 1000)
         assert it[policy] == rec.dirty_sync_count
     stage = {
         (r["metric"]["policy"], r["metric"]["stage"]): float(r["value"][1])
-        for r in run.prom.query("migbed_migration_transferred_bytes_total")
+        for r in run.prom.query(f"migbed_migration_transferred_bytes_total{tiny}")
     }
     for policy, recs in by_policy(run.records).items():
         assert stage[(policy, "precopy")] == sum(r.precopy_bytes for r in recs)
@@ -160,8 +191,9 @@ def test_last_results_and_bytes_agree(run: Run) -> None:
 
 def test_ack_and_stop_marks_match_the_last_run(run: Run) -> None:
     last = {r.policy: r for r in run.records}
-    stop = run.prom.values_by("migbed_source_last_stop_timestamp_seconds", "policy")
-    ack = run.prom.values_by("migbed_source_last_switchover_ack_timestamp_seconds", "policy")
+    tiny = '{scenario="tiny"}'
+    stop = run.prom.values_by(f"migbed_source_last_stop_timestamp_seconds{tiny}", "policy")
+    ack = run.prom.values_by(f"migbed_source_last_switchover_ack_timestamp_seconds{tiny}", "policy")
     rec = last["switchover-ack"]
     t_ack, t_stop = rec.event_time("switchover-ack"), rec.event_time("stop")
     assert t_ack is not None and t_stop is not None
@@ -171,7 +203,7 @@ def test_ack_and_stop_marks_match_the_last_run(run: Run) -> None:
 
 
 def test_target_sessions_agree(run: Run) -> None:
-    n = len(run.records)
+    n = len(run.records) + len(run.live)
     assert run.prom.value("sum(migbed_target_sessions_started_total)") == n
     ended = run.prom.values_by("sum by (outcome) (migbed_target_sessions_total)", "outcome")
     assert sum(ended.values()) == n
@@ -199,11 +231,13 @@ def test_every_dashboard_query_returns_data_after_real_migrations(run: Run) -> N
     reason="services/target does not call TargetMetrics.on_resumed/on_received_bytes yet",
 )
 def test_target_reports_resumes_and_bytes(run: Run) -> None:
-    n = len(run.records)
+    n = len(run.records) + len(run.live)
     assert run.prom.value("sum(migbed_target_resumes_total)") == n
     assert run.prom.value("sum(migbed_target_received_ram_bytes_total)") > 0
     assert run.prom.value("sum(migbed_target_received_device_bytes_total)") > 0
-    got = run.prom.values_by("sum by (policy) (migbed_target_guest_downtime_seconds_sum)", "policy")
+    got = run.prom.values_by(
+        'sum by (policy) (migbed_target_guest_downtime_seconds_sum{scenario="tiny"})', "policy"
+    )
     for policy in by_policy(run.records):
         assert got[policy] > 0, policy
 
@@ -213,3 +247,23 @@ def test_migbed_run_wrote_the_report(run: Run) -> None:
     assert (run.out / "downtime.png").exists()
     assert (run.out / "timeline.png").exists()
     assert "data:image/png;base64," in (run.out / "report.html").read_text()
+
+
+def test_live_view_saw_the_migration_run(run: Run) -> None:
+    """A ~4 s migration scraped every second: Prometheus holds its progress, not just its end."""
+    (rec,) = run.live
+    live = '{scenario="live",policy="switchover-ack"}'
+    assert run.prom.value(f"max_over_time(migbed_source_migration_active{live}[10m])") == 1
+    assert run.prom.value(f"migbed_source_migration_active{live}") == 0
+    series = run.prom.query_range(
+        f"migbed_source_ram_remaining_bytes{live}", run.prom.started, time.time(), 1.0
+    )
+    (only,) = series
+    values = {float(v) for _, v in only["values"]}
+    assert len(values) >= 2 and 0.0 in values, values  # progress, then the end state
+    ack = run.prom.value(f"migbed_source_last_switchover_ack_timestamp_seconds{live}")
+    stop = run.prom.value(f"migbed_source_last_stop_timestamp_seconds{live}")
+    t_ack, t_stop = rec.event_time("switchover-ack"), rec.event_time("stop")
+    assert t_ack is not None and t_stop is not None
+    assert abs((stop - ack) - (t_stop - t_ack) / 1000) < 0.05
+    assert run.prom.value(f"migbed_migration_last_iterations{live}") == rec.dirty_sync_count
