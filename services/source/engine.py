@@ -178,7 +178,9 @@ class Migration:
         # A write blocks while the peer reads nothing (flow control): bound it by the
         # heartbeat, so a cut link fails the migration instead of hanging it. The first
         # write also waits for the connection (and gRPC's reconnect backoff).
-        hb = SETUP_TIMEOUT_S if self.phase == "setup" else self.scenario.migration.heartbeat_timeout
+        hb = self.scenario.migration.heartbeat_timeout
+        if self.phase == "setup":
+            hb = SETUP_TIMEOUT_S
         try:
             async with asyncio.timeout(hb), self._write_lock:
                 await self._call.write(msg)
@@ -201,7 +203,8 @@ class Migration:
         if self._reader_error:
             raise MigrationFailed(self._reader_error)
         silent = time.monotonic() - self._last_heard
-        if silent > self.scenario.migration.heartbeat_timeout:
+        # In setup the peer may not be connected yet: SETUP_TIMEOUT_S bounds that wait.
+        if silent > self.scenario.migration.heartbeat_timeout and self.phase != "setup":
             raise MigrationFailed(f"target {self.target_address} silent for {silent:.1f}s "
                                   f"(heartbeat-timeout {self.scenario.migration.heartbeat_timeout:g}s)")
         if self.guest is not None and self.guest.vcpu.error is not None:
