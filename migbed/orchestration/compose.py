@@ -16,6 +16,7 @@ import argparse
 import os
 import shlex
 import shutil
+import stat
 import subprocess
 import sys
 import time
@@ -172,8 +173,11 @@ def _user_env(results_dir: Path) -> dict[str, str]:
     """Run the runner as the invoking user, so the results on the host are theirs."""
     uid, gid = os.getuid(), os.getgid()
     if uid == 0:
-        # Root on the host: keep the images' unprivileged user and hand it the folder.
+        # Root on the host: keep the images' unprivileged user and hand it the folder; the
+        # mounted parent must let it through (a root umask of 077 would not).
         os.chown(results_dir, RUNNER_UID, RUNNER_UID)
+        parent = results_dir.parent
+        os.chmod(parent, parent.stat().st_mode | stat.S_IXOTH)
         return {}
     return {"MIGBED_UID": str(uid), "MIGBED_GID": str(gid)}
 
@@ -186,24 +190,17 @@ def _run_id() -> str:
 class UpResult:
     code: int  # the runner's exit code (0 when every run completed and verified)
     results_dir: Path | None
+    stack: Stack
     grafana: bool
 
 
-def up(
+def start(
     *,
-    scenario: str | None = None,
-    policies: Sequence[str] = (),
-    repeat: int | None = None,
-    run: bool = True,
     grafana: bool = True,
     project: str = DEFAULT_PROJECT,
     results: Path | None = None,
-    run_id: str | None = None,
-    extra: Sequence[str] = (),
-) -> UpResult:
-    """Bring the stack up and (unless run=False) run one comparison in the runner."""
-    # Read the scenario first: a bad file or a refused [link] fails before anything starts.
-    name, shape = scenario_link(scenario)
+) -> tuple[Stack, bool]:
+    """Images, then the long-lived services, healthy. Returns (stack, whether Grafana is up)."""
     imgs = images.ensure_images(grafana=grafana, log=_say)
     stack = Stack(project=project, results=(results or ROOT / "results").resolve())
     stack.env.update(imgs.compose_env())
@@ -226,17 +223,33 @@ def up(
     c = images.client()
     wait_healthy(stack, c, SERVICES, HEALTH_TIMEOUT_S)
     _say("source and target are healthy (gRPC health: SERVING)")
-    shape_source(stack, c, shape)
     if "prometheus" in services:
         _say(f"Prometheus: http://127.0.0.1:{os.environ.get('MIGBED_PROMETHEUS_PORT', '9090')}")
     if imgs.grafana:
         _say(f"Grafana:    http://127.0.0.1:{os.environ.get('MIGBED_GRAFANA_PORT', '3000')}")
-    if not run:
-        return UpResult(0, None, imgs.grafana is not None)
+    return stack, imgs.grafana is not None
 
+
+def run_comparison(
+    stack: Stack,
+    *,
+    scenario: str | None = None,
+    policies: Sequence[str] = (),
+    repeat: int | None = None,
+    run_id: str | None = None,
+    extra: Sequence[str] = (),
+) -> tuple[int, Path]:
+    """`migbed run` in a one-shot runner container against the stack's services.
+
+    Shapes the source's link from the scenario first (each scenario brings its own link).
+    Returns (the runner's exit code, the results folder on the host).
+    """
+    name, shape = scenario_link(scenario)
+    shape_source(stack, images.client(), shape)
     run_id = run_id or _run_id()
     out = stack.results / run_id
     out.mkdir(parents=True, exist_ok=True)
+    env_before = dict(stack.env)
     stack.env.update(_user_env(out))
     argv = ["migbed", "run", "--source", "source:50051", "--target", "target:50051"]
     argv += ["--out", f"/results/{run_id}"]
@@ -258,14 +271,42 @@ def up(
         argv.append("--no-progress")
     argv += list(extra)
     _say(f"running scenario {name} in the runner: {' '.join(argv)}")
-    code = stack.run("run", "--rm", "--no-deps", "-T", *mounts, "runner", *argv, check=False)
+    try:
+        code = stack.run("run", "--rm", "--no-deps", "-T", *mounts, "runner", *argv, check=False)
+    finally:
+        stack.env = env_before
     where = out / "results.json"
     _say(f"runner exited {code}; results: {where if where.exists() else out}")
+    return code, out
+
+
+def up(
+    *,
+    scenario: str | None = None,
+    policies: Sequence[str] = (),
+    repeat: int | None = None,
+    run: bool = True,
+    grafana: bool = True,
+    project: str = DEFAULT_PROJECT,
+    results: Path | None = None,
+    run_id: str | None = None,
+    extra: Sequence[str] = (),
+) -> UpResult:
+    """Bring the stack up and (unless run=False) run one comparison in the runner."""
+    # Read the scenario first: a bad file or a refused [link] fails before anything starts.
+    _, shape = scenario_link(scenario)
+    stack, graf = start(grafana=grafana, project=project, results=results)
+    if not run:
+        shape_source(stack, images.client(), shape)
+        return UpResult(0, None, stack, graf)
+    code, out = run_comparison(
+        stack, scenario=scenario, policies=policies, repeat=repeat, run_id=run_id, extra=extra
+    )
     _say(
         f"services stay up for more experiments; remove everything with: bin/migbed down"
         f"{'' if project == DEFAULT_PROJECT else f' --project-name {project}'}"
     )
-    return UpResult(code, out, imgs.grafana is not None)
+    return UpResult(code, out, stack, graf)
 
 
 def down(*, project: str = DEFAULT_PROJECT) -> list[str]:

@@ -1,0 +1,198 @@
+"""The compose stack end to end: images, services in their own containers, a comparison run
+by the one-shot runner across them, shaping, Prometheus, and a tear-down that leaves nothing.
+
+Runs as its own compose project on its own subnet and ports, so a user's `migbed up` stack
+(project "migbed", 172.30.0.0/24, :9090) is never touched.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+import urllib.request
+from collections.abc import Iterator
+from itertools import pairwise
+from pathlib import Path
+from typing import Any
+
+import docker
+import pytest
+
+from migbed.orchestration import compose, images
+from migbed.orchestration.shaping import LinkShape
+
+PROJECT = "migbedtest"
+NET = "172.30.7"
+PROM_PORT = "19090"
+
+
+@pytest.fixture(scope="module")
+def stack(
+    docker_client: docker.DockerClient,
+    image_set: images.ImageSet,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[compose.Stack]:
+    saved = {k: os.environ.get(k) for k in ("MIGBED_NET", "MIGBED_PROMETHEUS_PORT")}
+    os.environ["MIGBED_NET"] = NET
+    os.environ["MIGBED_PROMETHEUS_PORT"] = PROM_PORT
+    try:
+        st, _ = compose.start(
+            grafana=False, project=PROJECT, results=tmp_path_factory.mktemp("results")
+        )
+        yield st
+    finally:
+        compose.down(project=PROJECT)
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def _records(out: Path) -> list[dict[str, Any]]:
+    records: list[dict[str, Any]] = json.loads((out / "results.json").read_text())
+    return records
+
+
+def test_services_run_in_their_own_containers(
+    stack: compose.Stack, docker_client: docker.DockerClient
+) -> None:
+    addrs = {}
+    for service in ("source", "target"):
+        ct = stack.container(docker_client, service)
+        ct.reload()
+        assert ct.attrs["State"]["Health"]["Status"] == "healthy"
+        assert ct.attrs["Config"]["User"] == "migbed"  # non-root
+        (net,) = ct.attrs["NetworkSettings"]["Networks"].values()
+        addrs[service] = net["IPAddress"]
+        caps = ct.attrs["HostConfig"]["CapAdd"] or []
+        assert ("NET_ADMIN" in caps) == (service == "source")
+    assert addrs == {"source": f"{NET}.10", "target": f"{NET}.11"}
+
+
+def test_comparison_across_containers(stack: compose.Stack) -> None:
+    code, out = compose.run_comparison(
+        stack, scenario="tiny", policies=["legacy", "switchover-ack"], repeat=2
+    )
+    records = _records(out)
+    assert code == 0
+    assert len(records) == 4
+    for r in records:
+        assert r["outcome"] == "completed", r["error"]
+        assert r["verified"], r["run_id"]
+        assert r["source_address"] == "source:50051"
+        assert r["target_address"] == "target:50051"
+    by = {p: [r["guest_downtime_ms"] for r in records if r["policy"] == p] for p in
+          ("legacy", "switchover-ack")}  # fmt: skip
+    # tiny's device needs 400 ms of setup on the target: the legacy rule stops the VM before
+    # it is done and pays (most of) it inside the downtime; switchover-ack waits for it.
+    assert min(by["legacy"]) > max(by["switchover-ack"]) + 200, by
+
+
+def _scenario(tmp: Path, rate: str, ram: str) -> Path:
+    """A guest whose first pre-copy round is long enough to measure the link by."""
+    path = tmp / f"link-{rate}.toml"
+    path.write_text(
+        f'name = "link-{rate}"\n'
+        "[guest]\n"
+        f'ram-size = "{ram}"\n'
+        'dirty-rate = "1MiB/s"\n'
+        'working-set = "1MiB"\n'
+        "[migration]\n"
+        'downtime-limit = "300ms"\n'
+        # far above the link: the link, not the rate limiter, sets the bandwidth
+        'max-bandwidth = "8GiB/s"\n'
+        "max-iterations = 50\n"
+        'max-time = "60s"\n'
+        "[link]\n"
+        f'rate = "{rate}"\n'
+    )
+    return path
+
+
+def _goodput(stack: compose.Stack, c: docker.DockerClient) -> float:
+    src, tgt = stack.container(c, "source"), stack.container(c, "target")
+    tgt.exec_run(
+        ["python", "-m", "migbed.orchestration.goodput", "recv", "--listen", "0.0.0.0:5201",
+         "--count", "1"], detach=True,
+    )  # fmt: skip
+    res = src.exec_run(
+        ["python", "-m", "migbed.orchestration.goodput", "send", "--to", "target:5201",
+         "--seconds", "4"]
+    )  # fmt: skip
+    assert res.exit_code == 0, res.output
+    result: dict[str, float] = json.loads(res.output.decode().strip().splitlines()[-1])
+    return result["goodput_bps"]
+
+
+@pytest.mark.parametrize(
+    ("rate", "rate_bps", "ram"),
+    [("100Mbit", 10**8, "48MiB"), ("1Gbit", 10**9, "384MiB")],
+    ids=["100Mbit", "1Gbit"],
+)
+def test_shaped_link_goodput_and_source_bandwidth(
+    stack: compose.Stack,
+    docker_client: docker.DockerClient,
+    tmp_path: Path,
+    rate: str,
+    rate_bps: int,
+    ram: str,
+) -> None:
+    scenario = _scenario(tmp_path, rate, ram)
+    want = LinkShape(rate_bps=rate_bps).expected_goodput_bps()
+    code, out = compose.run_comparison(stack, scenario=str(scenario), policies=["legacy"], repeat=1)
+    assert code == 0
+    (record,) = _records(out)
+    assert record["outcome"] == "completed" and record["verified"]
+    # The source's measured bandwidth (what its threshold uses) over the first, bulk pre-copy
+    # round, when it always had data to send. Each 100 ms window holds a whole number of
+    # 1 MiB chunks, so single windows swing (+-30 % at 100 Mbit): take the time-weighted mean.
+    # Windows below half the link rate are the sender starved of CPU (2 shared cores), not
+    # the link, and say nothing about it: they are left out, but must stay a minority.
+    bulk = [
+        s
+        for s in record["timeline"]
+        if s["phase"] == "precopy" and s["ram_remaining_bytes"] > 0 and s["dirty_sync_count"] == 0
+    ]
+    spans = [(b["t_ms"] - a["t_ms"], b["bandwidth_bytes_per_s"] * 8) for a, b in pairwise(bulk)]
+    kept = [(dt, bw) for dt, bw in spans if bw >= want / 2]
+    assert len(spans) >= 5, record["timeline"]
+    assert len(kept) >= 2 * len(spans) / 3, spans
+    source_bw = sum(dt * bw for dt, bw in kept) / sum(dt for dt, _ in kept)
+    # Goodput between the same containers over the same shaped link (left in place by the run).
+    goodput = _goodput(stack, docker_client)
+    print(
+        f"\n{rate}: expected {want / 1e6:.1f} Mbit/s, goodput {goodput / 1e6:.1f}, "
+        f"source bandwidth {source_bw / 1e6:.1f} (mean of {len(kept)}/{len(spans)} windows, "
+        f"{min(bw for _, bw in spans) / 1e6:.0f}-{max(bw for _, bw in spans) / 1e6:.0f})"
+    )
+    assert goodput == pytest.approx(want, rel=0.05)
+    assert source_bw == pytest.approx(want, rel=0.05)
+
+
+def test_prometheus_scrapes_both_services(stack: compose.Stack) -> None:
+    url = f"http://127.0.0.1:{PROM_PORT}/api/v1/query?query=up"
+    deadline = time.monotonic() + 60
+    up: dict[str, str] = {}
+    while time.monotonic() < deadline:  # a fresh server needs a few scrapes: poll
+        try:
+            with urllib.request.urlopen(url, timeout=2) as resp:
+                data = json.load(resp)
+            up = {r["metric"]["job"]: r["value"][1] for r in data["data"]["result"]}
+        except OSError:
+            pass
+        if up.get("migbed-source") == "1" and up.get("migbed-target") == "1":
+            return
+        time.sleep(1)
+    pytest.fail(f"Prometheus never saw both services up: {up}")
+
+
+def test_down_leaves_no_containers_or_networks(
+    stack: compose.Stack, docker_client: docker.DockerClient
+) -> None:
+    compose.down(project=PROJECT)
+    label = f"com.docker.compose.project={PROJECT}"
+    assert docker_client.containers.list(all=True, filters={"label": label}) == []
+    assert docker_client.networks.list(filters={"label": label}) == []
+    assert not [n for n in docker_client.networks.list() if n.name.startswith(PROJECT)]
