@@ -17,7 +17,12 @@ import pytest
 from docker.models.containers import Container
 
 from migbed.orchestration import images
-from migbed.orchestration.shaping import LinkShape, apply_in_container
+from migbed.orchestration.shaping import (
+    LinkShape,
+    NetemUnavailable,
+    apply_in_container,
+    netem_available,
+)
 
 SUBNET = "172.30.8"  # a /24 of our own, distinct from compose.yaml's default 172.30.0
 SECONDS = 4.0
@@ -86,3 +91,16 @@ def test_unshaped_is_faster_than_shaped(pair: tuple[Container, Container]) -> No
     sender, receiver = pair
     assert "tbf" not in apply_in_container(sender, None)
     assert measure(sender, receiver)["goodput_bps"] > 1.5e9
+
+
+def test_delay_is_refused_not_ignored_without_netem(pair: tuple[Container, Container]) -> None:
+    """A real probe in the container: this kernel has no netem, so a delay is an error."""
+    sender, _ = pair
+    if netem_available(sender):
+        pytest.skip("this kernel has netem: delay/loss can be applied here")
+    apply_in_container(sender, LinkShape(rate_bps=10**8))
+    with pytest.raises(NetemUnavailable, match="netem"):
+        apply_in_container(sender, LinkShape(rate_bps=10**8, delay_s=0.01))
+    # Nothing half-applied: the previous shape is still there.
+    shown = sender.exec_run(["tc", "qdisc", "show", "dev", "eth0"]).output.decode()
+    assert "tbf" in shown and "rate 100Mbit" in shown, shown
