@@ -1,0 +1,371 @@
+"""Shared by tests/faults, tests/badinput, tests/load and tests/security: real service
+processes on loopback (or in a network namespace), a watcher on a running migration, stage
+detection, real kills and real link cuts, and the end-of-test checks that nothing leaked.
+
+No mocks: every service is a `migbed serve` process, every call crosses a real socket.
+Imported through the conftest.py of each of those folders (they put tests/ on sys.path).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import secrets
+import signal
+import socket
+import subprocess
+import threading
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+
+from migbed.measure.record import ProgressSample, RunRecord
+from migbed.orchestration.controller import SourceControl
+from migbed.orchestration.localstack import Service, start_service
+from migbed.wire import migration_pb2 as pb
+from migbed.wire import migration_pb2_grpc as pbg
+
+IN_CI = os.environ.get("CI", "").lower() == "true"
+
+
+# ---------------------------------------------------------------- scenarios
+
+
+def _toml_value(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, int | float):
+        return repr(v)
+    return '"' + str(v).replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def scenario_toml(name: str, guest: dict[str, Any] | None = None,
+                  devices: list[dict[str, Any]] | None = None,
+                  migration: dict[str, Any] | None = None,
+                  link: dict[str, Any] | None = None) -> str:
+    """A scenario file; defaults give a tiny, quick, verified migration."""
+    g = {"ram-size": "16MiB", "dirty-rate": "4MiB/s", "working-set": "4MiB", **(guest or {})}
+    devs = devices if devices is not None else [{
+        "name": "vf0", "initial-bytes": "4MB", "stop-copy-size": "1MB",
+        "load-setup-time": "200ms", "load-rate": "1GB/s"}]
+    m = {"warmup": "100ms", "heartbeat-timeout": "1s", "max-time": "60s", **(migration or {})}
+    lines = [f"name = {_toml_value(name)}", "", "[guest]"]
+    lines += [f"{k} = {_toml_value(v)}" for k, v in g.items()]
+    for d in devs:
+        lines += ["", "[[device]]", *(f"{k} = {_toml_value(v)}" for k, v in d.items())]
+    lines += ["", "[migration]", *(f"{k} = {_toml_value(v)}" for k, v in m.items())]
+    if link:
+        lines += ["", "[link]", *(f"{k} = {_toml_value(v)}" for k, v in link.items())]
+    return "\n".join(lines) + "\n"
+
+
+# ---------------------------------------------------------------- waiting
+
+
+def wait_until(pred: Callable[[], Any], timeout: float, what: str, every: float = 0.02) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = pred()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:g}s waiting for {what}")
+        time.sleep(every)
+
+
+# ---------------------------------------------------------------- services
+
+
+def control_stub(address: str, credentials: grpc.ChannelCredentials | None = None
+                 ) -> tuple[grpc.Channel, pbg.ControlStub]:
+    ch = (grpc.secure_channel(address, credentials) if credentials is not None
+          else grpc.insecure_channel(address))
+    return ch, pbg.ControlStub(ch)
+
+
+def sessions(address: str, timeout: float = 5.0) -> list[str]:
+    """The sessions a service reports (target: streams in progress; source: runs)."""
+    ch, stub = control_stub(address)
+    with ch:
+        return list(stub.Status(pb.StatusRequest(), timeout=timeout).sessions)
+
+
+def no_sessions(address: str) -> bool:
+    """True once the service answers and lists no session (False while unreachable)."""
+    try:
+        return sessions(address, timeout=2.0) == []
+    except grpc.RpcError:
+        return False
+
+
+def port_of(address: str) -> tuple[str, int]:
+    host, _, port = address.rpartition(":")
+    return host.strip("[]"), int(port)
+
+
+def port_is_free(address: str) -> bool:
+    host, port = port_of(address)
+    with socket.socket() as s:
+        try:
+            s.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def metrics_text(svc: Service) -> str:
+    with urllib.request.urlopen(f"http://{svc.metrics_address}/metrics", timeout=5) as r:
+        return str(r.read().decode())
+
+
+def metric_value(text: str, name: str, **labels: str) -> float | None:
+    """The value of the first sample of `name` whose labels include `labels`."""
+    for line in text.splitlines():
+        m = re.match(rf"^{re.escape(name)}(\{{[^}}]*\}})?\s+(\S+)$", line)
+        if not m:
+            continue
+        have = dict(re.findall(r'(\w+)="([^"]*)"', m.group(1) or ""))
+        if all(have.get(k) == v for k, v in labels.items()):
+            return float(m.group(2))
+    return None
+
+
+class Lab:
+    """The service processes of one test; `close()` ends every one of them, whatever happened."""
+
+    def __init__(self, log_dir: Path) -> None:
+        self.log_dir = log_dir
+        self.services: list[Service] = []
+
+    def start(self, role: str, host: str = "127.0.0.1", extra_args: list[str] | None = None,
+              wrapper: list[str] | None = None) -> Service:
+        svc = start_service(role, self.log_dir, host=host, extra_args=extra_args, wrapper=wrapper)
+        self.services.append(svc)
+        return svc
+
+    def logs(self) -> str:
+        out = []
+        for p in sorted(self.log_dir.glob("*.log")):
+            out.append(f"--- {p.name}\n{p.read_text(errors='replace')[-3000:]}")
+        return "\n".join(out)
+
+    def close(self) -> None:
+        for svc in self.services:
+            if svc.process.poll() is None:
+                svc.process.kill()
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                svc.process.wait(10)
+
+
+def stop_cleanly(svc: Service, timeout: float = 15.0) -> None:
+    """SIGTERM; the service must exit by itself (no hang), with status 0, freeing its ports."""
+    assert svc.process.poll() is None, f"{svc.role} died early ({svc.process.returncode})"
+    svc.process.send_signal(signal.SIGTERM)
+    try:
+        rc = svc.process.wait(timeout)
+    except subprocess.TimeoutExpired:
+        svc.process.kill()
+        svc.process.wait()
+        raise AssertionError(f"{svc.role} did not exit within {timeout:g}s of SIGTERM") from None
+    assert rc == 0, f"{svc.role} exited with {rc}"
+    if not svc.address.startswith("10."):  # a namespace's ports are checked by deleting it
+        wait_until(lambda: port_is_free(svc.address), 5, f"{svc.address} to be free")
+
+
+def kill9(svc: Service) -> float:
+    """kill -9, reaped at once; returns the time it happened (monotonic)."""
+    svc.process.send_signal(signal.SIGKILL)
+    svc.process.wait(10)
+    return time.monotonic()
+
+
+# ---------------------------------------------------------------- one migration, watched
+
+
+@dataclass
+class Watched:
+    """A migration started through Control.Start and followed with Control.Watch."""
+
+    control: SourceControl
+    run_id: str
+    started: float
+    samples: list[ProgressSample] = field(default_factory=list)
+    record: RunRecord | None = None
+    error: BaseException | None = None
+    ended: float = 0.0
+    _cond: threading.Condition = field(default_factory=threading.Condition)
+    _thread: threading.Thread | None = None
+
+    def _follow(self) -> None:
+        def on_sample(s: ProgressSample) -> None:
+            with self._cond:
+                self.samples.append(s)
+                self._cond.notify_all()
+        try:
+            rec = self.control.watch(self.run_id, on_sample, timeout=600)
+        except BaseException as e:
+            with self._cond:
+                self.error = e
+        else:
+            with self._cond:
+                self.record = rec
+        with self._cond:
+            self.ended = time.monotonic()
+            self._cond.notify_all()
+
+    def wait_sample(self, pred: Callable[[ProgressSample], bool], timeout: float,
+                    what: str) -> ProgressSample:
+        deadline = time.monotonic() + timeout
+        seen = 0
+        with self._cond:
+            while True:
+                for s in self.samples[seen:]:
+                    if pred(s):
+                        return s
+                seen = len(self.samples)
+                if self.record is not None or self.error is not None:
+                    rec = self.record
+                    raise AssertionError(f"the run ended before {what}: "
+                                         f"{rec.outcome + ' ' + rec.error if rec else self.error}")
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise AssertionError(f"timed out after {timeout:g}s waiting for {what}")
+                self._cond.wait(min(left, 0.1))
+
+    def result(self, timeout: float) -> RunRecord:
+        with self._cond:
+            self._cond.wait_for(lambda: self.ended > 0, timeout)
+        if self.error is not None:
+            raise AssertionError(f"watching {self.run_id} failed: {self.error}")
+        if self.record is None:
+            raise AssertionError(f"no record for {self.run_id} within {timeout:g}s")
+        return self.record
+
+
+def start_run(control: SourceControl, toml: str, policy: str, target: str,
+              run_id: str = "") -> Watched:
+    run_id = run_id or f"t-{secrets.token_hex(4)}"
+    control.start(toml, policy, target, run_id)
+    w = Watched(control, run_id, time.monotonic())
+    w._thread = threading.Thread(target=w._follow, name=f"watch-{run_id}", daemon=True)
+    w._thread.start()
+    return w
+
+
+def wait_stopped(source: Service, scenario: str, policy: str, timeout: float) -> float:
+    """Wait until the source stopped the guest (its 'stop' event, read off /metrics)."""
+    def stopped() -> bool:
+        v = metric_value(metrics_text(source), "migbed_source_last_stop_timestamp_seconds",
+                         scenario=scenario, policy=policy)
+        return bool(v)
+    wait_until(stopped, timeout, f"{scenario}/{policy} to reach stop-copy", every=0.01)
+    return time.monotonic()
+
+
+# ---------------------------------------------------------------- stages, as samples show them
+
+
+def in_bulk_precopy(ram_bytes: int) -> Callable[[ProgressSample], bool]:
+    """Pre-copy's first pass: some RAM sent, most still to go."""
+    return lambda s: (s.phase == "precopy" and s.ram_transferred_bytes > 0
+                      and s.ram_remaining_bytes > ram_bytes // 2)
+
+
+def waiting_for_ack(s: ProgressSample) -> bool:
+    """All initial data sent, pending fits the threshold, no ACK: the source holds the switch."""
+    return (s.phase == "precopy" and not s.ack_received and bool(s.devices)
+            and all(d.initial_bytes == 0 for d in s.devices)
+            and s.pending_bytes < s.threshold_bytes)
+
+
+# ---------------------------------------------------------------- a link to cut
+
+
+def require_root(feature: str) -> None:
+    if os.geteuid() == 0 and subprocess.run(["ip", "netns", "list"],
+                                            capture_output=True).returncode == 0:
+        return
+    if IN_CI:
+        pytest.fail(f"{feature} needs root and iproute2 in CI", pytrace=False)
+    pytest.skip(f"{feature} needs root and iproute2")
+
+
+def _ip(*args: str) -> None:
+    r = subprocess.run(["ip", *args], capture_output=True, text=True, timeout=10)
+    if r.returncode:
+        raise RuntimeError(f"ip {' '.join(args)}: {r.stderr.strip()}")
+
+
+class NetnsLink:
+    """A network namespace for the target, joined to this one by a veth pair: a real link.
+
+    The addresses are a /30 inside 10.213.0.0/16 on interfaces this object creates, so
+    traffic never leaves the two ends. cut() takes the namespace's end down (a pulled
+    cable: packets vanish, no RST, no ICMP); restore() brings it back.
+    """
+
+    def __init__(self) -> None:
+        tag = secrets.token_hex(3)
+        self.ns = f"mbf-{tag}"
+        self.host_if, self.ns_if = f"mbf{tag}h", f"mbf{tag}n"
+        used = subprocess.run(["ip", "-o", "addr"], capture_output=True, text=True).stdout
+        for _ in range(50):
+            k = secrets.randbelow(250) + 1
+            if f"10.213.{k}." not in used:
+                break
+        self.host_ip, self.ns_ip = f"10.213.{k}.1", f"10.213.{k}.2"
+        self.wrapper = ["ip", "netns", "exec", self.ns]
+
+    def __enter__(self) -> NetnsLink:
+        _ip("netns", "add", self.ns)
+        try:
+            _ip("link", "add", self.host_if, "type", "veth", "peer", "name", self.ns_if)
+            _ip("link", "set", self.ns_if, "netns", self.ns)
+            _ip("addr", "add", f"{self.host_ip}/30", "dev", self.host_if)
+            _ip("link", "set", self.host_if, "up")
+            _ip("-n", self.ns, "addr", "add", f"{self.ns_ip}/30", "dev", self.ns_if)
+            _ip("-n", self.ns, "link", "set", self.ns_if, "up")
+            _ip("-n", self.ns, "link", "set", "lo", "up")
+        except BaseException:
+            self.__exit__(None, None, None)
+            raise
+        return self
+
+    def cut(self) -> float:
+        _ip("-n", self.ns, "link", "set", self.ns_if, "down")
+        return time.monotonic()
+
+    def restore(self) -> float:
+        _ip("-n", self.ns, "link", "set", self.ns_if, "up")
+        return time.monotonic()
+
+    def __exit__(self, *exc: object) -> None:
+        # Deleting the namespace deletes its veth end, and so the pair.
+        subprocess.run(["ip", "netns", "del", self.ns], capture_output=True)
+        subprocess.run(["ip", "link", "del", self.host_if], capture_output=True)
+
+    def leftovers(self) -> list[str]:
+        out = []
+        if self.ns in subprocess.run(["ip", "netns", "list"], capture_output=True,
+                                     text=True).stdout:
+            out.append(f"netns {self.ns}")
+        if subprocess.run(["ip", "link", "show", self.host_if],
+                          capture_output=True).returncode == 0:
+            out.append(f"link {self.host_if}")
+        return out
+
+
+@contextlib.contextmanager
+def lab(log_dir: Path) -> Iterator[Lab]:
+    lb = Lab(log_dir)
+    try:
+        yield lb
+    finally:
+        lb.close()
