@@ -21,6 +21,11 @@ _HEADER_WORDS = 3  # uint64: page index, version, seed
 DIGEST_CHUNK_PAGES = 256
 
 
+def _consecutive(idx: np.ndarray) -> bool:
+    """idx is first, first + 1, ..., in this order (a slice of RAM can stand for it)."""
+    return idx.size == 1 or bool((np.diff(idx) == 1).all())
+
+
 def _fill_byte(pages: np.ndarray, versions: np.ndarray, seed: int) -> np.ndarray:
     return ((pages * 131 + versions * 17 + seed) & 0xFF).astype(np.uint8)
 
@@ -95,9 +100,26 @@ class GuestMemory:
     def read_pages(self, idx: np.ndarray) -> bytes:
         return self.ram[idx].tobytes()
 
+    def page_bytes(self, idx: np.ndarray) -> memoryview:
+        """The bytes of pages `idx` in order, for sending.
+
+        A run of consecutive pages (the bulk stage sends nothing else) is a view of RAM: no
+        copy here, the one copy is made into the wire message. Other sets are gathered
+        (one copy). Like read_pages, this takes no lock: a page the vCPU is writing may be
+        torn, and is then also in the dirty log, so it is sent again (as in QEMU).
+        """
+        first = int(idx[0])
+        block = self.ram[first : first + idx.size] if _consecutive(idx) else self.ram[idx]
+        return block.data.cast("B")
+
     def store_pages(self, idx: np.ndarray, data: bytes | memoryview) -> None:
         """Target side: put received pages in place."""
-        self.ram[idx] = np.frombuffer(data, dtype=np.uint8).reshape(len(idx), self.page_size)
+        src = np.frombuffer(data, dtype=np.uint8).reshape(len(idx), self.page_size)
+        first = int(idx[0])
+        if _consecutive(idx):
+            self.ram[first : first + len(idx)] = src  # one memcpy, no index arithmetic
+        else:
+            self.ram[idx] = src
 
     # ------------------------------------------------------------ checks
 

@@ -1,0 +1,154 @@
+"""Migration stream throughput vs raw TCP, two processes on one host, measured in one run.
+
+    .venv/bin/python bench/stream_throughput.py [--ram 1GiB] [--repeat 3] [--profile DIR]
+
+migbed: a real target and a real source service (`migbed serve`), a RAM-only guest with no
+dirtying and max-bandwidth far above the machine, migrated over loopback. Its throughput is
+the bulk stage: RAM bytes sent in pre-copy / (decision - pre-copy start), as the source's own
+events and counters record them (the timeline's 100 ms windows give the same figure).
+
+raw TCP: migbed.orchestration.goodput's receiver and sender, two processes on loopback,
+payload counted at the receiver after its warm-up.
+
+The two are run back to back, alternating which goes first, --repeat times; the ratio of
+medians is the figure. With --profile DIR the services run under cProfile (main thread;
+this slows them) and the top functions by own time are printed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import pstats
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from _common import (
+    ROOT,
+    GiB,
+    MiB,
+    event_ms,
+    free_port,
+    header,
+    median,
+    migrate,
+    require_ok,
+    stack,
+    table,
+)
+
+from migbed.core.units import parse_size
+from migbed.measure.record import RunRecord
+
+SCENARIO = """\
+name = "stream-throughput"
+[guest]
+ram-size = "{ram}"
+dirty-rate = "0B/s"
+[migration]
+max-bandwidth = "100GiB/s"
+downtime-limit = "300ms"
+warmup = "100ms"
+max-time = "300s"
+"""
+
+
+def raw_tcp(seconds: float) -> float:
+    """Payload bytes/s of one TCP connection between two fresh processes on loopback."""
+    port = free_port()
+    recv = subprocess.Popen(
+        [sys.executable, "-m", "migbed.orchestration.goodput", "recv", "--listen",
+         f"127.0.0.1:{port}", "--count", "1", "--warmup", "0.3"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=ROOT)
+    try:
+        out = subprocess.run(
+            [sys.executable, "-m", "migbed.orchestration.goodput", "send", "--to",
+             f"127.0.0.1:{port}", "--seconds", str(seconds)],
+            capture_output=True, text=True, cwd=ROOT, timeout=seconds * 10 + 30, check=False)
+        result = json.loads(out.stdout)
+        if not result.get("ok"):
+            raise RuntimeError(f"goodput failed: {out.stdout} {out.stderr}")
+        return float(result["goodput_bps"]) / 8
+    finally:
+        recv.wait(10)
+
+
+def stream_rate(rec: RunRecord) -> tuple[float, float]:
+    """(bulk-stage bytes/s from counters and events, median of the timeline's windows)."""
+    t = (event_ms(rec, "decision") - event_ms(rec, "precopy")) / 1e3
+    windows = [s.bandwidth_bytes_per_s for s in rec.timeline
+               if s.phase == "precopy" and s.ram_remaining_bytes > 0 and s.bandwidth_bytes_per_s]
+    return rec.precopy_bytes / t, median(windows)
+
+
+def print_profile(path: Path, n: int = 18) -> None:
+    st = pstats.Stats(str(path))
+    total = st.total_tt  # type: ignore[attr-defined]
+    rows = sorted(st.stats.items(), key=lambda kv: kv[1][2], reverse=True)[:n]  # type: ignore[attr-defined]
+    print(f"\n-- {path.name}: top {n} by own time (of {total:.2f} s profiled, main thread)")
+    body = [["function", "calls", "own s", "own %", "cum s"]]
+    for (file, line, fn), (_cc, nc, tt, ct, _callers) in rows:
+        where = f"{Path(file).name}:{line}({fn})" if line else fn
+        body.append([where[:70], str(nc), f"{tt:.3f}", f"{100 * tt / total:.1f}", f"{ct:.3f}"])
+    print(table(body))
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--ram", default="1GiB", help="guest RAM to migrate (1GiB)")
+    p.add_argument("--repeat", type=int, default=3)
+    p.add_argument("--tcp-seconds", type=float, default=3.0)
+    p.add_argument("--profile", type=Path, help="profile the services into this folder")
+    args = p.parse_args(argv)
+    ram = parse_size(args.ram)
+    header(f"stream throughput: migbed migration stream vs raw TCP ({ram / GiB:g} GiB guest, "
+           f"{args.repeat} repeats)")
+    toml = SCENARIO.format(ram=args.ram)
+    tcp: list[float] = []
+    mig: list[float] = []
+    win: list[float] = []
+    if args.profile:
+        args.profile.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="migbed-stream-") as tmp, \
+            stack(Path(tmp), profile_dir=args.profile) as (source, target):
+        for i in range(args.repeat):
+            order = ("tcp", "migbed") if i % 2 == 0 else ("migbed", "tcp")
+            for what in order:
+                if what == "tcp":
+                    tcp.append(raw_tcp(args.tcp_seconds))
+                    print(f"  #{i + 1} raw TCP      {tcp[-1] / MiB:8.0f} MiB/s", flush=True)
+                else:
+                    t0 = time.monotonic()
+                    rec = require_ok(migrate(source, target.address, toml, "legacy"))
+                    rate, window = stream_rate(rec)
+                    mig.append(rate)
+                    win.append(window)
+                    print(f"  #{i + 1} migbed stream {rate / MiB:7.0f} MiB/s (windows median "
+                          f"{window / MiB:.0f} MiB/s; run {time.monotonic() - t0:.1f} s)",
+                          flush=True)
+    ratio = median(mig) / median(tcp)
+    print()
+    print(table([
+        ["measure", "median MiB/s", "min", "max"],
+        ["raw TCP (goodput, 2 processes)", f"{median(tcp) / MiB:.0f}", f"{min(tcp) / MiB:.0f}",
+         f"{max(tcp) / MiB:.0f}"],
+        ["migbed stream (bulk stage)", f"{median(mig) / MiB:.0f}", f"{min(mig) / MiB:.0f}",
+         f"{max(mig) / MiB:.0f}"],
+        ["migbed stream (100 ms windows)", f"{median(win) / MiB:.0f}", f"{min(win) / MiB:.0f}",
+         f"{max(win) / MiB:.0f}"],
+    ]))
+    print(f"\nratio migbed / raw TCP = {ratio:.2f} (goal >= 0.5)")
+    if args.profile:
+        for name in ("source.prof", "target.prof"):
+            path = args.profile / name
+            if path.exists():
+                print_profile(path)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
