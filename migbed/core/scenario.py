@@ -8,6 +8,7 @@ what is allowed, so nothing half-starts.
 
 from __future__ import annotations
 
+import re
 import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -26,6 +27,7 @@ KiB, MiB, GiB = 1024, 1024**2, 1024**3
 T = TypeVar("T")
 
 DEFAULT_SCENARIO = "mlx5-like"
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
 
 class ScenarioError(ValueError):
@@ -220,6 +222,12 @@ def _device(t: _Table, names: set[str]) -> DeviceConfig:
     _in_range(f"{w}.load-setup-time", setup, 0, 600, f"{setup:g}s")
     _in_range(f"{w}.load-rate", load_rate, 1 * MiB, 1000 * GiB, f"{load_rate:g} B/s")
     _in_range(f"{w}.stop-copy-load-time", stop_load, 0, 600, f"{stop_load:g}s")
+    if initial == 0 and stop == 0:
+        raise ScenarioError(f"{w}: initial-bytes and stop-copy-size are both 0 (a device "
+                            "without state has nothing to migrate; remove it)")
+    if rate and not initial:
+        raise ScenarioError(f"{w}.dirty-rate = {rate:g} B/s needs initial-bytes > 0 (dirty "
+                            "blocks are blocks of the state buffer)")
     if initial and initial < block:
         raise ScenarioError(f"{w}.initial-bytes = {initial} is smaller than block-size {block}")
     return DeviceConfig(name, initial, stop, rate, block, setup, load_rate, stop_load)
@@ -267,6 +275,9 @@ def _link(t: _Table) -> LinkConfig:
     if rate and rate < 1e6:
         raise ScenarioError(f"link.rate = {rate:g} bit/s: at least 1Mbit (or 0 for unshaped)")
     _in_range("link.burst", burst, 0, 1 * GiB, f"{burst} bytes")
+    if 0 < burst < 2 * KiB:  # tbf drops every frame larger than its bucket
+        raise ScenarioError(f"link.burst = {burst} bytes: 0 (automatic) or at least 2KiB, "
+                            "more than one 1500-byte frame")
     _in_range("link.latency", latency, 0.001, 10, f"{latency:g}s")
     return LinkConfig(rate, burst, latency)
 
@@ -279,6 +290,10 @@ def parse_scenario(text: str, where: str = "scenario") -> Scenario:
         raise ScenarioError(f"{where}: not valid TOML: {e}") from None
     top = _Table(data, "scenario")
     name = top.get("name", _str, "unnamed")
+    # The name goes into run ids, metric labels and file names.
+    if not _NAME.match(name):
+        raise ScenarioError(f"scenario.name = {name[:80]!r}: 1 to 64 of letters, digits, "
+                            ". _ - (starting with a letter or digit)")
     guest = _guest(_Table(top.require("guest", lambda v: v), "guest"))
     raw_devices = top.get("device", lambda v: v, [])
     if not isinstance(raw_devices, list):
