@@ -25,7 +25,9 @@ class RateLimiter:
         return self.rate * self.window
 
     def _roll(self, now: float) -> None:
-        if self.window_start is None or now - self.window_start >= self.window:
+        # The epsilon keeps float rounding from leaving a caller that slept exactly wait()
+        # one nanosecond short of the new window.
+        if self.window_start is None or now - self.window_start >= self.window - 1e-9:
             self.window_start = now
             self.used = 0
 
