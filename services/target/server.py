@@ -53,6 +53,7 @@ class TargetService(pbg.MigrationServicer, pbg.ControlServicer):
             session = TargetSession(first.setup, self._on_load_progress(first.setup))
             self.sessions[sid] = session
             self._on_session(first.setup.scenario, "started")
+            await session.prepare()  # RAM resident before SetupAccepted
             session.start()
 
             # A source that goes silent (killed host, cut link: no RST ever comes) would hold

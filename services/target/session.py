@@ -104,6 +104,11 @@ class TargetSession:
 
     # ------------------------------------------------------------ lifecycle
 
+    async def prepare(self) -> None:
+        """Allocate the guest's RAM for real before accepting (off the event loop: other
+        sessions' streams keep flowing), so page faults stay out of the stream."""
+        await asyncio.to_thread(self.memory.prefault)
+
     def start(self) -> None:
         for dev in self.devices:
             dev.fsm.set_state(VfioState.RESUMING)
