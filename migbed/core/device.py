@@ -267,7 +267,7 @@ class SourceDevice:
 
 def device_digest(buffer: np.ndarray, context: bytes | np.ndarray) -> bytes:
     h = hashlib.blake2b(digest_size=32)
-    h.update(memoryview(np.ascontiguousarray(buffer)).cast("B"))
+    h.update(np.ascontiguousarray(buffer).data.cast("B"))
     h.update(bytes(context) if isinstance(context, np.ndarray) else context)
     return h.digest()
 

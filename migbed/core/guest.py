@@ -150,7 +150,7 @@ class GuestMemory:
 
     def digest(self) -> bytes:
         """Digest of RAM as it is now (the caller makes sure nothing writes meanwhile)."""
-        return hashlib.blake2b(memoryview(self.ram).cast("B"), digest_size=32).digest()
+        return hashlib.blake2b(self.ram.data.cast("B"), digest_size=32).digest()
 
     # ------------------------------------------------------------ target: state at resume
 
@@ -172,12 +172,12 @@ class GuestMemory:
                 snap = self._snapshot or {}
                 changed = [p for p in range(start, end) if p in snap] if snap else []
                 if not changed:
-                    h.update(memoryview(self.ram[start:end]).cast("B"))
+                    h.update(self.ram[start:end].data.cast("B"))
                     continue
                 chunk = self.ram[start:end].copy()
                 for p in changed:
                     chunk[p - start] = snap[p]
-            h.update(memoryview(chunk).cast("B"))
+            h.update(chunk.data.cast("B"))
         return h.digest()
 
     def end_snapshot(self) -> None:

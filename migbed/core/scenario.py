@@ -99,6 +99,15 @@ class Scenario:
 # ---------------------------------------------------------------- field readers
 
 
+def parse_required(table: _Table, key: str, parse: Callable[[Any], T]) -> T:
+    table.used.add(key)
+    raw = table.data[key]
+    try:
+        return parse(raw)
+    except (UnitError, ValueError, TypeError) as e:
+        raise ScenarioError(f"{table.where}.{key} = {raw!r}: {e}") from None
+
+
 class _Table:
     """One TOML table being read: remembers which keys were used, to refuse unknown ones."""
 
@@ -113,17 +122,12 @@ class _Table:
         self.used.add(key)
         if key not in self.data:
             return default
-        raw = self.data[key]
-        try:
-            value = parse(raw)
-        except (UnitError, ValueError, TypeError) as e:
-            raise ScenarioError(f"{self.where}.{key} = {raw!r}: {e}") from None
-        return value
+        return parse_required(self, key, parse)
 
     def require(self, key: str, parse: Callable[[Any], T]) -> T:
         if key not in self.data:
             raise ScenarioError(f"{self.where}.{key} is required")
-        return self.get(key, parse, None)  # type: ignore[arg-type]
+        return parse_required(self, key, parse)
 
     def finish(self) -> None:
         unknown = sorted(set(self.data) - self.used)
@@ -295,7 +299,7 @@ def parse_scenario(text: str, where: str = "scenario") -> Scenario:
         raise ScenarioError(f"scenario.name = {name[:80]!r}: 1 to 64 of letters, digits, "
                             ". _ - (starting with a letter or digit)")
     guest = _guest(_Table(top.require("guest", lambda v: v), "guest"))
-    raw_devices = top.get("device", lambda v: v, [])
+    raw_devices: Any = top.get("device", lambda v: v, [])
     if not isinstance(raw_devices, list):
         raise ScenarioError("device: use [[device]] tables (an array of tables)")
     if len(raw_devices) > 16:

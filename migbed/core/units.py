@@ -63,7 +63,7 @@ def parse_size(value: str | int) -> int:
     number, unit = _split(value, "size", allowed)
     if unit not in _SIZE_UNITS:
         raise UnitError(f"unknown size unit {unit!r} in {value!r} (allowed: {allowed})")
-    return int(round(number * _SIZE_UNITS[unit]))
+    return round(number * _SIZE_UNITS[unit])
 
 
 def parse_byte_rate(value: str) -> float:

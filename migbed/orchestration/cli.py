@@ -17,6 +17,7 @@ import datetime as dt
 import logging
 import sys
 from pathlib import Path
+from typing import Any
 
 from migbed.core.policy import POLICIES
 from migbed.core.scenario import (
@@ -217,7 +218,7 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-_EXTENSIONS: list = []  # type: ignore[type-arg]
+_EXTENSIONS: list[Any] = []
 
 
 def main(argv: list[str] | None = None) -> int:

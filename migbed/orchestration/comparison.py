@@ -39,6 +39,19 @@ def _describe(sample: ProgressSample) -> str:
             f"{format_bytes(sample.bandwidth_bytes_per_s)}/s{ack}")
 
 
+def _throttled(show: Callable[[ProgressSample], None], period_s: float = 0.2) -> Callable[[ProgressSample], None]:
+    """Show at most one progress sample per period (samples come every 100 ms)."""
+    last = [0.0]
+
+    def on_sample(s: ProgressSample) -> None:
+        now = time.monotonic()
+        if now - last[0] > period_s:
+            last[0] = now
+            show(s)
+
+    return on_sample
+
+
 def run_plan(plan: Plan, show_progress: bool = True,
              on_record: Callable[[RunRecord], None] | None = None) -> list[RunRecord]:
     from tqdm import tqdm
@@ -59,16 +72,8 @@ def run_plan(plan: Plan, show_progress: bool = True,
             if plan.cancel_after > 0:
                 timer = threading.Timer(plan.cancel_after, control.cancel, (run_id, "cancel-after"))
                 timer.start()
-            last = [0.0]
-
-            def on_sample(s: ProgressSample) -> None:
-                now = time.monotonic()
-                if now - last[0] > 0.2:
-                    last[0] = now
-                    bar.set_postfix_str(_describe(s), refresh=True)
-
             try:
-                record = control.watch(run_id, on_sample)
+                record = control.watch(run_id, _throttled(lambda s: bar.set_postfix_str(_describe(s))))
             finally:
                 if timer is not None:
                     timer.cancel()

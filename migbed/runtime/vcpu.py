@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
@@ -27,12 +27,12 @@ class VCpu:
         memory: GuestMemory,
         workload: Workload,
         tick_s: float,
-        devices: list[DeviceDirtier] | None = None,
+        devices: Sequence[DeviceDirtier] = (),
     ) -> None:
         self.memory = memory
         self.workload = workload
         self.tick_ns = int(tick_s * 1e9)
-        self.devices = devices or []
+        self.devices = list(devices)
         self.first_tick_ns = 0
         self.last_tick_ns = 0
         self.ticks = 0

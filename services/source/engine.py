@@ -28,6 +28,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import grpc
 import numpy as np
@@ -140,6 +141,11 @@ class Migration:
         self.ack_received = False
         self.ack_wait_start: float | None = None
         self.t0 = 0.0
+        # Set up by _migrate(); declared here so _finish() can run after any failure.
+        self._call: Any = None
+        self._offset = OffsetEstimator(same_clock=False)
+        self._reports: list[TargetDeviceReport] = []
+        self._last_sync: float | None = None
 
     # ------------------------------------------------------------ public
 
@@ -217,10 +223,8 @@ class Migration:
             self._check_alive()
             if deadline is not None and time.monotonic() > deadline:
                 raise MigrationFailed(f"no {what} from the target within {timeout:g}s")
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._got_changed.wait(), 0.05)
-            except TimeoutError:
-                pass
             self._got_changed.clear()
 
     # ------------------------------------------------------------ return path
@@ -376,7 +380,7 @@ class Migration:
         self, limiter: RateLimiter, est: Estimator
     ) -> tuple[str, str]:
         mig = self.scenario.migration
-        self._last_sync: float | None = None
+        self._last_sync = None
         while True:
             self._check_alive()
             now = time.monotonic()

@@ -45,7 +45,7 @@ def test_arc_set_is_the_kernels() -> None:
 @pytest.mark.parametrize(("a", "b"), list(itertools.product(ALL, ALL)))
 def test_combination_walks_only_direct_arcs_or_is_refused(a: VfioState, b: VfioState) -> None:
     forbidden = (
-        S.ERROR in (a, b) and a != b
+        (S.ERROR in (a, b) and a != b)
         or (a in (S.STOP_COPY, S.RESUMING) and b in PRE_COPY_STATES)
     )
     if forbidden:
