@@ -214,7 +214,7 @@ def _reason(res: Mapping[str, Any]) -> str:
     parts: list[str] = []
     msg = res.get("msg")
     if isinstance(msg, str) and msg.strip():
-        parts.append(msg.strip())
+        parts.append(msg.strip().removeprefix("Task failed: "))
     for key in ("stderr", "module_stderr", "stdout"):
         text = res.get(key)
         if isinstance(text, str) and text.strip() and not (key == "stdout" and parts):

@@ -1,0 +1,87 @@
+"""Lab hosts and the `migbed deploy` command as the deploy tests use them."""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import docker.models.containers
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@dataclass
+class Lab:
+    """Lab hosts on one network, and what a test needs to reach them."""
+
+    dir: Path
+    key: Path
+    known_hosts: Path
+    network: Any
+    addresses: dict[str, str] = field(default_factory=dict)
+    containers: dict[str, docker.models.containers.Container] = field(default_factory=dict)
+
+    def unused_address(self) -> str:
+        """An address inside the lab network where no host answers."""
+        subnet = self.network.attrs["IPAM"]["Config"][0]["Subnet"]
+        net = ipaddress.ip_network(subnet)
+        return str(net.broadcast_address - 1)
+
+    def inventory(
+        self,
+        name: str = "inventory.yml",
+        *,
+        key: Path | None = None,
+        override: dict[str, str] | None = None,
+    ) -> Path:
+        """An inventory of the three hosts (source, target, monitor), written as YAML."""
+        addr = self.addresses | (override or {})
+        ssh_args = f"-o UserKnownHostsFile={self.known_hosts}"
+        text = (
+            "all:\n"
+            "  vars:\n"
+            "    ansible_user: lab\n"
+            f"    ansible_ssh_private_key_file: {key or self.key}\n"
+            f"    ansible_ssh_common_args: {ssh_args}\n"
+            "  children:\n"
+            f"    source: {{hosts: {{lab-src: {{ansible_host: {addr['lab-src']}}}}}}}\n"
+            f"    target: {{hosts: {{lab-tgt: {{ansible_host: {addr['lab-tgt']}}}}}}}\n"
+            f"    monitor: {{hosts: {{lab-mon: {{ansible_host: {addr['lab-mon']}}}}}}}\n"
+        )
+        path = self.dir / name
+        path.write_text(text)
+        return path
+
+    def sh(self, host: str, cmd: str, user: str = "root") -> tuple[int, str]:
+        res = self.containers[host].exec_run(["sh", "-c", cmd], user=user)
+        return int(res.exit_code or 0), res.output.decode(errors="replace")
+
+
+@dataclass
+class Deployed:
+    rc: int
+    stdout: str
+    stderr: str
+    summary: dict[str, Any]
+
+    def changed(self) -> int:
+        return int(self.summary.get("changed", -1))
+
+
+def run_deploy(inventory: Path, out: Path, *args: str, timeout: float = 900) -> Deployed:
+    """`migbed deploy -i INVENTORY --out OUT ARGS` as a user runs it, in its own process."""
+    (out / "deploy.json").unlink(missing_ok=True)
+    argv = [sys.executable, "-m", "migbed.orchestration.deploy", "-i", str(inventory)]
+    argv += ["--out", str(out), *args]
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, cwd=ROOT)
+    summary: dict[str, Any] = {}
+    if (out / "deploy.json").is_file():
+        summary = json.loads((out / "deploy.json").read_text())
+    sys.stdout.write(proc.stdout)
+    sys.stderr.write(proc.stderr)
+    return Deployed(proc.returncode, proc.stdout, proc.stderr, summary)

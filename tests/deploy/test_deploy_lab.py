@@ -1,0 +1,139 @@
+"""`migbed deploy` against lab hosts over real SSH: install, migrate, idempotence, teardown,
+and the errors a user meets first (unreachable host, wrong key, bad inventory)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+from deploylab import ROOT, Lab, run_deploy
+
+from migbed.measure.record import load_results
+
+HOSTS = ("lab-src", "lab-tgt", "lab-mon")
+
+
+def _scenario(tmp: Path) -> Path:
+    """The built-in tiny scenario with a shaped link: a migration of about a second."""
+    text = (ROOT / "migbed" / "scenarios" / "tiny.toml").read_text()
+    path = tmp / "tiny-shaped.toml"
+    path.write_text(text + '\n[link]\nrate = "400Mbit"\n')
+    return path
+
+
+def _prometheus_targets(address: str) -> dict[str, str]:
+    """job -> health of the monitor host's Prometheus targets, once both services are up."""
+    url = f"http://{address}:9090/api/v1/targets"
+    health: dict[str, str] = {}
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        with urllib.request.urlopen(url, timeout=5) as resp:
+            data = json.load(resp)
+        health = {t["labels"]["job"]: t["health"] for t in data["data"]["activeTargets"]}
+        if health.get("migbed-source") == "up" and health.get("migbed-target") == "up":
+            break
+        time.sleep(1)
+    return health
+
+
+@pytest.mark.timeout(1800)
+def test_deploy_migrate_idempotent_teardown(lab: Lab, tmp_path: Path) -> None:
+    inventory = lab.inventory()
+    out = tmp_path / "out"
+    scenario = _scenario(tmp_path)
+    experiment = ["--scenario", str(scenario), "--policy", "legacy,switchover-ack"]
+
+    # 1. Install on all three hosts, start the services and Prometheus, run the experiment
+    #    from the monitor host: source on one host, target on another.
+    first = run_deploy(inventory, out, *experiment)
+    assert first.rc == 0, first.stderr
+    assert first.changed() > 0
+    for host in HOSTS:
+        assert f"{host:<16} changed" in first.stdout  # progress shown per host and task
+    records = load_results(str(out / "results.json"))
+    assert sorted(r.policy for r in records) == ["legacy", "switchover-ack"]
+    for r in records:
+        assert r.outcome == "completed", r.error
+        assert r.verified, r.run_id
+        assert r.source_address == f"{lab.addresses['lab-src']}:50051"
+        assert r.target_address == f"{lab.addresses['lab-tgt']}:50051"
+    assert "results: 2 runs, 2 verified" in first.stdout
+    assert (out / "migbed-run.log").is_file()
+    # Each playbook run's ansible-runner data is kept beside the results.
+    pdds = sorted((out / "ansible").iterdir())
+    assert [p.name.split("-", 1)[1] for p in pdds] == ["install", "experiment"]
+    for pdd in pdds:
+        assert (pdd / "artifacts" / "run" / "stdout").is_file()
+        assert (pdd / "artifacts" / "run" / "rc").read_text().strip() == "0"
+
+    # The link is shaped on the source host's lab interface, from the scenario's [link].
+    code, qdisc = lab.sh("lab-src", "tc qdisc show dev eth0 root")
+    assert code == 0 and "tbf" in qdisc and "rate 400Mbit" in qdisc, qdisc
+    # Prometheus on the monitor host scrapes both services.
+    health = _prometheus_targets(lab.addresses["lab-mon"])
+    assert health.get("migbed-source") == "up" and health.get("migbed-target") == "up", health
+
+    # 2. The same deploy again changes nothing, on any host, and keeps the results.
+    results_before = (out / "results.json").read_bytes()
+    again = run_deploy(inventory, out, *experiment)
+    assert again.rc == 0, again.stderr
+    assert again.changed() == 0, again.stdout
+    for run in again.summary["playbooks"]:
+        for host, stats in run["stats"].items():
+            assert stats.get("changed", 0) == 0, (run["playbook"], host, stats)
+    assert (out / "results.json").read_bytes() == results_before
+
+    # 3. Teardown stops everything and leaves the hosts as they were; twice is harmless.
+    down = run_deploy(inventory, out, "--teardown")
+    assert down.rc == 0, down.stderr
+    for host in HOSTS:
+        code, listing = lab.sh(host, "ls -A /opt")
+        assert listing.strip() == "", (host, listing)
+        code, procs = lab.sh(host, "ps -eo args= | grep -v -e sshd -e '^ps' -e '^sh -c' || true")
+        assert procs.strip() == "", (host, procs)
+        code, ports = lab.sh(host, "ss -Hltn | awk '{print $4}'")
+        assert {p.rsplit(":", 1)[-1] for p in ports.split()} <= {"22"}, (host, ports)
+        code, qdisc = lab.sh(host, "tc qdisc show dev eth0 root")
+        assert "tbf" not in qdisc, (host, qdisc)
+    down_again = run_deploy(inventory, out, "--teardown")
+    assert down_again.rc == 0, down_again.stderr
+    assert down_again.changed() == 0, down_again.stdout
+
+
+def test_unreachable_host_is_named(lab: Lab, tmp_path: Path) -> None:
+    inventory = lab.inventory("unreachable.yml", override={"lab-tgt": lab.unused_address()})
+    res = run_deploy(inventory, tmp_path / "out", timeout=300)
+    assert res.rc == 1
+    assert "host 'lab-tgt' unreachable at task 'Gathering Facts'" in res.stderr, res.stderr
+    assert lab.unused_address() in res.stderr  # ssh's own reason, with the address it tried
+    assert "artifacts in" in res.stderr
+
+
+def test_wrong_key_is_named(lab: Lab, tmp_path: Path) -> None:
+    wrong = tmp_path / "wrong_key"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(wrong)], check=True)
+    inventory = lab.inventory("wrong-key.yml", key=wrong)
+    res = run_deploy(inventory, tmp_path / "out", timeout=300)
+    assert res.rc == 1
+    for host in HOSTS:
+        assert f"host '{host}' unreachable" in res.stderr, res.stderr
+    assert "Permission denied (publickey)" in res.stderr
+
+
+def test_bad_inventory_names_the_file(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yml"
+    bad.write_text("all:\n  children:\n    source:\n      hosts:\n        lab-src: {ansible_host: x\n")
+    res = run_deploy(bad, tmp_path / "out", timeout=120)
+    assert res.rc == 2
+    assert f"inventory {bad} could not be parsed" in res.stderr, res.stderr
+    assert "YAML" in res.stderr
+
+    no_target = tmp_path / "no-target.yml"
+    no_target.write_text("all:\n  children:\n    source:\n      hosts:\n        lab-src:\n")
+    res = run_deploy(no_target, tmp_path / "out", timeout=120)
+    assert res.rc == 2
+    assert f"inventory {no_target}: group 'target' has no hosts" in res.stderr, res.stderr
