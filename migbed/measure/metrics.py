@@ -91,6 +91,8 @@ EVENT_GAUGES: dict[str, str] = {
     "resumed": "resume",
 }
 INIT_DATA_SENT_PREFIX = "init-data-sent:"
+# How a session ends on the target (services/target: TargetSession.close()).
+TARGET_END_STATES: tuple[str, ...] = ("verified", "mismatch", "failed", "cancelled")
 
 
 def vfio_state_number(state: str) -> int:
@@ -489,7 +491,7 @@ class TargetMetrics:
         )  # fmt: skip
         self.sessions_ended = Counter(
             PREFIX + "target_sessions",
-            "Incoming migrations ended, by end state (completed, failed, cancelled)",
+            "Incoming migrations ended, by end state (verified, mismatch, failed, cancelled)",
             ["scenario", "outcome"],
             registry=r,
         )
@@ -544,12 +546,12 @@ class TargetMetrics:
 
     def on_session(self, scenario: str, state: str) -> None:
         """A session changes state: ``started`` (or ``active``/``setup``) opens it, an end state
-        (``completed``, ``failed``, ``cancelled``) closes it."""
+        (``verified``, ``mismatch``, ``failed``, ``cancelled``) closes it."""
         with self._lock:
             if state in ("started", "active", "setup", "open"):
                 self._active[scenario] = self._active.get(scenario, 0) + 1
                 self.sessions_started.labels(scenario=scenario).inc()
-                for outcome in OUTCOMES:  # visible at zero before the first end
+                for outcome in TARGET_END_STATES:  # visible at zero before the first end
                     self.sessions_ended.labels(scenario=scenario, outcome=outcome)
                 for stage in STAGES:  # so rate() sees the first bytes too
                     self.received_ram.labels(scenario=scenario, stage=stage)

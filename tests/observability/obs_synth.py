@@ -27,9 +27,7 @@ ACK_AT_MS = 2600.0
 INIT_SENT_AT_MS = 800.0
 
 
-def make_record(
-    policy: str, repeat: int, scenario: str = "tiny", outcome: str = "completed"
-) -> RunRecord:
+def make_record(policy: str, repeat: int, scenario: str = "tiny", outcome: str = "completed") -> RunRecord:
     stop_ms, qemu_ms, guest_ms, waits = SHAPES[policy]
     jitter = 1.0 + 0.04 * ((repeat * 7 + len(policy)) % 5 - 2)  # deterministic spread
     stop_ms *= jitter
@@ -166,8 +164,6 @@ def feed(records: Iterable[RunRecord], src: SourceMetrics, tgt: TargetMetrics) -
         tgt.on_received_bytes(rec.scenario, "precopy", "device", 64 * MiB)
         tgt.on_received_bytes(rec.scenario, "downtime", "device", 4 * MiB)
         resumed = rec.event_time("resumed") or stop_ms
-        tgt.on_resumed(
-            rec.scenario, rec.policy, rec.guest_downtime_ms / 1000.0, (resumed - stop_ms) / 1000.0
-        )
-        tgt.on_session(rec.scenario, rec.outcome)
+        tgt.on_resumed(rec.scenario, rec.policy, rec.guest_downtime_ms / 1000.0, (resumed - stop_ms) / 1000.0)
+        tgt.on_session(rec.scenario, "verified" if rec.outcome == "completed" else rec.outcome)
         src.on_result(rec)
