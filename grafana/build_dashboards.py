@@ -49,9 +49,7 @@ def q(expr: str, legend: str = "", *, ref: str = "A", instant: bool = False) -> 
 
 def mean_by_policy(hist: str, matchers: str = SPC) -> str:
     """Mean of a histogram per policy over every migration the exporter has seen."""
-    return (
-        f"sum by (policy) ({hist}_sum{{{matchers}}}) / sum by (policy) ({hist}_count{{{matchers}}})"
-    )
+    return f"sum by (policy) ({hist}_sum{{{matchers}}}) / sum by (policy) ({hist}_count{{{matchers}}})"
 
 
 def quantile_by_policy(phi: float, hist: str, matchers: str = SPC) -> str:
@@ -188,9 +186,7 @@ def _states(
     return panel
 
 
-def _layout(
-    board: dashboard.Dashboard, sections: Iterable[tuple[str, list[PanelBuilder]]]
-) -> dashboard.Dashboard:
+def _layout(board: dashboard.Dashboard, sections: Iterable[tuple[str, list[PanelBuilder]]]) -> dashboard.Dashboard:
     panel_id = 1
     for title, panels in sections:
         board = board.with_row(dashboard.Row(title).id(panel_id))
@@ -228,11 +224,7 @@ def policy_comparison() -> dashboard.Dashboard:
                 multi=False,
             )
         )
-        .with_variable(
-            variable(
-                "policy", "Policy", "label_values(migbed_migrations_total, policy)", multi=True
-            )
-        )
+        .with_variable(variable("policy", "Policy", "label_values(migbed_migrations_total, policy)", multi=True))
         .annotation(
             event_annotation(
                 "Results",
@@ -446,14 +438,8 @@ def live_migration() -> dashboard.Dashboard:
         .refresh("5s")
         .time("now-15m", "now")
         .timezone(common.TimeZoneBrowser)
-        .with_variable(
-            variable(
-                "scenario", "Scenario", "label_values(migbed_source_phase, scenario)", multi=False
-            )
-        )
-        .with_variable(
-            variable("policy", "Policy", "label_values(migbed_source_phase, policy)", multi=True)
-        )
+        .with_variable(variable("scenario", "Scenario", "label_values(migbed_source_phase, scenario)", multi=False))
+        .with_variable(variable("policy", "Policy", "label_values(migbed_source_phase, policy)", multi=True))
         .annotation(
             event_annotation(
                 "Decision",
@@ -612,13 +598,11 @@ def live_migration() -> dashboard.Dashboard:
                     "Bytes received by the target, by stage",
                     "Bps",
                     q(
-                        f"sum by (stage) (rate(migbed_target_received_ram_bytes_total{{{tgt}}}"
-                        "[$__rate_interval]))",
+                        f"sum by (stage) (rate(migbed_target_received_ram_bytes_total{{{tgt}}}[$__rate_interval]))",
                         "RAM {{stage}}",
                     ),
                     q(
-                        f"sum by (stage) (rate(migbed_target_received_device_bytes_total{{{tgt}}}"
-                        "[$__rate_interval]))",
+                        f"sum by (stage) (rate(migbed_target_received_device_bytes_total{{{tgt}}}[$__rate_interval]))",
                         "device {{stage}}",
                         ref="B",
                     ),

@@ -150,28 +150,22 @@ class SourceMetrics:
         def g(name: str, doc: str, labels: list[str] = sp) -> Gauge:
             return Gauge(PREFIX + "source_" + name, doc, labels, registry=r)
 
-        self.elapsed = g(
-            "elapsed_seconds", "Time since the current migration started (QEMU total-time)"
-        )
+        self.elapsed = g("elapsed_seconds", "Time since the current migration started (QEMU total-time)")
         self.phase = g(
             "phase",
-            "1 for the phase the current migration is in "
-            "(stage: setup, precopy, stop-copy, completing, done), else 0",
+            "1 for the phase the current migration is in (stage: setup, precopy, stop-copy, completing, done), else 0",
             [*sp, "stage"],
         )
         self.active = g("migration_active", "1 while a migration is running, 0 once it is done")
         self.ram_remaining = g("ram_remaining_bytes", "RAM still to send (QEMU ram.remaining)")
-        self.ram_transferred = g(
-            "ram_transferred_bytes", "RAM sent so far in the current migration (ram.transferred)"
-        )
+        self.ram_transferred = g("ram_transferred_bytes", "RAM sent so far in the current migration (ram.transferred)")
         self.device_transferred = g(
             "device_transferred_bytes",
             "Device state sent so far in the current migration (vfio.transferred)",
         )
         self.iterations = g(
             "iterations",
-            "Dirty-bitmap syncs so far in the current migration "
-            "(QEMU ram.dirty-sync-count, libvirt 'Iteration')",
+            "Dirty-bitmap syncs so far in the current migration (QEMU ram.dirty-sync-count, libvirt 'Iteration')",
         )
         self.bandwidth = g(
             "bandwidth_bytes_per_second",
@@ -181,32 +175,24 @@ class SourceMetrics:
             "dirty_pages_per_second",
             "Pages newly dirtied per second at the last sync (QEMU ram.dirty-pages-rate)",
         )
-        self.threshold = g(
-            "threshold_bytes", "Switchover threshold: bandwidth x downtime-limit (threshold_size)"
-        )
+        self.threshold = g("threshold_bytes", "Switchover threshold: bandwidth x downtime-limit (threshold_size)")
         self.expected_downtime = g(
             "expected_downtime_seconds",
             "QEMU's expected downtime: dirty bytes at the last sync / bandwidth",
         )
         self.pending = g("pending_bytes", "Pending bytes of all handlers (RAM + devices)")
-        self.ack_received = g(
-            "ack_received", "1 once the destination's SWITCHOVER_ACK has arrived, else 0"
-        )
+        self.ack_received = g("ack_received", "1 once the destination's SWITCHOVER_ACK has arrived, else 0")
         self.ack_pending = g(
             "ack_pending",
             "1 while the migration is in setup/pre-copy and the destination has not acknowledged",
         )
-        self.last_progress = g(
-            "last_progress_timestamp_seconds", "Wall-clock time of the latest progress sample"
-        )
+        self.last_progress = g("last_progress_timestamp_seconds", "Wall-clock time of the latest progress sample")
         # -- per device, as the source sees it (target columns come over the return path)
         self.dev_initial = g(
             "device_initial_bytes",
             "VFIO precopy initial_bytes still to read (VFIO_MIG_GET_PRECOPY_INFO)", spd,
         )  # fmt: skip
-        self.dev_dirty = g(
-            "device_dirty_bytes", "VFIO precopy dirty_bytes (VFIO_MIG_GET_PRECOPY_INFO)", spd
-        )
+        self.dev_dirty = g("device_dirty_bytes", "VFIO precopy dirty_bytes (VFIO_MIG_GET_PRECOPY_INFO)", spd)
         self.dev_state = g(
             "device_vfio_state",
             "VFIO device state on the source as the uAPI number (vfio_device_mig_state: 0 ERROR, "
@@ -214,9 +200,7 @@ class SourceMetrics:
             "7 PRE_COPY_P2P; -1 unknown)",
             spd,
         )
-        self.dev_target_loaded = g(
-            "device_target_loaded_bytes", "Device bytes the target has loaded", spd
-        )
+        self.dev_target_loaded = g("device_target_loaded_bytes", "Device bytes the target has loaded", spd)
         self.dev_target_backlog = g(
             "device_target_backlog_bytes",
             "Device bytes received by the target, not yet loaded",
@@ -250,9 +234,7 @@ class SourceMetrics:
         spo = ["policy", "scenario", "outcome"]
         ps = ["policy", "scenario"]
 
-        def h(
-            name: str, doc: str, buckets: tuple[float, ...], labels: list[str] = spo
-        ) -> Histogram:
+        def h(name: str, doc: str, buckets: tuple[float, ...], labels: list[str] = spo) -> Histogram:
             return Histogram(PREFIX + "migration_" + name, doc, labels, buckets=buckets, registry=r)
 
         def last(name: str, doc: str, labels: list[str] = ps) -> Gauge:
@@ -268,20 +250,14 @@ class SourceMetrics:
             "Downtime as QEMU reports it: source stop to completion on the source",
             DOWNTIME_BUCKETS,
         )
-        self.h_total = h(
-            "total_time_seconds", "Total migration time (QEMU total-time)", DURATION_BUCKETS
-        )
+        self.h_total = h("total_time_seconds", "Total migration time (QEMU total-time)", DURATION_BUCKETS)
         self.h_ack_wait = h(
             "switchover_ack_wait_seconds",
             "Time the source waited for the destination's ACK after pending fell below threshold",
             DURATION_BUCKETS,
         )
-        self.h_iterations = h(
-            "iterations", "Dirty-bitmap syncs (iterations) per migration", ITERATION_BUCKETS
-        )
-        self.migrations = Counter(
-            PREFIX + "migrations", "Migrations finished, by outcome", spo, registry=r
-        )
+        self.h_iterations = h("iterations", "Dirty-bitmap syncs (iterations) per migration", ITERATION_BUCKETS)
+        self.migrations = Counter(PREFIX + "migrations", "Migrations finished, by outcome", spo, registry=r)
         self.bytes_by_stage = Counter(
             PREFIX + "migration_transferred_bytes",
             "Bytes sent by migrations, by stage (precopy: VM running; downtime: VM stopped)",
@@ -298,9 +274,7 @@ class SourceMetrics:
             ps,
             registry=r,
         )
-        self.last_guest_downtime = last(
-            "guest_downtime_seconds", "Guest-visible downtime of the latest migration"
-        )
+        self.last_guest_downtime = last("guest_downtime_seconds", "Guest-visible downtime of the latest migration")
         self.last_guest_downtime_uncertainty = last(
             "guest_downtime_uncertainty_seconds",
             "Uncertainty of the latest guest-visible downtime (clock offset + one vCPU tick)",
@@ -319,19 +293,13 @@ class SourceMetrics:
         self.last_precopy_bytes = last("precopy_bytes", "Bytes sent before the VM stopped")
         self.last_downtime_bytes = last("downtime_bytes", "Bytes sent while the VM was stopped")
         self.last_ram_bytes = last("ram_transferred_bytes", "RAM bytes of the latest migration")
-        self.last_device_bytes = last(
-            "device_transferred_bytes", "Device bytes of the latest migration"
-        )
+        self.last_device_bytes = last("device_transferred_bytes", "Device bytes of the latest migration")
         self.last_completed = last("completed", "1 if the latest migration completed, else 0")
-        self.last_verified = last(
-            "verified", "1 if the latest migration's guest memory and device state verified"
-        )
+        self.last_verified = last("verified", "1 if the latest migration's guest memory and device state verified")
         self.last_forced_by_cap = last(
             "forced_by_cap", "1 if a max-iterations or max-time cap forced the latest switchover"
         )
-        self.last_timestamp = last(
-            "timestamp_seconds", "Wall-clock time the latest migration's result was recorded"
-        )
+        self.last_timestamp = last("timestamp_seconds", "Wall-clock time the latest migration's result was recorded")
         self.last_device_initial_load = last(
             "device_initial_load_seconds",
             "Time the target took to load a device's initial data in the latest migration",
@@ -382,9 +350,7 @@ class SourceMetrics:
             self.expected_downtime.labels(**sp).set(sample.expected_downtime_ms / 1000.0)
             self.pending.labels(**sp).set(sample.pending_bytes)
             self.ack_received.labels(**sp).set(_b(sample.ack_received))
-            self.ack_pending.labels(**sp).set(
-                _b(not sample.ack_received and sample.phase in ("setup", "precopy"))
-            )
+            self.ack_pending.labels(**sp).set(_b(not sample.ack_received and sample.phase in ("setup", "precopy")))
             self.last_progress.labels(**sp).set(now)
             for d in sample.devices:
                 sd = {**sp, "device": d.name}
@@ -436,9 +402,7 @@ class SourceMetrics:
             self.device_bytes.labels(**ps).inc(record.device_transferred_bytes)
 
             self.last_guest_downtime.labels(**ps).set(record.guest_downtime_ms / 1000.0)
-            self.last_guest_downtime_uncertainty.labels(**ps).set(
-                record.guest_downtime_uncertainty_ms / 1000.0
-            )
+            self.last_guest_downtime_uncertainty.labels(**ps).set(record.guest_downtime_uncertainty_ms / 1000.0)
             self.last_downtime.labels(**ps).set(record.downtime_ms / 1000.0)
             self.last_expected_downtime.labels(**ps).set(record.expected_downtime_ms / 1000.0)
             self.last_predicted_downtime.labels(**ps).set(record.predicted_downtime_ms / 1000.0)
@@ -496,17 +460,13 @@ class TargetMetrics:
             registry=r,
         )
         self.loaded = g("device_loaded_bytes", "Device bytes loaded into the device", sd)
-        self.backlog = g(
-            "device_backlog_bytes", "Device bytes received and waiting to be loaded", sd
-        )
+        self.backlog = g("device_backlog_bytes", "Device bytes received and waiting to be loaded", sd)
         self.setup_remaining = g(
             "device_setup_remaining_seconds",
             "Device setup work left (resource allocation: time, not data)",
             sd,
         )
-        self.initial_loaded = g(
-            "device_initial_loaded", "1 once the device's initial data is loaded", sd
-        )
+        self.initial_loaded = g("device_initial_loaded", "1 once the device's initial data is loaded", sd)
         self.received_ram = Counter(
             PREFIX + "target_received_ram_bytes",
             "RAM bytes received, by stage (precopy: source VM running; downtime: stopped)",
@@ -533,16 +493,10 @@ class TargetMetrics:
             buckets=DOWNTIME_BUCKETS,
             registry=r,
         )
-        self.resumes = Counter(
-            PREFIX + "target_resumes", "Guests resumed on the target", sp, registry=r
-        )
-        self.last_guest_downtime = g(
-            "last_guest_downtime_seconds", "Guest-visible downtime of the latest resume", sp
-        )
+        self.resumes = Counter(PREFIX + "target_resumes", "Guests resumed on the target", sp, registry=r)
+        self.last_guest_downtime = g("last_guest_downtime_seconds", "Guest-visible downtime of the latest resume", sp)
         self.last_load = g("last_final_load_seconds", "Final load time of the latest resume", sp)
-        self.last_resume_ts = g(
-            "last_resume_timestamp_seconds", "Wall-clock time of the latest resume", sp
-        )
+        self.last_resume_ts = g("last_resume_timestamp_seconds", "Wall-clock time of the latest resume", sp)
 
     def on_session(self, scenario: str, state: str) -> None:
         """A session changes state: ``started`` (or ``active``/``setup``) opens it, an end state
@@ -586,9 +540,7 @@ class TargetMetrics:
         else:
             raise ValueError(f"kind must be 'ram' or 'device', not {kind!r}")
 
-    def on_resumed(
-        self, scenario: str, policy: str, guest_downtime_s: float, load_s: float
-    ) -> None:
+    def on_resumed(self, scenario: str, policy: str, guest_downtime_s: float, load_s: float) -> None:
         sp = {"scenario": scenario, "policy": policy}
         self.h_guest_downtime.labels(**sp).observe(guest_downtime_s)
         self.h_load.labels(**sp).observe(load_s)

@@ -75,9 +75,7 @@ def plot_downtime(records: Sequence[RunRecord], path: Path) -> Path:
     width = 0.36
     for ax, scenario in zip(axes, scenarios, strict=False):
         recs = completed([r for r in records if r.scenario == scenario])
-        policies = ordered_policies(recs) or ordered_policies(
-            [r for r in records if r.scenario == scenario]
-        )
+        policies = ordered_policies(recs) or ordered_policies([r for r in records if r.scenario == scenario])
         by: dict[str, list[RunRecord]] = defaultdict(list)
         for r in recs:
             by[r.policy].append(r)

@@ -188,8 +188,7 @@ def render_html(records: Sequence[RunRecord], images: list[tuple[str, Path]], ti
         "over when the source stopped.</li>",
         "<li><b>QEMU-reported downtime</b>: source stop to completion on the source (QEMU's "
         "<code>downtime</code>); it does not see the destination's load time.</li>",
-        "<li><b>ACK wait</b>: from pending first below the threshold to the destination's "
-        "SWITCHOVER_ACK.</li>",
+        "<li><b>ACK wait</b>: from pending first below the threshold to the destination's SWITCHOVER_ACK.</li>",
         "<li><b>Iterations</b>: dirty-bitmap syncs (QEMU <code>dirty-sync-count</code>).</li>",
         "</ul>",
         "<h2>Every run</h2>",
@@ -219,8 +218,7 @@ def write_report(results_dir: Path) -> Path:
         name = timeline_name(scenario, len(scenarios) > 1)
         images.append(
             (
-                f"Timeline of one run per policy ({scenario}: the run with the median "
-                "guest-visible downtime)",
+                f"Timeline of one run per policy ({scenario}: the run with the median guest-visible downtime)",
                 plot_timeline(records, results_dir / name, scenario),
             )
         )

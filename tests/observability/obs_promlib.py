@@ -50,9 +50,7 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def wait_for(
-    what: str, fn: Callable[[], T | None], timeout: float = 30.0, interval: float = 0.1
-) -> T:
+def wait_for(what: str, fn: Callable[[], T | None], timeout: float = 30.0, interval: float = 0.1) -> T:
     """Poll ``fn`` until it returns something truthy; fail with ``what`` after ``timeout``."""
     deadline = time.monotonic() + timeout
     last_exc: Exception | None = None
@@ -176,9 +174,7 @@ class Prometheus:
         assert data["resultType"] == "vector", data
         return list(data["result"])
 
-    def query_range(
-        self, expr: str, start: float, end: float, step: float = 1.0
-    ) -> list[dict[str, Any]]:
+    def query_range(self, expr: str, start: float, end: float, step: float = 1.0) -> list[dict[str, Any]]:
         data = self.api("query_range", query=expr, start=start, end=end, step=step)
         return list(data["result"])
 
@@ -202,9 +198,7 @@ class Prometheus:
         path = f"label/{label}/values?" + urllib.parse.urlencode({"match[]": match})
         return list(self.api_get(path))
 
-    def wait_value(
-        self, expr: str, want: Callable[[float], bool], what: str, timeout: float = 30.0
-    ) -> float:
+    def wait_value(self, expr: str, want: Callable[[float], bool], what: str, timeout: float = 30.0) -> float:
         def check() -> float | None:
             r = self.query(expr)
             if len(r) == 1 and want(float(r[0]["value"][1])):

@@ -59,10 +59,7 @@ def test_ansible_template_renders_a_valid_config(tmp_path: Path, interval: str |
     cfg = yaml.safe_load(out.read_text())
     assert cfg["global"]["scrape_interval"] == (interval or "1s")
     jobs = {j["job_name"]: j for j in cfg["scrape_configs"]}
-    assert (
-        jobs["migbed-target"]["static_configs"][0]["targets"]
-        == ctx["migbed_target_metrics_targets"]
-    )
+    assert jobs["migbed-target"]["static_configs"][0]["targets"] == ctx["migbed_target_metrics_targets"]
     # same scrape settings as the compose config
     compose = yaml.safe_load((PROM_DIR / "prometheus.yml").read_text())
     if not interval:

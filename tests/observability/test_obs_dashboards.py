@@ -123,9 +123,7 @@ def test_structure(name: str) -> None:
     for p in board["panels"]:
         g = p["gridPos"]
         assert g["x"] >= 0 and g["x"] + g["w"] <= 24, p["title"]
-        mine = {
-            (x, y) for x in range(g["x"], g["x"] + g["w"]) for y in range(g["y"], g["y"] + g["h"])
-        }
+        mine = {(x, y) for x in range(g["x"], g["x"] + g["w"]) for y in range(g["y"], g["y"] + g["h"])}
         assert not cells & mine, f"{p['title']} overlaps another panel"
         cells |= mine
         if p["type"] != "row":
@@ -195,9 +193,7 @@ def test_promtool_parses_every_query(tmp_path: Path) -> None:
         rules.append({"record": f"migbed:dashboard_query_{i}", "expr": _as_promql(expr)})
     path = tmp_path / "queries.rules.yml"
     path.write_text(yaml.safe_dump({"groups": [{"name": "dashboards", "rules": rules}]}))
-    res = subprocess.run(
-        [promtool, "check", "rules", str(path)], capture_output=True, text=True, timeout=60
-    )
+    res = subprocess.run([promtool, "check", "rules", str(path)], capture_output=True, text=True, timeout=60)
     assert res.returncode == 0, res.stdout + res.stderr
     assert f"{len(rules)} rules found" in res.stdout
 

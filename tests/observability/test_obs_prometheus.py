@@ -143,9 +143,7 @@ def test_migrations_by_outcome(stack: Stack) -> None:
 )
 def test_histogram_mean_per_policy(stack: Stack, metric: str, field: str, scale: float) -> None:
     sel = '{outcome="completed"}'
-    got = stack.prom.values_by(
-        f"sum by (policy) ({metric}_sum{sel}) / sum by (policy) ({metric}_count{sel})", "policy"
-    )
+    got = stack.prom.values_by(f"sum by (policy) ({metric}_sum{sel}) / sum by (policy) ({metric}_count{sel})", "policy")
     for policy, recs in completed(stack.records).items():
         want = mean(getattr(r, field) * scale for r in recs)
         assert close(got[policy], want), (policy, got[policy], want)
@@ -154,8 +152,7 @@ def test_histogram_mean_per_policy(stack: Stack, metric: str, field: str, scale:
 def test_downtime_buckets_count_the_records(stack: Stack) -> None:
     for le in DOWNTIME_BUCKETS:
         got = stack.prom.values_by(
-            f'sum by (policy) (migbed_migration_guest_downtime_seconds_bucket{{le="{le}",'
-            'outcome="completed"})',
+            f'sum by (policy) (migbed_migration_guest_downtime_seconds_bucket{{le="{le}",outcome="completed"}})',
             "policy",
         )
         for policy, recs in completed(stack.records).items():
@@ -180,9 +177,7 @@ def test_last_result_gauges(stack: Stack) -> None:
         "migbed_migration_last_guest_downtime_seconds": lambda r: r.guest_downtime_ms / 1000,
         "migbed_migration_last_downtime_seconds": lambda r: r.downtime_ms / 1000,
         "migbed_migration_last_total_time_seconds": lambda r: r.total_time_ms / 1000,
-        "migbed_migration_last_switchover_ack_wait_seconds": (
-            lambda r: r.switchover_ack_wait_ms / 1000
-        ),
+        "migbed_migration_last_switchover_ack_wait_seconds": (lambda r: r.switchover_ack_wait_ms / 1000),
         "migbed_migration_last_iterations": lambda r: r.dirty_sync_count,
         "migbed_migration_last_precopy_bytes": lambda r: r.precopy_bytes,
         "migbed_migration_last_downtime_bytes": lambda r: r.downtime_bytes,
@@ -197,9 +192,7 @@ def test_last_result_gauges(stack: Stack) -> None:
 def test_bytes_by_stage(stack: Stack) -> None:
     got = {
         (r["metric"]["policy"], r["metric"]["stage"]): float(r["value"][1])
-        for r in stack.prom.query(
-            "sum by (policy, stage) (migbed_migration_transferred_bytes_total)"
-        )
+        for r in stack.prom.query("sum by (policy, stage) (migbed_migration_transferred_bytes_total)")
     }
     for policy in POLICIES:
         recs = [r for r in stack.records if r.policy == policy]
@@ -244,15 +237,11 @@ def test_target_metrics(stack: Stack) -> None:
     assert stack.prom.value("sum(migbed_target_sessions_started_total)") == n
     assert stack.prom.value("sum(migbed_target_sessions_active)") == 0
     assert stack.prom.value('sum(migbed_target_sessions_total{outcome="failed"})') == 1
-    gd = stack.prom.values_by(
-        "sum by (policy) (migbed_target_guest_downtime_seconds_sum)", "policy"
-    )
+    gd = stack.prom.values_by("sum by (policy) (migbed_target_guest_downtime_seconds_sum)", "policy")
     for policy in POLICIES:
         want = sum(r.guest_downtime_ms / 1000 for r in stack.records if r.policy == policy)
         assert close(gd[policy], want)
-    recv = stack.prom.values_by(
-        "sum by (stage) (migbed_target_received_device_bytes_total)", "stage"
-    )
+    recv = stack.prom.values_by("sum by (stage) (migbed_target_received_device_bytes_total)", "stage")
     assert recv == {"precopy": n * 64 * 2**20, "downtime": n * 4 * 2**20}
     loaded = stack.prom.value("migbed_target_device_initial_loaded")
     assert loaded == 1
@@ -271,9 +260,6 @@ def test_comparison_panels_agree_with_records(stack: Stack) -> None:
     board = load_dashboards()["policy-comparison.json"]
     qs = {q.panel: q for q in grafana.queries("policy-comparison.json", board)}
     bar = qs["Guest-visible downtime, mean per policy"]
-    got = {
-        s["metric"]["policy"]: float(s["value"][1])
-        for s in grafana.run(bar, stack.prom.started, time.time())
-    }
+    got = {s["metric"]["policy"]: float(s["value"][1]) for s in grafana.run(bar, stack.prom.started, time.time())}
     for policy, recs in completed(stack.records).items():
         assert close(got[policy], mean(r.guest_downtime_ms / 1000 for r in recs))

@@ -80,9 +80,7 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
     prom: Prometheus | None = None
     try:
         source = start_service("source", tmp / "logs")
-        cfg = scrape_config(
-            {"migbed-source": [source.metrics_address], "migbed-target": [target.metrics_address]}
-        )
+        cfg = scrape_config({"migbed-source": [source.metrics_address], "migbed-target": [target.metrics_address]})
         prom = Prometheus(cfg, tmp / "prometheus")
         # both exporters scraped before the first migration: the live view sees it start
         prom.wait_value('count(up{job=~"migbed-.*"} == 1)', lambda v: v == 2, "exporters up")
@@ -143,9 +141,7 @@ def test_series_have_the_expected_labels(run: Run) -> None:
 def test_counts_agree_with_results_json(run: Run) -> None:
     got = {
         (r["metric"]["policy"], r["metric"]["outcome"]): float(r["value"][1])
-        for r in run.prom.query(
-            'sum by (policy, outcome) (migbed_migrations_total{scenario="tiny"})'
-        )
+        for r in run.prom.query('sum by (policy, outcome) (migbed_migrations_total{scenario="tiny"})')
     }
     for policy, recs in by_policy(run.records).items():
         for outcome in ("completed", "failed", "cancelled"):
@@ -163,9 +159,7 @@ def test_counts_agree_with_results_json(run: Run) -> None:
 )
 def test_means_agree_with_results_json(run: Run, metric: str, field: str) -> None:
     sel = '{outcome="completed",scenario="tiny"}'
-    got = run.prom.values_by(
-        f"sum by (policy) ({metric}_sum{sel}) / sum by (policy) ({metric}_count{sel})", "policy"
-    )
+    got = run.prom.values_by(f"sum by (policy) ({metric}_sum{sel}) / sum by (policy) ({metric}_count{sel})", "policy")
     for policy, recs in by_policy(run.records).items():
         done = [r for r in recs if r.outcome == "completed"]
         want = mean(getattr(r, field) / 1000 for r in done)
@@ -236,9 +230,7 @@ def test_target_reports_resumes_and_bytes(run: Run) -> None:
     assert run.prom.value("sum(migbed_target_resumes_total)") == n
     assert run.prom.value("sum(migbed_target_received_ram_bytes_total)") > 0
     assert run.prom.value("sum(migbed_target_received_device_bytes_total)") > 0
-    got = run.prom.values_by(
-        'sum by (policy) (migbed_target_guest_downtime_seconds_sum{scenario="tiny"})', "policy"
-    )
+    got = run.prom.values_by('sum by (policy) (migbed_target_guest_downtime_seconds_sum{scenario="tiny"})', "policy")
     for policy in by_policy(run.records):
         assert got[policy] > 0, policy
 
@@ -256,9 +248,7 @@ def test_live_view_saw_the_migration_run(run: Run) -> None:
     live = '{scenario="live",policy="switchover-ack"}'
     assert run.prom.value(f"max_over_time(migbed_source_migration_active{live}[10m])") == 1
     assert run.prom.value(f"migbed_source_migration_active{live}") == 0
-    series = run.prom.query_range(
-        f"migbed_source_ram_remaining_bytes{live}", run.prom.started, time.time(), 1.0
-    )
+    series = run.prom.query_range(f"migbed_source_ram_remaining_bytes{live}", run.prom.started, time.time(), 1.0)
     (only,) = series
     values = {float(v) for _, v in only["values"]}
     assert len(values) >= 2 and 0.0 in values, values  # progress, then the end state

@@ -57,9 +57,7 @@ def test_report_from_one_scenario(tmp_path: Path) -> None:
     text = page.read_text()
     parser = PageParser()
     parser.feed(text)
-    assert len(parser.imgs) == 2 and all(
-        s.startswith("data:image/png;base64,") for s in parser.imgs
-    )
+    assert len(parser.imgs) == 2 and all(s.startswith("data:image/png;base64,") for s in parser.imgs)
     assert parser.external == []  # self-contained
     # summary: one row per policy; every run: one row per record; plus two header rows
     assert parser.rows == 2 + len(POLICIES) + len(records)
@@ -70,9 +68,7 @@ def test_report_from_one_scenario(tmp_path: Path) -> None:
 
 
 def test_report_with_several_scenarios(tmp_path: Path) -> None:
-    records = make_records(repeats=2, scenario="mlx5-like") + make_records(
-        repeats=2, scenario="slow link"
-    )
+    records = make_records(repeats=2, scenario="mlx5-like") + make_records(repeats=2, scenario="slow link")
     page = write(tmp_path, records)
     check_png(tmp_path / "downtime.png")
     check_png(tmp_path / "timeline-mlx5-like.png")
