@@ -34,12 +34,14 @@ T = TypeVar("T")
 
 
 def require_binary(name: str) -> str:
-    """Path of a Prometheus binary; fail under CI, skip elsewhere, when it is missing."""
+    """Path of a Prometheus binary; when missing, fail under CI=true or MIGBED_REQUIRE_ALL=1
+    (bin/test sets it), else skip."""
     path = shutil.which(name)
     if path:
         return path
     msg = f"{name} not found: apt-get install -y prometheus (Debian's package ships {name})"
-    if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+    required = (os.environ.get(v, "").lower() in ("1", "true", "yes") for v in ("CI", "MIGBED_REQUIRE_ALL"))
+    if any(required):
         pytest.fail(msg)
     pytest.skip(msg)
 
