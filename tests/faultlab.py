@@ -113,6 +113,8 @@ def port_of(address: str) -> tuple[str, int]:
 def port_is_free(address: str) -> bool:
     host, port = port_of(address)
     with socket.socket() as s:
+        # Connections in TIME_WAIT are no leak: only a listener (or a bound socket) is.
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind((host, port))
         except OSError:

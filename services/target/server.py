@@ -31,7 +31,7 @@ class TargetService(pbg.MigrationServicer, pbg.ControlServicer):
         self.metrics = metrics
         self.max_sessions = max_sessions
 
-    async def Migrate(  # noqa: N802 - gRPC method name
+    async def Migrate(
         self, request_iterator: AsyncIterator[pb.SourceMessage], context: grpc.aio.ServicerContext
     ) -> AsyncIterator[pb.TargetMessage]:
         session: TargetSession | None = None
@@ -121,6 +121,9 @@ class TargetService(pbg.MigrationServicer, pbg.ControlServicer):
                 yield out
             if failure:
                 raise failure[0]
+            if session.result == "cancelled":  # by Control.Cancel here: tell the source so
+                raise ProtocolError("ABORTED", f"session cancelled on the target: "
+                                    f"{session.cancel_reason or 'no reason given'}")
         except ProtocolError as e:
             if session is not None:
                 session.close("failed")
@@ -150,25 +153,26 @@ class TargetService(pbg.MigrationServicer, pbg.ControlServicer):
 
     # ------------------------------------------------------------ control
 
-    async def Status(self, request: pb.StatusRequest, context: grpc.aio.ServicerContext) -> pb.StatusReply:  # noqa: N802
+    async def Status(self, request: pb.StatusRequest, context: grpc.aio.ServicerContext) -> pb.StatusReply:
         return pb.StatusReply(role="target", protocol_version=pb.PROTOCOL_VERSION_1,
                               sessions=sorted(self.sessions), boot_id=boot_id(),
                               migbed_version=__version__)
 
-    async def Cancel(self, request: pb.CancelRequest, context: grpc.aio.ServicerContext) -> pb.CancelReply:  # noqa: N802
+    async def Cancel(self, request: pb.CancelRequest, context: grpc.aio.ServicerContext) -> pb.CancelReply:
         s = self.sessions.get(request.run_id)
         if s is None:
             await context.abort(grpc.StatusCode.NOT_FOUND, f"no session {request.run_id!r} on this target")
         assert s is not None
+        s.cancel_reason = request.reason[:200]
         s.close("cancelled")
         return pb.CancelReply(cancelled=True, state="cancelled")
 
-    async def Start(self, request: pb.StartRequest, context: grpc.aio.ServicerContext) -> pb.StartReply:  # noqa: N802
+    async def Start(self, request: pb.StartRequest, context: grpc.aio.ServicerContext) -> pb.StartReply:
         await context.abort(grpc.StatusCode.FAILED_PRECONDITION,
                             "this is a target: start migrations on the source")
         raise AssertionError
 
-    async def Watch(self, request: pb.WatchRequest, context: grpc.aio.ServicerContext) -> AsyncIterator[pb.WatchEvent]:  # noqa: N802
+    async def Watch(self, request: pb.WatchRequest, context: grpc.aio.ServicerContext) -> AsyncIterator[pb.WatchEvent]:
         await context.abort(grpc.StatusCode.FAILED_PRECONDITION,
                             "this is a target: watch migrations on the source")
         yield pb.WatchEvent()

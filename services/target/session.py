@@ -61,6 +61,7 @@ class TargetSession:
         self.vcpu: VCpu | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self.result: str = "running"
+        self.cancel_reason = ""
 
     # ------------------------------------------------------------ validation
 

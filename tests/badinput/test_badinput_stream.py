@@ -1,0 +1,416 @@
+"""Bad input on the migration stream, the target's Control API and the raw gRPC port.
+
+One real target process serves the whole module. Every bad stream must end with a clear
+gRPC status whose message names the field, without disturbing the target: after all of
+them (and garbage bytes on its port) it still lists no session and runs a good migration.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import grpc
+import pytest
+from faultlab import (
+    Lab,
+    control_stub,
+    no_sessions,
+    scenario_toml,
+    sessions,
+    start_run,
+    stop_cleanly,
+    wait_until,
+)
+
+from migbed.orchestration.controller import SourceControl
+from migbed.orchestration.localstack import Service
+from migbed.wire import migration_pb2 as pb
+from migbed.wire import migration_pb2_grpc as pbg
+from migbed.wire.channel import CHUNK_BYTES, MAX_MESSAGE_BYTES, check_health
+
+pytestmark = pytest.mark.timeout(300)
+
+PAGE = 4096
+RAM = 16 << 20
+DEV_INITIAL, DEV_STOP = 4 << 20, 1 << 20
+Code = grpc.StatusCode
+
+
+def setup(session_id: str = "", **over: object) -> pb.SourceMessage:
+    s = pb.Setup(protocol_version=pb.PROTOCOL_VERSION_1,
+                 session_id=session_id or f"bad-{os.urandom(4).hex()}",
+                 guest=pb.GuestShape(ram_bytes=RAM, page_size=PAGE),
+                 devices=[pb.DeviceShape(name="vf0", initial_bytes=DEV_INITIAL,
+                                         stop_copy_size=DEV_STOP, block_size=65536,
+                                         load_rate_bytes_per_s=1e9)],
+                 switchover_ack=True, guest_seed=1, vcpu_tick_s=0.001,
+                 heartbeat_timeout_s=5.0, scenario="bad-input", policy="legacy")
+    for k, v in over.items():
+        if k == "guest":
+            s.guest.CopyFrom(v)  # type: ignore[arg-type]
+        elif k == "devices":
+            del s.devices[:]
+            s.devices.extend(v)  # type: ignore[arg-type]
+        else:
+            setattr(s, k, v)
+    return pb.SourceMessage(setup=s)
+
+
+def ram(pages: Sequence[int], data: bytes | None = None) -> pb.SourceMessage:
+    return pb.SourceMessage(ram=pb.RamPages(pages=list(pages), data=(
+        data if data is not None else bytes(len(pages) * PAGE))))
+
+
+def dev(seq: int, offset: int = 0, n: int = 65536, kind: int = pb.IMAGE_KIND_INITIAL,
+        device: int = 0) -> pb.SourceMessage:
+    return pb.SourceMessage(device_data=pb.DeviceData(device=device, kind=kind, seq=seq,
+                                                      offset=offset, data=b"\1" * n))
+
+
+STOP = pb.SourceMessage(stop_copy=pb.StopCopy(source_stop_ns=1))
+
+
+def exchange(address: str, msgs: Sequence[pb.SourceMessage], hold: float = 10.0,
+             timeout: float = 20.0) -> tuple[grpc.RpcError | None, list[pb.TargetMessage]]:
+    """Send `msgs` on one Migrate stream, keep it open (up to `hold` s), collect the replies;
+    returns the status that ended it (None: the target ended it with OK)."""
+    done = threading.Event()
+
+    def requests() -> Iterator[pb.SourceMessage]:
+        yield from msgs
+        done.wait(hold)
+
+    got: list[pb.TargetMessage] = []
+    opts = [("grpc.max_send_message_length", 64 << 20),
+            ("grpc.max_receive_message_length", 64 << 20)]
+    with grpc.insecure_channel(address, options=opts) as ch:
+        try:
+            for r in pbg.MigrationStub(ch).Migrate(requests(), timeout=timeout):
+                got.append(r)
+        except grpc.RpcError as e:
+            return e, got
+        finally:
+            done.set()
+    return None, got
+
+
+@pytest.fixture(scope="module")
+def target(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
+    lb = Lab(tmp_path_factory.mktemp("badstream"))
+    try:
+        svc = lb.start("target", extra_args=["--max-sessions", "3"])
+        yield svc
+        # The target survived everything above: nothing left over, a good migration runs.
+        assert no_sessions(svc.address), sessions(svc.address)
+        source = lb.start("source")
+        ctl = SourceControl(source.address)
+        rec = start_run(ctl, scenario_toml("after-bad-input"), "switchover-ack",
+                        svc.address).result(60)
+        ctl.close()
+        assert rec.outcome == "completed" and rec.verified, rec.error
+        stop_cleanly(source)
+        stop_cleanly(svc)
+    finally:
+        lb.close()
+
+
+def refused(target: Service, msgs: Sequence[pb.SourceMessage], code: grpc.StatusCode,
+            *words: str) -> str:
+    err, _ = exchange(target.address, msgs)
+    assert err is not None, "the target accepted it"
+    assert err.code() == code, f"{err.code()}: {err.details()}"
+    details = str(err.details())
+    for w in words:
+        assert w in details, details
+    wait_until(lambda: no_sessions(target.address), 10, "the session to be freed")
+    return details
+
+
+# ---------------------------------------------------------------- setup
+
+
+@pytest.mark.parametrize("version", [0, 2, 99])
+def test_wrong_protocol_version(target: Service, version: int) -> None:
+    d = refused(target, [setup(protocol_version=version)], Code.FAILED_PRECONDITION,
+                "setup.protocol_version", str(version))
+    assert "speaks 1" in d
+
+
+@pytest.mark.parametrize(("over", "field"), [
+    ({"session_id": "x" * 129}, "setup.session_id"),
+    ({"guest": pb.GuestShape(ram_bytes=RAM, page_size=1000)}, "setup.guest.page_size"),
+    ({"guest": pb.GuestShape(ram_bytes=RAM + 1, page_size=PAGE)}, "setup.guest.ram_bytes"),
+    ({"guest": pb.GuestShape(ram_bytes=1 << 50, page_size=PAGE)}, "setup.guest.ram_bytes"),
+    ({"guest": pb.GuestShape(ram_bytes=0, page_size=PAGE)}, "setup.guest.ram_bytes"),
+    ({"devices": [pb.DeviceShape(name=f"d{i}", initial_bytes=65536, load_rate_bytes_per_s=1e9)
+                  for i in range(17)]}, "setup.devices"),
+    ({"devices": [pb.DeviceShape(name="d", initial_bytes=1 << 40, load_rate_bytes_per_s=1e9)]},
+     "setup.devices[0]"),
+    ({"devices": [pb.DeviceShape(name="d", initial_bytes=65536)]},
+     "setup.devices[0].load_rate_bytes_per_s"),
+    ({"devices": [pb.DeviceShape(name="d", initial_bytes=65536, load_rate_bytes_per_s=1e9,
+                                 load_setup_time_s=-1)]}, "setup.devices[0]"),
+    ({"vcpu_tick_s": 0.0}, "setup.vcpu_tick_s"),
+    ({"heartbeat_timeout_s": 0.01}, "setup.heartbeat_timeout_s"),
+    ({"heartbeat_timeout_s": float("nan")}, "setup.heartbeat_timeout_s"),
+])
+def test_bad_setup_field(target: Service, over: dict[str, object], field: str) -> None:
+    refused(target, [setup(**over)], Code.INVALID_ARGUMENT, field)
+
+
+def test_empty_session_id(target: Service) -> None:
+    msg = setup()
+    msg.setup.session_id = ""
+    refused(target, [msg], Code.INVALID_ARGUMENT, "setup.session_id")
+
+
+def test_no_setup_first_is_an_unknown_session(target: Service) -> None:
+    """Data for a session that was never set up on this stream."""
+    refused(target, [ram([0])], Code.FAILED_PRECONDITION, "first message must be setup", "ram")
+
+
+def test_a_second_setup_on_one_stream(target: Service) -> None:
+    refused(target, [setup(), setup()], Code.FAILED_PRECONDITION, "second setup")
+
+
+def test_same_session_into_a_busy_target(target: Service) -> None:
+    """A second migration with a session id already migrating here: ALREADY_EXISTS; the first
+    session is not disturbed."""
+    sid = f"busy-{os.urandom(3).hex()}"
+    done = threading.Event()
+    first_err: list[grpc.RpcError | None] = []
+
+    def first() -> None:
+        first_err.append(exchange(target.address, [setup(sid)], hold=30)[0])
+        done.set()
+
+    t = threading.Thread(target=first, daemon=True)
+    t.start()
+    wait_until(lambda: sessions(target.address) == [sid], 10, "the first session")
+    err, _ = exchange(target.address, [setup(sid)])
+    assert err is not None and err.code() == Code.ALREADY_EXISTS, err
+    assert sid in str(err.details()) and "already migrating" in str(err.details())
+    assert sessions(target.address) == [sid]  # the first one lives on
+    ch, stub = control_stub(target.address)
+    with ch:  # the operator frees it
+        assert stub.Cancel(pb.CancelRequest(run_id=sid, reason="test"), timeout=5).cancelled
+    done.wait(20)
+    err = first_err[0] if first_err else None
+    assert err is not None and err.code() == Code.ABORTED, err
+    assert "cancelled on the target: test" in str(err.details())
+    wait_until(lambda: no_sessions(target.address), 10, "the session to be freed")
+
+
+def test_more_sessions_than_allowed(target: Service) -> None:
+    """--max-sessions 3: the fourth is RESOURCE_EXHAUSTED, the three others go on."""
+    sids = [f"many-{i}-{os.urandom(2).hex()}" for i in range(3)]
+    threads = [threading.Thread(target=exchange, args=(target.address, [setup(s)], 30),
+                                daemon=True) for s in sids]
+    for th in threads:
+        th.start()
+    try:
+        wait_until(lambda: sorted(sessions(target.address)) == sorted(sids), 15, "3 sessions")
+        err, _ = exchange(target.address, [setup()])
+        assert err is not None and err.code() == Code.RESOURCE_EXHAUSTED, err
+        assert "at most 3" in str(err.details())
+        assert sorted(sessions(target.address)) == sorted(sids)
+    finally:
+        ch, stub = control_stub(target.address)
+        with ch:
+            for s in sids:
+                with contextlib.suppress(grpc.RpcError):
+                    stub.Cancel(pb.CancelRequest(run_id=s), timeout=5)
+    for th in threads:
+        th.join(30)
+    wait_until(lambda: no_sessions(target.address), 10, "the sessions to be freed")
+
+
+# ---------------------------------------------------------------- the data
+
+
+def test_empty_message_body(target: Service) -> None:
+    refused(target, [setup(), pb.SourceMessage()], Code.INVALID_ARGUMENT, "empty or unknown")
+
+
+def test_chunks_out_of_order(target: Service) -> None:
+    refused(target, [setup(), dev(0), dev(2, offset=2 * 65536)], Code.DATA_LOSS,
+            "device_data.seq = 2", "expected 1", "out of order")
+
+
+def test_chunk_duplicated(target: Service) -> None:
+    refused(target, [setup(), dev(0), dev(1, offset=65536), dev(1, offset=65536)],
+            Code.DATA_LOSS, "device_data.seq = 1", "duplicated")
+
+
+def test_unknown_device(target: Service) -> None:
+    refused(target, [setup(), dev(0, device=5)], Code.INVALID_ARGUMENT,
+            "device_data.device = 5", "1 device(s)")
+
+
+def test_unknown_device_in_marker(target: Service) -> None:
+    refused(target, [setup(), pb.SourceMessage(init_data_sent=pb.InitDataSent(device=3))],
+            Code.INVALID_ARGUMENT, "init_data_sent.device = 3")
+
+
+def test_unknown_image_kind(target: Service) -> None:
+    refused(target, [setup(), dev(0, kind=7)], Code.INVALID_ARGUMENT, "device_data.kind = 7")
+
+
+def test_device_data_beyond_the_device(target: Service) -> None:
+    refused(target, [setup(), dev(0, offset=DEV_INITIAL + DEV_STOP - 10)], Code.OUT_OF_RANGE,
+            "device_data", "beyond device vf0")
+
+
+def test_oversized_device_chunk(target: Service) -> None:
+    """Larger than a chunk, within the message limit: refused by the session, by field."""
+    refused(target, [setup(), dev(0, n=CHUNK_BYTES + 1)], Code.INVALID_ARGUMENT,
+            "device_data.data", str(CHUNK_BYTES + 1))
+
+
+def test_oversized_message(target: Service) -> None:
+    """Beyond the message limit: gRPC itself refuses it before any code of ours runs."""
+    big = dev(0, n=MAX_MESSAGE_BYTES + 1)
+    refused(target, [setup(), big], Code.RESOURCE_EXHAUSTED, "larger than max")
+
+
+def test_truncated_ram_data(target: Service) -> None:
+    refused(target, [setup(), ram([0, 1], bytes(PAGE + 100))], Code.INVALID_ARGUMENT,
+            "ram.data", "truncated")
+
+
+def test_ram_page_beyond_the_guest(target: Service) -> None:
+    refused(target, [setup(), ram([RAM // PAGE])], Code.OUT_OF_RANGE, "ram.pages",
+            str(RAM // PAGE))
+
+
+def test_too_many_ram_pages(target: Service) -> None:
+    refused(target, [setup(), ram([])], Code.INVALID_ARGUMENT, "ram.pages: 0 pages")
+
+
+def test_marker_with_chunks_missing(target: Service) -> None:
+    refused(target, [setup(), dev(0), pb.SourceMessage(init_data_sent=pb.InitDataSent(
+        device=0, seq=5))], Code.DATA_LOSS, "init_data_sent.seq = 5", "chunks missing")
+
+
+def test_final_data_before_stop_copy(target: Service) -> None:
+    refused(target, [setup(), dev(0, kind=pb.IMAGE_KIND_FINAL)], Code.FAILED_PRECONDITION,
+            "final", "before stop_copy")
+
+
+def test_initial_data_after_marker(target: Service) -> None:
+    refused(target, [setup(), dev(0), pb.SourceMessage(init_data_sent=pb.InitDataSent(
+        device=0, seq=1)), dev(1, offset=65536)], Code.FAILED_PRECONDITION,
+        "initial data", "after INIT_DATA_SENT")
+
+
+def test_complete_before_stop_copy(target: Service) -> None:
+    refused(target, [setup(), pb.SourceMessage(complete=pb.Complete())],
+            Code.FAILED_PRECONDITION, "complete before stop_copy")
+
+
+def test_truncated_stream_complete_counts_disagree(target: Service) -> None:
+    """The stream lost chunks at the end: Complete's counts say so."""
+    refused(target, [setup(), dev(0), STOP, pb.SourceMessage(complete=pb.Complete(
+        device_next_seq=[3]))], Code.DATA_LOSS, "complete.device_next_seq = [3]", "[1]")
+
+
+def test_truncated_stream_closed_before_complete(target: Service) -> None:
+    err, _ = exchange(target.address, [setup(), dev(0)], hold=0)
+    assert err is not None and err.code() == Code.CANCELLED, err
+    assert "closed the stream before completing" in str(err.details())
+    wait_until(lambda: no_sessions(target.address), 10, "the session to be freed")
+
+
+def test_digests_before_resume(target: Service) -> None:
+    refused(target, [setup(), pb.SourceMessage(digests=pb.Digests())],
+            Code.FAILED_PRECONDITION, "digests before the guest resumed")
+
+
+def test_source_abort(target: Service) -> None:
+    refused(target, [setup(), pb.SourceMessage(abort=pb.Abort(reason="operator said so"))],
+            Code.ABORTED, "source aborted", "operator said so")
+
+
+def test_silent_source(target: Service) -> None:
+    """A source that opens a session and then says nothing: freed after its heartbeat."""
+    t = time.monotonic()
+    refused(target, [setup(heartbeat_timeout_s=0.5)], Code.DEADLINE_EXCEEDED,
+            "sent nothing for 0.5s", "heartbeat_timeout_s")
+    assert time.monotonic() - t < 5
+
+
+# ---------------------------------------------------------------- the target's Control API
+
+
+def test_target_control_bad_calls(target: Service) -> None:
+    ch, stub = control_stub(target.address)
+    with ch:
+        with pytest.raises(grpc.RpcError) as e:
+            stub.Cancel(pb.CancelRequest(run_id="nobody"), timeout=5)
+        assert e.value.code() == Code.NOT_FOUND and "nobody" in str(e.value.details())
+        with pytest.raises(grpc.RpcError) as e:
+            stub.Start(pb.StartRequest(run_id="x"), timeout=5)
+        assert e.value.code() == Code.FAILED_PRECONDITION
+        assert "this is a target" in str(e.value.details())
+        with pytest.raises(grpc.RpcError) as e:
+            list(stub.Watch(pb.WatchRequest(run_id="x"), timeout=5))
+        assert e.value.code() == Code.FAILED_PRECONDITION
+        assert stub.Status(pb.StatusRequest(), timeout=5).role == "target"
+
+
+# ---------------------------------------------------------------- garbage on the port
+
+
+GARBAGE = {
+    "random bytes": os.urandom(4096),
+    "HTTP/1.1 request": b"GET / HTTP/1.1\r\nHost: x\r\n\r\n",
+    "TLS ClientHello on a plaintext port": bytes.fromhex("16030100a5010000a10303") + b"\0" * 160,
+    "HTTP/2 preface then junk": b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + os.urandom(2048),
+    "HTTP/2 preface then a truncated frame": b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+    + bytes.fromhex("00ffff0400000000"),
+    "nothing (connect, then close)": b"",
+}
+
+
+@pytest.mark.parametrize("what", list(GARBAGE))
+def test_garbage_bytes_on_the_grpc_port(target: Service, what: str) -> None:
+    host, _, port = target.address.rpartition(":")
+    with socket.create_connection((host, int(port)), timeout=5) as s:
+        if GARBAGE[what]:
+            s.sendall(GARBAGE[what])
+        s.settimeout(5)
+        try:
+            while s.recv(65536):  # the server answers (GOAWAY) or closes; never hangs
+                pass
+        except (TimeoutError, ConnectionResetError):
+            pass
+    assert check_health(target.address)
+    assert no_sessions(target.address)
+
+
+def test_a_silent_connection_does_not_block_others(target: Service, tmp_path: Path) -> None:
+    """Open sockets that send nothing (or half a preface) while a real migration runs."""
+    host, _, port = target.address.rpartition(":")
+    idle = [socket.create_connection((host, int(port)), timeout=5) for _ in range(4)]
+    idle[0].sendall(b"PRI * HTTP/2.0\r\n")
+    try:
+        lb = Lab(tmp_path)
+        try:
+            source = lb.start("source")
+            ctl = SourceControl(source.address)
+            rec = start_run(ctl, scenario_toml("beside-idle-sockets"), "legacy",
+                            target.address).result(60)
+            ctl.close()
+            assert rec.outcome == "completed" and rec.verified, rec.error
+            stop_cleanly(source)
+        finally:
+            lb.close()
+    finally:
+        for s in idle:
+            s.close()
