@@ -14,6 +14,7 @@ import threading
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
@@ -42,7 +43,7 @@ DEV_INITIAL, DEV_STOP = 4 << 20, 1 << 20
 Code = grpc.StatusCode
 
 
-def setup(session_id: str = "", **over: object) -> pb.SourceMessage:
+def setup(session_id: str = "", **over: Any) -> pb.SourceMessage:
     s = pb.Setup(protocol_version=pb.PROTOCOL_VERSION_1,
                  session_id=session_id or f"bad-{os.urandom(4).hex()}",
                  guest=pb.GuestShape(ram_bytes=RAM, page_size=PAGE),
@@ -53,10 +54,10 @@ def setup(session_id: str = "", **over: object) -> pb.SourceMessage:
                  heartbeat_timeout_s=5.0, scenario="bad-input", policy="legacy")
     for k, v in over.items():
         if k == "guest":
-            s.guest.CopyFrom(v)  # type: ignore[arg-type]
+            s.guest.CopyFrom(v)
         elif k == "devices":
             del s.devices[:]
-            s.devices.extend(v)  # type: ignore[arg-type]
+            s.devices.extend(v)
         else:
             setattr(s, k, v)
     return pb.SourceMessage(setup=s)
@@ -160,7 +161,7 @@ def test_wrong_protocol_version(target: Service, version: int) -> None:
     ({"heartbeat_timeout_s": 0.01}, "setup.heartbeat_timeout_s"),
     ({"heartbeat_timeout_s": float("nan")}, "setup.heartbeat_timeout_s"),
 ])
-def test_bad_setup_field(target: Service, over: dict[str, object], field: str) -> None:
+def test_bad_setup_field(target: Service, over: dict[str, Any], field: str) -> None:
     refused(target, [setup(**over)], Code.INVALID_ARGUMENT, field)
 
 
