@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import os
+import secrets
 import signal
 import socket
 import statistics
@@ -93,8 +94,13 @@ class Proc:
 def start_service(role: str, log_dir: Path, profile_to: Path | None = None,
                   prefix: Sequence[str] = (), host: str = "127.0.0.1",
                   timeout: float = 30.0) -> Proc:
-    """`migbed serve ROLE` as its own process; with profile_to, under cProfile (main thread)."""
-    port = free_port(host)
+    """`migbed serve ROLE` as its own process; with profile_to, under cProfile (main thread).
+
+    prefix wraps the command (``ip netns exec NS``); host is then an address in there."""
+    try:
+        port = free_port(host)
+    except OSError:  # host lives in another network namespace, where every port is free
+        port = free_port()
     log_dir.mkdir(parents=True, exist_ok=True)
     log_path = log_dir / f"{role}-{port}.log"
     py: list[str] = [*prefix, sys.executable]
@@ -228,3 +234,80 @@ def reset_hwm(pid: int) -> bool:
         return True
     except OSError:
         return False
+
+
+# ---------------------------------------------------------------- a real link to shape
+
+
+def _ip(*args: str) -> None:
+    r = subprocess.run(["ip", *args], capture_output=True, text=True, timeout=10, check=False)
+    if r.returncode:
+        raise RuntimeError(f"ip {' '.join(args)}: {r.stderr.strip()}")
+
+
+def run_checked(argv: Sequence[str]) -> str:
+    r = subprocess.run(list(argv), capture_output=True, text=True, timeout=10, check=False)
+    if r.returncode:
+        raise RuntimeError(f"{' '.join(argv)}: {r.stderr.strip() or r.stdout.strip()}")
+    return r.stdout
+
+
+class NetnsLink:
+    """A network namespace made here, joined to this one by a veth pair: a real link.
+
+    The far end (``ns_ip``) lives in the namespace; this end (``host_if``, ``host_ip``) is
+    where tc shapes egress (tc shapes what a device sends). The /30 addresses exist only
+    on these two interfaces, so nothing leaves them. Removed on exit, even after an error.
+    """
+
+    def __init__(self) -> None:
+        tag = secrets.token_hex(3)
+        self.ns = f"mbb-{tag}"
+        self.host_if, self.ns_if = f"mbb{tag}h", f"mbb{tag}n"
+        used = subprocess.run(["ip", "-o", "addr"], capture_output=True, text=True,
+                              check=False).stdout
+        k = 1
+        for _ in range(100):
+            k = secrets.randbelow(250) + 1
+            if f"10.214.{k}." not in used:
+                break
+        self.host_ip, self.ns_ip = f"10.214.{k}.1", f"10.214.{k}.2"
+        self.wrapper = ["ip", "netns", "exec", self.ns]
+
+    def __enter__(self) -> NetnsLink:
+        _ip("netns", "add", self.ns)
+        try:
+            _ip("link", "add", self.host_if, "type", "veth", "peer", "name", self.ns_if)
+            _ip("link", "set", self.ns_if, "netns", self.ns)
+            _ip("addr", "add", f"{self.host_ip}/30", "dev", self.host_if)
+            _ip("link", "set", self.host_if, "up")
+            _ip("-n", self.ns, "addr", "add", f"{self.ns_ip}/30", "dev", self.ns_if)
+            _ip("-n", self.ns, "link", "set", self.ns_if, "up")
+            _ip("-n", self.ns, "link", "set", "lo", "up")
+        except BaseException:
+            self.__exit__(None, None, None)
+            raise
+        return self
+
+    def shape(self, argvs: list[list[str]]) -> str:
+        """Run tc argv lists (migbed.orchestration.shaping) here; returns the qdisc shown."""
+        for argv in argvs:
+            run_checked(argv)
+        return run_checked(["tc", "qdisc", "show", "dev", self.host_if]).strip()
+
+    def __exit__(self, *exc: object) -> None:
+        # Deleting the namespace deletes its veth end, and so the pair.
+        subprocess.run(["ip", "netns", "del", self.ns], capture_output=True, check=False)
+        subprocess.run(["ip", "link", "del", self.host_if], capture_output=True, check=False)
+
+
+def can_make_namespaces() -> str:
+    """'' when this process may create network namespaces and run tc; else why not."""
+    if os.geteuid() != 0:
+        return "needs root (network namespaces, tc)"
+    for tool in (["ip", "netns", "list"], ["tc", "-V"]):
+        try:
+            subprocess.run(tool, capture_output=True, check=True, timeout=10)
+        except (OSError, subprocess.SubprocessError) as e:
+            return f"{tool[0]} unavailable: {e}"
+    return ""
