@@ -70,8 +70,9 @@ def ram(pages: Sequence[int], data: bytes | None = None) -> pb.SourceMessage:
 
 def dev(seq: int, offset: int = 0, n: int = 65536, kind: int = pb.IMAGE_KIND_INITIAL,
         device: int = 0) -> pb.SourceMessage:
-    return pb.SourceMessage(device_data=pb.DeviceData(device=device, kind=kind, seq=seq,
-                                                      offset=offset, data=b"\1" * n))
+    d = pb.DeviceData(device=device, seq=seq, offset=offset, data=b"\1" * n)
+    d.kind = kind  # type: ignore[assignment]  # any number, also ones the enum lacks
+    return pb.SourceMessage(device_data=d)
 
 
 STOP = pb.SourceMessage(stop_copy=pb.StopCopy(source_stop_ns=1))
