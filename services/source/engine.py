@@ -420,9 +420,9 @@ class Migration:
     def _note_decision(self, reason: str, predicted_s: float, est: Estimator) -> None:
         rec = self.record
         rec.decision_reason = reason
-        rec.expected_downtime_ms = est.expected_downtime * 1e3
-        if est.bandwidth > 0:
-            rec.expected_downtime_ms = self.pending / est.bandwidth * 1e3
+        # QEMU's expected-downtime (dirty bytes at the last sync / bandwidth), with the sync
+        # the decision was just taken on rather than the last window's.
+        rec.expected_downtime_ms = self.pending / est.bandwidth * 1e3 if est.bandwidth > 0 else 0.0
         rec.predicted_downtime_ms = predicted_s * 1e3
         if self.ack_wait_start is not None:
             end = time.monotonic()
