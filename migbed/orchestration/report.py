@@ -249,3 +249,15 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p.add_argument("dir", metavar="DIR", help="a results folder holding results.json")
     p.set_defaults(func=cmd_report)
     return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m migbed.orchestration.report DIR`` (the same as ``migbed report DIR``)."""
+    parser = argparse.ArgumentParser(prog="migbed")
+    add_parser(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(["report", *(sys.argv[1:] if argv is None else argv)])
+    return int(args.func(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
