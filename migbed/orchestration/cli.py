@@ -172,7 +172,8 @@ def cmd_scenarios(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------- parser
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(wanted: str = "") -> argparse.ArgumentParser:
+    """The parser; `wanted` is the subcommand about to run (its module is imported)."""
     p = argparse.ArgumentParser(prog="migbed", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="command", required=True)
@@ -213,16 +214,53 @@ def build_parser() -> argparse.ArgumentParser:
     sc.add_argument("file", nargs="?")
     sc.set_defaults(func=cmd_scenarios)
 
-    for module in _EXTENSIONS:
-        module.add_parser(sub)
+    for command, (module_name, registrar, help_text) in _EXTENSIONS.items():
+        if command == wanted:
+            _add_extension(sub, command, module_name, registrar)
+        else:  # listed for --help without importing its (heavy) module
+            sub.add_parser(command, help=help_text)
     return p
 
 
-_EXTENSIONS: list[Any] = []
+# Orchestration commands whose modules need the host-side extras (Docker SDK, ansible-runner,
+# matplotlib, cryptography). They are imported only when used: `migbed serve` and `migbed
+# health` (container health checks) stay fast, and the service images, which carry only the
+# runtime dependencies, say what is missing instead of breaking.
+_EXTENSIONS: dict[str, tuple[str, str, str]] = {
+    "up": ("migbed.orchestration.compose", "add_up_parser",
+           "start the container stack and run the default comparison across it"),
+    "down": ("migbed.orchestration.compose", "add_down_parser", "remove the container stack"),
+    "images": ("migbed.orchestration.images", "add_images_parser",
+               "build the container images (no registry needed)"),
+    "report": ("migbed.orchestration.report", "add_parser", "PNG plots and an HTML page from a results folder"),
+    "deploy": ("migbed.orchestration.deploy", "add_parser",
+               "install migbed on lab hosts over SSH (Ansible) and run an experiment across them"),
+    "certs": ("migbed.orchestration.certs", "add_parser", "make a lab CA and mTLS certificates"),
+}
+
+
+def _add_extension(sub: Any, command: str, module_name: str, registrar: str) -> None:
+    import importlib
+
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as e:
+        missing = str(e)
+
+        def unavailable(args: argparse.Namespace) -> int:
+            raise UsageError(f"`migbed {command}` needs {missing}: run bin/migbed on the host")
+
+        unavailable_parser = sub.add_parser(command)
+        unavailable_parser.add_argument("rest", nargs=argparse.REMAINDER)
+        unavailable_parser.set_defaults(func=unavailable)
+        return
+    getattr(module, registrar)(sub)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else argv
+    wanted = next((a for a in argv if not a.startswith("-")), "")
+    parser = build_parser(wanted)
     args = parser.parse_args(argv)
     from migbed.orchestration.controller import ControlError
 
