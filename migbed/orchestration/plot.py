@@ -210,7 +210,6 @@ def plot_timeline(records: Sequence[RunRecord], path: Path, scenario: str | None
             )
         ax.set_ylabel("MiB")
         ax.set_ylim(bottom=0)
-        ax.set_xlim(left=0)
         ax.grid(alpha=0.3)
         ax.set_title(
             f"{policy} ({run.scenario}, repeat {run.repeat}): guest-visible downtime "
@@ -233,6 +232,14 @@ def plot_timeline(records: Sequence[RunRecord], path: Path, scenario: str | None
         fontsize=8,
         frameon=False,
     )
+    # axvline does not widen the x range: fit every run's samples and events explicitly
+    ends = [
+        max([r.total_time_ms, *(s.t_ms for s in r.timeline), *(e.t_ms for e in r.events)])
+        for _, r in runs
+        if r is not None
+    ]
+    if ends and max(ends) > 0:
+        axes[-1].set_xlim(0, max(ends) * 1.03)
     axes[-1].set_xlabel("time since the migration started (ms)")
     top = 1 - 0.55 / fig.get_figheight()
     fig.tight_layout(rect=(0, 0, 1, top))

@@ -144,10 +144,11 @@ def run_rows(records: Sequence[RunRecord]) -> list[list[str]]:
     return rows
 
 
-def _table(head: list[str], rows: list[list[str]]) -> str:
+def _table(head: list[str], rows: list[list[str]], css: str = "") -> str:
     th = "".join(f"<th>{html.escape(h)}</th>" for h in head)
     body = "\n".join("<tr>" + "".join(f"<td>{c}</td>" for c in row) + "</tr>" for row in rows)
-    return f"<table>\n<thead><tr>{th}</tr></thead>\n<tbody>\n{body}\n</tbody>\n</table>"
+    cls = f' class="{css}"' if css else ""
+    return f"<table{cls}>\n<thead><tr>{th}</tr></thead>\n<tbody>\n{body}\n</tbody>\n</table>"
 
 
 CSS = """
@@ -158,6 +159,7 @@ img { max-width: 100%; border: 1px solid #ddd; }
 table { border-collapse: collapse; font-size: 0.85em; margin: 1em 0; }
 th, td { border: 1px solid #ccc; padding: 0.3em 0.6em; text-align: right; }
 th { background: #f2f2f2; } td:nth-child(-n+3) { text-align: left; }
+table.runs td:last-child { text-align: left; max-width: 28em; }
 small { color: #666; } .note { color: #555; font-size: 0.9em; }
 """
 
@@ -192,7 +194,7 @@ def render_html(records: Sequence[RunRecord], images: list[tuple[str, Path]], ti
         "<li><b>Iterations</b>: dirty-bitmap syncs (QEMU <code>dirty-sync-count</code>).</li>",
         "</ul>",
         "<h2>Every run</h2>",
-        _table(RUN_HEAD, run_rows(records)),
+        _table(RUN_HEAD, run_rows(records), "runs"),
         "</body></html>",
     ]
     return "\n".join(parts) + "\n"
