@@ -233,11 +233,7 @@ def plot_timeline(records: Sequence[RunRecord], path: Path, scenario: str | None
         frameon=False,
     )
     # axvline does not widen the x range: fit every run's samples and events explicitly
-    ends = [
-        max([r.total_time_ms, *(s.t_ms for s in r.timeline), *(e.t_ms for e in r.events)])
-        for _, r in runs
-        if r is not None
-    ]
+    ends = [max([0.0, *(s.t_ms for s in r.timeline), *(e.t_ms for e in r.events)]) for _, r in runs if r is not None]
     if ends and max(ends) > 0:
         axes[-1].set_xlim(0, max(ends) * 1.03)
     axes[-1].set_xlabel("time since the migration started (ms)")
