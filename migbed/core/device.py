@@ -132,12 +132,29 @@ def _block_fill(blocks: np.ndarray, versions: np.ndarray, seed: int) -> np.ndarr
     return ((blocks * 29 + versions * 7 + seed) & 0xFF).astype(np.uint8)
 
 
+CONTEXT_STAMP_BYTES = 8  # the generation, little-endian, at the start of the context
+
+
+def context_body(size: int, seed: int) -> bytearray:
+    """The random body of a device's context: made once, when the device is created."""
+    return bytearray(np.random.default_rng([seed, 0xC0]).bytes(size))
+
+
+def stamp_context(body: bytearray, generation: int) -> None:
+    """Write the generation into the context in place (a few bytes: no copy of the body)."""
+    n = min(CONTEXT_STAMP_BYTES, len(body))
+    body[:n] = (generation % 2**64).to_bytes(CONTEXT_STAMP_BYTES, "little")[:n]
+
+
 def context_bytes(size: int, seed: int, generation: int) -> bytes:
-    """The device context captured at STOP_COPY: deterministic in (seed, generation)."""
-    if size == 0:
-        return b""
-    rng = np.random.default_rng([seed, generation])
-    return rng.integers(0, 256, size=size, dtype=np.uint8).tobytes()
+    """The device context captured at STOP_COPY: deterministic in (seed, generation).
+
+    A fixed random body stamped with the generation. Only the stamp is made at
+    STOP_COPY: generating the body there (20 MB of random numbers, 50-400 ms here) put
+    time into every downtime that no scenario knob describes."""
+    body = context_body(size, seed)
+    stamp_context(body, generation)
+    return bytes(body)
 
 
 @dataclass(frozen=True)
@@ -163,7 +180,8 @@ class SourceDevice:
         self._lock = threading.Lock()
         self._initial_cursor = 0  # next initial byte to read
         self._writes = 0  # dirtying events: the context depends on it
-        self._context: bytes = b""
+        self._context = bytearray()  # valid from STOP_COPY on
+        self._context_body = context_body(cfg.stop_copy_size, seed)  # not inside a downtime
         self._context_cursor = 0
         self._stop_copy_initial_done = False
         if self.blocks:
@@ -178,7 +196,8 @@ class SourceDevice:
         with self._lock:
             self.fsm.set_state(dst)
             if dst == S.STOP_COPY:
-                self._context = context_bytes(self.cfg.stop_copy_size, self.seed, self._writes)
+                stamp_context(self._context_body, self._writes)  # == context_bytes(...)
+                self._context = self._context_body
                 self._context_cursor = 0
 
     # ------------------------------------------------------------ the device runs
@@ -255,7 +274,8 @@ class SourceDevice:
             if budget > 0 and st == S.STOP_COPY and self._context_cursor < len(self._context):
                 n = min(budget, len(self._context) - self._context_cursor)
                 c = self._context_cursor
-                out.append(Chunk("final", self.cfg.initial_bytes + c, self._context[c : c + n]))
+                out.append(Chunk("final", self.cfg.initial_bytes + c,
+                                 bytes(self._context[c : c + n])))
                 self._context_cursor += n
             return out
 
@@ -265,7 +285,7 @@ class SourceDevice:
             return device_digest(self.buffer[: self.cfg.initial_bytes], self._context)
 
 
-def device_digest(buffer: np.ndarray, context: bytes | np.ndarray) -> bytes:
+def device_digest(buffer: np.ndarray, context: bytes | bytearray | np.ndarray) -> bytes:
     h = hashlib.blake2b(digest_size=32)
     h.update(np.ascontiguousarray(buffer).data.cast("B"))
     h.update(bytes(context) if isinstance(context, np.ndarray) else context)
