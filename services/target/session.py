@@ -10,6 +10,8 @@ from __future__ import annotations
 import asyncio
 import hmac
 import logging
+import math
+from typing import Any
 
 import numpy as np
 
@@ -36,12 +38,13 @@ _KIND = {pb.IMAGE_KIND_INITIAL: "initial", pb.IMAGE_KIND_MIDDLE: "middle",
 
 
 class TargetSession:
-    def __init__(self, setup: pb.Setup, on_load_progress=None) -> None:  # type: ignore[no-untyped-def]
+    def __init__(self, setup: pb.Setup, metrics: Any = None) -> None:
         self._validate_setup(setup)
         self.setup = setup
         self.session_id = setup.session_id
         self.outbox: asyncio.Queue[pb.TargetMessage | None] = asyncio.Queue()
-        self.on_load_progress = on_load_progress
+        self.metrics = metrics  # a measure.metrics.TargetMetrics, or None
+        self._min_one_way_ns: int | None = None  # target recv - source send, over pings
         g = setup.guest
         self.memory = GuestMemory(g.ram_bytes, g.page_size, setup.guest_seed, fill=False)
         self.devices = [TargetDevice(d.name, d.initial_bytes, d.stop_copy_size) for d in setup.devices]
@@ -87,13 +90,17 @@ class TargetSession:
             w = f"setup.devices[{i}]"
             if d.initial_bytes > MAX_DEVICE_BYTES or d.stop_copy_size > MAX_DEVICE_BYTES:
                 raise ProtocolError("INVALID_ARGUMENT", f"{w}: state larger than {MAX_DEVICE_BYTES}")
-            if d.load_rate_bytes_per_s <= 0:
-                raise ProtocolError("INVALID_ARGUMENT", f"{w}.load_rate_bytes_per_s must be > 0")
+            if not 0 < d.load_rate_bytes_per_s < math.inf:  # also refuses NaN
+                raise ProtocolError("INVALID_ARGUMENT",
+                                    f"{w}.load_rate_bytes_per_s must be finite, > 0")
             if not (0 <= d.load_setup_time_s <= 600 and 0 <= d.stop_copy_load_time_s <= 600):
                 raise ProtocolError("INVALID_ARGUMENT", f"{w}: load times must be 0..600 s")
         if s.heartbeat_timeout_s and not 0.2 <= s.heartbeat_timeout_s <= 60:
             raise ProtocolError("INVALID_ARGUMENT", f"setup.heartbeat_timeout_s = "
                                 f"{s.heartbeat_timeout_s:g}: 0 (default) or 0.2 .. 60")
+        if not 0 <= s.dirty_rate_bytes_per_s <= MAX_RAM_BYTES:  # the resumed guest's workload
+            raise ProtocolError("INVALID_ARGUMENT", f"setup.dirty_rate_bytes_per_s = "
+                                f"{s.dirty_rate_bytes_per_s:g}: 0 .. {MAX_RAM_BYTES}")
         if not (1e-4 <= s.vcpu_tick_s <= 1e-3):
             raise ProtocolError("INVALID_ARGUMENT", "setup.vcpu_tick_s: 0.0001 .. 0.001")
 
@@ -148,8 +155,9 @@ class TargetSession:
                     load_rate_bytes_per_s=st.load_rate,
                     stop_copy_load_time_s=st.stop_copy_load_time_s,
                     initial_loaded_ns=st.initial_loaded_ns, initial_load_s=st.initial_load_s)))
-                if self.on_load_progress is not None:
-                    self.on_load_progress(self.devices[i].name, st)
+                if self.metrics is not None:
+                    self.metrics.on_load_progress(self.setup.scenario, self.devices[i].name, st.loaded_bytes,
+                                                  st.backlog_bytes, st.setup_remaining_s, st.initial_loaded)
             await asyncio.sleep(PROGRESS_PERIOD_S)
 
     def close(self, result: str) -> None:
@@ -183,8 +191,12 @@ class TargetSession:
             self.loaders[i].put_marker()
         elif body == "ping":
             p = msg.ping
+            recv = now_ns()
+            one_way = recv - p.source_send_ns
+            if self._min_one_way_ns is None or one_way < self._min_one_way_ns:
+                self._min_one_way_ns = one_way
             self.send(pb.TargetMessage(pong=pb.Pong(seq=p.seq, source_send_ns=p.source_send_ns,
-                                                    target_recv_ns=now_ns())))
+                                                    target_recv_ns=recv)))
         elif body == "stop_copy":
             self.stopped = True
         elif body == "complete":
@@ -212,7 +224,7 @@ class TargetSession:
                                 f"ram.pages: page {int(idx.max())} beyond the guest's {self.memory.pages}")
         self.memory.store_pages(idx.astype(np.int64), m.data)
         self.ram_pages_received += n
-        self.bytes_received["downtime" if self.stopped else "precopy"] += len(m.data)
+        self._count("ram", len(m.data))
 
     def _device_data(self, m: pb.DeviceData) -> None:
         i = self._device(m.device, "device_data")
@@ -236,7 +248,20 @@ class TargetSession:
             raise ProtocolError("FAILED_PRECONDITION", "final (stop-copy) data before stop_copy")
         self.next_seq[i] += 1
         self.loaders[i].put(kind, m.offset, m.data)
-        self.bytes_received["downtime" if self.stopped else "precopy"] += len(m.data)
+        self._count("device", len(m.data))
+
+    def _count(self, kind: str, n: int) -> None:
+        stage = "downtime" if self.stopped else "precopy"
+        self.bytes_received[stage] += n
+        if self.metrics is not None:
+            self.metrics.on_received_bytes(self.setup.scenario, stage, kind, n)
+
+    def _guest_downtime_s(self, source_last_tick_ns: int, first_tick_ns: int) -> float:
+        """The target's own view of guest downtime. One kernel: one CLOCK_MONOTONIC. Across
+        hosts the offset is taken as the smallest ping one-way time, which counts the wire's
+        one-way delay as offset (the source's record has the symmetric NTP estimate)."""
+        offset = 0 if self.setup.source_boot_id == boot_id() else (self._min_one_way_ns or 0)
+        return (first_tick_ns - offset - source_last_tick_ns) / 1e9
 
     async def _complete(self, m: pb.Complete) -> None:
         if not self.stopped:
@@ -245,7 +270,8 @@ class TargetSession:
             raise ProtocolError("DATA_LOSS", f"complete.device_next_seq = {list(m.device_next_seq)}, "
                                 f"received {self.next_seq}")
         self.completed = True
-        self.send(pb.TargetMessage(received=pb.Received(target_recv_ns=now_ns())))
+        received_ns = now_ns()
+        self.send(pb.TargetMessage(received=pb.Received(target_recv_ns=received_ns)))
         # The final loads, then the devices leave RESUMING (the driver validates) and run.
         await asyncio.gather(*(ld.drain() for ld in self.loaders))
         loads_done = now_ns()
@@ -262,6 +288,10 @@ class TargetSession:
         self.send(pb.TargetMessage(resumed=pb.Resumed(
             target_first_tick_ns=self.vcpu.first_tick_ns, target_loads_done_ns=loads_done,
             device_initial_load_s=[ld.status().initial_load_s for ld in self.loaders])))
+        if self.metrics is not None:
+            self.metrics.on_resumed(self.setup.scenario, self.setup.policy,
+                                    self._guest_downtime_s(m.source_last_tick_ns, self.vcpu.first_tick_ns),
+                                    (loads_done - received_ns) / 1e9)
 
     async def _verify(self, m: pb.Digests) -> None:
         if self.vcpu is None:
@@ -278,8 +308,9 @@ class TargetSession:
             if not hmac.compare_digest(mine, theirs):
                 problems.append(f"device {d.name} differs")
         ok = not problems
+        self.result = "verified" if ok else "mismatch"  # final even if the source hangs up now
         self.send(pb.TargetMessage(verified=pb.Verified(ok=ok, ram=ram, devices=devs,
                                                         detail="; ".join(problems))))
         await asyncio.sleep(RESUMED_GUEST_GRACE_S)
         self.memory.end_snapshot()
-        self.close("verified" if ok else "mismatch")
+        self.close(self.result)
