@@ -222,7 +222,7 @@ MUTATIONS = ["drop", "duplicate", "swap", "seq", "offset", "device", "kind", "tr
              "page", "count"]
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.sampled_from(MUTATIONS), st.integers(0, 10**6), st.integers(0, 10**6))
 def test_one_mutation_of_a_valid_stream_is_refused_or_harmless(how: str, a: int,
                                                                b: int) -> None:
