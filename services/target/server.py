@@ -50,7 +50,7 @@ class TargetService(pbg.MigrationServicer, pbg.ControlServicer):
             if len(self.sessions) >= self.max_sessions:
                 raise ProtocolError("RESOURCE_EXHAUSTED",
                                     f"{len(self.sessions)} migrations running; at most {self.max_sessions}")
-            session = TargetSession(first.setup, self._on_load_progress(first.setup))
+            session = TargetSession(first.setup, self.metrics)
             self.sessions[sid] = session
             self._on_session(first.setup.scenario, "started")
             await session.prepare()  # RAM resident before SetupAccepted
@@ -141,15 +141,6 @@ class TargetService(pbg.MigrationServicer, pbg.ControlServicer):
     def _on_session(self, scenario: str, state: str) -> None:
         if self.metrics is not None:
             self.metrics.on_session(scenario, state)
-
-    def _on_load_progress(self, setup: pb.Setup) -> Any:
-        if self.metrics is None:
-            return None
-
-        def report(device: str, st: Any) -> None:
-            self.metrics.on_load_progress(setup.scenario, device, st.loaded_bytes, st.backlog_bytes,
-                                          st.setup_remaining_s, st.initial_loaded)
-        return report
 
     # ------------------------------------------------------------ control
 

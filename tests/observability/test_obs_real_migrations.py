@@ -204,27 +204,10 @@ def test_target_sessions_agree(run: Run) -> None:
     assert run.prom.value("sum(migbed_target_sessions_active)") == 0
 
 
-# Series the target service does not feed yet: services/target must call
-# TargetMetrics.on_resumed() when the guest resumes and on_received_bytes() for each RAM and
-# device chunk. test_target_reports_resumes_and_bytes turns XPASS (a failure) once it does:
-# then empty this set and drop that test's xfail mark.
-TARGET_PENDING = frozenset(
-    {
-        "migbed_target_last_resume_timestamp_seconds",
-        "migbed_target_guest_downtime_seconds",
-        "migbed_target_final_load_seconds",
-    }
-)
-
-
 def test_every_dashboard_query_returns_data_after_real_migrations(run: Run) -> None:
-    assert check_dashboards_have_data(run.prom, skip_metrics=TARGET_PENDING) >= 40
+    assert check_dashboards_have_data(run.prom) >= 40
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="services/target does not call TargetMetrics.on_resumed/on_received_bytes yet",
-)
 def test_target_reports_resumes_and_bytes(run: Run) -> None:
     n = len(run.records) + len(run.live)
     assert run.prom.value("sum(migbed_target_resumes_total)") == n
