@@ -15,6 +15,7 @@ import argparse
 import asyncio
 import datetime as dt
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -96,10 +97,15 @@ def cmd_run(args: argparse.Namespace) -> int:
                 args.cancel_after or 0.0)
     print(f"migbed: scenario {name}, policies {', '.join(policies)}, {args.repeat} repeat(s); "
           f"results in {out}", flush=True)
+    if args.tls_dir:  # run_plan's Control client picks its credentials up from there
+        from migbed.wire.tls import ENV_TLS_DIR, TlsDir
+
+        TlsDir(args.tls_dir).channel_credentials("client")  # a bad folder fails here, clearly
+        os.environ[ENV_TLS_DIR] = str(Path(args.tls_dir).resolve())
     if args.source:
         records = run_plan(plan, show_progress=not args.no_progress)
     else:
-        with local_stack(out / "logs") as (source, target):
+        with local_stack(out / "logs", tls_dir=args.tls_dir) as (source, target):
             plan.source, plan.target = source.address, target.address
             records = run_plan(plan, show_progress=not args.no_progress)
     dump_results(records, str(out / "results.json"))
@@ -131,14 +137,25 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from services.main import serve
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    asyncio.run(serve(args.role, args.listen, args.metrics_listen or "", max_sessions=args.max_sessions))
+    server_creds = channel_creds = None
+    if args.tls_dir:
+        from migbed.wire.tls import TlsDir
+
+        tls = TlsDir(args.tls_dir)
+        server_creds = tls.server_credentials(args.role)
+        if args.role == "source":  # it dials the target as a client of the same lab CA
+            channel_creds = tls.channel_credentials("source")
+    asyncio.run(serve(args.role, args.listen, args.metrics_listen or "", server_creds, channel_creds,
+                      max_sessions=args.max_sessions))
     return 0
 
 
 def cmd_health(args: argparse.Namespace) -> int:
     from migbed.wire.channel import check_health
+    from migbed.wire.tls import client_credentials
 
-    ok = check_health(args.address, timeout=args.timeout)
+    ok = check_health(args.address, timeout=args.timeout,
+                      credentials=client_credentials(args.tls_dir))
     if not args.quiet:
         print("SERVING" if ok else "NOT SERVING")
     return 0 if ok else 1
@@ -146,8 +163,9 @@ def cmd_health(args: argparse.Namespace) -> int:
 
 def cmd_cancel(args: argparse.Namespace) -> int:
     from migbed.orchestration.controller import SourceControl
+    from migbed.wire.tls import client_credentials
 
-    ctl = SourceControl(args.source)
+    ctl = SourceControl(args.source, client_credentials(args.tls_dir))
     try:
         reply = ctl.cancel(args.run_id, args.reason)
     finally:
@@ -189,6 +207,8 @@ def build_parser(wanted: str = "") -> argparse.ArgumentParser:
     r.add_argument("--cancel-after", type=_seconds, help="cancel each run after this many seconds")
     r.add_argument("--no-progress", action="store_true", help="no progress bar")
     r.add_argument("--no-report", action="store_true", help="skip the HTML/PNG report")
+    r.add_argument("--tls-dir", help="mutual TLS with the certificates of `migbed certs DIR` "
+                   "(local services too)")
     r.set_defaults(func=cmd_run)
 
     s = sub.add_parser("serve", help="run a source or target service")
@@ -196,18 +216,21 @@ def build_parser(wanted: str = "") -> argparse.ArgumentParser:
     s.add_argument("--listen", type=_address, default="127.0.0.1:50051")
     s.add_argument("--metrics-listen", type=_address, help="HOST:PORT for Prometheus /metrics")
     s.add_argument("--max-sessions", type=_positive_int(1, 256), default=16)
+    s.add_argument("--tls-dir", help="serve (and dial) with mutual TLS: `migbed certs DIR`")
     s.set_defaults(func=cmd_serve)
 
     h = sub.add_parser("health", help="gRPC health check of a service")
     h.add_argument("address", type=_address)
     h.add_argument("--timeout", type=float, default=2.0)
     h.add_argument("--quiet", "-q", action="store_true")
+    h.add_argument("--tls-dir", help="check over mutual TLS (default $MIGBED_TLS_DIR)")
     h.set_defaults(func=cmd_health)
 
     c = sub.add_parser("cancel", help="cancel a running migration on a source")
     c.add_argument("source", type=_address)
     c.add_argument("run_id")
     c.add_argument("--reason", default="cancelled by the user")
+    c.add_argument("--tls-dir", help="mutual TLS (default $MIGBED_TLS_DIR)")
     c.set_defaults(func=cmd_cancel)
 
     sc = sub.add_parser("scenarios", help="list built-in scenarios or validate a file")
@@ -263,10 +286,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser(wanted)
     args = parser.parse_args(argv)
     from migbed.orchestration.controller import ControlError
+    from migbed.wire.tls import TlsError
 
     try:
         return int(args.func(args))
-    except (ScenarioError, UsageError, ControlError) as e:
+    except (ScenarioError, UsageError, ControlError, TlsError) as e:
         print(f"migbed: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

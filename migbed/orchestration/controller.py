@@ -12,6 +12,7 @@ from migbed.wire import migration_pb2 as pb
 from migbed.wire import migration_pb2_grpc as pbg
 from migbed.wire.channel import control_channel
 from migbed.wire.errors import describe_rpc_error
+from migbed.wire.tls import client_credentials
 
 
 class ControlError(RuntimeError):
@@ -20,6 +21,8 @@ class ControlError(RuntimeError):
 
 class SourceControl:
     def __init__(self, address: str, credentials: grpc.ChannelCredentials | None = None) -> None:
+        if credentials is None:  # $MIGBED_TLS_DIR (`migbed run --tls-dir` sets it), or none
+            credentials = client_credentials(None)
         self.address = address
         self.channel = control_channel(address, credentials)
         self.stub = pbg.ControlStub(self.channel)

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from migbed.wire.channel import check_health
+from migbed.wire.tls import TlsDir
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -52,8 +53,14 @@ def _any_free_port(host: str) -> int:
 
 def start_service(role: str, log_dir: Path, host: str = "127.0.0.1",
                   extra_args: list[str] | None = None, timeout: float = 30.0,
-                  wrapper: list[str] | None = None) -> Service:
-    """Start `migbed serve ROLE` on HOST; `wrapper` prefixes the command (ip netns exec NS)."""
+                  wrapper: list[str] | None = None,
+                  tls_dir: str | os.PathLike[str] | None = None) -> Service:
+    """Start `migbed serve ROLE` on HOST; `wrapper` prefixes the command (ip netns exec NS);
+    with `tls_dir` it serves mutual TLS (and is health-checked as the lab's client)."""
+    creds = None
+    if tls_dir:
+        creds = TlsDir(tls_dir).channel_credentials("client")
+        extra_args = [*(extra_args or []), "--tls-dir", str(tls_dir)]
     port, mport = _any_free_port(host), _any_free_port(host)
     log_dir.mkdir(parents=True, exist_ok=True)
     log_path = log_dir / f"{role}.log"
@@ -68,7 +75,7 @@ def start_service(role: str, log_dir: Path, host: str = "127.0.0.1",
         if proc.poll() is not None:
             raise RuntimeError(f"{role} exited with {proc.returncode}; see {log_path}:\n"
                                + log_path.read_text()[-2000:])
-        if check_health(svc.address, timeout=0.5):
+        if check_health(svc.address, timeout=0.5, credentials=creds):
             return svc
         time.sleep(0.1)
     svc.stop()
@@ -76,10 +83,11 @@ def start_service(role: str, log_dir: Path, host: str = "127.0.0.1",
 
 
 @contextlib.contextmanager
-def local_stack(log_dir: Path, extra_args: list[str] | None = None) -> Iterator[tuple[Service, Service]]:
-    target = start_service("target", log_dir, extra_args=extra_args)
+def local_stack(log_dir: Path, extra_args: list[str] | None = None,
+                tls_dir: str | os.PathLike[str] | None = None) -> Iterator[tuple[Service, Service]]:
+    target = start_service("target", log_dir, extra_args=extra_args, tls_dir=tls_dir)
     try:
-        source = start_service("source", log_dir, extra_args=extra_args)
+        source = start_service("source", log_dir, extra_args=extra_args, tls_dir=tls_dir)
         try:
             yield source, target
         finally:

@@ -63,9 +63,11 @@ def control_channel(address: str, credentials: grpc.ChannelCredentials | None = 
     return grpc.secure_channel(address, credentials, options=CONTROL_OPTIONS)
 
 
-def check_health(address: str, timeout: float = 2.0) -> bool:
+def check_health(address: str, timeout: float = 2.0,
+                 credentials: grpc.ChannelCredentials | None = None) -> bool:
     try:
-        with grpc.insecure_channel(address) as ch:
+        with (grpc.secure_channel(address, credentials) if credentials is not None
+              else grpc.insecure_channel(address)) as ch:
             stub = health_pb2_grpc.HealthStub(ch)
             resp = stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=timeout)
             return resp.status == health_pb2.HealthCheckResponse.SERVING

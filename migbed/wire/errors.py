@@ -24,4 +24,7 @@ def describe_rpc_error(e: grpc.RpcError) -> str:
     code = e.code() if hasattr(e, "code") else None
     details = e.details() if hasattr(e, "details") else str(e)
     name = code.name if code is not None else "UNKNOWN"
-    return f"{name}: {details}"
+    from migbed.wire.tls import explain_tls_failure
+
+    hint = explain_tls_failure(str(details))
+    return f"{name}: {details}" + (f" [{hint}]" if hint else "")
