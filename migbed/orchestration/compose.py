@@ -63,9 +63,7 @@ def compose_command() -> list[str]:
     if forced:
         return shlex.split(forced)
     if shutil.which("docker"):
-        probe = subprocess.run(
-            ["docker", "compose", "version"], capture_output=True, text=True, check=False
-        )
+        probe = subprocess.run(["docker", "compose", "version"], capture_output=True, text=True, check=False)
         if probe.returncode == 0:
             return ["docker", "compose"]
     if shutil.which("docker-compose"):
@@ -121,9 +119,7 @@ def _labels(container: Container) -> str:
     return "oneoff" if labels.get("com.docker.compose.oneoff", "False") == "True" else ""
 
 
-def wait_healthy(
-    stack: Stack, c: docker.DockerClient, services: Sequence[str], timeout_s: float
-) -> None:
+def wait_healthy(stack: Stack, c: docker.DockerClient, services: Sequence[str], timeout_s: float) -> None:
     """Poll the services' Docker health (their `migbed health` check) until all are healthy."""
     deadline = time.monotonic() + timeout_s
     pending = list(services)
@@ -199,9 +195,13 @@ def start(
     grafana: bool = True,
     project: str = DEFAULT_PROJECT,
     results: Path | None = None,
+    imgs: images.ImageSet | None = None,
 ) -> tuple[Stack, bool]:
-    """Images, then the long-lived services, healthy. Returns (stack, whether Grafana is up)."""
-    imgs = images.ensure_images(grafana=grafana, log=_say)
+    """Images (unless given), then the long-lived services, healthy.
+
+    Returns (stack, whether Grafana is up).
+    """
+    imgs = imgs or images.ensure_images(grafana=grafana, log=_say)
     stack = Stack(project=project, results=(results or ROOT / "results").resolve())
     stack.env.update(imgs.compose_env())
     services = ["source", "target"]
@@ -299,9 +299,7 @@ def up(
     if not run:
         shape_source(stack, images.client(), shape)
         return UpResult(0, None, stack, graf)
-    code, out = run_comparison(
-        stack, scenario=scenario, policies=policies, repeat=repeat, run_id=run_id, extra=extra
-    )
+    code, out = run_comparison(stack, scenario=scenario, policies=policies, repeat=repeat, run_id=run_id, extra=extra)
     _say(
         f"services stay up for more experiments; remove everything with: bin/migbed down"
         f"{'' if project == DEFAULT_PROJECT else f' --project-name {project}'}"
