@@ -26,7 +26,8 @@ if [ "$(cat "$out/deps/.stamp" 2>/dev/null)" != "$want" ]; then
   echo "$want" > "$out/deps/.stamp"
 fi
 
-# Build the project wheel with the host venv's setuptools (no build isolation: no index needed).
+# Build the project wheel: with the host venv's setuptools when it can (no index needed),
+# else in pip's isolated build env (fetches setuptools from the index on the host).
 rm -f "$out/project/"*.whl
 tmp="$(mktemp -d)"
 trap 'rm -rf "$tmp"' EXIT
@@ -34,6 +35,8 @@ cp -r "$root/pyproject.toml" "$root/migbed" "$root/services" "$tmp/"
 [ -f "$root/README.md" ] && cp "$root/README.md" "$tmp/"
 find "$tmp" -name __pycache__ -prune -exec rm -rf {} +
 # A fixed timestamp keeps the wheel byte-identical when the code is unchanged (cached layer).
-SOURCE_DATE_EPOCH=315532800 "$py" -m pip wheel -q --disable-pip-version-check --no-deps \
-  --no-build-isolation -w "$out/project" "$tmp" >/dev/null
+export SOURCE_DATE_EPOCH=315532800
+"$py" -m pip wheel -q --disable-pip-version-check --no-deps --no-build-isolation \
+    -w "$out/project" "$tmp" >/dev/null 2>&1 \
+  || "$py" -m pip wheel -q --disable-pip-version-check --no-deps -w "$out/project" "$tmp" >/dev/null
 echo "wheels in $out: $(ls "$out/deps" | grep -c whl) dependencies + $(ls "$out/project")" >&2
