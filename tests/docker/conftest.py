@@ -1,6 +1,7 @@
 """Fixtures for the tests that run real containers (marked ``docker``).
 
-Without a Docker engine these tests skip on a developer's machine but FAIL in CI (CI=true):
+Without a Docker engine these tests skip on a developer's machine but FAIL in CI (CI=true,
+or MIGBED_REQUIRE_ALL=1 as bin/test sets it):
 CI has the engine, so its absence there is a broken setup, not a reason to pass.
 """
 
@@ -24,7 +25,8 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 
 def _no_docker(reason: str) -> None:
-    if os.environ.get("CI", "").lower() == "true":
+    # CI=true (CI's environment) or MIGBED_REQUIRE_ALL=1 (bin/test): missing Docker is a failure.
+    if os.environ.get("CI", "").lower() == "true" or os.environ.get("MIGBED_REQUIRE_ALL") == "1":
         pytest.fail(f"Docker is required in CI: {reason}", pytrace=False)
     pytest.skip(f"no Docker engine: {reason}")
 
