@@ -90,6 +90,10 @@ class RunRecord:
     # -- migbed's own
     guest_downtime_ms: float = 0.0  # last vCPU tick on the source -> first on the target
     guest_downtime_uncertainty_ms: float = 0.0  # clock offset error + one vCPU tick period
+    # Round trip of a Ping sent right after the stop, in the migration stream: the queue of
+    # pre-copy data still ahead of the stop-copy data (socket buffers, a shaped link's
+    # queue), which the downtime waits for too. 0 if its Pong never came.
+    stream_rtt_at_stop_ms: float = 0.0
     predicted_downtime_ms: float = 0.0  # the policy's own prediction (time-aware: incl. device)
     switchover_ack_wait_ms: float = 0.0  # pending < threshold first true -> ACK received
     device_initial_load_ms: dict[str, float] = field(default_factory=dict)

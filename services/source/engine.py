@@ -52,6 +52,7 @@ log = logging.getLogger("migbed.source")
 
 ITERATE_MAX_S = 0.05  # QEMU's ram_save_iterate gives up the thread after 50 ms (MAX_WAIT)
 PING_PERIOD_S = 0.1
+STOP_PING_SEQ = 1 << 62  # the Ping sent at the stop (the periodic ones count from 1)
 SETUP_TIMEOUT_S = 30.0  # the target allocates the guest's RAM before it accepts
 _KIND_PB = {"initial": pb.IMAGE_KIND_INITIAL, "middle": pb.IMAGE_KIND_MIDDLE,
             "final": pb.IMAGE_KIND_FINAL}
@@ -235,7 +236,11 @@ class Migration:
                 self._last_heard = time.monotonic()
                 body = msg.WhichOneof("body")
                 if body == "pong":
-                    self._offset.add(msg.pong.source_send_ns, msg.pong.target_recv_ns, now_ns())
+                    got_ns = now_ns()
+                    self._offset.add(msg.pong.source_send_ns, msg.pong.target_recv_ns, got_ns)
+                    if msg.pong.seq == STOP_PING_SEQ:
+                        self.record.stream_rtt_at_stop_ms = (
+                            got_ns - msg.pong.source_send_ns) / 1e6
                     continue
                 if body == "load_progress":
                     p = msg.load_progress
@@ -532,6 +537,10 @@ class Migration:
             dev.set_state(VfioState.STOP_COPY)
         limiter.enabled = False  # the final copy goes as fast as the link allows
         await self._write(pb.SourceMessage(stop_copy=pb.StopCopy(source_stop_ns=now_ns())))
+        # A Ping right behind StopCopy: its round trip is the queue the stop-copy data waits
+        # behind (pre-copy bytes still in socket buffers or a shaped link's queue).
+        await self._write(pb.SourceMessage(ping=pb.Ping(seq=STOP_PING_SEQ,
+                                                        source_send_ns=now_ns())))
         self.bitmap |= g.memory.sync_dirty_log()
         self._cursor = 0
         self.dirty_sync_count += 1
