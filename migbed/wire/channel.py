@@ -11,7 +11,10 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 CHUNK_BYTES = 1 << 20
-MAX_MESSAGE_BYTES = CHUNK_BYTES + (64 << 10)  # one chunk + page indices + framing
+# A RAM message carries whole pages, at least one: with 2 MiB guest pages (a page size
+# scenarios allow) one page is larger than a chunk, so the limit holds the larger of the two.
+MAX_PAGE_BYTES = 2 << 20
+MAX_MESSAGE_BYTES = max(CHUNK_BYTES, MAX_PAGE_BYTES) + (64 << 10)  # + page indices, framing
 CONTROL_MAX_MESSAGE_BYTES = 64 << 20  # run records with long timelines
 
 STREAM_OPTIONS = [
