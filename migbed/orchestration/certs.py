@@ -19,6 +19,7 @@ import datetime as dt
 import ipaddress
 import os
 import secrets
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -149,12 +150,13 @@ def make_certs(folder: str | os.PathLike[str], hosts: Sequence[str] = (),
 
 
 def cmd_certs(args: argparse.Namespace) -> int:
-    from migbed.orchestration.cli import UsageError
-
     try:
         written = make_certs(args.dir, args.host, args.days, args.force)
     except CertsError as e:
-        raise UsageError(str(e)) from None
+        # Said here: under `python -m migbed.orchestration.cli` the CLI's own UsageError is
+        # another class (__main__'s), which main() would not catch.
+        print(f"migbed: error: {e}", file=sys.stderr)
+        return 2
     for p in written:
         print(p)
     print(f"lab CA and certificates for {', '.join(IDENTITIES)} in {args.dir}; "

@@ -259,6 +259,13 @@ class Migration:
         except grpc.aio.AioRpcError as e:
             self._reader_error = (f"target refused or failed during {self.phase}: "
                                   f"{describe_rpc_error(e)}")
+            if self.phase == "setup" and "[" not in self._reader_error \
+                    and "Socket closed" in self._reader_error:
+                # TLS 1.3: a server that refuses our certificate just closes the socket.
+                self._reader_error += (
+                    " [TLS: the target refused this source's certificate (another lab CA?) "
+                    "or does not speak TLS]" if self.credentials is not None else
+                    " [is the target serving TLS? then start the source with --tls-dir]")
         except asyncio.CancelledError:
             raise
         self._got_changed.set()
