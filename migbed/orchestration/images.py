@@ -92,6 +92,7 @@ def image_exists(c: docker.DockerClient, name: str) -> bool:
 def try_pull(name: str, log: Log = _stderr) -> bool:
     """Pull ``name``; False when no registry answers (air-gapped machines say so at once)."""
     # The CLI rather than the SDK: it honours the user's registry mirrors and credentials.
+    log(f"pulling {name} ...")
     try:
         res = subprocess.run(
             ["docker", "pull", "-q", name],

@@ -29,7 +29,7 @@ TRIES = 3
 
 
 @pytest.fixture(scope="module")
-def stack(
+def compose_stack(
     docker_client: docker.DockerClient,
     image_set: images.ImageSet,
     tmp_path_factory: pytest.TempPathFactory,
@@ -59,10 +59,10 @@ def _records(out: Path) -> list[dict[str, Any]]:
     return records
 
 
-def test_services_run_in_their_own_containers(stack: compose.Stack, docker_client: docker.DockerClient) -> None:
+def test_services_run_in_their_own_containers(compose_stack: compose.Stack, docker_client: docker.DockerClient) -> None:
     addrs = {}
     for service in ("source", "target"):
-        ct = stack.container(docker_client, service)
+        ct = compose_stack.container(docker_client, service)
         ct.reload()
         assert ct.attrs["State"]["Health"]["Status"] == "healthy"
         assert ct.attrs["Config"]["User"] == "migbed"  # non-root
@@ -73,8 +73,8 @@ def test_services_run_in_their_own_containers(stack: compose.Stack, docker_clien
     assert addrs == {"source": f"{NET}.10", "target": f"{NET}.11"}
 
 
-def test_comparison_across_containers(stack: compose.Stack) -> None:
-    code, out = compose.run_comparison(stack, scenario="tiny", policies=["legacy", "switchover-ack"], repeat=2)
+def test_comparison_across_containers(compose_stack: compose.Stack) -> None:
+    code, out = compose.run_comparison(compose_stack, scenario="tiny", policies=["legacy", "switchover-ack"], repeat=2)
     records = _records(out)
     assert code == 0
     assert len(records) == 4
@@ -111,8 +111,8 @@ def _scenario(tmp: Path, rate: str, ram: str) -> Path:
     return path
 
 
-def _goodput(stack: compose.Stack, c: docker.DockerClient) -> float:
-    src, tgt = stack.container(c, "source"), stack.container(c, "target")
+def _goodput(compose_stack: compose.Stack, c: docker.DockerClient) -> float:
+    src, tgt = compose_stack.container(c, "source"), compose_stack.container(c, "target")
     tgt.exec_run(
         ["python", "-m", "migbed.orchestration.goodput", "recv", "--listen", "0.0.0.0:5201",
          "--count", "1"], detach=True,
@@ -151,7 +151,7 @@ def _source_bandwidth(record: dict[str, Any]) -> tuple[float, str]:
     ids=["100Mbit", "1Gbit"],
 )
 def test_shaped_link_goodput_and_source_bandwidth(
-    stack: compose.Stack,
+    compose_stack: compose.Stack,
     docker_client: docker.DockerClient,
     tmp_path: Path,
     rate: str,
@@ -169,7 +169,7 @@ def test_shaped_link_goodput_and_source_bandwidth(
     source: list[float] = []
     for attempt in range(1, TRIES + 1):
         code, out = compose.run_comparison(
-            stack, scenario=str(scenario), policies=["legacy"], repeat=1, run_id=f"{rate}-{attempt}"
+            compose_stack, scenario=str(scenario), policies=["legacy"], repeat=1, run_id=f"{rate}-{attempt}"
         )
         assert code == 0
         (record,) = _records(out)
@@ -183,7 +183,7 @@ def test_shaped_link_goodput_and_source_bandwidth(
     # Goodput between the same containers over the same shaped link (left in place by the run).
     goodput: list[float] = []
     for _ in range(TRIES):
-        goodput.append(_goodput(stack, docker_client))
+        goodput.append(_goodput(compose_stack, docker_client))
         assert goodput[-1] <= want * 1.05
         if goodput[-1] >= want * 0.95:
             break
@@ -196,7 +196,7 @@ def test_shaped_link_goodput_and_source_bandwidth(
     assert max(source) == pytest.approx(want, rel=0.05)
 
 
-def test_prometheus_scrapes_both_services(stack: compose.Stack) -> None:
+def test_prometheus_scrapes_both_services(compose_stack: compose.Stack) -> None:
     url = f"http://127.0.0.1:{PROM_PORT}/api/v1/query?query=up"
     deadline = time.monotonic() + 60
     up: dict[str, str] = {}
@@ -213,7 +213,9 @@ def test_prometheus_scrapes_both_services(stack: compose.Stack) -> None:
     pytest.fail(f"Prometheus never saw both services up: {up}")
 
 
-def test_down_leaves_no_containers_or_networks(stack: compose.Stack, docker_client: docker.DockerClient) -> None:
+def test_down_leaves_no_containers_or_networks(
+    compose_stack: compose.Stack, docker_client: docker.DockerClient
+) -> None:
     compose.down(project=PROJECT)
     label = f"com.docker.compose.project={PROJECT}"
     assert docker_client.containers.list(all=True, filters={"label": label}) == []
