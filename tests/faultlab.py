@@ -112,7 +112,7 @@ def port_of(address: str) -> tuple[str, int]:
 
 def port_is_free(address: str) -> bool:
     host, port = port_of(address)
-    with socket.socket() as s:
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
         # Connections in TIME_WAIT are no leak: only a listener (or a bound socket) is.
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
