@@ -34,6 +34,13 @@ MiB = 1 << 20
 GiB = 1 << 30
 
 
+def _exit_on_sigterm(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)  # unwinds: services stopped, namespaces removed
+
+
+signal.signal(signal.SIGTERM, _exit_on_sigterm)
+
+
 def load_average() -> str:
     one, five, fifteen = os.getloadavg()
     return f"{one:.2f} {five:.2f} {fifteen:.2f}"
