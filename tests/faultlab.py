@@ -90,9 +90,10 @@ def control_stub(address: str, credentials: grpc.ChannelCredentials | None = Non
     return ch, pbg.ControlStub(ch)
 
 
-def sessions(address: str, timeout: float = 5.0) -> list[str]:
+def sessions(address: str, timeout: float = 5.0,
+             credentials: grpc.ChannelCredentials | None = None) -> list[str]:
     """The sessions a service reports (target: streams in progress; source: runs)."""
-    ch, stub = control_stub(address)
+    ch, stub = control_stub(address, credentials)
     with ch:
         return list(stub.Status(pb.StatusRequest(), timeout=timeout).sessions)
 
@@ -147,8 +148,9 @@ class Lab:
         self.services: list[Service] = []
 
     def start(self, role: str, host: str = "127.0.0.1", extra_args: list[str] | None = None,
-              wrapper: list[str] | None = None) -> Service:
-        svc = start_service(role, self.log_dir, host=host, extra_args=extra_args, wrapper=wrapper)
+              wrapper: list[str] | None = None, tls_dir: Path | None = None) -> Service:
+        svc = start_service(role, self.log_dir, host=host, extra_args=extra_args, wrapper=wrapper,
+                            tls_dir=tls_dir)
         self.services.append(svc)
         return svc
 
@@ -179,6 +181,19 @@ def stop_cleanly(svc: Service, timeout: float = 15.0) -> None:
     assert rc == 0, f"{svc.role} exited with {rc}"
     if not svc.address.startswith("10."):  # a namespace's ports are checked by deleting it
         wait_until(lambda: port_is_free(svc.address), 5, f"{svc.address} to be free")
+
+
+def cpu_seconds(pid: int) -> float:
+    f = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(f[11]) + int(f[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
+
+
+def idle_cpu(svc: Service, seconds: float = 1.0) -> float:
+    """CPU share a service uses while nothing migrates. A guest left running (a resumed
+    guest's vCPU thread that nobody stopped) ticks every millisecond and shows here."""
+    before = cpu_seconds(svc.process.pid)
+    time.sleep(seconds)
+    return (cpu_seconds(svc.process.pid) - before) / seconds
 
 
 def kill9(svc: Service) -> float:

@@ -133,8 +133,10 @@ class TargetService(pbg.MigrationServicer, pbg.ControlServicer):
             if reader is not None and not reader.done():
                 reader.cancel()
             if session is not None:
-                if session.result == "running":
-                    session.close("cancelled")
+                # Always (close is idempotent): a stream cut while the resumed guest runs its
+                # grace period ends with the result already "verified", and its vCPU thread
+                # and tasks would otherwise run on for the life of the process.
+                session.close("cancelled" if session.result == "running" else session.result)
                 self.sessions.pop(session.session_id, None)
                 self._on_session(session.setup.scenario, session.result)
 

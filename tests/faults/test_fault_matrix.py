@@ -24,6 +24,7 @@ from faultlab import (
     Lab,
     NetnsLink,
     Watched,
+    idle_cpu,
     in_bulk_precopy,
     kill9,
     metric_value,
@@ -122,6 +123,7 @@ def finish(lab: Lab, *alive: Service) -> None:
     """No session left, every live service stops by itself on SIGTERM, every port free."""
     for svc in alive:
         assert sessions(svc.address) == [], f"{svc.role} still has sessions"
+        assert idle_cpu(svc) < 0.025, f"{svc.role} busy with nothing to do: a guest left running?"
     for svc in alive:
         stop_cleanly(svc)
     for svc in lab.services:
