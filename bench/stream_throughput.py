@@ -10,6 +10,9 @@ events and counters record them (the timeline's 100 ms windows give the same fig
 raw TCP: migbed.orchestration.goodput's receiver and sender, two processes on loopback,
 payload counted at the receiver after its warm-up.
 
+grpc.aio alone (bench/_grpc_ceiling.py): pre-built 1 MiB messages streamed to a server that
+only counts them, two processes: the ceiling of the transport migbed is built on.
+
 The two are run back to back, alternating which goes first, --repeat times; the ratio of
 medians is the figure. With --profile DIR the services run under cProfile (main thread;
 this slows them) and the top functions by own time are printed.
@@ -76,6 +79,23 @@ def raw_tcp(seconds: float) -> float:
         recv.wait(10)
 
 
+def grpc_ceiling(mib: int) -> float:
+    """Bytes/s of grpc.aio alone streaming pre-built 1 MiB messages between two processes."""
+    port = free_port()
+    script = str(ROOT / "bench" / "_grpc_ceiling.py")
+    srv = subprocess.Popen([sys.executable, script, "server", str(port)],
+                           stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        assert srv.stdout is not None
+        srv.stdout.readline()  # "ready"
+        out = subprocess.run([sys.executable, script, "client", str(port), str(mib)],
+                             capture_output=True, text=True, timeout=300, check=True)
+        return float(out.stdout.strip())
+    finally:
+        srv.terminate()
+        srv.wait(10)
+
+
 def stream_rate(rec: RunRecord) -> tuple[float, float]:
     """(bulk-stage bytes/s from counters and events, median of the timeline's windows)."""
     t = (event_ms(rec, "decision") - event_ms(rec, "precopy")) / 1e3
@@ -109,6 +129,7 @@ def main(argv: list[str] | None = None) -> int:
            f"{args.repeat} repeats)")
     toml = SCENARIO.format(ram=args.ram)
     tcp: list[float] = []
+    grpc_only: list[float] = []
     mig: list[float] = []
     win: list[float] = []
     if args.profile:
@@ -116,9 +137,12 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="migbed-stream-") as tmp, \
             stack(Path(tmp), profile_dir=args.profile) as (source, target):
         for i in range(args.repeat):
-            order = ("tcp", "migbed") if i % 2 == 0 else ("migbed", "tcp")
+            order = ("tcp", "grpc", "migbed") if i % 2 == 0 else ("migbed", "grpc", "tcp")
             for what in order:
-                if what == "tcp":
+                if what == "grpc":
+                    grpc_only.append(grpc_ceiling(ram // MiB))
+                    print(f"  #{i + 1} grpc.aio alone {grpc_only[-1] / MiB:6.0f} MiB/s", flush=True)
+                elif what == "tcp":
                     tcp.append(raw_tcp(args.tcp_seconds))
                     print(f"  #{i + 1} raw TCP      {tcp[-1] / MiB:8.0f} MiB/s", flush=True)
                 else:
@@ -136,12 +160,16 @@ def main(argv: list[str] | None = None) -> int:
         ["measure", "median MiB/s", "min", "max"],
         ["raw TCP (goodput, 2 processes)", f"{median(tcp) / MiB:.0f}", f"{min(tcp) / MiB:.0f}",
          f"{max(tcp) / MiB:.0f}"],
+        ["grpc.aio alone (pre-built 1 MiB messages)", f"{median(grpc_only) / MiB:.0f}",
+         f"{min(grpc_only) / MiB:.0f}", f"{max(grpc_only) / MiB:.0f}"],
         ["migbed stream (bulk stage)", f"{median(mig) / MiB:.0f}", f"{min(mig) / MiB:.0f}",
          f"{max(mig) / MiB:.0f}"],
         ["migbed stream (100 ms windows)", f"{median(win) / MiB:.0f}", f"{min(win) / MiB:.0f}",
          f"{max(win) / MiB:.0f}"],
     ]))
-    print(f"\nratio migbed / raw TCP = {ratio:.2f} (goal >= 0.5)")
+    print(f"\nratio migbed / raw TCP = {ratio:.2f} (goal >= 0.5); grpc.aio alone / raw TCP = "
+          f"{median(grpc_only) / median(tcp):.2f}; migbed / grpc.aio alone = "
+          f"{median(mig) / median(grpc_only):.2f}")
     if args.profile:
         for name in ("source.prof", "target.prof"):
             path = args.profile / name

@@ -215,16 +215,17 @@ class TargetSession:
         ps = self.memory.page_size
         if n == 0 or n * ps > CHUNK_BYTES * 4:
             raise ProtocolError("INVALID_ARGUMENT", f"ram.pages: {n} pages; 1 to {CHUNK_BYTES * 4 // ps}")
-        if len(m.data) != n * ps:
+        data = m.data  # each read of a bytes field copies it (1 MiB): read it once
+        if len(data) != n * ps:
             raise ProtocolError("INVALID_ARGUMENT",
-                                f"ram.data: {len(m.data)} bytes for {n} pages of {ps} (truncated?)")
-        idx = np.frombuffer(np.array(m.pages, dtype=np.uint32).tobytes(), dtype=np.uint32)
+                                f"ram.data: {len(data)} bytes for {n} pages of {ps} (truncated?)")
+        idx = np.array(m.pages, dtype=np.int64)
         if int(idx.max()) >= self.memory.pages:
             raise ProtocolError("OUT_OF_RANGE",
                                 f"ram.pages: page {int(idx.max())} beyond the guest's {self.memory.pages}")
-        self.memory.store_pages(idx.astype(np.int64), m.data)
+        self.memory.store_pages(idx, data)
         self.ram_pages_received += n
-        self._count("ram", len(m.data))
+        self._count("ram", len(data))
 
     def _device_data(self, m: pb.DeviceData) -> None:
         i = self._device(m.device, "device_data")
@@ -235,20 +236,21 @@ class TargetSession:
             what = "duplicated" if m.seq < self.next_seq[i] else "out of order (a gap)"
             raise ProtocolError("DATA_LOSS", f"device_data.seq = {m.seq} for device {i}: expected "
                                 f"{self.next_seq[i]}, {what}")
-        if not m.data or len(m.data) > CHUNK_BYTES:
+        data = m.data  # each read of a bytes field copies it: read it once
+        if not data or len(data) > CHUNK_BYTES:
             raise ProtocolError("INVALID_ARGUMENT",
-                                f"device_data.data: {len(m.data)} bytes; 1 to {CHUNK_BYTES}")
+                                f"device_data.data: {len(data)} bytes; 1 to {CHUNK_BYTES}")
         dev = self.devices[i]
-        if m.offset + len(m.data) > dev.size:
-            raise ProtocolError("OUT_OF_RANGE", f"device_data [{m.offset}, {m.offset + len(m.data)}) "
+        if m.offset + len(data) > dev.size:
+            raise ProtocolError("OUT_OF_RANGE", f"device_data [{m.offset}, {m.offset + len(data)}) "
                                 f"beyond device {dev.name}'s {dev.size} bytes")
         if kind == "initial" and self.init_marker_seen[i]:
             raise ProtocolError("FAILED_PRECONDITION", f"initial data for device {i} after INIT_DATA_SENT")
         if kind == "final" and not self.stopped:
             raise ProtocolError("FAILED_PRECONDITION", "final (stop-copy) data before stop_copy")
         self.next_seq[i] += 1
-        self.loaders[i].put(kind, m.offset, m.data)
-        self._count("device", len(m.data))
+        self.loaders[i].put(kind, m.offset, data)
+        self._count("device", len(data))
 
     def _count(self, kind: str, n: int) -> None:
         stage = "downtime" if self.stopped else "precopy"
