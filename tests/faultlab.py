@@ -188,6 +188,13 @@ def cpu_seconds(pid: int) -> float:
     return (int(f[11]) + int(f[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
 
 
+def rss_bytes(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
 def idle_cpu(svc: Service, seconds: float = 0.75, samples: int = 2) -> float:
     """CPU share a service uses while nothing migrates (the least of a few samples: a
     garbage collection is no leak). A guest left running (a resumed guest's vCPU thread that
