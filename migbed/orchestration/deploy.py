@@ -136,14 +136,10 @@ def build_wheelhouse(root: Path, dest: Path, out: TextIO) -> None:
     """The pinned runtime wheels for the hosts plus the migbed wheel, by images/fetch-wheels.sh."""
     script = root / "images" / "fetch-wheels.sh"
     if not script.is_file():
-        raise DeployError(
-            f"{script} is missing: cannot build the wheelhouse (or pass --wheelhouse)"
-        )
+        raise DeployError(f"{script} is missing: cannot build the wheelhouse (or pass --wheelhouse)")
     print(f"wheelhouse: {dest}", file=out, flush=True)
     env = dict(os.environ, MIGBED_PYTHON=sys.executable)
-    proc = subprocess.run(
-        ["bash", str(script), str(dest)], env=env, capture_output=True, text=True, check=False
-    )
+    proc = subprocess.run(["bash", str(script), str(dest)], env=env, capture_output=True, text=True, check=False)
     if proc.returncode != 0:
         tail = "\n".join((proc.stderr or proc.stdout).strip().splitlines()[-15:])
         raise DeployError(f"building the wheelhouse failed (exit {proc.returncode}):\n{tail}")
@@ -211,22 +207,23 @@ class Failure:
 
 def _reason(res: Mapping[str, Any]) -> str:
     """One readable line (or a few) out of a task result."""
-    parts: list[str] = []
-    msg = res.get("msg")
-    if isinstance(msg, str) and msg.strip():
-        parts.append(msg.strip().removeprefix("Task failed: "))
-    for key in ("stderr", "module_stderr", "stdout"):
-        text = res.get(key)
-        if isinstance(text, str) and text.strip() and not (key == "stdout" and parts):
-            tail = text.strip().splitlines()[-5:]
-            parts.append(" | ".join(ln.strip() for ln in tail))
-            break
-    if not parts and res.get("results"):  # a loop: the first failed item
+    if not res.get("msg") and res.get("results"):  # a loop: the first failed item
         for item in res["results"]:
             if isinstance(item, Mapping) and (item.get("failed") or item.get("unreachable")):
                 return _reason(item)
-    reason = "; ".join(p for p in parts if p and p != "non-zero return code") or "no reason given"
-    return reason[:2000]
+    parts: list[str] = []
+    msg = str(res.get("msg") or "").strip().removeprefix("Task failed: ")
+    if msg and msg != "non-zero return code":
+        parts.append(msg)
+    if "rc" in res and res.get("rc") not in (0, None):
+        parts.append(f"exit {res['rc']}")
+    # A command's own words: the end of its stderr, else of its stdout.
+    for key in ("stderr", "module_stderr", "stdout"):
+        text = res.get(key)
+        if isinstance(text, str) and text.strip():
+            parts.append(" | ".join(ln.strip() for ln in text.strip().splitlines()[-5:]))
+            break
+    return ("; ".join(parts) or "no reason given")[:2000]
 
 
 @dataclass
@@ -346,9 +343,7 @@ def run_playbook(
     stdout_tail = ""
     with contextlib.suppress(OSError, AttributeError):
         stdout_tail = "\n".join(r.stdout.read().strip().splitlines()[-20:])
-    run = PlaybookRun(
-        name, r.status, int(r.rc or 0), str(pdd), progress.stats, progress.failures, stdout_tail
-    )
+    run = PlaybookRun(name, r.status, int(r.rc or 0), str(pdd), progress.stats, progress.failures, stdout_tail)
     for host, s in sorted(run.stats.items()):
         print(
             f"   {host:<16} ok={s.get('ok', 0)} changed={s.get('changed', 0)} "
@@ -389,9 +384,7 @@ def deploy(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
     scenario = Path(args.scenario).resolve() if args.scenario else None
     policies = [p for item in args.policy or [] for p in item.split(",") if p]
     if scenario and not inv.hosts("monitor"):
-        raise DeployError(
-            f"inventory {inventory}: group 'monitor' has no hosts; the experiment runs there"
-        )
+        raise DeployError(f"inventory {inventory}: group 'monitor' has no hosts; the experiment runs there")
     extravars: dict[str, Any] = {}
     runs: list[PlaybookRun] = []
     summary: dict[str, Any] = {"inventory": str(inventory.resolve()), "playbooks": []}
@@ -554,9 +547,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         action="store_true",
         help="stop everything and remove migbed from the hosts (after the experiment, if any)",
     )
-    p.add_argument(
-        "--rerun", action="store_true", help="run the experiment even if its results exist"
-    )
+    p.add_argument("--rerun", action="store_true", help="run the experiment even if its results exist")
     p.add_argument("--private-key", help="SSH private key (else the inventory's or ssh's)")
     p.add_argument("--user", help="SSH user (else the inventory's)")
     p.add_argument("--limit", help="Ansible --limit: only these hosts")

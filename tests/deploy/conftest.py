@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import os
 import subprocess
+import time
 import uuid
 from collections.abc import Iterator
 
@@ -91,6 +92,11 @@ def lab(docker_api: docker.DockerClient, labhost_image: str, tmp_path_factory: p
             lab.containers[host] = c
             lab.addresses[host] = c.attrs["NetworkSettings"]["Networks"][network.name]["IPAddress"]
         network.reload()
+        for host in lab.containers:  # sshd listens once the host keys are made
+            deadline = time.monotonic() + 60
+            while lab.sh(host, "ss -Hltn | grep -q ':22 '")[0] != 0:
+                assert time.monotonic() < deadline, f"{host}: sshd did not start"
+                time.sleep(0.2)
         yield lab
     finally:
         for c in lab.containers.values():

@@ -57,6 +57,18 @@ class Lab:
         path.write_text(text)
         return path
 
+    def state(self, host: str) -> dict[str, str]:
+        """What deploy may change on a host: files, processes, listening sockets, qdisc."""
+        probes = {
+            "opt": "ls -A /opt",
+            "home": "ls -A /home/lab /root",
+            "processes": "ps -eo user=,args= | grep -v -e sshd -e ' ps -eo' -e ' sh -c' | sort",
+            # Docker's embedded DNS listens on 127.0.0.11 in each container: in both states.
+            "listening": "ss -Hltnu | awk '{print $1, $5}' | sort",
+            "qdisc": "tc qdisc show dev eth0 root",
+        }
+        return {name: self.sh(host, cmd)[1].strip() for name, cmd in probes.items()}
+
     def sh(self, host: str, cmd: str, user: str = "root") -> tuple[int, str]:
         res = self.containers[host].exec_run(["sh", "-c", cmd], user=user)
         return int(res.exit_code or 0), res.output.decode(errors="replace")

@@ -46,6 +46,7 @@ def test_deploy_migrate_idempotent_teardown(lab: Lab, tmp_path: Path) -> None:
     out = tmp_path / "out"
     scenario = _scenario(tmp_path)
     experiment = ["--scenario", str(scenario), "--policy", "legacy,switchover-ack"]
+    before = {host: lab.state(host) for host in HOSTS}
 
     # 1. Install on all three hosts, start the services and Prometheus, run the experiment
     #    from the monitor host: source on one host, target on another.
@@ -91,14 +92,7 @@ def test_deploy_migrate_idempotent_teardown(lab: Lab, tmp_path: Path) -> None:
     down = run_deploy(inventory, out, "--teardown")
     assert down.rc == 0, down.stderr
     for host in HOSTS:
-        code, listing = lab.sh(host, "ls -A /opt")
-        assert listing.strip() == "", (host, listing)
-        code, procs = lab.sh(host, "ps -eo args= | grep -v -e sshd -e '^ps' -e '^sh -c' || true")
-        assert procs.strip() == "", (host, procs)
-        code, ports = lab.sh(host, "ss -Hltn | awk '{print $4}'")
-        assert {p.rsplit(":", 1)[-1] for p in ports.split()} <= {"22"}, (host, ports)
-        code, qdisc = lab.sh(host, "tc qdisc show dev eth0 root")
-        assert "tbf" not in qdisc, (host, qdisc)
+        assert lab.state(host) == before[host], host
     down_again = run_deploy(inventory, out, "--teardown")
     assert down_again.rc == 0, down_again.stderr
     assert down_again.changed() == 0, down_again.stdout
