@@ -405,6 +405,7 @@ class Migration:
                 exact = True
             self.pending = pending
             obs = self._observation(pending, exact, est)
+            policy_waits = False
             if exact:
                 if data_fits(obs) and not self.ack_received and self.ack_wait_start is None:
                     self.ack_wait_start = now
@@ -414,6 +415,7 @@ class Migration:
                     return decision.reason, ""
                 if decision.action == "cancel":
                     raise MigrationFailed(decision.reason, "cancelled")
+                policy_waits = True
             cap = cap_reached(obs, mig.max_iterations, mig.max_time)
             if cap:
                 if mig.cap_action == "cancel":
@@ -422,9 +424,11 @@ class Migration:
                 self._note_decision(reason, pending / est.bandwidth if est.bandwidth else 0.0, est)
                 return reason, cap
             sent = await self._send_iteration(limiter, est)
-            if sent == 0:
-                # Nothing to send (or waiting on the policy with an empty bitmap): rest until
-                # the window ends rather than spin (QEMU busy-loops here).
+            if sent == 0 or policy_waits:
+                # Nothing to send, or the data fits and the policy waits (for the ACK, or for
+                # time-aware's prediction): rest until the window ends, one dirty sync per
+                # window. QEMU busy-loops here, syncing as fast as it can, which makes a
+                # max-iterations cap fire during the wait and force the setup into downtime.
                 wait = limiter.wait(time.monotonic()) or max(
                     0.0, (est.window_start or now) + est.window - time.monotonic())
                 await asyncio.sleep(max(wait, 0.001))
