@@ -4,7 +4,8 @@ Each lab host is a container of migbed/labhost:bookworm (deploy/labhost/) with i
 on a network the test creates, reached over real SSH with a key made for the test. Every
 container and the network are removed at the end, also when a test fails.
 
-Without a Docker engine these tests skip on a developer's machine and FAIL in CI (CI=true).
+Without a Docker engine these tests skip on a developer's machine and FAIL in CI (CI=true)
+and under bin/test (MIGBED_REQUIRE_ALL=1).
 """
 
 from __future__ import annotations
@@ -35,8 +36,8 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 
 def _no_docker(reason: str) -> None:
-    if os.environ.get("CI", "").lower() == "true":
-        pytest.fail(f"Docker is required in CI: {reason}", pytrace=False)
+    if os.environ.get("CI", "").lower() == "true" or os.environ.get("MIGBED_REQUIRE_ALL") == "1":
+        pytest.fail(f"Docker is required in CI (and by bin/test): {reason}", pytrace=False)
     pytest.skip(f"no Docker engine: {reason}")
 
 
