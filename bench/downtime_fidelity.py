@@ -135,8 +135,9 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--rate", default="1Gbit", help="tbf rate of the source's egress")
-    p.add_argument("--burst-ms", type=float, default=20.0,
-                   help="tbf burst in ms at the rate (20: holds the rate under CPU load)")
+    p.add_argument("--burst-ms", type=float, default=0.0,
+                   help="tbf burst in ms at the rate (default: shaping.py's, 5 ms); a full "
+                        "bucket lets up to this much of the stop-copy pass at line rate")
     p.add_argument("--repeat", type=int, default=3)
     p.add_argument("--policies", default="switchover-ack,time-aware")
     args = p.parse_args(argv)
@@ -152,7 +153,8 @@ def main(argv: list[str] | None = None) -> int:
              "stream RTT ms", "tick/clock error ms"]]
     per_policy: dict[str, list[tuple[RunRecord, Bounds]]] = {p: [] for p in policies}
     with NetnsLink() as link:
-        shape = LinkShape(rate_bps=round(rate), burst_bytes=round(rate / 8 * args.burst_ms / 1e3))
+        burst = round(rate / 8 * args.burst_ms / 1e3) if args.burst_ms else None
+        shape = LinkShape(rate_bps=round(rate), burst_bytes=burst)
         print("   " + link.shape(shaping_commands(link.host_if, shape, netem_available=False)))
         bw = median([goodput(link, 3.0, warmup=1.0) for _ in range(2)]) / 8
         print(f"   goodput {bw * 8 / 1e6:.1f} Mbit/s (expected {shape.expected_goodput_bps() / 1e6:.1f})",

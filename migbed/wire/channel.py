@@ -32,6 +32,12 @@ SERVER_OPTIONS = [
     ("grpc.max_send_message_length", CONTROL_MAX_MESSAGE_BYTES),
     ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
     ("grpc.so_reuseport", 0),
+    # The target's HTTP/2 receive window: 8 MiB in flight instead of what BDP probing
+    # settles on for a sub-millisecond RTT (a few hundred KiB). With a small window every
+    # stall of the target's process (GIL, a busy CPU) idles the link at once; 8 MiB
+    # rides out ~70 ms of stall at 1 Gbit. Costs at most 8 MiB per stream.
+    ("grpc.http2.lookahead_bytes", 8 << 20),
+    ("grpc.http2.bdp_probe", 0),
 ]
 
 
