@@ -27,4 +27,7 @@ def describe_rpc_error(e: grpc.RpcError) -> str:
     from migbed.wire.tls import explain_tls_failure
 
     hint = explain_tls_failure(str(details))
+    if not hint and "Internal error from Core" in str(details):
+        # gRPC's words when the transport breaks under a call that is writing.
+        hint = "the connection broke under the call: the peer died or the link failed"
     return f"{name}: {details}" + (f" [{hint}]" if hint else "")
