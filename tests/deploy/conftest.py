@@ -13,9 +13,11 @@ from __future__ import annotations
 import contextlib
 import os
 import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import docker
 import docker.errors
@@ -63,6 +65,25 @@ def labhost_image(docker_api: docker.DockerClient) -> str:
     )
     assert proc.returncode == 0, f"deploy/labhost/build.sh failed:\n{proc.stderr[-3000:]}"
     return LABHOST_IMAGE
+
+
+@pytest.fixture(scope="session")
+def wheelhouse(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One wheelhouse for every deploy of a test: code edited while it runs changes nothing.
+
+    (`migbed deploy` without --wheelhouse builds the same thing into .cache/; the error tests
+    go that way.)
+    """
+    wh = tmp_path_factory.mktemp("wheelhouse")
+    proc = subprocess.run(
+        ["bash", str(ROOT / "images" / "fetch-wheels.sh"), str(wh)],
+        capture_output=True,
+        text=True,
+        check=False,
+        env=os.environ | {"MIGBED_PYTHON": sys.executable},
+    )
+    assert proc.returncode == 0, f"images/fetch-wheels.sh failed:\n{proc.stderr[-3000:]}"
+    return wh
 
 
 @pytest.fixture(scope="module")

@@ -41,11 +41,12 @@ def _prometheus_targets(address: str) -> dict[str, str]:
 
 
 @pytest.mark.timeout(1800)
-def test_deploy_migrate_idempotent_teardown(lab: Lab, tmp_path: Path) -> None:
+def test_deploy_migrate_idempotent_teardown(lab: Lab, wheelhouse: Path, tmp_path: Path) -> None:
     inventory = lab.inventory()
     out = tmp_path / "out"
     scenario = _scenario(tmp_path)
-    experiment = ["--scenario", str(scenario), "--policy", "legacy,switchover-ack"]
+    experiment = ["--wheelhouse", str(wheelhouse), "--scenario", str(scenario)]
+    experiment += ["--policy", "legacy,switchover-ack"]
     before = {host: lab.state(host) for host in HOSTS}
 
     # 1. Install on all three hosts, start the services and Prometheus, run the experiment
