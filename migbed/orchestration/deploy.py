@@ -27,7 +27,6 @@ from pathlib import Path
 from typing import Any, TextIO
 
 DEFAULT_OUT = "results/deploy"
-PLAYBOOKS = ("install", "experiment", "teardown")
 
 
 class DeployError(Exception):
@@ -54,9 +53,9 @@ def repo_root() -> Path:
 
 @dataclass
 class Inventory:
-    path: Path
+    """The groups of an inventory, each with every host in it (children included)."""
+
     groups: dict[str, list[str]]
-    hostvars: dict[str, dict[str, Any]]
 
     def hosts(self, group: str) -> list[str]:
         return self.groups.get(group, [])
@@ -72,6 +71,13 @@ def _ansible_env(root: Path) -> dict[str, str]:
         "ANSIBLE_NOCOLOR": "1",
         "ANSIBLE_DEPRECATION_WARNINGS": "False",
     }
+
+
+def _ansible_on_path() -> None:
+    """ansible-runner looks ansible-playbook up on PATH: use the ones beside this Python."""
+    bindir = str(Path(sys.executable).parent)
+    if bindir not in os.environ.get("PATH", "").split(os.pathsep):
+        os.environ["PATH"] = bindir + os.pathsep + os.environ.get("PATH", "")
 
 
 def _inventory_error(path: Path, err: str) -> str:
@@ -94,6 +100,7 @@ def load_inventory(path: Path, root: Path) -> Inventory:
 
     if not path.exists():
         raise DeployError(f"inventory {path}: no such file")
+    _ansible_on_path()
     with tempfile.TemporaryDirectory(prefix="migbed-inv-") as tmp:
         out, err = ansible_runner.get_inventory(
             action="list",
@@ -105,7 +112,6 @@ def load_inventory(path: Path, root: Path) -> Inventory:
         )
     if not isinstance(out, dict):
         raise DeployError(f"inventory {path} could not be parsed: {_inventory_error(path, err)}")
-    hostvars = out.get("_meta", {}).get("hostvars", {})
     groups: dict[str, list[str]] = {}
 
     def hosts_of(group: str, seen: frozenset[str] = frozenset()) -> list[str]:
@@ -119,7 +125,7 @@ def load_inventory(path: Path, root: Path) -> Inventory:
     for group in out:
         if group != "_meta":
             groups[group] = hosts_of(group)
-    inv = Inventory(path, groups, hostvars)
+    inv = Inventory(groups)
     for need in ("source", "target"):
         if not inv.hosts(need):
             raise DeployError(
@@ -323,6 +329,7 @@ def run_playbook(
         n += 1
         pdd = out_dir / "ansible" / f"{stamp}-{name}-{n}"
     pdd.mkdir(parents=True)
+    _ansible_on_path()
     progress = Progress(out, verbose)
     print(f"== {name}.yml", file=out, flush=True)
     # SSH control sockets need a short path (108 bytes); the data dir may be deep.
@@ -372,11 +379,6 @@ def _parse_extra(items: Sequence[str]) -> dict[str, Any]:
 
 def deploy(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
     root = repo_root()
-    # ansible-runner looks ansible-playbook up on PATH: use the ones beside this Python.
-    bindir = str(Path(sys.executable).parent)
-    if bindir not in os.environ.get("PATH", "").split(os.pathsep):
-        os.environ["PATH"] = bindir + os.pathsep + os.environ.get("PATH", "")
-
     inventory = Path(args.inventory)
     inv = load_inventory(inventory, root)
     out_dir = Path(args.out)
