@@ -271,6 +271,9 @@ class TargetSession:
         if list(m.device_next_seq) != self.next_seq:
             raise ProtocolError("DATA_LOSS", f"complete.device_next_seq = {list(m.device_next_seq)}, "
                                 f"received {self.next_seq}")
+        if m.ram_pages_sent != self.ram_pages_received:
+            raise ProtocolError("DATA_LOSS", f"complete.ram_pages_sent = {m.ram_pages_sent}, "
+                                f"received {self.ram_pages_received}")
         self.completed = True
         received_ns = now_ns()
         self.send(pb.TargetMessage(received=pb.Received(target_recv_ns=received_ns)))

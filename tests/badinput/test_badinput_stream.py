@@ -322,6 +322,12 @@ def test_truncated_stream_complete_counts_disagree(target: Service) -> None:
         device_next_seq=[3]))], Code.DATA_LOSS, "complete.device_next_seq = [3]", "[1]")
 
 
+def test_truncated_stream_complete_page_count_disagrees(target: Service) -> None:
+    """RAM pages lost in the stream: Complete's page count says so."""
+    refused(target, [setup(), STOP, pb.SourceMessage(complete=pb.Complete(ram_pages_sent=5, device_next_seq=[0]))],
+            Code.DATA_LOSS, "complete.ram_pages_sent = 5", "received 0")
+
+
 def test_truncated_stream_closed_before_complete(target: Service) -> None:
     err, _ = exchange(target.address, [setup(), dev(0)], hold=0)
     assert err is not None and err.code() == Code.CANCELLED, err

@@ -202,7 +202,7 @@ def valid_stream(devices: int = 1) -> tuple[pb.Setup, list[pb.SourceMessage]]:
                     device=i, kind=pb.IMAGE_KIND_FINAL, seq=seqs[i], offset=ch.offset,
                     data=ch.data)))
                 seqs[i] += 1
-    out.append(pb.SourceMessage(complete=pb.Complete(device_next_seq=seqs)))
+    out.append(pb.SourceMessage(complete=pb.Complete(device_next_seq=seqs, ram_pages_sent=256)))
     for d in devs:
         d.set_state(VfioState.STOP)
     out.append(pb.SourceMessage(digests=pb.Digests(ram=mem.digest(),
