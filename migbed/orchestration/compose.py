@@ -277,6 +277,11 @@ def run_comparison(
         stack.env = env_before
     where = out / "results.json"
     _say(f"runner exited {code}; results: {where if where.exists() else out}")
+    if where.exists():
+        # The runner's image carries only the runtime dependencies; the plots are drawn here.
+        from migbed.orchestration.report import write_report
+
+        _say(f"report: {write_report(out)}")
     return code, out
 
 
