@@ -415,7 +415,9 @@ class Migration:
                     return decision.reason, ""
                 if decision.action == "cancel":
                     raise MigrationFailed(decision.reason, "cancelled")
-                policy_waits = True
+                # Only a wait with the data fitting (the ACK, time-aware's prediction) rests;
+                # "pending above threshold" must go on sending, as QEMU does.
+                policy_waits = data_fits(obs)
             cap = cap_reached(obs, mig.max_iterations, mig.max_time)
             if cap:
                 if mig.cap_action == "cancel":
