@@ -50,7 +50,7 @@ class SourceService(pbg.ControlServicer):
     def _running(self) -> int:
         return sum(1 for r in self.runs.values() if r.record is None)
 
-    async def Start(self, request: pb.StartRequest, context: grpc.aio.ServicerContext) -> pb.StartReply:  # noqa: N802
+    async def Start(self, request: pb.StartRequest, context: grpc.aio.ServicerContext) -> pb.StartReply:
         async def refuse(code: grpc.StatusCode, msg: str) -> None:
             await context.abort(code, msg)
 
@@ -116,7 +116,7 @@ class SourceService(pbg.ControlServicer):
         for k in finished[: max(0, len(finished) - KEEP_FINISHED)]:
             del self.runs[k]
 
-    async def Watch(self, request: pb.WatchRequest, context: grpc.aio.ServicerContext) -> AsyncIterator[pb.WatchEvent]:  # noqa: N802
+    async def Watch(self, request: pb.WatchRequest, context: grpc.aio.ServicerContext) -> AsyncIterator[pb.WatchEvent]:
         run = self.runs.get(request.run_id)
         if run is None:
             await context.abort(grpc.StatusCode.NOT_FOUND, f"no run {request.run_id!r} on this source")
@@ -134,7 +134,7 @@ class SourceService(pbg.ControlServicer):
                 continue
             await run.changed.wait()
 
-    async def Cancel(self, request: pb.CancelRequest, context: grpc.aio.ServicerContext) -> pb.CancelReply:  # noqa: N802
+    async def Cancel(self, request: pb.CancelRequest, context: grpc.aio.ServicerContext) -> pb.CancelReply:
         run = self.runs.get(request.run_id)
         if run is None:
             await context.abort(grpc.StatusCode.NOT_FOUND, f"no run {request.run_id!r} on this source")
@@ -144,7 +144,7 @@ class SourceService(pbg.ControlServicer):
         run.migration.cancel(request.reason or "cancelled by the user")
         return pb.CancelReply(cancelled=True, state=run.migration.phase)
 
-    async def Status(self, request: pb.StatusRequest, context: grpc.aio.ServicerContext) -> pb.StatusReply:  # noqa: N802
+    async def Status(self, request: pb.StatusRequest, context: grpc.aio.ServicerContext) -> pb.StatusReply:
         running = [k for k, r in self.runs.items() if r.record is None]
         return pb.StatusReply(role="source", protocol_version=pb.PROTOCOL_VERSION_1,
                               sessions=running, boot_id=boot_id(), migbed_version=__version__)
