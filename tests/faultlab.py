@@ -273,7 +273,11 @@ class Watched:
         if self.error is not None:
             raise AssertionError(f"watching {self.run_id} failed: {self.error}")
         if self.record is None:
-            raise AssertionError(f"no record for {self.run_id} within {timeout:g}s")
+            last = self.samples[-1] if self.samples else None
+            where = (f"last sample at {last.t_ms:.0f} ms, phase {last.phase}, "
+                     f"ack {last.ack_received}" if last else "no progress sample at all")
+            raise AssertionError(f"no record for {self.run_id} within {timeout:g}s ({where}; "
+                                 f"source sessions {sessions(self.control.address)})")
         return self.record
 
 

@@ -111,7 +111,7 @@ def good_migration(source: Service, target: Service) -> bool:
     """The services still serve: a fresh migration completes and verifies."""
     ctl = SourceControl(source.address)
     try:
-        rec = start_run(ctl, GOOD, "switchover-ack", target.address).result(60)
+        rec = start_run(ctl, GOOD, "switchover-ack", target.address).result(120)
     finally:
         ctl.close()
     assert rec.outcome == "completed" and rec.verified, f"{rec.outcome}: {rec.error}"
