@@ -316,10 +316,10 @@ def test_load_never_finishes_legacy_cancel_while_resuming(lab: Lab) -> None:
 # ---------------------------------------------------------------- the link is cut
 
 
-@pytest.mark.parametrize("stage", ["bulk pre-copy", "waiting for SWITCHOVER_ACK"])
+@pytest.mark.parametrize("stage", ["bulk pre-copy", "waiting for SWITCHOVER_ACK", "stop-copy"])
 def test_link_cut_and_restored(lab: Lab, stage: str) -> None:
     require_root("a link cut (network namespace + veth)")
-    name = "fault-cut-" + ("bulk" if stage.startswith("bulk") else "ack")
+    name = "fault-cut-" + stage.split()[0].replace("-", "")
     with NetnsLink() as link:
         target = lab.start("target", host=link.ns_ip, wrapper=link.wrapper)
         source = lab.start("source")
@@ -329,6 +329,11 @@ def test_link_cut_and_restored(lab: Lab, stage: str) -> None:
                                  migration={"max-bandwidth": "32MiB/s"})
             w = start_run(ctl, toml, "legacy", target.address)
             w.wait_sample(in_bulk_precopy(256 << 20), 30, "bulk pre-copy")
+        elif stage == "stop-copy":  # the guest is stopped: a blocked write must not hang
+            toml = scenario_toml(name, guest={"ram-size": "512MiB"},
+                                 migration={"max-bandwidth": "8MiB/s", "max-time": "1s"})
+            w = start_run(ctl, toml, "legacy", target.address)
+            wait_stopped(source, name, "legacy", 60)
         else:
             toml = scenario_toml(name, devices=NEVER,
                                  migration={"avail-switchover-bandwidth": "128MiB/s"})
@@ -337,7 +342,9 @@ def test_link_cut_and_restored(lab: Lab, stage: str) -> None:
         t = link.cut()
         rec = w.result(BOUND_S + 5)
         took = check_outcome(rec, w, t, "failed",
-                             r"silent for|took no data|during (precopy|setup)")
+                             r"silent for|took no data|during (precopy|setup|stop-copy)")
+        if stage == "stop-copy":
+            assert rec.event_time("completed") is None, "stop-copy ended before the cut"
         # The target, behind the cut, frees the session by its own heartbeat timeout.
         time.sleep(HB + 1.0)
         cut_for = link.restore() - t
