@@ -15,6 +15,7 @@ import secrets
 import signal
 import socket
 import subprocess
+import sys
 import threading
 import time
 import urllib.request
@@ -369,6 +370,18 @@ class NetnsLink:
             self.__exit__(None, None, None)
             raise
         return self
+
+    def sessions_inside(self, address: str) -> list[str] | None:
+        """A service's sessions, asked from inside the namespace (works while the link is
+        cut); None when it does not answer."""
+        code = ("import sys; sys.path.insert(0, sys.argv[1]); from faultlab import sessions; "
+                "print(','.join(sessions(sys.argv[2], 2.0)))")
+        out = subprocess.run([*self.wrapper, sys.executable, "-c", code,
+                              str(Path(__file__).parent), address],
+                             capture_output=True, text=True, timeout=30)
+        if out.returncode:
+            return None
+        return [x for x in out.stdout.strip().split(",") if x]
 
     def cut(self) -> float:
         _ip("-n", self.ns, "link", "set", self.ns_if, "down")
