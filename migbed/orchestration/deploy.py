@@ -347,6 +347,14 @@ def run_playbook(
             quiet=True,
             ident="run",
         )
+        # The SSH connections Ansible kept open for this run end with it.
+        for sock in Path(cp_dir).iterdir():
+            subprocess.run(
+                ["ssh", "-S", str(sock), "-O", "exit", "migbed-deploy"],
+                capture_output=True,
+                check=False,
+                timeout=10,
+            )
     stdout_tail = ""
     with contextlib.suppress(OSError, AttributeError):
         stdout_tail = "\n".join(r.stdout.read().strip().splitlines()[-20:])

@@ -62,7 +62,8 @@ class Lab:
         probes = {
             "opt": "ls -A /opt",
             "home": "ls -A /home/lab /root",
-            "processes": "ps -eo user=,args= | grep -v -e sshd -e ' ps -eo' -e ' sh -c' | sort",
+            # Every process but sshd and this probe's own pipeline (sh, ps, awk, sort).
+            "processes": "ps -eo user=,comm= | awk '$2 !~ /^(sshd|ps|sort|awk|sh)$/' | sort",
             # Docker's embedded DNS listens on 127.0.0.11 in each container: in both states.
             "listening": "ss -Hltnu | awk '{print $1, $5}' | sort",
             "qdisc": "tc qdisc show dev eth0 root",
