@@ -23,7 +23,9 @@ Mapping to QEMU's counting: ram.dirty-sync-count counts bitmap syncs. Textbook r
 ends with the sync that reveals V_(i+1), and QEMU syncs once more at the stop: n rounds
 make n + 1 syncs. (QEMU syncs when the *estimate* of what is left drops below T, not at
 the end of a round; with the per-window budget R/10 above T, which these runs keep, the
-iteration that crosses T also empties the bitmap, so syncs fall at round ends.)
+iteration that crosses T also empties the bitmap, so syncs fall at round ends. The budget
+is spent in a burst, though: a round smaller than what is left of the window's budget
+takes a few ms, not V_i / R, so high ratios need fewer syncs than the model's rounds.)
 
 Time: pre-copy start -> completion (QEMU's total-time without setup): the model's
 sum of V_i / R for i < n plus V_n / R. Ratios >= 1 do not converge: such runs must end by
