@@ -393,6 +393,11 @@ def deploy(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
     out_dir.mkdir(parents=True, exist_ok=True)
     scenario = Path(args.scenario).resolve() if args.scenario else None
     policies = [p for item in args.policy or [] for p in item.split(",") if p]
+    from migbed.core.policy import POLICIES
+
+    unknown = [p for p in policies if p not in POLICIES]
+    if unknown:
+        raise DeployError(f"--policy {', '.join(unknown)}: unknown (choose from {', '.join(POLICIES)})")
     if scenario and not inv.hosts("monitor"):
         raise DeployError(f"inventory {inventory}: group 'monitor' has no hosts; the experiment runs there")
     extravars: dict[str, Any] = {}
