@@ -1,4 +1,4 @@
-"""The RAM hot path's wire encoding: SourceMessage{ram: RamPages} built with one payload copy.
+"""The hot paths' wire encoding: RAM pages and device data built with one payload copy.
 
 Building the message through the protobuf runtime copies a 1 MiB payload several times
 (into RamPages, again when RamPages is nested in SourceMessage, again when serialised), and
@@ -57,6 +57,27 @@ def encode_ram_pages(pages: np.ndarray, data: bytes | memoryview) -> bytes:
     """The serialised SourceMessage{ram: RamPages{pages, data}}: data is copied once."""
     n = data.nbytes if isinstance(data, memoryview) else len(data)
     return b"".join((ram_pages_prefix(pages, n), data))
+
+
+_SOURCE_DEVICE_DATA_TAG = b"\x1a"  # SourceMessage.device_data: field 3, length-delimited
+_DEVICE_DATA_DATA_TAG = b"\x2a"  # DeviceData.data: field 5, length-delimited
+
+
+def encode_device_data(device: int, kind: pb.ImageKind, seq: int, offset: int,
+                       data: bytes | memoryview) -> bytes:
+    """The serialised SourceMessage{device_data: DeviceData{...}}: data is copied once.
+
+    Through the protobuf runtime a 1 MiB DeviceData cost 1.5-2.7 ms of CPU per chunk here
+    (building, nesting and serialising it), against ~0.1 ms this way. The scalar fields
+    (1-4) are encoded by protobuf; data (field 5) follows them, as protobuf orders it.
+    """
+    n = data.nbytes if isinstance(data, memoryview) else len(data)
+    if n <= 0:
+        raise ValueError("a DeviceData message carries at least one byte")
+    head = pb.DeviceData(device=device, kind=kind, seq=seq, offset=offset).SerializeToString()
+    data_header = _DEVICE_DATA_DATA_TAG + varint(n)
+    inner_len = len(head) + len(data_header) + n
+    return b"".join((_SOURCE_DEVICE_DATA_TAG, varint(inner_len), head, data_header, data))
 
 
 def serialize_source_message(message: pb.SourceMessage | bytes) -> bytes:

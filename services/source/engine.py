@@ -45,7 +45,7 @@ from migbed.measure.record import DeviceSample, Event, ProgressSample, RunRecord
 from migbed.runtime.vcpu import VCpu
 from migbed.wire import migration_pb2 as pb
 from migbed.wire.channel import CHUNK_BYTES, stream_channel
-from migbed.wire.encode import encode_ram_pages, migrate_stream
+from migbed.wire.encode import encode_device_data, encode_ram_pages, migrate_stream
 from migbed.wire.errors import describe_rpc_error
 
 log = logging.getLogger("migbed.source")
@@ -515,9 +515,8 @@ class Migration:
             chunks = dev.read(max_bytes)
             n = 0
             for ch in chunks:
-                await self._write(pb.SourceMessage(device_data=pb.DeviceData(
-                    device=i, kind=_KIND_PB[ch.kind], seq=self._next_seq[i], offset=ch.offset,
-                    data=ch.data)))
+                await self._write(encode_device_data(
+                    i, _KIND_PB[ch.kind], self._next_seq[i], ch.offset, ch.data))
                 self._next_seq[i] += 1
                 n += len(ch.data)
             if dev.initial_sent and not self._marker_sent[i]:

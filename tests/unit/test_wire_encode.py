@@ -5,7 +5,12 @@ import pytest
 
 from migbed.core.guest import GuestMemory
 from migbed.wire import migration_pb2 as pb
-from migbed.wire.encode import encode_ram_pages, serialize_source_message, varint
+from migbed.wire.encode import (
+    encode_device_data,
+    encode_ram_pages,
+    serialize_source_message,
+    varint,
+)
 
 
 @pytest.mark.parametrize("pages", [[0], [1, 2, 3], [5, 900, 70_000, 2**32 - 1],
@@ -49,3 +54,23 @@ def test_page_bytes_and_store_pages_agree_with_gathering(idx: list[int]) -> None
     assert np.array_equal(dst.ram[i], src.ram[i])
     others = np.setdiff1d(np.arange(src.pages), i)
     assert not dst.ram[others].any()
+
+
+@pytest.mark.parametrize("device,kind,seq,offset", [(0, 1, 0, 0), (3, 2, 17, 300_000_000),
+                                                    (15, 3, 2**40, 2**34 + 1)])
+@pytest.mark.parametrize("size", [1, 65536, 1 << 20])
+def test_device_data_encoding_is_byte_identical(device: int, kind: int, seq: int, offset: int,
+                                                size: int) -> None:
+    data = bytes(range(256)) * (size // 256) or b"\x09" * size
+    mine = encode_device_data(device, kind, seq, offset, data)
+    theirs = pb.SourceMessage(device_data=pb.DeviceData(
+        device=device, kind=kind, seq=seq, offset=offset, data=data)).SerializeToString()
+    assert mine == theirs
+    back = pb.SourceMessage.FromString(mine).device_data
+    assert (back.device, back.kind, back.seq, back.offset, back.data) == (
+        device, kind, seq, offset, data)
+
+
+def test_empty_device_data_refused() -> None:
+    with pytest.raises(ValueError):
+        encode_device_data(0, 1, 0, 0, b"")
