@@ -1,7 +1,9 @@
 """What loading device state costs on the destination, in time: the mlx5 lesson.
 
 Loading is sequential per device, in stream order, as mlx5 loads each image synchronously
-on write. The first initial chunk pays a data-size independent setup (firmware allocating
+on write. The first chunk of any kind pays a data-size independent setup (the initial image
+may only arrive in stop-copy when the source switched early: the setup is then paid in the
+downtime, which is the point) (firmware allocating
 and building device resources); every byte pays 1/load_rate; the final image pays a fixed
 stop-copy cost on top. The model is a clock of "busy until" instants: the caller (the
 target's loader) waits until them in real time. Pure: time is passed in.
@@ -14,7 +16,7 @@ from dataclasses import dataclass
 
 @dataclass
 class LoadCost:
-    setup_time: float  # s, paid once, on the first initial chunk
+    setup_time: float  # s, paid once, before the first chunk loads
     load_rate: float  # bytes/s
     stop_copy_load_time: float  # s, paid once, on the first final chunk
 
@@ -29,7 +31,7 @@ class LoadCost:
     def charge(self, now: float, kind: str, nbytes: int) -> float:
         """Account for loading one chunk that is ready at `now`; return when it is loaded."""
         start = max(now, self.busy_until)
-        if kind == "initial" and self.setup_started_at is None:
+        if self.setup_started_at is None:
             self.setup_started_at = start
             start += self.setup_time
             self.setup_done_at = start

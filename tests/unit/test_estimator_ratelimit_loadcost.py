@@ -60,6 +60,13 @@ def test_avail_switchover_bandwidth_replaces_measured_for_threshold_only() -> No
     assert e.threshold == pytest.approx(300_000_000)
 
 
+def test_setup_is_paid_even_when_the_initial_image_comes_in_stop_copy() -> None:
+    # A source that switched before sending any initial byte sends it all as final data:
+    # the device still has to be set up, now inside the downtime.
+    c = LoadCost(setup_time=1.5, load_rate=1e9, stop_copy_load_time=0.2)
+    assert c.charge(0.0, "final", 1_000_000_000) == pytest.approx(1.5 + 0.2 + 1.0)
+
+
 def test_load_cost_setup_once_then_bytes() -> None:
     c = LoadCost(setup_time=1.5, load_rate=1e9, stop_copy_load_time=0.2)
     assert c.setup_remaining(0.0) == 1.5
