@@ -113,9 +113,16 @@ class TargetSession:
     # ------------------------------------------------------------ lifecycle
 
     async def prepare(self) -> None:
-        """Allocate the guest's RAM for real before accepting (off the event loop: other
-        sessions' streams keep flowing), so page faults stay out of the stream."""
-        await asyncio.to_thread(self.memory.prefault)
+        """Allocate the guest's RAM and the devices' state buffers for real before accepting
+        (off the event loop: other sessions' streams keep flowing), so page faults stay out
+        of the stream - and out of the downtime, where the stop-copy context is written."""
+        def touch() -> None:
+            self.memory.prefault()
+            for dev in self.devices:
+                for state in (dev.buffer, dev.context):
+                    state[::4096] = 0  # one write per page: the kernel zero-fills the rest
+
+        await asyncio.to_thread(touch)
 
     def start(self) -> None:
         for dev in self.devices:
