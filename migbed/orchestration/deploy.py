@@ -551,7 +551,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         metavar="POLICY",
         help="switchover policy for the experiment (repeat or comma-separate for several)",
     )
-    p.add_argument("--repeat", type=int, default=1, help="runs per policy (default 1)")
+    p.add_argument("--repeat", type=int, default=3, help="runs per policy (default 3, as migbed run)")
     p.add_argument(
         "--out",
         default=DEFAULT_OUT,

@@ -46,7 +46,7 @@ def test_deploy_migrate_idempotent_teardown(lab: Lab, wheelhouse: Path, tmp_path
     out = tmp_path / "out"
     scenario = _scenario(tmp_path)
     experiment = ["--wheelhouse", str(wheelhouse), "--scenario", str(scenario)]
-    experiment += ["--policy", "legacy,switchover-ack"]
+    experiment += ["--policy", "legacy,switchover-ack", "--repeat", "1"]
     before = {host: lab.state(host) for host in HOSTS}
 
     # 1. Install on all three hosts, start the services and Prometheus, run the experiment
