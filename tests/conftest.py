@@ -1,13 +1,18 @@
-"""Shared fixtures: real source and target processes on loopback."""
+"""Shared fixtures: real source and target processes, cleaned up even when a test fails."""
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from migbed.orchestration.localstack import Service, local_stack
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # tests/faultlab.py
+
+from faultlab import Lab
 
 
 @pytest.fixture(scope="session")
@@ -16,3 +21,23 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Service, S
     logs: Path = tmp_path_factory.mktemp("stack-logs")
     with local_stack(logs) as pair:
         yield pair
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):  # type: ignore[no-untyped-def]
+    outcome = yield
+    rep = outcome.get_result()
+    setattr(item, f"rep_{rep.when}", rep)
+
+
+@pytest.fixture
+def lab(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Lab]:
+    """Services of a fault, bad-input, security or load test, each its own processes."""
+    lb = Lab(tmp_path / "logs")
+    try:
+        yield lb
+    finally:
+        lb.close()
+        rep = getattr(request.node, "rep_call", None)
+        if rep is not None and rep.failed:
+            print(lb.logs())  # shown with the failure: what the services said
