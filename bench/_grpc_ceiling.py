@@ -1,6 +1,7 @@
-"""What grpc.aio alone moves here: a client streaming pre-built 1 MiB SourceMessages to a
-server that only counts them, two processes, migbed's message limits. No guest, no
-engine: the ceiling the migration stream works under.
+"""What grpc.aio alone moves here: a client streaming pre-encoded 1 MiB messages (the bytes
+of a SourceMessage{ram}) to a server that only counts the bytes it gets, two processes,
+migbed's channel and server options. No guest, no engine, no protobuf on either side: the
+ceiling of the transport the migration stream is built on.
 
     python bench/_grpc_ceiling.py server PORT
     python bench/_grpc_ceiling.py client PORT MIB   (prints bytes/s)
@@ -17,25 +18,26 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import grpc
+import numpy as np
 
-from migbed.wire import migration_pb2 as pb
-from migbed.wire import migration_pb2_grpc as pbg
 from migbed.wire.channel import CHUNK_BYTES, make_server, stream_channel
+from migbed.wire.encode import MIGRATE_METHOD, encode_ram_pages
 
 
-class Sink(pbg.MigrationServicer):
-    async def Migrate(
-        self, request_iterator: AsyncIterator[pb.SourceMessage], context: grpc.aio.ServicerContext
-    ) -> AsyncIterator[pb.TargetMessage]:
-        n = 0
-        async for m in request_iterator:
-            n += len(m.ram.data)
-        yield pb.TargetMessage(received=pb.Received(target_recv_ns=n))
+async def _sink(request_iterator: AsyncIterator[bytes],
+                context: grpc.aio.ServicerContext) -> AsyncIterator[bytes]:
+    n = 0
+    async for raw in request_iterator:
+        n += len(raw)
+    yield str(n).encode()
 
 
 async def server(port: int) -> None:
     srv, _, _ = make_server(f"127.0.0.1:{port}", [])
-    pbg.add_MigrationServicer_to_server(Sink(), srv)
+    service, method = MIGRATE_METHOD.strip("/").split("/")
+    handler = grpc.stream_stream_rpc_method_handler(_sink)  # raw bytes in and out
+    srv.add_generic_rpc_handlers([grpc.method_handlers_generic_handler(service,
+                                                                        {method: handler})])
     await srv.start()
     print("ready", flush=True)
     await srv.wait_for_termination()
@@ -43,18 +45,17 @@ async def server(port: int) -> None:
 
 async def client(port: int, mib: int) -> None:
     ch = stream_channel(f"127.0.0.1:{port}")
-    call = pbg.MigrationStub(ch).Migrate()
-    m = pb.SourceMessage()
-    m.ram.pages.extend(range(CHUNK_BYTES // 4096))
-    m.ram.data = bytes(CHUNK_BYTES)
-    await call.write(m)
+    call = ch.stream_stream(MIGRATE_METHOD)()  # no serializer: writes take bytes
+    pages = np.arange(CHUNK_BYTES // 4096, dtype=np.int64)
+    msg = encode_ram_pages(pages, bytes(CHUNK_BYTES))
+    await call.write(msg)
     t = time.perf_counter()
     for _ in range(mib):
-        await call.write(m)
+        await call.write(msg)
     await call.done_writing()
     await call.read()
     dt = time.perf_counter() - t
-    print(mib * CHUNK_BYTES / dt, flush=True)
+    print(mib * len(msg) / dt, flush=True)
     await ch.close()
 
 

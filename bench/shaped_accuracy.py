@@ -59,6 +59,7 @@ warmup = "100ms"
 max-time = "600s"
 """
 SKIP_S = 1.0  # left out of the migration's windows (buffers filling)
+MIN_GUEST_MIB = 160
 
 
 def goodput(link: NetnsLink, seconds: float, warmup: float) -> float:
@@ -117,7 +118,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="tbf burst as ms at the rate (default: shaping.py's, rate x 5 ms)")
     p.add_argument("--seconds", type=float, default=5.0, help="goodput run length")
     p.add_argument("--migrate-seconds", type=float, default=5.0,
-                   help="bulk stage length aimed at (guest RAM = rate x this, 16 MiB..1 GiB)")
+                   help="bulk stage length aimed at (guest RAM = rate x this, "
+                        "160 MiB..1 GiB)")
     args = p.parse_args(argv)
     why = can_make_namespaces()
     if why:
@@ -167,7 +169,10 @@ def main(argv: list[str] | None = None) -> int:
                     shape = link_shape(rate)
                     link.shape(shaping_commands(link.host_if, shape, netem_available=False))
                     expected = shape.expected_goodput_bps()
-                    ram_mib = int(min(1024, max(16, rate / 8 * args.migrate_seconds / MiB)))
+                    # At least ~10x what sockets and the 8 MiB HTTP/2 window buffer (~14 MB),
+                    # or changes in how full they are move the slope (at 100 Mbit: 14 s).
+                    ram_mib = int(min(1024, max(MIN_GUEST_MIB,
+                                                rate / 8 * args.migrate_seconds / MiB)))
                     rec = require_ok(migrate(source, target.address,
                                              SCENARIO.format(ram=ram_mib), "legacy"))
                     steady, win, whole, n = migration_bandwidth(rec)

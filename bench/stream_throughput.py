@@ -10,8 +10,9 @@ events and counters record them (the timeline's 100 ms windows give the same fig
 raw TCP: migbed.orchestration.goodput's receiver and sender, two processes on loopback,
 payload counted at the receiver after its warm-up.
 
-grpc.aio alone (bench/_grpc_ceiling.py): pre-built 1 MiB messages streamed to a server that
-only counts them, two processes: the ceiling of the transport migbed is built on.
+grpc.aio alone (bench/_grpc_ceiling.py): pre-encoded 1 MiB RAM messages streamed as raw
+bytes (no protobuf on either side) to a server that only counts them, two processes,
+migbed's channel options: the ceiling of the transport migbed is built on.
 
 The two are run back to back, alternating which goes first, --repeat times; the ratio of
 medians is the figure. With --profile DIR the services run under cProfile (main thread;
@@ -160,7 +161,7 @@ def main(argv: list[str] | None = None) -> int:
         ["measure", "median MiB/s", "min", "max"],
         ["raw TCP (goodput, 2 processes)", f"{median(tcp) / MiB:.0f}", f"{min(tcp) / MiB:.0f}",
          f"{max(tcp) / MiB:.0f}"],
-        ["grpc.aio alone (pre-built 1 MiB messages)", f"{median(grpc_only) / MiB:.0f}",
+        ["grpc.aio alone (raw 1 MiB messages)", f"{median(grpc_only) / MiB:.0f}",
          f"{min(grpc_only) / MiB:.0f}", f"{max(grpc_only) / MiB:.0f}"],
         ["migbed stream (bulk stage)", f"{median(mig) / MiB:.0f}", f"{min(mig) / MiB:.0f}",
          f"{max(mig) / MiB:.0f}"],
