@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import hashlib
+import ipaddress
 import json
 import os
 import re
@@ -56,6 +57,8 @@ class Inventory:
     """The groups of an inventory, each with every host in it (children included)."""
 
     groups: dict[str, list[str]]
+    # Each host's variables as the inventory sets them (templates not rendered).
+    hostvars: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def hosts(self, group: str) -> list[str]:
         return self.groups.get(group, [])
@@ -125,7 +128,8 @@ def load_inventory(path: Path, root: Path) -> Inventory:
     for group in out:
         if group != "_meta":
             groups[group] = hosts_of(group)
-    inv = Inventory(groups)
+    hostvars = out.get("_meta", {}).get("hostvars", {})
+    inv = Inventory(groups, {h: dict(v) for h, v in hostvars.items() if isinstance(v, dict)})
     for need in ("source", "target"):
         if not inv.hosts(need):
             raise DeployError(
@@ -166,6 +170,88 @@ def wheelhouse_digest(wheelhouse: Path) -> str:
         h.update(f"{f.relative_to(wheelhouse)}\0".encode())
         h.update(hashlib.sha256(f.read_bytes()).digest())
     return h.hexdigest()[:32]
+
+
+def tls_hosts(inv: Inventory, extravars: Mapping[str, Any]) -> list[str]:
+    """The names and addresses the services are dialled at: each certificate's SANs.
+
+    For every source and target host its inventory name, ansible_host and migbed_lab_address
+    (when the inventory or -e sets it to a plain value, not a template). Names that are not a
+    DNS name or an IP address (an inventory name with '_') cannot be dialled and are left out.
+    """
+    from migbed.orchestration.certs import CertsError, _check_host
+
+    found: list[str] = []
+    for host in [*inv.hosts("source"), *inv.hosts("target")]:
+        hv = inv.hostvars.get(host, {})
+        for value in (host, hv.get("ansible_host"), extravars.get("migbed_lab_address", hv.get("migbed_lab_address"))):
+            if not isinstance(value, str) or not value or "{" in value:
+                continue
+            try:
+                name = _check_host(value.strip())
+            except CertsError:
+                continue
+            if name not in found:
+                found.append(name)
+    return found
+
+
+def _san_names(cert_path: Path) -> tuple[set[str], float]:
+    """The SANs of a certificate (IPs normalised) and the seconds until it expires."""
+    import datetime as dt
+
+    from cryptography import x509
+
+    cert = x509.load_pem_x509_certificate(cert_path.read_bytes())
+    san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    names = {n.lower() for n in san.get_values_for_type(x509.DNSName)}
+    names |= {str(a) for a in san.get_values_for_type(x509.IPAddress)}
+    left = (cert.not_valid_after_utc - dt.datetime.now(dt.UTC)).total_seconds()
+    return names, left
+
+
+def _normal(host: str) -> str:
+    try:
+        return str(ipaddress.ip_address(host.strip("[]")))
+    except ValueError:
+        return host.lower()
+
+
+def lab_certs(folder: Path, hosts: Sequence[str], out: TextIO) -> bool:
+    """Make the lab CA and certificates in `folder` unless the ones there still fit; True if made.
+
+    Certificates are reused while every file is there, the source and target certificates
+    name every host in `hosts` and they are valid for more than a day; otherwise a new CA
+    and new certificates replace them all (the services restart with them).
+    """
+    from migbed.orchestration.certs import CA_KEY_FILE, CertsError, make_certs
+    from migbed.wire.tls import CA_FILE, IDENTITIES, cert_file, key_file
+
+    files = [CA_FILE, CA_KEY_FILE, *(f for i in IDENTITIES for f in (cert_file(i), key_file(i)))]
+    why = "none yet"
+    if all((folder / f).is_file() for f in files):
+        why = ""
+        wanted = {_normal(h) for h in hosts}
+        for role in ("source", "target"):
+            try:
+                names, left = _san_names(folder / cert_file(role))
+            except (ValueError, OSError) as e:
+                why = f"{cert_file(role)} unreadable ({e})"
+                break
+            if wanted - names:
+                why = f"new hosts {', '.join(sorted(wanted - names))}"
+                break
+            if left < 86400:
+                why = f"{cert_file(role)} expires within a day"
+                break
+        if not why:
+            return False
+    try:
+        make_certs(folder, hosts, force=True)
+    except CertsError as e:
+        raise DeployError(f"TLS certificates in {folder}: {e}") from None
+    print(f"tls: a new lab CA and certificates in {folder} ({why})", file=out, flush=True)
+    return True
 
 
 def tc_commands(scenario: Path) -> list[list[str]]:
@@ -442,7 +528,13 @@ def deploy(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
             "migbed_tc_commands": tc_commands(scenario),
         }
         summary["experiment_id"] = exp
+    extravars["migbed_tls"] = not args.no_tls
     extravars |= _parse_extra(args.extra_vars or [])
+    if "install" in todo and _truthy(extravars.get("migbed_tls")):
+        # The CA's key stays here, on the control machine; the hosts get ca.pem and pairs.
+        tls_dir = out_dir / "tls"
+        lab_certs(tls_dir, tls_hosts(inv, extravars), out)
+        extravars["migbed_tls_dir"] = str(tls_dir.resolve())
 
     cmdline: list[str] = []
     if args.private_key:
@@ -499,6 +591,13 @@ def deploy(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
             flush=True,
         )
     return rc
+
+
+def _truthy(value: Any) -> bool:
+    """A variable as Ansible's `| bool` reads it."""
+    if isinstance(value, str):
+        return value.strip().lower() in ("yes", "on", "1", "true", "y", "t")
+    return bool(value)
 
 
 def _report_results(out_dir: Path, summary: dict[str, Any], out: TextIO) -> int:
@@ -561,6 +660,11 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         "--teardown",
         action="store_true",
         help="stop everything and remove migbed from the hosts (after the experiment, if any)",
+    )
+    p.add_argument(
+        "--no-tls",
+        action="store_true",
+        help="plaintext gRPC between the hosts (default: mutual TLS with a lab CA kept in OUT/tls)",
     )
     p.add_argument("--rerun", action="store_true", help="run the experiment even if its results exist")
     p.add_argument("--private-key", help="SSH private key (else the inventory's or ssh's)")

@@ -4,7 +4,9 @@ and the errors a user meets first (unreachable host, wrong key, bad inventory)."
 from __future__ import annotations
 
 import json
+import os
 import subprocess
+import sys
 import time
 import urllib.request
 from pathlib import Path
@@ -23,6 +25,13 @@ def _scenario(tmp: Path) -> Path:
     path = tmp / "tiny-shaped.toml"
     path.write_text(text + '\n[link]\nrate = "400Mbit"\n')
     return path
+
+
+def _health(address: str, *args: str) -> int:
+    """`migbed health ADDRESS ARGS` from the control machine: its exit status."""
+    argv = [sys.executable, "-m", "migbed.orchestration.cli", "health", address, "--timeout", "5", *args]
+    env = {k: v for k, v in os.environ.items() if k != "MIGBED_TLS_DIR"}
+    return subprocess.run(argv, capture_output=True, cwd=ROOT, env=env, check=False, timeout=60).returncode
 
 
 def _prometheus_targets(address: str) -> dict[str, str]:
@@ -75,6 +84,25 @@ def test_deploy_migrate_idempotent_teardown(lab: Lab, wheelhouse: Path, tmp_path
     # The link is shaped on the source host's lab interface, from the scenario's [link].
     code, qdisc = lab.sh("lab-src", "tc qdisc show dev eth0 root")
     assert code == 0 and "tbf" in qdisc and "rate 400Mbit" in qdisc, qdisc
+    # Mutual TLS is on by default: both services answer only a client of the lab CA, which
+    # stays on the control machine with its key; the hosts hold ca.pem and their own pairs.
+    tls = out / "tls"
+    assert (tls / "ca-key.pem").is_file()
+    for host in ("lab-src", "lab-tgt"):
+        address = f"{lab.addresses[host]}:50051"
+        assert _health(address, "--tls-dir", str(tls)) == 0, host
+        assert _health(address) != 0, f"{host} answers plaintext gRPC"
+    expect = {
+        "lab-src": "ca.pem client-key.pem client.pem source-key.pem source.pem",
+        "lab-tgt": "ca.pem client-key.pem client.pem target-key.pem target.pem",
+        "lab-mon": "ca.pem client-key.pem client.pem",
+    }
+    for host, files in expect.items():
+        code, listing = lab.sh(host, "cd /opt/migbed/tls && ls | sort | xargs && stat -c '%a %n' *-key.pem")
+        assert code == 0, listing
+        lines = listing.strip().splitlines()
+        assert lines[0] == files, (host, listing)
+        assert all(line.startswith("600 ") for line in lines[1:]), (host, listing)
     # Prometheus on the monitor host scrapes both services.
     health = _prometheus_targets(lab.addresses["lab-mon"])
     assert health.get("migbed-source") == "up" and health.get("migbed-target") == "up", health

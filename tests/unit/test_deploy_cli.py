@@ -150,3 +150,27 @@ def test_unknown_policy_is_refused_before_anything_runs(tmp_path: Path, capsys: 
     assert rc == 2
     assert "--policy bogus: unknown" in capsys.readouterr().err
     assert not (tmp_path / "ansible").exists()
+
+
+def test_lab_certs_cover_the_hosts_and_are_reused(tmp_path: Path) -> None:
+    inv = deploy.Inventory(
+        {"source": ["lab-a"], "target": ["lab-b", "bad_name"], "monitor": ["lab-mon"]},
+        {
+            "lab-a": {"ansible_host": "192.0.2.10", "migbed_lab_address": "198.51.100.10"},
+            "lab-b": {"ansible_host": "192.0.2.11", "migbed_lab_address": "{{ ansible_host }}"},
+        },
+    )
+    hosts = deploy.tls_hosts(inv, {})
+    assert hosts == ["lab-a", "192.0.2.10", "198.51.100.10", "lab-b", "192.0.2.11"]
+    folder = tmp_path / "tls"
+    out = io.StringIO()
+    assert deploy.lab_certs(folder, hosts, out)
+    assert "none yet" in out.getvalue()
+    ca = (folder / "ca.pem").read_bytes()
+    assert not deploy.lab_certs(folder, hosts, out)  # reused: the same CA
+    assert (folder / "ca.pem").read_bytes() == ca
+    assert (folder / "ca-key.pem").stat().st_mode & 0o777 == 0o600
+    assert deploy.lab_certs(folder, [*hosts, "192.0.2.99"], out)  # a new host: a new CA
+    assert "new hosts 192.0.2.99" in out.getvalue()
+    assert (folder / "ca.pem").read_bytes() != ca
+    assert deploy.tls_hosts(inv, {"migbed_lab_address": "10.0.0.1"})[2] == "10.0.0.1"
