@@ -8,10 +8,11 @@ asks the policy, then sends; the policy never touches the network.
 - initial-bytes-sent  the seed thread's init_precopy_size idea: legacy, and not before every
                       device's initial bytes are *sent* (loaded or not).
 - switchover-ack      QEMU 8.1+: legacy, and not before the target's SWITCHOVER_ACK.
-- time-aware          ours: waits for the ACK, then predicts downtime as data time plus each
-                      device's non-data time (its remaining load backlog on the target, the
-                      stop-copy bytes at its load rate and the fixed stop-copy cost) plus one
-                      round trip, and switches only when that prediction fits downtime-limit.
+- time-aware          ours: waits for the ACK, then predicts downtime from the data time and
+                      each device's non-data time (its remaining setup and load backlog on the
+                      target, the fixed stop-copy cost, the stop-copy bytes at its load rate,
+                      loaded as they arrive) plus one round trip, and switches only when that
+                      prediction fits downtime-limit.
 """
 
 from __future__ import annotations
@@ -129,13 +130,27 @@ class SwitchoverAck(Policy):
         return Decision("wait", "waiting for SWITCHOVER_ACK", d.predicted_downtime_s)
 
 
-def device_time(dev: DeviceView) -> float:
-    """Non-data time a device adds to downtime if we stopped now (target-side loading)."""
-    if dev.target_load_rate <= 0:
+LOAD_CHUNK_BYTES = 1 << 20  # the stream's chunk: the last one still loads after it arrives
+
+
+def device_load_end(dev: DeviceView, obs: Observation) -> float:
+    """When the device's final image would be loaded if we stopped now (s after the stop).
+
+    The device's stop-copy data comes after the RAM in the stream and loads as it arrives
+    (mlx5 loads each image on write), behind whatever the target still has to do for the
+    pre-copy data (setup, backlog). So its load starts at the later of its first byte's
+    arrival and the end of that backlog, pays the fixed final cost and its bytes, and ends
+    no earlier than one chunk's load after its last byte arrives.
+    """
+    rate = dev.target_load_rate
+    if rate <= 0:
         return float("inf")  # nothing reported yet: no basis for a prediction
-    backlog = dev.target_setup_remaining_s + dev.target_backlog_bytes / dev.target_load_rate
-    final = dev.stop_copy_bytes / dev.target_load_rate + dev.target_stop_copy_load_s
-    return backlog + final
+    bandwidth = obs.bandwidth if obs.bandwidth > 0 else float("inf")
+    arrival_start = max(0, obs.pending_bytes - dev.stop_copy_bytes) / bandwidth
+    backlog_end = dev.target_setup_remaining_s + dev.target_backlog_bytes / rate
+    start = max(arrival_start, backlog_end)
+    end = start + dev.target_stop_copy_load_s + dev.stop_copy_bytes / rate
+    return max(end, data_time(obs) + min(dev.stop_copy_bytes, LOAD_CHUNK_BYTES) / rate)
 
 
 class TimeAware(Policy):
@@ -146,10 +161,10 @@ class TimeAware(Policy):
         self._ack = SwitchoverAck(ack_timeout_s, on_timeout)
 
     def predict(self, obs: Observation) -> float:
-        dev = max((device_time(d) for d in obs.devices), default=0.0)
-        # Devices load in parallel with each other but after their data arrives; the data
-        # of all devices and RAM shares one stream.
-        return data_time(obs) + dev + obs.rtt_s
+        # Devices load in parallel with each other and with the stream; the guest resumes
+        # when the last byte has arrived and the slowest device has loaded.
+        loads = max((device_load_end(d, obs) for d in obs.devices), default=0.0)
+        return max(data_time(obs), loads) + obs.rtt_s
 
     def decide(self, obs: Observation) -> Decision:
         predicted = self.predict(obs)

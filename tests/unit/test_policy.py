@@ -63,7 +63,12 @@ def test_time_aware_counts_device_time() -> None:
     slow = dev(stop_copy_bytes=10_000, target_load_rate=1e6, target_stop_copy_load_s=0.2)
     assert p.decide(obs(ack=True, devices=(fast,))).go  # 10 ms data + 10 ms load < 100 ms
     d = p.decide(obs(ack=True, devices=(slow,)))
-    assert not d.go and d.predicted_downtime_s == pytest.approx(0.01 + 0.01 + 0.2)
+    # The final image loads as it arrives: 200 ms fixed + 10 ms of bytes, while the 10 ms
+    # of data is in flight, not after it.
+    assert not d.go and d.predicted_downtime_s == pytest.approx(0.2 + 0.01)
+    # Behind a large data transfer the device's load starts when its bytes arrive.
+    big = obs(ack=True, pending=1_000_000 + 10_000, devices=(slow,), downtime_limit_s=20.0)
+    assert p.predict(big) == pytest.approx(10.0 + 0.2 + 0.01)
     # Setup still pending on the target counts too.
     busy = dev(target_setup_remaining_s=0.5)
     assert not p.decide(obs(ack=True, devices=(busy,))).go
