@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import os
-import secrets
 import signal
 import socket
 import statistics
@@ -27,6 +26,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from migbed.measure.record import RunRecord  # noqa: E402
+from migbed.orchestration import netns  # noqa: E402
 from migbed.orchestration.controller import SourceControl  # noqa: E402
 from migbed.wire.channel import check_health  # noqa: E402
 
@@ -246,66 +246,11 @@ def reset_hwm(pid: int) -> bool:
 # ---------------------------------------------------------------- a real link to shape
 
 
-def _ip(*args: str) -> None:
-    r = subprocess.run(["ip", *args], capture_output=True, text=True, timeout=10, check=False)
-    if r.returncode:
-        raise RuntimeError(f"ip {' '.join(args)}: {r.stderr.strip()}")
-
-
-def run_checked(argv: Sequence[str]) -> str:
-    r = subprocess.run(list(argv), capture_output=True, text=True, timeout=10, check=False)
-    if r.returncode:
-        raise RuntimeError(f"{' '.join(argv)}: {r.stderr.strip() or r.stdout.strip()}")
-    return r.stdout
-
-
-class NetnsLink:
-    """A network namespace made here, joined to this one by a veth pair: a real link.
-
-    The far end (``ns_ip``) lives in the namespace; this end (``host_if``, ``host_ip``) is
-    where tc shapes egress (tc shapes what a device sends). The /30 addresses exist only
-    on these two interfaces, so nothing leaves them. Removed on exit, even after an error.
-    """
+class NetnsLink(netns.NetnsLink):
+    """The benchmarks' link: this end (``host_if``) is where tc shapes egress; 10.214.x.0/30."""
 
     def __init__(self) -> None:
-        tag = secrets.token_hex(3)
-        self.ns = f"mbb-{tag}"
-        self.host_if, self.ns_if = f"mbb{tag}h", f"mbb{tag}n"
-        used = subprocess.run(["ip", "-o", "addr"], capture_output=True, text=True,
-                              check=False).stdout
-        k = 1
-        for _ in range(100):
-            k = secrets.randbelow(250) + 1
-            if f"10.214.{k}." not in used:
-                break
-        self.host_ip, self.ns_ip = f"10.214.{k}.1", f"10.214.{k}.2"
-        self.wrapper = ["ip", "netns", "exec", self.ns]
-
-    def __enter__(self) -> NetnsLink:
-        _ip("netns", "add", self.ns)
-        try:
-            _ip("link", "add", self.host_if, "type", "veth", "peer", "name", self.ns_if)
-            _ip("link", "set", self.ns_if, "netns", self.ns)
-            _ip("addr", "add", f"{self.host_ip}/30", "dev", self.host_if)
-            _ip("link", "set", self.host_if, "up")
-            _ip("-n", self.ns, "addr", "add", f"{self.ns_ip}/30", "dev", self.ns_if)
-            _ip("-n", self.ns, "link", "set", self.ns_if, "up")
-            _ip("-n", self.ns, "link", "set", "lo", "up")
-        except BaseException:
-            self.__exit__(None, None, None)
-            raise
-        return self
-
-    def shape(self, argvs: list[list[str]]) -> str:
-        """Run tc argv lists (migbed.orchestration.shaping) here; returns the qdisc shown."""
-        for argv in argvs:
-            run_checked(argv)
-        return run_checked(["tc", "qdisc", "show", "dev", self.host_if]).strip()
-
-    def __exit__(self, *exc: object) -> None:
-        # Deleting the namespace deletes its veth end, and so the pair.
-        subprocess.run(["ip", "netns", "del", self.ns], capture_output=True, check=False)
-        subprocess.run(["ip", "link", "del", self.host_if], capture_output=True, check=False)
+        super().__init__(prefix="mbb", subnet="10.214")
 
 
 def can_make_namespaces() -> str:

@@ -28,6 +28,7 @@ import grpc
 import pytest
 
 from migbed.measure.record import ProgressSample, RunRecord
+from migbed.orchestration import netns
 from migbed.orchestration.controller import SourceControl
 from migbed.orchestration.localstack import Service, start_service
 from migbed.wire import migration_pb2 as pb
@@ -330,46 +331,12 @@ def require_root(feature: str) -> None:
     pytest.skip(f"{feature} needs root and iproute2")
 
 
-def _ip(*args: str) -> None:
-    r = subprocess.run(["ip", *args], capture_output=True, text=True, timeout=10)
-    if r.returncode:
-        raise RuntimeError(f"ip {' '.join(args)}: {r.stderr.strip()}")
-
-
-class NetnsLink:
-    """A network namespace for the target, joined to this one by a veth pair: a real link.
-
-    The addresses are a /30 inside 10.213.0.0/16 on interfaces this object creates, so
-    traffic never leaves the two ends. cut() takes the namespace's end down (a pulled
-    cable: packets vanish, no RST, no ICMP); restore() brings it back.
-    """
+class NetnsLink(netns.NetnsLink):
+    """A network namespace for the target, joined to this one by a veth pair: a real link
+    (10.213.x.0/30) that cut() takes down like a pulled cable and restore() brings back."""
 
     def __init__(self) -> None:
-        tag = secrets.token_hex(3)
-        self.ns = f"mbf-{tag}"
-        self.host_if, self.ns_if = f"mbf{tag}h", f"mbf{tag}n"
-        used = subprocess.run(["ip", "-o", "addr"], capture_output=True, text=True).stdout
-        for _ in range(50):
-            k = secrets.randbelow(250) + 1
-            if f"10.213.{k}." not in used:
-                break
-        self.host_ip, self.ns_ip = f"10.213.{k}.1", f"10.213.{k}.2"
-        self.wrapper = ["ip", "netns", "exec", self.ns]
-
-    def __enter__(self) -> NetnsLink:
-        _ip("netns", "add", self.ns)
-        try:
-            _ip("link", "add", self.host_if, "type", "veth", "peer", "name", self.ns_if)
-            _ip("link", "set", self.ns_if, "netns", self.ns)
-            _ip("addr", "add", f"{self.host_ip}/30", "dev", self.host_if)
-            _ip("link", "set", self.host_if, "up")
-            _ip("-n", self.ns, "addr", "add", f"{self.ns_ip}/30", "dev", self.ns_if)
-            _ip("-n", self.ns, "link", "set", self.ns_if, "up")
-            _ip("-n", self.ns, "link", "set", "lo", "up")
-        except BaseException:
-            self.__exit__(None, None, None)
-            raise
-        return self
+        super().__init__(prefix="mbf", subnet="10.213")
 
     def sessions_inside(self, address: str) -> list[str] | None:
         """A service's sessions, asked from inside the namespace (works while the link is
@@ -382,29 +349,6 @@ class NetnsLink:
         if out.returncode:
             return None
         return [x for x in out.stdout.strip().split(",") if x]
-
-    def cut(self) -> float:
-        _ip("-n", self.ns, "link", "set", self.ns_if, "down")
-        return time.monotonic()
-
-    def restore(self) -> float:
-        _ip("-n", self.ns, "link", "set", self.ns_if, "up")
-        return time.monotonic()
-
-    def __exit__(self, *exc: object) -> None:
-        # Deleting the namespace deletes its veth end, and so the pair.
-        subprocess.run(["ip", "netns", "del", self.ns], capture_output=True)
-        subprocess.run(["ip", "link", "del", self.host_if], capture_output=True)
-
-    def leftovers(self) -> list[str]:
-        out = []
-        if self.ns in subprocess.run(["ip", "netns", "list"], capture_output=True,
-                                     text=True).stdout:
-            out.append(f"netns {self.ns}")
-        if subprocess.run(["ip", "link", "show", self.host_if],
-                          capture_output=True).returncode == 0:
-            out.append(f"link {self.host_if}")
-        return out
 
 
 @contextlib.contextmanager
