@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+import docker
+import docker.errors
 import pytest
 
 from migbed.orchestration.localstack import Service, local_stack
@@ -41,3 +44,23 @@ def lab(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Lab]:
         rep = getattr(request.node, "rep_call", None)
         if rep is not None and rep.failed:
             print(lb.logs())  # shown with the failure: what the services said
+
+
+def required_missing(what: str, reason: str) -> None:
+    """A part a test needs is missing: a failure under CI=true (CI's environment) or
+    MIGBED_REQUIRE_ALL=1 (bin/test), a skip on a developer's machine."""
+    if os.environ.get("CI", "").lower() == "true" or os.environ.get("MIGBED_REQUIRE_ALL") == "1":
+        pytest.fail(f"{what} is required in CI (and by bin/test): {reason}", pytrace=False)
+    pytest.skip(f"no {what}: {reason}")
+
+
+@pytest.fixture(scope="session")
+def docker_client() -> Iterator[docker.DockerClient]:
+    """The Docker engine (the container and lab-host tests)."""
+    try:
+        c = docker.from_env(version="auto")
+        c.ping()
+    except docker.errors.DockerException as e:
+        required_missing("Docker engine", str(e))
+    yield c
+    c.close()

@@ -37,25 +37,8 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.slow)
 
 
-def _no_docker(reason: str) -> None:
-    if os.environ.get("CI", "").lower() == "true" or os.environ.get("MIGBED_REQUIRE_ALL") == "1":
-        pytest.fail(f"Docker is required in CI (and by bin/test): {reason}", pytrace=False)
-    pytest.skip(f"no Docker engine: {reason}")
-
-
 @pytest.fixture(scope="session")
-def docker_api() -> Iterator[docker.DockerClient]:
-    try:
-        c = docker.from_env(version="auto")
-        c.ping()
-    except docker.errors.DockerException as e:
-        _no_docker(str(e))
-    yield c
-    c.close()
-
-
-@pytest.fixture(scope="session")
-def labhost_image(docker_api: docker.DockerClient) -> str:
+def labhost_image(docker_client: docker.DockerClient) -> str:
     """Built once (a no-op when it is up to date): base image + sshd, sudo, prometheus."""
     proc = subprocess.run(
         ["bash", str(ROOT / "deploy" / "labhost" / "build.sh"), LABHOST_IMAGE],
@@ -87,7 +70,9 @@ def wheelhouse(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def lab(docker_api: docker.DockerClient, labhost_image: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
+def lab(
+    docker_client: docker.DockerClient, labhost_image: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Lab]:
     tag = uuid.uuid4().hex[:8]
     d = tmp_path_factory.mktemp("lab")
     key = d / "id_ed25519"
@@ -96,11 +81,11 @@ def lab(docker_api: docker.DockerClient, labhost_image: str, tmp_path_factory: p
         check=True,
     )
     labels = {LABEL: f"deploy-{tag}"}
-    network = docker_api.networks.create(f"migbed-lab-{tag}", driver="bridge", labels=labels)
+    network = docker_client.networks.create(f"migbed-lab-{tag}", driver="bridge", labels=labels)
     lab = Lab(d, key, d / "known_hosts", network)
     try:
         for host in ("lab-src", "lab-tgt", "lab-mon"):
-            c = docker_api.containers.run(
+            c = docker_client.containers.run(
                 labhost_image,
                 name=f"{host}-{tag}",
                 hostname=host,

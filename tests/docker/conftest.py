@@ -8,7 +8,6 @@ CI has the engine, so its absence there is a broken setup, not a reason to pass.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
 
 import docker
 import docker.errors
@@ -22,24 +21,6 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if str(item.fspath).startswith(here):
             item.add_marker(pytest.mark.docker)
-
-
-def _no_docker(reason: str) -> None:
-    # CI=true (CI's environment) or MIGBED_REQUIRE_ALL=1 (bin/test): missing Docker is a failure.
-    if os.environ.get("CI", "").lower() == "true" or os.environ.get("MIGBED_REQUIRE_ALL") == "1":
-        pytest.fail(f"Docker is required in CI: {reason}", pytrace=False)
-    pytest.skip(f"no Docker engine: {reason}")
-
-
-@pytest.fixture(scope="session")
-def docker_client() -> Iterator[docker.DockerClient]:
-    try:
-        c = docker.from_env(version="auto")
-        c.ping()
-    except docker.errors.DockerException as e:
-        _no_docker(str(e))
-    yield c
-    c.close()
 
 
 @pytest.fixture(scope="session")
