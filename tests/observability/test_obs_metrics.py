@@ -260,3 +260,13 @@ def test_target_rejects_unbounded_label_values() -> None:
     assert t.registry.get_sample_value("migbed_target_sessions_active", {"scenario": "tiny"}) == 0
     text = generate_latest(t.registry).decode()
     assert 'migbed_target_received_ram_bytes_total{scenario="tiny",stage="downtime"} 0.0' in text
+
+
+def test_docs_metrics_reference_is_current() -> None:
+    """docs/observability.md lists what the exporters export (generated from them)."""
+    from migbed.measure.metrics import reference
+
+    assert reference.main(["--check"]) == 0, "run: python -m migbed.measure.metrics.reference --write"
+    text = reference.DOC.read_text()
+    for name in ("migbed_migration_guest_downtime_seconds", "migbed_target_device_busy_seconds"):
+        assert f"`{name}`" in text

@@ -142,6 +142,9 @@ DEVICE_FIELDS: dict[str, FieldSpec] = {
     "target_loaded_bytes": FieldSpec(help="Device bytes the target has loaded (return path)"),
     "target_backlog_bytes": FieldSpec(help="Device bytes received by the target, not yet loaded (return path)"),
     "target_initial_loaded": FieldSpec(help="1 once the target has loaded the device's initial data (return path)"),
+    # a destination cannot know how much setup work is left (it only sees its own busy time):
+    # not a figure, whatever the sample still carries
+    "target_setup_remaining_s": SKIP,
 }
 
 NESTED_TABLES: dict[str, dict[str, FieldSpec]] = {"devices": DEVICE_FIELDS}
