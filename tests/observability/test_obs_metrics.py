@@ -270,3 +270,40 @@ def test_docs_metrics_reference_is_current() -> None:
     text = reference.DOC.read_text()
     for name in ("migbed_migration_guest_downtime_seconds", "migbed_target_device_busy_seconds"):
         assert f"`{name}`" in text
+
+
+def test_naming_rule_and_event_names() -> None:
+    from migbed.measure.metrics.live import event_metric
+
+    assert metric_fragment("guest_downtime_ms") == ("guest_downtime_seconds", 1e-3)
+    assert metric_fragment("clock_offset_ns") == ("clock_offset_seconds", 1e-9)
+    assert metric_fragment("busy_s") == ("busy_seconds", 1.0)
+    assert metric_fragment("bandwidth_bytes_per_s") == ("bandwidth_bytes_per_second", 1.0)
+    assert metric_fragment("precopy_bytes") == ("precopy_bytes", 1.0)
+    assert event_metric("resumed") == ("migbed_source_last_resume_timestamp_seconds", "")
+    assert event_metric("switchover-ack") == ("migbed_source_last_switchover_ack_timestamp_seconds", "")
+    assert event_metric("init-data-sent:vf0") == ("migbed_source_last_init_data_sent_timestamp_seconds", "vf0")
+    # a free-text tail or an odd name would be an unbounded label or an invalid metric name
+    assert event_metric("error:connection reset by peer") is None
+    assert event_metric("init-data-sent") is None
+    assert event_metric("Weird Name") is None
+
+
+@pytest.mark.parametrize("outcome", ["completed", "failed"])
+def test_live_gauges_show_the_end_of_a_finished_run(outcome: str) -> None:
+    m = SourceMetrics()
+    rec = make_record("legacy", 0, outcome=outcome)
+    mid = rec.timeline[len(rec.timeline) // 2]  # the engine's samples stop in pre-copy
+    assert mid.ram_remaining_bytes > 0
+    m.on_progress("tiny", "legacy", mid)
+    m.on_result(rec)
+    reg = m.registry
+    assert reg.get_sample_value("migbed_source_phase", {**SP, "stage": "done"}) == 1
+    assert reg.get_sample_value("migbed_source_migration_active", SP) == 0
+    assert reg.get_sample_value("migbed_source_elapsed_seconds", SP) == rec.total_time_ms / 1000
+    remaining = reg.get_sample_value("migbed_source_ram_remaining_bytes", SP)
+    sent = reg.get_sample_value("migbed_source_ram_transferred_bytes", SP)
+    if outcome == "completed":  # everything was sent: the record's totals
+        assert remaining == 0 and sent == rec.ram_transferred_bytes
+    else:  # where it stopped
+        assert remaining == mid.ram_remaining_bytes and sent == mid.ram_transferred_bytes

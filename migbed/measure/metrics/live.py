@@ -115,6 +115,21 @@ def sample_figures(live: _Live) -> Iterator[Figure]:
         yield Figure(metric, doc, ts, (("device", device),) if device else ())
 
 
+def end_sample(last: ProgressSample, record: RunRecord) -> ProgressSample:
+    """The live view of a finished run: its last sample at the run's end. A completed run
+    sent everything: nothing remains, and the totals are the record's."""
+    end: dict[str, object] = {"t_ms": record.total_time_ms}
+    if record.outcome == "completed":
+        end |= {
+            "ram_remaining_bytes": 0,
+            "pending_bytes": 0,
+            "ram_transferred_bytes": record.ram_transferred_bytes,
+            "device_transferred_bytes": record.device_transferred_bytes,
+        }
+    names = {f.name for f in dataclasses.fields(last)}
+    return dataclasses.replace(last, **{k: v for k, v in end.items() if k in names})  # type: ignore[arg-type]
+
+
 class LiveCollector(Collector):
     """``migbed_source_*``: progress of the latest run per (scenario, policy) and event times."""
 
@@ -163,7 +178,7 @@ class LiveCollector(Collector):
             if live.sample is None and record.timeline:
                 live.sample = record.timeline[-1]
             if live.sample is not None:
-                live.sample = dataclasses.replace(live.sample, t_ms=record.total_time_ms)
+                live.sample = end_sample(live.sample, record)
             live.phase, live.elapsed_s = "done", record.total_time_ms / 1000.0
 
     def collect(self) -> Iterator[Metric]:
