@@ -300,6 +300,17 @@ def policy_comparison() -> dashboard.Dashboard:
                     w=12,
                     h=10,
                 ),
+                _bar(
+                    "Where guest-visible downtime went, mean per policy and part",
+                    "s",
+                    q(
+                        f"scenario_policy_part:migbed_migration_guest_downtime_part_seconds:mean{{{SP}}}",
+                        "{{policy}} {{part}}",
+                        instant=True,
+                    ),
+                    w=24,
+                    h=10,
+                ),
                 _ts(
                     "Downtime of each run (latest result per policy)",
                     "s",

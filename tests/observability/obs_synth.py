@@ -14,6 +14,7 @@ from collections.abc import Iterable
 from typing import Any, TypeVar
 
 from migbed.measure.metrics import SourceMetrics, TargetMetrics
+from migbed.measure.metrics.fields import DOWNTIME_PARTS
 from migbed.measure.record import DeviceSample, Event, ProgressSample, RunRecord
 
 T = TypeVar("T")
@@ -38,11 +39,12 @@ def _synth_record_type() -> type[RunRecord]:
     """RunRecord, plus the per-channel multifd fields the engine reports once multifd lands
     (the exporter reads any record generically: these are exported with no code of theirs)."""
     have = {f.name for f in dataclasses.fields(RunRecord)}
-    extra = [
+    extra: list[tuple[str, Any, Any]] = [
         (name, list[int], dataclasses.field(default_factory=list))
         for name in ("multifd_channel_bytes", "multifd_channel_packets")
         if name not in have
     ]
+    extra += [(name, float, dataclasses.field(default=0.0)) for name in DOWNTIME_PARTS if name not in have]
     return dataclasses.make_dataclass("SynthRecord", extra, bases=(RunRecord,)) if extra else RunRecord
 
 
@@ -176,6 +178,12 @@ def make_record(
         device_initial_load_ms={"vf0": 2500.0},
         decision_reason="pending < threshold",
         same_clock=True,
+        # where the guest-visible downtime went (adds up to it)
+        stop_lag_ms=2.0,
+        stop_copy_ms=qemu_ms * 0.6,
+        delivery_ms=qemu_ms * 0.1,
+        destination_load_ms=guest_ms - 2.0 - qemu_ms * 0.7 - 1.0,
+        resume_ms=1.0,
         multifd_channel_bytes=[ram // 2 + 4 * MiB, ram // 2 + 4 * MiB],
         multifd_channel_packets=[ram // (2 * 512 * 1024) + 8, ram // (2 * 512 * 1024) + 8],
         timeline=timeline,

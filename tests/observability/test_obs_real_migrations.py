@@ -28,6 +28,7 @@ from obs_promlib import scrape_config_for as scrape_config
 
 from migbed.core.scenario import builtin_scenario_text
 from migbed.experiments.localstack import Service, start_service
+from migbed.measure.metrics.fields import DOWNTIME_PARTS
 from migbed.measure.record import RunRecord, load_results
 
 pytestmark = [pytest.mark.prometheus, pytest.mark.slow]
@@ -210,12 +211,32 @@ def test_target_sessions_agree(run: Run) -> None:
 # multifd (the exporter reads them generically). Until the record has them, their panels
 # cannot have data from a real run; test_obs_prometheus checks those panels with records
 # that have them.
-ENGINE_REPORTS_CHANNELS = "multifd_channel_bytes" in {f.name for f in dataclasses.fields(RunRecord)}
+# Likewise the parts of guest downtime (stop lag, stop-copy, delivery, destination load, resume).
+RECORD_FIELDS = {f.name for f in dataclasses.fields(RunRecord)}
+ENGINE_REPORTS_CHANNELS = "multifd_channel_bytes" in RECORD_FIELDS
+ENGINE_REPORTS_PARTS = set(DOWNTIME_PARTS) <= RECORD_FIELDS
 
 
 def test_every_dashboard_query_returns_data_after_real_migrations(run: Run) -> None:
-    skip = frozenset() if ENGINE_REPORTS_CHANNELS else frozenset({"multifd_channel"})
-    assert check_dashboards_have_data(run.prom, skip_metrics=skip) >= 40
+    skip = set()
+    if not ENGINE_REPORTS_CHANNELS:
+        skip.add("multifd_channel")
+    if not ENGINE_REPORTS_PARTS:
+        skip.add("guest_downtime_part")
+    assert check_dashboards_have_data(run.prom, skip_metrics=frozenset(skip)) >= 40
+
+
+def test_downtime_parts_add_up(run: Run) -> None:
+    if not ENGINE_REPORTS_PARTS:
+        pytest.xfail("RunRecord has no downtime parts yet (the engine's fidelity work)")
+    got = {
+        (r["metric"]["policy"], r["metric"]["part"]): float(r["value"][1])
+        for r in run.prom.query('migbed_migration_guest_downtime_part_seconds_sum{scenario="tiny"}')
+    }
+    for policy, recs in by_policy(run.records).items():
+        done = [r for r in recs if r.outcome == "completed"]
+        parts = sum(v for (p, _), v in got.items() if p == policy)
+        assert abs(parts - sum(r.guest_downtime_ms for r in done) / 1000) < 1e-6, policy
 
 
 def test_multifd_channels_of_the_live_run(run: Run) -> None:

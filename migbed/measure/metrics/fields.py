@@ -101,7 +101,20 @@ RECORD_FIELDS: dict[str, FieldSpec] = {
     "source_integrity_ok": FieldSpec(help="1 if the source guest's pages passed their self-check after the run"),
     "multifd_channel_bytes": FieldSpec(label="channel", help="Bytes sent on each multifd channel"),
     "multifd_channel_packets": FieldSpec(label="channel", help="Packets sent on each multifd channel"),
+    "multifd_channels": FieldSpec(help="multifd channels beside the main stream (0: multifd off)"),
+    "verification_ms": FieldSpec(help="Completion to the target's Verified (outside total time)"),
+    "return_path": FieldSpec(help="1 if the return path was on (forced on by a policy that needs switchover-ack)"),
+    # where guest downtime went: these five add up to guest_downtime_ms
+    "stop_lag_ms": FieldSpec(help="Guest downtime part: last vCPU tick to the stop (source clock)"),
+    "stop_copy_ms": FieldSpec(help="Guest downtime part: the stop to the source writing the last byte"),
+    "device_save_ms": FieldSpec(help="Of stop_copy: the devices' stop-copy save time"),
+    "delivery_ms": FieldSpec(help="Guest downtime part: last byte written to the target reading it, inline loads"),
+    "destination_load_ms": FieldSpec(help="Guest downtime part: target read the last byte to every device loaded"),
+    "resume_ms": FieldSpec(help="Guest downtime part: every device loaded to the first vCPU tick on the target"),
 }
+
+# The parts of guest downtime, in order (RunRecord fields; they add up to guest_downtime_ms).
+DOWNTIME_PARTS: tuple[str, ...] = ("stop_lag_ms", "stop_copy_ms", "delivery_ms", "destination_load_ms", "resume_ms")
 
 # ProgressSample -> migbed_source_<name>{scenario, policy}
 SAMPLE_FIELDS: dict[str, FieldSpec] = {
@@ -142,6 +155,8 @@ DEVICE_FIELDS: dict[str, FieldSpec] = {
     "target_loaded_bytes": FieldSpec(help="Device bytes the target has loaded (return path)"),
     "target_backlog_bytes": FieldSpec(help="Device bytes received by the target, not yet loaded (return path)"),
     "target_initial_loaded": FieldSpec(help="1 once the target has loaded the device's initial data (return path)"),
+    "target_busy_s": FieldSpec(help="Time the target has spent inside this device's loads (return path)"),
+    "target_loading": FieldSpec(help="1 while the target was loading this device's state (return path)"),
     # a destination cannot know how much setup work is left (it only sees its own busy time):
     # not a figure, whatever the sample still carries
     "target_setup_remaining_s": SKIP,
@@ -159,6 +174,7 @@ class HistogramSpec:
     help: str
     buckets: tuple[float, ...]
     stopped_only: bool  # observed only for runs that stopped the VM
+    labels: Labels = ()  # constant labels (the part of guest downtime)
 
 
 @dataclass(frozen=True)
@@ -193,6 +209,15 @@ HISTOGRAMS: tuple[HistogramSpec, ...] = (
     HistogramSpec(
         "dirty_sync_count", "migbed_migration_iterations", "Dirty-bitmap syncs per migration",
         ITERATION_BUCKETS, False,
+    ),
+    *(
+        HistogramSpec(
+            part, "migbed_migration_guest_downtime_part_seconds",
+            "Where guest-visible downtime went, by part (stop_lag, stop_copy, delivery, destination_load, "
+            "resume: they add up to the guest-visible downtime)",
+            DOWNTIME_BUCKETS, True, (("part", part.removesuffix("_ms")),),
+        )
+        for part in DOWNTIME_PARTS
     ),
 )  # fmt: skip
 

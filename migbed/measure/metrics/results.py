@@ -76,7 +76,7 @@ class ResultsCollector(Collector):
         self._pairs: set[tuple[str, str]] = set()
         self._runs: dict[tuple[str, str, str], int] = defaultdict(int)  # (scenario, policy, outcome)
         self._unverified: dict[tuple[str, str], int] = defaultdict(int)
-        self._hists: dict[tuple[str, tuple[str, str, str]], _Histogram] = {}
+        self._hists: dict[tuple[str, tuple[str, str, str], Labels], _Histogram] = {}
         self._counters: dict[tuple[str, tuple[str, str], Labels], float] = defaultdict(float)
         self._last: dict[tuple[str, str], list[Figure]] = {}
 
@@ -104,7 +104,7 @@ class ResultsCollector(Collector):
                 if h.stopped_only and not stopped:
                     continue
                 for _, v in record_value(record, h.field):
-                    self._hists.setdefault((h.name, spo), _Histogram(h.buckets)).observe(v)
+                    self._hists.setdefault((h.name, spo, h.labels), _Histogram(h.buckets)).observe(v)
             for c in COUNTERS:
                 for labels, v in record_value(record, c.field):
                     self._counters[(c.name, sp, (*c.labels, *labels))] += v
@@ -144,14 +144,15 @@ class ResultsCollector(Collector):
 
     @staticmethod
     def _histograms(
-        hists: dict[tuple[str, tuple[str, str, str]], tuple[list[tuple[str, float]], float]],
+        hists: dict[tuple[str, tuple[str, str, str], Labels], tuple[list[tuple[str, float]], float]],
     ) -> Iterator[Metric]:
-        docs = {h.name: h.help for h in HISTOGRAMS}
-        for spec in HISTOGRAMS:
-            fam = HistogramMetricFamily(spec.name, docs[spec.name], labels=["scenario", "policy", "outcome"])
-            for (name, spo), (buckets, total) in sorted(hists.items()):
-                if name == spec.name:
-                    fam.add_metric(list(spo), buckets, total)
+        specs = {h.name: h for h in HISTOGRAMS}  # the first spec of a name gives help and labels
+        for name, spec in specs.items():
+            extra = [k for k, _ in spec.labels]
+            fam = HistogramMetricFamily(name, spec.help, labels=["scenario", "policy", "outcome", *extra])
+            for (hname, spo, labels), (buckets, total) in sorted(hists.items()):
+                if hname == name:
+                    fam.add_metric([*spo, *(v for _, v in labels)], buckets, total)
             if fam.samples:
                 yield fam
 
