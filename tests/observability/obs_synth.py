@@ -110,6 +110,8 @@ def make_record(
                         dirty_bytes=int(2 * MiB * frac),
                         target_loaded_bytes=int(dev_initial * min(1.0, t / 2500.0)),
                         target_backlog_bytes=initial_left // 2,
+                        target_busy_s=min(t, 2500.0) / 1000.0,
+                        target_loading=t < 2500.0,
                         target_initial_loaded=t >= 2500.0,
                     )
                 ],
@@ -136,6 +138,7 @@ def make_record(
                 build(
                     DeviceSample, name="vf0", state="STOP", initial_bytes=0, dirty_bytes=0,
                     target_loaded_bytes=dev_initial, target_backlog_bytes=0, target_initial_loaded=True,
+                    target_busy_s=2.5, target_loading=False,
                 )
             ],
         )
