@@ -23,7 +23,13 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from migbed.measure.metrics.common import DOWNTIME_BUCKETS, DURATION_BUCKETS, ITERATION_BUCKETS, vfio_state_number
+from migbed.measure.metrics.common import (
+    DOWNTIME_BUCKETS,
+    DURATION_BUCKETS,
+    ITERATION_BUCKETS,
+    MAX_CHANNELS,
+    vfio_state_number,
+)
 
 Labels = tuple[tuple[str, str], ...]
 
@@ -308,7 +314,9 @@ def _list_figures(
         index_label = spec.label or ("channel" if "channel" in field_name else "")
         if not index_label:
             return  # an unnamed index is not a bounded, meaningful label
-        for i, v in enumerate(value):
+        # the scenario validator bounds multifd-channels to 16: a longer list is a bug
+        # elsewhere, and must not make the label unbounded
+        for i, v in enumerate(value[:MAX_CHANNELS]):
             yield Figure(name, doc, float(_number(v) or 0.0) * factor, (*labels, (index_label, str(i))))
         return
     nested = NESTED_TABLES.get(field_name, {})
