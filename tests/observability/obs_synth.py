@@ -67,7 +67,12 @@ INIT_SENT_AT_MS = 800.0
 
 
 def make_record(
-    policy: str, repeat: int, scenario: str = "tiny", outcome: str = "completed", verified: bool | None = None
+    policy: str,
+    repeat: int,
+    scenario: str = "tiny",
+    outcome: str = "completed",
+    verified: bool | None = None,
+    source_intact: bool = True,
 ) -> RunRecord:
     stop_ms, qemu_ms, guest_ms, waits = SHAPES[policy]
     jitter = 1.0 + 0.04 * ((repeat * 7 + len(policy)) % 5 - 2)  # deterministic spread
@@ -181,6 +186,9 @@ def make_record(
         device_initial_load_ms={"vf0": 2500.0},
         decision_reason="pending < threshold",
         same_clock=True,
+        # a failed run leaves the source guest running and intact (checked by the engine)
+        source_guest_running_after=outcome != "completed" and source_intact,
+        source_integrity_ok=outcome != "completed" and source_intact,
         # where the guest-visible downtime went (adds up to it)
         stop_lag_ms=2.0,
         stop_copy_ms=qemu_ms * 0.6,

@@ -109,6 +109,7 @@ def test_histograms_and_counters_from_records() -> None:
     m = SourceMetrics()
     runs = [make_record("legacy", r) for r in range(3)] + [make_record("legacy", 9, outcome="failed")]
     runs.append(make_record("legacy", 4, verified=False))
+    runs.append(make_record("legacy", 5, outcome="cancelled", source_intact=False))
     for rec in runs:
         m.on_result(rec)
     reg = m.registry
@@ -123,8 +124,9 @@ def test_histograms_and_counters_from_records() -> None:
         1 for r in done if r.guest_downtime_ms <= 1000
     )
     assert reg.get_sample_value("migbed_migrations_total", {**SP, "outcome": "failed"}) == 1
-    assert reg.get_sample_value("migbed_migrations_total", {**SP, "outcome": "cancelled"}) == 0
+    assert reg.get_sample_value("migbed_migrations_total", {**SP, "outcome": "cancelled"}) == 1
     assert reg.get_sample_value("migbed_migrations_unverified_total", SP) == 1
+    assert reg.get_sample_value("migbed_migrations_source_not_intact_total", SP) == 1  # the failed one was intact
     assert reg.get_sample_value("migbed_migration_transferred_bytes_total", {**SP, "stage": "downtime"}) == sum(
         r.downtime_bytes for r in runs
     )

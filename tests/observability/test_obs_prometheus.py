@@ -68,6 +68,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     records = make_records(repeats=3)
     records.append(make_record("legacy", 9, outcome="failed"))
     records.append(make_record("time-aware", 8, verified=False))  # completed, unverified
+    records.append(make_record("initial-bytes-sent", 7, outcome="failed", source_intact=False))
     s = Stack(records, tmp_path_factory.mktemp("obs"))
     try:
         yield s
@@ -238,7 +239,8 @@ def test_target_metrics(stack: Stack) -> None:
     n = len(stack.records)
     assert stack.prom.value("sum(migbed_target_sessions_started_total)") == n
     assert stack.prom.value("sum(migbed_target_sessions_active)") == 0
-    assert stack.prom.value('sum(migbed_target_sessions_total{outcome="failed"})') == 1
+    failed = sum(1 for r in stack.records if r.outcome == "failed")
+    assert stack.prom.value('sum(migbed_target_sessions_total{outcome="failed"})') == failed
     load = stack.prom.values_by("sum by (policy) (migbed_target_final_load_seconds_sum)", "policy")
     for policy in POLICIES:
         want = sum(FINAL_LOAD_S[policy] for r in stack.records if r.policy == policy)
@@ -288,18 +290,20 @@ def test_recorded_means_agree_with_records(stack: Stack) -> None:
         assert close(per_run[(policy, "precopy")], mean(r.precopy_bytes for r in recs))
 
 
-def test_alerts_fire_for_the_failed_and_the_unverified_run(stack: Stack) -> None:
+def test_alerts_fire_for_the_failed_unverified_and_broken_runs(stack: Stack) -> None:
     def firing() -> dict[str, set[str]] | None:
         alerts = stack.prom.api_get("alerts")["alerts"]
         by: dict[str, set[str]] = defaultdict(set)
         for a in alerts:
             if a["state"] == "firing":
                 by[a["labels"]["alertname"]].add(a["labels"].get("policy", ""))
-        return dict(by) if {"MigbedMigrationFailed", "MigbedMigrationUnverified"} <= set(by) else None
+        want = {"MigbedMigrationFailed", "MigbedMigrationUnverified", "MigbedSourceGuestNotIntact"}
+        return dict(by) if want <= set(by) else None
 
     got = wait_for("alerts firing", firing)
-    assert got["MigbedMigrationFailed"] == {"legacy"}  # the one failed record
+    assert got["MigbedMigrationFailed"] == {"legacy", "initial-bytes-sent"}  # the failed records
     assert got["MigbedMigrationUnverified"] == {"time-aware"}  # the one unverified record
+    assert got["MigbedSourceGuestNotIntact"] == {"initial-bytes-sent"}  # its source guest broke
     assert "MigbedServiceDown" not in got
 
 

@@ -60,6 +60,10 @@ def test_promtool_test_rules(path: Path) -> None:
             "or (migbed_migrations_unverified_total > 0 unless migbed_migrations_unverified_total offset 10m)",
             "",
         ),
+        (
+            "increase(migbed_migrations_source_not_intact_total[10m]) > 0",
+            "increase(migbed_migrations_source_not_intact_total[10m]) > 1",
+        ),
         # a service down for minutes before anyone hears of it
         ("for: 30s", "for: 5m"),
     ],

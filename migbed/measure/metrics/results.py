@@ -76,6 +76,7 @@ class ResultsCollector(Collector):
         self._pairs: set[tuple[str, str]] = set()
         self._runs: dict[tuple[str, str, str], int] = defaultdict(int)  # (scenario, policy, outcome)
         self._unverified: dict[tuple[str, str], int] = defaultdict(int)
+        self._not_intact: dict[tuple[str, str], int] = defaultdict(int)
         self._hists: dict[tuple[str, tuple[str, str, str], Labels], _Histogram] = {}
         self._counters: dict[tuple[str, tuple[str, str], Labels], float] = defaultdict(float)
         self._last: dict[tuple[str, str], list[Figure]] = {}
@@ -100,6 +101,8 @@ class ResultsCollector(Collector):
             self._runs[spo] += 1
             if record.outcome == "completed" and not record.verified:
                 self._unverified[sp] += 1
+            if record.outcome != "completed" and not (record.source_guest_running_after and record.source_integrity_ok):
+                self._not_intact[sp] += 1
             for h in HISTOGRAMS:
                 if h.stopped_only and not stopped:
                     continue
@@ -114,33 +117,38 @@ class ResultsCollector(Collector):
         with self._lock:
             pairs = sorted(self._pairs)
             runs = dict(self._runs)
-            unverified = dict(self._unverified)
+            bad = {"unverified": dict(self._unverified), "not_intact": dict(self._not_intact)}
             hists = {k: (h.cumulative(), h.total) for k, h in self._hists.items()}
             counters = dict(self._counters)
             last = [(sp, fig) for sp, figs in sorted(self._last.items()) for fig in figs]
-        yield from self._counts(pairs, runs, unverified)
+        yield from self._counts(pairs, runs, bad)
         yield from self._histograms(hists)
         yield from self._counter_families(pairs, counters)
         yield from families(last, SP)
 
     @staticmethod
     def _counts(
-        pairs: list[tuple[str, str]], runs: dict[tuple[str, str, str], int], unverified: dict[tuple[str, str], int]
+        pairs: list[tuple[str, str]], runs: dict[tuple[str, str, str], int], bad: dict[str, dict[tuple[str, str], int]]
     ) -> Iterator[Metric]:
         total = CounterMetricFamily(
             "migbed_migrations", "Migrations finished, by outcome", labels=["scenario", "policy", "outcome"]
         )
-        bad = CounterMetricFamily(
+        unverified = CounterMetricFamily(
             "migbed_migrations_unverified",
             "Completed migrations whose target RAM and device state did not prove equal to the source's",
+            labels=list(SP),
+        )
+        not_intact = CounterMetricFamily(
+            "migbed_migrations_source_not_intact",
+            "Failed or cancelled migrations after which the source guest was not running with intact pages",
             labels=list(SP),
         )
         for sp in pairs:
             for outcome in OUTCOMES:
                 total.add_metric([*sp, outcome], runs.get((*sp, outcome), 0))
-            bad.add_metric(list(sp), unverified.get(sp, 0))
-        yield total
-        yield bad
+            unverified.add_metric(list(sp), bad["unverified"].get(sp, 0))
+            not_intact.add_metric(list(sp), bad["not_intact"].get(sp, 0))
+        yield from (total, unverified, not_intact)
 
     @staticmethod
     def _histograms(
