@@ -257,10 +257,6 @@ def metric_fragment(field_name: str) -> tuple[str, float]:
     return field_name, 1.0
 
 
-def field_scale(field_name: str) -> float:
-    return metric_fragment(field_name)[1]
-
-
 def _number(value: Any) -> float | None:
     if isinstance(value, bool):
         return 1.0 if value else 0.0
