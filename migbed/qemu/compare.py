@@ -1,0 +1,150 @@
+"""Real QEMU beside migbed: the same RAM-side scenario migrated by both, on this machine.
+
+QEMU runs first (the comparison guest, see migrate.py), then migbed (a local source and
+target over gRPC, legacy policy). Devices are migbed's alone, so the migbed run gets the
+scenario without its [[device]] tables; neither side shapes the link (loopback). The
+result folder gets qemu.json (every query-migrate sample), migbed.json (the RunRecord),
+comparison.json (the table as data) and remaining.png.
+"""
+
+from __future__ import annotations
+
+import json
+import tomllib
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from migbed.core.scenario import Scenario, parse_scenario
+from migbed.measure.record import RunRecord
+from migbed.qemu.install import find_guest_files
+from migbed.qemu.migrate import QemuRecord, kvm_usable, run_qemu_migration
+from migbed.qemu.table import Row, build_rows
+
+
+class MigbedRunError(RuntimeError):
+    """migbed's own migration in a comparison did not complete."""
+
+
+@dataclass
+class Comparison:
+    scenario: str
+    qemu: QemuRecord
+    migbed: RunRecord
+    rows: list[Row]
+    notes: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"scenario": self.scenario, "notes": self.notes,
+                "rows": [r.to_dict() for r in self.rows]}
+
+
+# ---------------------------------------------------------------- the migbed side
+
+
+def _toml_value(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, int | float):
+        return repr(v)
+    if isinstance(v, str):
+        return json.dumps(v)  # a JSON string is a valid TOML basic string
+    raise ValueError(f"cannot write {type(v).__name__} {v!r} to TOML")
+
+
+def ram_only_toml(sc: Scenario) -> str:
+    """The scenario without its devices and its link (neither side is shaped here)."""
+    data = tomllib.loads(sc.source_text)
+    lines = [f"name = {_toml_value(data.get('name', sc.name))}"]
+    for table in ("guest", "migration"):
+        if table in data:
+            lines.append(f"\n[{table}]")
+            lines += [f"{k} = {_toml_value(v)}" for k, v in data[table].items()]
+    text = "\n".join(lines) + "\n"
+    parse_scenario(text, f"{sc.name} (RAM only)")  # the same validation migbed applies
+    return text
+
+
+def run_migbed(sc: Scenario, out: Path, show_progress: bool = False) -> RunRecord:
+    from migbed.orchestration.comparison import Plan, run_plan
+    from migbed.orchestration.localstack import local_stack
+
+    toml = ram_only_toml(sc)
+    with local_stack(out / "migbed-logs") as (source, target):
+        plan = Plan(sc.name, toml, ["legacy"], 1, source.address, target.address)
+        record = run_plan(plan, show_progress=show_progress)[0]
+    if record.outcome != "completed":
+        raise MigbedRunError(f"migbed's migration {record.outcome}: {record.error}")
+    return record
+
+
+# ---------------------------------------------------------------- both
+
+
+def notes_for(sc: Scenario, q: QemuRecord, m: RunRecord) -> list[str]:
+    s = q.settings
+    notes = [
+        f"{q.qemu_version}, accel {q.accel}; -m {s['memory_mib']} MiB, guest program buffer "
+        f"{s['buffer_size'] / 2**20:.1f} MiB + idle kernel {q.kernel_footprint_bytes / 2**20:.1f} MiB "
+        f"non-zero = ram-size {s['ram_size'] / 2**20:.0f} MiB",
+        "RAM only: the scenario's devices are migbed's alone and were dropped for both sides"
+        if sc.devices else "RAM only (the scenario has no device)",
+        "link: loopback, unshaped on both sides" + (" (the scenario's [link] is ignored)"
+                                                    if sc.link.rate else ""),
+        f"return-path {'on' if s['return_path'] else 'off'}, multifd "
+        + (f"on ({s['multifd_channels']} channels)" if s["multifd"] else "off"),
+        f"destination guest: {q.destination_ticks_after} ticks after the switchover, "
+        f"{q.destination_pages_checked} pages checked, {q.destination_bad_pages} bad",
+        f"migbed: verified {m.verified}",
+        "Under TCG, total-time, transferred and dirty-sync-count reproduce run to run; downtime "
+        "and guest stall depend on this host's CPU",
+    ]
+    if q.stall and not q.stall.get("continuous", True):
+        notes.append("WARNING: the destination's first tick does not follow the source's last")
+    return notes
+
+
+def choose_accel(requested: str, out: Path) -> str:
+    if requested != "auto":
+        return requested
+    return "kvm" if kvm_usable(find_guest_files(), out / "kvm-probe") else "tcg"
+
+
+def run_comparison(sc: Scenario, out: Path, accel: str = "tcg", show_progress: bool = False,
+                   tag: str = "") -> Comparison:
+    out.mkdir(parents=True, exist_ok=True)
+    files = find_guest_files()
+    accel = choose_accel(accel, out)
+    tag = tag or f"migbed-{uuid.uuid4().hex[:8]}"
+    q = run_qemu_migration(sc, files, out / "qemu", accel, tag=tag)
+    (out / "qemu.json").write_text(json.dumps(q.to_dict(), indent=1))
+    m = run_migbed(sc, out, show_progress)
+    (out / "migbed.json").write_text(json.dumps(m.to_dict(), indent=1))
+    cmp = Comparison(sc.name, q, m, build_rows(q, m), notes_for(sc, q, m))
+    (out / "comparison.json").write_text(json.dumps(cmp.to_dict(), indent=1))
+    plot_remaining(q, m, out / "remaining.png")
+    return cmp
+
+
+def plot_remaining(q: QemuRecord, m: RunRecord, path: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    qs = [s["info"] for s in q.samples if "ram" in s["info"] and "total-time" in s["info"]]
+    ax.plot([i["total-time"] for i in qs], [i["ram"]["remaining"] / 2**20 for i in qs],
+            label=f"QEMU ({q.accel})", marker=".", linewidth=1)
+    ax.plot([s.t_ms for s in m.timeline], [s.ram_remaining_bytes / 2**20 for s in m.timeline],
+            label="migbed (legacy)", marker=".", linewidth=1)
+    ax.set_xlabel("ms since migration start")
+    ax.set_ylabel("RAM remaining (MiB)")
+    ax.set_title(f"{m.scenario}: remaining bytes, QEMU vs migbed")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
