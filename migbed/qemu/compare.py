@@ -97,6 +97,8 @@ def notes_for(sc: Scenario, q: QemuRecord, m: RunRecord) -> list[str]:
         f"destination guest: {q.destination_ticks_after} ticks after the switchover, "
         f"{q.destination_pages_checked} pages checked, {q.destination_bad_pages} bad",
         f"migbed: verified {m.verified}",
+        *(["with multifd QEMU counts page data in multifd-bytes only: its precopy-bytes and "
+           "downtime-bytes hold the main channel's few bytes"] if s["multifd"] else []),
         "Under TCG, total-time, transferred and dirty-sync-count reproduce run to run; downtime "
         "and guest stall depend on this host's CPU",
     ]
@@ -112,12 +114,12 @@ def choose_accel(requested: str, out: Path) -> str:
 
 
 def run_comparison(sc: Scenario, out: Path, accel: str = "tcg", show_progress: bool = False,
-                   tag: str = "") -> Comparison:
+                   tag: str = "", boot_timeout: float = 90.0) -> Comparison:
     out.mkdir(parents=True, exist_ok=True)
     files = find_guest_files()
     accel = choose_accel(accel, out)
     tag = tag or f"migbed-{uuid.uuid4().hex[:8]}"
-    q = run_qemu_migration(sc, files, out / "qemu", accel, tag=tag)
+    q = run_qemu_migration(sc, files, out / "qemu", accel, boot_timeout, tag)
     (out / "qemu.json").write_text(json.dumps(q.to_dict(), indent=1))
     m = run_migbed(sc, out, show_progress)
     (out / "migbed.json").write_text(json.dumps(m.to_dict(), indent=1))

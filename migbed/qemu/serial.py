@@ -15,6 +15,8 @@ that reads a QEMU chardev socket.
 
 from __future__ import annotations
 
+import contextlib
+import itertools
 import socket
 import threading
 import time
@@ -90,7 +92,7 @@ class Stall:
 
 def tick_period_ms(ticks: list[Tick]) -> float:
     """The median interval between ticks on the guest's clock."""
-    gaps = sorted(b.guest_ns - a.guest_ns for a, b in zip(ticks, ticks[1:], strict=False))
+    gaps = sorted(b.guest_ns - a.guest_ns for a, b in itertools.pairwise(ticks))
     return gaps[len(gaps) // 2] / 1e6 if gaps else 0.0
 
 
@@ -182,10 +184,8 @@ class ConsoleReader:
     def close(self) -> None:
         self._closed = True
         if self._sock is not None:
-            try:
+            with contextlib.suppress(OSError):
                 self._sock.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
             self._sock.close()
         if self._thread is not None:
             self._thread.join(timeout=2)

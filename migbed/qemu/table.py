@@ -62,8 +62,9 @@ class Row:
 
 
 def qemu_transferred(ram: dict[str, Any]) -> float:
-    """QEMU 10's `ram.transferred` (migration_transferred_bytes) already holds the multifd
-    channels' bytes; `multifd-bytes` is reported beside it, not to be added again."""
+    """QEMU 10's `ram.transferred` already holds the multifd channels' bytes (measured here:
+    transferred 142143824 with multifd-bytes 142065152 on a multifd run); `multifd-bytes` is
+    reported beside it and must not be added again."""
     return float(ram.get("transferred", 0))
 
 

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import shutil
 import signal
 import subprocess
+import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -62,10 +64,12 @@ class Vm:
     def __init__(self, files: GuestFiles, spec: VmSpec, workdir: Path) -> None:
         self.spec = spec
         self.workdir = workdir
-        self.qmp_path = workdir / f"{spec.name}.qmp"
+        # Unix socket paths are limited to 108 bytes: keep them in a short folder of their own.
+        self.socket_dir = Path(tempfile.mkdtemp(prefix="migbed-qemu-"))
+        self.qmp_path = self.socket_dir / "qmp"
         self.log_path = workdir / f"{spec.name}.log"
-        self.command = qemu_command(files, spec, self.qmp_path, workdir / f"{spec.name}.serial")
-        self.console = ConsoleReader(str(workdir / f"{spec.name}.serial"), spec.name)
+        self.command = qemu_command(files, spec, self.qmp_path, self.socket_dir / "serial")
+        self.console = ConsoleReader(str(self.socket_dir / "serial"), spec.name)
         self.process: subprocess.Popen[bytes] | None = None
         self._monitor: Any = None
 
@@ -117,9 +121,7 @@ class Vm:
         if self.process is not None and self.process.poll() is None:
             self.process.kill()
             self.process.wait()
-        for path in (self.qmp_path, Path(self.console.path)):
-            with contextlib.suppress(OSError):
-                path.unlink()
+        shutil.rmtree(self.socket_dir, ignore_errors=True)
 
 
 @contextlib.contextmanager
