@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from pathlib import Path
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -67,7 +67,7 @@ def test_a_guest_that_does_not_boot_in_time_ends_both_qemus(
         guest_files: GuestFiles, tmp_path: Path, qemu_tag: str, leftover_qemus: Leftovers) -> None:
     tag = qemu_tag
     s = settings_for(parse_scenario(SMALL), kernel_footprint=60 * MiB)
-    with pytest.raises(QemuRunError, match="booting and touching its memory not within 0.5s"):
+    with pytest.raises(QemuRunError, match=r"booting and touching its memory not within 0\.5s"):
         migrate_pair(s, guest_files, tmp_path, "tcg", boot_timeout=0.5, tag=tag)
     assert leftover_qemus(tag) == []
 
@@ -85,7 +85,7 @@ def test_a_failed_migration_is_reported_and_ends_both_qemus(
 
     monkeypatch.setattr(vm_module.Vm, "qmp", misdirected)
     s = settings_for(parse_scenario(SMALL), kernel_footprint=60 * MiB)
-    with pytest.raises(QemuRunError, match="QEMU migration failed: .*(refused|connect)"):
+    with pytest.raises(QemuRunError, match=r"QEMU migration failed: .*(refused|connect)"):
         migrate_pair(s, guest_files, tmp_path, "tcg", tag=tag)
     assert leftover_qemus(tag) == []
 
