@@ -141,8 +141,10 @@ def fetch_kernel() -> Path:
     if out.is_file():
         return out
     out.parent.mkdir(parents=True, exist_ok=True)
-    depends = _run(["apt-cache", "depends", KERNEL_META_PACKAGE])
-    m = re.search(r"Depends: (linux-image-\S+)", depends)
+    m = re.search(r"Depends: (linux-image-\S+)", _apt_depends(KERNEL_META_PACKAGE))
+    if not m:  # a fresh machine may have no package lists yet
+        _apt("update", "-qq")
+        m = re.search(r"Depends: (linux-image-\S+)", _apt_depends(KERNEL_META_PACKAGE))
     if not m:
         raise QemuSetupError(f"apt-cache depends {KERNEL_META_PACKAGE}: no kernel package named")
     with tempfile.TemporaryDirectory() as tmp:
@@ -155,6 +157,20 @@ def fetch_kernel() -> Path:
             raise QemuSetupError(f"{deb.name} holds no boot/vmlinuz-*")
         shutil.copyfile(images[0], out)
     return out
+
+
+def _apt_depends(package: str) -> str:
+    done = subprocess.run(["apt-cache", "depends", package], capture_output=True, text=True)
+    return done.stdout if done.returncode == 0 else ""
+
+
+def ensure_compiler() -> None:
+    """gcc and a static C library (libc6-dev) to build the guest program."""
+    if shutil.which("gcc") and Path("/usr/lib/x86_64-linux-gnu/libc.a").exists():
+        return
+    print("migbed.qemu: installing gcc libc6-dev (to build the guest program)", file=sys.stderr)
+    _apt("update", "-qq")
+    _apt("install", "-y", "-qq", "--no-install-recommends", "gcc", "libc6-dev")
 
 
 def _apt(*args: str) -> None:
@@ -182,6 +198,7 @@ def install_qemu() -> QemuBinary:
 def setup() -> GuestFiles:
     qemu = install_qemu()
     kernel = fetch_kernel()
+    ensure_compiler()
     init = build_init()
     return GuestFiles(qemu, kernel, init)
 
