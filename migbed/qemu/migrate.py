@@ -168,6 +168,17 @@ def _check_destination(dest: Vm, record: QemuRecord, src_console: ConsoleReader)
     record.destination_bad_pages = verdict.bad_pages
 
 
+def _source_after_failure(source: Vm) -> str:
+    """QEMU restarts the source VM when a migration fails: show that the guest goes on."""
+    before = len(source.console.snapshot_ticks())
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        if len(source.console.snapshot_ticks()) >= before + 5:
+            return "the source guest is running again"
+        time.sleep(0.05)
+    return "the source guest did NOT resume"
+
+
 def _boot(source: Vm, s: QemuSettings, boot_timeout: float, started: float) -> float:
     ready = _wait_for("the guest booting and touching its memory", source,
                       lambda: source.console.ready, boot_timeout)
@@ -201,7 +212,8 @@ def migrate_pair(s: QemuSettings, files: GuestFiles, workdir: Path, accel: str =
         record.final = final
         if final.get("status") != "completed":
             raise QemuRunError(f"QEMU migration {final.get('status')}: "
-                               f"{final.get('error-desc', 'no reason given')}")
+                               f"{final.get('error-desc', 'no reason given')}; "
+                               f"{_source_after_failure(source)}")
         if check_destination:
             _check_destination(dest, record, source.console)
         stall: Stall | None = measure_stall(source.console.snapshot_ticks(),

@@ -74,6 +74,7 @@ class Vm:
         self._monitor: Any = None
 
     def start(self, timeout: float = 20.0) -> None:
+        from qemu.qmp import QMPError
         from qemu.qmp.legacy import QEMUMonitorProtocol
 
         with open(self.log_path, "wb") as log:
@@ -86,9 +87,14 @@ class Vm:
                 raise QemuRunError(f"{self.spec.name}: QEMU made no QMP socket in {timeout:g}s; "
                                    f"see {self.log_path}")
             time.sleep(0.02)
-        self.console.connect(timeout)
-        self._monitor = QEMUMonitorProtocol(str(self.qmp_path))
-        self._monitor.connect()
+        try:
+            self.console.connect(timeout)
+            self._monitor = QEMUMonitorProtocol(str(self.qmp_path))
+            self._monitor.connect()
+        except (QMPError, OSError) as e:
+            time.sleep(0.2)  # QEMU closing its sockets is usually QEMU exiting: say why
+            self._check_alive()
+            raise QemuRunError(f"{self.spec.name}: cannot talk to QEMU ({e}); see {self.log_path}") from None
         self._monitor.settimeout(30)
 
     def _check_alive(self) -> None:

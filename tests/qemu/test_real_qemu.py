@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -85,7 +86,8 @@ def test_a_failed_migration_is_reported_and_ends_both_qemus(
 
     monkeypatch.setattr(vm_module.Vm, "qmp", misdirected)
     s = settings_for(parse_scenario(SMALL), kernel_footprint=60 * MiB)
-    with pytest.raises(QemuRunError, match=r"QEMU migration failed: .*(refused|connect)"):
+    failed = r"QEMU migration failed: .*(refused|connect).*the source guest is running again"
+    with pytest.raises(QemuRunError, match=failed):
         migrate_pair(s, guest_files, tmp_path, "tcg", tag=tag)
     assert leftover_qemus(tag) == []
 
@@ -101,3 +103,29 @@ def test_cli_names_an_old_qemu_and_the_bug_without_a_traceback(tmp_path: Path) -
     assert done.returncode == 2
     assert "QEMU 7.2.0, older than 9.0" in done.stderr and "03bfc2188f" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_qemu_dies_with_a_harness_killed_by_sigkill(guest_files: GuestFiles, tmp_path: Path,
+                                                    qemu_tag: str, leftover_qemus: Leftovers) -> None:
+    """No finally block runs under SIGKILL: the parent-death signal ends QEMU anyway."""
+    code = (
+        "import sys, time\nfrom pathlib import Path\n"
+        "from migbed.qemu.install import find_guest_files\n"
+        "from migbed.qemu.initramfs import guest_initramfs\n"
+        "from migbed.qemu.vm import Vm, VmSpec\n"
+        f"work = Path({str(tmp_path)!r})\n"
+        "files = find_guest_files()\n"
+        "(work / 'i.cpio').write_bytes(guest_initramfs(files.init.read_bytes()))\n"
+        f"vm = Vm(files, VmSpec({qemu_tag!r}, 160, 'console=ttyS0', work / 'i.cpio'), work)\n"
+        "vm.start()\nprint('up', flush=True)\ntime.sleep(120)\n")
+    harness = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    try:
+        assert harness.stdout is not None and harness.stdout.readline().strip() == "up"
+        assert leftover_qemus(qemu_tag), "QEMU should be running under the harness"
+    finally:
+        harness.kill()
+        harness.wait()
+    deadline = time.monotonic() + 10
+    while leftover_qemus(qemu_tag) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert leftover_qemus(qemu_tag) == []
