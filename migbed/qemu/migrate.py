@@ -37,6 +37,7 @@ class QemuSettings:
     memory_mib: int  # -m: ram-size plus room for the kernel
     working_set: int
     dirty_rate: int  # bytes/s
+    seed: int  # of the guest's page choice
     max_bandwidth: int  # bytes/s
     downtime_limit_ms: int
     avail_switchover_bandwidth: int  # bytes/s, 0 = unset
@@ -60,7 +61,7 @@ class QemuSettings:
 
     def kernel_append(self) -> str:
         return (f"console=ttyS0 quiet panic=-1 MB_MEM={self.buffer_size} MB_WS={self.working_set} "
-                f"MB_RATE={self.dirty_rate} MB_TICK_MS={TICK_MS}")
+                f"MB_RATE={self.dirty_rate} MB_SEED={self.seed} MB_TICK_MS={TICK_MS}")
 
 
 def memory_mib_for(ram_size: int) -> int:
@@ -80,7 +81,8 @@ def settings_for(sc: Scenario, kernel_footprint: int) -> QemuSettings:
             f"for a working-set of {sc.guest.working_set >> 20} MiB")
     return QemuSettings(
         ram_size=sc.guest.ram_size, buffer_size=buffer, memory_mib=memory_mib_for(sc.guest.ram_size),
-        working_set=sc.guest.working_set, dirty_rate=int(sc.guest.dirty_rate),
+        working_set=buffer if sc.guest.dirty_pattern == "uniform" else sc.guest.working_set,
+        dirty_rate=int(sc.guest.dirty_rate), seed=sc.guest.seed,
         max_bandwidth=int(m.max_bandwidth), downtime_limit_ms=max(1, round(m.downtime_limit * 1e3)),
         avail_switchover_bandwidth=int(m.avail_switchover_bandwidth),
         # Keys another part of migbed is adding; read with their QEMU/libvirt defaults.
@@ -235,7 +237,7 @@ def kernel_footprint(files: GuestFiles, memory_mib: int, accel: str, workdir: Pa
     key = (files.qemu.version_text, str(files.kernel), memory_mib, accel)
     if key not in _footprints:
         idle = QemuSettings(ram_size=0, buffer_size=4096, memory_mib=memory_mib, working_set=4096,
-                            dirty_rate=0, max_bandwidth=100 * 1024 * MiB, downtime_limit_ms=300,
+                            dirty_rate=0, seed=1, max_bandwidth=100 * 1024 * MiB, downtime_limit_ms=300,
                             avail_switchover_bandwidth=0, return_path=True, multifd=False,
                             multifd_channels=2, warmup_s=0.2, max_time_s=60)
         rec = migrate_pair(idle, files, workdir / "footprint", accel, tag=f"{tag}-idle",

@@ -1,12 +1,12 @@
 /* migbed's QEMU guest: the whole userspace of the comparison VM, run as /init (PID 1).
  *
  * It owns a buffer of MB_MEM bytes. At start it writes every page with self-describing
- * contents (page index and a generation, never zero), then rewrites the first MB_WS bytes
- * (the working set) at MB_RATE bytes/s, a page at a time, round robin. Every MB_TICK_MS it
+ * contents (page index and a generation, never zero), then rewrites pages drawn at random
+ * from the first MB_WS bytes (the working set) at MB_RATE bytes/s, a page at a time. Every MB_TICK_MS it
  * prints a tick on the console (the serial port) with its own CLOCK_MONOTONIC:
  *
  *   R <pages> <working_set_pages> <rate> <touch_ms> <kernel_used_bytes>
- *   T <seq> <guest_ns> <pages_written> <rounds>
+ *   T <seq> <guest_ns> <pages_written> <pages_written / working_set_pages>
  *
  * On a "v" line from the console it checks every page against the generation it recorded
  * for it (a separate array, so a write lost by migration shows) and prints
@@ -48,6 +48,13 @@ static inline uint64_t word_value(uint64_t p, uint64_t g, uint64_t w) {
     uint64_t x = (p << 24) ^ (g << 44) ^ (w * 0x9E3779B97F4A7C15ull) ^ 0x5A5A5A5A5A5A5A5Aull;
     x ^= x >> 29;
     return x | 1u;
+}
+
+static inline uint64_t next_random(uint64_t *state) { /* xorshift64* */
+    uint64_t x = *state;
+    x ^= x >> 12; x ^= x << 25; x ^= x >> 27;
+    *state = x;
+    return x * 0x2545F4914F6CDD1Dull;
 }
 
 static void write_page(uint64_t *page, uint64_t p, uint64_t g) {
@@ -105,7 +112,7 @@ int main(void) {
     uint64_t pages = mem / PAGE, ws_pages = ws / PAGE;
     if (ws_pages == 0 || ws_pages > pages) ws_pages = pages;
     setvbuf(stdout, NULL, _IOLBF, 0);
-    zero_free_memory(16ull << 20);
+    if (getpid() == 1) zero_free_memory(16ull << 20); /* only as the guest's init, never on a host */
     uint64_t kernel_used = used_bytes();
     uint64_t *buf = mmap(NULL, pages * PAGE, PROT_READ | PROT_WRITE,
                          MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE, -1, 0);
@@ -119,19 +126,22 @@ int main(void) {
     printf("R %llu %llu %llu %llu %llu\n", (unsigned long long)pages, (unsigned long long)ws_pages,
            (unsigned long long)rate, (unsigned long long)((now_ns() - t0) / 1000000u),
            (unsigned long long)kernel_used);
-    uint64_t start = now_ns(), next_tick = start, written = 0, cursor = 0, seq = 0, rounds = 0;
+    uint64_t start = now_ns(), next_tick = start, written = 0, seq = 0, rounds = 0;
+    uint64_t rng = env_u64("MB_SEED", 1) * 0x9E3779B97F4A7C15ull + 1;
     for (;;) {
         uint64_t t = now_ns();
         /* The budget is set by the guest's own clock: pages due since start at MB_RATE. */
         uint64_t due = rate ? (uint64_t)((double)(t - start) * 1e-9 * (double)rate / PAGE) : 0;
         while (written < due) {
-            uint64_t p = cursor;
+            /* A page drawn uniformly from the working set, repeats allowed: the writable
+             * working set as migbed's workload draws it (migbed/core/workload.py). */
+            uint64_t p = next_random(&rng) % ws_pages;
             gen[p] += 1;
             write_page(buf + p * WORDS, p, gen[p]);
             written++;
-            if (++cursor == ws_pages) { cursor = 0; rounds++; }
             if ((written & 63u) == 0 && now_ns() >= next_tick) break;
         }
+        rounds = written / ws_pages;
         t = now_ns();
         if (t >= next_tick) {
             printf("T %llu %llu %llu %llu\n", (unsigned long long)seq++, (unsigned long long)t,
