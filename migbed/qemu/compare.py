@@ -102,6 +102,12 @@ def notes_for(sc: Scenario, q: QemuRecord, m: RunRecord) -> list[str]:
         "Under TCG, total-time, transferred and dirty-sync-count reproduce run to run; downtime "
         "and guest stall depend on this host's CPU",
     ]
+    if q.stall and q.stall_parts:
+        p = q.stall_parts
+        notes.append(f"QEMU guest stall {q.stall['host_ms']:.0f} ms = {p['before_stop_ms']:.0f} ms from the "
+                     f"last source tick to the source's STOP + {p['stop_to_resume_ms']:.0f} ms to the "
+                     f"destination's RESUME + {p['after_resume_ms']:.0f} ms to its first tick "
+                     f"(ticks every {q.stall['tick_period_ms']:.0f} ms)")
     if q.stall and not q.stall.get("continuous", True):
         notes.append("WARNING: the destination's first tick does not follow the source's last")
     return notes

@@ -20,9 +20,11 @@ from typing import Any
 from migbed.core.scenario import MiB, Scenario
 from migbed.qemu.initramfs import guest_initramfs
 from migbed.qemu.install import GuestFiles
-from migbed.qemu.serial import ConsoleReader, Stall, measure_stall
+from migbed.qemu.serial import ConsoleReader, Stall, event_monotonic_ns, measure_stall, split_stall
 from migbed.qemu.vm import QemuRunError, Vm, VmSpec, running_vm
 
+# QMP events carry the host's realtime clock, console lines our monotonic one.
+_REALTIME_MINUS_MONOTONIC_NS = time.time_ns() - time.monotonic_ns()
 POLL_S = 0.05
 TICK_MS = 5
 KERNEL_OVERHEAD = 96 * MiB  # the Debian kernel needs this much beside the guest's buffer
@@ -106,6 +108,9 @@ class QemuRecord:
     samples: list[dict[str, Any]] = field(default_factory=list)  # {"t_ms": host, "info": query-migrate}
     final: dict[str, Any] = field(default_factory=dict)  # query-migrate at completion
     stall: dict[str, Any] | None = None
+    stall_parts: dict[str, float] | None = None  # see serial.split_stall
+    source_events: list[dict[str, Any]] = field(default_factory=list)  # QMP events
+    destination_events: list[dict[str, Any]] = field(default_factory=list)
     destination_ticks_after: int = 0  # ticks the destination printed after resuming
     destination_pages_checked: int = 0
     destination_bad_pages: int = -1  # -1: no check answered
@@ -170,6 +175,18 @@ def _check_destination(dest: Vm, record: QemuRecord, src_console: ConsoleReader)
     record.destination_bad_pages = verdict.bad_pages
 
 
+def _stall_parts(record: QemuRecord, src: ConsoleReader, dst: ConsoleReader) -> dict[str, float] | None:
+    stop = [e for e in record.source_events if e.get("event") == "STOP"]
+    resume = [e for e in record.destination_events if e.get("event") == "RESUME"]
+    if not record.stall or not stop or not resume:
+        return None
+    last_src = next(t for t in src.snapshot_ticks() if t.seq == record.stall["last_source_seq"])
+    first_dst = next(t for t in dst.snapshot_ticks() if t.seq == record.stall["first_destination_seq"])
+    return split_stall(last_src.host_ns, first_dst.host_ns,
+                       event_monotonic_ns(stop[-1], _REALTIME_MINUS_MONOTONIC_NS),
+                       event_monotonic_ns(resume[-1], _REALTIME_MINUS_MONOTONIC_NS))
+
+
 def _source_after_failure(source: Vm) -> str:
     """QEMU restarts the source VM when a migration fails: show that the guest goes on."""
     before = len(source.console.snapshot_ticks())
@@ -221,6 +238,8 @@ def migrate_pair(s: QemuSettings, files: GuestFiles, workdir: Path, accel: str =
         stall: Stall | None = measure_stall(source.console.snapshot_ticks(),
                                             dest.console.snapshot_ticks())
         record.stall = asdict(stall) | {"continuous": stall.continuous} if stall else None
+        record.source_events, record.destination_events = source.events(), dest.events()
+        record.stall_parts = _stall_parts(record, source.console, dest.console)
         record.source_console_tail = source.console.tail(5)
         record.destination_console_tail = dest.console.tail(5)
         record.outcome = "completed"

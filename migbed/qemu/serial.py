@@ -21,6 +21,7 @@ import socket
 import threading
 import time
 from dataclasses import dataclass
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -109,6 +110,21 @@ def measure_stall(source: list[Tick], destination: list[Tick]) -> Stall | None:
     first = fresh[0]
     return Stall((first.host_ns - last.host_ns) / 1e6, (first.guest_ns - last.guest_ns) / 1e6,
                  last.seq, first.seq, tick_period_ms(source))
+
+
+def event_monotonic_ns(event: dict[str, Any], realtime_minus_monotonic_ns: int) -> int:
+    """A QMP event's timestamp (the host's realtime clock) on the monotonic clock."""
+    ts = event["timestamp"]
+    return int(ts["seconds"]) * 1_000_000_000 + int(ts["microseconds"]) * 1000 - realtime_minus_monotonic_ns
+
+
+def split_stall(last_source_tick_ns: int, first_destination_tick_ns: int, stop_ns: int,
+                resume_ns: int) -> dict[str, float]:
+    """Where the guest-visible stall went, on one host clock: before QEMU stopped the source
+    (the guest already made no progress), stop -> the destination's RESUME, and after it."""
+    return {"before_stop_ms": (stop_ns - last_source_tick_ns) / 1e6,
+            "stop_to_resume_ms": (resume_ns - stop_ns) / 1e6,
+            "after_resume_ms": (first_destination_tick_ns - resume_ns) / 1e6}
 
 
 class ConsoleReader:

@@ -72,6 +72,7 @@ class Vm:
         self.console = ConsoleReader(str(self.socket_dir / "serial"), spec.name)
         self.process: subprocess.Popen[bytes] | None = None
         self._monitor: Any = None
+        self.event_log: list[dict[str, Any]] = []  # every QMP event seen, in order
 
     def start(self, timeout: float = 20.0) -> None:
         from qemu.qmp import QMPError
@@ -116,6 +117,12 @@ class Vm:
             return self._monitor.cmd(command, **arguments)
         except QMPError as e:
             raise QemuRunError(f"{self.spec.name}: QMP {command} failed: {e}") from None
+
+    def events(self) -> list[dict[str, Any]]:
+        """Every QMP event so far (STOP, RESUME, MIGRATION...), each with QEMU's timestamp."""
+        self.qmp("query-status")  # lets the client read what QEMU has sent meanwhile
+        self.event_log += self._monitor.get_events(wait=False)
+        return self.event_log
 
     def stop(self) -> None:
         """Kill QEMU (nothing of the guest is kept) and wait for it; safe to call twice."""

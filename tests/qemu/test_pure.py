@@ -14,7 +14,16 @@ from migbed.qemu.compare import ram_only_toml
 from migbed.qemu.initramfs import guest_initramfs, newc_archive, regular_file
 from migbed.qemu.install import QemuSetupError, check_version, find_qemu, parse_version
 from migbed.qemu.migrate import QemuRecord, settings_for
-from migbed.qemu.serial import Ready, Tick, Verdict, measure_stall, parse_line, split_lines
+from migbed.qemu.serial import (
+    Ready,
+    Tick,
+    Verdict,
+    event_monotonic_ns,
+    measure_stall,
+    parse_line,
+    split_lines,
+    split_stall,
+)
 from migbed.qemu.table import GOALS, ROWS, build_rows, format_markdown, format_table
 from migbed.qemu.vm import QemuRunError
 
@@ -59,6 +68,15 @@ def test_stall_needs_ticks_on_both_sides_and_flags_a_gap() -> None:
     assert measure_stall(_ticks([0, 1], 0, 0), _ticks([0, 1], 50, 50)) is None
     gap = measure_stall(_ticks([0, 1], 0, 0), _ticks([9], 50, 50))
     assert gap is not None and not gap.continuous
+
+
+def test_stall_is_split_at_qemus_stop_and_resume_events() -> None:
+    offset = 1_700_000_000_000_000_000  # realtime - monotonic
+    stop = {"event": "STOP", "timestamp": {"seconds": 1_700_000_000, "microseconds": 120_000}}
+    assert event_monotonic_ns(stop, offset) == 120_000_000
+    parts = split_stall(100_000_000, 400_000_000, 120_000_000, 330_000_000)
+    assert parts == {"before_stop_ms": 20.0, "stop_to_resume_ms": 210.0, "after_resume_ms": 70.0}
+    assert sum(parts.values()) == 300.0  # the whole stall, nothing lost or counted twice
 
 
 # ---------------------------------------------------------------- cpio

@@ -50,6 +50,9 @@ def test_one_small_comparison_end_to_end(guest_files: GuestFiles, tmp_path: Path
     assert q.destination_pages_checked == q.settings["buffer_size"] // 4096
     assert q.destination_bad_pages == 0 and q.intact
     assert len(q.samples) >= 3  # polled every 50 ms
+    # The stall splits at QEMU's own STOP (source) and RESUME (destination) events.
+    assert q.stall_parts is not None
+    assert sum(q.stall_parts.values()) == pytest.approx(q.stall["host_ms"], abs=0.01)
     rows = {r.name: r for r in cmp.rows}
     assert list(rows) == [name for name, *_ in ROWS]
     for name in ("total-time", "downtime", "guest stall", "dirty-sync-count", "transferred"):
