@@ -92,6 +92,9 @@ def notes_for(sc: Scenario, q: QemuRecord, m: RunRecord) -> list[str]:
         if sc.devices else "RAM only (the scenario has no device)",
         "link: loopback, unshaped on both sides" + (" (the scenario's [link] is ignored)"
                                                     if sc.link.rate else ""),
+        *([f"QEMU has no max-iterations/max-time cap: the scenario's ({sc.migration.max_iterations} "
+            f"iterations, {sc.migration.max_time:g} s) bind migbed only"]
+          if sc.migration.max_iterations or sc.migration.max_time else []),
         f"return-path {'on' if s['return_path'] else 'off'}, multifd "
         + (f"on ({s['multifd_channels']} channels)" if s["multifd"] else "off"),
         f"destination guest: {q.destination_ticks_after} ticks after the switchover, "

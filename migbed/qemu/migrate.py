@@ -131,7 +131,7 @@ def _wait_for(what: str, vm: Vm, check: Any, timeout: float) -> Any:
         got = check()
         if got:
             return got
-        vm._check_alive()
+        vm.check_alive()
         time.sleep(0.02)
     raise QemuRunError(f"{vm.spec.name}: {what} not within {timeout:g}s; console ends with:\n"
                        f"{vm.console.tail(8)}")
@@ -281,7 +281,8 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def kvm_usable(files: GuestFiles, workdir: Path, within_s: float = 8.0) -> bool:
+def kvm_usable(files: GuestFiles, workdir: Path, within_s: float = 8.0,
+               tag: str = "migbed-kvm-probe") -> bool:
     """KVM counts only if a guest really runs under it: nested PVM devices create VMs in which
     a stock kernel makes no progress. Boot a small guest and require its first tick in time."""
     if not os.access("/dev/kvm", os.R_OK | os.W_OK):
@@ -291,7 +292,7 @@ def kvm_usable(files: GuestFiles, workdir: Path, within_s: float = 8.0) -> bool:
     initrd.write_bytes(guest_initramfs(files.init.read_bytes()))
     append = f"console=ttyS0 quiet panic=-1 MB_MEM={8 * MiB} MB_TICK_MS={TICK_MS}"
     try:
-        with running_vm(files, VmSpec("migbed-kvm-probe", 160, append, initrd, "kvm"), workdir) as vm:
+        with running_vm(files, VmSpec(tag, 160, append, initrd, "kvm"), workdir) as vm:
             deadline = time.monotonic() + within_s
             while time.monotonic() < deadline:
                 if vm.console.ticks:

@@ -83,7 +83,7 @@ class Vm:
                                             stdin=subprocess.DEVNULL, preexec_fn=_die_with_parent)
         deadline = time.monotonic() + timeout
         while not (self.qmp_path.exists() and self.console.path and Path(self.console.path).exists()):
-            self._check_alive()
+            self.check_alive()
             if time.monotonic() > deadline:
                 raise QemuRunError(f"{self.spec.name}: QEMU made no QMP socket in {timeout:g}s; "
                                    f"see {self.log_path}")
@@ -94,11 +94,11 @@ class Vm:
             self._monitor.connect()
         except (QMPError, OSError) as e:
             time.sleep(0.2)  # QEMU closing its sockets is usually QEMU exiting: say why
-            self._check_alive()
+            self.check_alive()
             raise QemuRunError(f"{self.spec.name}: cannot talk to QEMU ({e}); see {self.log_path}") from None
         self._monitor.settimeout(30)
 
-    def _check_alive(self) -> None:
+    def check_alive(self) -> None:
         if self.process is not None and self.process.poll() is not None:
             raise QemuRunError(f"{self.spec.name}: QEMU exited with {self.process.returncode}: "
                                f"{self.log_text()[-1500:]}")
@@ -112,7 +112,7 @@ class Vm:
     def qmp(self, command: str, **arguments: Any) -> Any:
         from qemu.qmp import QMPError
 
-        self._check_alive()
+        self.check_alive()
         try:
             return self._monitor.cmd(command, **arguments)
         except QMPError as e:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
@@ -16,7 +17,7 @@ from migbed.core.scenario import MiB, parse_scenario
 from migbed.qemu import vm as vm_module
 from migbed.qemu.compare import run_comparison
 from migbed.qemu.install import GuestFiles
-from migbed.qemu.migrate import migrate_pair, settings_for
+from migbed.qemu.migrate import kvm_usable, migrate_pair, settings_for
 from migbed.qemu.table import ROWS, format_table
 from migbed.qemu.vm import QemuRunError
 
@@ -131,4 +132,14 @@ def test_qemu_dies_with_a_harness_killed_by_sigkill(guest_files: GuestFiles, tmp
     deadline = time.monotonic() + 10
     while leftover_qemus(qemu_tag) and time.monotonic() < deadline:
         time.sleep(0.1)
+    assert leftover_qemus(qemu_tag) == []
+
+
+def test_the_kvm_probe_answers_and_leaves_nothing(guest_files: GuestFiles, tmp_path: Path,
+                                                  qemu_tag: str, leftover_qemus: Leftovers) -> None:
+    """On machines whose /dev/kvm runs no guest (nested PVM) the probe says False and the
+    comparison uses TCG; where KVM works it says True. Either way no QEMU is left."""
+    usable = kvm_usable(guest_files, tmp_path, within_s=8.0, tag=qemu_tag)
+    if not os.access("/dev/kvm", os.R_OK | os.W_OK):
+        assert usable is False
     assert leftover_qemus(qemu_tag) == []
