@@ -259,7 +259,7 @@ _EXTENSIONS: dict[str, tuple[str, str, str]] = {
     "deploy": ("migbed.orchestration.deploy", "add_parser",
                "install migbed on lab hosts over SSH (Ansible) and run an experiment across them"),
     "certs": ("migbed.orchestration.certs", "add_parser", "make a lab CA and mTLS certificates"),
-    "qemu-compare": ("migbed.qemu.cli", "add_parser", "the scenario's RAM side on real QEMU and on migbed, side by side"),
+    "qemu-compare": ("migbed.qemu.cli", "add_parser", "a scenario's RAM side on real QEMU and on migbed, side by side"),
 }
 
 
