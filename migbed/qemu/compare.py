@@ -99,7 +99,7 @@ def notes_for(sc: Scenario, q: QemuRecord, m: RunRecord) -> list[str]:
         + (f"on ({s['multifd_channels']} channels)" if s["multifd"] else "off"),
         f"destination guest: {q.destination_ticks_after} ticks after the switchover, "
         f"{q.destination_pages_checked} pages checked, {q.destination_bad_pages} bad",
-        f"migbed: verified {m.verified}",
+        f"migbed: verified {m.verified}; {_migbed_timeline(m)}",
         *(["with multifd QEMU counts page data in multifd-bytes only: its precopy-bytes and "
            "downtime-bytes hold the main channel's few bytes"] if s["multifd"] else []),
         "Under TCG, total-time, transferred and dirty-sync-count reproduce run to run; downtime "
@@ -114,6 +114,15 @@ def notes_for(sc: Scenario, q: QemuRecord, m: RunRecord) -> list[str]:
     if q.stall and not q.stall.get("continuous", True):
         notes.append("WARNING: the destination's first tick does not follow the source's last")
     return notes
+
+
+def _migbed_timeline(m: RunRecord) -> str:
+    """Where migbed's total_time_ms went, from its own events (for reading a total-time miss)."""
+    accepted, done = m.event_time("setup-accepted"), m.event_time("completed")
+    if accepted is None or done is None:
+        return f"total_time_ms {m.total_time_ms:.0f}"
+    return (f"setup-accepted at {accepted:.0f} ms, completed at {done:.0f} ms, "
+            f"total_time_ms {m.total_time_ms:.0f}")
 
 
 def choose_accel(requested: str, out: Path) -> str:
