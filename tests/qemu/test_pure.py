@@ -258,3 +258,23 @@ def test_guest_program_compiles_warning_free(tmp_path: Path) -> None:
     done = subprocess.run(["gcc", "-static", "-O2", "-Wall", "-Wextra", "-Werror", "-o",
                            str(tmp_path / "init"), str(src)], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
+
+
+def test_notes_say_what_was_dropped_and_where_the_time_went() -> None:
+    from migbed.measure.record import Event
+    from migbed.qemu.compare import notes_for
+
+    sc = parse_scenario(SCENARIO.replace("[link]", "max-iterations = 50\n[link]"))
+    q = _qemu(100, 120, 1000)
+    q.settings = {"memory_mib": 356, "buffer_size": 196 * MiB, "ram_size": 256 * MiB,
+                  "return_path": True, "multifd": False, "multifd_channels": 2}
+    q.stall = {"host_ms": 120.0, "tick_period_ms": 5.0, "continuous": True}
+    q.stall_parts = {"before_stop_ms": 5.0, "stop_to_resume_ms": 100.0, "after_resume_ms": 15.0}
+    m = _migbed(1000, 100, 100, 4, 1000)
+    m.events = [Event(20, "setup-accepted"), Event(900, "completed")]
+    text = "\n".join(notes_for(sc, q, m))
+    assert "devices are migbed's alone and were dropped" in text
+    assert "[link] is ignored" in text
+    assert "no max-iterations/max-time cap" in text
+    assert "= 5 ms from the last source tick" in text and "+ 100 ms" in text
+    assert "setup-accepted at 20 ms, completed at 900 ms, total_time_ms 1000" in text
