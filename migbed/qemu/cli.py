@@ -56,6 +56,13 @@ def main(args: argparse.Namespace) -> int:
 
     out = Path(args.out or Path("results") / dt.datetime.now().strftime("qemu-%Y%m%d-%H%M%S"))
     try:
+        import matplotlib  # noqa: F401  (the plot)
+        import qemu.qmp  # noqa: F401  (the QMP client)
+    except ImportError as e:
+        print(f"migbed qemu-compare: error: needs {e.name}: install the `qemu` extra "
+              "(pip install 'migbed[qemu]'; bin/migbed's .venv has it)", file=sys.stderr)
+        return 2
+    try:
         sc = load(args.scenario)
         print(f"migbed qemu-compare: scenario {sc.name}; results in {out}", flush=True)
         cmp = run_comparison(sc, out, args.accel, show_progress=not args.no_progress,
