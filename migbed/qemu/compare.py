@@ -148,22 +148,34 @@ def run_comparison(sc: Scenario, out: Path, accel: str = "tcg", show_progress: b
 
 
 def plot_remaining(q: QemuRecord, m: RunRecord, path: Path) -> Path:
+    """Remaining and transferred bytes over time, both sides. QEMU's remaining counts the
+    guest's zero pages until its first pass has scanned them; transferred compares directly."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(8, 4.5))
+    fig, axes = plt.subplots(2, 1, figsize=(8, 7), sharex=True)
     qs = [s["info"] for s in q.samples if "ram" in s["info"] and "total-time" in s["info"]]
-    ax.plot([i["total-time"] for i in qs], [i["ram"]["remaining"] / 2**20 for i in qs],
-            label=f"QEMU ({q.accel})", marker=".", linewidth=1)
-    ax.plot([s.t_ms for s in m.timeline], [s.ram_remaining_bytes / 2**20 for s in m.timeline],
-            label="migbed (legacy)", marker=".", linewidth=1)
-    ax.set_xlabel("ms since migration start")
-    ax.set_ylabel("RAM remaining (MiB)")
-    ax.set_title(f"{m.scenario}: remaining bytes, QEMU vs migbed")
-    ax.grid(alpha=0.3)
-    ax.legend()
+    q_t = [i["total-time"] for i in qs]
+    m_t = [s.t_ms for s in m.timeline]
+    for ax, key, attr, label in ((axes[0], "remaining", "ram_remaining_bytes", "RAM remaining (MiB)"),
+                                 (axes[1], "transferred", "ram_transferred_bytes", "RAM transferred (MiB)")):
+        ax.plot(q_t, [i["ram"][key] / 2**20 for i in qs], label=f"QEMU ({q.accel})", marker=".", linewidth=1)
+        ax.plot(m_t, [getattr(s, attr) / 2**20 for s in m.timeline], label="migbed (legacy)",
+                marker=".", linewidth=1)
+        # Where each side stopped the guest: QEMU's downtime ends at its total-time.
+        q_end, q_down = q.final.get("total-time"), q.final.get("downtime")
+        if q_end is not None and q_down is not None:
+            ax.axvline(q_end - q_down, color="C0", linestyle="--", linewidth=0.8, label="QEMU stop")
+        m_stop = m.event_time("stop")
+        if m_stop is not None:
+            ax.axvline(m_stop, color="C1", linestyle="--", linewidth=0.8, label="migbed stop")
+        ax.set_ylabel(label)
+        ax.grid(alpha=0.3)
+    axes[0].legend()
+    axes[0].set_title(f"{m.scenario}: QEMU vs migbed")
+    axes[1].set_xlabel("ms since migration start")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
