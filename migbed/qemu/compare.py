@@ -105,6 +105,10 @@ def notes_for(sc: Scenario, q: QemuRecord, m: RunRecord) -> list[str]:
         "Under TCG, total-time, transferred and dirty-sync-count reproduce run to run; downtime "
         "and guest stall depend on this host's CPU",
     ]
+    profile = getattr(sc.migration, "qemu_version", None)  # migbed's QEMU behaviour profile
+    real = ".".join(str(x) for x in q.qemu_semver[:2]) if q.qemu_semver else ""
+    if profile and real and profile != real:
+        notes.append(f"migbed emulates QEMU {profile} (migration.qemu-version); the real QEMU is {real}")
     if q.stall and q.stall_parts:
         p = q.stall_parts
         notes.append(f"QEMU guest stall {q.stall['host_ms']:.0f} ms = {p['before_stop_ms']:.0f} ms from the "

@@ -103,6 +103,7 @@ class QemuRecord:
     settings: dict[str, Any]
     outcome: str = "failed"  # completed | failed
     error: str = ""
+    qemu_semver: list[int] = field(default_factory=list)  # e.g. [10, 0, 2]
     kernel_footprint_bytes: int = 0  # non-zero bytes of the idle kernel (see kernel_footprint)
     boot_s: float = 0.0  # QEMU start -> the guest's R line (memory touched)
     samples: list[dict[str, Any]] = field(default_factory=list)  # {"t_ms": host, "info": query-migrate}
@@ -214,7 +215,7 @@ def migrate_pair(s: QemuSettings, files: GuestFiles, workdir: Path, accel: str =
     workdir.mkdir(parents=True, exist_ok=True)
     initrd = workdir / "initramfs.cpio"
     initrd.write_bytes(guest_initramfs(files.init.read_bytes()))
-    record = QemuRecord(files.qemu.version_text, accel, asdict(s))
+    record = QemuRecord(files.qemu.version_text, accel, asdict(s), qemu_semver=list(files.qemu.version))
     spec = lambda role, incoming: VmSpec(f"{tag}-{role}", s.memory_mib, s.kernel_append(),  # noqa: E731
                                          initrd, accel, incoming)
     started = time.monotonic()
