@@ -21,6 +21,7 @@ from migbed.measure.record import RunRecord
 from migbed.qemu.install import find_guest_files
 from migbed.qemu.migrate import QemuRecord, kvm_usable, run_qemu_migration
 from migbed.qemu.table import Row, build_rows
+from migbed.qemu.vm import QemuRunError
 
 
 class MigbedRunError(RuntimeError):
@@ -141,7 +142,12 @@ def run_comparison(sc: Scenario, out: Path, accel: str = "tcg", show_progress: b
     files = find_guest_files()
     accel = choose_accel(accel, out)
     tag = tag or f"migbed-{uuid.uuid4().hex[:8]}"
-    q = run_qemu_migration(sc, files, out / "qemu", accel, boot_timeout, tag)
+    try:
+        q = run_qemu_migration(sc, files, out / "qemu", accel, boot_timeout, tag)
+    except QemuRunError as e:  # what was measured up to the failure is kept too
+        if e.record is not None:
+            (out / "qemu.json").write_text(json.dumps(e.record.to_dict(), indent=1))
+        raise
     (out / "qemu.json").write_text(json.dumps(q.to_dict(), indent=1))
     m = run_migbed(sc, out, show_progress)
     (out / "migbed.json").write_text(json.dumps(m.to_dict(), indent=1))

@@ -218,6 +218,17 @@ def migrate_pair(s: QemuSettings, files: GuestFiles, workdir: Path, accel: str =
     record = QemuRecord(files.qemu.version_text, accel, asdict(s), qemu_semver=list(files.qemu.version))
     spec = lambda role, incoming: VmSpec(f"{tag}-{role}", s.memory_mib, s.kernel_append(),  # noqa: E731
                                          initrd, accel, incoming)
+    try:
+        _migrate_pair(s, files, workdir, spec, boot_timeout, check_destination, record)
+    except QemuRunError as e:
+        record.error = str(e)
+        e.record = record
+        raise
+    return record
+
+
+def _migrate_pair(s: QemuSettings, files: GuestFiles, workdir: Path, spec: Any, boot_timeout: float,
+                  check_destination: bool, record: QemuRecord) -> None:
     started = time.monotonic()
     with running_vm(files, spec("dst", True), workdir) as dest, \
             running_vm(files, spec("src", False), workdir) as source:
@@ -244,7 +255,6 @@ def migrate_pair(s: QemuSettings, files: GuestFiles, workdir: Path, accel: str =
         record.source_console_tail = source.console.tail(5)
         record.destination_console_tail = dest.console.tail(5)
         record.outcome = "completed"
-    return record
 
 
 _footprints: dict[tuple[str, str, int, str], int] = {}

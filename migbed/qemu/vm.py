@@ -26,7 +26,12 @@ PR_SET_PDEATHSIG = 1
 
 
 class QemuRunError(RuntimeError):
-    """A QEMU run that went wrong (did not boot, migration failed...); str() says what."""
+    """A QEMU run that went wrong (did not boot, migration failed...); str() says what.
+    `record` holds what was measured up to the failure (the samples), when there is one."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.record: Any = None
 
 
 def _die_with_parent() -> None:  # runs in the child between fork and exec

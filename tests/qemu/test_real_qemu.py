@@ -91,9 +91,11 @@ def test_a_failed_migration_is_reported_and_ends_both_qemus(
     monkeypatch.setattr(vm_module.Vm, "qmp", misdirected)
     s = settings_for(parse_scenario(SMALL), kernel_footprint=60 * MiB)
     failed = r"QEMU migration failed: .*(refused|connect).*the source guest is running again"
-    with pytest.raises(QemuRunError, match=failed):
+    with pytest.raises(QemuRunError, match=failed) as failure:
         migrate_pair(s, guest_files, tmp_path, "tcg", tag=tag)
     assert leftover_qemus(tag) == []
+    kept = failure.value.record  # what was measured up to the failure is not lost
+    assert kept.final["status"] == "failed" and kept.samples and kept.error
 
 
 def test_cli_names_an_old_qemu_and_the_bug_without_a_traceback(tmp_path: Path) -> None:
