@@ -10,6 +10,7 @@ comparison.json (the table as data) and remaining.png.
 from __future__ import annotations
 
 import json
+import os
 import tomllib
 import uuid
 from dataclasses import dataclass, field
@@ -18,7 +19,7 @@ from typing import Any
 
 from migbed.core.scenario import Scenario, parse_scenario
 from migbed.measure.record import RunRecord
-from migbed.qemu.install import find_guest_files
+from migbed.qemu.install import QemuSetupError, find_guest_files
 from migbed.qemu.migrate import QemuRecord, kvm_usable, run_qemu_migration
 from migbed.qemu.table import Row, build_rows
 from migbed.qemu.vm import QemuRunError
@@ -131,9 +132,20 @@ def _migbed_timeline(m: RunRecord) -> str:
 
 
 def choose_accel(requested: str, out: Path) -> str:
-    if requested != "auto":
-        return requested
-    return "kvm" if kvm_usable(find_guest_files(), out / "kvm-probe") else "tcg"
+    """tcg as asked; kvm only where a guest really runs under it; auto: kvm if so, else tcg."""
+    if requested == "tcg":
+        return "tcg"
+    if not os.access("/dev/kvm", os.R_OK | os.W_OK):
+        if requested == "kvm":
+            raise QemuSetupError("--accel kvm: /dev/kvm is missing or not accessible to this user; "
+                                 "use --accel tcg (or auto)")
+        return "tcg"
+    if kvm_usable(find_guest_files(), out / "kvm-probe"):
+        return "kvm"
+    if requested == "kvm":
+        raise QemuSetupError("--accel kvm: /dev/kvm exists but a guest does not run under it (no "
+                             "tick within 8 s or QEMU aborted; e.g. a nested PVM device); use --accel tcg")
+    return "tcg"
 
 
 def run_comparison(sc: Scenario, out: Path, accel: str = "tcg", show_progress: bool = False,

@@ -15,8 +15,8 @@ import pytest
 
 from migbed.core.scenario import MiB, parse_scenario
 from migbed.qemu import vm as vm_module
-from migbed.qemu.compare import run_comparison
-from migbed.qemu.install import GuestFiles
+from migbed.qemu.compare import choose_accel, run_comparison
+from migbed.qemu.install import GuestFiles, QemuSetupError
 from migbed.qemu.migrate import kvm_usable, migrate_pair, settings_for
 from migbed.qemu.table import ROWS, format_table
 from migbed.qemu.vm import QemuRunError
@@ -145,3 +145,9 @@ def test_the_kvm_probe_answers_and_leaves_nothing(guest_files: GuestFiles, tmp_p
     if not os.access("/dev/kvm", os.R_OK | os.W_OK):
         assert usable is False
     assert leftover_qemus(qemu_tag) == []
+    assert choose_accel("auto", tmp_path) == ("kvm" if usable else "tcg")
+    if usable:
+        assert choose_accel("kvm", tmp_path) == "kvm"
+    else:  # asked for explicitly where it does not work: said clearly, before any run
+        with pytest.raises(QemuSetupError, match="--accel kvm: /dev/kvm"):
+            choose_accel("kvm", tmp_path)
