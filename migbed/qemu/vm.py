@@ -122,6 +122,10 @@ class Vm:
             return self._monitor.cmd(command, **arguments)
         except QMPError as e:
             raise QemuRunError(f"{self.spec.name}: QMP {command} failed: {e}") from None
+        except (TimeoutError, OSError) as e:  # asyncio's timeout is the builtin one in 3.11
+            self.check_alive()
+            raise QemuRunError(f"{self.spec.name}: QMP {command}: no answer ({e!r}); "
+                               f"see {self.log_path}") from None
 
     def events(self) -> list[dict[str, Any]]:
         """Every QMP event so far (STOP, RESUME, MIGRATION...), each with QEMU's timestamp."""
