@@ -131,6 +131,16 @@ def _migbed_timeline(m: RunRecord) -> str:
             f"total_time_ms {m.total_time_ms:.0f}")
 
 
+_kvm_probed: dict[str, bool] = {}
+
+
+def _kvm_works(workdir: Path) -> bool:
+    """The probe costs up to 6 s where KVM hangs: once per process."""
+    if "kvm" not in _kvm_probed:
+        _kvm_probed["kvm"] = kvm_usable(find_guest_files(), workdir)
+    return _kvm_probed["kvm"]
+
+
 def choose_accel(requested: str, out: Path) -> str:
     """tcg as asked; kvm only where a guest really runs under it; auto: kvm if so, else tcg."""
     if requested == "tcg":
@@ -140,11 +150,11 @@ def choose_accel(requested: str, out: Path) -> str:
             raise QemuSetupError("--accel kvm: /dev/kvm is missing or not accessible to this user; "
                                  "use --accel tcg (or auto)")
         return "tcg"
-    if kvm_usable(find_guest_files(), out / "kvm-probe"):
+    if _kvm_works(out / "kvm-probe"):
         return "kvm"
     if requested == "kvm":
         raise QemuSetupError("--accel kvm: /dev/kvm exists but a guest does not run under it (no "
-                             "tick within 8 s or QEMU aborted; e.g. a nested PVM device); use --accel tcg")
+                             "tick within 6 s or QEMU aborted; e.g. a nested PVM device); use --accel tcg")
     return "tcg"
 
 

@@ -292,7 +292,7 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def kvm_usable(files: GuestFiles, workdir: Path, within_s: float = 8.0,
+def kvm_usable(files: GuestFiles, workdir: Path, within_s: float = 6.0,
                tag: str = "migbed-kvm-probe") -> bool:
     """KVM counts only if a guest really runs under it: nested PVM devices create VMs in which
     a stock kernel makes no progress. Boot a small guest and require its first tick in time."""

@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from migbed.core.scenario import MiB, parse_scenario
+from migbed.qemu import compare as compare_module
 from migbed.qemu import vm as vm_module
 from migbed.qemu.compare import choose_accel, run_comparison
 from migbed.qemu.install import GuestFiles, QemuSetupError
@@ -137,14 +138,16 @@ def test_qemu_dies_with_a_harness_killed_by_sigkill(guest_files: GuestFiles, tmp
     assert leftover_qemus(qemu_tag) == []
 
 
-def test_the_kvm_probe_answers_and_leaves_nothing(guest_files: GuestFiles, tmp_path: Path,
-                                                  qemu_tag: str, leftover_qemus: Leftovers) -> None:
+def test_the_kvm_probe_answers_and_leaves_nothing(guest_files: GuestFiles, tmp_path: Path, qemu_tag: str,
+                                                  leftover_qemus: Leftovers,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     """On machines whose /dev/kvm runs no guest (nested PVM) the probe says False and the
     comparison uses TCG; where KVM works it says True. Either way no QEMU is left."""
-    usable = kvm_usable(guest_files, tmp_path, within_s=8.0, tag=qemu_tag)
+    usable = kvm_usable(guest_files, tmp_path, tag=qemu_tag)
     if not os.access("/dev/kvm", os.R_OK | os.W_OK):
         assert usable is False
     assert leftover_qemus(qemu_tag) == []
+    monkeypatch.setitem(compare_module._kvm_probed, "kvm", usable)  # probed once per process
     assert choose_accel("auto", tmp_path) == ("kvm" if usable else "tcg")
     if usable:
         assert choose_accel("kvm", tmp_path) == "kvm"
