@@ -73,6 +73,29 @@ def test_services_run_in_their_own_containers(compose_stack: compose.Stack, dock
     assert addrs == {"source": f"{NET}.10", "target": f"{NET}.11"}
 
 
+def test_every_service_healthy_hardened_never_pulled(
+    compose_stack: compose.Stack, docker_client: docker.DockerClient
+) -> None:
+    """`pull_policy: never`: the stack runs the locally built images, every long-lived service
+    reports healthy through its own check, with every capability dropped but the source's
+    NET_ADMIN, no-new-privileges, a restart policy, and Prometheus' data on a named volume."""
+    running = {c.labels["com.docker.compose.service"]: c for c in compose_stack.containers(docker_client)}
+    assert set(running) == {"source", "target", "prometheus"}  # Grafana cannot be had here
+    for service, ct in running.items():
+        ct.reload()
+        attrs = ct.attrs
+        assert attrs["State"]["Health"]["Status"] == "healthy", service
+        assert attrs["Config"]["Image"] == compose_stack.env[f"MIGBED_{service.upper()}_IMAGE"]
+        host = attrs["HostConfig"]
+        assert host["CapDrop"] == ["ALL"], service
+        assert (host["CapAdd"] or []) == (["NET_ADMIN"] if service == "source" else []), service
+        assert ("no-new-privileges:true" in (host["SecurityOpt"] or [])) == (service != "source"), service
+        assert host["RestartPolicy"]["Name"] == "unless-stopped", service
+    mounts = {m["Destination"]: m for m in running["prometheus"].attrs["Mounts"]}
+    assert mounts["/prometheus"]["Type"] == "volume"
+    assert mounts["/prometheus"]["Name"] == f"{PROJECT}_prometheus-data"
+
+
 def test_comparison_across_containers(compose_stack: compose.Stack) -> None:
     code, out = compose.run_comparison(compose_stack, scenario="tiny", policies=["legacy", "switchover-ack"], repeat=2)
     records = _records(out)
@@ -220,4 +243,5 @@ def test_down_leaves_no_containers_or_networks(
     label = f"com.docker.compose.project={PROJECT}"
     assert docker_client.containers.list(all=True, filters={"label": label}) == []
     assert docker_client.networks.list(filters={"label": label}) == []
+    assert docker_client.volumes.list(filters={"label": label}) == []
     assert not [n for n in docker_client.networks.list() if n.name.startswith(PROJECT)]
