@@ -16,6 +16,9 @@ root="$(cd "$here/../.." && pwd)"
 tag="${1:-migbed/labhost:bookworm}"
 base="${MIGBED_BASE_IMAGE:-migbed/base:bookworm}"
 packages=(openssh-server sudo python3-venv iproute2 prometheus)
+# MIGBED_LABHOST_SYSTEMD=1: also systemd, for a lab host whose PID 1 is systemd (run with
+# /lib/systemd/systemd as its command; tests/deploy tests the systemd units on it).
+if [ "${MIGBED_LABHOST_SYSTEMD:-0}" = 1 ]; then packages+=(systemd dbus); fi
 cache="${MIGBED_LABHOST_CACHE:-$root/.cache/labhost}"
 
 # The base image belongs to images/: build it with its own script (a no-op when it exists).
