@@ -71,7 +71,7 @@ if [ "${#missing[@]}" -gt 0 ]; then
 fi
 cp "$here/Dockerfile" "$here/entrypoint.sh" "$here/sshd_config" "$ctx/"
 # The classic builder can build FROM a local image (no registry); its deprecation notice is noise.
-if ! log="$(DOCKER_BUILDKIT=0 docker build --build-arg "BASE_IMAGE=$base" \
+if ! log="$(DOCKER_BUILDKIT=0 docker build --force-rm --build-arg "BASE_IMAGE=$base" \
   --label "migbed.labhost.inputs=$inputs" -t "$tag" "$ctx" 2>&1)"; then
   echo "$log" >&2
   exit 1

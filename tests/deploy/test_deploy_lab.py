@@ -59,7 +59,7 @@ def test_deploy_migrate_idempotent_teardown(lab: Lab, wheelhouse: Path, tmp_path
     before = {host: lab.state(host) for host in HOSTS}
 
     # 0. Check mode on fresh hosts: every task says what it would do, nothing changes.
-    check = run_deploy(inventory, out, "--wheelhouse", str(wheelhouse), "--check", "--diff")
+    check = run_deploy(inventory, tmp_path / "check", "--wheelhouse", str(wheelhouse), "--check", "--diff")
     assert check.rc == 0, check.stderr
     assert check.summary["check"] is True
     assert check.changed() > 0, check.stdout  # a fresh host needs everything

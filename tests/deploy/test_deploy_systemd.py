@@ -45,7 +45,7 @@ def systemd_lab(docker_client: docker.DockerClient, tmp_path_factory: pytest.Tem
     lab = Lab(d, key, d / "known_hosts", network)
     pub = (d / "id_ed25519.pub").read_text().strip()
     try:
-        for host in ("lab-src", "lab-tgt", "lab-mon"):
+        for host in ("lab-src", "lab-tgt"):
             c = docker_client.containers.run(
                 IMAGE,
                 ["/lib/systemd/systemd"],
@@ -94,9 +94,21 @@ def _main_pid(lab: Lab, host: str, unit: str) -> str:
 @pytest.mark.timeout(1500)
 def test_services_as_systemd_units(systemd_lab: Lab, wheelhouse: Path, tmp_path: Path) -> None:
     lab = systemd_lab
-    inventory = lab.inventory()
+    # Two hosts: the source host is the monitor too (a host may be in several groups).
+    inventory = tmp_path / "inventory.yml"
+    inventory.write_text(
+        "all:\n"
+        "  vars:\n"
+        "    ansible_user: lab\n"
+        f"    ansible_ssh_private_key_file: {lab.key}\n"
+        f"    ansible_ssh_common_args: -o UserKnownHostsFile={lab.known_hosts}\n"
+        "  children:\n"
+        f"    source: {{hosts: {{lab-src: {{ansible_host: {lab.addresses['lab-src']}}}}}}}\n"
+        f"    target: {{hosts: {{lab-tgt: {{ansible_host: {lab.addresses['lab-tgt']}}}}}}}\n"
+        "    monitor: {hosts: {lab-src: }}\n"
+    )
     out = tmp_path / "out"
-    prom_before = lab.sh("lab-mon", "systemctl is-active prometheus; sha256sum /etc/prometheus/prometheus.yml")[1]
+    prom_before = lab.sh("lab-src", "systemctl is-active prometheus; sha256sum /etc/prometheus/prometheus.yml")[1]
 
     first = run_deploy(inventory, out, "--wheelhouse", str(wheelhouse))
     assert first.rc == 0, first.stderr
@@ -115,10 +127,10 @@ def test_services_as_systemd_units(systemd_lab: Lab, wheelhouse: Path, tmp_path:
         assert time.monotonic() < deadline, "migbed@source was not restarted"
         time.sleep(0.5)
     # The packaged prometheus.service scrapes both services: one Prometheus, migbed's config.
-    assert lab.sh("lab-mon", "systemctl is-active prometheus")[1].strip() == "active"
-    code, procs = lab.sh("lab-mon", "ps -eo args= | grep -c '^/usr/bin/prometheus'")
+    assert lab.sh("lab-src", "systemctl is-active prometheus")[1].strip() == "active"
+    code, procs = lab.sh("lab-src", "ps -eo args= | grep -c '^/usr/bin/prometheus'")
     assert procs.strip() == "1", procs
-    assert "migbed-source" in lab.sh("lab-mon", "cat /etc/prometheus/prometheus.yml")[1]
+    assert "migbed-source" in lab.sh("lab-src", "cat /etc/prometheus/prometheus.yml")[1]
 
     again = run_deploy(inventory, out, "--wheelhouse", str(wheelhouse), "--check")
     assert again.rc == 0, again.stderr
@@ -129,5 +141,5 @@ def test_services_as_systemd_units(systemd_lab: Lab, wheelhouse: Path, tmp_path:
     for host in ("lab-src", "lab-tgt"):
         assert lab.sh(host, "test -e /etc/systemd/system/migbed@.service")[0] != 0, host
         assert lab.sh(host, "systemctl list-units --all --no-legend 'migbed@*'")[1].strip() == "", host
-    prom_after = lab.sh("lab-mon", "systemctl is-active prometheus; sha256sum /etc/prometheus/prometheus.yml")[1]
+    prom_after = lab.sh("lab-src", "systemctl is-active prometheus; sha256sum /etc/prometheus/prometheus.yml")[1]
     assert prom_after == prom_before
