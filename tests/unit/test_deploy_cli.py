@@ -206,3 +206,16 @@ def test_systemd_unit_verifies(tmp_path: Path) -> None:
     )
     assert proc.returncode == 0 and not proc.stderr.strip(), proc.stderr
     assert "Restart=on-failure" in text and "WantedBy=multi-user.target" in text
+
+
+def test_diff_lines_of_a_changed_file_and_a_prepared_diff() -> None:
+    """--diff: Ansible's before/after of a template becomes a unified diff; a module's own
+    prepared diff is shown as it is; an unchanged or missing diff shows nothing."""
+    lines = deploy._diff_lines(
+        {"before": "a\nb\n", "after": "a\nc\n", "before_header": "/etc/x", "after_header": "x.j2"}
+    )
+    assert lines[:2] == ["--- /etc/x", "+++ x.j2"]
+    assert "-b" in lines and "+c" in lines
+    assert deploy._diff_lines([{"prepared": "one\ntwo"}]) == ["one", "two"]
+    assert deploy._diff_lines({"before": "same", "after": "same"}) == []
+    assert deploy._diff_lines(None) == []
