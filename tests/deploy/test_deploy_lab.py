@@ -121,7 +121,7 @@ def test_deploy_migrate_idempotent_teardown(lab: Lab, wheelhouse: Path, tmp_path
     # run by its init script here (no systemd), scrapes both services with migbed's config.
     health = _prometheus_targets(lab.addresses["lab-mon"])
     assert health.get("migbed-source") == "up" and health.get("migbed-target") == "up", health
-    code, procs = lab.sh("lab-mon", "ps -eo user=,args= | grep '[/]usr/bin/prometheus'")
+    code, procs = lab.sh("lab-mon", "ps -eo user:20=,args= | grep '[/]usr/bin/prometheus'")
     assert code == 0 and len(procs.strip().splitlines()) == 1, procs
     assert procs.split()[0] == "prometheus", procs
     code, conf = lab.sh("lab-mon", "cat /etc/prometheus/prometheus.yml")

@@ -7,8 +7,10 @@ Runs as its own compose project on its own subnet and ports, so a user's `migbed
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import subprocess
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -17,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import docker
+import docker.errors
 import pytest
 
 from migbed.env import compose, images
@@ -245,3 +248,31 @@ def test_down_leaves_no_containers_or_networks(
     assert docker_client.networks.list(filters={"label": label}) == []
     assert docker_client.volumes.list(filters={"label": label}) == []
     assert not [n for n in docker_client.networks.list() if n.name.startswith(PROJECT)]
+
+
+def test_build_sections_build_the_images(image_set: images.ImageSet, docker_client: docker.DockerClient) -> None:
+    """compose.yaml's `build:` sections (for machines that build with compose itself) make
+    the same images from the same contexts: the runtime stage, then source and target, then
+    Prometheus from Debian's package, here FROM the local base (classic builder)."""
+    tag = f"composebuild{os.getpid()}"
+    env = compose.Stack(project=f"migbedbuild{os.getpid()}").full_env() | {
+        "MIGBED_BASE_IMAGE": image_set.base,
+        "MIGBED_RUNTIME_IMAGE": f"migbed/runtime:{tag}",
+        "MIGBED_SOURCE_IMAGE": f"migbed/source:{tag}",
+        "MIGBED_TARGET_IMAGE": f"migbed/target:{tag}",
+        "MIGBED_PROMETHEUS_IMAGE": f"migbed/prometheus:{tag}",
+    }
+    stack = compose.Stack(project=f"migbedbuild{os.getpid()}", env=env)
+    built = [f"migbed/{name}:{tag}" for name in ("runtime", "source", "target", "prometheus")]
+    try:
+        for services in (["runner"], ["source", "target"], ["prometheus"]):
+            res = subprocess.run(stack.argv("build", *services), env=env, capture_output=True, text=True, check=False)
+            assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
+        for name in built:
+            docker_client.images.get(name)
+        out = docker_client.containers.run(f"migbed/source:{tag}", ["migbed", "--help"], remove=True)
+        assert b"serve" in out
+    finally:
+        for name in built:
+            with contextlib.suppress(docker.errors.ImageNotFound):
+                docker_client.images.remove(name)
