@@ -102,3 +102,14 @@ def test_file_sd_config(tmp_path: Path) -> None:
     cfg = yaml.safe_load(out.read_text())
     check_scrape(cfg)
     check_rules_loaded(cfg, res)
+
+
+def test_compose_ships_the_rules_beside_the_config() -> None:
+    """compose mounts prometheus/rules where the config's relative rules/*.yml finds them."""
+    compose = yaml.safe_load((REPO / "compose.yaml").read_text())
+    mounts = {}
+    for v in compose["services"]["prometheus"]["volumes"]:
+        src, _, rest = v.partition(":")
+        mounts[src] = rest.split(":")[0]
+    config_in_container = mounts["./prometheus/prometheus.yml"]
+    assert mounts.get("./prometheus/rules") == str(Path(config_in_container).parent / "rules"), mounts
