@@ -18,10 +18,10 @@ import numpy as np
 import pytest
 from faultlab import Lab, no_sessions, rss_bytes, stop_cleanly, wait_until
 from streamclient import (
+    OPTIONS,
     PAGE,
     STOP,
     MiB,
-    OPTIONS,
     Stream,
     chunks,
     device,
@@ -103,7 +103,7 @@ def test_without_a_load_the_same_ram_flows_at_once(target: Service) -> None:
     """The control for the test above: same stream, no setup time, no stall."""
     st = Stream(target.address)
     st.run(ram_behind_an_initial_image(0.0, 64))  # type: ignore[arg-type]
-    t_ack, _ = st.wait_for("switchover_ack", 30)
+    st.wait_for("switchover_ack", 30)
     ram_times = [t for t, b, _ in st.pulled if b == "ram"]
     assert ram_times[-1] - ram_times[0] < 1.0, ram_times[-1] - ram_times[0]
 
@@ -202,7 +202,7 @@ def send_device_state(address: str, sid: str, index: int, d: pb.DeviceShape) -> 
 def final_load_s(st: Stream) -> float:
     """From the moment the source's last message before Complete was taken to Shut's
     arrival: the stop-copy loads (the target reads Complete only once they are done)."""
-    sent = [t for t, b, _ in st.pulled if b == "complete"][0]
+    sent = next(t for t, b, _ in st.pulled if b == "complete")
     return st.wait_for("shut")[0] - sent
 
 
