@@ -105,6 +105,12 @@ class MultifdSession:
         return [ChannelStats(**vars(conns[i].stats)) if i in conns else ChannelStats(i)
                 for i in range(self.channels)]
 
+    @property
+    def finished(self) -> bool:
+        """Every channel has received the source's FIN (it closed them on purpose)."""
+        conns = list(self._conns.values())
+        return len(conns) == self.channels and all(c.fin for c in conns)
+
     def synced(self, generation: int) -> bool:
         conns = list(self._conns.values())
         return len(conns) == self.channels and all(c.generation >= generation for c in conns)

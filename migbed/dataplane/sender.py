@@ -53,7 +53,7 @@ class MultifdError(RuntimeError):
 class ChannelStats:
     channel: int
     bytes: int = 0  # everything written or read on the channel (headers, indices, pages)
-    packets: int = 0  # data and SYNC packets (not keep-alives)
+    packets: int = 0  # data and SYNC packets (not keep-alives, not FIN)
     pages: int = 0
     syncs: int = 0
 
@@ -129,7 +129,9 @@ class MultifdSender:
         """Open every channel and send its hello; then start the channel threads."""
         try:
             for i in range(self.channels):
-                self._channels.append(_Channel(i, self._dial(i, timeout_s)))
+                ch = _Channel(i, self._dial(i, timeout_s))
+                ch.stats.bytes = pk.HELLO_SIZE
+                self._channels.append(ch)
         except BaseException:
             for ch in self._channels:
                 ch.sock.close()
@@ -345,7 +347,7 @@ class MultifdSender:
     def _write_control(self, ch: _Channel, flag: int) -> None:
         n = send_buffers(ch.sock, [memoryview(self._header(ch, flag, 0))])
         ch.stats.bytes += n
-        if flag != pk.FLAG_KEEPALIVE:
+        if flag == pk.FLAG_SYNC:
             ch.stats.packets += 1
 
     def _write_pages(self, ch: _Channel, idx: np.ndarray) -> None:
