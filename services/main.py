@@ -22,7 +22,8 @@ log = logging.getLogger("migbed.serve")
 async def serve(role: str, listen: str, metrics_listen: str = "",
                 server_credentials: Any = None, channel_credentials: Any = None,
                 max_sessions: int = 16, memory_budget: int | None = None,
-                idle_timeout_s: float | None = None, multifd_listen: str | None = None) -> None:
+                idle_timeout_s: float | None = None, multifd_listen: str | None = None,
+                multifd_ssl_context: Any = None) -> None:
     # Ticks of the guest's vCPU thread must not wait 5 ms (the default) for the GIL.
     sys.setswitchinterval(0.0005)
     metrics: Any
@@ -34,11 +35,17 @@ async def serve(role: str, listen: str, metrics_listen: str = "",
         names = ["migbed.v1.Control"]
     elif role == "target":
         from migbed.core.limits import DEFAULT_IDLE_TIMEOUT_S
+        from migbed.dataplane.receiver import MultifdListener
         from services.target.server import TargetService
 
         metrics = TargetMetrics()
+        # multifd channels: --multifd-listen, or the gRPC host with any free port
+        mf_host, _, mf_port = (multifd_listen or f"{listen.rpartition(':')[0]}:0").rpartition(":")
+        multifd = MultifdListener(mf_host.strip("[]"), int(mf_port), multifd_ssl_context)
+        log.info("multifd channels on %s:%d", mf_host, multifd.port)
         service = TargetService(metrics, max_sessions=max_sessions, memory_budget=memory_budget,
-                                idle_timeout_s=idle_timeout_s or DEFAULT_IDLE_TIMEOUT_S)
+                                idle_timeout_s=idle_timeout_s or DEFAULT_IDLE_TIMEOUT_S,
+                                multifd=multifd)
         names = ["migbed.v1.Migration", "migbed.v1.Control"]
     else:
         raise ValueError(f"role must be source or target, not {role!r}")

@@ -165,9 +165,15 @@ def cmd_serve(args: argparse.Namespace) -> int:
         server_creds = tls.server_credentials(args.role)
         if args.role == "source":  # it dials the target as a client of the same lab CA
             channel_creds = tls.channel_credentials("source")
+    multifd_ssl = None
+    if args.tls_dir and args.role == "target":  # the multifd channels: same lab CA
+        from migbed.dataplane.tls import server_context
+
+        multifd_ssl = server_context(args.tls_dir)
     asyncio.run(serve(args.role, args.listen, args.metrics_listen or "", server_creds, channel_creds,
                       max_sessions=args.max_sessions, memory_budget=args.memory_budget,
-                      idle_timeout_s=args.idle_timeout, multifd_listen=args.multifd_listen))
+                      idle_timeout_s=args.idle_timeout, multifd_listen=args.multifd_listen,
+                      multifd_ssl_context=multifd_ssl))
     return 0
 
 

@@ -18,12 +18,18 @@ import grpc
 from migbed import __version__
 from migbed.core import limits as lim
 from migbed.core.clock import boot_id
+from migbed.dataplane.receiver import MultifdListener
 from migbed.wire import migration_pb2 as pb
 from migbed.wire import migration_pb2_grpc as pbg
 from migbed.wire.errors import ProtocolError
 from services.target.registry import SessionRegistry, default_memory_budget, return_memory
 from services.target.session import TargetSession
-from services.target.stream import MainStream, first_message, read_device_state
+from services.target.stream import (
+    DEFAULT_HEARTBEAT_S,
+    MainStream,
+    first_message,
+    read_device_state,
+)
 
 log = logging.getLogger("migbed.target")
 MEMORY_RETURN_DELAY_S = 0.5  # a closed session's cancelled tasks finish first
@@ -32,12 +38,13 @@ MEMORY_RETURN_DELAY_S = 0.5  # a closed session's cancelled tasks finish first
 class TargetService(pbg.MigrationServicer, pbg.ControlServicer):
     def __init__(self, metrics: Any = None, max_sessions: int = 16,
                  memory_budget: int | None = None,
-                 idle_timeout_s: float = lim.DEFAULT_IDLE_TIMEOUT_S) -> None:
+                 idle_timeout_s: float = lim.DEFAULT_IDLE_TIMEOUT_S,
+                 multifd: MultifdListener | None = None) -> None:
         self.metrics = metrics
         budget = default_memory_budget() if memory_budget is None else memory_budget
         self.registry = SessionRegistry(max_sessions, budget)
         self.idle_timeout_s = idle_timeout_s
-        self.multifd: Any = None  # a dataplane MultifdListener when multifd is served
+        self.multifd = multifd  # where multifd channels connect (one for every session)
         log.info("memory budget %.2f GiB, at most %d sessions", budget / 2**30, max_sessions)
 
     @property
@@ -83,7 +90,7 @@ class TargetService(pbg.MigrationServicer, pbg.ControlServicer):
         if n and self.multifd is not None:
             token = os.urandom(16)
             mf = self.multifd.register(token, session.memory.ram, n, session.memory.page_size,
-                                       session.setup.heartbeat_timeout_s or 3.0)
+                                       session.setup.heartbeat_timeout_s or DEFAULT_HEARTBEAT_S)
             session.attach_multifd(mf)
             accepted.multifd_port, accepted.multifd_token = self.multifd.port, token
         elif n:

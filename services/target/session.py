@@ -195,6 +195,10 @@ class TargetSession:
         source takes the return path as the target's sign of life while the stream waits."""
         last: list[pb.DeviceLoadProgress | None] = [None] * len(self.devices)
         while True:
+            if self.multifd is not None and self.multifd.error is not None:
+                # a channel lost fails the migration at once, not at the next sync
+                self.fail(_error("UNAVAILABLE", f"multifd: {self.multifd.error}"))
+                return
             for i, dev in enumerate(self.devices):
                 p = dev.progress()
                 if p == last[i] and not p.loading:
@@ -318,8 +322,8 @@ class TargetSession:
             raise _error("DEADLINE_EXCEEDED", f"multifd_sync.generation = {m.generation}: {e}") from None
         except Exception as e:  # the channels' own error (MultifdError): a channel failed
             raise _error("UNAVAILABLE", f"multifd channel failed: {e}") from None
-        got = self.multifd_pages()
-        if m.pages_sent != got:
+        got = self.multifd_pages()  # may include pages of the next round already
+        if m.pages_sent > got:
             raise _error("DATA_LOSS", f"multifd_sync.pages_sent = {m.pages_sent}, the channels "
                          f"delivered {got}")
 
