@@ -34,6 +34,7 @@ from services.target.devices import LoadingDevice, Pacer
 log = logging.getLogger("migbed.target")
 
 PROGRESS_PERIOD_S = 0.05  # while a device loads, the return path says so this often
+KEEPALIVE_PERIODS = 4  # an unchanged device's progress is repeated this often (200 ms)
 RESUMED_GUEST_GRACE_S = 0.2  # the resumed guest runs this long before the session ends
 _KIND = {pb.IMAGE_KIND_INITIAL: "initial", pb.IMAGE_KIND_MIDDLE: "middle",
          pb.IMAGE_KIND_FINAL: "final", pb.IMAGE_KIND_CONFIG: "config"}
@@ -191,17 +192,20 @@ class TargetSession:
             self.send(pb.TargetMessage(switchover_ack=pb.SwitchoverAck(target_ack_ns=now_ns())))
 
     async def _report_progress(self) -> None:
-        """Each device's progress when it changes, and every period while it loads: the
-        source takes the return path as the target's sign of life while the stream waits."""
+        """Each device's progress when it changes, every period while it loads, and every
+        few periods anyway: the source takes the return path as the target's sign of life,
+        and pongs come only as fast as the reader works through the data ahead of them."""
         last: list[pb.DeviceLoadProgress | None] = [None] * len(self.devices)
+        beat = 0
         while True:
+            beat = (beat + 1) % KEEPALIVE_PERIODS
             if self.multifd is not None and self.multifd.error is not None:
                 # a channel lost fails the migration at once, not at the next sync
                 self.fail(_error("UNAVAILABLE", f"multifd: {self.multifd.error}"))
                 return
             for i, dev in enumerate(self.devices):
                 p = dev.progress()
-                if p == last[i] and not p.loading:
+                if p == last[i] and not p.loading and beat:
                     continue
                 last[i] = p
                 self.send(pb.TargetMessage(load_progress=p))
@@ -284,7 +288,10 @@ class TargetSession:
         dev.next_seq += 1
         self._count("device", len(data))
         await dev.write(kind, m.offset, data, self.pacer)
-        self._open_image = dev if dev.model.has_pending else None
+        # An image the stream may continue; the initial image's end is its known size (or
+        # INIT_DATA_SENT), so RAM between its chunks does not end it.
+        pending = dev.model.pending_kind
+        self._open_image = dev if pending not in (None, "initial") else None
 
     async def _init_data_sent(self, m: pb.InitDataSent) -> None:
         dev = self._device(m.device, "init_data_sent")

@@ -87,7 +87,8 @@ def test_a_device_load_stalls_ram_on_the_main_stream(target: Service) -> None:
     during = st.bytes_pulled(start + 0.2, end)
     total = st.bytes_pulled(0, time.monotonic() + 1)
     assert total >= 64 * MiB
-    print(f"RAM sent while the device loaded: {during / MiB:.1f} MiB of {total / MiB:.0f}")
+    print(f"RAM sent while the device loaded: {during / MiB:.1f} MiB of {total / MiB:.0f}; "
+          f"before its end {st.bytes_pulled(0, end) / MiB:.1f} MiB")
     assert during <= 16 * MiB, f"{during / MiB:.1f} MiB of RAM sent while the device loaded"
     # The return path stays alive meanwhile: a report at least every few periods.
     gaps = np.diff(loading)
