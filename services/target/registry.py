@@ -89,8 +89,8 @@ class SessionRegistry:
             raise ProtocolError("ALREADY_EXISTS", lim.clip(f"setup.session_id = {sid!r}: "
                                                            "already migrating here"))
         if len(self.sessions) >= self.max_sessions:
-            raise ProtocolError("RESOURCE_EXHAUSTED", f"{len(self.sessions)} migrations running; "
-                                f"at most {self.max_sessions} (--max-sessions)")
+            raise ProtocolError("RESOURCE_EXHAUSTED", f"setup: {len(self.sessions)} migrations "
+                                f"running here; at most {self.max_sessions} (--max-sessions)")
         need = setup_bytes(setup)
         if self.in_use + need > self.memory_budget:
             raise ProtocolError("RESOURCE_EXHAUSTED", (

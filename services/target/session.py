@@ -419,9 +419,11 @@ class TargetSession:
         """QEMU 10: each device loads its stop-copy state on its own; completion waits for
         them all. A device whose stream shows no life for the heartbeat timeout fails it."""
         silence = self.setup.heartbeat_timeout_s or lim.HEARTBEAT_TIMEOUT_S[1]
+        since = time.monotonic()
         while len(self.device_streams_done) < len(self.devices):
+            now = time.monotonic()
             quiet = [d for d in self.devices if d.index not in self.device_streams_done
-                     and not d.loading and time.monotonic() - d.last_activity > silence]
+                     and not d.loading and now - max(d.last_activity, since) > silence]
             if quiet:
                 raise _error("DEADLINE_EXCEEDED", f"MigrateDeviceState for device "
                              f"{quiet[0].index} ({quiet[0].name}): nothing for {silence:g}s "
