@@ -244,7 +244,7 @@ def build_parser(wanted: str = "") -> argparse.ArgumentParser:
     s.add_argument("--metrics-listen", type=_address, help="HOST:PORT for Prometheus /metrics")
     s.add_argument("--max-sessions", type=_positive_int(1, 256), default=16)
     s.add_argument("--tls-dir", help="serve (and dial) with mutual TLS: `migbed certs DIR`")
-    s.add_argument("--memory-budget", type=_size, help="memory all sessions together may hold "
+    s.add_argument("--memory-budget", type=_size, help="target: memory all sessions together may hold "
                    "(e.g. 8GiB; default: 3/4 of what is available at start)")
     s.add_argument("--idle-timeout", type=_seconds, default=None,
                    help="target: end a session that sends only pings this long (660 s)")

@@ -105,6 +105,7 @@ class TargetSession:
         self.ram_pages_received = 0
         self.multifd: Any = None  # a dataplane MultifdSession when multifd is on
         self.multifd_pages: Callable[[], int] = lambda: 0  # pages the channels delivered
+        self._multifd_counted = 0  # ... of which counted in bytes_received (at each sync)
         self.bytes_received = {"precopy": 0, "downtime": 0}
         self.device_streams_open: set[int] = set()  # MigrateDeviceState streams seen
         self.device_streams_done: set[int] = set()  # ... and loaded to their last chunk
@@ -333,6 +334,8 @@ class TargetSession:
         if m.pages_sent > got:
             raise _error("DATA_LOSS", f"multifd_sync.pages_sent = {m.pages_sent}, the channels "
                          f"delivered {got}")
+        self._count("ram", (got - self._multifd_counted) * self.memory.page_size)
+        self._multifd_counted = got
 
     async def _setup(self, m: pb.Setup) -> None:
         raise _error("FAILED_PRECONDITION", "a second setup on one stream")
@@ -340,8 +343,8 @@ class TargetSession:
     async def _abort(self, m: pb.Abort) -> None:
         raise _error("ABORTED", f"source aborted: {m.reason[:200]}")
 
-    def _count(self, kind: str, n: int) -> None:
-        stage = "downtime" if self.stopped else "precopy"
+    def _count(self, kind: str, n: int, stage: str = "") -> None:
+        stage = stage or ("downtime" if self.stopped else "precopy")
         self.bytes_received[stage] += n
         if self.metrics is not None:
             self.metrics.on_received_bytes(self.scenario, stage, kind, n)
@@ -379,7 +382,7 @@ class TargetSession:
         if data:
             kind = "config" if c.offset >= dev.state.data_size else "final"
             check_range("device_state_chunk", dev, kind, c.offset, len(data))
-            self._count("device", len(data))
+            self._count("device", len(data), "downtime")  # stop-copy state only
             await dev.write(kind, c.offset, data, pacer)
         if c.last:
             await dev.finish(pacer)
