@@ -237,6 +237,8 @@ def test_multifd_device_state_loads_devices_in_parallel(target: Service) -> None
     v = parallel.wait_for("verified", 30)[1].verified
     assert v.ok, v.detail
     assert order_of(parallel) == ["received", "shut", "resumed", "verified"]
+    print(f"stop-copy loads of 2 devices x 0.6 s: inline {final_load_s(inline):.3f} s, "
+          f"parallel {final_load_s(parallel):.3f} s")
     assert final_load_s(inline) >= 1.2 * 0.9, final_load_s(inline)
     assert 0.6 * 0.9 <= final_load_s(parallel) < 1.0, final_load_s(parallel)
 
@@ -261,6 +263,8 @@ def test_a_stalled_target_holds_the_source_at_bounded_memory(target: Service) ->
     time.sleep(3)
     after = rss_bytes(target.process.pid)
     sent = st.bytes_pulled(0, time.monotonic())
+    print(f"stalled target: the source got {sent / MiB:.1f} MiB out, target RSS "
+          f"{before / MiB:.0f} -> {after / MiB:.0f} MiB over 3 s")
     assert sent <= 24 * MiB, f"the source got {sent / MiB:.0f} MiB out of {ram_mib} MiB"
     assert after - before <= 32 * MiB, f"target RSS grew {(after - before) / MiB:.0f} MiB"
     st.done.wait(15)  # the call's deadline ends it; the session is freed
