@@ -41,7 +41,11 @@ async def serve(role: str, listen: str, metrics_listen: str = "",
         metrics = TargetMetrics()
         # multifd channels: --multifd-listen, or the gRPC host with any free port
         mf_host, _, mf_port = (multifd_listen or f"{listen.rpartition(':')[0]}:0").rpartition(":")
-        multifd = MultifdListener(mf_host.strip("[]"), int(mf_port), multifd_ssl_context)
+        try:
+            multifd = MultifdListener(mf_host.strip("[]"), int(mf_port), multifd_ssl_context)
+        except OSError as e:
+            what = "--multifd-listen" if multifd_listen else "--listen's host, for multifd,"
+            raise OSError(f"{what} {mf_host}:{mf_port}: cannot listen: {e.strerror or e}") from None
         log.info("multifd channels on %s:%d", mf_host, multifd.port)
         service = TargetService(metrics, max_sessions=max_sessions, memory_budget=memory_budget,
                                 idle_timeout_s=idle_timeout_s or DEFAULT_IDLE_TIMEOUT_S,

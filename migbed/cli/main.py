@@ -170,10 +170,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
         from migbed.dataplane.tls import server_context
 
         multifd_ssl = server_context(args.tls_dir)
-    asyncio.run(serve(args.role, args.listen, args.metrics_listen or "", server_creds, channel_creds,
-                      max_sessions=args.max_sessions, memory_budget=args.memory_budget,
-                      idle_timeout_s=args.idle_timeout, multifd_listen=args.multifd_listen,
-                      multifd_ssl_context=multifd_ssl))
+    try:
+        asyncio.run(serve(args.role, args.listen, args.metrics_listen or "", server_creds,
+                          channel_creds, max_sessions=args.max_sessions,
+                          memory_budget=args.memory_budget, idle_timeout_s=args.idle_timeout,
+                          multifd_listen=args.multifd_listen, multifd_ssl_context=multifd_ssl))
+    except OSError as e:  # an address it cannot listen on: say which, no traceback
+        raise UsageError(str(e)) from None
     return 0
 
 
