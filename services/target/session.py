@@ -25,6 +25,8 @@ from migbed.core import limits as lim
 from migbed.core.clock import boot_id, now_ns
 from migbed.core.guest import GuestMemory
 from migbed.core.workload import guest_workload
+from migbed.dataplane.receiver import MultifdSession
+from migbed.dataplane.sender import MultifdError
 from migbed.runtime.vcpu import VCpu
 from migbed.wire import migration_pb2 as pb
 from migbed.wire.channel import CHUNK_BYTES
@@ -103,7 +105,7 @@ class TargetSession:
         self.stopped = False  # StopCopy seen
         self.completed = False
         self.ram_pages_received = 0
-        self.multifd: Any = None  # a dataplane MultifdSession when multifd is on
+        self.multifd: MultifdSession | None = None  # the channels, when multifd is on
         self.multifd_pages: Callable[[], int] = lambda: 0  # pages the channels delivered
         self._multifd_counted = 0  # ... of which counted in bytes_received (at each sync)
         self.bytes_received = {"precopy": 0, "downtime": 0}
@@ -311,7 +313,7 @@ class TargetSession:
     async def _stop_copy(self, m: pb.StopCopy) -> None:
         self.stopped = True
 
-    def attach_multifd(self, channels: Any) -> None:
+    def attach_multifd(self, channels: MultifdSession) -> None:
         """The session's multifd channels (a dataplane MultifdSession): RAM pages land in
         guest memory from their own threads; the main stream waits at each sync."""
         self.multifd = channels
@@ -328,7 +330,7 @@ class TargetSession:
             await self.multifd.wait_sync(m.generation, silence)
         except TimeoutError as e:
             raise _error("DEADLINE_EXCEEDED", f"multifd_sync.generation = {m.generation}: {e}") from None
-        except Exception as e:  # the channels' own error (MultifdError): a channel failed
+        except MultifdError as e:  # a channel failed
             raise _error("UNAVAILABLE", f"multifd channel failed: {e}") from None
         got = self.multifd_pages()  # may include pages of the next round already
         if m.pages_sent > got:
