@@ -74,7 +74,9 @@ device_shapes = st.builds(
     stop_copy_size=small_or_huge(st.integers(0, 1 << 20)),
     block_size=st.integers(0, 2**32 - 1), load_setup_time_s=st.one_of(st.just(0.0), FLOATS),
     load_rate_bytes_per_s=st.one_of(st.just(1e9), FLOATS),
-    stop_copy_load_time_s=st.one_of(st.just(0.0), FLOATS))
+    stop_copy_load_time_s=st.one_of(st.just(0.0), FLOATS),
+    load_trigger=st.integers(0, 4), config_load_time_s=st.one_of(st.just(0.0), FLOATS),
+    device_state_bytes=small_or_huge(st.integers(0, 1 << 20)))
 
 setups = st.builds(
     pb.Setup, protocol_version=st.sampled_from([0, 1, 1, 1, 1, 1, 2, 77]),
@@ -86,7 +88,9 @@ setups = st.builds(
     switchover_ack=st.booleans(),
     guest_seed=U64, vcpu_tick_s=st.one_of(st.just(0.001), FLOATS),
     dirty_rate_bytes_per_s=st.one_of(st.just(0.0), FLOATS),
-    working_set_bytes=U64, heartbeat_timeout_s=FLOATS)
+    working_set_bytes=U64, heartbeat_timeout_s=FLOATS,
+    multifd_channels=st.sampled_from([0, 0, 0, 1, 2, 17, 2**32 - 1]),
+    device_state_transfer=st.integers(0, 4))
 
 
 def _setup(**over: object) -> pb.Setup:
@@ -139,6 +143,8 @@ messages = st.one_of(
               st.integers(0, 3), st.integers(0, 6)),
     st.builds(lambda s: pb.SourceMessage(ping=pb.Ping(seq=s)), U64),
     st.just(pb.SourceMessage(stop_copy=pb.StopCopy())),
+    st.builds(lambda g, n: pb.SourceMessage(multifd_sync=pb.MultifdSync(generation=g, pages_sent=n)),
+              U64, U64),
     st.builds(lambda seqs: pb.SourceMessage(complete=pb.Complete(device_next_seq=seqs)),
               st.lists(st.integers(0, 6), max_size=3)),
     st.builds(lambda r, ds: pb.SourceMessage(digests=pb.Digests(ram=r, devices=ds)),
