@@ -1,4 +1,4 @@
-"""One incoming migration on the target: check, store, load, ACK, Shut, resume, verify.
+"""One incoming migration on the target: check, store, load, ACK, vm_start + Shut, verify.
 
 The main stream's messages are handled one at a time, in order, by `handle()`; a device
 chunk is written into its device inline and `handle()` returns only when the device has
@@ -414,7 +414,6 @@ class TargetSession:
         loads_done = now_ns()
         for dev in self.devices:
             dev.run()
-        self.send(pb.TargetMessage(shut=pb.Shut(target_loads_done_ns=loads_done)))
         await self._resume(loads_done)
         if self.metrics is not None:
             self.metrics.on_resumed(self.scenario, self.setup.policy,
@@ -442,7 +441,10 @@ class TargetSession:
                             s.working_set_bytes or s.guest.ram_bytes, s.uniform_dirtying,
                             s.guest_seed + 1)
         self.vcpu = VCpu(self.memory, wl, s.vcpu_tick_s)
+        # QEMU's process_incoming_migration_bh: vm_start, then MIG_RP_MSG_SHUT (from
+        # migration_incoming_state_destroy); the guest's first progress comes after.
         self.vcpu.start()
+        self.send(pb.TargetMessage(shut=pb.Shut(target_loads_done_ns=loads_done)))
         await asyncio.to_thread(self.vcpu.wait_first_tick, 5.0)
         self.send(pb.TargetMessage(resumed=pb.Resumed(
             target_first_tick_ns=self.vcpu.first_tick_ns, target_loads_done_ns=loads_done,
