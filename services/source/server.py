@@ -141,8 +141,9 @@ class SourceService(pbg.ControlServicer):
         assert run is not None
         if run.record is not None:
             return pb.CancelReply(cancelled=False, state=run.record.outcome)
-        run.migration.cancel(request.reason or "cancelled by the user")
-        return pb.CancelReply(cancelled=True, state=run.migration.phase)
+        # Past the stop the run completes (its record will say so): the reply says the same.
+        accepted, state = run.migration.cancel(request.reason or "cancelled by the user")
+        return pb.CancelReply(cancelled=accepted, state=state)
 
     async def Status(self, request: pb.StatusRequest, context: grpc.aio.ServicerContext) -> pb.StatusReply:
         running = [k for k, r in self.runs.items() if r.record is None]
