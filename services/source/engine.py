@@ -97,7 +97,7 @@ class Migration:
         """Ask the run to stop. Refused once the guest has stopped (the run completes as
         QEMU's does: a cancel during completion is too late). Returns (accepted, state)."""
         if self.phase in COMPLETING:
-            return False, "already completing"
+            return False, "completing"  # `migbed cancel` prints "already completing"
         if self.phase == "ended":
             return False, self.record.outcome
         if not self.cancel_reason:

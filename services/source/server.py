@@ -21,6 +21,7 @@ from migbed.core.clock import boot_id
 from migbed.core.policy import POLICIES
 from migbed.core.scenario import ScenarioError, parse_scenario
 from migbed.measure.record import Event, ProgressSample, RunRecord
+from migbed.measure.record_wire import record_to_pb, sample_to_pb
 from migbed.wire import migration_pb2 as pb
 from migbed.wire import migration_pb2_grpc as pbg
 from services.source.engine import Migration
@@ -33,7 +34,7 @@ _ADDRESS = re.compile(r"^[A-Za-z0-9._\-\[\]:]+:[0-9]{1,5}$")
 class _Run:
     def __init__(self, migration: Migration) -> None:
         self.migration = migration
-        self.samples: list[str] = []
+        self.samples: list[pb.ProgressSample] = []
         self.changed = asyncio.Event()
         self.record: RunRecord | None = None
         self.task: asyncio.Task[RunRecord] | None = None
@@ -86,7 +87,7 @@ class SourceService(pbg.ControlServicer):
 
         def on_sample(s: ProgressSample) -> None:
             assert run is not None
-            run.samples.append(s.to_json())
+            run.samples.append(sample_to_pb(s))
             run.changed.set()
             if self.metrics is not None:
                 self.metrics.on_progress(scenario.name, request.policy, s)
@@ -124,10 +125,10 @@ class SourceService(pbg.ControlServicer):
         sent = 0
         while True:
             while sent < len(run.samples):
-                yield pb.WatchEvent(progress_json=run.samples[sent])
+                yield pb.WatchEvent(progress=run.samples[sent])
                 sent += 1
             if run.record is not None:
-                yield pb.WatchEvent(record_json=run.record.to_json())
+                yield pb.WatchEvent(record=record_to_pb(run.record))
                 return
             run.changed.clear()
             if sent < len(run.samples) or run.record is not None:

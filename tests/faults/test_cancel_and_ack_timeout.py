@@ -46,7 +46,9 @@ STAGES: dict[str, tuple[dict[str, Any], str]] = {
         "avail-switchover-bandwidth": "128MiB/s"}}, "switchover-ack"),
     "stop-copy": ({"guest": {"ram-size": "512MiB"},
                    "migration": {"max-bandwidth": "8MiB/s", "max-time": "1s"}}, "legacy"),
-    "resuming (target loading)": ({"devices": [{**SLOW_SETUP[0], "initial-bytes": "64MB"}],
+    # The target's load ends on its own (4 s): a refused cancel must not wait forever.
+    "resuming (target loading)": ({"devices": [{**SLOW_SETUP[0], "initial-bytes": "64MB",
+                                                "load-setup-time": "4s"}],
                                    "migration": {"max-bandwidth": "64MiB/s"}}, "legacy"),
 }
 
@@ -72,16 +74,17 @@ def test_cancel_at_stage(lab: Lab, stage: str) -> None:
     out = subprocess.run([*CLI, "cancel", source.address, w.run_id, "--reason",
                           f"user cancel at {stage}"], capture_output=True, text=True, timeout=30)
     assert out.returncode == 0, out.stderr
-    assert out.stdout.strip() == f"{w.run_id}: cancelled", out.stdout
     rec = w.result(BOUND_S + 10)
+    if stage in ("stop-copy", "resuming (target loading)"):
+        # Past the stop a cancel comes too late: the run completes, and both say so.
+        assert out.stdout.strip() == f"{w.run_id}: already completing", out.stdout
+        assert rec.outcome == "completed" and rec.verified, rec.error
+        return
+    assert out.stdout.strip() == f"{w.run_id}: cancelled", out.stdout
     assert rec.outcome == "cancelled", f"{rec.outcome}: {rec.error}"
     assert rec.error == f"user cancel at {stage}"
     assert rec.source_guest_running_after and rec.source_integrity_ok
     assert w.ended - t < BOUND_S + (2.5 if stage == "boot" else 0)  # boot: warm-up goes on
-    if stage == "stop-copy":
-        assert rec.event_time("stop") is not None and rec.event_time("completed") is None
-    if stage.startswith("resuming"):
-        assert rec.event_time("completed") is not None and rec.event_time("resumed") is None
     wait_until(lambda: no_sessions(target.address), 10, "the target to free the session")
     assert sessions(source.address) == []
     # A finished run cannot be cancelled again; the CLI says so and succeeds.
