@@ -95,11 +95,17 @@ class DeviceStreams:
         return save
 
     async def send_config(self, i: int) -> None:
-        state = self.config[i]
-        for off in range(0, len(state), CHUNK_BYTES):
-            data = state[off:off + CHUNK_BYTES]
+        for off, data in self.config_chunks(i):
             await self._write(i, pb.IMAGE_KIND_CONFIG, off, data)
             self.counters.device(len(data), downtime=True)
+
+    def config_chunks(self, i: int) -> list[tuple[int, bytes]]:
+        """The non-iterable state as (offset, bytes): its offsets follow the iterable state
+        (state buffer, then context) in the device's one space of offsets."""
+        cfg, state = self.devices[i].cfg, self.config[i]
+        base = cfg.initial_bytes + cfg.stop_copy_size
+        return [(base + off, state[off:off + CHUNK_BYTES])
+                for off in range(0, len(state), CHUNK_BYTES)]
 
     def stop_devices(self) -> None:
         """vm_stop: every device enters STOP_COPY (its context is captured now)."""

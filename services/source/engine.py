@@ -43,7 +43,7 @@ from services.source.precopy import Precopy
 from services.source.recorder import Recorder
 from services.source.scanner import PageScanner
 from services.source.switchover import Switchover
-from services.source.transport import MainChannelRam, RamTransport
+from services.source.transport import MainChannelRam, MultifdRam, RamTransport
 
 log = logging.getLogger("migbed.source")
 
@@ -128,6 +128,8 @@ class Migration:
             self.link.check_alive()
         if self.guest is not None and self.guest.error is not None:
             raise MigrationFailed(f"vCPU thread died: {self.guest.error!r}")
+        if self.parts is not None:
+            self.parts.ram.check()  # a dropped multifd channel fails the run at once
 
     def _set_phase(self, phase: str) -> None:
         self.phase = phase
@@ -148,7 +150,7 @@ class Migration:
         self.link.accepted(accepted)
         self.recorder.event("setup-accepted",
                             f"devices needing ACK: {accepted.devices_needing_ack}")
-        parts = self._parts(guest, self._ram_transport(guest, accepted))
+        parts = self._parts(guest, await self._ram_transport(guest, accepted))
         self.parts = parts
         # QEMU's setup: dirty logging on and the first sync, devices to PRE_COPY.
         parts.scanner.start()
@@ -193,9 +195,24 @@ class Migration:
             multifd_channels=mig.multifd_channels if mig.multifd else 0,
             device_state_transfer=_TRANSFER_PB[mig.device_state_transfer])
 
-    def _ram_transport(self, guest: RunningGuest[SourceDevice],
-                       accepted: pb.SetupAccepted) -> RamTransport:
-        return MainChannelRam(self.link, guest.memory)
+    async def _ram_transport(self, guest: RunningGuest[SourceDevice],
+                             accepted: pb.SetupAccepted) -> RamTransport:
+        mig = self.scenario.migration
+        if not mig.multifd:
+            return MainChannelRam(self.link, guest.memory)
+        if not accepted.multifd_port:
+            raise MigrationFailed(f"migration.multifd = true, but target {self.target_address} "
+                                  "serves no multifd channels (setup_accepted.multifd_port = 0)")
+        if self.link.credentials is not None:
+            raise MigrationFailed("migration.multifd = true with TLS: the source does not "
+                                  "dial multifd channels over TLS yet; use multifd = false")
+        host = self.target_address.rpartition(":")[0].strip("[]")
+        ram = MultifdRam(self.link, guest.memory, host, accepted.multifd_port,
+                         bytes(accepted.multifd_token), mig.multifd_channels,
+                         mig.heartbeat_timeout)
+        await ram.connect()
+        self.recorder.multifd(mig.multifd_channels)
+        return ram
 
     def _parts(self, guest: RunningGuest[SourceDevice], ram: RamTransport) -> Parts:
         mig = self.scenario.migration
@@ -219,6 +236,7 @@ class Migration:
         self.recorder.counters(self.counters, parts.scanner.dirty_sync_count if parts else 0,
                                self.link.stop_ping_rtt_ms)
         if parts is not None:
+            self.recorder.multifd_stats(*parts.ram.stats())
             parts.ram.close()
         await self.link.close(completed, rec.error)
         g = self.guest

@@ -77,6 +77,12 @@ class Link:
         self._tasks.append(asyncio.create_task(self._read_return_path()))
         self._tasks.append(asyncio.create_task(self._tick()))
 
+    @property
+    def channel(self) -> grpc.aio.Channel:
+        """The gRPC channel (other streams of this migration ride on it)."""
+        assert self._channel is not None, "open() first"
+        return self._channel
+
     def accepted(self, accepted: pb.SetupAccepted) -> None:
         """Setup is done: one kernel means one clock; pings start."""
         same = bool(accepted.target_boot_id) and accepted.target_boot_id == boot_id()

@@ -54,7 +54,7 @@ class Precopy:
             now = time.monotonic()
             if p.estimator.update(now, p.scanner.dirty_pages_rate):
                 self.sample()
-            obs = self._observe()
+            obs = await self._observe()
             policy_waits = False
             if obs.pending_exact:
                 if data_fits(obs) and not self.ack_received and self.ack_wait_start is None:
@@ -104,8 +104,11 @@ class Precopy:
                 dev += init + dirty
         return self.p.scanner.dirty_bytes + dev
 
-    def _pending_exact(self) -> int:
-        """A dirty sync (RAM), and the devices' stop-copy size and pre-copy info."""
+    async def _pending_exact(self) -> int:
+        """A dirty sync (RAM), and the devices' stop-copy size and pre-copy info.
+
+        The round's pages land before the bitmap is refilled (multifd: a sync)."""
+        await self.p.ram.round_done()
         ram = self.p.scanner.sync()
         self.p.estimator.on_sync(ram)
         dev = 0
@@ -116,11 +119,11 @@ class Precopy:
                 dev += init + dirty
         return ram + dev
 
-    def _observe(self) -> Observation:
+    async def _observe(self) -> Observation:
         p, est = self.p, self.p.estimator
         pending, exact = self._pending_estimate(), False
         if pending < est.threshold or (p.profile.threshold_inclusive and pending == est.threshold):
-            pending, exact = self._pending_exact(), True
+            pending, exact = await self._pending_exact(), True
         self.pending = pending
         views = []
         for d, load in zip(p.guest.devices, p.link.loads, strict=True):

@@ -20,6 +20,7 @@ from migbed.core.clock import now_ns
 from migbed.core.device import VfioState
 from migbed.wire import migration_pb2 as pb
 from migbed.wire.channel import CHUNK_BYTES
+from services.source.device_state import ParallelDeviceState
 from services.source.failure import MigrationFailed
 from services.source.link import STOP_PING_SEQ
 from services.source.parts import Parts
@@ -30,6 +31,10 @@ class Switchover:
     def __init__(self, parts: Parts) -> None:
         self.p = parts
         self.times: StopCopyTimes | None = None
+        self.parallel: ParallelDeviceState | None = None
+        if parts.scenario.migration.device_state_transfer == "multifd":
+            self.parallel = ParallelDeviceState(parts.link.channel, parts.devices,
+                                                parts.recorder.record.run_id, parts.check)
 
     async def stop_copy(self) -> StopCopyTimes:
         """From the stop to completion; returns what was measured."""
@@ -44,8 +49,7 @@ class Switchover:
         # behind (pre-copy bytes still in socket buffers or a shaped link's queue).
         await p.link.ping(STOP_PING_SEQ)
         p.scanner.final_sync()
-        await self._send_ram()
-        save_s = await self._send_devices()
+        save_s = await self._send_rest()
         await p.link.write(pb.SourceMessage(complete=pb.Complete(
             source_last_tick_ns=last_tick, ram_pages_sent=p.ram.pages_sent,
             device_next_seq=p.devices.next_seq)))
@@ -55,7 +59,23 @@ class Switchover:
             completion = await self._wait_shut()
         self.times = StopCopyTimes(last_tick, stop_ns, last_byte, completion, save_s)
         p.recorder.stop_copy(self.times)
+        if self.parallel is not None:
+            await self.parallel.loaded()  # each device's stream: loaded, or its error
         return self.times
+
+    async def _send_rest(self) -> float:
+        """RAM, then each device in turn on the main stream; or, with QEMU 10's multifd
+        device state, every device on its own stream beside the RAM. Returns the save time
+        on the critical path."""
+        if self.parallel is None:
+            await self._send_ram()
+            return await self._send_devices()
+        devices = asyncio.ensure_future(self.parallel.send())
+        try:
+            await self._send_ram()
+            return await devices
+        finally:
+            devices.cancel()
 
     async def _send_ram(self) -> None:
         p = self.p
