@@ -279,16 +279,21 @@ class SourceDevice:
                 self._context_cursor += n
             return out
 
-    def digest(self) -> bytes:
-        """State digest (buffer + context) - meaningful once stopped."""
+    def digest(self, config: bytes = b"") -> bytes:
+        """State digest (buffer + context + the non-iterable state the source sent with
+        it, which lives outside this model) - meaningful once stopped."""
         with self._lock:
-            return device_digest(self.buffer[: self.cfg.initial_bytes], self._context)
+            return device_digest(self.buffer[: self.cfg.initial_bytes], self._context, config)
 
 
-def device_digest(buffer: np.ndarray, context: bytes | bytearray | np.ndarray) -> bytes:
+def device_digest(buffer: np.ndarray, context: bytes | bytearray | np.ndarray,
+                  config: bytes | bytearray | np.ndarray = b"") -> bytes:
+    """Digest of a device's state: buffer, context, then the non-iterable (config) state
+    (empty for a device without one, which leaves the digest as it was without it)."""
     h = hashlib.blake2b(digest_size=32)
     h.update(np.ascontiguousarray(buffer).data.cast("B"))
     h.update(bytes(context) if isinstance(context, np.ndarray) else context)
+    h.update(bytes(config) if isinstance(config, np.ndarray) else config)
     return h.digest()
 
 

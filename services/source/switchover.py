@@ -113,7 +113,8 @@ class Switchover:
             dev.set_state(VfioState.STOP)
         # Digests of the stopped source, outside the downtime (the source stays stopped).
         ram_digest = await asyncio.to_thread(p.guest.memory.digest)
-        dev_digests = [await asyncio.to_thread(d.digest) for d in p.guest.devices]
+        dev_digests = [await asyncio.to_thread(d.digest, config)
+                       for d, config in zip(p.guest.devices, p.devices.config, strict=True)]
         await p.link.write(pb.SourceMessage(digests=pb.Digests(ram=ram_digest,
                                                                devices=dev_digests)))
         resumed = (await p.link.wait_for("resumed", p.check)).resumed
