@@ -106,7 +106,10 @@ class RunRecord:
     stop_lag_ms: float = 0.0  # last vCPU tick -> the stop (source clock)
     stop_copy_ms: float = 0.0  # the stop -> the source wrote the last byte (source clock)
     device_save_ms: float = 0.0  # of stop_copy_ms: the devices' stop-copy save time
-    delivery_ms: float = 0.0  # last byte written -> the target read it (across clocks)
+    # last byte written -> the target read it (across clocks). The destination loads inline
+    # and reads Complete only after the loads of what came before it (an image the last
+    # chunk completed, the config state): those loads are in here.
+    delivery_ms: float = 0.0
     destination_load_ms: float = 0.0  # target read the last byte -> every device loaded
     resume_ms: float = 0.0  # every device loaded -> first vCPU tick on the target
     # Round trip of a Ping sent right after the stop, in the migration stream: the queue of

@@ -32,7 +32,7 @@ class StopCopyTimes:
 class TargetTimes:
     """The target's raw timestamps (its CLOCK_MONOTONIC), as reported on the return path."""
 
-    received_ns: int  # it read the last byte (Received)
+    received_ns: int  # it read Complete, the last byte (Received): after inline loads
     loads_done_ns: int  # every device loaded (Shut, or Resumed)
     first_tick_ns: int  # the resumed guest's first vCPU tick (Resumed)
 

@@ -75,13 +75,13 @@ def test_return_path_on_and_off(stack: tuple[Service, Service]) -> None:
     # Without the return path the source completes when it has written the last byte ...
     assert not off.return_path and off.downtime_end == "last-byte"
     assert off.downtime_ms == pytest.approx(off.stop_copy_ms, abs=0.01)
-    # ... while the destination still loads the final image (its 20 ms fixed cost at least).
-    assert off.destination_load_ms >= 20
-    assert off.guest_downtime_ms > off.downtime_ms
+    # ... while the destination still loads the final image (its 20 ms fixed cost at least):
+    # the guest waits for it, QEMU's downtime does not.
+    assert off.guest_downtime_ms >= off.downtime_ms + 20
     # With it, completion waits for Shut, which comes after every load (one clock here).
     assert on.same_clock
     assert on.downtime_ms >= on.stop_copy_ms + on.delivery_ms + on.destination_load_ms - 0.01
-    assert on.destination_load_ms >= 20
+    assert on.downtime_ms >= on.stop_copy_ms + 20
 
 
 def test_switchover_ack_forces_the_return_path_on(stack: tuple[Service, Service]) -> None:
@@ -112,7 +112,9 @@ def test_fixed_costs_land_in_downtime(stack: tuple[Service, Service]) -> None:
     # 1 MiB of non-iterable state sent in stop-copy. Results: where they land.
     assert fixed.device_save_ms == pytest.approx(200)
     assert fixed.stop_copy_ms >= 200
-    assert fixed.destination_load_ms >= 100
+    # The config load (100 ms) happens on the destination before it reads Complete, so it
+    # is in the time from the last byte to its arrival, and in the downtime either way.
+    assert fixed.delivery_ms + fixed.destination_load_ms >= 100
     assert fixed.downtime_ms >= base.downtime_ms + 250
     assert fixed.downtime_bytes >= base.downtime_bytes + (1 << 20) - (256 << 10)
 
