@@ -31,14 +31,14 @@ def test_devices_serialised_behind_ram_before_9_0() -> None:
 def test_avail_switchover_bandwidth_from_8_2() -> None:
     assert not qemu_profile("8.1").avail_switchover_bandwidth
     assert qemu_profile("9.2").avail_switchover_bandwidth
-    with pytest.raises(ScenarioError, match="avail-switchover-bandwidth.*8.2"):
+    with pytest.raises(ScenarioError, match=r"avail-switchover-bandwidth.*8\.2"):
         parse_scenario(BASE.format(extra='qemu-version = "8.1"\n'
                                          'avail-switchover-bandwidth = "1GiB/s"'))
 
 
 def test_multifd_device_state_only_in_10_0() -> None:
     assert [v for v, p in PROFILES.items() if p.multifd_device_state] == ["10.0"]
-    with pytest.raises(ScenarioError, match="10.0"):
+    with pytest.raises(ScenarioError, match=r"10\.0"):
         parse_scenario(BASE.format(extra='qemu-version = "9.2"\nmultifd = true\n'
                                          'device-state-transfer = "multifd"'))
 
@@ -49,5 +49,5 @@ def test_switchover_test_is_strict_up_to_10_0() -> None:
 
 
 def test_unknown_version_is_named() -> None:
-    with pytest.raises(ValueError, match="allowed 8.1, 9.2, 10.0"):
+    with pytest.raises(ValueError, match=r"allowed 8\.1, 9\.2, 10\.0"):
         qemu_profile("7.2")

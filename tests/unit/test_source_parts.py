@@ -77,10 +77,10 @@ def test_link_names_the_side_that_went_silent() -> None:
         now = time.monotonic()
         link.last_heard = now - 3.0
         link._last_tick = now  # this process ticked just now: the target is silent
-        with pytest.raises(MigrationFailed, match="target 127.0.0.1:1 silent for 3"):
+        with pytest.raises(MigrationFailed, match=r"target 127\.0\.0\.1:1 silent for 3"):
             link.check_alive()
         link._last_tick = now - 3.0  # this process did not run for 3 s: it was frozen
-        with pytest.raises(MigrationFailed, match="this source stalled for 3.0s"):
+        with pytest.raises(MigrationFailed, match=r"this source stalled for 3\.0s"):
             link.check_alive()
         link.last_heard = time.monotonic()  # a live return path: no failure
         link._stall_s = 0.0
