@@ -21,12 +21,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import header, median, table  # noqa: E402
+from _common import header, median, table
 
-from migbed.core.scenario import builtin_scenario_text, builtin_scenarios  # noqa: E402
-from migbed.experiments.comparison import Plan, run_plan  # noqa: E402
-from migbed.experiments.localstack import local_stack  # noqa: E402
-from migbed.measure.record import RunRecord  # noqa: E402
+from migbed.core.scenario import builtin_scenario_text, builtin_scenarios
+from migbed.experiments.comparison import Plan, run_plan
+from migbed.experiments.localstack import local_stack
+from migbed.measure.record import RunRecord
 
 
 def _row(scenario: str, policy: str, runs: list[RunRecord]) -> list[str]:
