@@ -10,10 +10,16 @@ the guest downtime's parts add up.
 
 from __future__ import annotations
 
+import subprocess
+import threading
+import time
+import uuid
+
 import pytest
 
 from migbed.core.scenario import builtin_scenario_text
 from migbed.experiments.comparison import Plan, run_plan
+from migbed.experiments.controller import SourceControl
 from migbed.experiments.localstack import Service
 from migbed.measure.record import RunRecord
 
@@ -182,3 +188,41 @@ def test_multifd_device_state_in_parallel(stack: tuple[Service, Service]) -> Non
     assert par.device_save_ms == pytest.approx(100)
     assert main.downtime_ms >= 600
     assert par.downtime_ms < main.downtime_ms - 150
+
+
+def _listening_ports(pid: int) -> set[int]:
+    out = subprocess.run(["ss", "-ltnpH"], capture_output=True, text=True, check=True).stdout
+    return {int(line.split()[3].rpartition(":")[2]) for line in out.splitlines()
+            if f"pid={pid}," in line}
+
+
+def test_a_dropped_multifd_channel_fails_the_run(stack: tuple[Service, Service]) -> None:
+    source, target = stack
+    toml = scenario(migration_extra='multifd = true\nheartbeat-timeout = "2s"').replace(
+        'ram-size = "16MiB"', 'ram-size = "64MiB"').replace(
+        'max-bandwidth = "256MiB/s"', 'max-bandwidth = "8MiB/s"')
+    grpc_port = int(target.address.rpartition(":")[2])
+    ctl = SourceControl(source.address)
+    run_id = f"multifd-drop-{uuid.uuid4().hex[:8]}"
+    ctl.start(toml, "legacy", target.address, run_id)
+    samples: list[float] = []
+    result: list[RunRecord] = []
+    watcher = threading.Thread(target=lambda: result.append(
+        ctl.watch(run_id, lambda s: samples.append(s.ram_transferred_bytes))), daemon=True)
+    watcher.start()
+    deadline = time.monotonic() + 30
+    while not (samples and samples[-1] > 4 << 20) and time.monotonic() < deadline:
+        time.sleep(0.05)  # well into the bulk stage, on the channels
+    ports = _listening_ports(target.process.pid) - {grpc_port}
+    assert ports, "the target's multifd port"
+    cut = time.monotonic()
+    for port in ports:  # the channels are the only connections to that port
+        subprocess.run(["ss", "-K", "dst", "127.0.0.1", "dport", "=", f":{port}"],
+                       capture_output=True, check=True)
+    watcher.join(30)
+    ended = time.monotonic()
+    ctl.close()
+    [r] = result
+    assert r.outcome == "failed" and "multifd" in r.error, r.error
+    assert ended - cut < 2.0 + 3.0  # the heartbeat, plus the record's way back
+    assert r.source_guest_running_after and r.source_integrity_ok
