@@ -47,7 +47,9 @@ from services.source.transport import MainChannelRam, MultifdRam, RamTransport
 
 log = logging.getLogger("migbed.source")
 
-COMPLETING = ("stop-copy", "completing", "done")  # past the stop: a cancel comes too late
+# Past completion (the Shut, or the last byte without the return path) a cancel comes too
+# late: QEMU honours migrate_cancel until migration_completion_end, not after.
+COMPLETING = ("completing", "done")
 _TRANSFER_PB = {"main": pb.DEVICE_STATE_TRANSFER_MAIN, "multifd": pb.DEVICE_STATE_TRANSFER_MULTIFD}
 
 
@@ -94,14 +96,16 @@ class Migration:
     # ------------------------------------------------------------ public
 
     def cancel(self, reason: str = "cancelled by the user") -> tuple[bool, str]:
-        """Ask the run to stop. Refused once the guest has stopped (the run completes as
-        QEMU's does: a cancel during completion is too late). Returns (accepted, state)."""
-        if self.phase in COMPLETING:
+        """Ask the run to stop. Returns (accepted, state). Accepted until completion: the
+        run then ends cancelled, its guest running on the source. Refused once completed
+        (the run goes on to verify and its record says completed)."""
+        if self.phase in COMPLETING or self.link.completed:
             return False, "completing"  # `migbed cancel` prints "already completing"
         if self.phase == "ended":
             return False, self.record.outcome
         if not self.cancel_reason:
             self.cancel_reason = reason
+            self.link.cancel(reason)  # a write blocked on flow control ends too
         return True, self.phase
 
     async def run(self) -> RunRecord:
@@ -122,7 +126,7 @@ class Migration:
 
     def check(self) -> None:
         """Raise MigrationFailed on a cancel, a lost target or a dead vCPU."""
-        if self.cancel_reason and self.phase not in COMPLETING:
+        if self.cancel_reason and self.phase not in COMPLETING and not self.link.completed:
             raise MigrationFailed(self.cancel_reason, "cancelled")
         if self.phase not in ("boot",):
             self.link.check_alive()

@@ -68,6 +68,10 @@ class Link:
         self._last_tick = time.monotonic()
         self._stall_s = 0.0  # the longest recent gap in this process's own tick
         self._stall_end = 0.0
+        self._cancel_reason = ""
+        # Completion reached (the target's Shut, or the last byte without the return path):
+        # from here a cancel comes too late.
+        self.completed = False
 
     # ------------------------------------------------------------ open / close
 
@@ -131,9 +135,12 @@ class Link:
 
     def _watch_write(self, now: float) -> None:
         writer = self._writer
-        if writer is None or now - self._write_started < WRITE_CHECK_S:
+        if writer is None or (now - self._write_started < WRITE_CHECK_S
+                              and not self._cancel_reason):
             return
         try:
+            if self._cancel_reason:
+                raise MigrationFailed(self._cancel_reason, "cancelled")
             if self.phase == "setup":
                 if now - self._write_started > SETUP_TIMEOUT_S:
                     raise MigrationFailed(f"target {self.address} took no data for "
@@ -158,6 +165,10 @@ class Link:
         await self.write(pb.SourceMessage(ping=pb.Ping(seq=seq, source_send_ns=now_ns())))
 
     # ------------------------------------------------------------ liveness
+
+    def cancel(self, reason: str) -> None:
+        """The run is cancelled: a write blocked now (or later) ends with that reason."""
+        self._cancel_reason = reason
 
     def check_alive(self, blocked: str = "") -> None:
         """Raise when the return path failed, or is silent past the heartbeat."""
@@ -249,6 +260,8 @@ class Link:
             return
         self.got[body] = msg
         self.got_at_ns[body] = now_ns()
+        if body == "shut":
+            self.completed = True
         if body == "switchover_ack" and self.on_ack is not None:
             self.on_ack()
         self._changed.set()

@@ -55,6 +55,8 @@ class Switchover:
             device_next_seq=p.devices.next_seq)))
         last_byte = now_ns()
         completion = last_byte
+        if not p.return_path:
+            p.link.completed = True  # QEMU completes here without the return path
         if p.return_path:
             completion = await self._wait_shut()
         self.times = StopCopyTimes(last_tick, stop_ns, last_byte, completion, save_s)
