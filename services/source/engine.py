@@ -163,6 +163,8 @@ class Migration:
         self.recorder.setup_done()
         self.precopy = Precopy(parts)
         self.link.on_ack = self.precopy.on_ack
+        if "switchover_ack" in self.link.got:  # sent at once: no device needed one
+            self.precopy.on_ack()
         self._set_phase("precopy")
         self.recorder.event("precopy")
         switch = await self.precopy.run()
