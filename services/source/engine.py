@@ -243,7 +243,7 @@ class Migration:
                                self.link.stop_ping_rtt_ms)
         if parts is not None:
             self.recorder.multifd_stats(*parts.ram.stats())
-            parts.ram.close()
+            parts.ram.close(completed)
         await self.link.close(completed, rec.error)
         g = self.guest
         if g is not None:

@@ -37,7 +37,7 @@ class RamTransport(Protocol):
     def stats(self) -> tuple[list[int], list[int]]:
         """Per channel: bytes and packets (empty without channels)."""
 
-    def close(self) -> None: ...
+    def close(self, completed: bool) -> None: ...
 
 
 class MainChannelRam:
@@ -64,7 +64,7 @@ class MainChannelRam:
     def stats(self) -> tuple[list[int], list[int]]:
         return [], []
 
-    def close(self) -> None:
+    def close(self, completed: bool) -> None:
         return None
 
 
@@ -124,5 +124,6 @@ class MultifdRam:
         st = self.sender.stats()
         return [s.bytes for s in st], [s.packets for s in st]
 
-    def close(self) -> None:
-        self.sender.close(abort=self.sender.error is not None)
+    def close(self, completed: bool) -> None:
+        # A failed or cancelled run drops what is queued; a completed one has sent it all.
+        self.sender.close(abort=not completed)
