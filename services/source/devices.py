@@ -68,8 +68,9 @@ class DeviceStreams:
         for ch in dev.read(max_bytes):
             await self._write(i, _KIND_PB[ch.kind], ch.offset, ch.data)
             n += len(ch.data)
-        if dev.initial_sent and not self.marker_sent[i]:
-            # VFIO's INIT_DATA_SENT: every initial byte of this device is in the stream.
+        if dev.initial_sent and not self.marker_sent[i] and not downtime:
+            # VFIO's INIT_DATA_SENT: every initial byte of this device is in the stream. Only
+            # in pre-copy (vfio_save_iterate); stop-copy data carries no marker.
             self.marker_sent[i] = True
             await self.link.write(pb.SourceMessage(init_data_sent=pb.InitDataSent(
                 device=i, seq=self.next_seq[i])))

@@ -171,7 +171,7 @@ class Migration:
         self.recorder.decision(switch.reason, switch.forced_by_cap,
                                parts.estimator.expected_downtime,
                                switch.predicted_downtime_s, self.precopy.ack_wait_s())
-        self.check()  # a cancel that came before the stop wins; after it, it is too late
+        self.check()  # nothing awaits between this check and the stop
         self._set_phase("stop-copy")
         switchover = Switchover(parts)
         await switchover.stop_copy()
