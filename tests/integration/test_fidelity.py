@@ -227,3 +227,13 @@ def test_a_dropped_multifd_channel_fails_the_run(stack: tuple[Service, Service])
     assert r.outcome == "failed" and "multifd" in r.error, r.error
     assert ended - cut < 2.0 + 3.0  # the heartbeat, plus the record's way back
     assert r.source_guest_running_after and r.source_integrity_ok
+
+
+def test_a_load_longer_than_the_heartbeat_is_not_a_dead_target(
+        stack: tuple[Service, Service]) -> None:
+    # The destination loads inline: for the 3 s setup it reads nothing and the source's
+    # writes block. Its load progress on the return path keeps it alive past a 1 s
+    # heartbeat-timeout.
+    r = migrate(stack, scenario(setup="3s", migration_extra='heartbeat-timeout = "1s"'),
+                "switchover-ack")
+    assert r.device_initial_load_ms["vf0"] >= 3000
