@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 from collections.abc import Callable
 
 import grpc
@@ -66,8 +67,10 @@ class Migration:
         channel_credentials: grpc.ChannelCredentials | None = None,
         on_sample: Callable[[ProgressSample], None] | None = None,
         on_event: Callable[[Event], None] | None = None,
+        multifd_ssl: ssl.SSLContext | None = None,
     ) -> None:
         self.scenario = scenario
+        self.multifd_ssl = multifd_ssl  # the multifd channels' TLS (the main channel's lab CA)
         mig = scenario.migration
         self.policy = make_policy(policy, mig.switchover_ack_timeout, mig.ack_timeout_action)
         self.profile = qemu_profile(mig.qemu_version)
@@ -209,13 +212,13 @@ class Migration:
         if not accepted.multifd_port:
             raise MigrationFailed(f"migration.multifd = true, but target {self.target_address} "
                                   "serves no multifd channels (setup_accepted.multifd_port = 0)")
-        if self.link.credentials is not None:
-            raise MigrationFailed("migration.multifd = true with TLS: the source does not "
-                                  "dial multifd channels over TLS yet; use multifd = false")
+        if self.link.credentials is not None and self.multifd_ssl is None:
+            raise MigrationFailed("migration.multifd = true: the main channel uses TLS but this "
+                                  "source has no TLS context for multifd channels")
         host = self.target_address.rpartition(":")[0].strip("[]")
         ram = MultifdRam(self.link, guest.memory, host, accepted.multifd_port,
                          bytes(accepted.multifd_token), mig.multifd_channels,
-                         mig.heartbeat_timeout)
+                         mig.heartbeat_timeout, self.multifd_ssl)
         await ram.connect()
         self.recorder.multifd(mig.multifd_channels)
         return ram

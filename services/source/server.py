@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import ssl
 from collections import OrderedDict
 from collections.abc import AsyncIterator
 from typing import Any
@@ -42,11 +43,12 @@ class _Run:
 
 class SourceService(pbg.ControlServicer):
     def __init__(self, metrics: Any = None, channel_credentials: grpc.ChannelCredentials | None = None,
-                 max_running: int = 16) -> None:
+                 max_running: int = 16, multifd_ssl: ssl.SSLContext | None = None) -> None:
         self.runs: OrderedDict[str, _Run] = OrderedDict()
         self.metrics = metrics
         self.credentials = channel_credentials
         self.max_running = max_running
+        self.multifd_ssl = multifd_ssl
 
     def _running(self) -> int:
         return sum(1 for r in self.runs.values() if r.record is None)
@@ -97,7 +99,7 @@ class SourceService(pbg.ControlServicer):
                 self.metrics.on_event(scenario.name, request.policy, e)
 
         migration = Migration(scenario, request.policy, request.target_address, request.run_id,
-                              labels, self.credentials, on_sample, on_event)
+                              labels, self.credentials, on_sample, on_event, self.multifd_ssl)
         run = _Run(migration)
         self.runs[request.run_id] = run
         run.task = asyncio.get_running_loop().create_task(self._run(run))
