@@ -14,7 +14,6 @@ from collections.abc import Iterable
 from typing import Any, TypeVar
 
 from migbed.measure.metrics import SourceMetrics, TargetMetrics
-from migbed.measure.metrics.fields import DOWNTIME_PARTS
 from migbed.measure.record import DeviceSample, Event, ProgressSample, RunRecord
 
 T = TypeVar("T")
@@ -34,21 +33,6 @@ def build(cls: type[T], **values: Any) -> T:
             kwargs[f.name] = _ZERO[hint] if hint in _ZERO else typing.get_origin(hint)()
     return cls(**kwargs)
 
-
-def _synth_record_type() -> type[RunRecord]:
-    """RunRecord, plus the per-channel multifd fields the engine reports once multifd lands
-    (the exporter reads any record generically: these are exported with no code of theirs)."""
-    have = {f.name for f in dataclasses.fields(RunRecord)}
-    extra: list[tuple[str, Any, Any]] = [
-        (name, list[int], dataclasses.field(default_factory=list))
-        for name in ("multifd_channel_bytes", "multifd_channel_packets")
-        if name not in have
-    ]
-    extra += [(name, float, dataclasses.field(default=0.0)) for name in DOWNTIME_PARTS if name not in have]
-    return dataclasses.make_dataclass("SynthRecord", extra, bases=(RunRecord,)) if extra else RunRecord
-
-
-SynthRecord = _synth_record_type()
 
 POLICIES = ("legacy", "initial-bytes-sent", "switchover-ack", "time-aware")
 MiB = 1 << 20
@@ -163,7 +147,7 @@ def make_record(
     precopy = ram + dev_initial
     downtime_bytes = 8 * MiB + 4 * MiB
     return build(
-        SynthRecord,
+        RunRecord,
         run_id=f"{scenario}-{policy}-{repeat}-0123abcd",
         scenario=scenario,
         policy=policy,
@@ -195,6 +179,7 @@ def make_record(
         delivery_ms=qemu_ms * 0.1,
         destination_load_ms=guest_ms - 2.0 - qemu_ms * 0.7 - 1.0,
         resume_ms=1.0,
+        multifd_channels=2,
         multifd_channel_bytes=[ram // 2 + 4 * MiB, ram // 2 + 4 * MiB],
         multifd_channel_packets=[ram // (2 * 512 * 1024) + 8, ram // (2 * 512 * 1024) + 8],
         timeline=timeline,

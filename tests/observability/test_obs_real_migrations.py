@@ -6,7 +6,6 @@ data, and the report `migbed run` wrote is there.
 
 from __future__ import annotations
 
-import dataclasses
 import subprocess
 import sys
 import time
@@ -207,32 +206,17 @@ def test_target_sessions_agree(run: Run) -> None:
     assert run.prom.value("sum(migbed_target_sessions_active)") == 0
 
 
-# The per-channel multifd figures come from RunRecord fields the engine fills once it runs
-# multifd (the exporter reads them generically). Until the record has them, their panels
-# cannot have data from a real run; test_obs_prometheus checks those panels with records
-# that have them.
-# Likewise the parts of guest downtime (stop lag, stop-copy, delivery, destination load, resume).
-RECORD_FIELDS = {f.name for f in dataclasses.fields(RunRecord)}
-ENGINE_REPORTS_CHANNELS = "multifd_channel_bytes" in RECORD_FIELDS
-ENGINE_REPORTS_PARTS = set(DOWNTIME_PARTS) <= RECORD_FIELDS
-
-
 def test_every_dashboard_query_returns_data_after_real_migrations(run: Run) -> None:
-    skip = set()
-    if not ENGINE_REPORTS_CHANNELS:
-        skip.add("multifd_channel")
-    if not ENGINE_REPORTS_PARTS:
-        skip.add("guest_downtime_part")
-    assert check_dashboards_have_data(run.prom, skip_metrics=frozenset(skip)) >= 40
+    assert check_dashboards_have_data(run.prom) >= 40
 
 
 def test_downtime_parts_add_up(run: Run) -> None:
-    if not ENGINE_REPORTS_PARTS:
-        pytest.xfail("RunRecord has no downtime parts yet (the engine's fidelity work)")
+    """The record's five parts of guest downtime, as the part histogram, add up to it."""
     got = {
         (r["metric"]["policy"], r["metric"]["part"]): float(r["value"][1])
         for r in run.prom.query('migbed_migration_guest_downtime_part_seconds_sum{scenario="tiny"}')
     }
+    assert {part for _, part in got} == {p.removesuffix("_ms") for p in DOWNTIME_PARTS}
     for policy, recs in by_policy(run.records).items():
         done = [r for r in recs if r.outcome == "completed"]
         parts = sum(v for (p, _), v in got.items() if p == policy)
@@ -240,10 +224,8 @@ def test_downtime_parts_add_up(run: Run) -> None:
 
 
 def test_multifd_channels_of_the_live_run(run: Run) -> None:
-    if not ENGINE_REPORTS_CHANNELS:
-        pytest.xfail("RunRecord has no multifd_channel_bytes yet (the engine's multifd work)")
     (rec,) = run.live
-    per_channel = getattr(rec, "multifd_channel_bytes")  # noqa: B009
+    per_channel = rec.multifd_channel_bytes
     assert len(per_channel) == 2 and all(b > 0 for b in per_channel)
     got = run.prom.values_by('migbed_migration_multifd_channel_bytes_total{scenario="live"}', "channel")
     assert got == {str(i): float(b) for i, b in enumerate(per_channel)}
