@@ -430,7 +430,7 @@ def policy_comparison() -> dashboard.Dashboard:
                     "multifd channels (latest run)",
                     "none",
                     q(
-                        f"count by (policy) (migbed_migration_last_multifd_channel_bytes{{{SP}}})",
+                        f"migbed_migration_last_multifd_channels{{{SP}}}",
                         "{{policy}}",
                         instant=True,
                     ),
