@@ -23,8 +23,8 @@ from collections.abc import Callable
 IOV_MAX = os.sysconf("SC_IOV_MAX") if hasattr(os, "sysconf") else 1024
 
 # What a blocking socket with a kernel timeout raises when the timeout passes with no
-# progress (a TLS socket raises the ssl "want" errors for the same EAGAIN).
-STALLED = (BlockingIOError, TimeoutError, ssl.SSLWantReadError, ssl.SSLWantWriteError)
+# progress (EAGAIN), and what a TLS socket with a Python timeout raises.
+STALLED = (BlockingIOError, TimeoutError)
 
 
 class PeerClosed(ConnectionError):
@@ -33,6 +33,20 @@ class PeerClosed(ConnectionError):
 
 class Stalled(TimeoutError):
     """No byte moved for the whole timeout."""
+
+
+def set_timeouts(sock: socket.socket, timeout_s: float, tls: bool | None = None) -> None:
+    """Bound every send and receive on `sock` by timeout_s of inactivity.
+
+    Plain TCP: a blocking fd with the timeout in the kernel (see above). TLS: Python's own
+    timeout, because the ssl module retries a blocking SSL_read/SSL_write that the kernel
+    timed out (WANT_READ on a blocking socket), which would wait forever; with a Python
+    timeout it polls and raises TimeoutError. `tls` says what `sock` will be wrapped into.
+    """
+    if is_tls(sock) if tls is None else tls:
+        sock.settimeout(timeout_s)
+    else:
+        set_kernel_timeouts(sock, timeout_s)
 
 
 def set_kernel_timeouts(sock: socket.socket, timeout_s: float) -> None:

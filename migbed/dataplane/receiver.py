@@ -38,7 +38,7 @@ from migbed.dataplane._io import (
     Stalled,
     recv_buffers,
     recv_exact,
-    set_kernel_timeouts,
+    set_timeouts,
     shutdown_quietly,
 )
 from migbed.dataplane.sender import ChannelStats, MultifdError
@@ -186,7 +186,7 @@ class MultifdSession:
         """The channel's thread, after its hello: read packets until FIN + EOF or failure."""
         where = f"channel {conn.index}"
         try:
-            set_kernel_timeouts(conn.sock, self.silence_timeout_s)
+            set_timeouts(conn.sock, self.silence_timeout_s)
             self._read_packets(conn)
         except PeerClosed:
             if not conn.fin:
@@ -199,6 +199,9 @@ class MultifdSession:
             self._fail(f"{where}: {e}")
         except OSError as e:
             self._fail(f"{where}: connection lost: {e}")
+        except Exception as e:  # a bug must fail the migration, not kill the thread silently
+            log.exception("multifd %s: unexpected error", where)
+            self._fail(f"{where}: internal error: {e!r}")
         self._signal.notify()
 
     def _read_packets(self, conn: _Conn) -> None:
@@ -374,7 +377,7 @@ class MultifdListener:
     def _route(self, pending: _Pending, addr: object) -> tuple[MultifdSession | None, _Conn | None]:
         """Read the hello and attach the connection to its session, or refuse it."""
         try:
-            set_kernel_timeouts(pending.sock, self.hello_timeout_s)
+            set_timeouts(pending.sock, self.hello_timeout_s, tls=self._ssl is not None)
             if self._ssl is not None:  # the TLS socket takes over the fd
                 pending.sock = self._ssl.wrap_socket(pending.sock, server_side=True)
             buf = memoryview(bytearray(pk.HELLO_SIZE))
@@ -387,7 +390,7 @@ class MultifdListener:
                 raise pk.PacketError("hello: unknown session token (no migration registered "
                                      "it on this target, or it has finished)")
             return session, session._attach(hello, pending.sock)
-        except Stalled:
+        except (Stalled, TimeoutError):  # TimeoutError: a TLS handshake that never came
             self._refuse(addr, pending.sock, f"no hello within {self.hello_timeout_s:g} s")
         except PeerClosed as e:
             self._refuse(addr, pending.sock, f"closed before its hello ({e})")

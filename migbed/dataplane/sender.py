@@ -34,7 +34,7 @@ from migbed.dataplane._io import (
     PeerClosed,
     Stalled,
     send_buffers,
-    set_kernel_timeouts,
+    set_timeouts,
     shutdown_quietly,
 )
 
@@ -158,7 +158,7 @@ class MultifdSender:
                 sock = self._ssl.wrap_socket(raw, server_hostname=self.host)  # handshake
             hello = pk.Hello(self.token, index, self.channels, self.page_size, self.ram_pages)
             sock.sendall(pk.encode_hello(hello))
-            set_kernel_timeouts(sock, self.heartbeat_timeout_s)
+            set_timeouts(sock, self.heartbeat_timeout_s)
             return sock
         except (OSError, ssl.SSLError) as e:
             raw.close()
@@ -349,6 +349,9 @@ class MultifdSender:
         except OSError as e:
             if not self._closed:  # else: close() shut the socket under a stuck send
                 self._fail(ch, f"connection lost: {e}")
+        except Exception as e:  # a bug must fail the migration, not kill the thread silently
+            log.exception("multifd channel %d: unexpected error", ch.index)
+            self._fail(ch, f"internal error: {e!r}")
 
     def _header(self, ch: _Channel, flags: int, count: int) -> bytes:
         h = pk.Header(flags, ch.index, ch.seq, ch.generation, count)
