@@ -27,7 +27,7 @@ import logging
 import socket
 import ssl
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -47,6 +47,7 @@ log = logging.getLogger("migbed.dataplane")
 
 DEFAULT_HELLO_TIMEOUT_S = 5.0
 DEFAULT_MAX_PENDING = 32  # connections accepted but not yet routed by their hello
+SYNC_HISTORY = 64  # syncs remembered per channel (a channel may run a few rounds ahead)
 
 
 @dataclass
@@ -59,6 +60,9 @@ class _Conn:
     next_seq: int = 0
     generation: int = 0  # the last SYNC received
     fin: bool = False
+    # (generation, pages received before it) of the latest syncs, for wait_sync's count
+    syncs: collections.deque[tuple[int, int]] = field(
+        default_factory=lambda: collections.deque(maxlen=SYNC_HISTORY))
 
 
 class MultifdSession:
@@ -115,9 +119,11 @@ class MultifdSession:
         conns = list(self._conns.values())
         return len(conns) == self.channels and all(c.generation >= generation for c in conns)
 
-    async def wait_sync(self, generation: int, timeout_s: float | None) -> None:
+    async def wait_sync(self, generation: int, timeout_s: float | None) -> int:
         """Return when every channel has delivered SYNC(generation): all pages sent before
-        it are in RAM (QEMU's multifd_recv_sync_main). Raises MultifdError or TimeoutError."""
+        it are in RAM (QEMU's multifd_recv_sync_main). Returns the pages received on all
+        channels before that sync, to compare with the source's MultifdSync.pages_sent.
+        Raises MultifdError or TimeoutError."""
         ok = await self._signal.wait_for(lambda: self._error is not None or self.synced(generation),
                                          timeout_s)
         if self._error is not None:
@@ -125,6 +131,18 @@ class MultifdSession:
         if not ok:
             raise TimeoutError(f"multifd sync {generation}: not delivered within "
                                f"{timeout_s:g} s ({self._progress()})")
+        return self._pages_through(generation)
+
+    def _pages_through(self, generation: int) -> int:
+        total = 0
+        for c in list(self._conns.values()):
+            # The channel's first sync at or after `generation` (generations may skip).
+            at = [pages for gen, pages in list(c.syncs) if gen >= generation]
+            if not at:
+                raise MultifdError(f"multifd sync {generation}: channel {c.index} is "
+                                   f"{SYNC_HISTORY}+ syncs ahead, its count is gone")
+            total += at[0]
+        return total
 
     def _progress(self) -> str:
         conns = dict(self._conns)
@@ -226,6 +244,7 @@ class MultifdSession:
                 stats.pages += h.page_count
                 stats.packets += 1
             elif h.flags & pk.FLAG_SYNC:
+                conn.syncs.append((h.generation, stats.pages))
                 conn.generation = h.generation
                 stats.packets += 1
                 stats.syncs += 1

@@ -125,6 +125,7 @@ class MultifdSender:
         self._error: MultifdError | None = None
         self._closed = False
         self._last_generation = 0
+        self._pages_submitted = 0  # pages handed to the channels, all rounds
 
     # ---------------------------------------------------------------- life cycle
 
@@ -265,6 +266,7 @@ class MultifdSender:
         self._next = (self._next + 1) % len(self._channels)
         with self._lock:
             self._queued_bytes += chunk.size * self.page_size
+        self._pages_submitted += chunk.size
         ch.queue.put(chunk)
 
     def submit(self, pages: np.ndarray) -> None:
@@ -290,13 +292,15 @@ class MultifdSender:
         self._check()
         return ok
 
-    async def sync(self, generation: int, timeout_s: float | None = None) -> None:
+    async def sync(self, generation: int, timeout_s: float | None = None) -> int:
         """Every channel writes SYNC(generation) after all pages queued before it; returns
-        when all have (QEMU's multifd_send_sync_main). Generations strictly increase."""
+        when all have (QEMU's multifd_send_sync_main), with the pages sent on all channels
+        up to this sync (MultifdSync.pages_sent). Generations strictly increase."""
         self._check()
         if generation <= self._last_generation:
             raise ValueError(f"sync generation {generation} must be > {self._last_generation}")
         self._last_generation = generation
+        pages = self._pages_submitted
         for ch in self._channels:
             ch.queue.put(_Sync(generation))
 
@@ -309,6 +313,7 @@ class MultifdSender:
             raise TimeoutError(f"multifd sync {generation}: channels {late} did not write "
                                f"it within {timeout_s:g} s")
         self._check()
+        return pages
 
     # ---------------------------------------------------------------- channel threads
 

@@ -32,8 +32,8 @@ def test_rounds_with_syncs_give_an_exact_copy(listener: MultifdListener, ram64: 
 
         async def round_(gen: int, pages: np.ndarray) -> None:
             await sender.submit_async(pages)
-            await sender.sync(gen)
-            await session.wait_sync(gen, 5.0)
+            sent = await sender.sync(gen)
+            assert await session.wait_sync(gen, 5.0) == sent  # MultifdSync.pages_sent check
 
         async def migrate() -> int:
             n = src.shape[0]
@@ -135,3 +135,28 @@ def test_the_queue_is_bounded_and_awaitable(no_leaks: None, ram64: np.ndarray) -
             sender.close(abort=True, grace_s=0.2)
             for c in conns:
                 c.close()
+
+
+def test_sync_counts_with_idle_channels_and_skipped_generations(
+        listener: MultifdListener, ram64: np.ndarray) -> None:
+    """A round of one page leaves three of four channels without data; generations may skip:
+    the counts of pages before each sync still agree on both sides."""
+    src = ram64[:64]
+    dst = np.zeros_like(src)
+    token = new_token()
+    session = listener.register(token, dst, 4, PAGE, silence_timeout_s=2.0)
+    with MultifdSender("127.0.0.1", listener.port, token, 4, src) as sender:
+        sender.connect(2.0)
+
+        async def run() -> None:
+            for gen, pages in ((1, [7]), (5, []), (6, [1, 2, 3, 60])):
+                await sender.submit_async(np.array(pages, dtype=np.int64))
+                sent = await sender.sync(gen)
+                assert await session.wait_sync(gen, 5.0) == sent
+            assert sent == 5
+            assert await session.wait_sync(3, 1.0) == 1  # generation 3: met by sync 5
+
+        asyncio.run(run())
+        assert np.array_equal(dst[[1, 2, 3, 7, 60]], src[[1, 2, 3, 7, 60]])
+        assert not dst[0].any()
+    listener.unregister(token)
