@@ -154,6 +154,12 @@ class MultifdSender:
             raise MultifdError(f"{where}: connect failed: {e}") from None
         try:
             raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            # A link that silently vanishes (no RST, no FIN) under an idle channel: its
+            # keep-alives sit unacknowledged and the kernel aborts the connection after this
+            # long, so the next write fails within the heartbeat, not after TCP's ~15 min of
+            # retransmissions. A busy channel is caught by the send timeout already.
+            raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT,
+                           max(1, int(self.heartbeat_timeout_s * 1000)))
             sock: socket.socket = raw
             if self._ssl is not None:
                 sock = self._ssl.wrap_socket(raw, server_hostname=self.host)  # handshake
