@@ -25,9 +25,9 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from migbed.env import netns  # noqa: E402
+from migbed.experiments.controller import SourceControl  # noqa: E402
 from migbed.measure.record import RunRecord  # noqa: E402
-from migbed.orchestration import netns  # noqa: E402
-from migbed.orchestration.controller import SourceControl  # noqa: E402
 from migbed.wire.channel import check_health  # noqa: E402
 
 MiB = 1 << 20
@@ -113,9 +113,9 @@ def start_service(role: str, log_dir: Path, profile_to: Path | None = None,
     py: list[str] = [*prefix, sys.executable]
     if profile_to is not None:
         py += ["-m", "cProfile", "-o", str(profile_to)]
-        py += [str(ROOT / "migbed" / "orchestration" / "cli.py")]
+        py += [str(ROOT / "migbed" / "cli" / "main.py")]
     else:
-        py += ["-m", "migbed.orchestration.cli"]
+        py += ["-m", "migbed.cli.main"]
     cmd = [*py, "serve", role, "--listen", f"{host}:{port}"]
     with open(log_path, "ab") as log:
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT,

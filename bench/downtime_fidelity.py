@@ -58,8 +58,8 @@ from shaped_accuracy import goodput
 
 from migbed.core.scenario import Scenario, parse_scenario
 from migbed.core.units import parse_bit_rate
+from migbed.env.shaping import LinkShape, clear_commands, shaping_commands
 from migbed.measure.record import RunRecord
-from migbed.orchestration.shaping import LinkShape, clear_commands, shaping_commands
 from migbed.wire.channel import CHUNK_BYTES
 
 SCENARIO = """\

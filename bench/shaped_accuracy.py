@@ -6,9 +6,9 @@ migration's own bandwidth measurement over the same link.
 Needs root (a network namespace with a veth pair, made and removed by this script).
 The receiver (goodput receiver, then the target service) runs in the namespace; the
 sender (goodput sender, then the source service) in this one; tbf shapes this end's
-egress, with the argv migbed.orchestration.shaping builds (burst rate x 5 ms, >= 64 KiB).
+egress, with the argv migbed.env.shaping builds (burst rate x 5 ms, >= 64 KiB).
 
-1. goodput: migbed.orchestration.goodput, payload counted at the receiver after a 1 s
+1. goodput: migbed.env.goodput, payload counted at the receiver after a 1 s
    warm-up, --repeat times per rate; expected = rate x 1448/1514 (TCP payload per
    Ethernet frame at MTU 1500 with timestamps). Goal: within 3 %.
 2. migration: a RAM-only guest (no dirtying, max-bandwidth far above the link) migrated
@@ -44,8 +44,8 @@ from _common import (
 )
 
 from migbed.core.units import parse_bit_rate
+from migbed.env.shaping import LinkShape, clear_commands, shaping_commands
 from migbed.measure.record import RunRecord
-from migbed.orchestration.shaping import LinkShape, clear_commands, shaping_commands
 
 SCENARIO = """\
 name = "shaped-accuracy"
@@ -66,12 +66,12 @@ def goodput(link: NetnsLink, seconds: float, warmup: float) -> float:
     """Payload bits/s from here to the namespace, counted by the receiver."""
     port = free_port()
     recv = subprocess.Popen(
-        [*link.wrapper, sys.executable, "-m", "migbed.orchestration.goodput", "recv",
+        [*link.wrapper, sys.executable, "-m", "migbed.env.goodput", "recv",
          "--listen", f"{link.ns_ip}:{port}", "--count", "1", "--warmup", str(warmup)],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=ROOT)
     try:
         out = subprocess.run(
-            [sys.executable, "-m", "migbed.orchestration.goodput", "send", "--to",
+            [sys.executable, "-m", "migbed.env.goodput", "send", "--to",
              f"{link.ns_ip}:{port}", "--seconds", str(seconds)],
             capture_output=True, text=True, cwd=ROOT, timeout=seconds * 10 + 30, check=False)
         result = json.loads(out.stdout or "{}")

@@ -7,7 +7,7 @@ dirtying and max-bandwidth far above the machine, migrated over loopback. Its th
 the bulk stage: RAM bytes sent in pre-copy / (decision - pre-copy start), as the source's own
 events and counters record them (the timeline's 100 ms windows give the same figure).
 
-raw TCP: migbed.orchestration.goodput's receiver and sender, two processes on loopback,
+raw TCP: migbed.env.goodput's receiver and sender, two processes on loopback,
 payload counted at the receiver after its warm-up.
 
 grpc.aio alone (bench/_grpc_ceiling.py): pre-encoded 1 MiB RAM messages streamed as raw
@@ -64,12 +64,12 @@ def raw_tcp(seconds: float) -> float:
     """Payload bytes/s of one TCP connection between two fresh processes on loopback."""
     port = free_port()
     recv = subprocess.Popen(
-        [sys.executable, "-m", "migbed.orchestration.goodput", "recv", "--listen",
+        [sys.executable, "-m", "migbed.env.goodput", "recv", "--listen",
          f"127.0.0.1:{port}", "--count", "1", "--warmup", "0.3"],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=ROOT)
     try:
         out = subprocess.run(
-            [sys.executable, "-m", "migbed.orchestration.goodput", "send", "--to",
+            [sys.executable, "-m", "migbed.env.goodput", "send", "--to",
              f"127.0.0.1:{port}", "--seconds", str(seconds)],
             capture_output=True, text=True, cwd=ROOT, timeout=seconds * 10 + 30, check=False)
         result = json.loads(out.stdout)

@@ -30,7 +30,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("extra", nargs="*", help="more `migbed run` arguments (after --)")
     args = p.parse_args(argv)
     header("turnaround: wall time of the default `migbed run`")
-    cli = [sys.executable, "-m", "migbed.orchestration.cli", "run", "--no-progress",
+    cli = [sys.executable, "-m", "migbed.cli.main", "run", "--no-progress",
            *args.extra]
     rows = [["#", "wall s", "runs", "verified", "sum of total-time s", "other s",
              "exit", "goal < 120 s"]]

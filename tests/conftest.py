@@ -11,7 +11,7 @@ import docker
 import docker.errors
 import pytest
 
-from migbed.orchestration.localstack import Service, local_stack
+from migbed.experiments.localstack import Service, local_stack
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # tests/faultlab.py
 

@@ -27,10 +27,10 @@ from typing import Any
 import grpc
 import pytest
 
+from migbed.env import netns
+from migbed.experiments.controller import SourceControl
+from migbed.experiments.localstack import Service, start_service
 from migbed.measure.record import ProgressSample, RunRecord
-from migbed.orchestration import netns
-from migbed.orchestration.controller import SourceControl
-from migbed.orchestration.localstack import Service, start_service
 from migbed.wire import migration_pb2 as pb
 from migbed.wire import migration_pb2_grpc as pbg
 

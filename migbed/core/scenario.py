@@ -27,6 +27,9 @@ KiB, MiB, GiB = 1024, 1024**2, 1024**3
 T = TypeVar("T")
 
 DEFAULT_SCENARIO = "mlx5-like"
+# The QEMU releases whose migration behaviour can be emulated (qemu-version); each profile's
+# differences are listed in docs/fidelity.md.
+QEMU_VERSIONS = ("8.1", "9.2", "10.0")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
 
@@ -59,6 +62,12 @@ class DeviceConfig:
     load_setup_time: float = 0.0  # s; data-size independent (mlx5 resource allocation)
     load_rate: float = 2e9  # bytes/s loaded on the target
     stop_copy_load_time: float = 0.0  # s; fixed cost of loading the final image
+    # When the destination pays an image's load cost: "image-complete" (mlx5: the image
+    # loads synchronously inside the write() that completes it) or "per-chunk".
+    load_trigger: str = "image-complete"
+    stop_copy_save_time: float = 0.0  # s; source: STOP_COPY transition and save, inside downtime
+    config_load_time: float = 0.0  # s; destination: config space / non-iterable state load
+    device_state_size: int = 0  # bytes of non-iterable device state, sent in stop-copy
 
 
 @dataclass(frozen=True)
@@ -75,6 +84,15 @@ class MigrationConfig:
     # s without a message from the peer = peer lost. Generous: a loaded 2-core host can stall
     # a process for seconds; fault tests set 1 s.
     heartbeat_timeout: float = 10.0
+    # QEMU's return-path capability (libvirt turns it on; switchover-ack needs it): the
+    # reported downtime then ends when the destination has loaded everything (MIG_RP_MSG_SHUT).
+    return_path: bool = True
+    qemu_version: str = "10.0"  # the QEMU behaviour profile (migbed/core/qemu_profile.py)
+    multifd: bool = False  # RAM on multifd channels beside the main stream
+    multifd_channels: int = 2  # QEMU's default
+    # "main": stop-copy device state inline on the main stream; "multifd" (QEMU 10.0): one
+    # stream per device, loaded in parallel on the destination from switchover start.
+    device_state_transfer: str = "main"
 
 
 @dataclass(frozen=True)
@@ -218,6 +236,10 @@ def _device(t: _Table, names: set[str]) -> DeviceConfig:
     setup = t.get("load-setup-time", parse_duration, 0.0)
     load_rate = t.get("load-rate", parse_byte_rate, 2e9)
     stop_load = t.get("stop-copy-load-time", parse_duration, 0.0)
+    trigger = t.get("load-trigger", _choice("image-complete", "per-chunk"), "image-complete")
+    save = t.get("stop-copy-save-time", parse_duration, 0.0)
+    config_load = t.get("config-load-time", parse_duration, 0.0)
+    state_size = t.get("device-state-size", parse_size, 0)
     t.finish()
     w = t.where
     _in_range(f"{w}.initial-bytes", initial, 0, 16 * GiB, f"{initial} bytes")
@@ -228,6 +250,9 @@ def _device(t: _Table, names: set[str]) -> DeviceConfig:
     _in_range(f"{w}.load-setup-time", setup, 0, 600, f"{setup:g}s")
     _in_range(f"{w}.load-rate", load_rate, 1 * MiB, 1000 * GiB, f"{load_rate:g} B/s")
     _in_range(f"{w}.stop-copy-load-time", stop_load, 0, 600, f"{stop_load:g}s")
+    _in_range(f"{w}.stop-copy-save-time", save, 0, 600, f"{save:g}s")
+    _in_range(f"{w}.config-load-time", config_load, 0, 600, f"{config_load:g}s")
+    _in_range(f"{w}.device-state-size", state_size, 0, 64 * MiB, f"{state_size} bytes")
     if initial == 0 and stop == 0:
         raise ScenarioError(f"{w}: initial-bytes and stop-copy-size are both 0 (a device "
                             "without state has nothing to migrate; remove it)")
@@ -236,7 +261,8 @@ def _device(t: _Table, names: set[str]) -> DeviceConfig:
                             "blocks are blocks of the state buffer)")
     if initial and initial < block:
         raise ScenarioError(f"{w}.initial-bytes = {initial} is smaller than block-size {block}")
-    return DeviceConfig(name, initial, stop, rate, block, setup, load_rate, stop_load)
+    return DeviceConfig(name, initial, stop, rate, block, setup, load_rate, stop_load,
+                        trigger, save, config_load, state_size)
 
 
 def _migration(t: _Table) -> MigrationConfig:
@@ -251,6 +277,11 @@ def _migration(t: _Table) -> MigrationConfig:
     ack_action = t.get("ack-timeout-action", _choice("cancel", "legacy"), d.ack_timeout_action)
     warmup = t.get("warmup", parse_duration, d.warmup)
     heartbeat = t.get("heartbeat-timeout", parse_duration, d.heartbeat_timeout)
+    return_path = t.get("return-path", _bool, d.return_path)
+    version = t.get("qemu-version", _choice(*QEMU_VERSIONS), d.qemu_version)
+    multifd = t.get("multifd", _bool, d.multifd)
+    channels = t.get("multifd-channels", _int, d.multifd_channels)
+    transfer = t.get("device-state-transfer", _choice("main", "multifd"), d.device_state_transfer)
     t.finish()
     # QEMU: downtime-limit 0..2000 s; we need at least 1 ms to compute a threshold.
     _in_range("migration.downtime-limit", limit, 0.001, 2000, f"{limit * 1e3:g}ms")
@@ -261,8 +292,16 @@ def _migration(t: _Table) -> MigrationConfig:
     _in_range("migration.switchover-ack-timeout", ack_timeout, 0, 3600, f"{ack_timeout:g}s")
     _in_range("migration.warmup", warmup, 0, 60, f"{warmup:g}s")
     _in_range("migration.heartbeat-timeout", heartbeat, 0.2, 60, f"{heartbeat:g}s")
+    _in_range("migration.multifd-channels", channels, 1, 16, str(channels))
+    if transfer == "multifd" and not multifd:
+        raise ScenarioError('migration.device-state-transfer = "multifd" needs migration.multifd = true '
+                            "(QEMU sends device state on the multifd channels)")
+    if transfer == "multifd" and QEMU_VERSIONS.index(version) < QEMU_VERSIONS.index("10.0"):
+        raise ScenarioError(f'migration.device-state-transfer = "multifd" needs qemu-version 10.0 '
+                            f"or later (got {version!r}: multifd device state came in QEMU 10.0)")
     return MigrationConfig(
-        limit, bw, avail, iters, max_time, cap_action, ack_timeout, ack_action, warmup, heartbeat
+        limit, bw, avail, iters, max_time, cap_action, ack_timeout, ack_action, warmup, heartbeat,
+        return_path, version, multifd, channels, transfer,
     )
 
 

@@ -12,18 +12,38 @@ class ProtocolVersion(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     PROTOCOL_VERSION_UNSPECIFIED: _ClassVar[ProtocolVersion]
     PROTOCOL_VERSION_1: _ClassVar[ProtocolVersion]
 
+class LoadTrigger(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    LOAD_TRIGGER_UNSPECIFIED: _ClassVar[LoadTrigger]
+    LOAD_TRIGGER_IMAGE_COMPLETE: _ClassVar[LoadTrigger]
+    LOAD_TRIGGER_PER_CHUNK: _ClassVar[LoadTrigger]
+
+class DeviceStateTransfer(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    DEVICE_STATE_TRANSFER_UNSPECIFIED: _ClassVar[DeviceStateTransfer]
+    DEVICE_STATE_TRANSFER_MAIN: _ClassVar[DeviceStateTransfer]
+    DEVICE_STATE_TRANSFER_MULTIFD: _ClassVar[DeviceStateTransfer]
+
 class ImageKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     IMAGE_KIND_UNSPECIFIED: _ClassVar[ImageKind]
     IMAGE_KIND_INITIAL: _ClassVar[ImageKind]
     IMAGE_KIND_MIDDLE: _ClassVar[ImageKind]
     IMAGE_KIND_FINAL: _ClassVar[ImageKind]
+    IMAGE_KIND_CONFIG: _ClassVar[ImageKind]
 PROTOCOL_VERSION_UNSPECIFIED: ProtocolVersion
 PROTOCOL_VERSION_1: ProtocolVersion
+LOAD_TRIGGER_UNSPECIFIED: LoadTrigger
+LOAD_TRIGGER_IMAGE_COMPLETE: LoadTrigger
+LOAD_TRIGGER_PER_CHUNK: LoadTrigger
+DEVICE_STATE_TRANSFER_UNSPECIFIED: DeviceStateTransfer
+DEVICE_STATE_TRANSFER_MAIN: DeviceStateTransfer
+DEVICE_STATE_TRANSFER_MULTIFD: DeviceStateTransfer
 IMAGE_KIND_UNSPECIFIED: ImageKind
 IMAGE_KIND_INITIAL: ImageKind
 IMAGE_KIND_MIDDLE: ImageKind
 IMAGE_KIND_FINAL: ImageKind
+IMAGE_KIND_CONFIG: ImageKind
 
 class GuestShape(_message.Message):
     __slots__ = ("ram_bytes", "page_size")
@@ -34,7 +54,7 @@ class GuestShape(_message.Message):
     def __init__(self, ram_bytes: _Optional[int] = ..., page_size: _Optional[int] = ...) -> None: ...
 
 class DeviceShape(_message.Message):
-    __slots__ = ("name", "initial_bytes", "stop_copy_size", "block_size", "load_setup_time_s", "load_rate_bytes_per_s", "stop_copy_load_time_s")
+    __slots__ = ("name", "initial_bytes", "stop_copy_size", "block_size", "load_setup_time_s", "load_rate_bytes_per_s", "stop_copy_load_time_s", "load_trigger", "config_load_time_s", "device_state_bytes")
     NAME_FIELD_NUMBER: _ClassVar[int]
     INITIAL_BYTES_FIELD_NUMBER: _ClassVar[int]
     STOP_COPY_SIZE_FIELD_NUMBER: _ClassVar[int]
@@ -42,6 +62,9 @@ class DeviceShape(_message.Message):
     LOAD_SETUP_TIME_S_FIELD_NUMBER: _ClassVar[int]
     LOAD_RATE_BYTES_PER_S_FIELD_NUMBER: _ClassVar[int]
     STOP_COPY_LOAD_TIME_S_FIELD_NUMBER: _ClassVar[int]
+    LOAD_TRIGGER_FIELD_NUMBER: _ClassVar[int]
+    CONFIG_LOAD_TIME_S_FIELD_NUMBER: _ClassVar[int]
+    DEVICE_STATE_BYTES_FIELD_NUMBER: _ClassVar[int]
     name: str
     initial_bytes: int
     stop_copy_size: int
@@ -49,10 +72,13 @@ class DeviceShape(_message.Message):
     load_setup_time_s: float
     load_rate_bytes_per_s: float
     stop_copy_load_time_s: float
-    def __init__(self, name: _Optional[str] = ..., initial_bytes: _Optional[int] = ..., stop_copy_size: _Optional[int] = ..., block_size: _Optional[int] = ..., load_setup_time_s: _Optional[float] = ..., load_rate_bytes_per_s: _Optional[float] = ..., stop_copy_load_time_s: _Optional[float] = ...) -> None: ...
+    load_trigger: LoadTrigger
+    config_load_time_s: float
+    device_state_bytes: int
+    def __init__(self, name: _Optional[str] = ..., initial_bytes: _Optional[int] = ..., stop_copy_size: _Optional[int] = ..., block_size: _Optional[int] = ..., load_setup_time_s: _Optional[float] = ..., load_rate_bytes_per_s: _Optional[float] = ..., stop_copy_load_time_s: _Optional[float] = ..., load_trigger: _Optional[_Union[LoadTrigger, str]] = ..., config_load_time_s: _Optional[float] = ..., device_state_bytes: _Optional[int] = ...) -> None: ...
 
 class Setup(_message.Message):
-    __slots__ = ("protocol_version", "session_id", "guest", "devices", "switchover_ack", "source_boot_id", "guest_seed", "vcpu_tick_s", "dirty_rate_bytes_per_s", "working_set_bytes", "uniform_dirtying", "scenario", "policy", "heartbeat_timeout_s")
+    __slots__ = ("protocol_version", "session_id", "guest", "devices", "switchover_ack", "source_boot_id", "guest_seed", "vcpu_tick_s", "dirty_rate_bytes_per_s", "working_set_bytes", "uniform_dirtying", "scenario", "policy", "heartbeat_timeout_s", "return_path", "qemu_version", "multifd_channels", "device_state_transfer")
     PROTOCOL_VERSION_FIELD_NUMBER: _ClassVar[int]
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     GUEST_FIELD_NUMBER: _ClassVar[int]
@@ -67,6 +93,10 @@ class Setup(_message.Message):
     SCENARIO_FIELD_NUMBER: _ClassVar[int]
     POLICY_FIELD_NUMBER: _ClassVar[int]
     HEARTBEAT_TIMEOUT_S_FIELD_NUMBER: _ClassVar[int]
+    RETURN_PATH_FIELD_NUMBER: _ClassVar[int]
+    QEMU_VERSION_FIELD_NUMBER: _ClassVar[int]
+    MULTIFD_CHANNELS_FIELD_NUMBER: _ClassVar[int]
+    DEVICE_STATE_TRANSFER_FIELD_NUMBER: _ClassVar[int]
     protocol_version: ProtocolVersion
     session_id: str
     guest: GuestShape
@@ -81,7 +111,11 @@ class Setup(_message.Message):
     scenario: str
     policy: str
     heartbeat_timeout_s: float
-    def __init__(self, protocol_version: _Optional[_Union[ProtocolVersion, str]] = ..., session_id: _Optional[str] = ..., guest: _Optional[_Union[GuestShape, _Mapping]] = ..., devices: _Optional[_Iterable[_Union[DeviceShape, _Mapping]]] = ..., switchover_ack: _Optional[bool] = ..., source_boot_id: _Optional[str] = ..., guest_seed: _Optional[int] = ..., vcpu_tick_s: _Optional[float] = ..., dirty_rate_bytes_per_s: _Optional[float] = ..., working_set_bytes: _Optional[int] = ..., uniform_dirtying: _Optional[bool] = ..., scenario: _Optional[str] = ..., policy: _Optional[str] = ..., heartbeat_timeout_s: _Optional[float] = ...) -> None: ...
+    return_path: bool
+    qemu_version: str
+    multifd_channels: int
+    device_state_transfer: DeviceStateTransfer
+    def __init__(self, protocol_version: _Optional[_Union[ProtocolVersion, str]] = ..., session_id: _Optional[str] = ..., guest: _Optional[_Union[GuestShape, _Mapping]] = ..., devices: _Optional[_Iterable[_Union[DeviceShape, _Mapping]]] = ..., switchover_ack: _Optional[bool] = ..., source_boot_id: _Optional[str] = ..., guest_seed: _Optional[int] = ..., vcpu_tick_s: _Optional[float] = ..., dirty_rate_bytes_per_s: _Optional[float] = ..., working_set_bytes: _Optional[int] = ..., uniform_dirtying: _Optional[bool] = ..., scenario: _Optional[str] = ..., policy: _Optional[str] = ..., heartbeat_timeout_s: _Optional[float] = ..., return_path: _Optional[bool] = ..., qemu_version: _Optional[str] = ..., multifd_channels: _Optional[int] = ..., device_state_transfer: _Optional[_Union[DeviceStateTransfer, str]] = ...) -> None: ...
 
 class RamPages(_message.Message):
     __slots__ = ("pages", "data")
@@ -151,8 +185,42 @@ class Abort(_message.Message):
     reason: str
     def __init__(self, reason: _Optional[str] = ...) -> None: ...
 
+class MultifdSync(_message.Message):
+    __slots__ = ("generation", "pages_sent")
+    GENERATION_FIELD_NUMBER: _ClassVar[int]
+    PAGES_SENT_FIELD_NUMBER: _ClassVar[int]
+    generation: int
+    pages_sent: int
+    def __init__(self, generation: _Optional[int] = ..., pages_sent: _Optional[int] = ...) -> None: ...
+
+class DeviceStateChunk(_message.Message):
+    __slots__ = ("session_id", "device", "seq", "offset", "data", "last")
+    SESSION_ID_FIELD_NUMBER: _ClassVar[int]
+    DEVICE_FIELD_NUMBER: _ClassVar[int]
+    SEQ_FIELD_NUMBER: _ClassVar[int]
+    OFFSET_FIELD_NUMBER: _ClassVar[int]
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    LAST_FIELD_NUMBER: _ClassVar[int]
+    session_id: str
+    device: int
+    seq: int
+    offset: int
+    data: bytes
+    last: bool
+    def __init__(self, session_id: _Optional[str] = ..., device: _Optional[int] = ..., seq: _Optional[int] = ..., offset: _Optional[int] = ..., data: _Optional[bytes] = ..., last: _Optional[bool] = ...) -> None: ...
+
+class DeviceStateLoaded(_message.Message):
+    __slots__ = ("device", "loaded_bytes", "target_loaded_ns")
+    DEVICE_FIELD_NUMBER: _ClassVar[int]
+    LOADED_BYTES_FIELD_NUMBER: _ClassVar[int]
+    TARGET_LOADED_NS_FIELD_NUMBER: _ClassVar[int]
+    device: int
+    loaded_bytes: int
+    target_loaded_ns: int
+    def __init__(self, device: _Optional[int] = ..., loaded_bytes: _Optional[int] = ..., target_loaded_ns: _Optional[int] = ...) -> None: ...
+
 class SourceMessage(_message.Message):
-    __slots__ = ("setup", "ram", "device_data", "init_data_sent", "ping", "stop_copy", "complete", "digests", "abort")
+    __slots__ = ("setup", "ram", "device_data", "init_data_sent", "ping", "stop_copy", "complete", "digests", "abort", "multifd_sync")
     SETUP_FIELD_NUMBER: _ClassVar[int]
     RAM_FIELD_NUMBER: _ClassVar[int]
     DEVICE_DATA_FIELD_NUMBER: _ClassVar[int]
@@ -162,6 +230,7 @@ class SourceMessage(_message.Message):
     COMPLETE_FIELD_NUMBER: _ClassVar[int]
     DIGESTS_FIELD_NUMBER: _ClassVar[int]
     ABORT_FIELD_NUMBER: _ClassVar[int]
+    MULTIFD_SYNC_FIELD_NUMBER: _ClassVar[int]
     setup: Setup
     ram: RamPages
     device_data: DeviceData
@@ -171,39 +240,50 @@ class SourceMessage(_message.Message):
     complete: Complete
     digests: Digests
     abort: Abort
-    def __init__(self, setup: _Optional[_Union[Setup, _Mapping]] = ..., ram: _Optional[_Union[RamPages, _Mapping]] = ..., device_data: _Optional[_Union[DeviceData, _Mapping]] = ..., init_data_sent: _Optional[_Union[InitDataSent, _Mapping]] = ..., ping: _Optional[_Union[Ping, _Mapping]] = ..., stop_copy: _Optional[_Union[StopCopy, _Mapping]] = ..., complete: _Optional[_Union[Complete, _Mapping]] = ..., digests: _Optional[_Union[Digests, _Mapping]] = ..., abort: _Optional[_Union[Abort, _Mapping]] = ...) -> None: ...
+    multifd_sync: MultifdSync
+    def __init__(self, setup: _Optional[_Union[Setup, _Mapping]] = ..., ram: _Optional[_Union[RamPages, _Mapping]] = ..., device_data: _Optional[_Union[DeviceData, _Mapping]] = ..., init_data_sent: _Optional[_Union[InitDataSent, _Mapping]] = ..., ping: _Optional[_Union[Ping, _Mapping]] = ..., stop_copy: _Optional[_Union[StopCopy, _Mapping]] = ..., complete: _Optional[_Union[Complete, _Mapping]] = ..., digests: _Optional[_Union[Digests, _Mapping]] = ..., abort: _Optional[_Union[Abort, _Mapping]] = ..., multifd_sync: _Optional[_Union[MultifdSync, _Mapping]] = ...) -> None: ...
 
 class SetupAccepted(_message.Message):
-    __slots__ = ("session_id", "target_boot_id", "devices_needing_ack")
+    __slots__ = ("session_id", "target_boot_id", "devices_needing_ack", "multifd_port", "multifd_token")
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     TARGET_BOOT_ID_FIELD_NUMBER: _ClassVar[int]
     DEVICES_NEEDING_ACK_FIELD_NUMBER: _ClassVar[int]
+    MULTIFD_PORT_FIELD_NUMBER: _ClassVar[int]
+    MULTIFD_TOKEN_FIELD_NUMBER: _ClassVar[int]
     session_id: str
     target_boot_id: str
     devices_needing_ack: int
-    def __init__(self, session_id: _Optional[str] = ..., target_boot_id: _Optional[str] = ..., devices_needing_ack: _Optional[int] = ...) -> None: ...
+    multifd_port: int
+    multifd_token: bytes
+    def __init__(self, session_id: _Optional[str] = ..., target_boot_id: _Optional[str] = ..., devices_needing_ack: _Optional[int] = ..., multifd_port: _Optional[int] = ..., multifd_token: _Optional[bytes] = ...) -> None: ...
 
 class DeviceLoadProgress(_message.Message):
-    __slots__ = ("device", "loaded_bytes", "backlog_bytes", "setup_remaining_s", "initial_loaded", "load_rate_bytes_per_s", "stop_copy_load_time_s", "initial_loaded_ns", "initial_load_s")
+    __slots__ = ("device", "loaded_bytes", "backlog_bytes", "initial_loaded", "initial_loaded_ns", "initial_load_s", "busy_s", "measured_load_rate_bytes_per_s", "loading")
     DEVICE_FIELD_NUMBER: _ClassVar[int]
     LOADED_BYTES_FIELD_NUMBER: _ClassVar[int]
     BACKLOG_BYTES_FIELD_NUMBER: _ClassVar[int]
-    SETUP_REMAINING_S_FIELD_NUMBER: _ClassVar[int]
     INITIAL_LOADED_FIELD_NUMBER: _ClassVar[int]
-    LOAD_RATE_BYTES_PER_S_FIELD_NUMBER: _ClassVar[int]
-    STOP_COPY_LOAD_TIME_S_FIELD_NUMBER: _ClassVar[int]
     INITIAL_LOADED_NS_FIELD_NUMBER: _ClassVar[int]
     INITIAL_LOAD_S_FIELD_NUMBER: _ClassVar[int]
+    BUSY_S_FIELD_NUMBER: _ClassVar[int]
+    MEASURED_LOAD_RATE_BYTES_PER_S_FIELD_NUMBER: _ClassVar[int]
+    LOADING_FIELD_NUMBER: _ClassVar[int]
     device: int
     loaded_bytes: int
     backlog_bytes: int
-    setup_remaining_s: float
     initial_loaded: bool
-    load_rate_bytes_per_s: float
-    stop_copy_load_time_s: float
     initial_loaded_ns: int
     initial_load_s: float
-    def __init__(self, device: _Optional[int] = ..., loaded_bytes: _Optional[int] = ..., backlog_bytes: _Optional[int] = ..., setup_remaining_s: _Optional[float] = ..., initial_loaded: _Optional[bool] = ..., load_rate_bytes_per_s: _Optional[float] = ..., stop_copy_load_time_s: _Optional[float] = ..., initial_loaded_ns: _Optional[int] = ..., initial_load_s: _Optional[float] = ...) -> None: ...
+    busy_s: float
+    measured_load_rate_bytes_per_s: float
+    loading: bool
+    def __init__(self, device: _Optional[int] = ..., loaded_bytes: _Optional[int] = ..., backlog_bytes: _Optional[int] = ..., initial_loaded: _Optional[bool] = ..., initial_loaded_ns: _Optional[int] = ..., initial_load_s: _Optional[float] = ..., busy_s: _Optional[float] = ..., measured_load_rate_bytes_per_s: _Optional[float] = ..., loading: _Optional[bool] = ...) -> None: ...
+
+class Shut(_message.Message):
+    __slots__ = ("target_loads_done_ns",)
+    TARGET_LOADS_DONE_NS_FIELD_NUMBER: _ClassVar[int]
+    target_loads_done_ns: int
+    def __init__(self, target_loads_done_ns: _Optional[int] = ...) -> None: ...
 
 class SwitchoverAck(_message.Message):
     __slots__ = ("target_ack_ns",)
@@ -250,7 +330,7 @@ class Verified(_message.Message):
     def __init__(self, ok: _Optional[bool] = ..., ram: _Optional[bytes] = ..., devices: _Optional[_Iterable[bytes]] = ..., detail: _Optional[str] = ...) -> None: ...
 
 class TargetMessage(_message.Message):
-    __slots__ = ("setup_accepted", "load_progress", "switchover_ack", "pong", "received", "resumed", "verified")
+    __slots__ = ("setup_accepted", "load_progress", "switchover_ack", "pong", "received", "resumed", "verified", "shut")
     SETUP_ACCEPTED_FIELD_NUMBER: _ClassVar[int]
     LOAD_PROGRESS_FIELD_NUMBER: _ClassVar[int]
     SWITCHOVER_ACK_FIELD_NUMBER: _ClassVar[int]
@@ -258,6 +338,7 @@ class TargetMessage(_message.Message):
     RECEIVED_FIELD_NUMBER: _ClassVar[int]
     RESUMED_FIELD_NUMBER: _ClassVar[int]
     VERIFIED_FIELD_NUMBER: _ClassVar[int]
+    SHUT_FIELD_NUMBER: _ClassVar[int]
     setup_accepted: SetupAccepted
     load_progress: DeviceLoadProgress
     switchover_ack: SwitchoverAck
@@ -265,7 +346,8 @@ class TargetMessage(_message.Message):
     received: Received
     resumed: Resumed
     verified: Verified
-    def __init__(self, setup_accepted: _Optional[_Union[SetupAccepted, _Mapping]] = ..., load_progress: _Optional[_Union[DeviceLoadProgress, _Mapping]] = ..., switchover_ack: _Optional[_Union[SwitchoverAck, _Mapping]] = ..., pong: _Optional[_Union[Pong, _Mapping]] = ..., received: _Optional[_Union[Received, _Mapping]] = ..., resumed: _Optional[_Union[Resumed, _Mapping]] = ..., verified: _Optional[_Union[Verified, _Mapping]] = ...) -> None: ...
+    shut: Shut
+    def __init__(self, setup_accepted: _Optional[_Union[SetupAccepted, _Mapping]] = ..., load_progress: _Optional[_Union[DeviceLoadProgress, _Mapping]] = ..., switchover_ack: _Optional[_Union[SwitchoverAck, _Mapping]] = ..., pong: _Optional[_Union[Pong, _Mapping]] = ..., received: _Optional[_Union[Received, _Mapping]] = ..., resumed: _Optional[_Union[Resumed, _Mapping]] = ..., verified: _Optional[_Union[Verified, _Mapping]] = ..., shut: _Optional[_Union[Shut, _Mapping]] = ...) -> None: ...
 
 class StartRequest(_message.Message):
     __slots__ = ("scenario_toml", "policy", "target_address", "run_id", "labels_json")

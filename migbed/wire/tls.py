@@ -8,7 +8,7 @@ every client checks the server's certificate against the CA and the address it d
 peer from another lab (another CA) is refused in the TLS handshake, before any message.
 
 Only reading is here (grpcio alone, as in the service images); making the certificates
-needs the `cryptography` package and lives in migbed.orchestration.certs.
+needs the `cryptography` package and lives in migbed.env.certs.
 """
 
 from __future__ import annotations

@@ -246,8 +246,8 @@ class Migration:
                     p = msg.load_progress
                     if p.device < len(self._reports):
                         self._reports[p.device] = TargetDeviceReport(
-                            p.loaded_bytes, p.backlog_bytes, p.setup_remaining_s, p.initial_loaded,
-                            p.load_rate_bytes_per_s, p.stop_copy_load_time_s, p.initial_load_s)
+                            p.loaded_bytes, p.backlog_bytes, 0.0, p.initial_loaded,
+                            p.measured_load_rate_bytes_per_s, 0.0, p.initial_load_s)
                     continue
                 if body == "switchover_ack":
                     self.ack_received = True

@@ -158,9 +158,7 @@ class TargetSession:
                 last[i] = key
                 self.send(pb.TargetMessage(load_progress=pb.DeviceLoadProgress(
                     device=i, loaded_bytes=st.loaded_bytes, backlog_bytes=st.backlog_bytes,
-                    setup_remaining_s=st.setup_remaining_s, initial_loaded=st.initial_loaded,
-                    load_rate_bytes_per_s=st.load_rate,
-                    stop_copy_load_time_s=st.stop_copy_load_time_s,
+                    initial_loaded=st.initial_loaded,
                     initial_loaded_ns=st.initial_loaded_ns, initial_load_s=st.initial_load_s)))
                 if self.metrics is not None:
                     self.metrics.on_load_progress(self.setup.scenario, self.devices[i].name, st.loaded_bytes,

@@ -10,8 +10,8 @@ import grpc
 import pytest
 from faultlab import Lab, control_stub, scenario_toml, sessions, start_run, stop_cleanly
 
-from migbed.orchestration.controller import SourceControl
-from migbed.orchestration.localstack import Service, free_port
+from migbed.experiments.controller import SourceControl
+from migbed.experiments.localstack import Service, free_port
 from migbed.wire import migration_pb2 as pb
 
 pytestmark = pytest.mark.timeout(300)

@@ -143,7 +143,7 @@ def test_bad_scenario_name(name: str) -> None:
 def test_cli_refuses_a_bad_file(tmp_path: Path) -> None:
     f = tmp_path / "bad.toml"
     f.write_text(build("migration", "max-bandwidth", '"1Gbit"'))
-    out = subprocess.run([sys.executable, "-m", "migbed.orchestration.cli", "scenarios", str(f)],
+    out = subprocess.run([sys.executable, "-m", "migbed.cli.main", "scenarios", str(f)],
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 2
     assert "migration.max-bandwidth" in out.stderr and "Traceback" not in out.stderr

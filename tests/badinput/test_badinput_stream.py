@@ -29,8 +29,8 @@ from faultlab import (
     wait_until,
 )
 
-from migbed.orchestration.controller import SourceControl
-from migbed.orchestration.localstack import Service
+from migbed.experiments.controller import SourceControl
+from migbed.experiments.localstack import Service
 from migbed.wire import migration_pb2 as pb
 from migbed.wire import migration_pb2_grpc as pbg
 from migbed.wire.channel import CHUNK_BYTES, MAX_MESSAGE_BYTES, check_health

@@ -26,8 +26,8 @@ from hypothesis import strategies as st
 from migbed.core.device import SourceDevice, VfioState
 from migbed.core.guest import GuestMemory
 from migbed.core.scenario import DeviceConfig
-from migbed.orchestration.controller import SourceControl
-from migbed.orchestration.localstack import Service
+from migbed.experiments.controller import SourceControl
+from migbed.experiments.localstack import Service
 from migbed.wire import migration_pb2 as pb
 from migbed.wire.errors import ProtocolError
 from services.target.session import TargetSession

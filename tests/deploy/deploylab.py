@@ -89,7 +89,7 @@ class Deployed:
 def run_deploy(inventory: Path, out: Path, *args: str, timeout: float = 900) -> Deployed:
     """`migbed deploy -i INVENTORY --out OUT ARGS` as a user runs it, in its own process."""
     (out / "deploy.json").unlink(missing_ok=True)
-    argv = [sys.executable, "-m", "migbed.orchestration.cli", "deploy", "-i", str(inventory)]
+    argv = [sys.executable, "-m", "migbed.cli.main", "deploy", "-i", str(inventory)]
     argv += ["--out", str(out), *args]
     proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, cwd=ROOT)
     summary: dict[str, Any] = {}

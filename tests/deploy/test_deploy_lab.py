@@ -29,7 +29,7 @@ def _scenario(tmp: Path) -> Path:
 
 def _health(address: str, *args: str) -> int:
     """`migbed health ADDRESS ARGS` from the control machine: its exit status."""
-    argv = [sys.executable, "-m", "migbed.orchestration.cli", "health", address, "--timeout", "5", *args]
+    argv = [sys.executable, "-m", "migbed.cli.main", "health", address, "--timeout", "5", *args]
     env = {k: v for k, v in os.environ.items() if k != "MIGBED_TLS_DIR"}
     return subprocess.run(argv, capture_output=True, cwd=ROOT, env=env, check=False, timeout=60).returncode
 

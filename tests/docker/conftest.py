@@ -13,7 +13,7 @@ import docker
 import docker.errors
 import pytest
 
-from migbed.orchestration import images
+from migbed.env import images
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

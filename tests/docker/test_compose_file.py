@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 import yaml
 
-from migbed.orchestration import compose
+from migbed.env import compose
 
 
 @pytest.fixture(scope="module")

@@ -2,7 +2,7 @@
 
 Two containers from the runtime image on a private bridge network the test makes; tbf on the
 sender's eth0 (shaping.apply_in_container, the same code `migbed up` uses); the receiver
-measures with migbed.orchestration.goodput. Expected: rate x 1448/1514 within 5 %.
+measures with migbed.env.goodput. Expected: rate x 1448/1514 within 5 %.
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ import docker.errors
 import pytest
 from docker.models.containers import Container
 
-from migbed.orchestration import images
-from migbed.orchestration.shaping import (
+from migbed.env import images
+from migbed.env.shaping import (
     LinkShape,
     NetemUnavailable,
     apply_in_container,
@@ -50,7 +50,7 @@ def pair(docker_client: docker.DockerClient, image_set: images.ImageSet) -> Iter
             c.start()
         sender, receiver = made
         receiver.exec_run(
-            ["python", "-m", "migbed.orchestration.goodput", "recv", "--listen", "0.0.0.0:5201"],
+            ["python", "-m", "migbed.env.goodput", "recv", "--listen", "0.0.0.0:5201"],
             detach=True,
         )
         yield sender, receiver
@@ -62,7 +62,7 @@ def pair(docker_client: docker.DockerClient, image_set: images.ImageSet) -> Iter
 
 def measure(sender: Container, receiver: Container) -> dict[str, float]:
     res = sender.exec_run(
-        ["python", "-m", "migbed.orchestration.goodput", "send", "--to", f"{receiver.name}:5201",
+        ["python", "-m", "migbed.env.goodput", "send", "--to", f"{receiver.name}:5201",
          "--seconds", str(SECONDS)]
     )  # fmt: skip
     out = res.output.decode()

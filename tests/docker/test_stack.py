@@ -19,8 +19,8 @@ from typing import Any
 import docker
 import pytest
 
-from migbed.orchestration import compose, images
-from migbed.orchestration.shaping import LinkShape
+from migbed.env import compose, images
+from migbed.env.shaping import LinkShape
 
 PROJECT = "migbedtest"
 NET = "172.30.7"
@@ -114,11 +114,11 @@ def _scenario(tmp: Path, rate: str, ram: str) -> Path:
 def _goodput(compose_stack: compose.Stack, c: docker.DockerClient) -> float:
     src, tgt = compose_stack.container(c, "source"), compose_stack.container(c, "target")
     tgt.exec_run(
-        ["python", "-m", "migbed.orchestration.goodput", "recv", "--listen", "0.0.0.0:5201",
+        ["python", "-m", "migbed.env.goodput", "recv", "--listen", "0.0.0.0:5201",
          "--count", "1"], detach=True,
     )  # fmt: skip
     res = src.exec_run(
-        ["python", "-m", "migbed.orchestration.goodput", "send", "--to", "target:5201",
+        ["python", "-m", "migbed.env.goodput", "send", "--to", "target:5201",
          "--seconds", "4"]
     )  # fmt: skip
     assert res.exit_code == 0, res.output

@@ -28,11 +28,11 @@ from faultlab import (
     waiting_for_ack,
 )
 
-from migbed.orchestration.controller import SourceControl
+from migbed.experiments.controller import SourceControl
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
 
-CLI = [sys.executable, "-m", "migbed.orchestration.cli"]
+CLI = [sys.executable, "-m", "migbed.cli.main"]
 BOUND_S = 8.0  # cancel -> record, on a loaded 2-core machine
 SLOW_SETUP = [{"name": "vf0", "initial-bytes": "4MB", "stop-copy-size": "1MB",
                "load-setup-time": "600s"}]

@@ -42,9 +42,9 @@ from faultlab import (
     waiting_for_ack,
 )
 
+from migbed.experiments.controller import SourceControl
+from migbed.experiments.localstack import Service
 from migbed.measure.record import RunRecord
-from migbed.orchestration.controller import SourceControl
-from migbed.orchestration.localstack import Service
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
 
@@ -272,7 +272,7 @@ def test_load_never_finishes_no_timeout_user_cancel(lab: Lab) -> None:
     time.sleep(2.0)
     assert w.record is None, "without an ACK timeout the source must keep waiting"
     t = time.monotonic()
-    out = subprocess.run([sys.executable, "-m", "migbed.orchestration.cli", "cancel",
+    out = subprocess.run([sys.executable, "-m", "migbed.cli.main", "cancel",
                           source.address, w.run_id, "--reason", "operator gave up"],
                          capture_output=True, text=True, timeout=30)
     assert out.returncode == 0 and "cancelled" in out.stdout, out.stdout + out.stderr

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from migbed.experiments.comparison import Plan, run_plan
+from migbed.experiments.localstack import Service
 from migbed.measure.record import RunRecord
-from migbed.orchestration.comparison import Plan, run_plan
-from migbed.orchestration.localstack import Service
 
 SMALL = """
 name = "measures"

@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 
 from migbed.core.policy import POLICIES
+from migbed.experiments.comparison import Plan, run_plan
+from migbed.experiments.localstack import Service
 from migbed.measure.record import RunRecord, load_results
-from migbed.orchestration.comparison import Plan, run_plan
-from migbed.orchestration.localstack import Service
 
 SETUP_S = 1.0
 SCENARIO = f"""
@@ -138,7 +138,7 @@ def test_cli_run_writes_results_and_table(tmp_path: Path) -> None:
     scenario.write_text(SCENARIO)
     out = tmp_path / "out"
     proc = subprocess.run(
-        [sys.executable, "-m", "migbed.orchestration.cli", "run", "--scenario", str(scenario),
+        [sys.executable, "-m", "migbed.cli.main", "run", "--scenario", str(scenario),
          "--repeat", "1", "--policy", "legacy", "--out", str(out), "--no-progress", "--no-report"],
         capture_output=True, text=True, timeout=180)
     assert proc.returncode == 0, proc.stderr + proc.stdout
@@ -151,7 +151,7 @@ def test_cli_run_writes_results_and_table(tmp_path: Path) -> None:
 def test_cli_refuses_a_bad_scenario_before_starting(tmp_path: Path) -> None:
     bad = tmp_path / "bad.toml"
     bad.write_text(SCENARIO.replace('downtime-limit = "100ms"', 'downtime-limit = "-3ms"'))
-    proc = subprocess.run([sys.executable, "-m", "migbed.orchestration.cli", "run", "--scenario",
+    proc = subprocess.run([sys.executable, "-m", "migbed.cli.main", "run", "--scenario",
                            str(bad), "--out", str(tmp_path / "o")],
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2

@@ -26,8 +26,8 @@ from faultlab import (
     stop_cleanly,
 )
 
-from migbed.orchestration.certs import make_certs
-from migbed.orchestration.controller import SourceControl
+from migbed.env.certs import make_certs
+from migbed.experiments.controller import SourceControl
 from migbed.wire.tls import TlsDir
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(400)]

@@ -26,8 +26,8 @@ from obs_promlib import (
 from obs_promlib import scrape_config_for as scrape_config
 
 from migbed.core.scenario import builtin_scenario_text
+from migbed.experiments.localstack import Service, start_service
 from migbed.measure.record import RunRecord, load_results
-from migbed.orchestration.localstack import Service, start_service
 
 pytestmark = [pytest.mark.prometheus, pytest.mark.slow]
 
@@ -48,7 +48,7 @@ class Run:
 
 def migbed_run(source: Service, target: Service, out: Path, *args: str) -> str:
     cmd = [
-        sys.executable, "-m", "migbed.orchestration.cli", "run",
+        sys.executable, "-m", "migbed.cli.main", "run",
         "--source", source.address, "--target", target.address,
         "--out", str(out), "--no-progress", *args,
     ]  # fmt: skip

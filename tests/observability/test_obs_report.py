@@ -11,8 +11,8 @@ from obs_synth import POLICIES, make_record, make_records
 from PIL import Image
 
 from migbed.measure.record import RunRecord, dump_results
-from migbed.orchestration.plot import representative_run
-from migbed.orchestration.report import add_parser, write_report
+from migbed.report.plot import representative_run
+from migbed.report.report import add_parser, write_report
 
 
 class PageParser(HTMLParser):

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from faultlab import Lab, stop_cleanly, wait_until
 
-from migbed.orchestration.localstack import Service, free_port
+from migbed.experiments.localstack import Service, free_port
 from migbed.wire.channel import check_health
 
 pytestmark = pytest.mark.timeout(120)
@@ -57,7 +57,7 @@ def start(lab: Lab, role: str, listen: str, metrics: str) -> Service:
     log = lab.log_dir / f"{role}-bind.log"
     lab.log_dir.mkdir(parents=True, exist_ok=True)
     with open(log, "ab") as fh:
-        proc = subprocess.Popen([sys.executable, "-m", "migbed.orchestration.cli", "serve", role,
+        proc = subprocess.Popen([sys.executable, "-m", "migbed.cli.main", "serve", role,
                                  "--listen", listen, "--metrics-listen", metrics],
                                 stdout=fh, stderr=subprocess.STDOUT)
     svc = Service(role, listen, metrics, proc, log)

@@ -19,14 +19,14 @@ import pytest
 from cryptography import x509
 from faultlab import Lab, scenario_toml, start_run, stop_cleanly
 
-from migbed.orchestration.controller import ControlError, SourceControl
-from migbed.orchestration.localstack import Service, free_port, start_service
+from migbed.experiments.controller import ControlError, SourceControl
+from migbed.experiments.localstack import Service, free_port, start_service
 from migbed.wire import migration_pb2 as pb
 from migbed.wire import migration_pb2_grpc as pbg
 from migbed.wire.tls import TlsDir
 
 pytestmark = pytest.mark.timeout(300)
-CLI = [sys.executable, "-m", "migbed.orchestration.cli"]
+CLI = [sys.executable, "-m", "migbed.cli.main"]
 GOOD = scenario_toml("tls")
 
 

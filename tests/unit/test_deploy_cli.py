@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from migbed.orchestration import deploy
+from migbed.env import deploy
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from migbed.core.scenario import LinkConfig, ScenarioError, parse_scenario
-from migbed.orchestration.shaping import (
+from migbed.env.shaping import (
     FRAME_EFFICIENCY,
     MIN_BURST_BYTES,
     LinkShape,

@@ -60,7 +60,7 @@ class NetnsLink:
         return self
 
     def shape(self, argvs: list[list[str]]) -> str:
-        """Run tc argv lists (migbed.orchestration.shaping) here; returns the qdisc shown."""
+        """Run tc argv lists (migbed.env.shaping) here; returns the qdisc shown."""
         for argv in argvs:
             run_checked(argv)
         return run_checked(["tc", "qdisc", "show", "dev", self.host_if]).strip()

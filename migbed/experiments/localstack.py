@@ -64,7 +64,7 @@ def start_service(role: str, log_dir: Path, host: str = "127.0.0.1",
     port, mport = _any_free_port(host), _any_free_port(host)
     log_dir.mkdir(parents=True, exist_ok=True)
     log_path = log_dir / f"{role}.log"
-    cmd = [*(wrapper or []), sys.executable, "-m", "migbed.orchestration.cli", "serve", role,
+    cmd = [*(wrapper or []), sys.executable, "-m", "migbed.cli.main", "serve", role,
            "--listen", f"{host}:{port}", "--metrics-listen", f"{host}:{mport}", *(extra_args or [])]
     with open(log_path, "ab") as log:
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT,

@@ -179,7 +179,7 @@ def tls_hosts(inv: Inventory, extravars: Mapping[str, Any]) -> list[str]:
     (when the inventory or -e sets it to a plain value, not a template). Names that are not a
     DNS name or an IP address (an inventory name with '_') cannot be dialled and are left out.
     """
-    from migbed.orchestration.certs import CertsError, _check_host
+    from migbed.env.certs import CertsError, _check_host
 
     found: list[str] = []
     for host in [*inv.hosts("source"), *inv.hosts("target")]:
@@ -224,7 +224,7 @@ def lab_certs(folder: Path, hosts: Sequence[str], out: TextIO) -> bool:
     name every host in `hosts` and they are valid for more than a day; otherwise a new CA
     and new certificates replace them all (the services restart with them).
     """
-    from migbed.orchestration.certs import CA_KEY_FILE, CertsError, make_certs
+    from migbed.env.certs import CA_KEY_FILE, CertsError, make_certs
     from migbed.wire.tls import CA_FILE, IDENTITIES, cert_file, key_file
 
     files = [CA_FILE, CA_KEY_FILE, *(f for i in IDENTITIES for f in (cert_file(i), key_file(i)))]
@@ -257,7 +257,7 @@ def lab_certs(folder: Path, hosts: Sequence[str], out: TextIO) -> bool:
 def tc_commands(scenario: Path) -> list[list[str]]:
     """The tc argv lists for the scenario's [link], with @IFACE@ for the interface ([] = none)."""
     from migbed.core.scenario import ScenarioError
-    from migbed.orchestration.shaping import (
+    from migbed.env.shaping import (
         ShapingError,
         link_from_scenario_file,
         shaping_commands,

@@ -247,7 +247,7 @@ def _configure(p: argparse.ArgumentParser) -> None:
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(prog="python -m migbed.orchestration.images")
+    parser = argparse.ArgumentParser(prog="python -m migbed.env.images")
     _configure(parser)
     ns = parser.parse_args()
     sys.exit(ns.func(ns))

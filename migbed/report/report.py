@@ -25,7 +25,7 @@ from pathlib import Path
 from statistics import mean
 
 from migbed.measure.record import RunRecord, load_results
-from migbed.orchestration.plot import (
+from migbed.report.plot import (
     ordered_policies,
     ordered_scenarios,
     plot_downtime,
@@ -254,7 +254,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m migbed.orchestration.report DIR`` (the same as ``migbed report DIR``)."""
+    """``python -m migbed.report.report DIR`` (the same as ``migbed report DIR``)."""
     parser = argparse.ArgumentParser(prog="migbed")
     add_parser(parser.add_subparsers(dest="command", required=True))
     args = parser.parse_args(["report", *(sys.argv[1:] if argv is None else argv)])

@@ -14,8 +14,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from migbed.core.units import format_bytes
+from migbed.experiments.controller import ControlError, SourceControl
 from migbed.measure.record import ProgressSample, RunRecord
-from migbed.orchestration.controller import ControlError, SourceControl
 
 
 @dataclass

@@ -82,10 +82,10 @@ def _seconds(value: str) -> float:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from migbed.experiments.comparison import Plan, run_plan
+    from migbed.experiments.localstack import local_stack
     from migbed.measure.record import dump_results
-    from migbed.orchestration.comparison import Plan, run_plan
-    from migbed.orchestration.localstack import local_stack
-    from migbed.orchestration.summary import results_table, write_csv
+    from migbed.report.summary import results_table, write_csv
 
     if bool(args.source) != bool(args.target):
         raise UsageError("--source and --target go together (or neither, for local processes)")
@@ -122,7 +122,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def _maybe_report(out: Path) -> None:
     try:
-        from migbed.orchestration.report import write_report
+        from migbed.report.report import write_report
     except ImportError as e:  # matplotlib is an optional extra for the services' images
         print(f"report skipped: {e}")
         return
@@ -162,7 +162,7 @@ def cmd_health(args: argparse.Namespace) -> int:
 
 
 def cmd_cancel(args: argparse.Namespace) -> int:
-    from migbed.orchestration.controller import SourceControl
+    from migbed.experiments.controller import SourceControl
     from migbed.wire.tls import client_credentials
 
     ctl = SourceControl(args.source, client_credentials(args.tls_dir))
@@ -250,15 +250,17 @@ def build_parser(wanted: str = "") -> argparse.ArgumentParser:
 # health` (container health checks) stay fast, and the service images, which carry only the
 # runtime dependencies, say what is missing instead of breaking.
 _EXTENSIONS: dict[str, tuple[str, str, str]] = {
-    "up": ("migbed.orchestration.compose", "add_up_parser",
+    "up": ("migbed.env.compose", "add_up_parser",
            "start the container stack and run the default comparison across it"),
-    "down": ("migbed.orchestration.compose", "add_down_parser", "remove the container stack"),
-    "images": ("migbed.orchestration.images", "add_images_parser",
+    "down": ("migbed.env.compose", "add_down_parser", "remove the container stack"),
+    "images": ("migbed.env.images", "add_images_parser",
                "build the container images (no registry needed)"),
-    "report": ("migbed.orchestration.report", "add_parser", "PNG plots and an HTML page from a results folder"),
-    "deploy": ("migbed.orchestration.deploy", "add_parser",
+    "report": ("migbed.report.report", "add_parser", "PNG plots and an HTML page from a results folder"),
+    "deploy": ("migbed.env.deploy", "add_parser",
                "install migbed on lab hosts over SSH (Ansible) and run an experiment across them"),
-    "certs": ("migbed.orchestration.certs", "add_parser", "make a lab CA and mTLS certificates"),
+    "certs": ("migbed.env.certs", "add_parser", "make a lab CA and mTLS certificates"),
+    "evacuate": ("migbed.fleet.cli", "add_parser",
+                 "drain a host of K guests under parallel-migration limits, per policy"),
 }
 
 
@@ -285,7 +287,7 @@ def main(argv: list[str] | None = None) -> int:
     wanted = next((a for a in argv if not a.startswith("-")), "")
     parser = build_parser(wanted)
     args = parser.parse_args(argv)
-    from migbed.orchestration.controller import ControlError
+    from migbed.experiments.controller import ControlError
     from migbed.wire.tls import TlsError
 
     try:

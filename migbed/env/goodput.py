@@ -1,7 +1,7 @@
 """Measure TCP goodput between two hosts (containers): a tiny iperf with the stdlib only.
 
-    python -m migbed.orchestration.goodput recv --listen 0.0.0.0:5201
-    python -m migbed.orchestration.goodput send --to target:5201 --seconds 5
+    python -m migbed.env.goodput recv --listen 0.0.0.0:5201
+    python -m migbed.env.goodput send --to target:5201 --seconds 5
 
 The receiver counts payload bytes as they arrive and, when the sender closes its side,
 answers with its measurement on the same connection; the sender prints one JSON object.
@@ -122,7 +122,7 @@ def send(to: tuple[str, int], seconds: float, connect_timeout_s: float = 10.0) -
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m migbed.orchestration.goodput", description=__doc__)
+    p = argparse.ArgumentParser(prog="python -m migbed.env.goodput", description=__doc__)
     sub = p.add_subparsers(dest="cmd", required=True)
     r = sub.add_parser("recv", help="receive and measure")
     r.add_argument("--listen", type=_hostport, default=("0.0.0.0", 5201))

@@ -153,7 +153,7 @@ def cmd_certs(args: argparse.Namespace) -> int:
     try:
         written = make_certs(args.dir, args.host, args.days, args.force)
     except CertsError as e:
-        # Said here: under `python -m migbed.orchestration.cli` the CLI's own UsageError is
+        # Said here: under `python -m migbed.cli.main` the CLI's own UsageError is
         # another class (__main__'s), which main() would not catch.
         print(f"migbed: error: {e}", file=sys.stderr)
         return 2

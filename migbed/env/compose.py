@@ -36,8 +36,8 @@ from migbed.core.scenario import (
     load_scenario,
     parse_scenario,
 )
-from migbed.orchestration import images
-from migbed.orchestration.shaping import LinkShape, ShapingError, apply_in_container, link_shape
+from migbed.env import images
+from migbed.env.shaping import LinkShape, ShapingError, apply_in_container, link_shape
 
 ROOT = images.ROOT
 COMPOSE_FILE = ROOT / "compose.yaml"
@@ -279,7 +279,7 @@ def run_comparison(
     _say(f"runner exited {code}; results: {where if where.exists() else out}")
     if where.exists():
         # The runner's image carries only the runtime dependencies; the plots are drawn here.
-        from migbed.orchestration.report import write_report
+        from migbed.report.report import write_report
 
         _say(f"report: {write_report(out)}")
     return code, out
@@ -415,8 +415,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`python -m migbed.orchestration.compose up|down|images` (same as `migbed up` ...)."""
-    parser = argparse.ArgumentParser(prog="python -m migbed.orchestration.compose")
+    """`python -m migbed.env.compose up|down|images` (same as `migbed up` ...)."""
+    parser = argparse.ArgumentParser(prog="python -m migbed.env.compose")
     add_parser(parser.add_subparsers(dest="cmd", required=True))
     args = parser.parse_args(argv)
     return int(args.func(args))
