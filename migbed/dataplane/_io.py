@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import os
 import socket
 import ssl
@@ -33,6 +34,18 @@ class PeerClosed(ConnectionError):
 
 class Stalled(TimeoutError):
     """No byte moved for the whole timeout."""
+
+
+class LinkLost(ConnectionError):
+    """The kernel gave up on the connection: data sat unacknowledged (TCP_USER_TIMEOUT)."""
+
+
+def _stalled(e: OSError) -> OSError:
+    """What a timeout-ish error means: the kernel aborting the connection (ETIMEDOUT) is a
+    lost link; EAGAIN or Python's timeout is a peer that moved nothing in time."""
+    if e.errno == errno.ETIMEDOUT:
+        return LinkLost("nothing acknowledged by the peer within the timeout: the link is gone")
+    return Stalled(str(e) or "timed out")
 
 
 def set_timeouts(sock: socket.socket, timeout_s: float, tls: bool | None = None) -> None:
@@ -83,7 +96,7 @@ def send_buffers(sock: socket.socket, bufs: list[memoryview]) -> int:
             while i < len(bufs) and bufs[i].nbytes == 0:
                 i += 1
     except STALLED as e:
-        raise Stalled(str(e) or "send timed out") from None
+        raise _stalled(e) from None
     return total
 
 
@@ -95,7 +108,7 @@ def recv_exact(sock: socket.socket, view: memoryview) -> None:
         try:
             n = sock.recv_into(view[got:], want - got, flags)
         except STALLED as e:
-            raise Stalled(str(e) or "receive timed out") from None
+            raise _stalled(e) from None
         if n == 0:
             raise PeerClosed(f"connection closed by the peer after {got} of {want} bytes")
         got += n
@@ -114,7 +127,7 @@ def recv_buffers(sock: socket.socket, bufs: list[memoryview]) -> None:
         try:
             n = sock.recvmsg_into(batch, 0, socket.MSG_WAITALL)[0]
         except STALLED as e:
-            raise Stalled(str(e) or "receive timed out") from None
+            raise _stalled(e) from None
         if n == 0:
             raise PeerClosed(f"connection closed by the peer with {want} bytes of pages due")
         while n:

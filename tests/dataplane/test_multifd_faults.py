@@ -5,13 +5,17 @@ still serves a good migration afterwards."""
 from __future__ import annotations
 
 import asyncio
+import select
 import socket
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
+from faultlab import NetnsLink, require_root
 from multifd_lab import PAGE, dial, good_transfer, hello, page_packet, peer_closed, wait_until
 
 from migbed.dataplane import packet as pk
@@ -311,3 +315,43 @@ def test_tls_target_that_stops_reading_fails_the_sender(no_leaks: None, tls_dirs
             pump.join(5.0)
             sender.close(grace_s=0.5)
             result[0].close()
+
+
+# ---------------------------------------------------------------- a pulled cable
+
+
+def _line(proc: subprocess.Popen[str], timeout_s: float) -> str:
+    assert proc.stdout is not None
+    ready, _, _ = select.select([proc.stdout], [], [], timeout_s)
+    return proc.stdout.readline().strip() if ready else ""
+
+
+def test_a_pulled_cable_under_an_idle_channel_fails_both_sides(no_leaks: None,
+                                                               ram64: np.ndarray) -> None:
+    """The target in a network namespace; the link goes down with no RST and no FIN. The
+    idle sender's keep-alives go unacknowledged (TCP_USER_TIMEOUT) and the target hears
+    nothing: each side reports the channel within its timeout."""
+    require_root("a cut link (network namespace)")
+    src = ram64[:64]
+    token = new_token()
+    with NetnsLink() as link, subprocess.Popen(
+            [*link.wrapper, sys.executable, str(Path(__file__).with_name("multifd_lab.py")),
+             link.ns_ip, token.hex(), str(src.shape[0]), "1", str(TIMEOUT)],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True) as target:
+        port = int(_line(target, 10.0).split()[1])
+        sender = MultifdSender(link.ns_ip, port, token, 1, src, heartbeat_timeout_s=TIMEOUT,
+                               keepalive_s=0.1)
+        try:
+            sender.connect(5.0)
+            asyncio.run(sender.submit_async(np.arange(src.shape[0])))
+            asyncio.run(sender.sync(1))
+            link.cut()
+            took = wait_until(lambda: sender.error is not None, TIMEOUT + 1.0)
+            assert "multifd channel 0: connection lost: nothing acknowledged" in str(sender.error)
+            line = _line(target, TIMEOUT + 1.0 - took)
+            assert line.startswith("error channel 0 silent for 1 s"), line
+        finally:
+            sender.close(grace_s=0.2)
+            assert target.stdin is not None
+            target.stdin.close()
+            target.wait(10)
