@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import errno
 import os
 import socket
 import ssl
@@ -36,15 +35,10 @@ class Stalled(TimeoutError):
     """No byte moved for the whole timeout."""
 
 
-class LinkLost(ConnectionError):
-    """The kernel gave up on the connection: data sat unacknowledged (TCP_USER_TIMEOUT)."""
-
-
-def _stalled(e: OSError) -> OSError:
-    """What a timeout-ish error means: the kernel aborting the connection (ETIMEDOUT) is a
-    lost link; EAGAIN or Python's timeout is a peer that moved nothing in time."""
-    if e.errno == errno.ETIMEDOUT:
-        return LinkLost("nothing acknowledged by the peer within the timeout: the link is gone")
+def _stalled(e: OSError) -> Stalled:
+    """EAGAIN from the kernel timeout, Python's timeout (TLS), or ETIMEDOUT when the kernel
+    aborted the connection (TCP_USER_TIMEOUT: data, or zero-window probes, unacknowledged):
+    either way nothing moved for the whole timeout."""
     return Stalled(str(e) or "timed out")
 
 

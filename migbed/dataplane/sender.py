@@ -353,8 +353,8 @@ class MultifdSender:
                 else:
                     return
         except Stalled:
-            self._fail(ch, f"the target read nothing for {self.heartbeat_timeout_s:g} s "
-                           "(heartbeat timeout)")
+            self._fail(ch, f"the target took nothing for {self.heartbeat_timeout_s:g} s: it "
+                           "stopped reading or the link is gone (heartbeat timeout)")
         except PeerClosed as e:
             self._fail(ch, str(e))
         except OSError as e:
