@@ -191,8 +191,8 @@ class MultifdSession:
             raise pk.PacketError(f"hello: channels {hello.channels}, this session expects "
                                  f"{self.channels}")
         with self._lock:
-            if self._closed:
-                raise pk.PacketError("hello: session already closed")
+            if self._closed or self._error is not None:
+                raise pk.PacketError("hello: this session is closed or has failed")
             if hello.channel in self._conns:
                 raise pk.PacketError(f"hello: channel {hello.channel} is already connected")
             conn = _Conn(hello.channel, sock, ChannelStats(hello.channel, bytes=pk.HELLO_SIZE))

@@ -131,6 +131,8 @@ class MultifdSender:
 
     def connect(self, timeout_s: float) -> None:
         """Open every channel and send its hello; then start the channel threads."""
+        if self._channels or self._closed:
+            raise MultifdError("multifd sender: connect() once, before close()")
         try:
             for i in range(self.channels):
                 ch = _Channel(i, self._dial(i, timeout_s))
@@ -152,6 +154,7 @@ class MultifdSender:
             raw = socket.create_connection((self.host, self.port), timeout=timeout_s)
         except OSError as e:
             raise MultifdError(f"{where}: connect failed: {e}") from None
+        sock: socket.socket = raw
         try:
             raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             # A link that silently vanishes (no RST, no FIN) under an idle channel: its
@@ -160,14 +163,14 @@ class MultifdSender:
             # retransmissions. A busy channel is caught by the send timeout already.
             raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT,
                            max(1, int(self.heartbeat_timeout_s * 1000)))
-            sock: socket.socket = raw
-            if self._ssl is not None:
-                sock = self._ssl.wrap_socket(raw, server_hostname=self.host)  # handshake
+            if self._ssl is not None:  # the TLS socket takes over the fd; handshake here
+                sock = self._ssl.wrap_socket(raw, server_hostname=self.host)
             hello = pk.Hello(self.token, index, self.channels, self.page_size, self.ram_pages)
             sock.sendall(pk.encode_hello(hello))
             set_timeouts(sock, self.heartbeat_timeout_s)
             return sock
         except (OSError, ssl.SSLError) as e:
+            sock.close()
             raw.close()
             raise MultifdError(f"{where}: {'TLS handshake' if self._ssl else 'hello'} "
                                f"failed: {e}") from None
