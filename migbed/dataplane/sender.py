@@ -96,7 +96,7 @@ class MultifdSender:
                  ssl_context: ssl.SSLContext | None = None, *,
                  heartbeat_timeout_s: float = 5.0, packet_bytes: int = DEFAULT_PACKET_BYTES,
                  queue_packets: int = DEFAULT_QUEUE_PACKETS,
-                 keepalive_s: float = DEFAULT_KEEPALIVE_S) -> None:
+                 keepalive_s: float | None = None) -> None:
         if memory.ndim != 2 or memory.dtype != np.uint8 or not memory.flags.c_contiguous:
             raise ValueError("memory must be a C-contiguous 2-D uint8 array (pages x page_size)")
         if len(token) != pk.TOKEN_BYTES:
@@ -111,7 +111,10 @@ class MultifdSender:
             raise ValueError(f"packet_bytes {packet_bytes} is not in (0, {pk.MAX_PACKET_BYTES}]")
         self.packet_pages = max(1, packet_bytes // self.page_size)
         self.heartbeat_timeout_s = heartbeat_timeout_s
-        self.keepalive_s = keepalive_s
+        # An idle channel says it is alive well inside the target's silence timeout (the
+        # same heartbeat on both sides of a migration).
+        self.keepalive_s = keepalive_s if keepalive_s is not None else \
+            min(DEFAULT_KEEPALIVE_S, heartbeat_timeout_s / 4)
         self.queue_limit_bytes = queue_packets * channels * self.packet_pages * self.page_size
         self._ssl = ssl_context
         self._flat = memory.data.cast("B")  # all of RAM as one byte view: slices are free
