@@ -159,7 +159,6 @@ class MultifdSender:
             raise MultifdError(f"{where}: connect failed: {e}") from None
         sock: socket.socket = raw
         try:
-            raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             # A link that silently vanishes (no RST, no FIN) under an idle channel: its
             # keep-alives sit unacknowledged and the kernel aborts the connection after this
             # long, so the next write fails within the heartbeat, not after TCP's ~15 min of
@@ -380,6 +379,8 @@ class MultifdSender:
         ch.stats.bytes += n
         if flag == pk.FLAG_SYNC:
             ch.stats.packets += 1
+        if flag != pk.FLAG_KEEPALIVE:
+            _push(ch.sock)
 
     def _write_pages(self, ch: _Channel, idx: np.ndarray) -> None:
         head = self._header(ch, self._index_flag, idx.size)
@@ -397,3 +398,14 @@ class MultifdSender:
 def new_token() -> bytes:
     """A fresh session token: the target makes one per migration and hands it to the source."""
     return secrets.token_bytes(pk.TOKEN_BYTES)
+
+
+def _push(sock: socket.socket) -> None:
+    """Send what Nagle holds back, now: a SYNC ends a round and the target waits for it.
+
+    Channels keep Nagle on: TCP_NODELAY on a bulk stream cost about 0.04 CPU s/GiB more on
+    the sender here (every short tail pushed as its own segment). Turning it on pushes the
+    pending segment at once (Linux), turning it off restores batching.
+    """
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 0)
