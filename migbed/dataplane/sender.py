@@ -41,8 +41,9 @@ from migbed.dataplane._io import (
 log = logging.getLogger("migbed.dataplane")
 
 # QEMU sends 512 KiB packets; in Python every packet costs wake-ups and GIL hand-overs on
-# both sides, and bench/multifd_throughput.py --packet 512KiB,1MiB,4MiB measured CPU per GiB
-# falling with the packet size (sender 0.41 -> 0.24 s/GiB, raw TCP 0.16): 4 MiB it is.
+# both sides. bench/multifd_throughput.py --packet 512KiB,1MiB,4MiB (one run, loaded
+# machine) measured the sender's CPU per GiB falling with the packet size (0.41, 0.31,
+# 0.24 s/GiB; raw TCP 0.16); 16 MiB gained nothing more. 4 MiB it is.
 DEFAULT_PACKET_BYTES = 4 << 20
 DEFAULT_QUEUE_PACKETS = 4  # per channel
 DEFAULT_KEEPALIVE_S = 0.25
