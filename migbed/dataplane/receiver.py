@@ -282,7 +282,8 @@ class MultifdListener:
         self._ssl = ssl_context
         self.hello_timeout_s = hello_timeout_s
         self.max_pending = max_pending
-        self._sock = socket.create_server((host, port), backlog=64)
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET  # "::1" too
+        self._sock = socket.create_server((host, port), family=family, backlog=64)
         self.host = host
         self.port: int = self._sock.getsockname()[1]
         self._lock = threading.Lock()

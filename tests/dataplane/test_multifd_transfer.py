@@ -160,3 +160,21 @@ def test_sync_counts_with_idle_channels_and_skipped_generations(
         assert np.array_equal(dst[[1, 2, 3, 7, 60]], src[[1, 2, 3, 7, 60]])
         assert not dst[0].any()
     listener.unregister(token)
+
+
+def test_ipv6_loopback(no_leaks: None, ram64: np.ndarray) -> None:
+    with MultifdListener("::1", hello_timeout_s=0.5) as lst:
+        src = ram64[:256]
+        dst = np.zeros_like(src)
+        token = new_token()
+        session = lst.register(token, dst, 2, PAGE, silence_timeout_s=2.0)
+        with MultifdSender("::1", lst.port, token, 2, src) as sender:
+            sender.connect(2.0)
+
+            async def run() -> None:
+                await sender.submit_async(np.arange(src.shape[0]))
+                sent = await sender.sync(1)
+                assert await session.wait_sync(1, 5.0) == sent == src.shape[0]
+
+            asyncio.run(run())
+        assert np.array_equal(dst, src)
