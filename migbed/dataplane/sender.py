@@ -11,7 +11,15 @@ sync(generation) is QEMU's multifd_send_sync_main: a SYNC packet goes on every c
 everything queued before it, and the call returns once every channel has written it.
 
 The rate limit is not here: the engine's limiter budgets bytes across all channels and only
-submits what it allows. The queue bound only keeps the engine from running far ahead.
+submits what it allows. The queue bound only keeps the engine from running far ahead (up to
+queue_limit_bytes; a bandwidth window that must match the wire counts stats() bytes, which
+are written bytes, not submitted ones).
+
+Failure detection, all within heartbeat_timeout_s: a write that moves nothing for that long
+(the target stopped reading) fails the channel; an idle channel sends a keep-alive every
+keepalive_s, so the target can time out a silent source, and TCP_USER_TIMEOUT makes the
+kernel abort a connection whose link vanished without a RST; a reset or EOF fails at once.
+The first failure is `error`; submit/sync then raise it.
 """
 
 from __future__ import annotations
