@@ -11,10 +11,10 @@ listener serves on.
 Why threads and not asyncio: a blocking recv_into releases the GIL for the whole copy, and
 with a blocking socket one MSG_WAITALL call fills a whole run; asyncio's sock_recv_into
 returns whatever is in the socket buffer and comes back through the event loop for every
-piece. bench/multifd_throughput.py measures both on raw TCP into a numpy buffer: over four
-runs on this (shared, 2-core) machine the asyncio receiver reached 0.69-1.03 of the threaded
-one with 1 connection and 0.64-1.06 with 2, and always cost more receiver CPU (0.21-0.27
-against 0.16-0.20 CPU s/GiB).
+piece. bench/multifd_throughput.py measures both on raw TCP into a numpy buffer: over five
+runs on this (shared, 2-core) machine the asyncio receiver reached 0.69-1.09 of the threaded
+one with 1 connection and 0.54-1.06 with 2 (medians 0.95 and 0.65), and always cost more
+receiver CPU (0.21-0.28 against 0.16-0.20 CPU s/GiB).
 
 Writing into memory here bypasses GuestMemory.store_pages, which does nothing but the copy
 (no lock, dirty log or snapshot is involved on the target), so nothing is skipped. The
