@@ -1,0 +1,329 @@
+"""One migration under one policy, simulated analytically: QEMU's pre-copy loop and stop-copy.
+
+The source (migration/migration.c, ~QEMU 10):
+  every check: threshold = bandwidth x downtime-limit (avail-switchover-bandwidth when
+  set; 0 until the first 100 ms window closes); pending *estimate* = RAM dirty bitmap +
+  each device's initial + dirty bytes; if below the threshold, a dirty sync and the *exact*
+  pending (adds each device's stop-copy size, which the VFIO device reports including its
+  unsent pre-copy bytes); switch when it fits (pending == 0 or < threshold) and the policy
+  allows; else send: RAM's dirty pages first, then device data, under max-bandwidth
+  (bursts of rate/10 per 100 ms window at the wire's speed). A check happens when a
+  window's budget is spent (at the window's end), every 50 ms of sending when the wire is
+  slower than the limit, at once when nothing is left to send, and every ``wait_round``
+  while the data fits and the policy waits.
+The guest: a writable working set (reference section 6): pages re-dirtied at random in the
+  hot set, so a sync after dt finds W x (1 - exp(-D dt / W)) dirty bytes of it.
+The destination (inline loads, reference section 3): see pipe.py. A device image's cost is
+  paid when its last byte arrives ("image-complete"; the first image also pays the
+  device's setup) or chunk by chunk ("per-chunk"); the ACK goes when every device's initial
+  image is loaded.
+Stop-copy: source devices save (stop-copy-save-time, serially), then the rest at the wire's
+  rate with no limit: RAM, each device's remaining initial bytes and final image (paying
+  stop-copy-load-time), the non-iterable state, then config-load-time on the destination.
+  QEMU's downtime ends when the destination has loaded everything (return-path on) or when
+  the source has written its last byte (off); the guest's adds the resume.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+
+from migbed.model.inputs import DeviceInputs, Inputs
+from migbed.model.pipe import WINDOW_S, Limiter, Pipe
+
+ITERATE_MAX_S = 0.05  # QEMU's ram_save_iterate gives the thread back after 50 ms
+MAX_CHECKS = 200_000
+# Less than this to send counts as nothing (a few pages or one device block): the loop then
+# rests instead of spinning on crumbs.
+MIN_SEND = 64 * 1024
+NAN = math.nan
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """One policy's predicted migration. Times in s, sizes in bytes; NaN where undefined."""
+
+    policy: str
+    outcome: str  # completed | cancelled | no-convergence
+    reason: str
+    stop_s: float  # pre-copy start -> VM stop
+    total_time_s: float  # QEMU's total-time (setup + pre-copy + downtime)
+    downtime_s: float  # QEMU-reported
+    guest_downtime_s: float
+    iterations: int  # QEMU's dirty-sync-count (setup sync, exact syncs, final sync)
+    ack_s: float  # when the switchover-ack reached the source (inf: never needed)
+    setup_in_downtime_s: float  # device setup + initial load still running after the stop
+    save_s: float
+    transfer_s: float
+    load_after_last_byte_s: float
+    resume_s: float
+    precopy_bytes: float
+    downtime_bytes: float
+    forced_by_cap: str = ""
+
+
+@dataclass
+class _Device:
+    cfg: DeviceInputs
+    init_left: float
+    dirty: float = 0.0
+    read_initial: float = 0.0  # the part of the state the initial image has carried
+    setup_paid: bool = False
+    load_start: float = NAN  # the initial image's load on the destination
+    load_end: float = NAN
+
+    def setup_once(self) -> float:
+        if self.setup_paid:
+            return 0.0
+        self.setup_paid = True
+        return self.cfg.setup
+
+
+class _Migration:
+    def __init__(self, inp: Inputs, policy: str) -> None:
+        self.inp = inp
+        self.policy = policy
+        limiter = Limiter(inp.max_bandwidth, inp.precopy_wire)
+        self.pipe = Pipe(limiter, inp.params.stream_buffer)
+        self.ram_hot = min(inp.working_set, inp.ram)  # the bulk stage: every page dirty
+        self.ram_cold = inp.ram - self.ram_hot
+        self.devices = [_Device(d, d.initial) for d in inp.devices]
+        self.last_sync = 0.0
+        self.dirt_t = 0.0
+        self.syncs = 1  # QEMU counts the setup sync (ram_init_bitmaps)
+        self.precopy_bytes = 0.0
+        self.ack_at = math.inf if any(d.needs_ack for d in inp.devices) else 0.0
+        self.ack_wait_start: float | None = None
+
+    def clone(self) -> _Migration:
+        twin = object.__new__(_Migration)
+        twin.__dict__.update(self.__dict__)
+        limiter = Limiter(self.inp.max_bandwidth, self.inp.precopy_wire)
+        limiter.commit(self.pipe.limiter.window_start, self.pipe.limiter.used)
+        twin.pipe = Pipe(limiter, self.pipe.buffer, self.pipe.pos, self.pipe.dest_free,
+                         list(self.pipe.stalls), [])
+        twin.devices = [replace(d) for d in self.devices]
+        return twin
+
+    # ------------------------------------------------------------ the guest and devices
+
+    def accrue_device_dirt(self, t: float) -> None:
+        dt = t - self.dirt_t
+        if dt <= 0:
+            return
+        for d in self.devices:
+            if d.cfg.dirty_rate > 0 and d.cfg.initial > 0:
+                frac = -math.expm1(-d.cfg.dirty_rate * dt / d.cfg.initial)
+                d.dirty += max(0.0, d.read_initial - d.dirty) * frac
+        self.dirt_t = t
+
+    def sync(self, t: float) -> float:
+        """A dirty sync: the working set's pages written since the last one join the bitmap."""
+        inp, w = self.inp, self.inp.working_set
+        if w > 0 and inp.dirty_rate > 0:
+            new = w * -math.expm1(-inp.dirty_rate * (t - self.last_sync) / w)
+            self.ram_hot = min(w, self.ram_hot + new - self.ram_hot * new / w)
+        self.last_sync = t
+        self.syncs += 1
+        return self.ram_hot + self.ram_cold + sum(
+            2 * (d.init_left + d.dirty) + d.cfg.stop_copy for d in self.devices)
+
+    def estimate(self) -> float:
+        return self.ram_hot + self.ram_cold + sum(d.init_left + d.dirty for d in self.devices)
+
+    def threshold(self, t: float) -> float:
+        inp = self.inp
+        if t < WINDOW_S - 1e-9:
+            return 0.0  # QEMU's threshold is 0 until the first window closes
+        if inp.avail_bandwidth > 0:
+            return inp.avail_bandwidth * inp.downtime_limit
+        w1 = math.floor(t / WINDOW_S + 1e-9) * WINDOW_S
+        return self.pipe.bytes_between(w1 - WINDOW_S, w1) / WINDOW_S * inp.downtime_limit
+
+    # ------------------------------------------------------------ sending
+
+    def _device_initial(self, t: float, d: _Device, n: float, final: bool) -> float:
+        t = self.pipe.write(t, n)
+        d.init_left -= n
+        d.read_initial += n
+        done = d.init_left <= 1e-6
+        if done:
+            d.init_left = 0.0
+        if d.cfg.per_chunk:
+            stall = self.pipe.load(t, d.setup_once() + n / d.cfg.load_rate)
+        elif done:
+            stall = self.pipe.load(t, d.setup_once() + d.cfg.initial / d.cfg.load_rate)
+        else:
+            return t
+        if math.isnan(d.load_start):
+            d.load_start = stall.start
+        if done:
+            d.load_end = stall.end
+            if not final:
+                self._note_initial_loaded()
+        return t
+
+    def _note_initial_loaded(self) -> None:
+        ends = [d.load_end for d in self.devices if d.cfg.needs_ack]
+        if all(not math.isnan(e) for e in ends):
+            self.ack_at = max(ends, default=0.0) + self.inp.params.rtt
+
+    def emit(self, t: float, k: float) -> float:
+        """Send k bytes of pre-copy data: RAM's dirty pages, then each device's data."""
+        self.precopy_bytes += k
+        for attr in ("ram_hot", "ram_cold"):
+            n = min(k, getattr(self, attr))
+            if n > 0:
+                t = self.pipe.write(t, n)
+                setattr(self, attr, getattr(self, attr) - n)
+                k -= n
+        for d in self.devices:
+            if k <= 0:
+                break
+            n = min(k, d.init_left)
+            if n > 0:
+                t = self._device_initial(t, d, n, final=False)
+                k -= n
+            n = min(k, d.dirty)
+            if n > 0:  # a middle image, loaded when it is complete
+                t = self.pipe.write(t, n)
+                d.dirty -= n
+                k -= n
+                self.pipe.load(t, d.setup_once() + n / d.cfg.load_rate)
+        return t
+
+    def queue(self) -> float:
+        return self.estimate()
+
+    def step_bytes(self, t: float) -> float:
+        """Bytes until the next check: the window's budget left, or 50 ms of wire."""
+        lim = self.pipe.limiter
+        if not lim.binding:
+            return ITERATE_MAX_S * lim.wire
+        return lim.budget_left(t)
+
+    def send(self, t: float, waiting: bool, jump: float) -> float:
+        """Send until the next check; returns its time."""
+        lim = self.pipe.limiter
+        start = t
+        queue = self.queue()
+        if queue > 0 and jump > 0 and not waiting:
+            t = self.emit(t, min(queue, jump))  # cannot cross the threshold before this
+        left = self.queue()
+        if left > 0:
+            t = self.emit(t, min(left, self.step_bytes(t)))
+        if lim.budget_spent():
+            t = max(t, lim.window_end())
+        if waiting or queue < MIN_SEND:  # nothing sent, or the policy waits: rest a round
+            t = max(t, start + self.inp.params.wait_round)
+        return t if t > start else start + 1e-3
+
+    # ------------------------------------------------------------ stop-copy
+
+    def _final_images(self, t: float) -> tuple[float, list[float]]:
+        """Each device's stop-copy data on the main stream; for multifd device state, its
+        wire time only, and each device's load end (in parallel, off the main reader)."""
+        parallel_ends: list[float] = []
+        for d in self.devices:
+            final = d.dirty + d.cfg.stop_copy
+            if self.inp.device_state_multifd:
+                rest = d.init_left + final
+                t = t + rest / self.inp.stop_wire
+                busy = d.load_end if not math.isnan(d.load_end) else t
+                cost = d.setup_once() + d.cfg.stop_load + rest / d.cfg.load_rate + d.cfg.config_load
+                parallel_ends.append(max(t, busy) + cost)
+                continue
+            if d.init_left > 0:
+                t = self._device_initial(t, d, d.init_left, final=True)
+            t = self.pipe.write(t, final)
+            self.pipe.load(t, d.setup_once() + d.cfg.stop_load + final / d.cfg.load_rate)
+        return t, parallel_ends
+
+    def stop_copy(self, t_stop: float, forced: str, reason: str) -> Outcome:
+        inp, params = self.inp, self.inp.params
+        self.accrue_device_dirt(t_stop)
+        self.sync(t_stop)  # the final sync, with the guest stopped
+        self.pipe.limiter = Limiter(math.inf, inp.stop_wire)  # the rate limit is lifted
+        downtime_bytes = self.ram_hot + self.ram_cold + sum(
+            d.init_left + d.dirty + d.cfg.stop_copy + d.cfg.state_size for d in self.devices)
+        save = sum(d.cfg.save for d in self.devices)  # source: STOP_COPY arcs, serially
+        t = self.pipe.write(t_stop + save, self.ram_hot + self.ram_cold)
+        t, parallel_ends = self._final_images(t)
+        t = self.pipe.write(t, sum(d.cfg.state_size for d in self.devices))
+        if not inp.device_state_multifd:
+            self.pipe.load(t, sum(d.cfg.config_load for d in self.devices))
+        last_byte = t
+        dest_done = max([last_byte, self.pipe.dest_free, *parallel_ends])
+        end = dest_done + params.rtt if inp.return_path else last_byte
+        in_downtime = sum(max(0.0, d.load_end - max(d.load_start, t_stop))
+                          for d in self.devices if not math.isnan(d.load_end))
+        return Outcome(
+            self.policy, "completed", reason, t_stop, params.setup + end, end - t_stop,
+            dest_done + params.resume - t_stop, self.syncs, self.ack_at, in_downtime, save,
+            last_byte - t_stop - save, dest_done - last_byte, params.resume, self.precopy_bytes,
+            downtime_bytes, forced)
+
+    def unfinished(self, t: float, outcome: str, reason: str) -> Outcome:
+        return Outcome(self.policy, outcome, reason, NAN, self.inp.params.setup + t, NAN, NAN,
+                       self.syncs, self.ack_at, NAN, NAN, NAN, NAN, NAN, self.precopy_bytes, NAN)
+
+    # ------------------------------------------------------------ the policy
+
+    def decide(self, t: float, fits: bool) -> str:
+        """go | wait | cancel, as migbed/core/policy.py's policies decide."""
+        if not fits:
+            return "wait"
+        if self.policy == "legacy":
+            return "go"
+        if self.policy == "initial-bytes-sent":
+            return "go" if all(d.init_left <= 0 for d in self.devices) else "wait"
+        if self.ack_at > t:
+            if self.ack_wait_start is None:
+                self.ack_wait_start = t
+            timeout = self.inp.ack_timeout
+            if timeout and t - self.ack_wait_start >= timeout:
+                return "go" if self.inp.ack_timeout_action == "legacy" else "cancel"
+            return "wait"
+        if self.policy == "time-aware":
+            # An ideal time-aware policy: the downtime a stop now would cause fits the limit.
+            ahead = self.clone().stop_copy(t, "", "")
+            return "go" if ahead.downtime_s <= self.inp.downtime_limit else "wait"
+        return "go"
+
+    def cap(self, t: float) -> str:
+        inp = self.inp
+        if inp.max_iterations and self.syncs >= inp.max_iterations:
+            return "max-iterations"
+        if inp.max_time and t >= inp.max_time:
+            return "max-time"
+        return ""
+
+
+def simulate(inp: Inputs, policy: str) -> Outcome:
+    """The predicted migration of `inp` under `policy` (a name from migbed.core.policy)."""
+    mig = _Migration(inp, policy)
+    t = 0.0
+    for _ in range(MAX_CHECKS):
+        if t >= inp.params.horizon:
+            break
+        mig.accrue_device_dirt(t)
+        thr = mig.threshold(t)
+        est = mig.estimate()
+        waiting = False
+        if est < thr:
+            pending = mig.sync(t)
+            fits = pending == 0 or pending < thr
+            action = mig.decide(t, fits)
+            if action == "go":
+                return mig.stop_copy(t, "", f"pending {pending:.0f} B < threshold {thr:.0f} B")
+            if action == "cancel":
+                return mig.unfinished(t, "cancelled", "no SWITCHOVER_ACK within the timeout")
+            waiting = fits
+        cap = mig.cap(t)
+        if cap:
+            if inp.cap_action == "cancel":
+                return mig.unfinished(t, "cancelled", f"{cap} reached without converging")
+            return mig.stop_copy(t, cap, f"{cap} reached: switchover forced")
+        t = mig.send(t, waiting, max(0.0, est - thr))
+    return mig.unfinished(t, "no-convergence", f"no switchover within {inp.params.horizon:g} s")

@@ -1,0 +1,54 @@
+"""A cell's prediction: every policy's migration, the regime, the legacy penalty, the ACK's cost.
+
+The regime is a property of the scenario, read off the legacy rule: "absorbed" when the
+device's setup and initial load are over before legacy stops the VM (pre-copy hides them;
+switchover-ack gains nothing), "in-downtime" when some of it runs after the stop.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from migbed.core.scenario import Scenario
+from migbed.model.inputs import Inputs, ModelParams, inputs_from
+from migbed.model.precopy import Outcome, simulate
+
+REGIME_EPS_S = 0.010  # less setup than this inside the downtime counts as absorbed
+
+
+@dataclass(frozen=True)
+class CellPrediction:
+    outcomes: dict[str, Outcome]  # by policy; always holds legacy and switchover-ack
+    regime: str  # absorbed | in-downtime | unknown (legacy did not complete)
+    setup_in_downtime_s: float  # under legacy
+    legacy_penalty_s: float  # guest downtime, legacy minus switchover-ack
+    legacy_penalty_qemu_s: float  # QEMU-reported downtime, legacy minus switchover-ack
+    ack_cost_s: float  # total time, switchover-ack minus legacy
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["outcomes"] = {p: asdict(o) for p, o in self.outcomes.items()}
+        return d
+
+
+def predict_inputs(inp: Inputs, policies: list[str] | tuple[str, ...]) -> CellPrediction:
+    wanted = list(dict.fromkeys([*policies, "legacy", "switchover-ack"]))
+    outcomes = {p: simulate(inp, p) for p in wanted}
+    leg, ack = outcomes["legacy"], outcomes["switchover-ack"]
+    if leg.outcome != "completed":
+        regime = "unknown"
+    elif leg.setup_in_downtime_s > REGIME_EPS_S:
+        regime = "in-downtime"
+    else:
+        regime = "absorbed"
+    return CellPrediction(
+        outcomes, regime, leg.setup_in_downtime_s,
+        leg.guest_downtime_s - ack.guest_downtime_s, leg.downtime_s - ack.downtime_s,
+        ack.total_time_s - leg.total_time_s)
+
+
+def predict(scenario: Scenario, policies: list[str] | tuple[str, ...],
+            params: ModelParams | None = None) -> CellPrediction:
+    """Predict `scenario` under each of `policies` (legacy and switchover-ack always)."""
+    return predict_inputs(inputs_from(scenario, params), policies)
