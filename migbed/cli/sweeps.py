@@ -160,9 +160,9 @@ def add_predict_parser(sub: Any) -> None:
 def _spec_from_args(args: argparse.Namespace) -> tuple[SweepSpec, Path, dict[str, Any]]:
     local = not args.source
     if args.resume:
-        if args.sweep or args.vary or args.scenario:
+        if args.sweep or args.vary or args.scenario or args.set or args.policy or args.repeat:
             raise SweepError("--resume DIR continues that sweep as it was defined: "
-                             "drop --sweep/--scenario/--vary")
+                             "drop --sweep/--scenario/--vary/--set/--policy/--repeat")
         out = Path(args.resume)
         spec, extra = read_spec(out)
         return spec, out, extra
@@ -178,6 +178,9 @@ def _spec_from_args(args: argparse.Namespace) -> tuple[SweepSpec, Path, dict[str
         text = base_scenario_text(name)
         spec = SweepSpec(parse_scenario(text, name).name, text, parse_vary(args.vary),
                          list(DEFAULT_POLICIES), 1, local=local)
+    if args.set:
+        spec.base_text = apply_overrides(spec.base_text, _overrides(args.set))
+        parse_scenario(spec.base_text, "--set")
     if args.policy:
         spec.policies = list(dict.fromkeys(args.policy))
     if args.repeat:
@@ -242,6 +245,8 @@ def add_sweep_parser(sub: Any) -> None:
     p.add_argument("--scenario", help=f"base scenario: TOML file or built-in name (default {DEFAULT_SCENARIO})")
     p.add_argument("--vary", action="append", metavar="KEY=v1,v2,...",
                    help="an axis, e.g. device.vf0.load-setup-time=200ms,1s (repeatable)")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE",
+                   help="override a key of the base scenario in every cell (repeatable)")
     p.add_argument("--sweep", help="a sweep file or a built-in sweep name")
     p.add_argument("--resume", metavar="DIR", help="continue an interrupted sweep in DIR")
     p.add_argument("--policy", action="append", choices=POLICIES,

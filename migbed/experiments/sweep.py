@@ -453,6 +453,8 @@ def run_sweep(spec: SweepSpec, out: Path, source: str = "", target: str = "",
             ssvc = start_service("source", logs, wrapper=wrap)
             stack.callback(ssvc.stop)
             source, target = ssvc.address, tsvc.address
+            (logs / "stack.json").write_text(json.dumps(
+                {svc.role: {"pid": svc.process.pid, "address": svc.address} for svc in (tsvc, ssvc)}))
         control = SourceControl(source)
         stack.callback(control.close)
         bar = stack.enter_context(tqdm(total=total, initial=total - len(todo), unit="run",
