@@ -71,6 +71,7 @@ class Inputs:
     ack_timeout_action: str
     return_path: bool
     device_state_multifd: bool
+    interleave: bool  # QEMU >= 9.0: devices iterate beside RAM (see precopy.py)
     precopy_wire: float  # bytes/s the link carries (goodput)
     stop_wire: float
     params: ModelParams
@@ -102,4 +103,5 @@ def inputs_from(scenario: Scenario, params: ModelParams | None = None) -> Inputs
         max_time=m.max_time, cap_action=m.cap_action, ack_timeout=m.switchover_ack_timeout,
         ack_timeout_action=m.ack_timeout_action, return_path=m.return_path,
         device_state_multifd=m.device_state_transfer == "multifd",
+        interleave=m.qemu_version != "8.1",
         precopy_wire=wire, stop_wire=wire, params=params)

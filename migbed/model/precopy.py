@@ -38,6 +38,7 @@ MAX_CHECKS = 200_000
 # rests instead of spinning on crumbs.
 MIN_SEND = 64 * 1024
 LOAD_CHUNK = 1024 * 1024  # the stream's device chunk (per-chunk loads)
+VFIO_BLOCK = 1024 * 1024  # what VFIO's save_live_iterate sends per turn (its data buffer)
 NAN = math.nan
 
 
@@ -186,15 +187,16 @@ class _Migration:
         if all(not math.isnan(e) for e in ends):
             self.ack_at = max(ends, default=0.0) + self.inp.params.rtt
 
-    def emit(self, t: float, k: float) -> float:
-        """Send k bytes of pre-copy data: RAM's dirty pages, then each device's data."""
-        self.precopy_bytes += k
+    def _emit_ram(self, t: float, k: float) -> tuple[float, float]:
         for attr in ("ram_hot", "ram_cold"):
             n = min(k, getattr(self, attr))
             if n > 0:
                 t = self.pipe.write(t, n)
                 setattr(self, attr, getattr(self, attr) - n)
                 k -= n
+        return t, k
+
+    def _emit_devices(self, t: float, k: float) -> tuple[float, float]:
         for d in self.devices:
             if k <= 0:
                 break
@@ -208,6 +210,31 @@ class _Migration:
                 d.dirty -= n
                 k -= n
                 self.pipe.load(t, d.setup_once() + n / d.cfg.load_rate)
+        return t, k
+
+    def _interleaving(self) -> bool:
+        """QEMU >= 9.0 (commit 4e1871c450) gives every device a turn in each iteration, unless
+        the rate limit is exceeded: with the wire slower than max-bandwidth, RAM's 50 ms of
+        pages are followed by one VFIO block. Before 9.0 (and whenever the budget binds, as
+        RAM spends it first), device data waits until RAM's bitmap pass is done."""
+        return self.inp.interleave and not self.pipe.limiter.binding
+
+    def emit(self, t: float, k: float) -> float:
+        """Send k bytes of pre-copy data: RAM's dirty pages, then each device's data."""
+        self.precopy_bytes += k
+        if not self._interleaving():
+            t, k = self._emit_ram(t, k)
+            t, _ = self._emit_devices(t, k)
+            return t
+        ram_step = ITERATE_MAX_S * self.pipe.limiter.wire
+        while k > 1e-6:
+            before = k
+            t, k = self._emit_ram(t, min(k, ram_step))
+            k = before - min(before, ram_step) + k  # what RAM did not take stays to send
+            t, left = self._emit_devices(t, min(k, VFIO_BLOCK))
+            k -= min(k, VFIO_BLOCK) - left
+            if k >= before - 1e-6:
+                break  # nothing left to send
         return t
 
     def queue(self) -> float:
@@ -217,7 +244,7 @@ class _Migration:
         """Bytes until the next check: the window's budget left, or 50 ms of wire."""
         lim = self.pipe.limiter
         if not lim.binding:
-            return ITERATE_MAX_S * lim.wire
+            return ITERATE_MAX_S * lim.wire + (VFIO_BLOCK if self._interleaving() else 0.0)
         return lim.budget_left(t)
 
     def send(self, t: float, waiting: bool, jump: float) -> float:
