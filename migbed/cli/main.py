@@ -259,6 +259,8 @@ _EXTENSIONS: dict[str, tuple[str, str, str]] = {
     "deploy": ("migbed.env.deploy", "add_parser",
                "install migbed on lab hosts over SSH (Ansible) and run an experiment across them"),
     "certs": ("migbed.env.certs", "add_parser", "make a lab CA and mTLS certificates"),
+    "evacuate": ("migbed.fleet.cli", "add_parser",
+                 "drain a host of K guests under parallel-migration limits, per policy"),
     "predict": ("migbed.cli.sweeps", "add_predict_parser", "predict a scenario with the analytical model"),
     "sweep": ("migbed.cli.sweeps", "add_sweep_parser", "run a scenario over a grid of values, measured and predicted"),
 }
