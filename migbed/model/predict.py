@@ -2,7 +2,8 @@
 
 The regime is a property of the scenario, read off the legacy rule: "absorbed" when the
 device's setup and initial load are over before legacy stops the VM (pre-copy hides them;
-switchover-ack gains nothing), "in-downtime" when some of it runs after the stop.
+switchover-ack gains nothing), "in-downtime" when more than 10 ms and 10 % of them run
+after the stop.
 """
 
 from __future__ import annotations
@@ -14,7 +15,10 @@ from migbed.core.scenario import Scenario
 from migbed.model.inputs import Inputs, ModelParams, inputs_from
 from migbed.model.precopy import Outcome, simulate
 
-REGIME_EPS_S = 0.010  # less setup than this inside the downtime counts as absorbed
+# Absorbed: what of the devices' setup and initial load runs after the stop is at most
+# this, or this share of it (per-chunk loads leave the last buffered chunks' loads over).
+REGIME_EPS_S = 0.010
+REGIME_SHARE = 0.10
 
 
 @dataclass(frozen=True)
@@ -32,13 +36,18 @@ class CellPrediction:
         return d
 
 
+def initial_load_cost(inp: Inputs) -> float:
+    """s the destination spends on the devices' setups and initial images."""
+    return sum(d.setup + d.initial / d.load_rate for d in inp.devices if d.initial > 0)
+
+
 def predict_inputs(inp: Inputs, policies: list[str] | tuple[str, ...]) -> CellPrediction:
     wanted = list(dict.fromkeys([*policies, "legacy", "switchover-ack"]))
     outcomes = {p: simulate(inp, p) for p in wanted}
     leg, ack = outcomes["legacy"], outcomes["switchover-ack"]
     if leg.outcome != "completed":
         regime = "unknown"
-    elif leg.setup_in_downtime_s > REGIME_EPS_S:
+    elif leg.setup_in_downtime_s > max(REGIME_EPS_S, REGIME_SHARE * initial_load_cost(inp)):
         regime = "in-downtime"
     else:
         regime = "absorbed"
