@@ -21,12 +21,12 @@ import re
 import tomllib
 import uuid
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from migbed.core.policy import POLICIES
-from migbed.core.scenario import ScenarioError, builtin_scenario_text, parse_scenario
+from migbed.core.scenario import Scenario, ScenarioError, builtin_scenario_text, parse_scenario
 from migbed.measure.record import RunRecord
 
 MAX_CELLS_RUN = 1000  # a measured sweep bigger than this is a mistake (hours of runs)
@@ -79,10 +79,18 @@ def apply_overrides(scenario_text: str, overrides: dict[str, Any]) -> str:
 
     Only the shape is checked here (the section, the device name); the values are the
     scenario validator's business (parse_scenario on the result)."""
+    return _overridden(_toml_data(scenario_text), overrides)
+
+
+def _toml_data(scenario_text: str) -> dict[str, Any]:
     try:
-        data = tomllib.loads(scenario_text)
+        return tomllib.loads(scenario_text)
     except tomllib.TOMLDecodeError as e:
         raise SweepError(f"base scenario: not valid TOML: {e}") from None
+
+
+def _overridden(data: dict[str, Any], overrides: dict[str, Any]) -> str:
+    data = json.loads(json.dumps(data))  # a deep copy (TOML values are JSON values here)
     for key, value in overrides.items():
         _set_key(data, key, value)
     return dump_toml(data)
@@ -128,6 +136,7 @@ class Cell:
     index: int
     values: dict[str, Any]
     text: str  # the cell's scenario TOML
+    scenario: Scenario | None = field(default=None, compare=False, repr=False)  # once validated
 
     @property
     def label(self) -> str:
@@ -147,12 +156,13 @@ class SweepSpec:
 
     def cells(self) -> list[Cell]:
         combos = itertools.product(*(a.values for a in self.axes))
+        base = _toml_data(self.base_text)
         out = []
         for i, combo in enumerate(combos):
             values = dict(zip((a.key for a in self.axes), combo, strict=True))
             # One scenario name for every cell: Prometheus labels stay bounded (the sweep's
             # name is the scenario label; the cell goes only into the run record).
-            out.append(Cell(i, values, apply_overrides(self.base_text, {**values, "name": self.name})))
+            out.append(Cell(i, values, _overridden(base, {**values, "name": self.name})))
         return out
 
     def to_dict(self) -> dict[str, Any]:
@@ -204,10 +214,10 @@ def validate(spec: SweepSpec, max_cells: int = MAX_CELLS_RUN) -> list[Cell]:
         _check_axis(spec, axis, seen)
     if spec.cell_count > max_cells:
         raise SweepError(f"{spec.cell_count} cells: at most {max_cells} here")
-    cells = spec.cells()
-    for cell in cells:
+    cells = []
+    for cell in spec.cells():
         try:
-            parse_scenario(cell.text, f"cell {cell.index}")
+            cells.append(replace(cell, scenario=parse_scenario(cell.text, f"cell {cell.index}")))
         except ScenarioError as e:
             raise SweepError(f"cell {cell.label}: {e}") from None
     return cells
@@ -385,7 +395,7 @@ def predict_cells(spec: SweepSpec, cells: list[Cell], params: Any) -> list[dict[
 
     out = []
     for cell in cells:
-        sc = parse_scenario(cell.text, f"cell {cell.index}")
+        sc = cell.scenario or parse_scenario(cell.text, f"cell {cell.index}")
         out.append({"cell": cell.index, "values": cell.values,
                     "prediction": predict(sc, spec.policies, params).to_dict()})
     return out

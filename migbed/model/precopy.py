@@ -228,6 +228,9 @@ class _Migration:
             return t
         ram_step = ITERATE_MAX_S * self.pipe.limiter.wire
         while k > 1e-6:
+            if self.ram_hot + self.ram_cold <= 0:  # VFIO's turns back to back: one stretch
+                t, _ = self._emit_devices(t, k)
+                break
             before = k
             t, k = self._emit_ram(t, min(k, ram_step))
             k = before - min(before, ram_step) + k  # what RAM did not take stays to send

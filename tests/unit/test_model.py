@@ -11,7 +11,7 @@ import math
 
 import pytest
 
-from migbed.core.scenario import builtin_scenario_text, parse_scenario
+from migbed.core.scenario import parse_scenario
 from migbed.model import ModelParams, inputs_from, predict, simulate
 from migbed.model.pipe import Limiter, Pipe
 
