@@ -173,8 +173,8 @@ def plot_downtime(spec: SweepSpec, views: list[CellView], metric: str, fixed: di
     vrange = (min(seen), max(seen)) if seen else None
     for ax, pol in zip(axes, spec.policies, strict=True):
         _heatmap(ax, spec, grid, lambda c, pol=pol: c.value(pol, metric), pol, "viridis", vrange)
-    fig.suptitle(f"{METRICS[metric][2]}: measured median (predicted); thick line: model's "
-                 f"regime boundary (cyan){_fixed_label(fixed)}", fontsize=10)
+    fig.suptitle(f"{METRICS[metric][2]}: {_what(views)}; cyan line: the model's "
+                 f"regime boundary{_fixed_label(fixed)}", fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -193,10 +193,17 @@ def plot_penalty(spec: SweepSpec, views: list[CellView], fixed: dict[str, Any], 
              "legacy penalty: QEMU downtime, legacy - switchover-ack (ms)", "magma")
     _heatmap(axes[2], spec, grid, diff("switchover-ack", "legacy", "total"),
              "the ACK's cost: total time, switchover-ack - legacy (ms)", "cividis")
-    fig.suptitle(f"measured median (predicted){_fixed_label(fixed)}", fontsize=10)
+    fig.suptitle(f"{_what(views)}; cyan line: the model's regime boundary{_fixed_label(fixed)}",
+                 fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def _what(views: list[CellView]) -> str:
+    if any(v.measured for v in views):
+        return "measured median (predicted)"
+    return "predicted by the model (no runs)"
 
 
 def _fixed_label(fixed: dict[str, Any]) -> str:
