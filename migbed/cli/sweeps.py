@@ -80,8 +80,8 @@ def _overrides(items: list[str] | None) -> dict[str, Any]:
 # ---------------------------------------------------------------- predict
 
 
-def _ms(x: float) -> str:
-    return "-" if x != x else f"{x * 1e3:.0f}"  # NaN prints as "-"
+def _ms(x: float | None) -> str:
+    return "-" if x is None or x != x else f"{x * 1e3:.0f}"  # NaN (undefined) prints as "-"
 
 
 def format_prediction(pred: CellPrediction, policies: list[str]) -> str:

@@ -8,6 +8,7 @@ after the stop.
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -31,9 +32,14 @@ class CellPrediction:
     ack_cost_s: float  # total time, switchover-ack minus legacy
 
     def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["outcomes"] = {p: asdict(o) for p, o in self.outcomes.items()}
+        """JSON-ready: NaN and infinity (undefined, never) become None."""
+        d = {k: _finite(v) for k, v in asdict(self).items() if k != "outcomes"}
+        d["outcomes"] = {p: {k: _finite(v) for k, v in asdict(o).items()} for p, o in self.outcomes.items()}
         return d
+
+
+def _finite(v: Any) -> Any:
+    return None if isinstance(v, float) and not math.isfinite(v) else v
 
 
 def initial_load_cost(inp: Inputs) -> float:

@@ -73,7 +73,7 @@ def cell_views(spec: SweepSpec, predictions: list[dict[str, Any]], runs: list[Fi
         v = CellView(p["cell"], p["values"], pr["regime"])
         for pol, o in pr["outcomes"].items():
             if o["outcome"] == "completed":
-                v.predicted[pol] = {m: float(o[f]) * 1e3 for m, (_, f, _) in METRICS.items()}
+                v.predicted[pol] = {m: float(o[f]) * 1e3 for m, (_, f, _) in METRICS.items() if o[f] is not None}
         views.append(v)
     by_cell: dict[tuple[int, str], list[FinishedRun]] = {}
     for r in runs:
