@@ -23,31 +23,21 @@ import tempfile
 from dataclasses import replace
 from pathlib import Path
 
-from _common import header, migrate, require_ok, stack, table
+from _common import header, table
 
-from migbed.experiments.sweep import load_sweep, predict_cells, read_runs, read_spec, run_sweep, write_spec
+from migbed.experiments.sweep import (
+    load_sweep,
+    measure_wire_rate,
+    predict_cells,
+    read_runs,
+    read_spec,
+    run_sweep,
+    services,
+    write_spec,
+)
 from migbed.model import ModelParams
 
-CALIBRATION = """\
-name = "wire-calibration"
-[guest]
-ram-size = "256MiB"
-[migration]
-max-bandwidth = "100GiB/s"
-warmup = "100ms"
-"""
 GOAL_SHARE, GOAL_MS = 0.10, 20.0
-
-
-def measure_wire_rate(source: object, target_address: str) -> float:
-    """Bytes/s of the engine's own stream, unthrottled: RAM-only bulk stage."""
-    rates = []
-    for _ in range(2):
-        rec = require_ok(migrate(source, target_address, CALIBRATION, "legacy"))  # type: ignore[arg-type]
-        start = rec.event_time("precopy") or 0.0
-        stop = rec.event_time("stop") or rec.total_time_ms
-        rates.append(rec.precopy_bytes / ((stop - start) / 1e3))
-    return statistics.median(rates)
 
 
 def score(spec_dir: Path, wire_rate: float) -> list[list[str]]:
@@ -100,11 +90,11 @@ def main(argv: list[str] | None = None) -> int:
         tmp = tempfile.TemporaryDirectory(prefix="migbed-accuracy-")
         out = Path(args.out or tmp.name) / "sweep"
         spec = replace(load_sweep(args.sweep), repeat=args.repeat)
-        with stack(out.parent / "logs") as (source, target):
-            wire = args.wire_rate or measure_wire_rate(source, target.address)
+        with services(out) as (source, target):
+            wire = args.wire_rate or measure_wire_rate(source, target)
             print(f"   wire rate {wire / 1e6:.0f} MB/s (measured: unthrottled RAM-only bulk stage)", flush=True)
-            write_spec(out, spec, {"wire_rate": wire, "predict_only": False, "source": source.address})
-            run_sweep(spec, out, source.address, target.address, progress=True)
+            write_spec(out, spec, {"wire_rate": wire, "predict_only": False})
+            run_sweep(spec, out, source, target, progress=True)
     print(table(score(out, wire)))
     print(f"\ngoal: median |error| <= max({GOAL_MS:.0f} ms, {GOAL_SHARE:.0%} of measured) per policy")
     return 0

@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from migbed.cli.main import _address
 from migbed.core.policy import POLICIES
 from migbed.core.scenario import DEFAULT_SCENARIO, parse_scenario
 from migbed.core.units import UnitError, format_bytes, parse_byte_rate, parse_size
@@ -29,10 +30,12 @@ from migbed.experiments.sweep import (
     builtin_sweeps,
     coerce_value,
     load_sweep,
+    measure_wire_rate,
     parse_vary,
     predict_cells,
     read_spec,
     run_sweep,
+    services,
     validate,
     write_predictions,
     write_spec,
@@ -56,9 +59,10 @@ def _size(text: str) -> float:
         raise argparse.ArgumentTypeError(str(e)) from None
 
 
-def _model_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--wire-rate", type=_rate, default=DEFAULT_WIRE_RATE,
-                   help="bytes/s the unshaped wire moves (local processes; default 1GB/s), e.g. 800MB/s")
+def _model_args(p: argparse.ArgumentParser, measured: bool = False) -> None:
+    default = "measured before a measured sweep (a RAM-only migration), else 1GB/s" if measured else "1GB/s"
+    p.add_argument("--wire-rate", type=_rate, default=None if measured else DEFAULT_WIRE_RATE,
+                   help=f"bytes/s the unshaped wire moves (local processes; default: {default}), e.g. 800MB/s")
     p.add_argument("--stream-buffer", type=_size, default=ModelParams().stream_buffer,
                    help="bytes the source may run ahead of a stalled destination (default 8MiB)")
 
@@ -202,20 +206,31 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     spec, out, extra = _spec_from_args(args)
     predict_only = bool(extra.get("predict_only"))
     cells = validate(spec, MAX_CELLS_PREDICT if predict_only else MAX_CELLS_RUN)
-    write_spec(out, spec, extra)
-    params = ModelParams(wire_rate=float(extra["wire_rate"]), shaped=False if spec.local else None,
-                         stream_buffer=float(extra.get("stream_buffer", ModelParams().stream_buffer)))
-    write_predictions(out, predict_cells(spec, cells, params), params)
     runs = spec.cell_count * spec.repeat * len(spec.policies)
     what = "predicted only" if predict_only else f"{runs} runs ({spec.repeat} per cell and policy)"
     print(f"migbed: sweep {spec.name} ({spec.sweep_id}): {len(cells)} cells x "
           f"{', '.join(spec.policies)}, {what}; results in {out}", flush=True)
-    if not predict_only:
-        run_sweep(spec, out, extra.get("source", ""), extra.get("target", ""),
-                  progress=not args.no_progress)
+    if predict_only:
+        extra["wire_rate"] = extra["wire_rate"] or DEFAULT_WIRE_RATE
+        _predict(out, spec, cells, extra)
+    else:
+        with services(out, extra.get("source", ""), extra.get("target", "")) as (source, target):
+            if not extra["wire_rate"]:
+                extra["wire_rate"] = measure_wire_rate(source, target)
+                print(f"wire rate {format_bytes(extra['wire_rate'])}/s (measured: an unthrottled "
+                      "RAM-only migration; the model's input)", flush=True)
+            _predict(out, spec, cells, extra)
+            run_sweep(spec, out, source, target, progress=not args.no_progress)
     if not args.no_report:
         _report(out)
     return 0
+
+
+def _predict(out: Path, spec: SweepSpec, cells: list[Any], extra: dict[str, Any]) -> None:
+    write_spec(out, spec, extra)
+    params = ModelParams(wire_rate=float(extra["wire_rate"]), shaped=False if spec.local else None,
+                         stream_buffer=float(extra.get("stream_buffer") or ModelParams().stream_buffer))
+    write_predictions(out, predict_cells(spec, cells, params), params)
 
 
 def _report(out: Path) -> None:
@@ -254,9 +269,9 @@ def add_sweep_parser(sub: Any) -> None:
     p.add_argument("--repeat", type=_repeat, help="runs per cell and policy (default 1)")
     p.add_argument("--predict", action="store_true", help="the model only: no runs")
     p.add_argument("--out", help="results folder (default results/sweep-<name>-<timestamp>)")
-    p.add_argument("--source", help="a running source service HOST:PORT (default: local processes)")
-    p.add_argument("--target", help="the target, as the source dials it")
+    p.add_argument("--source", type=_address, help="a running source service HOST:PORT (default: local processes)")
+    p.add_argument("--target", type=_address, help="the target, as the source dials it")
     p.add_argument("--no-progress", action="store_true", help="no progress bar or per-run lines")
     p.add_argument("--no-report", action="store_true", help="skip the HTML/PNG report")
-    _model_args(p)
+    _model_args(p, measured=True)
     p.set_defaults(func=cmd_sweep)

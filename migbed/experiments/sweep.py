@@ -14,13 +14,14 @@ already in ``runs.jsonl`` are not redone, so each (cell, policy) ends with exact
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import os
 import re
 import tomllib
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -435,17 +436,67 @@ def _run_one(control: Any, spec: SweepSpec, cell: Cell, policy: str, repeat: int
     return record
 
 
-def run_sweep(spec: SweepSpec, out: Path, source: str = "", target: str = "",
-              progress: bool = True, log_dir: Path | None = None) -> list[FinishedRun]:
-    """Run every (cell, repeat, policy) not yet in out/runs.jsonl; returns all finished runs.
-    With no source/target, two local processes (started here, stopped at the end)."""
-    import contextlib
+@contextlib.contextmanager
+def services(out: Path, source: str = "", target: str = "") -> Iterator[tuple[str, str]]:
+    """(source, target) addresses: the given ones, or two local processes started here (their
+    pids in out/logs/stack.json) and stopped on the way out, or with us if we are killed."""
+    if source:
+        yield source, target
+        return
+    from migbed.experiments.localstack import start_service
+
+    logs = out / "logs"
+    wrap = _pdeathsig_wrapper()
+    with contextlib.ExitStack() as stack:
+        tsvc = start_service("target", logs, wrapper=wrap)
+        stack.callback(tsvc.stop)
+        ssvc = start_service("source", logs, wrapper=wrap)
+        stack.callback(ssvc.stop)
+        (logs / "stack.json").write_text(json.dumps(
+            {svc.role: {"pid": svc.process.pid, "address": svc.address} for svc in (tsvc, ssvc)}))
+        yield ssvc.address, tsvc.address
+
+
+CALIBRATION_SCENARIO = """\
+# The wire's rate, as the model's input: a threshold so high that the first check switches
+# over, so the whole RAM goes in the final copy, at the wire's speed (no rate limit there).
+name = "wire-calibration"
+[guest]
+ram-size = "256MiB"
+[migration]
+max-bandwidth = "1MiB/s"
+avail-switchover-bandwidth = "100GiB/s"
+downtime-limit = "2000s"
+warmup = "100ms"
+"""
+
+
+def measure_wire_rate(source: str, target: str) -> float:
+    """Bytes/s the engine's own stream moves between these services with no rate limit: a
+    RAM-only migration whose RAM all goes in the final copy (downtime bytes / downtime)."""
+    from migbed.experiments.controller import SourceControl
+
+    control = SourceControl(source)
+    try:
+        run_id = f"wire-calibration-{uuid.uuid4().hex[:8]}"
+        control.start(CALIBRATION_SCENARIO, "legacy", target, run_id, {"repeat": "0"})
+        rec = control.watch(run_id)
+    finally:
+        control.close()
+    if rec.outcome != "completed" or rec.downtime_ms <= 0 or rec.downtime_bytes < (64 << 20):
+        raise SweepError(f"measuring the wire rate failed ({rec.outcome}: {rec.error}); "
+                         "give --wire-rate instead")
+    return rec.downtime_bytes / (rec.downtime_ms / 1e3)
+
+
+def run_sweep(spec: SweepSpec, out: Path, source: str, target: str,
+              progress: bool = True) -> list[FinishedRun]:
+    """Run every (cell, repeat, policy) not yet in out/runs.jsonl; returns all finished runs."""
     import sys
 
     from tqdm import tqdm
 
     from migbed.experiments.controller import SourceControl
-    from migbed.experiments.localstack import start_service
 
     cells = spec.cells()
     done = read_runs(out, repair=True)
@@ -455,16 +506,6 @@ def run_sweep(spec: SweepSpec, out: Path, source: str = "", target: str = "",
         return done
     interactive = progress and sys.stderr.isatty()
     with contextlib.ExitStack() as stack:
-        if not source:
-            logs = log_dir or out / "logs"
-            wrap = _pdeathsig_wrapper()
-            tsvc = start_service("target", logs, wrapper=wrap)
-            stack.callback(tsvc.stop)
-            ssvc = start_service("source", logs, wrapper=wrap)
-            stack.callback(ssvc.stop)
-            source, target = ssvc.address, tsvc.address
-            (logs / "stack.json").write_text(json.dumps(
-                {svc.role: {"pid": svc.process.pid, "address": svc.address} for svc in (tsvc, ssvc)}))
         control = SourceControl(source)
         stack.callback(control.close)
         bar = stack.enter_context(tqdm(total=total, initial=total - len(todo), unit="run",
