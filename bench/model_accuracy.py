@@ -17,7 +17,6 @@ the median over its repeats of guest_downtime_ms (completed, verified runs only)
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
 import tempfile
 from dataclasses import replace
@@ -36,40 +35,31 @@ from migbed.experiments.sweep import (
     write_spec,
 )
 from migbed.model import ModelParams
-
-GOAL_SHARE, GOAL_MS = 0.10, 20.0
+from migbed.report.regime import GOAL_MS, GOAL_SHARE, accuracy, cell_views
 
 
 def score(spec_dir: Path, wire_rate: float) -> list[list[str]]:
+    """Per-cell and per-policy tables of predicted vs measured guest downtime."""
     spec, _ = read_spec(spec_dir)
     cells = spec.cells()
-    preds = predict_cells(spec, cells, ModelParams(wire_rate=wire_rate, shaped=False if spec.local else None))
-    runs = read_runs(spec_dir)
-    rows = [["policy", "cells", "median |error| ms", "median |error| %", "within goal", "worst cell (pred/meas ms)"]]
+    params = ModelParams(wire_rate=wire_rate, shaped=False if spec.local else None)
+    views = cell_views(spec, predict_cells(spec, cells, params), read_runs(spec_dir))
     per_cell = [["cell", "policy", "regime", "measured ms", "predicted ms", "error ms"]]
     for policy in spec.policies:
-        errs: list[tuple[float, float, float, str]] = []
-        for c, p in zip(cells, preds, strict=True):
-            done = [r.record.guest_downtime_ms for r in runs
-                    if r.cell == c.index and r.policy == policy and r.record.verified]
-            o = p["prediction"]["outcomes"][policy]
-            if not done or o["outcome"] != "completed":
-                continue
-            measured, predicted = statistics.median(done), o["guest_downtime_s"] * 1e3
-            errs.append((abs(predicted - measured), measured, predicted, c.label))
-            per_cell.append([c.label, policy, p["prediction"]["regime"], f"{measured:.0f}",
-                             f"{predicted:.0f}", f"{predicted - measured:+.0f}"])
-        if not errs:
-            rows.append([policy, "0", "-", "-", "-", "-"])
-            continue
-        abs_ms = statistics.median(e[0] for e in errs)
-        rel = statistics.median(e[0] / e[1] * 100 for e in errs if e[1] > 0)
-        ok = sum(e[0] <= max(GOAL_MS, GOAL_SHARE * e[1]) for e in errs)
-        worst = max(errs)
-        rows.append([policy, str(len(errs)), f"{abs_ms:.0f}", f"{rel:.0f}", f"{ok}/{len(errs)}",
-                     f"{worst[3]} ({worst[2]:.0f}/{worst[1]:.0f})"])
+        for v in views:
+            m, p = v.value(policy, "guest")
+            if m is not None and p is not None:
+                label = ", ".join(f"{k.rsplit('.', 1)[-1]}={x}" for k, x in v.values.items())
+                per_cell.append([label, policy, v.regime, f"{m:.0f}", f"{p:.0f}", f"{p - m:+.0f}"])
     print(table(per_cell))
     print()
+    rows = [["policy", "cells", "median |error| ms", "median |error| %", "within goal", "goal met",
+             "worst cell (pred/meas ms)"]]
+    for policy in spec.policies:
+        a = accuracy(views, policy)
+        rows.append([policy, str(a.cells), f"{a.median_abs_ms:.0f}", f"{a.median_abs_share:.0%}",
+                     f"{a.within_goal}/{a.cells}", "yes" if a.meets_goal else "no",
+                     f"{a.worst_label} ({a.worst_predicted_ms:.0f}/{a.worst_measured_ms:.0f})"])
     return rows
 
 

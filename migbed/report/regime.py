@@ -217,6 +217,45 @@ def facets(spec: SweepSpec, limit: int = 12) -> list[dict[str, Any]]:
     return [dict(zip((a.key for a in extra), c, strict=True)) for c in itertools.islice(combos, limit)]
 
 
+# ---------------------------------------------------------------- the model's error
+
+GOAL_SHARE, GOAL_MS = 0.10, 20.0  # issue 16: within 10 % or 20 ms, whichever is larger
+
+
+@dataclass(frozen=True)
+class Accuracy:
+    policy: str
+    cells: int  # cells with a measured median and a completed prediction
+    median_abs_ms: float
+    median_abs_share: float  # of the measured value
+    within_goal: int  # cells with |error| <= max(GOAL_MS, GOAL_SHARE x measured)
+    worst_label: str
+    worst_predicted_ms: float
+    worst_measured_ms: float
+
+    @property
+    def meets_goal(self) -> bool:
+        return self.cells > 0 and (self.median_abs_ms <= GOAL_MS or self.median_abs_share <= GOAL_SHARE)
+
+
+def accuracy(views: list[CellView], policy: str, metric: str = "guest") -> Accuracy:
+    """Predicted against measured (cell medians) for one policy."""
+    errs = []
+    for v in views:
+        m, p = v.value(policy, metric)
+        if m is not None and p is not None:
+            label = ", ".join(f"{k.rsplit('.', 1)[-1]}={x}" for k, x in v.values.items())
+            errs.append((abs(p - m), m, p, label))
+    if not errs:
+        nan = float("nan")
+        return Accuracy(policy, 0, nan, nan, 0, "", nan, nan)
+    worst = max(errs)
+    return Accuracy(
+        policy, len(errs), statistics.median(e[0] for e in errs),
+        statistics.median(e[0] / e[1] if e[1] > 0 else float("inf") for e in errs),
+        sum(e[0] <= max(GOAL_MS, GOAL_SHARE * e[1]) for e in errs), worst[3], worst[2], worst[1])
+
+
 # ---------------------------------------------------------------- CSV and HTML
 
 
@@ -270,6 +309,31 @@ def _cell_rows(spec: SweepSpec, views: list[CellView]) -> list[list[str]]:
     return rows
 
 
+def _accuracy_table(spec: SweepSpec, views: list[CellView]) -> str:
+    rows = []
+    for pol in spec.policies:
+        a = accuracy(views, pol)
+        if a.cells:
+            worst = f"{a.worst_label} ({a.worst_predicted_ms:.0f} / {a.worst_measured_ms:.0f})"
+            rows.append(f"<tr><td>{html.escape(pol)}</td><td>{a.cells}</td><td>{a.median_abs_ms:.0f}</td>"
+                        f"<td>{a.median_abs_share:.0%}</td><td>{a.within_goal}/{a.cells}</td>"
+                        f"<td>{html.escape(worst)}</td></tr>")
+    if not rows:
+        return ""
+    head = ("<tr><th>policy</th><th>cells</th><th>median |error| ms</th><th>median |error| %</th>"
+            f"<th>within max({GOAL_MS:.0f} ms, {GOAL_SHARE:.0%})</th>"
+            "<th>worst cell (predicted / measured ms)</th></tr>")
+    return "<h2>the model's error (guest-visible downtime)</h2><table>" + head + "".join(rows) + "</table>"
+
+
+def _params_text(params: dict[str, Any]) -> str:
+    def show(k: str, v: Any) -> str:
+        if k in ("wire_rate", "stream_buffer") and isinstance(v, int | float):
+            return f"{k}={v / 1e6:.0f} MB{'/s' if k == 'wire_rate' else ''}"
+        return f"{k}={v}"
+    return ", ".join(show(k, v) for k, v in params.items())
+
+
 def render_page(spec: SweepSpec, extra: dict[str, Any], params: dict[str, Any],
                 images: list[tuple[str, Path]], views: list[CellView]) -> str:
     head = ["cell", "values", "predicted regime", "policy", "runs", "guest ms measured",
@@ -290,15 +354,15 @@ def render_page(spec: SweepSpec, extra: dict[str, Any], params: dict[str, Any],
         f"<p>{html.escape(spec.description)}</p>",
         f"<p>Axes: {axes}. Policies: {html.escape(', '.join(spec.policies))}. {html.escape(mode)}.</p>",
         "<p>Inputs of the model beside the scenario: "
-        + html.escape(", ".join(f"{k}={v}" for k, v in params.items())) + ". Each heatmap cell: the "
-        "measured median, and the model's prediction in brackets. The thick line is the model's "
-        "regime boundary: on one side legacy leaves device setup inside the downtime, on the "
-        "other pre-copy absorbs it.</p>",
+        + html.escape(_params_text(params)) + ". Each heatmap cell: the measured median, and the "
+        "model's prediction in brackets. The cyan line is the model's regime boundary: on one "
+        "side legacy leaves device setup inside the downtime, on the other pre-copy absorbs it.</p>",
     ]
     for title, path in images:
         parts += [f"<h2>{html.escape(title)}</h2>", _img(path, title)]
-    parts += ["<h2>cells: measured and predicted</h2>", f"<table><tr>{th}</tr>{trs}</table>",
-              "<pre>" + html.escape(spec.base_text) + "</pre>", "</body></html>"]
+    parts += [_accuracy_table(spec, views), "<h2>cells: measured and predicted</h2>",
+              f"<table><tr>{th}</tr>{trs}</table>", "<pre>" + html.escape(spec.base_text) + "</pre>",
+              "</body></html>"]
     return "\n".join(parts)
 
 
