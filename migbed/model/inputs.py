@@ -72,6 +72,7 @@ class Inputs:
     return_path: bool
     device_state_multifd: bool
     interleave: bool  # QEMU >= 9.0: devices iterate beside RAM (see precopy.py)
+    has_avail_switchover_bandwidth: bool  # QEMU >= 8.2 (the 8.1 profile ignores the key)
     precopy_wire: float  # bytes/s the link carries (goodput)
     stop_wire: float
     params: ModelParams
@@ -104,4 +105,5 @@ def inputs_from(scenario: Scenario, params: ModelParams | None = None) -> Inputs
         ack_timeout_action=m.ack_timeout_action, return_path=m.return_path,
         device_state_multifd=m.device_state_transfer == "multifd",
         interleave=m.qemu_version != "8.1",
+        has_avail_switchover_bandwidth=m.qemu_version != "8.1",
         precopy_wire=wire, stop_wire=wire, params=params)

@@ -138,7 +138,7 @@ class _Migration:
         inp = self.inp
         if t < WINDOW_S - 1e-9:
             return 0.0  # QEMU's threshold is 0 until the first window closes
-        if inp.avail_bandwidth > 0:
+        if inp.avail_bandwidth > 0 and inp.has_avail_switchover_bandwidth:
             return inp.avail_bandwidth * inp.downtime_limit
         w1 = math.floor(t / WINDOW_S + 1e-9) * WINDOW_S
         return self.pipe.bytes_between(w1 - WINDOW_S, w1) / WINDOW_S * inp.downtime_limit
@@ -147,7 +147,7 @@ class _Migration:
         """The highest threshold the rest of pre-copy can see: sending the bytes above it
         cannot make the estimate fit, so the loop may skip the checks in between."""
         inp = self.inp
-        if inp.avail_bandwidth > 0:
+        if inp.avail_bandwidth > 0 and inp.has_avail_switchover_bandwidth:
             return inp.avail_bandwidth * inp.downtime_limit
         # A measured window can hold up to two budgets (its grid and the limiter's differ).
         return 2 * min(inp.max_bandwidth, inp.precopy_wire) * inp.downtime_limit
@@ -196,20 +196,30 @@ class _Migration:
                 k -= n
         return t, k
 
-    def _emit_devices(self, t: float, k: float) -> tuple[float, float]:
+    def _emit_devices(self, t: float, k: float, turn: float = math.inf) -> tuple[float, float]:
+        """Device data, device after device; `turn` caps what each device sends (a VFIO
+        save_live_iterate call sends one block)."""
         for d in self.devices:
             if k <= 0:
                 break
+            mine = min(k, turn)
+            k -= mine
+            t, left = self._emit_device(t, d, mine)
+            k += left
+        return t, k
+
+    def _emit_device(self, t: float, d: _Device, k: float) -> tuple[float, float]:
+        if k > 0:
             n = min(k, d.init_left)
             if n > 0:
                 t = self._device_initial(t, d, n, final=False)
                 k -= n
-            n = min(k, d.dirty)
-            if n > 0:  # a middle image, loaded when it is complete
-                t = self.pipe.write(t, n)
-                d.dirty -= n
-                k -= n
-                self.pipe.load(t, d.setup_once() + n / d.cfg.load_rate)
+        n = min(k, d.dirty)
+        if n > 0:  # a middle image, loaded when it is complete
+            t = self.pipe.write(t, n)
+            d.dirty -= n
+            k -= n
+            self.pipe.load(t, d.setup_once() + n / d.cfg.load_rate)
         return t, k
 
     def _interleaving(self) -> bool:
@@ -234,8 +244,9 @@ class _Migration:
             before = k
             t, k = self._emit_ram(t, min(k, ram_step))
             k = before - min(before, ram_step) + k  # what RAM did not take stays to send
-            t, left = self._emit_devices(t, min(k, VFIO_BLOCK))
-            k -= min(k, VFIO_BLOCK) - left
+            turns = min(k, VFIO_BLOCK * len(self.devices))
+            t, left = self._emit_devices(t, turns, VFIO_BLOCK)
+            k -= turns - left
             if k >= before - 1e-6:
                 break  # nothing left to send
         return t
@@ -247,7 +258,7 @@ class _Migration:
         """Bytes until the next check: the window's budget left, or 50 ms of wire."""
         lim = self.pipe.limiter
         if not lim.binding:
-            return ITERATE_MAX_S * lim.wire + (VFIO_BLOCK if self._interleaving() else 0.0)
+            return ITERATE_MAX_S * lim.wire + (VFIO_BLOCK * len(self.devices) if self._interleaving() else 0.0)
         return lim.budget_left(t)
 
     def send(self, t: float, waiting: bool, jump: float) -> float:
@@ -268,24 +279,34 @@ class _Migration:
 
     # ------------------------------------------------------------ stop-copy
 
-    def _final_images(self, t: float) -> tuple[float, list[float]]:
-        """Each device's stop-copy data on the main stream; for multifd device state, its
-        wire time only, and each device's load end (in parallel, off the main reader)."""
-        parallel_ends: list[float] = []
+    def _final_images(self, t: float) -> float:
+        """Each device in turn on the main stream: its save on the source, the rest of its
+        initial image, its final image (loaded when whole), its non-iterable state and
+        config load (migbed's engine order; QEMU saves every device at vm_stop)."""
         for d in self.devices:
-            final = d.dirty + d.cfg.stop_copy
-            if self.inp.device_state_multifd:
-                rest = d.init_left + final
-                t = t + rest / self.inp.stop_wire
-                busy = d.load_end if not math.isnan(d.load_end) else t
-                cost = d.setup_once() + d.cfg.stop_load + rest / d.cfg.load_rate + d.cfg.config_load
-                parallel_ends.append(max(t, busy) + cost)
-                continue
+            t = t + d.cfg.save
             if d.init_left > 0:
                 t = self._device_initial(t, d, d.init_left, final=True)
+            final = d.dirty + d.cfg.stop_copy
             t = self.pipe.write(t, final)
             self.pipe.load(t, d.setup_once() + d.cfg.stop_load + final / d.cfg.load_rate)
-        return t, parallel_ends
+            t = self.pipe.write(t, d.cfg.state_size)
+            self.pipe.load(t, d.cfg.config_load)
+        return t
+
+    def _parallel_images(self, t_stop: float, ram_end: float) -> tuple[list[float], float]:
+        """QEMU 10's multifd device state: every device on its own stream from the stop,
+        loaded by its own thread once its bytes (sharing the wire with RAM) are in."""
+        ends = []
+        rest = [d.init_left + d.dirty + d.cfg.stop_copy + d.cfg.state_size for d in self.devices]
+        on_wire = ram_end + sum(rest) / self.inp.stop_wire
+        for d, nbytes in zip(self.devices, rest, strict=True):
+            arrived = max(on_wire, t_stop + d.cfg.save + nbytes / self.inp.stop_wire)
+            busy = d.load_end if not math.isnan(d.load_end) else arrived
+            cost = (d.setup_once() + d.cfg.stop_load + (nbytes - d.cfg.state_size) / d.cfg.load_rate
+                    + d.cfg.config_load)
+            ends.append(max(arrived, busy) + cost)
+        return ends, on_wire
 
     def stop_copy(self, t_stop: float, forced: str, reason: str) -> Outcome:
         inp, params = self.inp, self.inp.params
@@ -294,12 +315,14 @@ class _Migration:
         self.pipe.limiter = Limiter(math.inf, inp.stop_wire)  # the rate limit is lifted
         downtime_bytes = self.ram_hot + self.ram_cold + sum(
             d.init_left + d.dirty + d.cfg.stop_copy + d.cfg.state_size for d in self.devices)
-        save = sum(d.cfg.save for d in self.devices)  # source: STOP_COPY arcs, serially
-        t = self.pipe.write(t_stop + save, self.ram_hot + self.ram_cold)
-        t, parallel_ends = self._final_images(t)
-        t = self.pipe.write(t, sum(d.cfg.state_size for d in self.devices))
-        if not inp.device_state_multifd:
-            self.pipe.load(t, sum(d.cfg.config_load for d in self.devices))
+        save = sum(d.cfg.save for d in self.devices)
+        t = self.pipe.write(t_stop, self.ram_hot + self.ram_cold)
+        parallel_ends: list[float] = []
+        if inp.device_state_multifd:
+            parallel_ends, on_wire = self._parallel_images(t_stop, t)
+            t = max(t, on_wire)
+        else:
+            t = self._final_images(t)
         last_byte = t
         dest_done = max([last_byte, self.pipe.dest_free, *parallel_ends])
         end = dest_done + params.rtt if inp.return_path else last_byte
@@ -308,7 +331,7 @@ class _Migration:
         return Outcome(
             self.policy, "completed", reason, t_stop, params.setup + end, end - t_stop,
             dest_done + params.resume - t_stop, self.syncs, self.ack_at, in_downtime, save,
-            last_byte - t_stop - save, dest_done - last_byte, params.resume, self.precopy_bytes,
+            max(0.0, last_byte - t_stop - save), dest_done - last_byte, params.resume, self.precopy_bytes,
             downtime_bytes, forced)
 
     def unfinished(self, t: float, outcome: str, reason: str) -> Outcome:
