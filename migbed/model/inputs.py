@@ -27,8 +27,9 @@ class ModelParams:
     # bytes the source may run ahead of a stalled destination: socket buffers, gRPC flow
     # control windows, the target's bounded queue
     stream_buffer: float = 8 * MiB
-    # s between dirty syncs while the data fits and the policy waits (migbed's engine rests
-    # to the end of the bandwidth window; QEMU busy-loops, ~1 ms)
+    # while the data fits and the policy waits: 0.1 = rest to the end of the 100 ms bandwidth
+    # window (migbed's engine, one dirty sync per window); less = a sync every wait_round s
+    # (QEMU busy-loops, ~0.001)
     wait_round: float = 0.1
     setup: float = 0.0  # s before pre-copy starts (QEMU's setup-time)
     resume: float = 0.002  # s from the last load to the guest's first tick on the target

@@ -261,6 +261,14 @@ class _Migration:
             return ITERATE_MAX_S * lim.wire + (VFIO_BLOCK * len(self.devices) if self._interleaving() else 0.0)
         return lim.budget_left(t)
 
+    def rest_until(self, t: float) -> float:
+        """The next check after a rest: the end of the bandwidth window (migbed's engine, one
+        dirty sync per window), or after wait_round when it is shorter (QEMU's busy loop)."""
+        wait = self.inp.params.wait_round
+        if wait < WINDOW_S:
+            return t + wait
+        return (math.floor(t / WINDOW_S + 1e-9) + 1) * WINDOW_S
+
     def send(self, t: float, waiting: bool, jump: float) -> float:
         """Send until the next check; returns its time."""
         lim = self.pipe.limiter
@@ -274,7 +282,7 @@ class _Migration:
         if lim.budget_spent():
             t = max(t, lim.window_end())
         if waiting or queue < MIN_SEND:  # nothing sent, or the policy waits: rest a round
-            t = max(t, start + self.inp.params.wait_round)
+            t = max(t, self.rest_until(start))
         return t if t > start else start + 1e-3
 
     # ------------------------------------------------------------ stop-copy

@@ -99,58 +99,58 @@ def test_ram_only_rounds_and_final_copy() -> None:
 def test_legacy_stops_during_the_device_setup_and_pays_the_rest_of_it() -> None:
     # Window 1 (budget 25.6 MiB): RAM 16 + the initial image 8 = 24 MiB by 24/1024 =
     # 0.0234375 s. The destination loads it inline: setup 0.5 + 8 MiB / 1 GiB/s 0.0078125
-    # -> busy until 0.53125. Nothing left to send: the source rests to 0.1234375, where the
-    # threshold (128 MiB/s x 0.1 s = 12.8 MiB) exists: pending = 1 MiB stop-copy -> legacy
-    # stops at 0.1234375. The final image (1 MiB, in the buffer by 0.1244) loads after the
-    # setup: 0.53125 + 20 ms + 1/1024 s = 0.5522265625.
-    # Downtime = 0.5522265625 - 0.1234375 = 0.4287890625; setup left at the stop 0.4078125.
+    # -> busy until 0.53125. Nothing left to send: the source rests to the window's end,
+    # 0.1 s, where the threshold (128 MiB/s x 0.1 s = 12.8 MiB) exists: pending = 1 MiB of
+    # stop-copy -> legacy stops at 0.1. The final image (1 MiB, in the buffer by 0.101) loads
+    # after the setup: 0.53125 + 20 ms + 1/1024 s = 0.5522265625.
+    # Downtime = 0.5522265625 - 0.1 = 0.4522265625; setup left at the stop 0.43125.
     o = outcome(ONE_VF.format(extra="", migration=""), "legacy")
-    assert o.stop_s == pytest.approx(0.1234375)
-    assert o.downtime_s == pytest.approx(0.4287890625)
-    assert o.guest_downtime_s == pytest.approx(0.4307890625)
-    assert o.setup_in_downtime_s == pytest.approx(0.4078125)
+    assert o.stop_s == pytest.approx(0.1)
+    assert o.downtime_s == pytest.approx(0.4522265625)
+    assert o.guest_downtime_s == pytest.approx(0.4542265625)
+    assert o.setup_in_downtime_s == pytest.approx(0.43125)
     assert o.ack_s == pytest.approx(0.53125)
     assert o.iterations == 3
 
 
 def test_switchover_ack_waits_for_the_load_and_keeps_only_the_final_image() -> None:
-    # Same run; the data fits from 0.1234375 but the ACK comes at 0.53125. Checks every
-    # 0.1 s while waiting: 0.223, 0.323, 0.423, 0.523 (no ACK yet), 0.6234375 -> stop.
+    # Same run; the data fits from 0.1 but the ACK comes at 0.53125. One check per window
+    # while waiting: 0.2, 0.3, 0.4, 0.5 (no ACK yet), 0.6 -> stop.
     # Downtime: 1 MiB at the wire 0.9765625 ms + 20 ms + 0.9765625 ms load = 21.953125 ms.
-    # Syncs: setup + 6 exact (0.123 ... 0.623) + final = 8. The ACK costs 0.645390625 -
-    # 0.5522265625 = 93.16 ms of total time; the penalty is 430.79 - 23.95 = 406.84 ms.
+    # Syncs: setup + 6 exact (0.1 ... 0.6) + final = 8. The ACK costs 0.621953125 -
+    # 0.5522265625 = 69.73 ms of total time; the penalty is 452.23 - 21.95 = 430.27 ms.
     text = ONE_VF.format(extra="", migration="")
     o = outcome(text, "switchover-ack")
-    assert o.stop_s == pytest.approx(0.6234375)
+    assert o.stop_s == pytest.approx(0.6)
     assert o.downtime_s == pytest.approx(0.021953125)
     assert o.iterations == 8
     assert o.setup_in_downtime_s == 0.0
     cell = predict(parse_scenario(text), ["legacy", "switchover-ack"], WIRE)
     assert cell.regime == "in-downtime"
-    assert cell.ack_cost_s == pytest.approx(0.645390625 - 0.5522265625)
-    assert cell.legacy_penalty_s == pytest.approx(0.4287890625 - 0.021953125)
+    assert cell.ack_cost_s == pytest.approx(0.621953125 - 0.5522265625)
+    assert cell.legacy_penalty_s == pytest.approx(0.4522265625 - 0.021953125)
 
 
 def test_fixed_costs_save_and_config_load() -> None:
     # stop-copy-save-time 50 ms on the source, config-load-time 30 ms on the destination.
-    # legacy: the save (0.1234375 -> 0.1734375) hides behind the setup still loading; the
-    # final image still loads 0.53125 -> 0.5522265625, then the config: 0.5822265625.
-    # Downtime 0.5822265625 - 0.1234375 = 0.4587890625.
-    # switchover-ack: 0.6234375 + 50 ms save, 1 MiB 0.9765625 ms, load 20.9765625 ms, config
+    # legacy: the save (0.1 -> 0.15) hides behind the setup still loading; the final image
+    # still loads 0.53125 -> 0.5522265625, then the config: 0.5822265625.
+    # Downtime 0.5822265625 - 0.1 = 0.4822265625.
+    # switchover-ack: 0.6 + 50 ms save, 1 MiB 0.9765625 ms, load 20.9765625 ms, config
     # 30 ms: 101.953125 ms.
     text = ONE_VF.format(extra='stop-copy-save-time = "50ms"\nconfig-load-time = "30ms"', migration="")
-    assert outcome(text, "legacy").downtime_s == pytest.approx(0.4587890625)
+    assert outcome(text, "legacy").downtime_s == pytest.approx(0.4822265625)
     ack = outcome(text, "switchover-ack")
     assert ack.downtime_s == pytest.approx(0.101953125)
     assert ack.save_s == pytest.approx(0.05)
 
 
 def test_without_return_path_downtime_ends_at_the_last_byte() -> None:
-    # legacy as above: the final 1 MiB is in the buffer at 0.1234375 + 1/1024 s, so QEMU
-    # reports ~1 ms; the guest still waits for the setup: 430.79 ms.
+    # legacy as above: the final 1 MiB is in the buffer at 0.1 + 1/1024 s, so QEMU reports
+    # ~1 ms; the guest still waits for the setup: 454.23 ms.
     o = outcome(ONE_VF.format(extra="", migration="return-path = false"), "legacy")
     assert o.downtime_s == pytest.approx(1 / 1024)
-    assert o.guest_downtime_s == pytest.approx(0.4307890625)
+    assert o.guest_downtime_s == pytest.approx(0.4542265625)
 
 
 def test_two_devices_load_one_after_the_other() -> None:
