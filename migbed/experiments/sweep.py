@@ -303,6 +303,8 @@ def load_sweep(name_or_path: str, local: bool = True) -> SweepSpec:
     fixed = data.get("set", {})
     if not isinstance(fixed, dict):
         raise SweepError(f"sweep {name_or_path}: [set] must be a table of KEY = value")
+    if not isinstance(data["axis"], list):
+        raise SweepError(f"sweep {name_or_path}: axis must be [[axis]] tables (key, values)")
     axes = []
     for i, a in enumerate(data["axis"]):
         if not isinstance(a, dict) or set(a) != {"key", "values"} or not isinstance(a["values"], list):
@@ -313,8 +315,13 @@ def load_sweep(name_or_path: str, local: bool = True) -> SweepSpec:
         parse_scenario(base, f"sweep {name_or_path} [set]")
     except ScenarioError as e:
         raise SweepError(f"sweep {name_or_path} [set]: {e}") from None
-    return SweepSpec(str(data["name"]), base, axes, list(data.get("policies", ["legacy", "switchover-ack"])),
-                     int(data.get("repeat", 1)), str(data.get("description", "")), local)
+    policies = data.get("policies", ["legacy", "switchover-ack"])
+    if not isinstance(policies, list) or not all(isinstance(p, str) for p in policies):
+        raise SweepError(f"sweep {name_or_path}: policies must be a list of names ({', '.join(POLICIES)})")
+    repeat = data.get("repeat", 1)
+    if isinstance(repeat, bool) or not isinstance(repeat, int):
+        raise SweepError(f"sweep {name_or_path}: repeat = {repeat!r}: an integer 1..100")
+    return SweepSpec(str(data["name"]), base, axes, policies, repeat, str(data.get("description", "")), local)
 
 
 # ---------------------------------------------------------------- the run directory
@@ -335,8 +342,13 @@ def read_spec(out: Path) -> tuple[SweepSpec, dict[str, Any]]:
         d = json.loads((out / SPEC_FILE).read_text())
     except (OSError, ValueError) as e:
         raise SweepError(f"--resume {out}: no readable {SPEC_FILE} ({e})") from None
+    if not isinstance(d, dict):
+        raise SweepError(f"--resume {out}: {SPEC_FILE} is not a sweep definition")
     extra = {k: d.pop(k) for k in list(d) if k not in SweepSpec.__dataclass_fields__}
-    return SweepSpec.from_dict(d), extra
+    try:
+        return SweepSpec.from_dict(d), extra
+    except (KeyError, TypeError, ValueError) as e:
+        raise SweepError(f"--resume {out}: {SPEC_FILE} is not a sweep definition ({e!r})") from None
 
 
 @dataclass
@@ -371,12 +383,16 @@ def read_runs(out: Path, repair: bool = False) -> list[FinishedRun]:
             fh.flush()
             os.fsync(fh.fileno())
     runs: dict[tuple[int, str, int], FinishedRun] = {}
-    for line in raw[:good_end].splitlines():
+    for number, line in enumerate(raw[:good_end].splitlines(), start=1):
         if not line.strip():
             continue
-        d = json.loads(line)
-        key = (int(d["cell"]), str(d["policy"]), int(d["repeat"]))
-        runs.setdefault(key, FinishedRun(*key, RunRecord.from_dict(d["record"])))
+        try:
+            d = json.loads(line)
+            key = (int(d["cell"]), str(d["policy"]), int(d["repeat"]))
+            runs.setdefault(key, FinishedRun(*key, RunRecord.from_dict(d["record"])))
+        except (ValueError, KeyError, TypeError) as e:
+            raise SweepError(f"{path}:{number}: not a finished run ({e!r}); the file was edited "
+                             "by hand? remove that line to continue") from None
     return list(runs.values())
 
 

@@ -83,3 +83,26 @@ def test_the_run_log_drops_a_torn_last_line_and_what_remains_is_exact(tmp_path: 
     assert (tmp_path / RUNS_FILE).read_text().endswith("}\n")  # the torn tail was cut off
     assert remaining(spec, done) == [(0, 1, "legacy"), (0, 1, "switchover-ack"), (1, 0, "legacy"),
                                      (1, 0, "switchover-ack"), (1, 1, "switchover-ack")]
+
+
+@pytest.mark.parametrize(("body", "named"), [
+    ('policies = "legacy"\n', "policies"),
+    ("repeat = \"2\"\n", "repeat"),
+    ("axis = 3\n", "axis"),
+    ('[[axis]]\nkey = "migration.warmup"\nvalues = [{a = 1}]\n', "migration.warmup"),
+    ('[[axis]]\nkey = "migration.warmup"\n', r"axis\[0\]"),
+    ('colour = "red"\n', "colour"),
+])
+def test_a_bad_sweep_file_is_refused_naming_the_field(tmp_path: Path, body: str, named: str) -> None:
+    path = tmp_path / "s.toml"
+    axis = "" if "axis" in body else '[[axis]]\nkey = "migration.warmup"\nvalues = ["100ms"]\n'
+    top, tables = (body, "") if not body.startswith("[") else ("", body)
+    path.write_text(f'name = "s"\nscenario = "tiny"\n{top}{axis}{tables}')
+    with pytest.raises(SweepError, match=named):
+        validate(load_sweep(str(path)))
+
+
+def test_a_run_log_edited_by_hand_is_refused_naming_the_line(tmp_path: Path) -> None:
+    (tmp_path / RUNS_FILE).write_text('{"cell": 0}\n{"cell": 1, "policy": "legacy", "repeat": 0}\n')
+    with pytest.raises(SweepError, match=r"runs.jsonl:1"):
+        read_runs(tmp_path)
