@@ -8,9 +8,10 @@ Goal (issue 16): per policy, median |predicted - measured| within 10 % of the me
 or 20 ms, whichever is larger.
 
 Inputs of the model beside each cell's scenario: the wire rate, measured in the same run
-before the sweep (an unthrottled RAM-only migration of 256 MiB between the same two local
-processes: bytes / bulk-stage time), and ModelParams' defaults (stream buffer 8 MiB, resume
-2 ms, one dirty sync per 100 ms while the policy waits). The measured value of a cell is
+before the sweep (migbed.experiments.sweep.measure_wire_rate: a RAM-only migration of
+256 MiB between the same two local processes whose RAM all goes in the final copy, with no
+rate limit: downtime bytes / downtime), and ModelParams' defaults (stream buffer 8 MiB,
+resume 2 ms, one dirty sync per 100 ms window while the policy waits). The measured value of a cell is
 the median over its repeats of guest_downtime_ms (completed, verified runs only).
 """
 
@@ -82,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
         spec = replace(load_sweep(args.sweep), repeat=args.repeat)
         with services(out) as (source, target):
             wire = args.wire_rate or measure_wire_rate(source, target)
-            print(f"   wire rate {wire / 1e6:.0f} MB/s (measured: unthrottled RAM-only bulk stage)", flush=True)
+            print(f"   wire rate {wire / 1e6:.0f} MB/s (measured: a RAM-only migration whose RAM all goes in the final copy)", flush=True)
             write_spec(out, spec, {"wire_rate": wire, "predict_only": False})
             run_sweep(spec, out, source, target, progress=True)
     print(table(score(out, wire)))
