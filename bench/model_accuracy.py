@@ -83,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
         spec = replace(load_sweep(args.sweep), repeat=args.repeat)
         with services(out) as (source, target):
             wire = args.wire_rate or measure_wire_rate(source, target)
-            print(f"   wire rate {wire / 1e6:.0f} MB/s (measured: a RAM-only migration whose RAM all goes in the final copy)", flush=True)
+            print(f"   wire rate {wire / 1e6:.0f} MB/s (measured: RAM-only, all in the final copy)", flush=True)
             write_spec(out, spec, {"wire_rate": wire, "predict_only": False})
             run_sweep(spec, out, source, target, progress=True)
     print(table(score(out, wire)))
