@@ -391,8 +391,8 @@ def read_runs(out: Path, repair: bool = False) -> list[FinishedRun]:
             key = (int(d["cell"]), str(d["policy"]), int(d["repeat"]))
             runs.setdefault(key, FinishedRun(*key, RunRecord.from_dict(d["record"])))
         except (ValueError, KeyError, TypeError) as e:
-            raise SweepError(f"{path}:{number}: not a finished run ({e!r}); the file was edited "
-                             "by hand? remove that line to continue") from None
+            raise SweepError(f"{path}:{number}: not a run record this migbed can read ({e!r}); edited by "
+                             "hand, or written by another migbed version?") from None
     return list(runs.values())
 
 
