@@ -81,7 +81,9 @@ def test_cancel_at_stage(lab: Lab, stage: str) -> None:
     if stage == "stop-copy":
         assert rec.event_time("stop") is not None and rec.event_time("completed") is None
     if stage.startswith("resuming"):
-        assert rec.event_time("completed") is not None and rec.event_time("resumed") is None
+        # The target loads inline (as QEMU's destination): its stalled reader holds the
+        # source's last writes too, so the cancel lands after the stop, before any resume.
+        assert rec.event_time("stop") is not None and rec.event_time("resumed") is None
     wait_until(lambda: no_sessions(target.address), 10, "the target to free the session")
     assert sessions(source.address) == []
     # A finished run cannot be cancelled again; the CLI says so and succeeds.

@@ -1,9 +1,8 @@
-"""Rate limiter, bandwidth/threshold estimator and the target load-cost clock."""
+"""Rate limiter and bandwidth/threshold estimator (the load model: test_loadmodel.py)."""
 
 import pytest
 
 from migbed.core.estimator import Estimator
-from migbed.core.loadcost import LoadCost
 from migbed.core.ratelimit import RateLimiter
 
 
@@ -58,25 +57,3 @@ def test_avail_switchover_bandwidth_replaces_measured_for_threshold_only() -> No
     e.update(0.1)
     assert e.bandwidth == pytest.approx(10_000)
     assert e.threshold == pytest.approx(300_000_000)
-
-
-def test_setup_is_paid_even_when_the_initial_image_comes_in_stop_copy() -> None:
-    # A source that switched before sending any initial byte sends it all as final data:
-    # the device still has to be set up, now inside the downtime.
-    c = LoadCost(setup_time=1.5, load_rate=1e9, stop_copy_load_time=0.2)
-    assert c.charge(0.0, "final", 1_000_000_000) == pytest.approx(1.5 + 0.2 + 1.0)
-
-
-def test_load_cost_setup_once_then_bytes() -> None:
-    c = LoadCost(setup_time=1.5, load_rate=1e9, stop_copy_load_time=0.2)
-    assert c.setup_remaining(0.0) == 1.5
-    done = c.charge(1.0, "initial", 500_000_000)
-    assert done == pytest.approx(1.0 + 1.5 + 0.5)
-    assert c.setup_remaining(2.0) == pytest.approx(0.5)
-    assert c.setup_remaining(3.0) == 0.0
-    # Chunks queue behind each other; a middle chunk pays only bytes.
-    assert c.charge(1.1, "middle", 1_000_000_000) == pytest.approx(4.0)
-    # The first final chunk pays the fixed stop-copy cost once.
-    assert c.charge(10.0, "final", 0) == pytest.approx(10.2)
-    assert c.charge(10.0, "final", 0) == pytest.approx(10.2)
-    assert c.backlog_time(10.1) == pytest.approx(0.1)
