@@ -279,10 +279,11 @@ class SourceDevice:
                 self._context_cursor += n
             return out
 
-    def digest(self) -> bytes:
-        """State digest (buffer + context) - meaningful once stopped."""
+    def digest(self, config: bytes = b"") -> bytes:
+        """State digest (buffer + context + the non-iterable state the source sent with
+        it, which lives outside this model) - meaningful once stopped."""
         with self._lock:
-            return device_digest(self.buffer[: self.cfg.initial_bytes], self._context)
+            return device_digest(self.buffer[: self.cfg.initial_bytes], self._context, config)
 
 
 def device_digest(buffer: np.ndarray, context: bytes | bytearray | np.ndarray,

@@ -297,6 +297,9 @@ def _migration(t: _Table) -> MigrationConfig:
     if transfer == "multifd" and not multifd:
         raise ScenarioError('migration.device-state-transfer = "multifd" needs migration.multifd = true '
                             "(QEMU sends device state on the multifd channels)")
+    if avail and version == "8.1":
+        raise ScenarioError(f"migration.avail-switchover-bandwidth = {avail:g} B/s needs "
+                            "qemu-version 9.2 or later (QEMU added it in 8.2)")
     if transfer == "multifd" and QEMU_VERSIONS.index(version) < QEMU_VERSIONS.index("10.0"):
         raise ScenarioError(f'migration.device-state-transfer = "multifd" needs qemu-version 10.0 '
                             f"or later (got {version!r}: multifd device state came in QEMU 10.0)")

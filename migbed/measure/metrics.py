@@ -360,7 +360,6 @@ class SourceMetrics:
                 self.dev_state.labels(**sd).set(vfio_state_number(d.state))
                 self.dev_target_loaded.labels(**sd).set(d.target_loaded_bytes)
                 self.dev_target_backlog.labels(**sd).set(d.target_backlog_bytes)
-                self.dev_target_setup.labels(**sd).set(d.target_setup_remaining_s)
                 self.dev_target_initial_loaded.labels(**sd).set(_b(d.target_initial_loaded))
 
     def on_event(self, scenario: str, policy: str, event: Event) -> None:

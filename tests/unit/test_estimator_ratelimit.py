@@ -44,16 +44,29 @@ def test_estimator_windows_threshold_expected_downtime() -> None:
     assert not e.update(0.05)  # window not over
     assert e.threshold == 0.0  # QEMU starts at 0: no switchover in the first window
     e.on_sync(10_000_000)
-    assert e.update(0.1)
+    assert e.expected_downtime == pytest.approx(0.3)  # QEMU starts at downtime-limit
+    assert e.update(0.1)  # no dirty-pages-rate yet: expected_downtime is not recomputed
     assert e.bandwidth == pytest.approx(500_000_000)
     assert e.threshold == pytest.approx(150_000_000)
+    assert e.expected_downtime == pytest.approx(0.3)
+    e.on_sent(50_000_000)
+    assert e.update(0.2, dirty_pages_rate=100.0)
+    assert e.expected_downtime == pytest.approx(0.02)  # dirty bytes at the sync / bandwidth
+    e.on_sent(5_000)  # <= 10000 bytes in the window: QEMU keeps the old value
+    assert e.update(0.31, dirty_pages_rate=100.0)
     assert e.expected_downtime == pytest.approx(0.02)
 
 
-def test_avail_switchover_bandwidth_replaces_measured_for_threshold_only() -> None:
+def test_avail_switchover_bandwidth_replaces_measured_for_threshold_and_expected_downtime() -> None:
     e = Estimator(downtime_limit=0.3, avail_switchover_bandwidth=1_000_000_000)
     e.start(0.0)
     e.on_sent(1_000)
-    e.update(0.1)
+    e.on_sync(100_000_000)
+    e.update(0.1, dirty_pages_rate=1.0)
     assert e.bandwidth == pytest.approx(10_000)
     assert e.threshold == pytest.approx(300_000_000)
+    # QEMU 8.2+: expected-downtime uses the expected (avail) bandwidth too.
+    e.on_sent(20_000)
+    e.update(0.2, dirty_pages_rate=1.0)
+    assert e.expected_downtime == pytest.approx(0.1)
+
