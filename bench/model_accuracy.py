@@ -8,7 +8,7 @@ Goal (issue 16): per policy, median |predicted - measured| within 10 % of the me
 or 20 ms, whichever is larger.
 
 Inputs of the model beside each cell's scenario: the wire rate, measured in the same run
-before the sweep (migbed.experiments.sweep.measure_wire_rate: a RAM-only migration of
+before the sweep (migbed.experiments.sweep.measure_wire_rate: the best of three RAM-only migrations of
 256 MiB between the same two local processes whose RAM all goes in the final copy, with no
 rate limit: downtime bytes / downtime), and ModelParams' defaults (stream buffer 8 MiB,
 resume 2 ms, one dirty sync per 100 ms window while the policy waits). The measured value of a cell is
