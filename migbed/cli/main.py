@@ -301,6 +301,8 @@ _EXTENSIONS: dict[str, tuple[str, str, str]] = {
                  "drain a host of K guests under parallel-migration limits, per policy"),
     "qemu-compare": ("migbed.qemu.cli", "add_parser",
                      "a scenario's RAM side on real QEMU and on migbed, side by side"),
+    "predict": ("migbed.cli.sweeps", "add_predict_parser", "predict a scenario with the analytical model"),
+    "sweep": ("migbed.cli.sweeps", "add_sweep_parser", "run a scenario over a grid of values, measured and predicted"),
 }
 
 
