@@ -519,6 +519,10 @@ def deploy(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
         raise DeployError("--evacuate needs --scenario FILE (every guest runs it)")
     if scenario and not evacuate and not inv.hosts("monitor"):
         raise DeployError(f"inventory {inventory}: group 'monitor' has no hosts; the experiment runs there")
+    if scenario and not scenario.is_file():
+        raise DeployError(f"scenario {scenario}: no such file")
+    # An evacuation's plan is checked before anything is built or installed.
+    fleet_plan = _fleet_plan(args, inv, scenario, policies) if evacuate and scenario else None
     extravars: dict[str, Any] = {}
     runs: list[PlaybookRun] = []
     summary: dict[str, Any] = {"inventory": str(inventory.resolve()), "playbooks": []}
@@ -541,11 +545,7 @@ def deploy(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
             "migbed_wheelhouse": str(wheelhouse.resolve()),
             "migbed_wheelhouse_digest": digest,
         }
-    fleet_plan = None
-    if scenario and not scenario.is_file():
-        raise DeployError(f"scenario {scenario}: no such file")
     if evacuate and scenario:
-        fleet_plan = _fleet_plan(args, inv, scenario, policies)
         extravars["migbed_tc_commands"] = tc_commands(scenario)
     elif scenario:
         exp = experiment_id(
