@@ -590,6 +590,7 @@ def deploy(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
         cmdline.append("--diff")
 
     first_failure: PlaybookRun | None = None
+    fleet_rc = 0
     for name in todo:
         if first_failure and name != "teardown":
             continue
@@ -608,6 +609,9 @@ def deploy(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
         summary["playbooks"].append(run.to_dict())
         if not run.ok and first_failure is None:
             first_failure = run
+        if name == "shape" and run.ok and fleet_plan is not None and not args.check:
+            # Between the shaping and a teardown: the services must still be there.
+            fleet_rc = _run_fleet(fleet_plan, extravars, out_dir, summary, not args.no_progress)
 
     rc = 0
     if first_failure is not None:
@@ -623,8 +627,8 @@ def deploy(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
                 file=sys.stderr,
             )
         print(f"migbed deploy: artifacts in {f.private_data_dir}", file=sys.stderr)
-    elif fleet_plan is not None and not args.check:
-        rc = _run_fleet(fleet_plan, extravars, out_dir, summary, not args.no_progress)
+    elif fleet_plan is not None:
+        rc = fleet_rc
     elif scenario and not args.check:
         rc = _report_results(out_dir, summary, out)
 

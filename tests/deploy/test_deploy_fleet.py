@@ -2,7 +2,11 @@
 real SSH: services on every host, six guests dealt over both sources and placed on both targets
 under the in-flight limits, every guest verified, every record in one folder on the control
 machine; Prometheus labels each service's series with its host; a target host lost mid-plan
-fails only the guests placed on it and leaves each of them running on its source."""
+fails only the guests placed on it and leaves each of them running on its source; deploying
+again restores it, evacuates, then tears everything down.
+
+The tests share one lab and run in file order (the second loses lab-tgt2, the third brings
+it back)."""
 
 from __future__ import annotations
 
@@ -161,3 +165,31 @@ def test_a_target_host_lost_mid_plan_fails_only_its_guests(
     [saved] = json.loads((tmp_path / "fleet.json").read_text())
     assert {g["guest"]: (g["outcome"], g["target_host"]) for g in saved["guests"]} == where
     assert saved["lost_targets"] == ["lab-tgt2"]
+
+
+@pytest.mark.timeout(900)
+def test_deploy_again_evacuates_then_tears_down(
+    fleet_lab: Lab, evacuated: tuple[Deployed, Path], wheelhouse: Path, scenario: Path, tmp_path: Path
+) -> None:
+    """Runs after the target host was lost: deploying again brings its service back, the
+    evacuation runs before the teardown (the services are still there), and the teardown
+    leaves no migbed on any host."""
+    _, first_out = evacuated
+    inventory = fleet_lab.fleet_inventory({"source": SOURCES, "target": TARGETS, "monitor": MONITOR})
+    out = tmp_path / "again"
+    out.mkdir()
+    # The same lab CA: the hosts keep their certificates.
+    (out / "tls").symlink_to(first_out / "tls", target_is_directory=True)
+    res = run_deploy(
+        inventory, out, "--wheelhouse", str(wheelhouse), "--evacuate", "--scenario", str(scenario),
+        "--policy", "legacy", "--guests", "4", "--no-progress", "--teardown", timeout=900,
+    )
+    assert res.rc == 0, res.stderr + res.stdout[-3000:]
+    assert [p["playbook"] for p in res.summary["playbooks"]] == ["install.yml", "shape.yml", "teardown.yml"]
+    [fleet] = json.loads((out / "fleet.json").read_text())
+    assert [g["outcome"] for g in fleet["guests"]] == ["completed"] * 4
+    assert all(g["verified"] for g in fleet["guests"])
+    assert "lab-tgt2" in {g["target_host"] for g in fleet["guests"]}  # its service is back
+    for host in SOURCES + TARGETS:
+        listing = fleet_lab.sh(host, "ls -A /opt")[1]
+        assert "migbed" not in listing, (host, listing)
