@@ -68,6 +68,26 @@ def _positive_int(lo: int, hi: int):  # type: ignore[no-untyped-def]
     return parse
 
 
+def _listen_address(value: str) -> str:
+    host, _, port = value.rpartition(":")
+    if not host or not port.isdigit() or not 0 <= int(port) < 65536:
+        raise argparse.ArgumentTypeError(f"{value!r}: expected HOST:PORT with a port 0-65535 "
+                                         "(0: any free port)")
+    return value
+
+
+def _size(value: str) -> int:
+    from migbed.core.units import UnitError, parse_size
+
+    try:
+        n = parse_size(value[:40])
+    except UnitError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+    if n < 1 << 20:
+        raise argparse.ArgumentTypeError(f"{value!r}: at least 1MiB")
+    return n
+
+
 def _seconds(value: str) -> float:
     try:
         x = float(value)
@@ -145,8 +165,19 @@ def cmd_serve(args: argparse.Namespace) -> int:
         server_creds = tls.server_credentials(args.role)
         if args.role == "source":  # it dials the target as a client of the same lab CA
             channel_creds = tls.channel_credentials("source")
-    asyncio.run(serve(args.role, args.listen, args.metrics_listen or "", server_creds, channel_creds,
-                      max_sessions=args.max_sessions))
+    multifd_ssl = None
+    if args.tls_dir:  # the multifd channels: same lab CA (the target serves, the source dials)
+        from migbed.dataplane.tls import client_context, server_context
+
+        multifd_ssl = (server_context(args.tls_dir) if args.role == "target"
+                       else client_context(args.tls_dir))
+    try:
+        asyncio.run(serve(args.role, args.listen, args.metrics_listen or "", server_creds,
+                          channel_creds, max_sessions=args.max_sessions,
+                          memory_budget=args.memory_budget, idle_timeout_s=args.idle_timeout,
+                          multifd_listen=args.multifd_listen, multifd_ssl_context=multifd_ssl))
+    except OSError as e:  # an address it cannot listen on: say which, no traceback
+        raise UsageError(str(e)) from None
     return 0
 
 
@@ -217,6 +248,13 @@ def build_parser(wanted: str = "") -> argparse.ArgumentParser:
     s.add_argument("--metrics-listen", type=_address, help="HOST:PORT for Prometheus /metrics")
     s.add_argument("--max-sessions", type=_positive_int(1, 256), default=16)
     s.add_argument("--tls-dir", help="serve (and dial) with mutual TLS: `migbed certs DIR`")
+    s.add_argument("--memory-budget", type=_size, help="target: memory all sessions together may hold "
+                   "(e.g. 8GiB; default: 3/4 of what is available at start)")
+    s.add_argument("--idle-timeout", type=_seconds, default=None,
+                   help="target: end a session that sends only pings this long (660 s)")
+    s.add_argument("--multifd-listen", type=_listen_address,
+                   help="target: HOST:PORT for multifd channels (default: --listen's host, "
+                   "port 0 = any free port)")
     s.set_defaults(func=cmd_serve)
 
     h = sub.add_parser("health", help="gRPC health check of a service")
