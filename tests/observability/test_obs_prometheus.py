@@ -32,7 +32,7 @@ from migbed.measure.record import RunRecord
 pytestmark = pytest.mark.prometheus
 
 ALLOWED_LABELS = {
-    "__name__", "job", "instance", "role", "testbed",  # added by the scrape config
+    "__name__", "job", "instance", "role", "testbed", "host",  # added by the scrape config
     "policy", "scenario", "outcome", "device", "stage", "part", "channel",  # migbed's own, all bounded
     "le", "version",  # histogram buckets, build info
 }  # fmt: skip
