@@ -23,7 +23,7 @@ MAX_LABELS_BYTES = 4096
 MAX_LABELS = 32
 MAX_LABEL_TEXT = 128
 MAX_INTEGER_DIGITS = 100  # TOML integers; a 64-bit one has at most 20
-_LONG_INTEGER = re.compile(r"^\s*([^=\s]{1,64})\s*=\s*[+-]?([0-9_]{%d,})" % (MAX_INTEGER_DIGITS + 1), re.M)
+_LONG_INTEGER = re.compile(rf"^\s*([^=\s]{{1,64}})\s*=\s*[+-]?([0-9_]{{{MAX_INTEGER_DIGITS + 1},}})", re.M)
 
 
 class InputError(ValueError):

@@ -7,6 +7,7 @@ between the given source and target services; the records are collected as they 
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 import uuid
@@ -101,7 +102,5 @@ def _follow(plan: Plan, control: SourceControl, run_id: str, bar: Any) -> RunRec
 
 
 def _cancel_quietly(control: SourceControl, run_id: str) -> None:
-    try:
+    with contextlib.suppress(ControlError):  # the run ended meanwhile: its record says how
         control.cancel(run_id, "cancel-after")
-    except ControlError:  # the run ended meanwhile: its record says how
-        pass

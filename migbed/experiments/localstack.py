@@ -19,6 +19,8 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import grpc
+
 from migbed.wire.channel import check_health
 from migbed.wire.tls import TlsDir
 
@@ -109,13 +111,13 @@ def start_service(role: str, log_dir: Path, host: str = "127.0.0.1",
     return svc
 
 
-def _wait_serving(svc: Service, timeout: float, creds: object) -> None:
+def _wait_serving(svc: Service, timeout: float, creds: grpc.ChannelCredentials | None) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if svc.process.poll() is not None:
             tail = svc.log_path.read_text(errors="replace")[-2000:]
             raise HarnessError(f"{svc.role} exited with {svc.process.returncode}; see {svc.log_path}:\n{tail}")
-        if check_health(svc.address, timeout=0.5, credentials=creds):  # type: ignore[arg-type]
+        if check_health(svc.address, timeout=0.5, credentials=creds):
             return
         time.sleep(0.1)
     raise HarnessError(f"{svc.role} not healthy within {timeout:g}s; see {svc.log_path}")
