@@ -38,15 +38,14 @@ class DeployError(Exception):
 
 
 def repo_root() -> Path:
-    """The checkout holding deploy/ and images/ (MIGBED_ROOT overrides)."""
-    env = os.environ.get("MIGBED_ROOT")
-    root = Path(env) if env else Path(__file__).resolve().parents[2]
-    if not (root / "deploy" / "install.yml").is_file():
-        raise DeployError(
-            f"no deploy/install.yml under {root}: migbed deploy runs from a checkout of the "
-            "migbed repository (set MIGBED_ROOT to it)"
-        )
-    return root
+    """The folder holding deploy/ (and images/): $MIGBED_ROOT, the checkout, or the wheel's copy
+    (migbed/assets.py)."""
+    from migbed.assets import AssetMissing, asset_root
+
+    try:
+        return asset_root("deploy/install.yml")
+    except AssetMissing as e:
+        raise DeployError(str(e)) from None
 
 
 # ---------------------------------------------------------------- inventory

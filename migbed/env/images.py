@@ -28,7 +28,10 @@ from typing import Any
 import docker
 import docker.errors
 
-ROOT = Path(__file__).resolve().parents[2]
+from migbed.assets import CHECKOUT, candidates, is_checkout
+
+# A checkout (images are built from the sources): $MIGBED_ROOT or the one this package runs from.
+ROOT = next((r for r in candidates() if is_checkout(r)), CHECKOUT)
 IMAGES_DIR = ROOT / "images"
 BUILD_DIR = IMAGES_DIR / "build"  # generated contexts (images/.gitignore)
 
@@ -182,6 +185,10 @@ def ensure_prometheus(c: docker.DockerClient, base: str, log: Log = _stderr) -> 
 
 def ensure_images(*, grafana: bool = True, log: Log = _stderr) -> ImageSet:
     """Make every image exist; returns the names to run."""
+    if not is_checkout(ROOT):
+        raise RuntimeError(f"building the images needs the migbed sources (pyproject.toml, migbed/, "
+                           f"services/, images/); {ROOT} has none: run from a checkout or set "
+                           "MIGBED_ROOT to one")
     c = client()
     base = ensure_base(c, log)
     ctx = BUILD_DIR / "runtime"
