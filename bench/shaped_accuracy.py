@@ -39,6 +39,7 @@ from _common import (
     median,
     migrate,
     require_ok,
+    scenario_toml,
     stack,
     table,
 )
@@ -47,17 +48,6 @@ from migbed.core.units import parse_bit_rate
 from migbed.env.shaping import LinkShape, clear_commands, shaping_commands
 from migbed.measure.record import RunRecord
 
-SCENARIO = """\
-name = "shaped-accuracy"
-[guest]
-ram-size = "{ram}MiB"
-dirty-rate = "0B/s"
-[migration]
-max-bandwidth = "50GiB/s"
-downtime-limit = "300ms"
-warmup = "100ms"
-max-time = "600s"
-"""
 SKIP_S = 1.0  # left out of the migration's windows (buffers filling)
 MIN_GUEST_MIB = 160
 
@@ -173,8 +163,8 @@ def main(argv: list[str] | None = None) -> int:
                     # or changes in how full they are move the slope (at 100 Mbit: 14 s).
                     ram_mib = int(min(1024, max(MIN_GUEST_MIB,
                                                 rate / 8 * args.migrate_seconds / MiB)))
-                    rec = require_ok(migrate(source, target.address,
-                                             SCENARIO.format(ram=ram_mib), "legacy"))
+                    toml = scenario_toml("shaped-accuracy", f"guest.ram-size={ram_mib}MiB")
+                    rec = require_ok(migrate(source, target.address, toml, "legacy"))
                     steady, win, whole, n = migration_bandwidth(rec)
                     vs = measured_at.get(rate)
                     mig_rows.append([

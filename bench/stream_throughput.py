@@ -40,24 +40,13 @@ from _common import (
     median,
     migrate,
     require_ok,
+    scenario_toml,
     stack,
     table,
 )
 
 from migbed.core.units import parse_size
 from migbed.measure.record import RunRecord
-
-SCENARIO = """\
-name = "stream-throughput"
-[guest]
-ram-size = "{ram}"
-dirty-rate = "0B/s"
-[migration]
-max-bandwidth = "100GiB/s"
-downtime-limit = "300ms"
-warmup = "100ms"
-max-time = "300s"
-"""
 
 
 def raw_tcp(seconds: float) -> float:
@@ -128,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
     ram = parse_size(args.ram)
     header(f"stream throughput: migbed migration stream vs raw TCP ({ram / GiB:g} GiB guest, "
            f"{args.repeat} repeats)")
-    toml = SCENARIO.format(ram=args.ram)
+    toml = scenario_toml("stream-throughput", f"guest.ram-size={args.ram}")
     tcp: list[float] = []
     grpc_only: list[float] = []
     mig: list[float] = []
