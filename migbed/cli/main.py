@@ -340,6 +340,8 @@ _EXTENSIONS: dict[str, tuple[str, str, str]] = {
     "deploy": ("migbed.env.deploy", "add_parser",
                "install migbed on lab hosts over SSH (Ansible) and run an experiment across them"),
     "certs": ("migbed.env.certs", "add_parser", "make a lab CA and mTLS certificates"),
+    "evacuate": ("migbed.fleet.cli", "add_parser",
+                 "drain a host of K guests under parallel-migration limits, per policy"),
 }
 # The pip extra that brings each extension's dependencies (pip install 'migbed[EXTRA]').
 _EXTRA_OF = {"up": "stack", "down": "stack", "images": "stack", "report": "report",

@@ -1,0 +1,133 @@
+"""`migbed evacuate`: drain one source host of K guests under parallel-migration limits.
+
+Locally the hosts are processes on loopback: one source service holding every guest and
+`--targets N` target services. Each policy gets its own evacuation, one after another.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime as dt
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from migbed.core.policy import POLICIES
+from migbed.core.scenario import parse_scenario
+from migbed.fleet.evacuation import Endpoints, Evacuation, EvacuationResult, GuestRun
+from migbed.fleet.planner import ORDERS, EvacuationPlan, FleetGuest, Limits
+
+SOURCE_HOST = "source-0"
+
+
+def guests_from_scenario(name: str, toml: str, count: int, host: str = SOURCE_HOST) -> list[FleetGuest]:
+    sc = parse_scenario(toml, name)
+    device = sum(d.initial_bytes + d.stop_copy_size + d.device_state_size for d in sc.devices)
+    return [FleetGuest(f"guest-{i}", host, name, sc.guest.ram_size, device) for i in range(count)]
+
+
+@contextlib.contextmanager
+def local_hosts(log_dir: Path, targets: int) -> Iterator[Endpoints]:
+    """One source and `targets` target services as local processes, always stopped."""
+    from migbed.experiments.localstack import start_service
+
+    services: list[Any] = []
+    try:
+        target_addr = {}
+        for i in range(targets):
+            svc = start_service("target", log_dir / f"target-{i}")
+            services.append(svc)
+            target_addr[f"target-{i}"] = svc.address
+        source = start_service("source", log_dir / SOURCE_HOST)
+        services.append(source)
+        yield Endpoints({SOURCE_HOST: source.address}, target_addr)
+    finally:
+        for svc in reversed(services):
+            svc.stop()
+
+
+def run_policies(endpoints: Endpoints, fleet: list[FleetGuest], scenario_texts: dict[str, str],
+                 policies: Sequence[str], limits: Limits, order: str, stop_on_target_loss: bool,
+                 progress: bool) -> list[EvacuationResult]:
+    from tqdm import tqdm
+
+    results = []
+    for policy in policies:
+        plan = EvacuationPlan(fleet, list(endpoints.targets), limits, order)
+        bar = tqdm(total=len(fleet), unit="guest", desc=f"evacuate ({policy})", disable=not progress)
+
+        def done(g: GuestRun, bar: Any = bar) -> None:
+            bar.set_postfix_str(f"{g.guest} {g.outcome}, downtime {g.guest_downtime_ms:.0f} ms")
+            bar.update(1)
+
+        try:
+            results.append(Evacuation(plan, endpoints, scenario_texts, policy, stop_on_target_loss,
+                                      done).run(order))
+        finally:
+            bar.close()
+    return results
+
+
+def cmd_evacuate(args: argparse.Namespace) -> int:
+    from migbed.cli.main import _scenario_text
+    from migbed.fleet.report import fleet_table, plot_gantt, write_fleet
+
+    name, toml = _scenario_text(args.scenario)
+    fleet = guests_from_scenario(name, toml, args.guests)
+    limits = Limits(args.per_source, args.per_cluster, args.per_target)
+    EvacuationPlan(fleet, [f"target-{i}" for i in range(args.targets)], limits, args.order)  # validate
+    out = Path(args.out or Path("results") / ("evacuate-" + dt.datetime.now(dt.UTC).strftime("%Y%m%d-%H%M%S")))
+    out.mkdir(parents=True, exist_ok=True)
+    policies = args.policy or ["legacy", "switchover-ack"]
+    print(f"migbed: evacuating {args.guests} x {name} to {args.targets} target(s), at most "
+          f"{limits.per_source} in flight per source, {limits.per_cluster} in all; results in {out}",
+          flush=True)
+    with local_hosts(out / "logs", args.targets) as endpoints:
+        results = run_policies(endpoints, fleet, {name: toml}, policies, limits, args.order,
+                               args.stop_on_target_loss, not args.no_progress)
+    paths = write_fleet(results, out)
+    try:
+        paths.append(plot_gantt(results, out / "gantt.png"))
+    except ImportError as e:  # matplotlib is an optional extra
+        print(f"gantt chart skipped: {e}")
+    print()
+    print(fleet_table(results))
+    print("\n" + "  ".join(str(p) for p in paths))
+    ok = all(g.outcome == "completed" and g.verified for r in results for g in r.guests)
+    return 0 if ok and not any(r.not_started for r in results) else 1
+
+
+def _count(lo: int, hi: int, what: str) -> Any:
+    def parse(value: str) -> int:
+        try:
+            n = int(value)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{what} = {value[:40]!r}: not an integer") from None
+        if not lo <= n <= hi:
+            raise argparse.ArgumentTypeError(f"{what} = {n}: allowed {lo} .. {hi}")
+        return n
+    return parse
+
+
+def add_parser(subparsers: Any) -> argparse.ArgumentParser:
+    p = subparsers.add_parser("evacuate", help="drain a host of K guests under parallel-migration limits",
+                              description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--scenario", help="TOML file or built-in name (every guest runs it)")
+    p.add_argument("--guests", type=_count(1, 64, "--guests"), default=6, help="guests to evacuate (6)")
+    p.add_argument("--targets", type=_count(1, 8, "--targets"), default=2, help="target hosts (2)")
+    p.add_argument("--policy", action="append", choices=POLICIES,
+                   help="repeatable; default legacy and switchover-ack")
+    p.add_argument("--per-source", type=_count(1, 64, "--per-source"), default=2,
+                   help="in flight per source host (KubeVirt parallelOutboundMigrationsPerNode, 2)")
+    p.add_argument("--per-cluster", type=_count(1, 64, "--per-cluster"), default=5,
+                   help="in flight in the lab (KubeVirt parallelMigrationsPerCluster, 5)")
+    p.add_argument("--per-target", type=_count(0, 64, "--per-target"), default=0,
+                   help="in flight into one target host (0 = no limit)")
+    p.add_argument("--order", choices=ORDERS, default="first-come")
+    p.add_argument("--stop-on-target-loss", action="store_true",
+                   help="a lost target stops the plan (default: go on with the other targets)")
+    p.add_argument("--out", help="results folder (default results/evacuate-<UTC time>)")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=cmd_evacuate)
+    return p
