@@ -102,14 +102,14 @@ def add_scenario_args(p: argparse.ArgumentParser, comparison: bool = True) -> No
     if comparison:
         p.add_argument("--comparison", metavar="NAME",
                        help="a named comparison (`migbed scenarios`): its scenario, policies, "
-                            "repeats and overrides; the flags above still apply on top")
+                            "repeats and overrides; --scenario, --set, --policy and --repeat still apply on top")
 
 
 def add_policy_args(p: argparse.ArgumentParser, repeat_default: int | None = DEFAULT_REPEAT) -> None:
     p.add_argument("--policy", action="append", choices=POLICIES, metavar="POLICY",
                    help=f"switchover policy, repeatable ({', '.join(POLICIES)}); "
                         f"default: {' and '.join(DEFAULT_POLICIES)}")
-    p.add_argument("--repeat", type=bounded_int(1, MAX_REPEAT), default=None,
+    p.add_argument("--repeat", type=bounded_int(1, MAX_REPEAT), default=None, metavar="N",
                    help=f"runs per policy, 1-{MAX_REPEAT} (default {repeat_default})")
 
 

@@ -267,8 +267,8 @@ def build_parser(wanted: str = "") -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     r = sub.add_parser("run", help="run a policy comparison (default: legacy vs switchover-ack)")
-    r.add_argument("--source", type=address, help="a running source service, HOST:PORT")
-    r.add_argument("--target", type=address, help="the target, as the source dials it")
+    r.add_argument("--source", type=address, metavar="HOST:PORT", help="a running source service")
+    r.add_argument("--target", type=address, metavar="HOST:PORT", help="the target, as the source dials it")
     add_scenario_args(r)
     add_policy_args(r)
     add_out_arg(r, DEFAULT_OUT)

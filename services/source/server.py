@@ -8,7 +8,6 @@ then the run record; Cancel ends a migration, leaving its guest running.
 from __future__ import annotations
 
 import asyncio
-import json
 import re
 from collections import OrderedDict
 from collections.abc import AsyncIterator
@@ -17,9 +16,11 @@ from typing import Any
 import grpc
 
 from migbed import __version__
+from migbed.core.bounded import InputError, parse_labels_json
 from migbed.core.clock import boot_id
 from migbed.core.policy import POLICIES
 from migbed.core.scenario import ScenarioError, parse_scenario
+from migbed.core.start import StartInputError, check_target_address, status_text
 from migbed.measure.record import Event, ProgressSample, RunRecord
 from migbed.wire import migration_pb2 as pb
 from migbed.wire import migration_pb2_grpc as pbg
@@ -27,7 +28,6 @@ from services.source.engine import Migration
 
 KEEP_FINISHED = 200
 _RUN_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
-_ADDRESS = re.compile(r"^[A-Za-z0-9._\-\[\]:]+:[0-9]{1,5}$")
 
 
 class _Run:
@@ -52,7 +52,7 @@ class SourceService(pbg.ControlServicer):
 
     async def Start(self, request: pb.StartRequest, context: grpc.aio.ServicerContext) -> pb.StartReply:
         async def refuse(code: grpc.StatusCode, msg: str) -> None:
-            await context.abort(code, msg)
+            await context.abort(code, status_text(msg))
 
         if not _RUN_ID.match(request.run_id):
             await refuse(grpc.StatusCode.INVALID_ARGUMENT,
@@ -62,9 +62,10 @@ class SourceService(pbg.ControlServicer):
         if request.policy not in POLICIES:
             await refuse(grpc.StatusCode.INVALID_ARGUMENT,
                          f"policy = {request.policy!r}: allowed {', '.join(POLICIES)}")
-        if not _ADDRESS.match(request.target_address):
-            await refuse(grpc.StatusCode.INVALID_ARGUMENT,
-                         f"target_address = {request.target_address!r}: expected HOST:PORT")
+        try:  # bounded parsing in migbed/core/start.py (ports 1-65535, [IPv6]:PORT)
+            check_target_address(request.target_address)
+        except StartInputError as e:
+            await refuse(grpc.StatusCode.INVALID_ARGUMENT, str(e))
         if self._running() >= self.max_running:
             await refuse(grpc.StatusCode.RESOURCE_EXHAUSTED,
                          f"{self._running()} migrations running; at most {self.max_running}")
@@ -73,13 +74,10 @@ class SourceService(pbg.ControlServicer):
         except ScenarioError as e:
             await refuse(grpc.StatusCode.INVALID_ARGUMENT, f"scenario: {e}")
             raise AssertionError from e
-        try:
-            labels = json.loads(request.labels_json) if request.labels_json else {}
-            if not isinstance(labels, dict):
-                raise ValueError("not an object")
-            labels = {str(k): str(v) for k, v in labels.items()}
-        except ValueError as e:
-            await refuse(grpc.StatusCode.INVALID_ARGUMENT, f"labels_json: {e}")
+        try:  # bounded: size, no nesting, short strings (migbed/core/bounded.py)
+            labels = parse_labels_json(request.labels_json)
+        except InputError as e:
+            await refuse(grpc.StatusCode.INVALID_ARGUMENT, str(e))
             raise AssertionError from e
 
         run: _Run | None = None
