@@ -43,7 +43,7 @@ def test_host_port_accepts(text: str, host: str, port: int, shown: str) -> None:
     ("127.0.0.1:99999", "port must be a number 1-65535"),  # issue 14 #5: it wrapped to 34463
     ("127.0.0.1:0", "port must be a number 1-65535"),
     ("127.0.0.1:-1", "port must be a number 1-65535"),
-    ("127.0.0.1:８０", "port must be a number"),  # non-ASCII digits
+    ("127.0.0.1:\uff18\uff10", "port must be a number"),  # non-ASCII (fullwidth) digits
     ("127.0.0.1", "expected HOST:PORT"),
     (":50051", "expected HOST:PORT"),
     ("::1:50051", "IPv6 address goes in brackets"),
