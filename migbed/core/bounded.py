@@ -163,7 +163,7 @@ def parse_labels_json(text: str, where: str = "labels_json") -> dict[str, str]:
     except (ValueError, RecursionError) as e:
         raise InputError(f"{where}: not valid JSON: {clip(str(e))}") from None
     if not isinstance(data, dict):
-        raise InputError(f"{where}: expected a JSON object, got {type(data).__name__}")
+        raise InputError(f"{where}: not an object (expected a JSON object of strings, got {type(data).__name__})")
     if len(data) > MAX_LABELS:
         raise InputError(f"{where}: {len(data)} labels; at most {MAX_LABELS} allowed")
     labels: dict[str, str] = {}

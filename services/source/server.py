@@ -18,9 +18,8 @@ import grpc
 from migbed import __version__
 from migbed.core.bounded import InputError, parse_labels_json
 from migbed.core.clock import boot_id
-from migbed.core.policy import POLICIES
 from migbed.core.scenario import ScenarioError, parse_scenario
-from migbed.core.start import StartInputError, check_target_address, status_text
+from migbed.core.start import StartInputError, check_policy, check_target_address, status_text
 from migbed.measure.record import Event, ProgressSample, RunRecord
 from migbed.wire import migration_pb2 as pb
 from migbed.wire import migration_pb2_grpc as pbg
@@ -59,10 +58,8 @@ class SourceService(pbg.ControlServicer):
                          "run_id: 1 to 128 of letters, digits and . _ : -")
         if request.run_id in self.runs:
             await refuse(grpc.StatusCode.ALREADY_EXISTS, f"run_id {request.run_id!r} exists")
-        if request.policy not in POLICIES:
-            await refuse(grpc.StatusCode.INVALID_ARGUMENT,
-                         f"policy = {request.policy!r}: allowed {', '.join(POLICIES)}")
-        try:  # bounded parsing in migbed/core/start.py (ports 1-65535, [IPv6]:PORT)
+        try:  # bounded parsing in migbed/core/start.py (clipped values, ports 1-65535, [IPv6]:PORT)
+            check_policy(request.policy)
             check_target_address(request.target_address)
         except StartInputError as e:
             await refuse(grpc.StatusCode.INVALID_ARGUMENT, str(e))
