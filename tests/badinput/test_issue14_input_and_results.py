@@ -226,3 +226,18 @@ def test_2_each_record_is_on_disk_as_its_run_ends(tmp_path: Path) -> None:
     assert json.loads((out / "results.json").read_text()) == [json.loads(x) for x in lines]
     for x in lines:
         assert f"migbed: run {json.loads(x)['run_id']} started" in proc.stdout
+
+
+def test_a_failed_run_exits_1_with_its_record_kept(source: Service, tmp_path: Path) -> None:
+    """Exit codes: a run that fails (no target behind the address) is 1, not 2 or 3, and its
+    record is on disk like any other."""
+    from migbed.experiments.localstack import free_port
+
+    out = tmp_path / "out"
+    proc = cli("run", "--source", source.address, "--target", f"127.0.0.1:{free_port()}",
+               "--comparison", "smoke", "--policy", "legacy", "--out", str(out), "--no-report",
+               timeout=120)
+    assert proc.returncode == 1, (proc.stdout, proc.stderr)
+    record = json.loads((out / "results.jsonl").read_text())
+    assert record["outcome"] == "failed" and "during setup" in record["error"]
+    assert f"! {record['run_id']}: failed" in proc.stdout
