@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import datetime as dt
 import json
 import logging
 import os
@@ -44,6 +43,7 @@ from migbed.cli.args import (
     progress_wanted,
     resolve_experiment,
     seconds,
+    utc_stamp,
     writable_folder,
 )
 from migbed.core.scenario import (
@@ -55,11 +55,6 @@ from migbed.core.scenario import (
 )
 
 DEFAULT_OUT = "results/<UTC timestamp>"
-
-
-def utc_stamp() -> str:
-    """The results subfolder name of run and up (UTC, sortable)."""
-    return dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
 
 
 # ---------------------------------------------------------------- run

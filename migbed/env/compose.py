@@ -169,7 +169,9 @@ def _user_env(results_dir: Path) -> dict[str, str]:
 
 
 def _run_id() -> str:
-    return time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    from migbed.cli.args import utc_stamp
+
+    return utc_stamp()
 
 
 @dataclass
