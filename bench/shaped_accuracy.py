@@ -22,19 +22,16 @@ egress, with the argv migbed.env.shaping builds (burst rate x 5 ms, >= 64 KiB).
 from __future__ import annotations
 
 import argparse
-import json
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
 from _common import (
-    ROOT,
     MiB,
     NetnsLink,
     can_make_namespaces,
     event_ms,
-    free_port,
     header,
     median,
     migrate,
@@ -47,6 +44,7 @@ from _common import (
 from migbed.core.units import parse_bit_rate
 from migbed.env.shaping import LinkShape, clear_commands, shaping_commands
 from migbed.measure.record import RunRecord
+from testkit.goodput import measure_goodput
 
 SKIP_S = 1.0  # left out of the migration's windows (buffers filling)
 MIN_GUEST_MIB = 160
@@ -54,26 +52,7 @@ MIN_GUEST_MIB = 160
 
 def goodput(link: NetnsLink, seconds: float, warmup: float) -> float:
     """Payload bits/s from here to the namespace, counted by the receiver."""
-    port = free_port()
-    recv = subprocess.Popen(
-        [*link.wrapper, sys.executable, "-m", "migbed.env.goodput", "recv",
-         "--listen", f"{link.ns_ip}:{port}", "--count", "1", "--warmup", str(warmup)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=ROOT)
-    try:
-        out = subprocess.run(
-            [sys.executable, "-m", "migbed.env.goodput", "send", "--to",
-             f"{link.ns_ip}:{port}", "--seconds", str(seconds)],
-            capture_output=True, text=True, cwd=ROOT, timeout=seconds * 10 + 30, check=False)
-        result = json.loads(out.stdout or "{}")
-        if not result.get("ok"):
-            raise RuntimeError(f"goodput failed: {out.stdout} {out.stderr}")
-        return float(result["goodput_bps"])
-    finally:
-        try:
-            recv.wait(10)
-        except subprocess.TimeoutExpired:
-            recv.kill()
-            recv.wait()
+    return measure_goodput(link.ns_ip, seconds, warmup, link.wrapper)
 
 
 def migration_bandwidth(rec: RunRecord) -> tuple[float, float, float, int]:
