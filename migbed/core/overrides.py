@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 import re
 import tomllib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from migbed.core.bounded import clip
@@ -82,6 +82,15 @@ def _device_table(data: dict[str, Any], name: str, text: str) -> dict[str, Any]:
             return d
     raise OverrideError(f"--set {clip(text, 80)}: no device named {name!r} "
                         f"(the scenario has: {', '.join(map(str, have)) or 'no devices'})")
+
+
+def override_values(data: dict[str, Any], values: Mapping[str, Any]) -> None:
+    """Like apply_overrides, with typed values (a sweep's axis, a comparison's [set] table)."""
+    if len(values) > MAX_OVERRIDES:
+        raise OverrideError(f"{len(values)} overrides; at most {MAX_OVERRIDES}")
+    for key, value in values.items():
+        parts, _ = split_override(f"{key}=0")
+        _apply(data, parts, value, f"{key}={value!r}")
 
 
 # ---------------------------------------------------------------- writing TOML back
