@@ -370,7 +370,9 @@ def _exit_code_of(e: Exception) -> int:
     text = str(e)
     if isinstance(e, Unreachable) or "UNAVAILABLE" in text or "DEADLINE_EXCEEDED" in text:
         return EXIT_UNREACHABLE
-    if isinstance(e, ScenarioError | UsageError):
+    # The service refused what the user asked (an unknown run id, a value it does not allow).
+    if isinstance(e, ScenarioError | UsageError) or any(
+            code in text for code in ("NOT_FOUND", "INVALID_ARGUMENT", "ALREADY_EXISTS")):
         return EXIT_USAGE
     return EXIT_FAILED
 
