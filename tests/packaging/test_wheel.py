@@ -6,6 +6,7 @@ deploy/, images/, prometheus/ and grafana/, and no test or benchmark code."""
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import zipfile
@@ -48,8 +49,12 @@ def venv(wheel: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tupl
     sh([sys.executable, "-m", "venv", str(home / "venv")], cwd=home)
     bindir = home / "venv" / "bin"
     env["PATH"] = f"{bindir}{os.pathsep}{env.get('PATH', '')}"
-    sh([str(bindir / "pip"), "install", "-q", "--disable-pip-version-check", f"{wheel}[all]"],
-       cwd=home, env=env, timeout=500)
+    # The wheel's own requirements, resolved by pip; constrained to the lock's versions so the
+    # result is the tested set (and pip's cache, filled by bin/_bootstrap.sh, serves it).
+    pins = re.findall(r"^([A-Za-z0-9_.-]+==[^\s\\;]+)", (ROOT / "requirements" / "dev.txt").read_text(), re.M)
+    (home / "constraints.txt").write_text("\n".join(pins) + "\n")
+    sh([str(bindir / "pip"), "install", "-q", "--disable-pip-version-check", "-c", "constraints.txt",
+        f"{wheel}[all]"], cwd=home, env=env, timeout=500)
     yield home, env
 
 
