@@ -51,6 +51,31 @@ def address(value: str) -> str:
         raise argparse.ArgumentTypeError(str(e)) from None
 
 
+def listen_address(value: str) -> str:
+    """HOST:PORT to listen on; port 0 = any free port."""
+    try:
+        return parse_address(value, "HOST:PORT", allow_zero=True)
+    except AddressError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def size(lo: int = 0, hi: int = 2**50) -> Callable[[str], int]:
+    """Bytes from a size with a unit ("8GiB", QEMU's "512M"), bounded."""
+    def parse(value: str) -> int:
+        from migbed.core.units import UnitError, format_bytes, parse_size
+
+        try:
+            n = parse_size(value)
+        except UnitError as e:
+            raise argparse.ArgumentTypeError(str(e)) from None
+        if not lo <= n <= hi:
+            raise argparse.ArgumentTypeError(f"{clip(value, 40)} is out of range "
+                                             f"({format_bytes(lo)}..{format_bytes(hi)})")
+        return n
+    parse.__name__ = "size"
+    return parse
+
+
 def bounded_int(lo: int, hi: int) -> Callable[[str], int]:
     def parse(value: str) -> int:
         text = value.strip()
