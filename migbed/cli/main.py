@@ -64,7 +64,6 @@ def cmd_run(args: argparse.Namespace) -> int:
     from migbed.experiments.comparison import Plan, run_plan
     from migbed.experiments.localstack import local_stack
     from migbed.experiments.results import ResultsSink
-    from migbed.report.summary import results_table
 
     # Everything is checked before anything starts: the pair, the scenario, --out, TLS.
     if bool(args.source) != bool(args.target):
@@ -80,20 +79,31 @@ def cmd_run(args: argparse.Namespace) -> int:
           f"{exp.repeat} repeat(s); results in {out}", flush=True)
     sink = ResultsSink(out)
     show = progress_wanted(args.no_progress)
-    if args.source:
-        run_plan(plan, show, sink.add, _announce)
-    else:
-        with local_stack(out / "logs", tls_dir=args.tls_dir) as (source, target):
-            plan.source, plan.target = source.address, target.address
+    try:
+        if args.source:
             run_plan(plan, show, sink.add, _announce)
+        else:
+            with local_stack(out / "logs", tls_dir=args.tls_dir) as (source, target):
+                plan.source, plan.target = source.address, target.address
+                run_plan(plan, show, sink.add, _announce)
+    except BaseException:  # a lost source, ^C: what did finish is shown and kept all the same
+        if sink.records:
+            _show_results(sink)
+        raise
+    _show_results(sink)
+    if not args.no_report and not sink.saved_elsewhere:
+        _maybe_report(out)
+    return _run_exit_code(sink)
+
+
+def _show_results(sink: Any) -> None:
+    from migbed.report.summary import results_table
+
     written = sink.finish()
     print()
     print(results_table(sink.records))
     kept = [sink.fallback or sink.path, *written]
-    print(f"\nresults: {'  '.join(str(p) for p in kept)}")
-    if not args.no_report and not sink.saved_elsewhere:
-        _maybe_report(out)
-    return _run_exit_code(sink)
+    print(f"\nresults: {'  '.join(str(p) for p in kept)}", flush=True)
 
 
 def _announce(run_id: str) -> None:
