@@ -42,10 +42,12 @@ class DeployError(Exception):
 def repo_root() -> Path:
     """The folder holding deploy/ (and images/): $MIGBED_ROOT, the checkout, or the wheel's copy
     (migbed/assets.py)."""
-    from migbed.assets import AssetMissing, asset_root
+    from migbed.assets import WHEEL_COPY, AssetMissing, asset_root, source_tree
 
     try:
-        return asset_root("deploy/install.yml")
+        root = asset_root("deploy/install.yml")
+        # An installed wheel: the wheelhouse is built from sources (images/fetch-wheels.sh).
+        return source_tree() if root == WHEEL_COPY else root
     except AssetMissing as e:
         raise DeployError(str(e)) from None
 

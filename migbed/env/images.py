@@ -28,10 +28,13 @@ from typing import Any
 import docker
 import docker.errors
 
-from migbed.assets import CHECKOUT, candidates, is_checkout
+from migbed.assets import CHECKOUT, AssetMissing, is_checkout, source_tree
 
-# A checkout (images are built from the sources): $MIGBED_ROOT or the one this package runs from.
-ROOT = next((r for r in candidates() if is_checkout(r)), CHECKOUT)
+# The sources the images are built from: a checkout, or one assembled from the installed wheel.
+try:
+    ROOT = source_tree()
+except AssetMissing:
+    ROOT = CHECKOUT  # ensure_images says what is missing
 IMAGES_DIR = ROOT / "images"
 BUILD_DIR = IMAGES_DIR / "build"  # generated contexts (images/.gitignore)
 

@@ -65,7 +65,7 @@ def test_wheel_contents(wheel: Path) -> None:
                    "migbed/comparisons/comparisons.toml", "migbed/scenarios/mlx5-like.toml",
                    "migbed/py.typed"):
         assert needed in names, needed
-    for banned in ("testkit/", "tests/", "bench/", "migbed/_assets/setup.py", "migbed/_assets/images/build/"):
+    for banned in ("testkit/", "tests/", "bench/", "migbed/_assets/images/build/", "migbed/_assets/.venv"):
         assert not any(n.startswith(banned) for n in names), banned
     meta = next(n for n in names if n.endswith(".dist-info/METADATA"))
     text = zipfile.ZipFile(wheel).read(meta).decode()
@@ -88,6 +88,18 @@ def test_every_subcommand_from_a_clean_venv(venv: tuple[Path, dict[str, str]]) -
     where = sh(["python", "-c", "from migbed.assets import asset; print(asset('deploy/install.yml'))"],
                home, env=env).stdout.strip()
     assert "site-packages/migbed/_assets/deploy/install.yml" in where
+    # What `migbed images`/`up`/`deploy` build from: the sources, rebuilt from the installed wheel.
+    tree = Path(sh(["python", "-c", "from migbed.assets import source_tree; print(source_tree())"],
+                   home, env={**env, "XDG_CACHE_HOME": str(home / "cache")}).stdout.strip())
+    assert tree.is_relative_to(home / "cache")
+    for part in ("pyproject.toml", "setup.py", "README.md", "compose.yaml", "migbed/cli/main.py",
+                 "services/source/Dockerfile", "images/fetch-wheels.sh", "deploy/install.yml"):
+        assert (tree / part).is_file(), part
+    assert not (tree / "migbed" / "_assets").exists()
+    rebuilt = home / "rebuilt"  # the tree builds a wheel again (what images/fetch-wheels.sh does)
+    sh([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "-w",
+        str(rebuilt), str(tree)], home)
+    assert len(list(rebuilt.glob("migbed-*.whl"))) == 1
 
 
 def test_run_and_certs_from_a_clean_venv(venv: tuple[Path, dict[str, str]]) -> None:
