@@ -336,7 +336,7 @@ def cmd_up(args: argparse.Namespace) -> int:
     # The same checks as `migbed run`, before any image is built or container started.
     try:
         exp = resolve_experiment(args)
-        out = writable_folder(Path(args.out) if args.out else ROOT / "results" / _run_id())
+        out = writable_folder(Path(args.out or Path("results") / _run_id()).resolve())
         scenario_link(exp.scenario_arg, exp.overrides)  # a [link] tc cannot shape is refused here
     except (UsageError, ScenarioError, ShapingError) as e:
         print(f"migbed up: {e}", file=sys.stderr)
