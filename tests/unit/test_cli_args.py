@@ -233,3 +233,15 @@ def test_progress_bars_only_on_a_terminal(monkeypatch: pytest.MonkeyPatch) -> No
 
     monkeypatch.setattr("sys.stderr", NotATty())
     assert cli_args.progress_wanted(no_progress=False) is False
+
+
+def test_a_missing_extra_is_named_even_on_help(monkeypatch: pytest.MonkeyPatch,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    """Issue 15: `migbed up --help` showed a stub (`rest`) when its module could not load."""
+    from migbed.cli import main as cli_main
+
+    monkeypatch.setitem(cli_main._EXTENSIONS, "up", ("migbed.no_such_module", "add_up_parser", "x"))
+    assert main(["up", "--help"]) == cli_args.EXIT_USAGE
+    err = capsys.readouterr().err
+    assert "pip install 'migbed[stack]'" in err and "migbed.no_such_module" in err
+    assert "rest" not in err
