@@ -367,7 +367,8 @@ def _add_extension(sub: Any, command: str, module_name: str, registrar: str) -> 
                              f"pip install 'migbed[{extra}]' (bin/migbed installs everything)")
 
         # add_help=False and a hidden catch-all: `migbed up --help` says what is missing too.
-        unavailable_parser = sub.add_parser(command, add_help=False,
+        # prefix_chars that no argument uses: every argument, --help too, lands in `rest`.
+        unavailable_parser = sub.add_parser(command, add_help=False, prefix_chars="\x00",
                                             help=f"(unavailable here: pip install 'migbed[{extra}]')")
         unavailable_parser.add_argument("rest", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
         unavailable_parser.set_defaults(func=unavailable)
