@@ -24,7 +24,7 @@ import logging
 import os
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from migbed import __version__
 from migbed.cli.args import (
@@ -54,6 +54,9 @@ from migbed.core.scenario import (
     resolve_scenario,
 )
 
+if TYPE_CHECKING:
+    from migbed.experiments.results import ResultsSink
+
 DEFAULT_OUT = "results/<UTC timestamp>"
 
 
@@ -63,13 +66,16 @@ DEFAULT_OUT = "results/<UTC timestamp>"
 def cmd_run(args: argparse.Namespace) -> int:
     from migbed.experiments.comparison import Plan, run_plan
     from migbed.experiments.localstack import local_stack
-    from migbed.experiments.results import ResultsSink
+    from migbed.experiments.results import JSONL, ResultsSink
 
     # Everything is checked before anything starts: the pair, the scenario, --out, TLS.
     if bool(args.source) != bool(args.target):
         raise UsageError("--source and --target go together (or neither, for local processes)")
     exp = resolve_experiment(args)
     out = writable_folder(Path(args.out or Path("results") / utc_stamp()))
+    if (out / JSONL).is_file() and (out / JSONL).stat().st_size:
+        raise UsageError(f"--out {out}: holds the results of an earlier run ({JSONL}); "
+                         "choose another folder")
     _use_tls(args.tls_dir)
     if args.source:
         _require_serving(args.source, args.tls_dir)
@@ -96,7 +102,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     return _run_exit_code(sink)
 
 
-def _show_results(sink: Any) -> None:
+def _show_results(sink: ResultsSink) -> None:
     from migbed.report.summary import results_table
 
     written = sink.finish()
@@ -113,7 +119,7 @@ def _announce(run_id: str) -> None:
     sys.stdout.flush()
 
 
-def _run_exit_code(sink: Any) -> int:
+def _run_exit_code(sink: ResultsSink) -> int:
     if sink.saved_elsewhere:
         where = sink.fallback or sink.path
         print(f"migbed: results were not all written where asked; every record is in {where}",

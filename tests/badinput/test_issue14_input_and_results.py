@@ -241,3 +241,14 @@ def test_a_failed_run_exits_1_with_its_record_kept(source: Service, tmp_path: Pa
     record = json.loads((out / "results.jsonl").read_text())
     assert record["outcome"] == "failed" and "during setup" in record["error"]
     assert f"! {record['run_id']}: failed" in proc.stdout
+
+
+def test_2_an_out_with_earlier_results_is_refused(tmp_path: Path) -> None:
+    """results.jsonl is append-only: a second comparison into the same folder would mix two
+    runs' records, so it is refused before anything starts."""
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "results.jsonl").write_text('{"run_id": "earlier"}\n')
+    proc = cli("run", "--comparison", "smoke", "--out", str(out))
+    assert_clear_error(proc, "holds the results of an earlier run")
+    assert (out / "results.jsonl").read_text() == '{"run_id": "earlier"}\n'
