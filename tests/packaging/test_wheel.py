@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -33,8 +34,14 @@ def sh(argv: list[str], cwd: Path, timeout: float = 300, env: dict[str, str] | N
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("wheel")
+    # From a copy: an in-tree build would reuse (and leave) ROOT/build/, whose stale files
+    # could end up in the wheel.
+    src = out / "src"
+    shutil.copytree(ROOT, src, ignore=shutil.ignore_patterns(
+        ".git", ".venv", "build", "results", ".cache", "__pycache__", "*.egg-info", ".*_cache"))
+    shutil.rmtree(src / "images" / "build", ignore_errors=True)
     sh([sys.executable, "-m", "pip", "wheel", "-q", "--disable-pip-version-check", "--no-deps",
-        "--no-build-isolation", "-w", str(out), str(ROOT)], cwd=out)
+        "--no-build-isolation", "-w", str(out), str(src)], cwd=out)
     (whl,) = out.glob("migbed-*.whl")
     return whl
 
