@@ -353,6 +353,8 @@ _EXTENSIONS: dict[str, tuple[str, str, str]] = {
     "certs": ("migbed.env.certs", "add_parser", "make a lab CA and mTLS certificates"),
     "evacuate": ("migbed.fleet.cli", "add_parser",
                  "drain a host of K guests under parallel-migration limits, per policy"),
+    "qemu-compare": ("migbed.qemu.cli", "add_parser",
+                     "a scenario's RAM side on real QEMU and on migbed, side by side"),
 }
 # The pip extra that brings each extension's dependencies (pip install 'migbed[EXTRA]').
 _EXTRA_OF = {"up": "stack", "down": "stack", "images": "stack", "report": "report",
