@@ -16,6 +16,9 @@ root="$(cd "$here/../.." && pwd)"
 tag="${1:-migbed/labhost:bookworm}"
 base="${MIGBED_BASE_IMAGE:-migbed/base:bookworm}"
 packages=(openssh-server sudo python3-venv iproute2 prometheus)
+# MIGBED_LABHOST_SYSTEMD=1: also systemd, for a lab host whose PID 1 is systemd (run with
+# /lib/systemd/systemd as its command; tests/deploy tests the systemd units on it).
+if [ "${MIGBED_LABHOST_SYSTEMD:-0}" = 1 ]; then packages+=(systemd dbus); fi
 cache="${MIGBED_LABHOST_CACHE:-$root/.cache/labhost}"
 
 # The base image belongs to images/: build it with its own script (a no-op when it exists).
@@ -68,7 +71,7 @@ if [ "${#missing[@]}" -gt 0 ]; then
 fi
 cp "$here/Dockerfile" "$here/entrypoint.sh" "$here/sshd_config" "$ctx/"
 # The classic builder can build FROM a local image (no registry); its deprecation notice is noise.
-if ! log="$(DOCKER_BUILDKIT=0 docker build --build-arg "BASE_IMAGE=$base" \
+if ! log="$(DOCKER_BUILDKIT=0 docker build --force-rm --build-arg "BASE_IMAGE=$base" \
   --label "migbed.labhost.inputs=$inputs" -t "$tag" "$ctx" 2>&1)"; then
   echo "$log" >&2
   exit 1

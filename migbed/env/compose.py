@@ -5,7 +5,11 @@ up:   build or find the images (works with no registry: images.py), start source
       SERVING, shape the source's egress from the scenario's [link] (tc tbf), then run the
       comparison in the one-shot runner container, streaming its output, into
       results/<run id>/. The services stay up for more experiments.
-down: remove every container and the network of the project; checks nothing is left.
+down: remove every container, the network and the named volumes (Prometheus' data) of the
+      project; checks nothing is left.
+
+compose.yaml never pulls (`pull_policy: never`) and names its images through MIGBED_*_IMAGE
+variables, which every compose command run from here sets (images.compose_env_defaults()).
 
 Works with `docker compose` (v2) and `docker-compose` (1.29): set MIGBED_COMPOSE to force one.
 """
@@ -72,8 +76,10 @@ class Stack:
 
     project: str = DEFAULT_PROJECT
     results: Path = ROOT / "results"
-    env: dict[str, str] = field(default_factory=dict)
-    profiles: list[str] = field(default_factory=list)
+    # The images (compose.yaml stops when they are unset); start() puts the built ones here.
+    env: dict[str, str] = field(default_factory=images.compose_env_defaults)
+    # "runner": the one-shot runner's profile, so that `run runner` and `down` reach it.
+    profiles: list[str] = field(default_factory=lambda: ["runner"])
     cmd: list[str] = field(default_factory=compose_command)
 
     def argv(self, *args: str) -> list[str]:
@@ -213,8 +219,10 @@ def start(
     _say(f"starting {', '.join(services)} (project {project}, compose: {' '.join(stack.cmd)})")
     stack.run("up", "-d", *services)
     c = images.client()
-    wait_healthy(stack, c, SERVICES, HEALTH_TIMEOUT_S)
-    _say("source and target are healthy (gRPC health: SERVING)")
+    # Every long-lived service has a health check; prometheus and grafana wait (depends_on)
+    # for the ones before them, so this is the whole stack ready.
+    wait_healthy(stack, c, services, HEALTH_TIMEOUT_S)
+    _say(f"healthy: {', '.join(services)} (source and target: gRPC health SERVING)")
     if "prometheus" in services:
         _say(f"Prometheus: http://127.0.0.1:{os.environ.get('MIGBED_PROMETHEUS_PORT', '9090')}")
     if imgs.grafana:
@@ -310,20 +318,25 @@ def up(
 
 
 def down(*, project: str = DEFAULT_PROJECT) -> list[str]:
-    """Remove the project's containers and network; returns what had to be force-removed."""
-    stack = Stack(project=project, profiles=["grafana"])
-    stack.run("down", "--remove-orphans", "--timeout", "5")
+    """Remove the project's containers, network and named volumes; returns what had to be
+    force-removed."""
+    stack = Stack(project=project, profiles=["grafana", "runner"])
+    stack.run("down", "--volumes", "--remove-orphans", "--timeout", "5")
     c = images.client()
     # Whatever compose left (e.g. a runner killed mid-run): remove by label, then check.
     leftovers: list[str] = []
     for ct in stack.containers(c):
         leftovers.append(ct.name)
         ct.remove(force=True)
-    for net in c.networks.list(filters={"label": f"{PROJECT_LABEL}={project}"}):
+    label = {"label": f"{PROJECT_LABEL}={project}"}
+    for net in c.networks.list(filters=label):
         leftovers.append(net.name)
         net.remove()
-    if stack.containers(c) or c.networks.list(filters={"label": f"{PROJECT_LABEL}={project}"}):
-        raise StackError(f"project {project}: containers or networks remain after down")
+    for vol in c.volumes.list(filters=label):
+        leftovers.append(vol.name)
+        vol.remove(force=True)
+    if stack.containers(c) or c.networks.list(filters=label) or c.volumes.list(filters=label):
+        raise StackError(f"project {project}: containers, networks or volumes remain after down")
     return leftovers
 
 
@@ -407,7 +420,7 @@ def add_up_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 def add_down_parser(subparsers: Any) -> argparse.ArgumentParser:
     p: argparse.ArgumentParser = subparsers.add_parser(
-        "down", help="remove the container stack (containers and network)"
+        "down", help="remove the container stack (containers, network and named volumes)"
     )
     _project_arg(p)
     p.set_defaults(func=cmd_down)

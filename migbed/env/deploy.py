@@ -321,12 +321,38 @@ def _reason(res: Mapping[str, Any]) -> str:
     return ("; ".join(parts) or "no reason given")[:2000]
 
 
+def _diff_lines(diff: Any) -> list[str]:
+    """Ansible's --diff result of a task (a dict or a list of them) as unified-diff lines."""
+    import difflib
+
+    found: list[str] = []
+    for d in diff if isinstance(diff, list) else [diff] if isinstance(diff, dict) else []:
+        if not isinstance(d, dict):
+            continue
+        if isinstance(d.get("prepared"), str):
+            found += d["prepared"].splitlines()
+            continue
+        before, after = d.get("before", ""), d.get("after", "")
+        if isinstance(before, str) and isinstance(after, str) and before != after:
+            found += difflib.unified_diff(
+                before.splitlines(),
+                after.splitlines(),
+                str(d.get("before_header", "before")),
+                str(d.get("after_header", "after")),
+                lineterm="",
+            )
+        elif before != after:
+            found.append(f"{before!r} -> {after!r}")
+    return found
+
+
 @dataclass
 class Progress:
     """ansible-runner event handler: prints one line per host and task, collects failures."""
 
     out: TextIO
     verbose: bool = False
+    diff: bool = False  # --diff: print each changed task's diff under its line
     failures: list[Failure] = field(default_factory=list)
     stats: dict[str, dict[str, int]] = field(default_factory=dict)
     _task: str = ""
@@ -345,6 +371,9 @@ class Progress:
             self._task = data.get("task", "")
         elif kind == "runner_on_ok":
             self._line(f"  {host:<16} {'changed' if res.get('changed') else 'ok':<11} {label}")
+            if self.diff and res.get("changed"):
+                for text in _diff_lines(res.get("diff")):
+                    self._line(f"  {'':<16} {'':<11} {text}")
         elif kind == "runner_on_skipped" and self.verbose:
             self._line(f"  {host:<16} {'skipped':<11} {label}")
         elif kind == "runner_retry":
@@ -407,6 +436,7 @@ def run_playbook(
     cmdline: Sequence[str],
     out: TextIO,
     verbose: bool = False,
+    diff: bool = False,
 ) -> PlaybookRun:
     """Run deploy/NAME.yml through ansible-runner; its private data dir stays under OUT/ansible."""
     import ansible_runner
@@ -419,7 +449,7 @@ def run_playbook(
         pdd = out_dir / "ansible" / f"{stamp}-{name}-{n}"
     pdd.mkdir(parents=True)
     _ansible_on_path()
-    progress = Progress(out, verbose)
+    progress = Progress(out, verbose, diff)
     print(f"== {name}.yml", file=out, flush=True)
     # SSH control sockets need a short path (108 bytes); the data dir may be deep.
     with tempfile.TemporaryDirectory(prefix="migbed-cp-") as cp_dir:
@@ -564,6 +594,13 @@ def deploy(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
         cmdline += ["--user", args.user]
     if args.limit:
         cmdline += ["--limit", args.limit]
+    # Ansible's own check mode: every task reports what it would change, nothing changes on
+    # the hosts (read-only probes still run: check_mode: false in the roles).
+    if args.check:
+        cmdline.append("--check")
+        summary["check"] = True
+    if args.diff:
+        cmdline.append("--diff")
 
     first_failure: PlaybookRun | None = None
     for name in todo:
@@ -578,6 +615,7 @@ def deploy(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
             cmdline=cmdline,
             out=out,
             verbose=args.verbose,
+            diff=args.diff,
         )
         runs.append(run)
         summary["playbooks"].append(run.to_dict())
@@ -598,7 +636,7 @@ def deploy(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
                 file=sys.stderr,
             )
         print(f"migbed deploy: artifacts in {f.private_data_dir}", file=sys.stderr)
-    elif scenario:
+    elif scenario and not args.check:
         rc = _report_results(out_dir, summary, out)
 
     summary["changed"] = sum(r.changed() for r in runs)
@@ -606,7 +644,8 @@ def deploy(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
     (out_dir / "deploy.json").write_text(json.dumps(summary, indent=1) + "\n")
     if rc == 0:
         print(
-            f"migbed deploy: done, {summary['changed']} changes "
+            f"migbed deploy: {'check done (nothing changed), would make' if args.check else 'done,'} "
+            f"{summary['changed']} changes "
             f"({', '.join(f'{r.name}.yml' for r in runs)}); summary in {out_dir / 'deploy.json'}",
             file=out,
             flush=True,
@@ -680,6 +719,12 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         help="plaintext gRPC between the hosts (default: mutual TLS with a lab CA kept in OUT/tls)",
     )
     p.add_argument("--rerun", action="store_true", help="run the experiment even if its results exist")
+    p.add_argument(
+        "--check",
+        action="store_true",
+        help="Ansible check mode: report what would change on the hosts, change nothing",
+    )
+    p.add_argument("--diff", action="store_true", help="show the changes to files (with --check: would make)")
     p.add_argument("--private-key", help="SSH private key (else the inventory's or ssh's)")
     p.add_argument("--user", help="SSH user (else the inventory's)")
     p.add_argument("--limit", help="Ansible --limit: only these hosts")
@@ -693,7 +738,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         dest="extra_vars",
         action="append",
         metavar="NAME=VALUE",
-        help="set a playbook variable (deploy/roles/common/defaults/main.yml); YAML value",
+        help="set a playbook variable (deploy/roles/migbed/defaults/main.yml); YAML value",
     )
     p.add_argument("-v", "--verbose", action="store_true", help="also show skipped tasks")
     p.set_defaults(func=_main)

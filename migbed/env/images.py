@@ -37,6 +37,8 @@ except AssetMissing:
     ROOT = CHECKOUT  # ensure_images says what is missing
 IMAGES_DIR = ROOT / "images"
 BUILD_DIR = IMAGES_DIR / "build"  # generated contexts (images/.gitignore)
+# The image names of the last build, for plain compose: `--env-file images/build/compose.env`.
+COMPOSE_ENV_FILE = BUILD_DIR / "compose.env"
 
 LOCAL_BASE = "migbed/base:bookworm"
 PULLABLE_BASE = "python:3.11-slim-bookworm"
@@ -75,7 +77,34 @@ class ImageSet:
         }
         if self.grafana:
             env["MIGBED_GRAFANA_IMAGE"] = self.grafana
+        if self.base:
+            env["MIGBED_BASE_IMAGE"] = self.base  # the build: sections' base
         return env
+
+    def write_env_file(self, path: Path = COMPOSE_ENV_FILE) -> Path:
+        """KEY=VALUE lines compose reads with --env-file: plain compose finds the images."""
+        path.parent.mkdir(parents=True, exist_ok=True)
+        lines = ["# Written by `migbed images`: the images compose.yaml runs (never pulled)."]
+        lines += [f"{k}={v}" for k, v in self.compose_env().items()]
+        path.write_text("\n".join(lines) + "\n")
+        return path
+
+
+def compose_env_defaults() -> dict[str, str]:
+    """The image variables compose.yaml needs, as the last `migbed images` wrote them, else
+    the names it builds by default (enough for `config` and `down`, which run nothing)."""
+    env = {
+        "MIGBED_RUNTIME_IMAGE": RUNTIME,
+        "MIGBED_SOURCE_IMAGE": SOURCE,
+        "MIGBED_TARGET_IMAGE": TARGET,
+        "MIGBED_PROMETHEUS_IMAGE": PROMETHEUS_LOCAL,
+    }
+    if COMPOSE_ENV_FILE.is_file():
+        for line in COMPOSE_ENV_FILE.read_text().splitlines():
+            key, sep, value = line.partition("=")
+            if sep and not key.startswith("#"):
+                env[key.strip()] = value.strip()
+    return env
 
 
 def client() -> docker.DockerClient:
@@ -205,7 +234,9 @@ def ensure_images(*, grafana: bool = True, log: Log = _stderr) -> ImageSet:
     graf: str | None = None
     if grafana and have_or_pull(c, GRAFANA, log):
         graf = GRAFANA
-    return ImageSet(base, RUNTIME, SOURCE, TARGET, prometheus, graf)
+    imgs = ImageSet(base, RUNTIME, SOURCE, TARGET, prometheus, graf)
+    log(f"image names for plain compose: {imgs.write_env_file().relative_to(ROOT)}")
+    return imgs
 
 
 def remove_images(*, include_base: bool = False, log: Log = _stderr) -> None:

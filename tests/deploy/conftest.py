@@ -91,7 +91,11 @@ def lab(
                 hostname=host,
                 detach=True,
                 network=network.name,
-                cap_add=["NET_ADMIN"],  # tc on the source host's interface
+                # NET_ADMIN: tc on the source host's interface. SYS_PTRACE: root on a real
+                # machine has it, and Debian's init scripts need it (start-stop-daemon
+                # --exec reads /proc/PID/exe of the prometheus user's process; without it
+                # `service prometheus stop|restart` finds nothing to stop).
+                cap_add=["NET_ADMIN", "SYS_PTRACE"],
                 environment={"LAB_AUTHORIZED_KEYS": (d / "id_ed25519.pub").read_text().strip()},
                 labels=labels,
             )

@@ -67,6 +67,8 @@ class Lab:
             # Docker's embedded DNS listens on 127.0.0.11 in each container: in both states.
             "listening": "ss -Hltnu | awk '{print $1, $5}' | sort",
             "qdisc": "tc qdisc show dev eth0 root",
+            # Debian's packaged Prometheus: migbed configures it, teardown puts it back.
+            "prometheus_config": "ls /etc/prometheus; sha256sum /etc/prometheus/prometheus.yml",
         }
         return {name: self.sh(host, cmd)[1].strip() for name, cmd in probes.items()}
 

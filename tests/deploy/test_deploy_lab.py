@@ -58,6 +58,20 @@ def test_deploy_migrate_idempotent_teardown(lab: Lab, wheelhouse: Path, tmp_path
     experiment += ["--policy", "legacy,switchover-ack", "--repeat", "1"]
     before = {host: lab.state(host) for host in HOSTS}
 
+    # 0. Check mode on fresh hosts: every task says what it would do, nothing changes.
+    check = run_deploy(inventory, tmp_path / "check", "--wheelhouse", str(wheelhouse), "--check", "--diff")
+    assert check.rc == 0, check.stderr
+    assert check.summary["check"] is True
+    assert check.changed() > 0, check.stdout  # a fresh host needs everything
+    assert "would make" in check.stdout
+    assert "+++ " in check.stdout  # --diff: the files' contents it would write
+    for host in HOSTS:
+        # Ansible itself makes its remote temporary folder (~/.ansible/tmp) on any run, check
+        # mode included; teardown removes it. Nothing else may differ.
+        after = lab.state(host)
+        after["home"] = after["home"].replace(".ansible\n", "", 1)
+        assert after == before[host], host
+
     # 1. Install on all three hosts, start the services and Prometheus, run the experiment
     #    from the monitor host: source on one host, target on another.
     first = run_deploy(inventory, out, *experiment)
@@ -103,9 +117,18 @@ def test_deploy_migrate_idempotent_teardown(lab: Lab, wheelhouse: Path, tmp_path
         lines = listing.strip().splitlines()
         assert lines[0] == files, (host, listing)
         assert all(line.startswith("600 ") for line in lines[1:]), (host, listing)
-    # Prometheus on the monitor host scrapes both services.
+    # Debian's packaged Prometheus on the monitor host (the only one: no second server),
+    # run by its init script here (no systemd), scrapes both services with migbed's config.
     health = _prometheus_targets(lab.addresses["lab-mon"])
     assert health.get("migbed-source") == "up" and health.get("migbed-target") == "up", health
+    code, procs = lab.sh("lab-mon", "ps -eo user:20=,args= | grep '[/]usr/bin/prometheus'")
+    assert code == 0 and len(procs.strip().splitlines()) == 1, procs
+    assert procs.split()[0] == "prometheus", procs
+    code, conf = lab.sh("lab-mon", "cat /etc/prometheus/prometheus.yml")
+    assert "migbed-source" in conf and f"{lab.addresses['lab-src']}:9101" in conf, conf
+    # Without systemd the services run under the pidfile helper.
+    code, pids = lab.sh("lab-src", "ls /opt/migbed/run")
+    assert "migbed-source.pid" in pids, pids
 
     # 2. The same deploy again changes nothing, on any host, and keeps the results.
     results_before = (out / "results.json").read_bytes()
@@ -116,6 +139,14 @@ def test_deploy_migrate_idempotent_teardown(lab: Lab, wheelhouse: Path, tmp_path
         for host, stats in run["stats"].items():
             assert stats.get("changed", 0) == 0, (run["playbook"], host, stats)
     assert (out / "results.json").read_bytes() == results_before
+
+    # Check mode on the deployed hosts: nothing to do, nothing done.
+    deployed = {host: lab.state(host) for host in HOSTS}
+    check = run_deploy(inventory, out, "--wheelhouse", str(wheelhouse), "--check", "--diff")
+    assert check.rc == 0, check.stderr
+    assert check.changed() == 0, check.stdout
+    for host in HOSTS:
+        assert lab.state(host) == deployed[host], host
 
     # 3. Teardown stops everything and leaves the hosts as they were; twice is harmless.
     down = run_deploy(inventory, out, "--teardown")

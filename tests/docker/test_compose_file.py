@@ -1,14 +1,21 @@
-"""compose.yaml as the installed compose tool reads it (`config`): the contract of the stack."""
+"""compose.yaml as the installed compose tool reads it (`config`) and as the Compose
+Specification's JSON schema defines it: the contract of the stack."""
 
 from __future__ import annotations
 
+import json
+import os
 import subprocess
+from importlib import resources
 from typing import Any
 
+import jsonschema
 import pytest
 import yaml
 
 from migbed.env import compose
+
+LONG_LIVED = ("source", "target", "prometheus", "grafana")
 
 
 @pytest.fixture(scope="module")
@@ -17,16 +24,58 @@ def config() -> dict[str, Any]:
         cmd = compose.compose_command()
     except compose.StackError as e:
         pytest.fail(str(e))  # the stack cannot work without it: never a skip
-    stack = compose.Stack(project="migbedconfig", profiles=["grafana"], cmd=cmd)
+    stack = compose.Stack(project="migbedconfig", profiles=["grafana", "runner"], cmd=cmd)
     res = subprocess.run(stack.argv("config"), env=stack.full_env(), capture_output=True, text=True, check=False)
     assert res.returncode == 0, res.stderr
     parsed: dict[str, Any] = yaml.safe_load(res.stdout)
     return parsed
 
 
+def test_valid_against_the_compose_spec_schema() -> None:
+    """The current Compose Specification schema (Compose v2), vendored by check-jsonschema;
+    docker-compose 1.29 validates against its own copy in `config` (the fixture above)."""
+    schema_file = resources.files("check_jsonschema") / "builtin_schemas/vendor/compose-spec.json"
+    schema = json.loads(schema_file.read_text())
+    doc = yaml.safe_load(compose.COMPOSE_FILE.read_text())
+    errors = sorted(jsonschema.Draft7Validator(schema).iter_errors(doc), key=lambda e: list(e.path))
+    assert not errors, "\n".join(f"{list(e.path)}: {e.message}" for e in errors)
+
+
 def test_services(config: dict[str, Any]) -> None:
     assert set(config["services"]) == {"source", "target", "prometheus", "grafana", "runner"}
     assert config["services"]["grafana"]["profiles"] == ["grafana"]
+    assert config["services"]["runner"]["profiles"] == ["runner"]
+
+
+def test_never_pulls(config: dict[str, Any]) -> None:
+    for name, svc in config["services"].items():
+        assert svc["pull_policy"] == "never", name
+    for name in ("source", "target", "prometheus", "runner"):
+        assert config["services"][name]["build"]["context"], name
+
+
+def test_plain_compose_without_images_says_what_to_do() -> None:
+    """No MIGBED_*_IMAGE and no env file: compose stops at once, before pulling anything,
+    and names the command that builds the images."""
+    cmd = compose.compose_command()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MIGBED_")}
+    argv = [*cmd, "-f", str(compose.COMPOSE_FILE), "-p", "migbednoimages", "up", "-d", "--no-build"]
+    res = subprocess.run(argv, env=env, cwd="/", capture_output=True, text=True, check=False, timeout=60)
+    assert res.returncode != 0
+    out = res.stdout + res.stderr
+    assert "MIGBED_SOURCE_IMAGE is unset" in out, out
+    assert "bin/migbed images" in out and "never pulled" in out, out
+    assert "Pulling" not in out, out
+
+
+def test_hardening_and_restart(config: dict[str, Any]) -> None:
+    for name, svc in config["services"].items():
+        assert svc["cap_drop"] == ["ALL"], name
+        # The source's tc runs via `docker exec -u root`, which no-new-privileges would
+        # leave without NET_ADMIN (compose.yaml says why).
+        assert ("no-new-privileges:true" in svc.get("security_opt", [])) == (name != "source"), name
+        want = "no" if name == "runner" else "unless-stopped"
+        assert str(svc["restart"]) == want, name
 
 
 def test_fixed_distinct_addresses_on_own_network(config: dict[str, Any]) -> None:
@@ -38,30 +87,39 @@ def test_fixed_distinct_addresses_on_own_network(config: dict[str, Any]) -> None
 
 def test_only_the_source_may_shape(config: dict[str, Any]) -> None:
     assert config["services"]["source"]["cap_add"] == ["NET_ADMIN"]
-    for name in ("target", "runner", "prometheus"):
+    for name in ("target", "runner", "prometheus", "grafana"):
         assert not config["services"][name].get("cap_add"), name
 
 
-def test_health_checks_and_runner_waits_for_them(config: dict[str, Any]) -> None:
+def test_health_checks_and_dependencies(config: dict[str, Any]) -> None:
+    for name in LONG_LIVED:
+        assert config["services"][name]["healthcheck"]["test"][0] in ("CMD", "CMD-SHELL"), name
     for name in ("source", "target"):
         test = config["services"][name]["healthcheck"]["test"]
         assert test[:3] == ["CMD", "migbed", "health"], test
-    deps = config["services"]["runner"]["depends_on"]
-    assert {k: v["condition"] for k, v in deps.items()} == {
-        "source": "service_healthy",
-        "target": "service_healthy",
-    }
+
+    def conditions(name: str) -> dict[str, str]:
+        return {k: v["condition"] for k, v in config["services"][name]["depends_on"].items()}
+
+    both = {"source": "service_healthy", "target": "service_healthy"}
+    assert conditions("runner") == both
+    assert conditions("prometheus") == both
+    assert conditions("grafana") == {"prometheus": "service_healthy"}
     command = " ".join(config["services"]["runner"]["command"])
     assert "migbed run --source source:50051 --target target:50051" in command
     assert "/results/" in command
 
 
-def test_mounts(config: dict[str, Any]) -> None:
-    def targets(service: str) -> set[str]:
+def test_mounts_and_named_volumes(config: dict[str, Any]) -> None:
+    def mounts(service: str) -> dict[str, str]:
         vols = config["services"][service]["volumes"]
         # v1 prints "src:dst:mode" strings, v2 prints mappings
-        return {v["target"] if isinstance(v, dict) else v.split(":")[1] for v in vols}
+        pairs = [(v["target"], v["source"]) if isinstance(v, dict) else tuple(v.split(":")[1::-1]) for v in vols]
+        return dict(pairs)
 
-    assert "/etc/prometheus/prometheus.yml" in targets("prometheus")
-    assert {"/etc/grafana/provisioning", "/var/lib/grafana/dashboards"} <= targets("grafana")
-    assert "/results" in targets("runner")
+    assert "/etc/prometheus/prometheus.yml" in mounts("prometheus")
+    assert mounts("prometheus")["/prometheus"] == "prometheus-data"
+    assert mounts("grafana")["/var/lib/grafana"] == "grafana-data"
+    assert {"/etc/grafana/provisioning", "/var/lib/grafana/dashboards"} <= set(mounts("grafana"))
+    assert set(mounts("runner")) == {"/results"}  # scenario files are mounted per run
+    assert set(config["volumes"]) == {"prometheus-data", "grafana-data"}

@@ -7,8 +7,10 @@ Runs as its own compose project on its own subnet and ports, so a user's `migbed
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import subprocess
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -17,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import docker
+import docker.errors
 import pytest
 
 from migbed.env import compose, images
@@ -71,6 +74,29 @@ def test_services_run_in_their_own_containers(compose_stack: compose.Stack, dock
         caps = ct.attrs["HostConfig"]["CapAdd"] or []
         assert ("NET_ADMIN" in caps) == (service == "source")
     assert addrs == {"source": f"{NET}.10", "target": f"{NET}.11"}
+
+
+def test_every_service_healthy_hardened_never_pulled(
+    compose_stack: compose.Stack, docker_client: docker.DockerClient
+) -> None:
+    """`pull_policy: never`: the stack runs the locally built images, every long-lived service
+    reports healthy through its own check, with every capability dropped but the source's
+    NET_ADMIN, no-new-privileges, a restart policy, and Prometheus' data on a named volume."""
+    running = {c.labels["com.docker.compose.service"]: c for c in compose_stack.containers(docker_client)}
+    assert set(running) == {"source", "target", "prometheus"}  # Grafana cannot be had here
+    for service, ct in running.items():
+        ct.reload()
+        attrs = ct.attrs
+        assert attrs["State"]["Health"]["Status"] == "healthy", service
+        assert attrs["Config"]["Image"] == compose_stack.env[f"MIGBED_{service.upper()}_IMAGE"]
+        host = attrs["HostConfig"]
+        assert host["CapDrop"] == ["ALL"], service
+        assert (host["CapAdd"] or []) == (["NET_ADMIN"] if service == "source" else []), service
+        assert ("no-new-privileges:true" in (host["SecurityOpt"] or [])) == (service != "source"), service
+        assert host["RestartPolicy"]["Name"] == "unless-stopped", service
+    mounts = {m["Destination"]: m for m in running["prometheus"].attrs["Mounts"]}
+    assert mounts["/prometheus"]["Type"] == "volume"
+    assert mounts["/prometheus"]["Name"] == f"{PROJECT}_prometheus-data"
 
 
 def test_comparison_across_containers(compose_stack: compose.Stack) -> None:
@@ -220,4 +246,33 @@ def test_down_leaves_no_containers_or_networks(
     label = f"com.docker.compose.project={PROJECT}"
     assert docker_client.containers.list(all=True, filters={"label": label}) == []
     assert docker_client.networks.list(filters={"label": label}) == []
+    assert docker_client.volumes.list(filters={"label": label}) == []
     assert not [n for n in docker_client.networks.list() if n.name.startswith(PROJECT)]
+
+
+def test_build_sections_build_the_images(image_set: images.ImageSet, docker_client: docker.DockerClient) -> None:
+    """compose.yaml's `build:` sections (for machines that build with compose itself) make
+    the same images from the same contexts: the runtime stage, then source and target, then
+    Prometheus from Debian's package, here FROM the local base (classic builder)."""
+    tag = f"composebuild{os.getpid()}"
+    env = compose.Stack(project=f"migbedbuild{os.getpid()}").full_env() | {
+        "MIGBED_BASE_IMAGE": image_set.base,
+        "MIGBED_RUNTIME_IMAGE": f"migbed/runtime:{tag}",
+        "MIGBED_SOURCE_IMAGE": f"migbed/source:{tag}",
+        "MIGBED_TARGET_IMAGE": f"migbed/target:{tag}",
+        "MIGBED_PROMETHEUS_IMAGE": f"migbed/prometheus:{tag}",
+    }
+    stack = compose.Stack(project=f"migbedbuild{os.getpid()}", env=env)
+    built = [f"migbed/{name}:{tag}" for name in ("runtime", "source", "target", "prometheus")]
+    try:
+        for services in (["runner"], ["source", "target"], ["prometheus"]):
+            res = subprocess.run(stack.argv("build", *services), env=env, capture_output=True, text=True, check=False)
+            assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
+        for name in built:
+            docker_client.images.get(name)
+        out = docker_client.containers.run(f"migbed/source:{tag}", ["migbed", "--help"], remove=True)
+        assert b"serve" in out
+    finally:
+        for name in built:
+            with contextlib.suppress(docker.errors.ImageNotFound):
+                docker_client.images.remove(name)

@@ -175,3 +175,48 @@ def test_lab_certs_cover_the_hosts_and_are_reused(tmp_path: Path) -> None:
     assert "new hosts 192.0.2.99" in out.getvalue()
     assert (folder / "ca.pem").read_bytes() != ca
     assert deploy.tls_hosts(inv, {"migbed_lab_address": "10.0.0.1"})[2] == "10.0.0.1"
+
+
+def test_systemd_unit_verifies(tmp_path: Path) -> None:
+    """migbed@.service as the service role renders it passes `systemd-analyze verify`
+    (instance migbed@source); the unit's behaviour on a systemd host is tested in
+    tests/deploy/test_deploy_systemd.py."""
+    import shutil
+
+    import jinja2
+
+    analyze = shutil.which("systemd-analyze")
+    assert analyze, "systemd-analyze (Debian: systemd) is needed to check the unit"
+    root = tmp_path / "opt"
+    (root / "venv" / "bin").mkdir(parents=True)
+    exe = root / "venv" / "bin" / "migbed"
+    exe.write_text("#!/bin/sh\n")
+    exe.chmod(0o755)
+    (root / "etc").mkdir()
+    (root / "etc" / "source.env").write_text("MIGBED_SERVE_ARGS=--listen 0.0.0.0:50051\n")
+    template = Path(__file__).resolve().parents[2] / "deploy/roles/service/templates/migbed@.service.j2"
+    text = jinja2.Template(template.read_text()).render(
+        ansible_managed="managed by Ansible", migbed_root=str(root), ansible_facts={"user_id": "root"}
+    )
+    (tmp_path / "migbed@.service").write_text(text)
+    proc = subprocess.run(
+        [analyze, "verify", "--man=no", str(tmp_path / "migbed@source.service")],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert proc.returncode == 0 and not proc.stderr.strip(), proc.stderr
+    assert "Restart=on-failure" in text and "WantedBy=multi-user.target" in text
+
+
+def test_diff_lines_of_a_changed_file_and_a_prepared_diff() -> None:
+    """--diff: Ansible's before/after of a template becomes a unified diff; a module's own
+    prepared diff is shown as it is; an unchanged or missing diff shows nothing."""
+    lines = deploy._diff_lines(
+        {"before": "a\nb\n", "after": "a\nc\n", "before_header": "/etc/x", "after_header": "x.j2"}
+    )
+    assert lines[:2] == ["--- /etc/x", "+++ x.j2"]
+    assert "-b" in lines and "+c" in lines
+    assert deploy._diff_lines([{"prepared": "one\ntwo"}]) == ["one", "two"]
+    assert deploy._diff_lines({"before": "same", "after": "same"}) == []
+    assert deploy._diff_lines(None) == []
