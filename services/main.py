@@ -21,7 +21,9 @@ log = logging.getLogger("migbed.serve")
 
 async def serve(role: str, listen: str, metrics_listen: str = "",
                 server_credentials: Any = None, channel_credentials: Any = None,
-                max_sessions: int = 16) -> None:
+                max_sessions: int = 16, memory_budget: int | None = None,
+                idle_timeout_s: float | None = None, multifd_listen: str | None = None,
+                multifd_ssl_context: Any = None) -> None:
     # Ticks of the guest's vCPU thread must not wait 5 ms (the default) for the GIL.
     sys.setswitchinterval(0.0005)
     metrics: Any
@@ -32,10 +34,22 @@ async def serve(role: str, listen: str, metrics_listen: str = "",
         service: Any = SourceService(metrics, channel_credentials, max_running=max_sessions)
         names = ["migbed.v1.Control"]
     elif role == "target":
+        from migbed.core.limits import DEFAULT_IDLE_TIMEOUT_S
+        from migbed.dataplane.receiver import MultifdListener
         from services.target.server import TargetService
 
         metrics = TargetMetrics()
-        service = TargetService(metrics, max_sessions=max_sessions)
+        # multifd channels: --multifd-listen, or the gRPC host with any free port
+        mf_host, _, mf_port = (multifd_listen or f"{listen.rpartition(':')[0]}:0").rpartition(":")
+        try:
+            multifd = MultifdListener(mf_host.strip("[]"), int(mf_port), multifd_ssl_context)
+        except OSError as e:
+            what = "--multifd-listen" if multifd_listen else "--listen's host, for multifd,"
+            raise OSError(f"{what} {mf_host}:{mf_port}: cannot listen: {e.strerror or e}") from None
+        log.info("multifd channels on %s:%d", mf_host, multifd.port)
+        service = TargetService(metrics, max_sessions=max_sessions, memory_budget=memory_budget,
+                                idle_timeout_s=idle_timeout_s or DEFAULT_IDLE_TIMEOUT_S,
+                                multifd=multifd)
         names = ["migbed.v1.Migration", "migbed.v1.Control"]
     else:
         raise ValueError(f"role must be source or target, not {role!r}")
@@ -56,8 +70,7 @@ async def serve(role: str, listen: str, metrics_listen: str = "",
     await stop.wait()
     log.info("%s shutting down", role)
     await health.enter_graceful_shutdown()
-    if role == "source":
-        await service.shutdown()
+    await service.shutdown()  # sessions stop now (a target's prefault too), memory freed
     await server.stop(grace=2)
     if metrics_server is not None:
         metrics_server.shutdown()

@@ -40,9 +40,11 @@ from migbed.cli.args import (
     add_scenario_args,
     address,
     bounded_int,
+    listen_address,
     progress_wanted,
     resolve_experiment,
     seconds,
+    size,
     utc_stamp,
     writable_folder,
 )
@@ -168,8 +170,18 @@ def cmd_serve(args: argparse.Namespace) -> int:
         server_creds = tls.server_credentials(args.role)
         if args.role == "source":  # it dials the target as a client of the same lab CA
             channel_creds = tls.channel_credentials("source")
-    asyncio.run(serve(args.role, args.listen, args.metrics_listen or "", server_creds, channel_creds,
-                      max_sessions=args.max_sessions))
+    multifd_ssl = None
+    if args.tls_dir and args.role == "target":  # the multifd channels: same lab CA
+        from migbed.dataplane.tls import server_context
+
+        multifd_ssl = server_context(args.tls_dir)
+    try:
+        asyncio.run(serve(args.role, args.listen, args.metrics_listen or "", server_creds,
+                          channel_creds, max_sessions=args.max_sessions,
+                          memory_budget=args.memory_budget, idle_timeout_s=args.idle_timeout,
+                          multifd_listen=args.multifd_listen, multifd_ssl_context=multifd_ssl))
+    except OSError as e:  # an address it cannot listen on: say which, no traceback
+        raise UsageError(str(e)) from None
     return EXIT_OK
 
 
@@ -299,6 +311,14 @@ def build_parser(wanted: str = "") -> argparse.ArgumentParser:
                    help="HOST:PORT for Prometheus /metrics")
     s.add_argument("--max-sessions", type=bounded_int(1, 256), default=16)
     s.add_argument("--tls-dir", help="serve (and dial) with mutual TLS: `migbed certs DIR`")
+    s.add_argument("--memory-budget", type=size(1 << 20), metavar="SIZE",
+                   help="target: memory all sessions together may hold "
+                   "(e.g. 8GiB; default: 3/4 of what is available at start)")
+    s.add_argument("--idle-timeout", type=seconds(), default=None, metavar="SECONDS",
+                   help="target: end a session that sends only pings this long (660 s)")
+    s.add_argument("--multifd-listen", type=listen_address, metavar="HOST:PORT",
+                   help="target: HOST:PORT for multifd channels (default: --listen's host, "
+                   "port 0 = any free port)")
     s.set_defaults(func=cmd_serve)
 
     st = sub.add_parser("status", help="a service's role, version, health and sessions")

@@ -279,34 +279,53 @@ class SourceDevice:
                 self._context_cursor += n
             return out
 
-    def digest(self) -> bytes:
-        """State digest (buffer + context) - meaningful once stopped."""
+    def digest(self, config: bytes = b"") -> bytes:
+        """State digest (buffer + context + the non-iterable state the source sent with
+        it, which lives outside this model) - meaningful once stopped."""
         with self._lock:
-            return device_digest(self.buffer[: self.cfg.initial_bytes], self._context)
+            return device_digest(self.buffer[: self.cfg.initial_bytes], self._context, config)
 
 
-def device_digest(buffer: np.ndarray, context: bytes | bytearray | np.ndarray) -> bytes:
+def device_digest(buffer: np.ndarray, context: bytes | bytearray | np.ndarray,
+                  config: bytes | bytearray | np.ndarray = b"") -> bytes:
+    """Digest of a device's state: buffer, context, then the non-iterable (config) state
+    (empty for a device without one, which leaves the digest as it was without it)."""
     h = hashlib.blake2b(digest_size=32)
     h.update(np.ascontiguousarray(buffer).data.cast("B"))
     h.update(bytes(context) if isinstance(context, np.ndarray) else context)
+    h.update(bytes(config) if isinstance(config, np.ndarray) else config)
     return h.digest()
 
 
 class TargetDevice:
-    """The destination side: STOP -> RESUMING, takes chunks at offsets, STOP -> RUNNING."""
+    """The destination side: STOP -> RESUMING, takes chunks at offsets, STOP -> RUNNING.
 
-    def __init__(self, name: str, initial_bytes: int, stop_copy_size: int) -> None:
+    A device's state is one space of offsets: the state buffer [0, initial_bytes), the
+    stop-copy context [initial_bytes, + stop_copy_size), then the non-iterable (config)
+    state [initial_bytes + stop_copy_size, + state_bytes), which only IMAGE_KIND_CONFIG
+    chunks (or, on a device-state stream, chunks at those offsets) carry.
+    """
+
+    def __init__(self, name: str, initial_bytes: int, stop_copy_size: int,
+                 state_bytes: int = 0) -> None:
         self.name = name
         self.initial_bytes = initial_bytes
         self.stop_copy_size = stop_copy_size
+        self.state_bytes = state_bytes
         self.fsm = StateMachine(S.STOP)
         self.buffer = np.zeros(initial_bytes, dtype=np.uint8)
         self.context = np.zeros(stop_copy_size, dtype=np.uint8)
-        self.loaded_bytes = 0
+        self.config = np.zeros(state_bytes, dtype=np.uint8)
+        self.written_bytes = 0
+
+    @property
+    def data_size(self) -> int:
+        """Where the iterable state (buffer and context) ends and the config state begins."""
+        return self.initial_bytes + self.stop_copy_size
 
     @property
     def size(self) -> int:
-        return self.initial_bytes + self.stop_copy_size
+        return self.data_size + self.state_bytes
 
     def write(self, offset: int, data: bytes) -> None:
         """Write a chunk into the device (only in RESUMING). Bounds are checked."""
@@ -318,13 +337,15 @@ class TargetDevice:
                 f"chunk [{offset}, {end}) outside device {self.name} state of {self.size} bytes"
             )
         arr = np.frombuffer(data, dtype=np.uint8)
-        split = max(0, min(end, self.initial_bytes) - offset)
-        if split:
-            self.buffer[offset : offset + split] = arr[:split]
-        if split < len(data):
-            c = offset + split - self.initial_bytes
-            self.context[c : c + len(data) - split] = arr[split:]
-        self.loaded_bytes += len(data)
+        pos = 0
+        for region, start in ((self.buffer, 0), (self.context, self.initial_bytes),
+                              (self.config, self.data_size)):
+            lo = max(offset + pos, start) - start
+            n = min(end, start + region.size) - start - lo
+            if n > 0:
+                region[lo : lo + n] = arr[pos : pos + n]
+                pos += n
+        self.written_bytes += len(data)
 
     def digest(self) -> bytes:
-        return device_digest(self.buffer, self.context.tobytes())
+        return device_digest(self.buffer, self.context.tobytes(), self.config.tobytes())

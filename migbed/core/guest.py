@@ -121,19 +121,24 @@ class GuestMemory:
         else:
             self.ram[idx] = src
 
-    def prefault(self, chunk_bytes: int = 64 << 20) -> None:
+    def prefault(self, chunk_bytes: int = 64 << 20,
+                 stop: threading.Event | None = None) -> bool:
         """Make the RAM resident now (QEMU's -mem-prealloc), a chunk at a time.
 
         np.zeros only reserves: each page is faulted in on its first write. On this kind of
         machine (a VM whose freed memory goes back to its host) a first touch costs up to
         ~3 ms per MiB, which the target would otherwise pay inside the migration stream.
         One write per 4 KiB page; the kernel zero-fills the rest (with transparent huge
-        pages one write per 2 MiB would do). Content stays zero.
+        pages one write per 2 MiB would do). Content stays zero. Returns False, early, once
+        `stop` is set (a service told to stop must not go on faulting in GiBs first).
         """
         flat = self.ram.reshape(-1)
         step = 4096
         for start in range(0, flat.size, chunk_bytes):
+            if stop is not None and stop.is_set():
+                return False
             flat[start : start + chunk_bytes : step] = 0
+        return True
 
     # ------------------------------------------------------------ checks
 

@@ -8,11 +8,12 @@ asks the policy, then sends; the policy never touches the network.
 - initial-bytes-sent  the seed thread's init_precopy_size idea: legacy, and not before every
                       device's initial bytes are *sent* (loaded or not).
 - switchover-ack      QEMU 8.1+: legacy, and not before the target's SWITCHOVER_ACK.
-- time-aware          ours: waits for the ACK, then predicts downtime from the data time and
-                      each device's non-data time (its remaining setup and load backlog on the
-                      target, the fixed stop-copy cost, the stop-copy bytes at its load rate,
-                      loaded as they arrive) plus one round trip, and switches only when that
-                      prediction fits downtime-limit.
+- time-aware          ours: waits for the ACK, then predicts downtime from what it can know
+                      (see TimeAware) and switches only when the prediction fits
+                      downtime-limit.
+
+POLICY_REGISTRY is the one list of policies (name, whether it negotiates switchover-ack,
+a description) that the CLI, the reports and the metrics read.
 """
 
 from __future__ import annotations
@@ -21,17 +22,28 @@ from dataclasses import dataclass, field
 
 
 @dataclass(frozen=True)
+class TargetLoad:
+    """What the destination reported of one device's loading (DeviceLoadProgress).
+
+    Only what a destination can observe: no configured setup time or load rate (a real
+    destination does not know them in advance)."""
+
+    loaded_bytes: int = 0  # bytes written into the device so far
+    backlog_bytes: int = 0  # received, not yet loaded
+    busy_s: float = 0.0  # wall time spent inside loads so far
+    measured_load_rate: float = 0.0  # bytes loaded / busy time of data loads; 0 = unknown
+    loading: bool = False  # a load is in progress now (the main stream waits on it)
+    initial_loaded: bool = False  # INIT_DATA_SENT reached and everything before it loaded
+    initial_load_s: float = 0.0  # first initial chunk -> initial data loaded
+
+
+@dataclass(frozen=True)
 class DeviceView:
     name: str
     initial_bytes_left: int  # precopy info initial_bytes (not yet sent)
     dirty_bytes: int
-    stop_copy_bytes: int  # MIG_DATA_SIZE
-    # From the target's load progress reports (zeros until the first report).
-    target_backlog_bytes: int = 0
-    target_setup_remaining_s: float = 0.0
-    target_load_rate: float = 0.0  # bytes/s; 0 = unknown yet
-    target_stop_copy_load_s: float = 0.0
-    target_initial_loaded: bool = False
+    stop_copy_bytes: int  # MIG_DATA_SIZE: the source driver's own estimate
+    target: TargetLoad = field(default_factory=TargetLoad)  # zeros until the first report
 
 
 @dataclass(frozen=True)
@@ -47,6 +59,10 @@ class Observation:
     ack_wait_s: float = 0.0  # how long pending has fitted while the ACK was missing
     rtt_s: float = 0.0
     devices: tuple[DeviceView, ...] = field(default_factory=tuple)
+    # Stop-copy device state on its own channel per device, loaded in parallel from the
+    # switchover (QEMU 10.0 multifd device state) instead of inline on the main stream.
+    parallel_device_state: bool = False
+    threshold_inclusive: bool = False  # the switchover test is pending <= threshold
 
 
 @dataclass(frozen=True)
@@ -61,7 +77,10 @@ class Decision:
 
 
 def data_fits(obs: Observation) -> bool:
-    """QEMU's test: (pending == 0 or pending < threshold), on the exact pending."""
+    """QEMU's test on the exact pending: (pending == 0 or pending < threshold) up to 10.0,
+    (pending <= threshold) from 10.1 (the profile says which: threshold_inclusive)."""
+    if obs.threshold_inclusive:
+        return obs.pending_bytes <= obs.threshold_bytes
     return obs.pending_bytes == 0 or obs.pending_bytes < obs.threshold_bytes
 
 
@@ -130,30 +149,30 @@ class SwitchoverAck(Policy):
         return Decision("wait", "waiting for SWITCHOVER_ACK", d.predicted_downtime_s)
 
 
-LOAD_CHUNK_BYTES = 1 << 20  # the stream's chunk: the last one still loads after it arrives
-
-
-def device_load_end(dev: DeviceView, obs: Observation) -> float:
-    """When the device's final image would be loaded if we stopped now (s after the stop).
-
-    The device's stop-copy data comes after the RAM in the stream and loads as it arrives
-    (mlx5 loads each image on write), behind whatever the target still has to do for the
-    pre-copy data (setup, backlog). So its load starts at the later of its first byte's
-    arrival and the end of that backlog, pays the fixed final cost and its bytes, and ends
-    no earlier than one chunk's load after its last byte arrives.
-    """
-    rate = dev.target_load_rate
-    if rate <= 0:
-        return float("inf")  # nothing reported yet: no basis for a prediction
-    bandwidth = obs.bandwidth if obs.bandwidth > 0 else float("inf")
-    arrival_start = max(0, obs.pending_bytes - dev.stop_copy_bytes) / bandwidth
-    backlog_end = dev.target_setup_remaining_s + dev.target_backlog_bytes / rate
-    start = max(arrival_start, backlog_end)
-    end = start + dev.target_stop_copy_load_s + dev.stop_copy_bytes / rate
-    return max(end, data_time(obs) + min(dev.stop_copy_bytes, LOAD_CHUNK_BYTES) / rate)
+def device_load_time(dev: DeviceView) -> float:
+    """Seconds the destination needs for this device's backlog and stop-copy bytes, at the
+    load rate it measured (inf when it has not measured one yet: no basis to predict)."""
+    work = dev.target.backlog_bytes + dev.stop_copy_bytes
+    if work == 0:
+        return 0.0
+    rate = dev.target.measured_load_rate
+    return work / rate if rate > 0 else float("inf")
 
 
 class TimeAware(Policy):
+    """Waits for the ACK, then predicts the downtime from observed facts only.
+
+    Inputs: the pending bytes and the bandwidth (the source's own), each device's
+    stop-copy size (MIG_DATA_SIZE, the source driver) and, from the target's return path,
+    its load backlog and measured load rate. On the main channel the destination loads
+    inline, one device after another, and reads nothing while it loads: the data time and
+    every device's load time add up. With parallel device state (QEMU 10.0 multifd) each
+    device loads on its own from the switchover, beside the RAM. Fixed costs that no
+    message reports (the final image's fixed load cost, config-space load, the source's
+    save time) are not in the prediction: docs/fidelity.md names the message that would
+    carry them and records the resulting error.
+    """
+
     name = "time-aware"
     needs_ack = True
 
@@ -161,10 +180,12 @@ class TimeAware(Policy):
         self._ack = SwitchoverAck(ack_timeout_s, on_timeout)
 
     def predict(self, obs: Observation) -> float:
-        # Devices load in parallel with each other and with the stream; the guest resumes
-        # when the last byte has arrived and the slowest device has loaded.
-        loads = max((device_load_end(d, obs) for d in obs.devices), default=0.0)
-        return max(data_time(obs), loads) + obs.rtt_s
+        loads = [device_load_time(d) for d in obs.devices]
+        if obs.parallel_device_state:
+            bandwidth = obs.bandwidth if obs.bandwidth > 0 else float("inf")
+            ram = max(0, obs.pending_bytes - sum(d.stop_copy_bytes for d in obs.devices))
+            return max([ram / bandwidth, *loads]) + obs.rtt_s
+        return data_time(obs) + sum(loads) + obs.rtt_s
 
     def decide(self, obs: Observation) -> Decision:
         predicted = self.predict(obs)
@@ -179,19 +200,41 @@ class TimeAware(Policy):
                         predicted)
 
 
-POLICIES = ("legacy", "initial-bytes-sent", "switchover-ack", "time-aware")
+@dataclass(frozen=True)
+class PolicyInfo:
+    name: str
+    needs_ack: bool  # negotiates switchover-ack (and so forces the return path on)
+    description: str
+
+
+POLICY_REGISTRY: dict[str, PolicyInfo] = {
+    p.name: p for p in (
+        PolicyInfo("legacy", False, "QEMU before 8.1: pending data fits downtime-limit"),
+        PolicyInfo("initial-bytes-sent", False,
+                   "legacy, and every device's initial bytes sent (loaded or not)"),
+        PolicyInfo("switchover-ack", True,
+                   "QEMU 8.1+: legacy, and the destination's SWITCHOVER_ACK"),
+        PolicyInfo("time-aware", True,
+                   "switchover-ack, and a downtime predicted from observed load rates fits"),
+    )
+}
+POLICIES = tuple(POLICY_REGISTRY)
 
 
 def make_policy(name: str, ack_timeout_s: float = 0.0, on_timeout: str = "cancel") -> Policy:
+    policy: Policy
     if name == "legacy":
-        return Legacy()
-    if name == "initial-bytes-sent":
-        return InitialBytesSent()
-    if name == "switchover-ack":
-        return SwitchoverAck(ack_timeout_s, on_timeout)
-    if name == "time-aware":
-        return TimeAware(ack_timeout_s, on_timeout)
-    raise ValueError(f"unknown policy {name!r} (allowed: {', '.join(POLICIES)})")
+        policy = Legacy()
+    elif name == "initial-bytes-sent":
+        policy = InitialBytesSent()
+    elif name == "switchover-ack":
+        policy = SwitchoverAck(ack_timeout_s, on_timeout)
+    elif name == "time-aware":
+        policy = TimeAware(ack_timeout_s, on_timeout)
+    else:
+        raise ValueError(f"unknown policy {name!r} (allowed: {', '.join(POLICIES)})")
+    assert policy.needs_ack == POLICY_REGISTRY[name].needs_ack
+    return policy
 
 
 def cap_reached(obs: Observation, max_iterations: int, max_time_s: float) -> str:

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any, TypeVar
 
+from migbed.core import limits as lim
 from migbed.core.bounded import (
     MAX_SCENARIO_BYTES,
     InputError,
@@ -228,14 +229,14 @@ def _guest(t: _Table) -> GuestConfig:
     tick = t.get("vcpu-tick", parse_duration, 0.001)
     seed = t.get("seed", _int, 1)
     t.finish()
-    if page not in (4 * KiB, 64 * KiB, 2 * MiB):
+    if page not in lim.PAGE_SIZES:
         raise ScenarioError(f"guest.page-size = {page}: allowed 4KiB, 64KiB, 2MiB")
-    _in_range("guest.ram-size", ram, 1 * MiB, 64 * GiB, f"{ram} bytes")
+    _in_range("guest.ram-size", ram, lim.MIN_RAM_BYTES, lim.MAX_RAM_BYTES, f"{ram} bytes")
     if ram % page:
         raise ScenarioError(f"guest.ram-size = {ram} bytes is not a multiple of page-size {page}")
-    _in_range("guest.dirty-rate", rate, 0, 64 * GiB, f"{rate:g} B/s")
+    _in_range("guest.dirty-rate", rate, 0, lim.MAX_DIRTY_RATE, f"{rate:g} B/s")
     _in_range("guest.working-set", ws, page, ram, f"{ws} bytes")
-    _in_range("guest.vcpu-tick", tick, 1e-4, 0.001, f"{tick * 1e3:g}ms")
+    _in_range("guest.vcpu-tick", tick, *lim.VCPU_TICK_S, f"{tick * 1e3:g}ms")
     _in_range("guest.seed", seed, 0, 2**63 - 1, str(seed))
     return GuestConfig(ram, page, rate, ws, pattern, tick, seed)
 
@@ -260,17 +261,17 @@ def _device(t: _Table, names: set[str]) -> DeviceConfig:
     state_size = t.get("device-state-size", parse_size, 0)
     t.finish()
     w = t.where
-    _in_range(f"{w}.initial-bytes", initial, 0, 16 * GiB, f"{initial} bytes")
-    _in_range(f"{w}.stop-copy-size", stop, 0, 16 * GiB, f"{stop} bytes")
+    _in_range(f"{w}.initial-bytes", initial, 0, lim.MAX_DEVICE_BYTES, f"{initial} bytes")
+    _in_range(f"{w}.stop-copy-size", stop, 0, lim.MAX_DEVICE_BYTES, f"{stop} bytes")
     if not _power_of_two(block) or not (4 * KiB <= block <= 1 * MiB):
         raise ScenarioError(f"{w}.block-size = {block}: a power of two from 4KiB to 1MiB")
     _in_range(f"{w}.dirty-rate", rate, 0, 64 * GiB, f"{rate:g} B/s")
-    _in_range(f"{w}.load-setup-time", setup, 0, 600, f"{setup:g}s")
-    _in_range(f"{w}.load-rate", load_rate, 1 * MiB, 1000 * GiB, f"{load_rate:g} B/s")
-    _in_range(f"{w}.stop-copy-load-time", stop_load, 0, 600, f"{stop_load:g}s")
-    _in_range(f"{w}.stop-copy-save-time", save, 0, 600, f"{save:g}s")
-    _in_range(f"{w}.config-load-time", config_load, 0, 600, f"{config_load:g}s")
-    _in_range(f"{w}.device-state-size", state_size, 0, 64 * MiB, f"{state_size} bytes")
+    _in_range(f"{w}.load-setup-time", setup, 0, lim.MAX_LOAD_TIME_S, f"{setup:g}s")
+    _in_range(f"{w}.load-rate", load_rate, *lim.LOAD_RATE, f"{load_rate:g} B/s")
+    _in_range(f"{w}.stop-copy-load-time", stop_load, 0, lim.MAX_LOAD_TIME_S, f"{stop_load:g}s")
+    _in_range(f"{w}.stop-copy-save-time", save, 0, lim.MAX_LOAD_TIME_S, f"{save:g}s")
+    _in_range(f"{w}.config-load-time", config_load, 0, lim.MAX_LOAD_TIME_S, f"{config_load:g}s")
+    _in_range(f"{w}.device-state-size", state_size, 0, lim.MAX_DEVICE_STATE_BYTES, f"{state_size} bytes")
     if initial == 0 and stop == 0:
         raise ScenarioError(f"{w}: initial-bytes and stop-copy-size are both 0 (a device "
                             "without state has nothing to migrate; remove it)")
@@ -309,11 +310,14 @@ def _migration(t: _Table) -> MigrationConfig:
     _in_range("migration.max-time", max_time, 0, 24 * 3600, f"{max_time:g}s")
     _in_range("migration.switchover-ack-timeout", ack_timeout, 0, 3600, f"{ack_timeout:g}s")
     _in_range("migration.warmup", warmup, 0, 60, f"{warmup:g}s")
-    _in_range("migration.heartbeat-timeout", heartbeat, 0.2, 60, f"{heartbeat:g}s")
-    _in_range("migration.multifd-channels", channels, 1, 16, str(channels))
+    _in_range("migration.heartbeat-timeout", heartbeat, *lim.HEARTBEAT_TIMEOUT_S, f"{heartbeat:g}s")
+    _in_range("migration.multifd-channels", channels, 1, lim.MAX_MULTIFD_CHANNELS, str(channels))
     if transfer == "multifd" and not multifd:
         raise ScenarioError('migration.device-state-transfer = "multifd" needs migration.multifd = true '
                             "(QEMU sends device state on the multifd channels)")
+    if avail and version == "8.1":
+        raise ScenarioError(f"migration.avail-switchover-bandwidth = {avail:g} B/s needs "
+                            "qemu-version 9.2 or later (QEMU added it in 8.2)")
     if transfer == "multifd" and QEMU_VERSIONS.index(version) < QEMU_VERSIONS.index("10.0"):
         raise ScenarioError(f'migration.device-state-transfer = "multifd" needs qemu-version 10.0 '
                             f"or later (got {version!r}: multifd device state came in QEMU 10.0)")
@@ -370,8 +374,8 @@ def _scenario_from_data(data: dict[str, Any], text: str) -> Scenario:
     raw_devices: Any = top.get("device", lambda v: v, [])
     if not isinstance(raw_devices, list):
         raise ScenarioError("device: use [[device]] tables (an array of tables)")
-    if len(raw_devices) > 16:
-        raise ScenarioError(f"device: {len(raw_devices)} devices; at most 16 allowed")
+    if len(raw_devices) > lim.MAX_DEVICES:
+        raise ScenarioError(f"device: {len(raw_devices)} devices; at most {lim.MAX_DEVICES} allowed")
     names: set[str] = set()
     devices = tuple(
         _device(_Table(d, f"device[{i}]"), names) for i, d in enumerate(raw_devices)

@@ -8,6 +8,7 @@ from collections.abc import Callable
 import grpc
 
 from migbed.measure.record import ProgressSample, RunRecord
+from migbed.measure.record_wire import record_from_pb, sample_from_pb
 from migbed.wire import migration_pb2 as pb
 from migbed.wire import migration_pb2_grpc as pbg
 from migbed.wire.channel import control_channel
@@ -50,11 +51,12 @@ class SourceControl:
               timeout: float = 3600) -> RunRecord:
         try:
             for ev in self.stub.Watch(pb.WatchRequest(run_id=run_id), timeout=timeout):
-                if ev.WhichOneof("body") == "progress_json":
+                body = ev.WhichOneof("body")
+                if body == "progress":
                     if on_sample is not None:
-                        on_sample(ProgressSample.from_dict(json.loads(ev.progress_json)))
-                else:
-                    return RunRecord.from_json(ev.record_json)
+                        on_sample(sample_from_pb(ev.progress))
+                elif body == "record":
+                    return record_from_pb(ev.record)
         except grpc.RpcError as e:
             raise ControlError(f"lost the source {self.address} while watching {run_id}: "
                                f"{describe_rpc_error(e)}") from None

@@ -360,7 +360,6 @@ class SourceMetrics:
                 self.dev_state.labels(**sd).set(vfio_state_number(d.state))
                 self.dev_target_loaded.labels(**sd).set(d.target_loaded_bytes)
                 self.dev_target_backlog.labels(**sd).set(d.target_backlog_bytes)
-                self.dev_target_setup.labels(**sd).set(d.target_setup_remaining_s)
                 self.dev_target_initial_loaded.labels(**sd).set(_b(d.target_initial_loaded))
 
     def on_event(self, scenario: str, policy: str, event: Event) -> None:
@@ -521,13 +520,15 @@ class TargetMetrics:
         device: str,
         loaded_bytes: int,
         backlog_bytes: int,
-        setup_remaining_s: float,
+        busy_s: float,
+        loading: bool,
         initial_loaded: bool,
     ) -> None:
+        # (target branch: the signature the metrics branch implements; busy_s and loading
+        # get their series there)
         sd = {"scenario": scenario, "device": device}
         self.loaded.labels(**sd).set(loaded_bytes)
         self.backlog.labels(**sd).set(backlog_bytes)
-        self.setup_remaining.labels(**sd).set(setup_remaining_s)
         self.initial_loaded.labels(**sd).set(_b(initial_loaded))
 
     def on_received_bytes(self, scenario: str, stage: str, kind: str, n: int) -> None:
@@ -540,12 +541,11 @@ class TargetMetrics:
         else:
             raise ValueError(f"kind must be 'ram' or 'device', not {kind!r}")
 
-    def on_resumed(self, scenario: str, policy: str, guest_downtime_s: float, load_s: float) -> None:
+    def on_resumed(self, scenario: str, policy: str, load_s: float) -> None:
+        # (target branch: guest downtime is computed once, on the source)
         sp = {"scenario": scenario, "policy": policy}
-        self.h_guest_downtime.labels(**sp).observe(guest_downtime_s)
         self.h_load.labels(**sp).observe(load_s)
         self.resumes.labels(**sp).inc()
-        self.last_guest_downtime.labels(**sp).set(guest_downtime_s)
         self.last_load.labels(**sp).set(load_s)
         self.last_resume_ts.labels(**sp).set(time.time())
 

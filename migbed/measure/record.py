@@ -51,10 +51,12 @@ class DeviceSample:
     state: str  # VFIO device state on the source
     initial_bytes: int  # VFIO_MIG_GET_PRECOPY_INFO initial_bytes still to read
     dirty_bytes: int  # VFIO_MIG_GET_PRECOPY_INFO dirty_bytes
+    # What the target reported of its loading (DeviceLoadProgress: observed, not modelled).
     target_loaded_bytes: int
     target_backlog_bytes: int
-    target_setup_remaining_s: float
     target_initial_loaded: bool
+    target_busy_s: float = 0.0  # wall time the target has spent inside this device's loads
+    target_loading: bool = False  # a load was in progress (the main stream waited on it)
 
 
 @dataclass
@@ -80,16 +82,36 @@ class RunRecord:
     # -- QEMU query-migrate names
     setup_time_ms: float = 0.0
     total_time_ms: float = 0.0
-    downtime_ms: float = 0.0  # source stop -> completion on the source (QEMU's definition)
-    expected_downtime_ms: float = 0.0  # QEMU's estimate at the decision: dirty bytes / bandwidth
+    # Source stop -> completion on the source (QEMU's definition). With the return path,
+    # completion waits for the target's Shut (sent once every device is loaded); without
+    # it, completion is the source writing the last byte. See downtime_end.
+    downtime_ms: float = 0.0
+    # QEMU's expected-downtime as last computed before the stop (migration_update_counters:
+    # RAM dirty bytes at the last sync / the expected bandwidth).
+    expected_downtime_ms: float = 0.0
     dirty_sync_count: int = 0
     precopy_bytes: int = 0
     downtime_bytes: int = 0
     ram_transferred_bytes: int = 0
     device_transferred_bytes: int = 0
+    verification_ms: float = 0.0  # completion -> the target's Verified (outside total_time)
+    # -- the emulated QEMU
+    qemu_version: str = ""
+    return_path: bool = False  # effective: forced on by a policy that needs switchover-ack
+    downtime_end: str = ""  # "shut" (return path) or "last-byte"
     # -- migbed's own
     guest_downtime_ms: float = 0.0  # last vCPU tick on the source -> first on the target
     guest_downtime_uncertainty_ms: float = 0.0  # clock offset error + one vCPU tick period
+    # Where guest downtime went; the five parts add up to guest_downtime_ms exactly.
+    stop_lag_ms: float = 0.0  # last vCPU tick -> the stop (source clock)
+    stop_copy_ms: float = 0.0  # the stop -> the source wrote the last byte (source clock)
+    device_save_ms: float = 0.0  # of stop_copy_ms: the devices' stop-copy save time
+    # last byte written -> the target read it (across clocks). The destination loads inline
+    # and reads Complete only after the loads of what came before it (an image the last
+    # chunk completed, the config state): those loads are in here.
+    delivery_ms: float = 0.0
+    destination_load_ms: float = 0.0  # target read the last byte -> every device loaded
+    resume_ms: float = 0.0  # every device loaded -> first vCPU tick on the target
     # Round trip of a Ping sent right after the stop, in the migration stream: the queue of
     # pre-copy data still ahead of the stop-copy data (socket buffers, a shaped link's
     # queue), which the downtime waits for too. 0 if its Pong never came.
@@ -97,6 +119,11 @@ class RunRecord:
     predicted_downtime_ms: float = 0.0  # the policy's own prediction (time-aware: incl. device)
     switchover_ack_wait_ms: float = 0.0  # pending < threshold first true -> ACK received
     device_initial_load_ms: dict[str, float] = field(default_factory=dict)
+    # multifd (RAM on channels beside the main stream); 0 channels = off.
+    multifd_channels: int = 0
+    multifd_channel_bytes: list[int] = field(default_factory=list)
+    multifd_channel_packets: list[int] = field(default_factory=list)
+    device_state_transfer: str = "main"
     decision_reason: str = ""
     forced_by_cap: str = ""  # "", "max-iterations" or "max-time"
     clock_offset_ns: int = 0  # target clock - source clock
@@ -140,7 +167,8 @@ class RunRecord:
 CSV_FIELDS = [
     f.name
     for f in fields(RunRecord)
-    if f.name not in ("timeline", "events", "labels", "device_initial_load_ms")
+    if f.name not in ("timeline", "events", "labels", "device_initial_load_ms",
+                      "multifd_channel_bytes", "multifd_channel_packets")
 ]
 
 

@@ -38,6 +38,12 @@ SERVER_OPTIONS = [
     # rides out ~70 ms of stall at 1 Gbit. Costs at most 8 MiB per stream.
     ("grpc.http2.lookahead_bytes", 8 << 20),
     ("grpc.http2.bdp_probe", 0),
+    # The target's reader does not read while a device loads (as QEMU's destination), so a
+    # source's pings cannot show it alive then: HTTP/2 keepalive finds a peer behind a cut
+    # link (answered by the peer's transport, whatever its application does).
+    ("grpc.keepalive_time_ms", 1_000),
+    ("grpc.keepalive_timeout_ms", 5_000),
+    ("grpc.http2.max_pings_without_data", 0),
 ]
 
 

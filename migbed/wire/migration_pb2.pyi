@@ -376,12 +376,186 @@ class WatchRequest(_message.Message):
     def __init__(self, run_id: _Optional[str] = ...) -> None: ...
 
 class WatchEvent(_message.Message):
-    __slots__ = ("progress_json", "record_json")
-    PROGRESS_JSON_FIELD_NUMBER: _ClassVar[int]
-    RECORD_JSON_FIELD_NUMBER: _ClassVar[int]
-    progress_json: str
-    record_json: str
-    def __init__(self, progress_json: _Optional[str] = ..., record_json: _Optional[str] = ...) -> None: ...
+    __slots__ = ("progress", "record")
+    PROGRESS_FIELD_NUMBER: _ClassVar[int]
+    RECORD_FIELD_NUMBER: _ClassVar[int]
+    progress: ProgressSample
+    record: RunRecord
+    def __init__(self, progress: _Optional[_Union[ProgressSample, _Mapping]] = ..., record: _Optional[_Union[RunRecord, _Mapping]] = ...) -> None: ...
+
+class DeviceSample(_message.Message):
+    __slots__ = ("name", "state", "initial_bytes", "dirty_bytes", "target_loaded_bytes", "target_backlog_bytes", "target_initial_loaded", "target_busy_s", "target_loading")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    INITIAL_BYTES_FIELD_NUMBER: _ClassVar[int]
+    DIRTY_BYTES_FIELD_NUMBER: _ClassVar[int]
+    TARGET_LOADED_BYTES_FIELD_NUMBER: _ClassVar[int]
+    TARGET_BACKLOG_BYTES_FIELD_NUMBER: _ClassVar[int]
+    TARGET_INITIAL_LOADED_FIELD_NUMBER: _ClassVar[int]
+    TARGET_BUSY_S_FIELD_NUMBER: _ClassVar[int]
+    TARGET_LOADING_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    state: str
+    initial_bytes: int
+    dirty_bytes: int
+    target_loaded_bytes: int
+    target_backlog_bytes: int
+    target_initial_loaded: bool
+    target_busy_s: float
+    target_loading: bool
+    def __init__(self, name: _Optional[str] = ..., state: _Optional[str] = ..., initial_bytes: _Optional[int] = ..., dirty_bytes: _Optional[int] = ..., target_loaded_bytes: _Optional[int] = ..., target_backlog_bytes: _Optional[int] = ..., target_initial_loaded: _Optional[bool] = ..., target_busy_s: _Optional[float] = ..., target_loading: _Optional[bool] = ...) -> None: ...
+
+class ProgressSample(_message.Message):
+    __slots__ = ("t_ms", "phase", "ram_remaining_bytes", "ram_transferred_bytes", "device_transferred_bytes", "dirty_sync_count", "bandwidth_bytes_per_s", "threshold_bytes", "expected_downtime_ms", "dirty_pages_rate", "pending_bytes", "ack_received", "devices")
+    T_MS_FIELD_NUMBER: _ClassVar[int]
+    PHASE_FIELD_NUMBER: _ClassVar[int]
+    RAM_REMAINING_BYTES_FIELD_NUMBER: _ClassVar[int]
+    RAM_TRANSFERRED_BYTES_FIELD_NUMBER: _ClassVar[int]
+    DEVICE_TRANSFERRED_BYTES_FIELD_NUMBER: _ClassVar[int]
+    DIRTY_SYNC_COUNT_FIELD_NUMBER: _ClassVar[int]
+    BANDWIDTH_BYTES_PER_S_FIELD_NUMBER: _ClassVar[int]
+    THRESHOLD_BYTES_FIELD_NUMBER: _ClassVar[int]
+    EXPECTED_DOWNTIME_MS_FIELD_NUMBER: _ClassVar[int]
+    DIRTY_PAGES_RATE_FIELD_NUMBER: _ClassVar[int]
+    PENDING_BYTES_FIELD_NUMBER: _ClassVar[int]
+    ACK_RECEIVED_FIELD_NUMBER: _ClassVar[int]
+    DEVICES_FIELD_NUMBER: _ClassVar[int]
+    t_ms: float
+    phase: str
+    ram_remaining_bytes: int
+    ram_transferred_bytes: int
+    device_transferred_bytes: int
+    dirty_sync_count: int
+    bandwidth_bytes_per_s: float
+    threshold_bytes: float
+    expected_downtime_ms: float
+    dirty_pages_rate: float
+    pending_bytes: int
+    ack_received: bool
+    devices: _containers.RepeatedCompositeFieldContainer[DeviceSample]
+    def __init__(self, t_ms: _Optional[float] = ..., phase: _Optional[str] = ..., ram_remaining_bytes: _Optional[int] = ..., ram_transferred_bytes: _Optional[int] = ..., device_transferred_bytes: _Optional[int] = ..., dirty_sync_count: _Optional[int] = ..., bandwidth_bytes_per_s: _Optional[float] = ..., threshold_bytes: _Optional[float] = ..., expected_downtime_ms: _Optional[float] = ..., dirty_pages_rate: _Optional[float] = ..., pending_bytes: _Optional[int] = ..., ack_received: _Optional[bool] = ..., devices: _Optional[_Iterable[_Union[DeviceSample, _Mapping]]] = ...) -> None: ...
+
+class Event(_message.Message):
+    __slots__ = ("t_ms", "name", "detail")
+    T_MS_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    DETAIL_FIELD_NUMBER: _ClassVar[int]
+    t_ms: float
+    name: str
+    detail: str
+    def __init__(self, t_ms: _Optional[float] = ..., name: _Optional[str] = ..., detail: _Optional[str] = ...) -> None: ...
+
+class RunRecord(_message.Message):
+    __slots__ = ("run_id", "scenario", "policy", "repeat", "outcome", "error", "verified", "setup_time_ms", "total_time_ms", "downtime_ms", "expected_downtime_ms", "dirty_sync_count", "precopy_bytes", "downtime_bytes", "ram_transferred_bytes", "device_transferred_bytes", "verification_ms", "qemu_version", "return_path", "downtime_end", "guest_downtime_ms", "guest_downtime_uncertainty_ms", "stop_lag_ms", "stop_copy_ms", "device_save_ms", "delivery_ms", "destination_load_ms", "resume_ms", "stream_rtt_at_stop_ms", "predicted_downtime_ms", "switchover_ack_wait_ms", "device_initial_load_ms", "multifd_channels", "multifd_channel_bytes", "multifd_channel_packets", "device_state_transfer", "decision_reason", "forced_by_cap", "clock_offset_ns", "same_clock", "source_guest_running_after", "source_integrity_ok", "source_address", "target_address", "labels", "timeline", "events")
+    class DeviceInitialLoadMsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: float
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
+    class LabelsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    RUN_ID_FIELD_NUMBER: _ClassVar[int]
+    SCENARIO_FIELD_NUMBER: _ClassVar[int]
+    POLICY_FIELD_NUMBER: _ClassVar[int]
+    REPEAT_FIELD_NUMBER: _ClassVar[int]
+    OUTCOME_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    VERIFIED_FIELD_NUMBER: _ClassVar[int]
+    SETUP_TIME_MS_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_TIME_MS_FIELD_NUMBER: _ClassVar[int]
+    DOWNTIME_MS_FIELD_NUMBER: _ClassVar[int]
+    EXPECTED_DOWNTIME_MS_FIELD_NUMBER: _ClassVar[int]
+    DIRTY_SYNC_COUNT_FIELD_NUMBER: _ClassVar[int]
+    PRECOPY_BYTES_FIELD_NUMBER: _ClassVar[int]
+    DOWNTIME_BYTES_FIELD_NUMBER: _ClassVar[int]
+    RAM_TRANSFERRED_BYTES_FIELD_NUMBER: _ClassVar[int]
+    DEVICE_TRANSFERRED_BYTES_FIELD_NUMBER: _ClassVar[int]
+    VERIFICATION_MS_FIELD_NUMBER: _ClassVar[int]
+    QEMU_VERSION_FIELD_NUMBER: _ClassVar[int]
+    RETURN_PATH_FIELD_NUMBER: _ClassVar[int]
+    DOWNTIME_END_FIELD_NUMBER: _ClassVar[int]
+    GUEST_DOWNTIME_MS_FIELD_NUMBER: _ClassVar[int]
+    GUEST_DOWNTIME_UNCERTAINTY_MS_FIELD_NUMBER: _ClassVar[int]
+    STOP_LAG_MS_FIELD_NUMBER: _ClassVar[int]
+    STOP_COPY_MS_FIELD_NUMBER: _ClassVar[int]
+    DEVICE_SAVE_MS_FIELD_NUMBER: _ClassVar[int]
+    DELIVERY_MS_FIELD_NUMBER: _ClassVar[int]
+    DESTINATION_LOAD_MS_FIELD_NUMBER: _ClassVar[int]
+    RESUME_MS_FIELD_NUMBER: _ClassVar[int]
+    STREAM_RTT_AT_STOP_MS_FIELD_NUMBER: _ClassVar[int]
+    PREDICTED_DOWNTIME_MS_FIELD_NUMBER: _ClassVar[int]
+    SWITCHOVER_ACK_WAIT_MS_FIELD_NUMBER: _ClassVar[int]
+    DEVICE_INITIAL_LOAD_MS_FIELD_NUMBER: _ClassVar[int]
+    MULTIFD_CHANNELS_FIELD_NUMBER: _ClassVar[int]
+    MULTIFD_CHANNEL_BYTES_FIELD_NUMBER: _ClassVar[int]
+    MULTIFD_CHANNEL_PACKETS_FIELD_NUMBER: _ClassVar[int]
+    DEVICE_STATE_TRANSFER_FIELD_NUMBER: _ClassVar[int]
+    DECISION_REASON_FIELD_NUMBER: _ClassVar[int]
+    FORCED_BY_CAP_FIELD_NUMBER: _ClassVar[int]
+    CLOCK_OFFSET_NS_FIELD_NUMBER: _ClassVar[int]
+    SAME_CLOCK_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_GUEST_RUNNING_AFTER_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_INTEGRITY_OK_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    TARGET_ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    LABELS_FIELD_NUMBER: _ClassVar[int]
+    TIMELINE_FIELD_NUMBER: _ClassVar[int]
+    EVENTS_FIELD_NUMBER: _ClassVar[int]
+    run_id: str
+    scenario: str
+    policy: str
+    repeat: int
+    outcome: str
+    error: str
+    verified: bool
+    setup_time_ms: float
+    total_time_ms: float
+    downtime_ms: float
+    expected_downtime_ms: float
+    dirty_sync_count: int
+    precopy_bytes: int
+    downtime_bytes: int
+    ram_transferred_bytes: int
+    device_transferred_bytes: int
+    verification_ms: float
+    qemu_version: str
+    return_path: bool
+    downtime_end: str
+    guest_downtime_ms: float
+    guest_downtime_uncertainty_ms: float
+    stop_lag_ms: float
+    stop_copy_ms: float
+    device_save_ms: float
+    delivery_ms: float
+    destination_load_ms: float
+    resume_ms: float
+    stream_rtt_at_stop_ms: float
+    predicted_downtime_ms: float
+    switchover_ack_wait_ms: float
+    device_initial_load_ms: _containers.ScalarMap[str, float]
+    multifd_channels: int
+    multifd_channel_bytes: _containers.RepeatedScalarFieldContainer[int]
+    multifd_channel_packets: _containers.RepeatedScalarFieldContainer[int]
+    device_state_transfer: str
+    decision_reason: str
+    forced_by_cap: str
+    clock_offset_ns: int
+    same_clock: bool
+    source_guest_running_after: bool
+    source_integrity_ok: bool
+    source_address: str
+    target_address: str
+    labels: _containers.ScalarMap[str, str]
+    timeline: _containers.RepeatedCompositeFieldContainer[ProgressSample]
+    events: _containers.RepeatedCompositeFieldContainer[Event]
+    def __init__(self, run_id: _Optional[str] = ..., scenario: _Optional[str] = ..., policy: _Optional[str] = ..., repeat: _Optional[int] = ..., outcome: _Optional[str] = ..., error: _Optional[str] = ..., verified: _Optional[bool] = ..., setup_time_ms: _Optional[float] = ..., total_time_ms: _Optional[float] = ..., downtime_ms: _Optional[float] = ..., expected_downtime_ms: _Optional[float] = ..., dirty_sync_count: _Optional[int] = ..., precopy_bytes: _Optional[int] = ..., downtime_bytes: _Optional[int] = ..., ram_transferred_bytes: _Optional[int] = ..., device_transferred_bytes: _Optional[int] = ..., verification_ms: _Optional[float] = ..., qemu_version: _Optional[str] = ..., return_path: _Optional[bool] = ..., downtime_end: _Optional[str] = ..., guest_downtime_ms: _Optional[float] = ..., guest_downtime_uncertainty_ms: _Optional[float] = ..., stop_lag_ms: _Optional[float] = ..., stop_copy_ms: _Optional[float] = ..., device_save_ms: _Optional[float] = ..., delivery_ms: _Optional[float] = ..., destination_load_ms: _Optional[float] = ..., resume_ms: _Optional[float] = ..., stream_rtt_at_stop_ms: _Optional[float] = ..., predicted_downtime_ms: _Optional[float] = ..., switchover_ack_wait_ms: _Optional[float] = ..., device_initial_load_ms: _Optional[_Mapping[str, float]] = ..., multifd_channels: _Optional[int] = ..., multifd_channel_bytes: _Optional[_Iterable[int]] = ..., multifd_channel_packets: _Optional[_Iterable[int]] = ..., device_state_transfer: _Optional[str] = ..., decision_reason: _Optional[str] = ..., forced_by_cap: _Optional[str] = ..., clock_offset_ns: _Optional[int] = ..., same_clock: _Optional[bool] = ..., source_guest_running_after: _Optional[bool] = ..., source_integrity_ok: _Optional[bool] = ..., source_address: _Optional[str] = ..., target_address: _Optional[str] = ..., labels: _Optional[_Mapping[str, str]] = ..., timeline: _Optional[_Iterable[_Union[ProgressSample, _Mapping]]] = ..., events: _Optional[_Iterable[_Union[Event, _Mapping]]] = ...) -> None: ...
 
 class CancelRequest(_message.Message):
     __slots__ = ("run_id", "reason")

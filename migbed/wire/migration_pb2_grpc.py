@@ -187,7 +187,7 @@ class ControlServicer:
         raise NotImplementedError('Method not implemented!')
 
     def Watch(self, request, context):
-        """Source only: progress samples while it runs, then the final run record.
+        """Source only: progress samples while it runs, then the final run record (typed).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

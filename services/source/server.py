@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import ssl
 from collections import OrderedDict
 from collections.abc import AsyncIterator
 from typing import Any
@@ -21,6 +22,7 @@ from migbed.core.clock import boot_id
 from migbed.core.scenario import ScenarioError, parse_scenario
 from migbed.core.start import StartInputError, check_policy, check_target_address, status_text
 from migbed.measure.record import Event, ProgressSample, RunRecord
+from migbed.measure.record_wire import record_to_pb, sample_to_pb
 from migbed.wire import migration_pb2 as pb
 from migbed.wire import migration_pb2_grpc as pbg
 from services.source.engine import Migration
@@ -32,7 +34,7 @@ _RUN_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 class _Run:
     def __init__(self, migration: Migration) -> None:
         self.migration = migration
-        self.samples: list[str] = []
+        self.samples: list[pb.ProgressSample] = []
         self.changed = asyncio.Event()
         self.record: RunRecord | None = None
         self.task: asyncio.Task[RunRecord] | None = None
@@ -40,11 +42,12 @@ class _Run:
 
 class SourceService(pbg.ControlServicer):
     def __init__(self, metrics: Any = None, channel_credentials: grpc.ChannelCredentials | None = None,
-                 max_running: int = 16) -> None:
+                 max_running: int = 16, multifd_ssl: ssl.SSLContext | None = None) -> None:
         self.runs: OrderedDict[str, _Run] = OrderedDict()
         self.metrics = metrics
         self.credentials = channel_credentials
         self.max_running = max_running
+        self.multifd_ssl = multifd_ssl
 
     def _running(self) -> int:
         return sum(1 for r in self.runs.values() if r.record is None)
@@ -81,7 +84,7 @@ class SourceService(pbg.ControlServicer):
 
         def on_sample(s: ProgressSample) -> None:
             assert run is not None
-            run.samples.append(s.to_json())
+            run.samples.append(sample_to_pb(s))
             run.changed.set()
             if self.metrics is not None:
                 self.metrics.on_progress(scenario.name, request.policy, s)
@@ -91,7 +94,7 @@ class SourceService(pbg.ControlServicer):
                 self.metrics.on_event(scenario.name, request.policy, e)
 
         migration = Migration(scenario, request.policy, request.target_address, request.run_id,
-                              labels, self.credentials, on_sample, on_event)
+                              labels, self.credentials, on_sample, on_event, self.multifd_ssl)
         run = _Run(migration)
         self.runs[request.run_id] = run
         run.task = asyncio.get_running_loop().create_task(self._run(run))
@@ -119,10 +122,10 @@ class SourceService(pbg.ControlServicer):
         sent = 0
         while True:
             while sent < len(run.samples):
-                yield pb.WatchEvent(progress_json=run.samples[sent])
+                yield pb.WatchEvent(progress=run.samples[sent])
                 sent += 1
             if run.record is not None:
-                yield pb.WatchEvent(record_json=run.record.to_json())
+                yield pb.WatchEvent(record=record_to_pb(run.record))
                 return
             run.changed.clear()
             if sent < len(run.samples) or run.record is not None:
@@ -136,8 +139,9 @@ class SourceService(pbg.ControlServicer):
         assert run is not None
         if run.record is not None:
             return pb.CancelReply(cancelled=False, state=run.record.outcome)
-        run.migration.cancel(request.reason or "cancelled by the user")
-        return pb.CancelReply(cancelled=True, state=run.migration.phase)
+        # Past the stop the run completes (its record will say so): the reply says the same.
+        accepted, state = run.migration.cancel(request.reason or "cancelled by the user")
+        return pb.CancelReply(cancelled=accepted, state=state)
 
     async def Status(self, request: pb.StatusRequest, context: grpc.aio.ServicerContext) -> pb.StatusReply:
         running = [k for k, r in self.runs.items() if r.record is None]

@@ -1,154 +1,147 @@
-"""The target service: accepts migration streams and runs a TargetSession for each.
+"""The target service: gRPC in, sessions out. A thin shell.
 
-A thin shell: all the checking and loading is in session.py. Each stream is independent
-(one session per stream, keyed by session_id), so several guests can migrate at once and
-a bad stream ends with its own status without disturbing the others.
+Admission and lookup are the registry's (registry.py), reading and deadlines the streams'
+(stream.py), what each message means the session's (session.py). Each Migrate stream is
+one session; a bad stream ends with its own status without disturbing the others.
 """
 
 from __future__ import annotations
 
 import asyncio
-import gc
 import logging
+import os
 from collections.abc import AsyncIterator
 from typing import Any
 
 import grpc
 
 from migbed import __version__
+from migbed.core import limits as lim
 from migbed.core.clock import boot_id
+from migbed.dataplane.receiver import MultifdListener
 from migbed.wire import migration_pb2 as pb
 from migbed.wire import migration_pb2_grpc as pbg
 from migbed.wire.errors import ProtocolError
+from services.target.registry import SessionRegistry, default_memory_budget, return_memory
 from services.target.session import TargetSession
+from services.target.stream import (
+    DEFAULT_HEARTBEAT_S,
+    MainStream,
+    first_message,
+    read_device_state,
+)
 
 log = logging.getLogger("migbed.target")
-DEFAULT_HEARTBEAT_S = 3.0  # a source that does not say (heartbeat_timeout_s = 0)
+MEMORY_RETURN_DELAY_S = 0.5  # a closed session's cancelled tasks finish first
 
 
 class TargetService(pbg.MigrationServicer, pbg.ControlServicer):
-    def __init__(self, metrics: Any = None, max_sessions: int = 16) -> None:
-        self.sessions: dict[str, TargetSession] = {}
+    def __init__(self, metrics: Any = None, max_sessions: int = 16,
+                 memory_budget: int | None = None,
+                 idle_timeout_s: float = lim.DEFAULT_IDLE_TIMEOUT_S,
+                 multifd: MultifdListener | None = None) -> None:
         self.metrics = metrics
-        self.max_sessions = max_sessions
+        budget = default_memory_budget() if memory_budget is None else memory_budget
+        self.registry = SessionRegistry(max_sessions, budget)
+        self.idle_timeout_s = idle_timeout_s
+        self.multifd = multifd  # where multifd channels connect (one for every session)
+        log.info("memory budget %.2f GiB, at most %d sessions", budget / 2**30, max_sessions)
+
+    @property
+    def sessions(self) -> dict[str, TargetSession]:
+        return self.registry.sessions
 
     async def Migrate(
         self, request_iterator: AsyncIterator[pb.SourceMessage], context: grpc.aio.ServicerContext
     ) -> AsyncIterator[pb.TargetMessage]:
         session: TargetSession | None = None
         reader: asyncio.Task[None] | None = None
-        failure: list[ProtocolError] = []
         try:
-            first = await anext(aiter(request_iterator), None)
+            first = await first_message(aiter(request_iterator), "setup")
             if first is None:
                 return
             if first.WhichOneof("body") != "setup":
-                raise ProtocolError("FAILED_PRECONDITION",
-                                    f"the first message must be setup, got {first.WhichOneof('body')}")
-            sid = first.setup.session_id
-            if sid in self.sessions:
-                raise ProtocolError("ALREADY_EXISTS", f"session {sid!r} is already migrating here")
-            if len(self.sessions) >= self.max_sessions:
-                raise ProtocolError("RESOURCE_EXHAUSTED",
-                                    f"{len(self.sessions)} migrations running; at most {self.max_sessions}")
-            session = TargetSession(first.setup, self.metrics)
-            self.sessions[sid] = session
-            self._on_session(first.setup.scenario, "started")
+                raise ProtocolError("FAILED_PRECONDITION", "the first message must be setup, "
+                                    f"got {first.WhichOneof('body')}")
+            session = self.registry.open(first.setup, lambda s: TargetSession(s, self.metrics))
+            self._on_session(session.scenario, "started")
             await session.prepare()  # RAM resident before SetupAccepted
-            session.start()
-
-            # A source that goes silent (killed host, cut link: no RST ever comes) would hold
-            # the session until TCP gives up, minutes later: its pings come every 100 ms.
-            silence = first.setup.heartbeat_timeout_s or DEFAULT_HEARTBEAT_S
-            inbox: asyncio.Queue[pb.SourceMessage | None] = asyncio.Queue()
-
-            def fail(e: Exception) -> None:
-                assert session is not None
-                if not isinstance(e, ProtocolError):  # a bug or a broken stream: this session only
-                    log.error("session %s", sid, exc_info=e)
-                    e = ProtocolError("INTERNAL", f"{type(e).__name__}: {e}")
-                failure.append(e)
-                session.close("failed")
-
-            async def work() -> None:
-                # In stream order; final loads and digests may take seconds here.
-                assert session is not None
-                try:
-                    while (msg := await inbox.get()) is not None:
-                        await session.handle(msg)
-                    if not session.completed:
-                        raise ProtocolError("CANCELLED", "the source closed the stream before "
-                                            "completing")
-                except asyncio.CancelledError:
-                    raise
-                except Exception as e:
-                    fail(e)
-
-            async def read() -> None:
-                # Never blocked by work(): pings are answered at once, so a target busy with
-                # the final loads or digests is not mistaken for a dead one by the source.
-                assert session is not None
-                messages = aiter(request_iterator)
-                worker = asyncio.get_running_loop().create_task(work())
-                try:
-                    while not worker.done():
-                        try:
-                            async with asyncio.timeout(silence):
-                                msg = await anext(messages)
-                        except StopAsyncIteration:
-                            break
-                        except TimeoutError:
-                            raise ProtocolError("DEADLINE_EXCEEDED", f"the source sent nothing "
-                                                f"for {silence:g}s (setup.heartbeat_timeout_s)"
-                                                ) from None
-                        if msg.WhichOneof("body") == "ping":
-                            await session.handle(msg)
-                        else:
-                            inbox.put_nowait(msg)
-                    inbox.put_nowait(None)
-                    await worker
-                except asyncio.CancelledError:
-                    raise
-                except Exception as e:
-                    fail(e)
-                finally:
-                    worker.cancel()
-
-            reader = asyncio.get_running_loop().create_task(read())
-            while True:
-                out = await session.outbox.get()
-                if out is None:
-                    break
+            session.start(self._accepted(session))
+            stream = MainStream(session, aiter(request_iterator), self.idle_timeout_s)
+            reader = asyncio.get_running_loop().create_task(stream.read())
+            while (out := await session.outbox.get()) is not None:
                 yield out
-            if failure:
-                raise failure[0]
-            if session.result == "cancelled":  # by Control.Cancel here: tell the source so
-                raise ProtocolError("ABORTED", f"session cancelled on the target: "
-                                    f"{session.cancel_reason or 'no reason given'}")
+            session.check_failed()
         except ProtocolError as e:
             if session is not None:
                 session.close("failed")
             log.warning("migration refused: %s", e)
-            await context.abort(e.status, e.message)
+            await context.abort(e.status, lim.clip(e.message))
         finally:
             if reader is not None and not reader.done():
                 reader.cancel()
             if session is not None:
-                # Always (close is idempotent): a stream cut while the resumed guest runs its
-                # grace period ends with the result already "verified", and its vCPU thread
-                # and tasks would otherwise run on for the life of the process.
-                session.close("cancelled" if session.result == "running" else session.result)
-                self.sessions.pop(session.session_id, None)
-                self._on_session(session.setup.scenario, session.result)
-                # A session's tasks and callbacks form reference cycles: without a collection
-                # its guest RAM (GiBs) stays resident until Python's GC happens to run. Its
-                # cancelled tasks finish first (on the next turns of the loop).
-                session = None
-                asyncio.get_running_loop().call_later(0.5, gc.collect)
+                self._end(session)
+
+    def _accepted(self, session: TargetSession) -> pb.SetupAccepted:
+        """What SetupAccepted says beyond the session: where multifd channels connect."""
+        accepted = pb.SetupAccepted()
+        n = session.setup.multifd_channels
+        if n and self.multifd is not None:
+            token = os.urandom(16)
+            mf = self.multifd.register(token, session.memory.ram, n, session.memory.page_size,
+                                       session.setup.heartbeat_timeout_s or DEFAULT_HEARTBEAT_S)
+            session.attach_multifd(mf)
+            accepted.multifd_port, accepted.multifd_token = self.multifd.port, token
+        elif n:
+            raise ProtocolError("FAILED_PRECONDITION", f"setup.multifd_channels = {n}: this "
+                                "target serves no multifd channels")
+        return accepted
+
+    def _end(self, session: TargetSession) -> None:
+        # Always (close is idempotent): a stream cut while the resumed guest runs its grace
+        # period ends with the result already "verified", and its vCPU thread and tasks
+        # would otherwise run on for the life of the process.
+        session.close("cancelled" if session.result == "running" else session.result)
+        self.registry.release(session)
+        self._on_session(session.scenario, session.result)
+        # A session's tasks and callbacks form reference cycles: without a collection its
+        # guest RAM (GiBs) stays resident until Python's GC happens to run.
+        asyncio.get_running_loop().call_later(MEMORY_RETURN_DELAY_S, return_memory)
+
+    async def MigrateDeviceState(self, request_iterator: AsyncIterator[pb.DeviceStateChunk],
+                                 context: grpc.aio.ServicerContext) -> pb.DeviceStateLoaded:
+        session: TargetSession | None = None
+        try:
+            chunks = aiter(request_iterator)
+            first = await first_message(chunks, "device_state_chunk")
+            if first is None:
+                raise ProtocolError("INVALID_ARGUMENT", "device_state_chunk: an empty stream")
+            session = self.registry.get(first.session_id)
+            if session is None:
+                raise ProtocolError("NOT_FOUND", lim.clip(
+                    f"device_state_chunk.session_id = {first.session_id!r}: no such session "
+                    "migrating here"))
+            return await read_device_state(session, first, chunks)
+        except Exception as e:
+            if session is not None:
+                session.fail(e)  # the main stream ends with the same error
+            err = e if isinstance(e, ProtocolError) else ProtocolError("INTERNAL", type(e).__name__)
+            log.warning("device state stream refused: %s", err)
+            await context.abort(err.status, lim.clip(err.message))
+            raise AssertionError from None  # abort raises
 
     def _on_session(self, scenario: str, state: str) -> None:
         if self.metrics is not None:
             self.metrics.on_session(scenario, state)
+
+    async def shutdown(self) -> None:
+        """SIGTERM: every session stops now (a prefault too) and gives its memory back."""
+        self.registry.close_all("cancelled")
+        if self.multifd is not None:
+            self.multifd.close()
+        await asyncio.sleep(0)
+        return_memory()
 
     # ------------------------------------------------------------ control
 
@@ -158,10 +151,13 @@ class TargetService(pbg.MigrationServicer, pbg.ControlServicer):
                               migbed_version=__version__)
 
     async def Cancel(self, request: pb.CancelRequest, context: grpc.aio.ServicerContext) -> pb.CancelReply:
-        s = self.sessions.get(request.run_id)
+        s = self.registry.get(request.run_id)
         if s is None:
-            await context.abort(grpc.StatusCode.NOT_FOUND, f"no session {request.run_id!r} on this target")
+            await context.abort(grpc.StatusCode.NOT_FOUND,
+                                lim.clip(f"no session {request.run_id!r} on this target"))
         assert s is not None
+        if s.result != "running":  # too late: say what it is
+            return pb.CancelReply(cancelled=False, state=s.result)
         s.cancel_reason = request.reason[:200]
         s.close("cancelled")
         return pb.CancelReply(cancelled=True, state="cancelled")

@@ -1,316 +1,463 @@
-"""One incoming migration on the target: validate, store, load, ACK, resume, verify.
+"""One incoming migration on the target: check, store, load, ACK, vm_start + Shut, verify.
 
-The gRPC servicer (server.py) feeds SourceMessages in and sends out what this queues on
-`outbox`. Every message is checked before it touches state; a bad one raises
-ProtocolError, which ends the stream with a gRPC status naming the field.
+The main stream's messages are handled one at a time, in order, by `handle()`; a device
+chunk is written into its device inline and `handle()` returns only when the device has
+taken it, so a load that takes time holds the whole stream (RAM and later devices wait;
+the source feels it through the transport's flow control). Every message is checked
+before it touches state; a bad one raises ProtocolError, which ends the stream with a
+gRPC status naming the field. What goes back to the source is queued on `outbox`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import hmac
 import logging
-import math
+import threading
+import time
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
+from migbed.core import limits as lim
 from migbed.core.clock import boot_id, now_ns
-from migbed.core.device import TargetDevice, VfioState
 from migbed.core.guest import GuestMemory
-from migbed.core.loadcost import LoadCost
 from migbed.core.workload import guest_workload
+from migbed.dataplane.receiver import MultifdSession
+from migbed.dataplane.sender import MultifdError
 from migbed.runtime.vcpu import VCpu
 from migbed.wire import migration_pb2 as pb
 from migbed.wire.channel import CHUNK_BYTES
 from migbed.wire.errors import ProtocolError
-from services.target.loader import DeviceLoader
+from services.target.devices import LoadingDevice, Pacer
 
 log = logging.getLogger("migbed.target")
 
-MAX_RAM_BYTES = 64 << 30
-MAX_DEVICES = 16
-MAX_DEVICE_BYTES = 16 << 30
-PROGRESS_PERIOD_S = 0.05
+PROGRESS_PERIOD_S = 0.05  # while a device loads, the return path says so this often
+KEEPALIVE_PERIODS = 4  # an unchanged device's progress is repeated this often (200 ms)
 RESUMED_GUEST_GRACE_S = 0.2  # the resumed guest runs this long before the session ends
 _KIND = {pb.IMAGE_KIND_INITIAL: "initial", pb.IMAGE_KIND_MIDDLE: "middle",
-         pb.IMAGE_KIND_FINAL: "final"}
+         pb.IMAGE_KIND_FINAL: "final", pb.IMAGE_KIND_CONFIG: "config"}
+
+
+def _error(code: str, message: str) -> ProtocolError:
+    return ProtocolError(code, lim.clip(message))
+
+
+class Outbox:
+    """The return path's queue: bounded, so a source that never reads it cannot make the
+    target grow; `None` from get() means the session is over."""
+
+    def __init__(self, limit: int = lim.MAX_OUTBOX_MESSAGES) -> None:
+        self._items: collections.deque[pb.TargetMessage] = collections.deque()
+        self._ready = asyncio.Event()
+        self._closed = False
+        self.limit = limit
+        self.overflowed = False
+
+    def put(self, msg: pb.TargetMessage) -> None:
+        if self._closed:
+            return
+        if len(self._items) >= self.limit:  # the source does not read: end the session
+            self.overflowed = True
+            self.close()
+            return
+        self._items.append(msg)
+        self._ready.set()
+
+    def close(self) -> None:
+        self._closed = True
+        self._ready.set()
+
+    async def get(self) -> pb.TargetMessage | None:
+        while not self._items:
+            if self._closed:
+                return None
+            self._ready.clear()
+            await self._ready.wait()
+        return self._items.popleft()
+
+    def drain(self) -> list[pb.TargetMessage]:
+        out = list(self._items)
+        self._items.clear()
+        return out
 
 
 class TargetSession:
     def __init__(self, setup: pb.Setup, metrics: Any = None) -> None:
-        self._validate_setup(setup)
+        """`setup` must have passed validate_setup (and admission) first."""
         self.setup = setup
         self.session_id = setup.session_id
-        self.outbox: asyncio.Queue[pb.TargetMessage | None] = asyncio.Queue()
+        self.scenario = setup.scenario
         self.metrics = metrics  # a measure.metrics.TargetMetrics, or None
-        self._min_one_way_ns: int | None = None  # target recv - source send, over pings
+        self.outbox = Outbox()
         g = setup.guest
         self.memory = GuestMemory(g.ram_bytes, g.page_size, setup.guest_seed, fill=False)
-        self.devices = [TargetDevice(d.name, d.initial_bytes, d.stop_copy_size) for d in setup.devices]
-        self.next_seq = [0] * len(self.devices)
-        self.init_marker_seen = [d.initial_bytes == 0 for d in setup.devices]
-        self.needs_ack = [d.initial_bytes > 0 for d in setup.devices]
-        self.loaders = [
-            DeviceLoader(dev, LoadCost(d.load_setup_time_s, d.load_rate_bytes_per_s,
-                                       d.stop_copy_load_time_s), self._device_approved)
-            for dev, d in zip(self.devices, setup.devices, strict=True)
-        ]
+        self.devices = [LoadingDevice(i, d) for i, d in enumerate(setup.devices)]
+        self.multifd_device_state = (setup.device_state_transfer
+                                     == pb.DEVICE_STATE_TRANSFER_MULTIFD)
+        self.pacer = Pacer()  # the main stream's reader
+        self._open_image: LoadingDevice | None = None  # a buffered image the stream may continue
+        self.stop_event = threading.Event()  # interrupts the prefault
         self.ack_sent = False
         self.stopped = False  # StopCopy seen
         self.completed = False
         self.ram_pages_received = 0
+        self.multifd: MultifdSession | None = None  # the channels, when multifd is on
+        self.multifd_pages: Callable[[], int] = lambda: 0  # pages the channels delivered
+        self._multifd_counted = 0  # ... of which counted in bytes_received (at each sync)
         self.bytes_received = {"precopy": 0, "downtime": 0}
+        self.device_streams_open: set[int] = set()  # MigrateDeviceState streams seen
+        self.device_streams_done: set[int] = set()  # ... and loaded to their last chunk
         self.vcpu: VCpu | None = None
         self._tasks: list[asyncio.Task[None]] = []
-        self.result: str = "running"
+        self.result = "running"
+        self.failure: ProtocolError | None = None
         self.cancel_reason = ""
-
-    # ------------------------------------------------------------ validation
-
-    @staticmethod
-    def _validate_setup(s: pb.Setup) -> None:
-        if s.protocol_version != pb.PROTOCOL_VERSION_1:
-            raise ProtocolError("FAILED_PRECONDITION",
-                                f"setup.protocol_version = {s.protocol_version}: this target speaks 1")
-        if not s.session_id or len(s.session_id) > 128:
-            raise ProtocolError("INVALID_ARGUMENT", "setup.session_id: 1 to 128 characters")
-        g = s.guest
-        if g.page_size not in (4096, 65536, 2 << 20):
-            raise ProtocolError("INVALID_ARGUMENT",
-                                f"setup.guest.page_size = {g.page_size}: allowed 4096, 65536, 2097152")
-        if not (1 << 20) <= g.ram_bytes <= MAX_RAM_BYTES or g.ram_bytes % g.page_size:
-            raise ProtocolError("INVALID_ARGUMENT",
-                                f"setup.guest.ram_bytes = {g.ram_bytes}: a multiple of page_size "
-                                f"from 1 MiB to {MAX_RAM_BYTES}")
-        if len(s.devices) > MAX_DEVICES:
-            raise ProtocolError("INVALID_ARGUMENT",
-                                f"setup.devices: {len(s.devices)} devices, at most {MAX_DEVICES}")
-        for i, d in enumerate(s.devices):
-            w = f"setup.devices[{i}]"
-            if d.initial_bytes > MAX_DEVICE_BYTES or d.stop_copy_size > MAX_DEVICE_BYTES:
-                raise ProtocolError("INVALID_ARGUMENT", f"{w}: state larger than {MAX_DEVICE_BYTES}")
-            if not 0 < d.load_rate_bytes_per_s < math.inf:  # also refuses NaN
-                raise ProtocolError("INVALID_ARGUMENT",
-                                    f"{w}.load_rate_bytes_per_s must be finite, > 0")
-            if not (0 <= d.load_setup_time_s <= 600 and 0 <= d.stop_copy_load_time_s <= 600):
-                raise ProtocolError("INVALID_ARGUMENT", f"{w}: load times must be 0..600 s")
-        if s.heartbeat_timeout_s and not 0.2 <= s.heartbeat_timeout_s <= 60:
-            raise ProtocolError("INVALID_ARGUMENT", f"setup.heartbeat_timeout_s = "
-                                f"{s.heartbeat_timeout_s:g}: 0 (default) or 0.2 .. 60")
-        if not 0 <= s.dirty_rate_bytes_per_s <= MAX_RAM_BYTES:  # the resumed guest's workload
-            raise ProtocolError("INVALID_ARGUMENT", f"setup.dirty_rate_bytes_per_s = "
-                                f"{s.dirty_rate_bytes_per_s:g}: 0 .. {MAX_RAM_BYTES}")
-        if not (1e-4 <= s.vcpu_tick_s <= 1e-3):
-            raise ProtocolError("INVALID_ARGUMENT", "setup.vcpu_tick_s: 0.0001 .. 0.001")
-
-    def _device(self, index: int, what: str) -> int:
-        if index >= len(self.devices):
-            raise ProtocolError("INVALID_ARGUMENT",
-                                f"{what}.device = {index}: this session has {len(self.devices)} device(s)")
-        return index
 
     # ------------------------------------------------------------ lifecycle
 
     async def prepare(self) -> None:
-        """Allocate the guest's RAM and the devices' state buffers for real before accepting
-        (off the event loop: other sessions' streams keep flowing), so page faults stay out
-        of the stream - and out of the downtime, where the stop-copy context is written."""
+        """Make the guest's RAM and the devices' buffers resident before accepting (off the
+        event loop, interruptible by stop_event), so page faults stay out of the stream."""
         def touch() -> None:
-            self.memory.prefault()
+            if not self.memory.prefault(stop=self.stop_event):
+                return
             for dev in self.devices:
-                for state in (dev.buffer, dev.context):
-                    state[::4096] = 0  # one write per page: the kernel zero-fills the rest
+                for region in (dev.state.buffer, dev.state.context, dev.state.config):
+                    region[::4096] = 0  # one write per page: the kernel zero-fills the rest
 
         await asyncio.to_thread(touch)
+        if self.stop_event.is_set():  # cancelled, failed or shut down meanwhile
+            self.check_failed()
+            raise _error("ABORTED", f"session ended while preparing ({self.result})")
 
-    def start(self) -> None:
+    def start(self, accepted: pb.SetupAccepted | None = None) -> None:
         for dev in self.devices:
-            dev.fsm.set_state(VfioState.RESUMING)
-        for ld in self.loaders:
-            ld.start()
-            assert ld.task is not None
-            self._tasks.append(ld.task)
+            dev.resume()
         self._tasks.append(asyncio.get_running_loop().create_task(self._report_progress()))
-        accepted = pb.SetupAccepted(session_id=self.session_id, target_boot_id=boot_id(),
-                                    devices_needing_ack=sum(self.needs_ack))
-        self.send(pb.TargetMessage(setup_accepted=accepted))
-        self._device_approved()  # no device needs it: the ACK goes at once (QEMU does too)
+        msg = accepted or pb.SetupAccepted()
+        msg.session_id, msg.target_boot_id = self.session_id, boot_id()
+        msg.devices_needing_ack = sum(d.needs_ack for d in self.devices)
+        self.send(pb.TargetMessage(setup_accepted=msg))
+        self._maybe_ack()  # no device needs it: the ACK goes at once (QEMU does too)
 
     def send(self, msg: pb.TargetMessage) -> None:
-        self.outbox.put_nowait(msg)
+        self.outbox.put(msg)
 
-    def _device_approved(self) -> None:
-        if self.ack_sent or not self.setup.switchover_ack:
-            return
-        if all(ld.initial_loaded or not need for ld, need in zip(self.loaders, self.needs_ack, strict=True)):
-            self.ack_sent = True
-            self.send(pb.TargetMessage(switchover_ack=pb.SwitchoverAck(target_ack_ns=now_ns())))
+    def fail(self, e: BaseException) -> None:
+        """The session ends with this error (the first one wins); a bug is logged and
+        reported as INTERNAL, for this session only."""
+        if not isinstance(e, ProtocolError):
+            log.error("session %s", self.session_id, exc_info=e)
+            e = _error("INTERNAL", f"{type(e).__name__}: {e}")
+        if self.failure is None:
+            self.failure = e
+        self.close("failed")
 
-    async def _report_progress(self) -> None:
-        last: list[tuple[int, int, bool]] = [(-1, -1, False)] * len(self.loaders)
-        while True:
-            for i, ld in enumerate(self.loaders):
-                st = ld.status()
-                key = (st.loaded_bytes, st.backlog_bytes, st.initial_loaded)
-                if key == last[i] and st.setup_remaining_s == 0:
-                    continue
-                last[i] = key
-                self.send(pb.TargetMessage(load_progress=pb.DeviceLoadProgress(
-                    device=i, loaded_bytes=st.loaded_bytes, backlog_bytes=st.backlog_bytes,
-                    initial_loaded=st.initial_loaded,
-                    initial_loaded_ns=st.initial_loaded_ns, initial_load_s=st.initial_load_s)))
-                if self.metrics is not None:
-                    self.metrics.on_load_progress(self.setup.scenario, self.devices[i].name, st.loaded_bytes,
-                                                  st.backlog_bytes, st.setup_remaining_s, st.initial_loaded)
-            await asyncio.sleep(PROGRESS_PERIOD_S)
+    def check_failed(self) -> None:
+        """Raise what ended the session, if something did."""
+        if self.outbox.overflowed and self.failure is None:
+            self.failure = _error("RESOURCE_EXHAUSTED", f"return path: {self.outbox.limit} "
+                                  "messages queued and not read by the source")
+        if self.failure is not None:
+            raise self.failure
+        if self.result == "cancelled":  # by Control.Cancel here: tell the source so
+            raise _error("ABORTED", "session cancelled on the target: "
+                         f"{self.cancel_reason or 'no reason given'}")
 
     def close(self, result: str) -> None:
-        """End the session: stop tasks and the guest, drop the state (frees the memory)."""
-        self.result = result
+        """End the session: stop tasks and the guest (idempotent: the first end's result
+        stays)."""
+        if self.result == "running":
+            self.result = result
+        self.stop_event.set()
         for t in self._tasks:
             t.cancel()
         if self.vcpu is not None:
             self.vcpu.stop()
-        self.outbox.put_nowait(None)
+        if self.multifd is not None:
+            self.multifd.close()  # joins its channel threads: no page lands after this
+        self.outbox.close()
 
-    # ------------------------------------------------------------ the stream
+    def last_device_activity(self) -> float:
+        """When a device last took a chunk or loaded (time.monotonic), 0 if never."""
+        return max((d.last_activity for d in self.devices if d.loading or d.backlog_bytes
+                    or d.loaded_bytes), default=0.0)
+
+    def _maybe_ack(self) -> None:
+        if self.ack_sent or not self.setup.switchover_ack:
+            return
+        if all(d.initial_loaded or not d.needs_ack for d in self.devices):
+            self.ack_sent = True
+            self.send(pb.TargetMessage(switchover_ack=pb.SwitchoverAck(target_ack_ns=now_ns())))
+
+    async def _report_progress(self) -> None:
+        """Each device's progress when it changes, every period while it loads, and every
+        few periods anyway: the source takes the return path as the target's sign of life,
+        and pongs come only as fast as the reader works through the data ahead of them."""
+        last: list[pb.DeviceLoadProgress | None] = [None] * len(self.devices)
+        beat = 0
+        while True:
+            beat = (beat + 1) % KEEPALIVE_PERIODS
+            if self.multifd is not None and self.multifd.error is not None:
+                # a channel lost fails the migration at once, not at the next sync
+                self.fail(_error("UNAVAILABLE", f"multifd: {self.multifd.error}"))
+                return
+            for i, dev in enumerate(self.devices):
+                p = dev.progress()
+                if p == last[i] and not p.loading and beat:
+                    continue
+                last[i] = p
+                self.send(pb.TargetMessage(load_progress=p))
+                if self.metrics is not None:
+                    self.metrics.on_load_progress(self.scenario, dev.name, p.loaded_bytes,
+                                                  p.backlog_bytes, p.busy_s, p.loading,
+                                                  p.initial_loaded)
+            await asyncio.sleep(PROGRESS_PERIOD_S)
+
+    # ------------------------------------------------------------ the main stream
 
     async def handle(self, msg: pb.SourceMessage) -> None:
         body = msg.WhichOneof("body")
         if self.completed and body not in ("digests", "ping", "abort"):
-            raise ProtocolError("FAILED_PRECONDITION", f"{body} after complete")
-        if body == "ram":
-            self._ram(msg.ram)
-        elif body == "device_data":
-            self._device_data(msg.device_data)
-        elif body == "init_data_sent":
-            m = msg.init_data_sent
-            i = self._device(m.device, "init_data_sent")
-            if m.seq != self.next_seq[i]:
-                raise ProtocolError("DATA_LOSS", f"init_data_sent.seq = {m.seq}: device {i} is at "
-                                    f"seq {self.next_seq[i]} (chunks missing)")
-            if self.init_marker_seen[i]:
-                raise ProtocolError("INVALID_ARGUMENT", f"init_data_sent for device {i} twice")
-            self.init_marker_seen[i] = True
-            self.loaders[i].put_marker()
-        elif body == "ping":
-            p = msg.ping
-            recv = now_ns()
-            one_way = recv - p.source_send_ns
-            if self._min_one_way_ns is None or one_way < self._min_one_way_ns:
-                self._min_one_way_ns = one_way
-            self.send(pb.TargetMessage(pong=pb.Pong(seq=p.seq, source_send_ns=p.source_send_ns,
-                                                    target_recv_ns=recv)))
-        elif body == "stop_copy":
-            self.stopped = True
-        elif body == "complete":
-            await self._complete(msg.complete)
-        elif body == "digests":
-            await self._verify(msg.digests)
-        elif body == "setup":
-            raise ProtocolError("FAILED_PRECONDITION", "a second setup on one stream")
-        elif body == "abort":
-            raise ProtocolError("ABORTED", f"source aborted: {msg.abort.reason[:200]}")
-        else:
-            raise ProtocolError("INVALID_ARGUMENT", "empty or unknown message body")
+            raise _error("FAILED_PRECONDITION", f"{body} after complete")
+        if self._open_image is not None and body != "ping" and not self._continues(msg):
+            dev, self._open_image = self._open_image, None
+            await dev.end_image(self.pacer)  # the image's last byte was the one before
+        handler = self._HANDLERS.get(body or "")
+        if handler is None:
+            raise _error("INVALID_ARGUMENT", "empty or unknown message body")
+        await handler(self, getattr(msg, body or ""))
 
-    def _ram(self, m: pb.RamPages) -> None:
+    def _continues(self, msg: pb.SourceMessage) -> bool:
+        if msg.WhichOneof("body") != "device_data" or self._open_image is None:
+            return False
+        d = msg.device_data
+        return d.device == self._open_image.index and _KIND.get(d.kind) == self._open_image.model.pending_kind
+
+    def _device(self, index: int, what: str) -> LoadingDevice:
+        if index >= len(self.devices):
+            raise _error("INVALID_ARGUMENT", f"{what}.device = {index}: this session has "
+                         f"{len(self.devices)} device(s)")
+        return self.devices[index]
+
+    async def _ram(self, m: pb.RamPages) -> None:
         n = len(m.pages)
         ps = self.memory.page_size
         if n == 0 or n * ps > CHUNK_BYTES * 4:
-            raise ProtocolError("INVALID_ARGUMENT", f"ram.pages: {n} pages; 1 to {CHUNK_BYTES * 4 // ps}")
+            raise _error("INVALID_ARGUMENT", f"ram.pages: {n} pages; 1 to {CHUNK_BYTES * 4 // ps}")
         data = m.data  # each read of a bytes field copies it (1 MiB): read it once
         if len(data) != n * ps:
-            raise ProtocolError("INVALID_ARGUMENT",
-                                f"ram.data: {len(data)} bytes for {n} pages of {ps} (truncated?)")
+            raise _error("INVALID_ARGUMENT",
+                         f"ram.data: {len(data)} bytes for {n} pages of {ps} (truncated?)")
         idx = np.array(m.pages, dtype=np.int64)
         if int(idx.max()) >= self.memory.pages:
-            raise ProtocolError("OUT_OF_RANGE",
-                                f"ram.pages: page {int(idx.max())} beyond the guest's {self.memory.pages}")
+            raise _error("OUT_OF_RANGE",
+                         f"ram.pages: page {int(idx.max())} beyond the guest's {self.memory.pages}")
         self.memory.store_pages(idx, data)
         self.ram_pages_received += n
         self._count("ram", len(data))
 
-    def _device_data(self, m: pb.DeviceData) -> None:
-        i = self._device(m.device, "device_data")
-        kind = _KIND.get(m.kind)
+    def _check_chunk(self, m: pb.DeviceData, dev: LoadingDevice, kind: str | None,
+                     data: bytes) -> str:
+        i = dev.index
         if kind is None:
-            raise ProtocolError("INVALID_ARGUMENT", f"device_data.kind = {m.kind}: INITIAL, MIDDLE or FINAL")
-        if m.seq != self.next_seq[i]:
-            what = "duplicated" if m.seq < self.next_seq[i] else "out of order (a gap)"
-            raise ProtocolError("DATA_LOSS", f"device_data.seq = {m.seq} for device {i}: expected "
-                                f"{self.next_seq[i]}, {what}")
-        data = m.data  # each read of a bytes field copies it: read it once
+            raise _error("INVALID_ARGUMENT", f"device_data.kind = {m.kind}: INITIAL, MIDDLE, "
+                         "FINAL or CONFIG")
+        if m.seq != dev.next_seq:
+            what = "duplicated" if m.seq < dev.next_seq else "out of order (a gap)"
+            raise _error("DATA_LOSS", f"device_data.seq = {m.seq} for device {i}: expected "
+                         f"{dev.next_seq}, {what}")
         if not data or len(data) > CHUNK_BYTES:
-            raise ProtocolError("INVALID_ARGUMENT",
-                                f"device_data.data: {len(data)} bytes; 1 to {CHUNK_BYTES}")
-        dev = self.devices[i]
-        if m.offset + len(data) > dev.size:
-            raise ProtocolError("OUT_OF_RANGE", f"device_data [{m.offset}, {m.offset + len(data)}) "
-                                f"beyond device {dev.name}'s {dev.size} bytes")
-        if kind == "initial" and self.init_marker_seen[i]:
-            raise ProtocolError("FAILED_PRECONDITION", f"initial data for device {i} after INIT_DATA_SENT")
-        if kind == "final" and not self.stopped:
-            raise ProtocolError("FAILED_PRECONDITION", "final (stop-copy) data before stop_copy")
-        self.next_seq[i] += 1
-        self.loaders[i].put(kind, m.offset, data)
-        self._count("device", len(data))
+            raise _error("INVALID_ARGUMENT", f"device_data.data: {len(data)} bytes; 1 to {CHUNK_BYTES}")
+        check_range("device_data", dev, kind, m.offset, len(data))
+        if kind == "initial" and dev.marker_seen:
+            raise _error("FAILED_PRECONDITION", f"initial data for device {i} after INIT_DATA_SENT")
+        if kind in ("final", "config") and not self.stopped:
+            raise _error("FAILED_PRECONDITION", f"{kind} (stop-copy) data before stop_copy")
+        if kind in ("final", "config") and self.multifd_device_state:
+            raise _error("FAILED_PRECONDITION", f"device_data.kind = {kind.upper()} on the main "
+                         "stream: with device_state_transfer = MULTIFD stop-copy state goes on "
+                         "MigrateDeviceState")
+        return kind
 
-    def _count(self, kind: str, n: int) -> None:
-        stage = "downtime" if self.stopped else "precopy"
+    async def _device_data(self, m: pb.DeviceData) -> None:
+        dev = self._device(m.device, "device_data")
+        data = m.data  # each read of a bytes field copies it: read it once
+        kind = self._check_chunk(m, dev, _KIND.get(m.kind), data)
+        dev.next_seq += 1
+        self._count("device", len(data))
+        await dev.write(kind, m.offset, data, self.pacer)
+        # An image the stream may continue; the initial image's end is its known size (or
+        # INIT_DATA_SENT), so RAM between its chunks does not end it.
+        pending = dev.model.pending_kind
+        self._open_image = dev if pending not in (None, "initial") else None
+
+    async def _init_data_sent(self, m: pb.InitDataSent) -> None:
+        dev = self._device(m.device, "init_data_sent")
+        if m.seq != dev.next_seq:
+            raise _error("DATA_LOSS", f"init_data_sent.seq = {m.seq}: device {dev.index} is at "
+                         f"seq {dev.next_seq} (chunks missing)")
+        if dev.marker_seen:
+            raise _error("INVALID_ARGUMENT", f"init_data_sent for device {dev.index} twice")
+        await dev.initial_data_sent(self.pacer)
+        self._maybe_ack()
+
+    async def _ping(self, p: pb.Ping) -> None:
+        self.send(pb.TargetMessage(pong=pb.Pong(seq=p.seq, source_send_ns=p.source_send_ns,
+                                                target_recv_ns=now_ns())))
+
+    async def _stop_copy(self, m: pb.StopCopy) -> None:
+        self.stopped = True
+
+    def attach_multifd(self, channels: MultifdSession) -> None:
+        """The session's multifd channels (a dataplane MultifdSession): RAM pages land in
+        guest memory from their own threads; the main stream waits at each sync."""
+        self.multifd = channels
+        self.multifd_pages = lambda: int(channels.pages_received)
+
+    async def _multifd_sync(self, m: pb.MultifdSync) -> None:
+        """QEMU's RAM_SAVE_FLAG_MULTIFD_FLUSH: read no further until every channel has
+        delivered this generation's SYNC (all pages sent before it are in RAM)."""
+        if self.multifd is None:
+            raise _error("FAILED_PRECONDITION", "multifd_sync: this session has no multifd "
+                         "channels (setup.multifd_channels = 0)")
+        silence = self.setup.heartbeat_timeout_s or lim.HEARTBEAT_TIMEOUT_S[1]
+        try:
+            await self.multifd.wait_sync(m.generation, silence)
+        except TimeoutError as e:
+            raise _error("DEADLINE_EXCEEDED", f"multifd_sync.generation = {m.generation}: {e}") from None
+        except MultifdError as e:  # a channel failed
+            raise _error("UNAVAILABLE", f"multifd channel failed: {e}") from None
+        got = self.multifd_pages()  # may include pages of the next round already
+        if m.pages_sent > got:
+            raise _error("DATA_LOSS", f"multifd_sync.pages_sent = {m.pages_sent}, the channels "
+                         f"delivered {got}")
+        self._count("ram", (got - self._multifd_counted) * self.memory.page_size)
+        self._multifd_counted = got
+
+    async def _setup(self, m: pb.Setup) -> None:
+        raise _error("FAILED_PRECONDITION", "a second setup on one stream")
+
+    async def _abort(self, m: pb.Abort) -> None:
+        raise _error("ABORTED", f"source aborted: {m.reason[:200]}")
+
+    def _count(self, kind: str, n: int, stage: str = "") -> None:
+        stage = stage or ("downtime" if self.stopped else "precopy")
         self.bytes_received[stage] += n
         if self.metrics is not None:
-            self.metrics.on_received_bytes(self.setup.scenario, stage, kind, n)
+            self.metrics.on_received_bytes(self.scenario, stage, kind, n)
 
-    def _guest_downtime_s(self, source_last_tick_ns: int, first_tick_ns: int) -> float:
-        """The target's own view of guest downtime. One kernel: one CLOCK_MONOTONIC. Across
-        hosts the offset is taken as the smallest ping one-way time, which counts the wire's
-        one-way delay as offset (the source's record has the symmetric NTP estimate)."""
-        offset = 0 if self.setup.source_boot_id == boot_id() else (self._min_one_way_ns or 0)
-        return (first_tick_ns - offset - source_last_tick_ns) / 1e9
+    # ------------------------------------------------------------ QEMU 10: device streams
+
+    def open_device_stream(self, index: int) -> LoadingDevice:
+        """MigrateDeviceState's first chunk names this session and device `index`."""
+        if not self.multifd_device_state:
+            raise _error("FAILED_PRECONDITION", "device_state_chunk: this session sends device "
+                         "state on the main stream (setup.device_state_transfer = MAIN)")
+        dev = self._device(index, "device_state_chunk")
+        if dev.index in self.device_streams_open:
+            raise _error("ALREADY_EXISTS", f"device_state_chunk.device = {index}: this device's "
+                         "state stream is already open")
+        self.device_streams_open.add(dev.index)
+        return dev
+
+    async def device_state_chunk(self, dev: LoadingDevice, c: pb.DeviceStateChunk,
+                                 seq: int, pacer: Pacer) -> None:
+        """One chunk of a device's stop-copy state on its own stream, loaded on that
+        stream's task (its own pacer): in parallel with the other devices."""
+        if self.result != "running":
+            raise _error("ABORTED", f"device_state_chunk: session {self.session_id!r} has "
+                         f"ended ({self.result})")
+        if c.device != dev.index:
+            raise _error("INVALID_ARGUMENT", f"device_state_chunk.device = {c.device}: this "
+                         f"stream is device {dev.index}'s")
+        if c.seq != seq:
+            raise _error("DATA_LOSS", f"device_state_chunk.seq = {c.seq}: expected {seq}")
+        data = c.data
+        if len(data) > CHUNK_BYTES or (not data and not c.last):
+            raise _error("INVALID_ARGUMENT", f"device_state_chunk.data: {len(data)} bytes; "
+                         f"1 to {CHUNK_BYTES} (0 only in the last chunk)")
+        if data:
+            kind = "config" if c.offset >= dev.state.data_size else "final"
+            check_range("device_state_chunk", dev, kind, c.offset, len(data))
+            self._count("device", len(data), "downtime")  # stop-copy state only
+            await dev.write(kind, c.offset, data, pacer)
+        if c.last:
+            await dev.finish(pacer)
+            self.device_streams_done.add(dev.index)
+
+    # ------------------------------------------------------------ completion
 
     async def _complete(self, m: pb.Complete) -> None:
         if not self.stopped:
-            raise ProtocolError("FAILED_PRECONDITION", "complete before stop_copy")
-        if list(m.device_next_seq) != self.next_seq:
-            raise ProtocolError("DATA_LOSS", f"complete.device_next_seq = {list(m.device_next_seq)}, "
-                                f"received {self.next_seq}")
-        if m.ram_pages_sent != self.ram_pages_received:
-            raise ProtocolError("DATA_LOSS", f"complete.ram_pages_sent = {m.ram_pages_sent}, "
-                                f"received {self.ram_pages_received}")
+            raise _error("FAILED_PRECONDITION", "complete before stop_copy")
+        seqs = [d.next_seq for d in self.devices]
+        if list(m.device_next_seq) != seqs:
+            raise _error("DATA_LOSS", f"complete.device_next_seq = {list(m.device_next_seq)}, "
+                         f"received {seqs}")
+        pages = self.ram_pages_received + self.multifd_pages()
+        if m.ram_pages_sent != pages:
+            raise _error("DATA_LOSS", f"complete.ram_pages_sent = {m.ram_pages_sent}, "
+                         f"received {pages}")
         self.completed = True
         received_ns = now_ns()
         self.send(pb.TargetMessage(received=pb.Received(target_recv_ns=received_ns)))
-        # The final loads, then the devices leave RESUMING (the driver validates) and run.
-        await asyncio.gather(*(ld.drain() for ld in self.loaders))
+        if self.multifd_device_state:
+            await self._wait_device_streams()
+        else:
+            for dev in self.devices:  # one reader: the devices load one after another
+                await dev.finish(self.pacer)
         loads_done = now_ns()
         for dev in self.devices:
-            dev.fsm.set_state(VfioState.RUNNING)
+            dev.run()
+        await self._resume(loads_done)
+        if self.metrics is not None:
+            self.metrics.on_resumed(self.scenario, self.setup.policy,
+                                    (loads_done - received_ns) / 1e9)
+
+    async def _wait_device_streams(self) -> None:
+        """QEMU 10: each device loads its stop-copy state on its own; completion waits for
+        them all. A device whose stream shows no life for the heartbeat timeout fails it."""
+        silence = self.setup.heartbeat_timeout_s or lim.HEARTBEAT_TIMEOUT_S[1]
+        since = time.monotonic()
+        while len(self.device_streams_done) < len(self.devices):
+            now = time.monotonic()
+            quiet = [d for d in self.devices if d.index not in self.device_streams_done
+                     and not d.loading and now - max(d.last_activity, since) > silence]
+            if quiet:
+                raise _error("DEADLINE_EXCEEDED", f"MigrateDeviceState for device "
+                             f"{quiet[0].index} ({quiet[0].name}): nothing for {silence:g}s "
+                             "after complete (setup.heartbeat_timeout_s)")
+            await asyncio.sleep(PROGRESS_PERIOD_S)
+
+    async def _resume(self, loads_done: int) -> None:
         self.memory.begin_snapshot()
         s = self.setup
         wl = guest_workload(s.guest.ram_bytes, s.guest.page_size, s.dirty_rate_bytes_per_s,
                             s.working_set_bytes or s.guest.ram_bytes, s.uniform_dirtying,
                             s.guest_seed + 1)
         self.vcpu = VCpu(self.memory, wl, s.vcpu_tick_s)
+        # QEMU's process_incoming_migration_bh: vm_start, then MIG_RP_MSG_SHUT (from
+        # migration_incoming_state_destroy); the guest's first progress comes after.
         self.vcpu.start()
+        self.send(pb.TargetMessage(shut=pb.Shut(target_loads_done_ns=loads_done)))
         await asyncio.to_thread(self.vcpu.wait_first_tick, 5.0)
         self.send(pb.TargetMessage(resumed=pb.Resumed(
             target_first_tick_ns=self.vcpu.first_tick_ns, target_loads_done_ns=loads_done,
-            device_initial_load_s=[ld.status().initial_load_s for ld in self.loaders])))
-        if self.metrics is not None:
-            self.metrics.on_resumed(self.setup.scenario, self.setup.policy,
-                                    self._guest_downtime_s(m.source_last_tick_ns, self.vcpu.first_tick_ns),
-                                    (loads_done - received_ns) / 1e9)
+            device_initial_load_s=[d.initial_load_s for d in self.devices])))
 
-    async def _verify(self, m: pb.Digests) -> None:
+    async def _digests(self, m: pb.Digests) -> None:
         if self.vcpu is None:
-            raise ProtocolError("FAILED_PRECONDITION", "digests before the guest resumed")
+            raise _error("FAILED_PRECONDITION", "digests before the guest resumed")
         if len(m.devices) != len(self.devices):
-            raise ProtocolError("INVALID_ARGUMENT",
-                                f"digests.devices: {len(m.devices)}, expected {len(self.devices)}")
+            raise _error("INVALID_ARGUMENT",
+                         f"digests.devices: {len(m.devices)}, expected {len(self.devices)}")
         ram = await asyncio.to_thread(self.memory.snapshot_digest)
-        devs = [await asyncio.to_thread(d.digest) for d in self.devices]
+        devs = [await asyncio.to_thread(d.state.digest) for d in self.devices]
         problems = []
         if not hmac.compare_digest(ram, m.ram):
             problems.append("RAM differs")
@@ -324,3 +471,18 @@ class TargetSession:
         await asyncio.sleep(RESUMED_GUEST_GRACE_S)
         self.memory.end_snapshot()
         self.close(self.result)
+
+    _HANDLERS: dict[str, Any] = {
+        "ram": _ram, "device_data": _device_data, "init_data_sent": _init_data_sent,
+        "ping": _ping, "stop_copy": _stop_copy, "complete": _complete, "digests": _digests,
+        "setup": _setup, "abort": _abort, "multifd_sync": _multifd_sync,
+    }
+
+
+def check_range(what: str, dev: LoadingDevice, kind: str, offset: int, n: int) -> None:
+    """A chunk's bytes lie in its device's state, in the region its kind addresses."""
+    st = dev.state
+    lo, hi = (st.data_size, st.size) if kind == "config" else (0, st.data_size)
+    if offset < lo or offset + n > hi:
+        raise _error("OUT_OF_RANGE", f"{what} [{offset}, {offset + n}) beyond device "
+                     f"{dev.name}'s {kind} state [{lo}, {hi})")

@@ -422,3 +422,70 @@ def test_a_silent_connection_does_not_block_others(target: Service, tmp_path: Pa
     finally:
         for s in idle:
             s.close()
+
+
+# ---------------------------------------------------------------- MigrateDeviceState (QEMU 10)
+
+
+def device_state(address: str, chunks: Sequence[pb.DeviceStateChunk]) -> grpc.RpcError | None:
+    with grpc.insecure_channel(address) as ch:
+        try:
+            pbg.MigrationStub(ch).MigrateDeviceState(iter(chunks), timeout=20)
+        except grpc.RpcError as e:
+            return e
+    return None
+
+
+def held_session(target: Service, **over: Any) -> tuple[str, threading.Event, threading.Thread]:
+    """A session kept open (setup only) while a test talks to its device-state streams."""
+    sid = f"ds-{os.urandom(3).hex()}"
+    release = threading.Event()
+    t = threading.Thread(target=exchange, args=(target.address, [setup(sid, **over)], 30),
+                         kwargs={"timeout": 40}, daemon=True)
+    t.start()
+    wait_until(lambda: sid in sessions(target.address), 10, "the session")
+    return sid, release, t
+
+
+def test_device_state_for_an_unknown_session(target: Service) -> None:
+    err = device_state(target.address, [pb.DeviceStateChunk(session_id="nobody", data=b"x")])
+    assert err is not None and err.code() == Code.NOT_FOUND, err
+    assert "device_state_chunk.session_id = 'nobody'" in str(err.details())
+
+
+def test_device_state_for_a_main_stream_session_fails_it(target: Service) -> None:
+    sid, _, t = held_session(target)
+    err = device_state(target.address, [pb.DeviceStateChunk(session_id=sid, data=b"x")])
+    assert err is not None and err.code() == Code.FAILED_PRECONDITION, err
+    assert "device_state_transfer = MAIN" in str(err.details())
+    t.join(20)  # the session it named ends with the same error
+    wait_until(lambda: no_sessions(target.address), 10, "the session to be freed")
+
+
+@pytest.mark.parametrize(("chunk", "code", "words"), [
+    (pb.DeviceStateChunk(device=4, data=b"x"), Code.INVALID_ARGUMENT, "1 device(s)"),
+    (pb.DeviceStateChunk(device=0, seq=3, data=b"x"), Code.DATA_LOSS, "expected 0"),
+    (pb.DeviceStateChunk(device=0, offset=DEV_INITIAL + DEV_STOP - 1, data=b"xy"),
+     Code.OUT_OF_RANGE, "beyond device vf0"),
+    (pb.DeviceStateChunk(device=0, offset=DEV_INITIAL), Code.INVALID_ARGUMENT, "0 only in the last"),
+])
+def test_bad_device_state_chunks(target: Service, chunk: pb.DeviceStateChunk,
+                                 code: grpc.StatusCode, words: str) -> None:
+    sid, _, t = held_session(target, device_state_transfer=pb.DEVICE_STATE_TRANSFER_MULTIFD)
+    chunk.session_id = sid
+    err = device_state(target.address, [chunk])
+    assert err is not None and err.code() == code, err
+    assert words in str(err.details()), err.details()
+    t.join(20)
+    wait_until(lambda: no_sessions(target.address), 10, "the session to be freed")
+
+
+def test_complete_waits_for_device_state_that_never_comes(target: Service) -> None:
+    """device_state_transfer = MULTIFD, but no device stream: Complete fails after the
+    heartbeat timeout, naming the device, instead of waiting for ever."""
+    t0 = time.monotonic()
+    refused(target, [setup(device_state_transfer=pb.DEVICE_STATE_TRANSFER_MULTIFD,
+                           heartbeat_timeout_s=1.0), STOP,
+                     pb.SourceMessage(complete=pb.Complete(device_next_seq=[0]))],
+            Code.DEADLINE_EXCEEDED, "MigrateDeviceState for device 0 (vf0)")
+    assert time.monotonic() - t0 < 6

@@ -70,8 +70,12 @@ def test_completes_verified_in_order(records: dict[str, RunRecord], policy: str)
     r = records[policy]
     assert r.outcome == "completed", r.error
     assert r.verified
-    t = order(r, "setup-accepted", "precopy", "decision", "stop", "completed", "resumed")
+    t = order(r, "setup-accepted", "precopy", "decision", "stop", "completed")
     assert t == sorted(t)
+    # With the return path (the default) completion waits for the target's Shut, which
+    # comes once every device is loaded: the guest may already run there (as in QEMU).
+    assert r.return_path
+    assert order(r, "stop", "resumed") == sorted(order(r, "stop", "resumed"))
 
 
 @pytest.mark.parametrize("policy", POLICIES)
@@ -90,11 +94,13 @@ def test_accounting_adds_up(records: dict[str, RunRecord], policy: str) -> None:
 def test_guest_downtime_holds_what_qemu_leaves_out(records: dict[str, RunRecord], policy: str) -> None:
     r = records[policy]
     # The guest runs again only after the final image is loaded (20 ms fixed cost), so
-    # guest-visible downtime always includes it; QEMU's downtime ends at the source's
-    # completion, which the target's resume can precede by at most the one-way delay of
-    # Received (loopback: well under the 5 ms slack) plus one tick.
+    # guest-visible downtime always includes it. QEMU's downtime (return path on) ends at
+    # the Shut, sent once every device is loaded: it leaves out only the moments before the
+    # stop and the resume after the loads.
     assert r.guest_downtime_ms >= 20
-    assert r.guest_downtime_ms + r.guest_downtime_uncertainty_ms + 5 >= r.downtime_ms
+    assert r.downtime_ms >= r.stop_copy_ms + 20
+    assert r.guest_downtime_ms <= (r.stop_lag_ms + r.downtime_ms + r.resume_ms
+                                   + r.guest_downtime_uncertainty_ms)
 
 
 @pytest.mark.parametrize("policy", ["switchover-ack", "time-aware"])
@@ -128,9 +134,10 @@ def test_ack_keeps_the_device_setup_out_of_the_downtime(records: dict[str, RunRe
 
 def test_time_aware_reports_its_prediction(records: dict[str, RunRecord]) -> None:
     r = records["time-aware"]
-    # It predicts at least the fixed stop-copy load cost it was told about.
-    assert r.predicted_downtime_ms >= 20
-    assert "predicted downtime" in r.decision_reason
+    # It decided on its own prediction (not a cap), made from the load rate the target
+    # measured and reported: the final image's 1 MB at 1 GB/s is at least 1 ms.
+    assert "predicted downtime" in r.decision_reason and not r.forced_by_cap
+    assert r.predicted_downtime_ms >= 1
 
 
 def test_cli_run_writes_results_and_table(tmp_path: Path) -> None:

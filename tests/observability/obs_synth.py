@@ -67,7 +67,8 @@ def make_record(policy: str, repeat: int, scenario: str = "tiny", outcome: str =
                         dirty_bytes=int(2 * MiB * frac),
                         target_loaded_bytes=int(dev_initial * min(1.0, t / 2500.0)),
                         target_backlog_bytes=initial_left // 2,
-                        target_setup_remaining_s=max(0.0, (2500.0 - t) / 1000.0),
+                        target_busy_s=min(t, 2500.0) / 1000.0,
+                        target_loading=t < 2500.0,
                         target_initial_loaded=t >= 2500.0,
                     )
                 ],
@@ -89,7 +90,7 @@ def make_record(policy: str, repeat: int, scenario: str = "tiny", outcome: str =
             dirty_pages_rate=0.0,
             pending_bytes=0,
             ack_received=waits,
-            devices=[DeviceSample("vf0", "STOP", 0, 0, dev_initial, 0, 0.0, True)],
+            devices=[DeviceSample("vf0", "STOP", 0, 0, dev_initial, 0, True)],
         )
     )
     events = [

@@ -53,12 +53,12 @@ def listening(pid: int) -> set[tuple[str, int]]:
     return out
 
 
-def start(lab: Lab, role: str, listen: str, metrics: str) -> Service:
+def start(lab: Lab, role: str, listen: str, metrics: str, *extra: str) -> Service:
     log = lab.log_dir / f"{role}-bind.log"
     lab.log_dir.mkdir(parents=True, exist_ok=True)
     with open(log, "ab") as fh:
         proc = subprocess.Popen([sys.executable, "-m", "migbed.cli.main", "serve", role,
-                                 "--listen", listen, "--metrics-listen", metrics],
+                                 "--listen", listen, "--metrics-listen", metrics, *extra],
                                 stdout=fh, stderr=subprocess.STDOUT)
     svc = Service(role, listen, metrics, proc, log)
     lab.services.append(svc)
@@ -80,8 +80,12 @@ def test_binds_only_the_given_addresses(lab: Lab, role: str) -> None:
     # 127.0.0.2 and .3 are loopback too (all of 127/8 is), so a wildcard bind would answer
     # on 127.0.0.1 as well: that is what this test would catch.
     port, mport = free_port("127.0.0.2"), free_port("127.0.0.3")
-    svc = start(lab, role, f"127.0.0.2:{port}", f"127.0.0.3:{mport}")
-    assert listening(svc.process.pid) == {("127.0.0.2", port), ("127.0.0.3", mport)}
+    # A target also listens for multifd channels (--multifd-listen)
+    mfport = free_port("127.0.0.2")
+    extra = ["--multifd-listen", f"127.0.0.2:{mfport}"] if role == "target" else []
+    svc = start(lab, role, f"127.0.0.2:{port}", f"127.0.0.3:{mport}", *extra)
+    want = {("127.0.0.2", port), ("127.0.0.3", mport)}
+    assert listening(svc.process.pid) == want | ({("127.0.0.2", mfport)} if extra else set())
     assert refused("127.0.0.1", port) and refused("127.0.0.1", mport)
     assert refused("127.0.0.3", port) and refused("127.0.0.2", mport)
     stop_cleanly(svc)
@@ -97,8 +101,11 @@ def test_binds_ipv6_loopback_only(lab: Lab) -> None:
     except OSError:
         pytest.skip("no ::1 on this machine")
     mport = free_port("127.0.0.1")
-    svc = start(lab, "target", f"[::1]:{port}", f"127.0.0.1:{mport}")
+    svc = start(lab, "target", f"[::1]:{port}", f"127.0.0.1:{mport}")  # multifd: [::1]:any
     time.sleep(0.1)
-    assert listening(svc.process.pid) == {("::1", port), ("127.0.0.1", mport)}
+    bound = listening(svc.process.pid)
+    assert {("::1", port), ("127.0.0.1", mport)} < bound, bound
+    [(mf_host, _)] = bound - {("::1", port), ("127.0.0.1", mport)}
+    assert mf_host == "::1", bound
     assert refused("127.0.0.1", port)
     stop_cleanly(svc)

@@ -1,9 +1,8 @@
-"""Rate limiter, bandwidth/threshold estimator and the target load-cost clock."""
+"""Rate limiter and bandwidth/threshold estimator (the load model: test_loadmodel.py)."""
 
 import pytest
 
 from migbed.core.estimator import Estimator
-from migbed.core.loadcost import LoadCost
 from migbed.core.ratelimit import RateLimiter
 
 
@@ -45,38 +44,29 @@ def test_estimator_windows_threshold_expected_downtime() -> None:
     assert not e.update(0.05)  # window not over
     assert e.threshold == 0.0  # QEMU starts at 0: no switchover in the first window
     e.on_sync(10_000_000)
-    assert e.update(0.1)
+    assert e.expected_downtime == pytest.approx(0.3)  # QEMU starts at downtime-limit
+    assert e.update(0.1)  # no dirty-pages-rate yet: expected_downtime is not recomputed
     assert e.bandwidth == pytest.approx(500_000_000)
     assert e.threshold == pytest.approx(150_000_000)
+    assert e.expected_downtime == pytest.approx(0.3)
+    e.on_sent(50_000_000)
+    assert e.update(0.2, dirty_pages_rate=100.0)
+    assert e.expected_downtime == pytest.approx(0.02)  # dirty bytes at the sync / bandwidth
+    e.on_sent(5_000)  # <= 10000 bytes in the window: QEMU keeps the old value
+    assert e.update(0.31, dirty_pages_rate=100.0)
     assert e.expected_downtime == pytest.approx(0.02)
 
 
-def test_avail_switchover_bandwidth_replaces_measured_for_threshold_only() -> None:
+def test_avail_switchover_bandwidth_replaces_measured_for_threshold_and_expected_downtime() -> None:
     e = Estimator(downtime_limit=0.3, avail_switchover_bandwidth=1_000_000_000)
     e.start(0.0)
     e.on_sent(1_000)
-    e.update(0.1)
+    e.on_sync(100_000_000)
+    e.update(0.1, dirty_pages_rate=1.0)
     assert e.bandwidth == pytest.approx(10_000)
     assert e.threshold == pytest.approx(300_000_000)
+    # QEMU 8.2+: expected-downtime uses the expected (avail) bandwidth too.
+    e.on_sent(20_000)
+    e.update(0.2, dirty_pages_rate=1.0)
+    assert e.expected_downtime == pytest.approx(0.1)
 
-
-def test_setup_is_paid_even_when_the_initial_image_comes_in_stop_copy() -> None:
-    # A source that switched before sending any initial byte sends it all as final data:
-    # the device still has to be set up, now inside the downtime.
-    c = LoadCost(setup_time=1.5, load_rate=1e9, stop_copy_load_time=0.2)
-    assert c.charge(0.0, "final", 1_000_000_000) == pytest.approx(1.5 + 0.2 + 1.0)
-
-
-def test_load_cost_setup_once_then_bytes() -> None:
-    c = LoadCost(setup_time=1.5, load_rate=1e9, stop_copy_load_time=0.2)
-    assert c.setup_remaining(0.0) == 1.5
-    done = c.charge(1.0, "initial", 500_000_000)
-    assert done == pytest.approx(1.0 + 1.5 + 0.5)
-    assert c.setup_remaining(2.0) == pytest.approx(0.5)
-    assert c.setup_remaining(3.0) == 0.0
-    # Chunks queue behind each other; a middle chunk pays only bytes.
-    assert c.charge(1.1, "middle", 1_000_000_000) == pytest.approx(4.0)
-    # The first final chunk pays the fixed stop-copy cost once.
-    assert c.charge(10.0, "final", 0) == pytest.approx(10.2)
-    assert c.charge(10.0, "final", 0) == pytest.approx(10.2)
-    assert c.backlog_time(10.1) == pytest.approx(0.1)

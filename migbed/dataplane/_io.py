@@ -1,0 +1,167 @@
+"""Socket plumbing shared by the sender and the receiver: kernel timeouts, scatter/gather
+I/O that survives partial transfers, and waking asyncio waiters from channel threads.
+
+Channel sockets are *blocking* with the timeout in the kernel (SO_SNDTIMEO/SO_RCVTIMEO), not
+Python's settimeout(): Python's timeout makes the fd non-blocking and polls before every call,
+so a 1 MiB packet would cost several poll+send rounds. With a blocking fd one sendmsg moves a
+whole packet and one recv_into(MSG_WAITALL) fills a whole run. The kernel timeout bounds one
+call's *inactivity*: a call that made progress returns a short count and is simply continued;
+a call that made none raises, and that is the stall/silence we report.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import socket
+import ssl
+import struct
+import threading
+from collections.abc import Callable
+
+IOV_MAX = os.sysconf("SC_IOV_MAX") if hasattr(os, "sysconf") else 1024
+
+# What a blocking socket with a kernel timeout raises when the timeout passes with no
+# progress (a TLS socket raises the ssl "want" errors for the same EAGAIN).
+STALLED = (BlockingIOError, TimeoutError, ssl.SSLWantReadError, ssl.SSLWantWriteError)
+
+
+class PeerClosed(ConnectionError):
+    """EOF: the peer closed the connection."""
+
+
+class Stalled(TimeoutError):
+    """No byte moved for the whole timeout."""
+
+
+def set_kernel_timeouts(sock: socket.socket, timeout_s: float) -> None:
+    sock.settimeout(None)  # blocking fd
+    sec = int(timeout_s)
+    tv = struct.pack("ll", sec, int((timeout_s - sec) * 1e6))
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, tv)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, tv)
+
+
+def is_tls(sock: socket.socket) -> bool:
+    return isinstance(sock, ssl.SSLSocket)
+
+
+def send_buffers(sock: socket.socket, bufs: list[memoryview]) -> int:
+    """Write every buffer (1-D byte views), in order; the byte count. Raises Stalled."""
+    total = sum(b.nbytes for b in bufs)
+    try:
+        if is_tls(sock):  # SSLSocket has no sendmsg: one record stream per buffer
+            for b in bufs:
+                sock.sendall(b)
+            return total
+        i = 0
+        while i < len(bufs):
+            n = sock.sendmsg(bufs[i:i + IOV_MAX])
+            while n:
+                head = bufs[i].nbytes
+                if n >= head:
+                    n -= head
+                    i += 1
+                else:  # a short write: continue inside this buffer
+                    bufs[i] = bufs[i][n:]
+                    n = 0
+            while i < len(bufs) and bufs[i].nbytes == 0:
+                i += 1
+    except STALLED as e:
+        raise Stalled(str(e) or "send timed out") from None
+    return total
+
+
+def recv_exact(sock: socket.socket, view: memoryview) -> None:
+    """Fill `view` completely. Raises PeerClosed at EOF, Stalled on silence."""
+    flags = 0 if is_tls(sock) else socket.MSG_WAITALL
+    got, want = 0, view.nbytes
+    while got < want:
+        try:
+            n = sock.recv_into(view[got:], want - got, flags)
+        except STALLED as e:
+            raise Stalled(str(e) or "receive timed out") from None
+        if n == 0:
+            raise PeerClosed(f"connection closed by the peer after {got} of {want} bytes")
+        got += n
+
+
+def recv_buffers(sock: socket.socket, bufs: list[memoryview]) -> None:
+    """Fill every buffer in order: one recvmsg_into per IOV_MAX buffers on plain TCP."""
+    if is_tls(sock):  # no recvmsg_into on SSLSocket
+        for b in bufs:
+            recv_exact(sock, b)
+        return
+    i = 0
+    while i < len(bufs):
+        batch = bufs[i:i + IOV_MAX]
+        want = sum(b.nbytes for b in batch)
+        try:
+            n = sock.recvmsg_into(batch, 0, socket.MSG_WAITALL)[0]
+        except STALLED as e:
+            raise Stalled(str(e) or "receive timed out") from None
+        if n == 0:
+            raise PeerClosed(f"connection closed by the peer with {want} bytes of pages due")
+        while n:
+            head = bufs[i].nbytes
+            if n >= head:
+                n -= head
+                i += 1
+            else:
+                bufs[i] = bufs[i][n:]
+                n = 0
+
+
+def shutdown_quietly(sock: socket.socket) -> None:
+    """Wake a thread blocked on `sock` (it sees EOF or an error). The base class's shutdown:
+    SSLSocket.shutdown would drop the TLS object under the feet of a thread reading it."""
+    with contextlib.suppress(OSError):
+        socket.socket.shutdown(sock, socket.SHUT_RDWR)
+
+
+class AsyncSignal:
+    """Wakes asyncio waiters from any thread when their condition holds.
+
+    A waiter's predicate is checked under the lock when it starts waiting and again on every
+    notify(), and notify() is called after the state change, so no wake-up is lost.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None],
+                                  Callable[[], bool]]] = []
+
+    async def wait_for(self, predicate: Callable[[], bool], timeout_s: float | None) -> bool:
+        """True when predicate() held, False on timeout."""
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[None] = loop.create_future()
+        entry = (loop, fut, predicate)
+        with self._lock:
+            if predicate():
+                return True
+            self._waiters.append(entry)
+        try:
+            await asyncio.wait_for(fut, timeout_s)
+            return True
+        except TimeoutError:
+            return predicate()
+        finally:
+            with self._lock, contextlib.suppress(ValueError):
+                self._waiters.remove(entry)
+
+    def notify(self) -> None:
+        if not self._waiters:  # the common case on the hot path: nobody waits
+            return
+        with self._lock:
+            ready = [w for w in self._waiters if w[2]()]
+            for w in ready:
+                self._waiters.remove(w)
+        for loop, fut, _ in ready:
+            with contextlib.suppress(RuntimeError):  # that loop is closed: nobody to wake
+                loop.call_soon_threadsafe(_resolve, fut)
+
+
+def _resolve(fut: asyncio.Future[None]) -> None:
+    if not fut.done():
+        fut.set_result(None)

@@ -1,0 +1,414 @@
+"""The target side of multifd: one listener per target process, one session per migration.
+
+MultifdListener accepts TCP (or TLS) connections; a connection's hello names a session by
+its token, and from then on its thread reads packets straight into that session's guest RAM:
+recv_into / recvmsg_into with views of RAM as buffers, one per run of consecutive pages, so
+page bytes are never copied in Python and no Python object is made per page (only per
+run). A hello that does not fit (unknown token, channel index out of range or taken, wrong
+page size or RAM size, garbage) is refused: a log line, that connection closed, the
+listener serves on.
+
+Why threads and not asyncio: a blocking recv_into releases the GIL for the whole copy, and
+with a blocking socket one MSG_WAITALL call fills a whole run; asyncio's sock_recv_into
+returns whatever is in the socket buffer and comes back through the event loop for every
+piece (bench/multifd_throughput.py measured both; see the report in its docstring).
+
+Writing into memory here bypasses GuestMemory.store_pages, which does nothing but the copy
+(no lock, dirty log or snapshot is involved on the target), so nothing is skipped. The
+session must be closed, or every channel must have reached the final sync, before the
+target's guest resumes: pages arriving after that would land under a running vCPU.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import logging
+import socket
+import ssl
+import threading
+from dataclasses import dataclass
+
+import numpy as np
+
+from migbed.dataplane import packet as pk
+from migbed.dataplane._io import (
+    AsyncSignal,
+    PeerClosed,
+    Stalled,
+    recv_buffers,
+    recv_exact,
+    set_kernel_timeouts,
+    shutdown_quietly,
+)
+from migbed.dataplane.sender import ChannelStats, MultifdError
+
+log = logging.getLogger("migbed.dataplane")
+
+DEFAULT_HELLO_TIMEOUT_S = 5.0
+DEFAULT_MAX_PENDING = 32  # connections accepted but not yet routed by their hello
+
+
+@dataclass
+class _Conn:
+    """A channel of a session: its socket and progress (written by its thread only)."""
+
+    index: int
+    sock: socket.socket
+    stats: ChannelStats
+    next_seq: int = 0
+    generation: int = 0  # the last SYNC received
+    fin: bool = False
+
+
+class MultifdSession:
+    """One migration's channels on the target; created by MultifdListener.register()."""
+
+    def __init__(self, token: bytes, memory: np.ndarray, channels: int, page_size: int,
+                 silence_timeout_s: float, listener: MultifdListener | None = None) -> None:
+        if memory.ndim != 2 or memory.dtype != np.uint8 or not memory.flags.c_contiguous \
+                or not memory.flags.writeable:
+            raise ValueError("memory must be a writable C-contiguous 2-D uint8 array")
+        if memory.shape[1] != page_size:
+            raise ValueError(f"page_size {page_size} but memory rows are {memory.shape[1]} bytes")
+        if not 1 <= channels <= pk.MAX_CHANNELS:
+            raise ValueError(f"channels {channels} is not in [1, {pk.MAX_CHANNELS}]")
+        if silence_timeout_s <= 0:
+            raise ValueError(f"silence_timeout_s {silence_timeout_s} must be > 0")
+        self.token = token
+        self.channels = channels
+        self.page_size = page_size
+        self.ram_pages = int(memory.shape[0])
+        self.silence_timeout_s = silence_timeout_s
+        self._flat = memory.data.cast("B")
+        self._listener = listener
+        self._lock = threading.Lock()
+        self._conns: dict[int, _Conn] = {}
+        self._threads: list[threading.Thread] = []
+        self._signal = AsyncSignal()
+        self._error: MultifdError | None = None
+        self._closed = False
+
+    # ---------------------------------------------------------------- state
+
+    @property
+    def error(self) -> MultifdError | None:
+        return self._error
+
+    @property
+    def pages_received(self) -> int:
+        """Pages written into RAM (a page sent in two rounds counts twice)."""
+        return sum(c.stats.pages for c in list(self._conns.values()))
+
+    def stats(self) -> list[ChannelStats]:
+        conns = dict(self._conns)
+        return [ChannelStats(**vars(conns[i].stats)) if i in conns else ChannelStats(i)
+                for i in range(self.channels)]
+
+    @property
+    def finished(self) -> bool:
+        """Every channel has received the source's FIN (it closed them on purpose)."""
+        conns = list(self._conns.values())
+        return len(conns) == self.channels and all(c.fin for c in conns)
+
+    def synced(self, generation: int) -> bool:
+        conns = list(self._conns.values())
+        return len(conns) == self.channels and all(c.generation >= generation for c in conns)
+
+    async def wait_sync(self, generation: int, timeout_s: float | None) -> None:
+        """Return when every channel has delivered SYNC(generation): all pages sent before
+        it are in RAM (QEMU's multifd_recv_sync_main). Raises MultifdError or TimeoutError."""
+        ok = await self._signal.wait_for(lambda: self._error is not None or self.synced(generation),
+                                         timeout_s)
+        if self._error is not None:
+            raise self._error
+        if not ok:
+            raise TimeoutError(f"multifd sync {generation}: not delivered within "
+                               f"{timeout_s:g} s ({self._progress()})")
+
+    def _progress(self) -> str:
+        conns = dict(self._conns)
+        return ", ".join(f"channel {i}: " + (f"at sync {conns[i].generation}" if i in conns
+                                             else "not connected")
+                         for i in range(self.channels))
+
+    def _fail(self, why: str) -> None:
+        with self._lock:
+            first = self._error is None and not self._closed
+            if first:
+                self._error = MultifdError(why)
+            conns = list(self._conns.values())
+        if first:
+            log.warning("multifd session: %s", why)
+            for c in conns:  # one channel lost fails the migration: stop the others too
+                shutdown_quietly(c.sock)
+        self._signal.notify()
+
+    def close(self) -> None:
+        """Stop every channel of this session and join their threads (idempotent)."""
+        with self._lock:
+            self._closed = True
+            conns = list(self._conns.values())
+            threads = list(self._threads)
+        for c in conns:
+            shutdown_quietly(c.sock)
+        me = threading.current_thread()
+        for t in threads:
+            if t is not me:
+                t.join()
+        if self._listener is not None:
+            self._listener._forget(self.token, self)
+        self._signal.notify()
+
+    # ---------------------------------------------------------------- a channel arrives
+
+    def _attach(self, hello: pk.Hello, sock: socket.socket) -> _Conn:
+        if hello.page_size != self.page_size:
+            raise pk.PacketError(f"hello: page_size {hello.page_size}, this session's is "
+                                 f"{self.page_size}")
+        if hello.ram_pages != self.ram_pages:
+            raise pk.PacketError(f"hello: ram_pages {hello.ram_pages}, this session's guest "
+                                 f"has {self.ram_pages}")
+        if hello.channels != self.channels:
+            raise pk.PacketError(f"hello: channels {hello.channels}, this session expects "
+                                 f"{self.channels}")
+        with self._lock:
+            if self._closed:
+                raise pk.PacketError("hello: session already closed")
+            if hello.channel in self._conns:
+                raise pk.PacketError(f"hello: channel {hello.channel} is already connected")
+            conn = _Conn(hello.channel, sock, ChannelStats(hello.channel, bytes=pk.HELLO_SIZE))
+            self._conns[hello.channel] = conn
+            self._threads.append(threading.current_thread())
+        return conn
+
+    def _serve(self, conn: _Conn) -> None:
+        """The channel's thread, after its hello: read packets until FIN + EOF or failure."""
+        where = f"channel {conn.index}"
+        try:
+            set_kernel_timeouts(conn.sock, self.silence_timeout_s)
+            self._read_packets(conn)
+        except PeerClosed:
+            if not conn.fin:
+                self._fail(f"{where} dropped (connection closed) before the final sync "
+                           f"(last sync {conn.generation})")
+        except Stalled:
+            self._fail(f"{where} silent for {self.silence_timeout_s:g} s (no packet, "
+                       "not even a keep-alive)")
+        except pk.PacketError as e:
+            self._fail(f"{where}: {e}")
+        except OSError as e:
+            self._fail(f"{where}: connection lost: {e}")
+        self._signal.notify()
+
+    def _read_packets(self, conn: _Conn) -> None:
+        sock, stats, ps, flat = conn.sock, conn.stats, self.page_size, self._flat
+        head = memoryview(bytearray(pk.HEADER_SIZE))
+        index_raw = memoryview(bytearray(pk.max_packet_pages(ps) * pk.INDEX64.itemsize))
+        while True:
+            recv_exact(sock, head)
+            h = pk.decode_header(head, ps)
+            self._check_order(conn, h)
+            conn.next_seq += 1
+            stats.bytes += pk.HEADER_SIZE
+            if h.page_count:
+                raw = index_raw[:h.index_bytes]
+                recv_exact(sock, raw)
+                idx = np.frombuffer(raw, dtype=h.index_dtype)
+                pk.check_indices(idx, self.ram_pages)
+                starts, counts = pk.page_runs(idx)
+                recv_buffers(sock, [flat[s * ps:(s + c) * ps]
+                                    for s, c in zip(starts.tolist(), counts.tolist(), strict=True)])
+                stats.bytes += h.index_bytes + h.page_count * ps
+                stats.pages += h.page_count
+                stats.packets += 1
+            elif h.flags & pk.FLAG_SYNC:
+                conn.generation = h.generation
+                stats.packets += 1
+                stats.syncs += 1
+                self._signal.notify()
+            elif h.flags & pk.FLAG_FIN:
+                conn.fin = True
+
+    @staticmethod
+    def _check_order(conn: _Conn, h: pk.Header) -> None:
+        if conn.fin:
+            raise pk.PacketError("packet after FIN (the source closed this channel)")
+        if h.channel != conn.index:
+            raise pk.PacketError(f"packet: channel {h.channel} on channel {conn.index}'s connection")
+        if h.seq != conn.next_seq:
+            raise pk.PacketError(f"packet: seq {h.seq}, expected {conn.next_seq} (lost or "
+                                 "reordered packet)")
+        if h.flags & pk.FLAG_SYNC:
+            if h.generation <= conn.generation:
+                raise pk.PacketError(f"packet: SYNC generation {h.generation} must be > the "
+                                     f"last one, {conn.generation}")
+        elif h.generation != conn.generation:
+            raise pk.PacketError(f"packet: generation {h.generation} on a page packet, the "
+                                 f"channel's last sync was {conn.generation}")
+
+
+class MultifdListener:
+    """The target's multifd port: routes each connection to its session by the hello's token."""
+
+    def __init__(self, host: str, port: int = 0, ssl_context: ssl.SSLContext | None = None, *,
+                 hello_timeout_s: float = DEFAULT_HELLO_TIMEOUT_S,
+                 max_pending: int = DEFAULT_MAX_PENDING) -> None:
+        self._ssl = ssl_context
+        self.hello_timeout_s = hello_timeout_s
+        self.max_pending = max_pending
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET  # "::1" too
+        self._sock = socket.create_server((host, port), family=family, backlog=64)
+        self.host = host
+        self.port: int = self._sock.getsockname()[1]
+        self._lock = threading.Lock()
+        self._sessions: dict[bytes, MultifdSession] = {}
+        self._pending: set[_Pending] = set()
+        self._threads: set[threading.Thread] = set()
+        self.refusals: collections.deque[str] = collections.deque(maxlen=100)
+        self._closed = False
+        self._acceptor = threading.Thread(target=self._accept_loop, daemon=True,
+                                          name=f"multifd-listen-{self.port}")
+        self._acceptor.start()
+
+    # ---------------------------------------------------------------- sessions
+
+    def register(self, token: bytes, memory: np.ndarray, channels: int, page_size: int,
+                 silence_timeout_s: float) -> MultifdSession:
+        if len(token) != pk.TOKEN_BYTES:
+            raise ValueError(f"token must be {pk.TOKEN_BYTES} bytes, got {len(token)}")
+        session = MultifdSession(token, memory, channels, page_size, silence_timeout_s, self)
+        with self._lock:
+            if self._closed:
+                raise MultifdError("multifd listener is closed")
+            if token in self._sessions:
+                raise ValueError("a session with this token is already registered")
+            self._sessions[token] = session
+        return session
+
+    def unregister(self, token: bytes) -> None:
+        with self._lock:
+            session = self._sessions.get(token)
+        if session is not None:
+            session.close()
+
+    def _forget(self, token: bytes, session: MultifdSession) -> None:
+        with self._lock:
+            if self._sessions.get(token) is session:
+                del self._sessions[token]
+
+    @property
+    def sessions(self) -> int:
+        return len(self._sessions)
+
+    def close(self) -> None:
+        """Stop accepting, close every session and pending connection, join every thread."""
+        with self._lock:
+            self._closed = True
+            sessions = list(self._sessions.values())
+            pending = list(self._pending)
+        shutdown_quietly(self._sock)
+        self._sock.close()
+        self._acceptor.join()
+        for s in sessions:
+            s.close()
+        for p in pending:
+            shutdown_quietly(p.sock)
+        with self._lock:
+            threads = list(self._threads)
+        for t in threads:
+            t.join()
+
+    def __enter__(self) -> MultifdListener:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ---------------------------------------------------------------- connections
+
+    def _accept_loop(self) -> None:
+        while True:
+            try:
+                conn, addr = self._sock.accept()
+            except OSError:
+                if self._closed:
+                    return
+                continue  # ECONNABORTED and the like: keep serving
+            pending = _Pending(conn)
+            with self._lock:
+                if self._closed:
+                    conn.close()
+                    return
+                full = len(self._pending) >= self.max_pending
+                if not full:
+                    self._pending.add(pending)
+            if full:
+                self._refuse(addr, conn, f"more than {self.max_pending} connections waiting "
+                                         "for their hello")
+                continue
+            t = threading.Thread(target=self._connection, args=(pending, addr), daemon=True,
+                                 name=f"multifd-recv-{addr[1]}")
+            with self._lock:
+                self._threads.add(t)
+            t.start()
+
+    def _refuse(self, addr: object, conn: socket.socket, why: str) -> None:
+        line = f"multifd: refused connection from {_peer(addr)}: {why}"
+        log.warning("%s", line)
+        self.refusals.append(line)
+        with contextlib.suppress(OSError):
+            conn.close()
+
+    def _connection(self, pending: _Pending, addr: object) -> None:
+        try:
+            session, conn = self._route(pending, addr)
+            if session is not None and conn is not None:
+                session._serve(conn)
+        finally:
+            with self._lock:
+                self._pending.discard(pending)
+                self._threads.discard(threading.current_thread())
+            with contextlib.suppress(OSError):
+                pending.sock.close()
+
+    def _route(self, pending: _Pending, addr: object) -> tuple[MultifdSession | None, _Conn | None]:
+        """Read the hello and attach the connection to its session, or refuse it."""
+        try:
+            set_kernel_timeouts(pending.sock, self.hello_timeout_s)
+            if self._ssl is not None:  # the TLS socket takes over the fd
+                pending.sock = self._ssl.wrap_socket(pending.sock, server_side=True)
+            buf = memoryview(bytearray(pk.HELLO_SIZE))
+            recv_exact(pending.sock, buf)
+            hello = pk.decode_hello(buf)
+            with self._lock:
+                session = self._sessions.get(hello.token)
+                self._pending.discard(pending)
+            if session is None:
+                raise pk.PacketError("hello: unknown session token (no migration registered "
+                                     "it on this target, or it has finished)")
+            return session, session._attach(hello, pending.sock)
+        except Stalled:
+            self._refuse(addr, pending.sock, f"no hello within {self.hello_timeout_s:g} s")
+        except PeerClosed as e:
+            self._refuse(addr, pending.sock, f"closed before its hello ({e})")
+        except pk.PacketError as e:
+            self._refuse(addr, pending.sock, str(e))
+        except ssl.SSLError as e:
+            self._refuse(addr, pending.sock, f"TLS handshake failed: {e.reason or e}")
+        except OSError as e:
+            self._refuse(addr, pending.sock, f"{e}")
+        return None, None
+
+
+class _Pending:
+    """A connection whose hello has not routed it yet (its socket may become a TLS socket)."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+
+
+def _peer(addr: object) -> str:
+    if isinstance(addr, tuple) and len(addr) >= 2:
+        return f"{addr[0]}:{addr[1]}"
+    return str(addr)

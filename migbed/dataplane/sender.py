@@ -1,0 +1,379 @@
+"""The source side of multifd: N TCP channels, one OS thread each, pages sent from guest RAM.
+
+The engine hands batches of page indices to submit()/submit_async(); they are cut into
+packets and dealt to the channels round-robin through one bounded queue (counted in page
+bytes), and each channel thread writes header + indices + the pages themselves with one
+sendmsg: the iovec points into guest RAM (one entry per run of consecutive pages), so
+page bytes are never copied in Python. As in QEMU, a page the vCPU writes while it is being
+sent may go out torn; it is then also in the dirty log and is sent again.
+
+sync(generation) is QEMU's multifd_send_sync_main: a SYNC packet goes on every channel behind
+everything queued before it, and the call returns once every channel has written it.
+
+The rate limit is not here: the engine's limiter budgets bytes across all channels and only
+submits what it allows. The queue bound only keeps the engine from running far ahead.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import queue
+import secrets
+import socket
+import ssl
+import threading
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from migbed.dataplane import packet as pk
+from migbed.dataplane._io import (
+    AsyncSignal,
+    PeerClosed,
+    Stalled,
+    send_buffers,
+    set_kernel_timeouts,
+    shutdown_quietly,
+)
+
+log = logging.getLogger("migbed.dataplane")
+
+# QEMU sends 512 KiB packets; in Python every packet costs wake-ups and GIL hand-overs on
+# both sides, and bench/multifd_throughput.py --packet 512KiB,1MiB,4MiB measured CPU per GiB
+# falling with the packet size (sender 0.41 -> 0.24 s/GiB, raw TCP 0.16): 4 MiB it is.
+DEFAULT_PACKET_BYTES = 4 << 20
+DEFAULT_QUEUE_PACKETS = 4  # per channel
+DEFAULT_KEEPALIVE_S = 0.25
+
+
+class MultifdError(RuntimeError):
+    """A multifd channel failed; the message names the channel and why."""
+
+
+@dataclass
+class ChannelStats:
+    channel: int
+    bytes: int = 0  # everything written or read on the channel (headers, indices, pages)
+    packets: int = 0  # data and SYNC packets (not keep-alives, not FIN)
+    pages: int = 0
+    syncs: int = 0
+
+
+class _Stop:
+    pass
+
+
+_STOP = _Stop()
+
+
+@dataclass(frozen=True)
+class _Sync:
+    generation: int
+
+
+@dataclass(frozen=True)
+class _Fin:
+    pass
+
+
+class _Channel:
+    """One connection and the thread that writes it."""
+
+    def __init__(self, index: int, sock: socket.socket) -> None:
+        self.index = index
+        self.sock = sock
+        self.queue: queue.SimpleQueue[object] = queue.SimpleQueue()
+        self.stats = ChannelStats(index)
+        self.seq = 0
+        self.generation = 0  # the last SYNC written on this channel
+        self.thread: threading.Thread | None = None
+
+
+class MultifdSender:
+    def __init__(self, host: str, port: int, token: bytes, channels: int, memory: np.ndarray,
+                 ssl_context: ssl.SSLContext | None = None, *,
+                 heartbeat_timeout_s: float = 5.0, packet_bytes: int = DEFAULT_PACKET_BYTES,
+                 queue_packets: int = DEFAULT_QUEUE_PACKETS,
+                 keepalive_s: float = DEFAULT_KEEPALIVE_S) -> None:
+        if memory.ndim != 2 or memory.dtype != np.uint8 or not memory.flags.c_contiguous:
+            raise ValueError("memory must be a C-contiguous 2-D uint8 array (pages x page_size)")
+        if len(token) != pk.TOKEN_BYTES:
+            raise ValueError(f"token must be {pk.TOKEN_BYTES} bytes, got {len(token)}")
+        if not 1 <= channels <= pk.MAX_CHANNELS:
+            raise ValueError(f"channels {channels} is not in [1, {pk.MAX_CHANNELS}]")
+        self.host, self.port, self.token = host, port, token
+        self.channels = channels
+        self.page_size = int(memory.shape[1])
+        self.ram_pages = int(memory.shape[0])
+        if not 0 < packet_bytes <= pk.MAX_PACKET_BYTES:
+            raise ValueError(f"packet_bytes {packet_bytes} is not in (0, {pk.MAX_PACKET_BYTES}]")
+        self.packet_pages = max(1, packet_bytes // self.page_size)
+        self.heartbeat_timeout_s = heartbeat_timeout_s
+        self.keepalive_s = keepalive_s
+        self.queue_limit_bytes = queue_packets * channels * self.packet_pages * self.page_size
+        self._ssl = ssl_context
+        self._flat = memory.data.cast("B")  # all of RAM as one byte view: slices are free
+        self._index_dtype, self._index_flag = pk.index_dtype_for(self.ram_pages)
+        self._channels: list[_Channel] = []
+        self._next = 0  # round-robin position
+        self._lock = threading.Lock()
+        self._queued_bytes = 0
+        self._space = threading.Condition(self._lock)
+        self._signal = AsyncSignal()
+        self._error: MultifdError | None = None
+        self._closed = False
+        self._last_generation = 0
+
+    # ---------------------------------------------------------------- life cycle
+
+    def connect(self, timeout_s: float) -> None:
+        """Open every channel and send its hello; then start the channel threads."""
+        try:
+            for i in range(self.channels):
+                ch = _Channel(i, self._dial(i, timeout_s))
+                ch.stats.bytes = pk.HELLO_SIZE
+                self._channels.append(ch)
+        except BaseException:
+            for ch in self._channels:
+                ch.sock.close()
+            self._channels.clear()
+            raise
+        for ch in self._channels:
+            ch.thread = threading.Thread(target=self._run, args=(ch,), daemon=True,
+                                         name=f"multifd-send-{ch.index}")
+            ch.thread.start()
+
+    def _dial(self, index: int, timeout_s: float) -> socket.socket:
+        where = f"multifd channel {index}: {self.host}:{self.port}"
+        try:
+            raw = socket.create_connection((self.host, self.port), timeout=timeout_s)
+        except OSError as e:
+            raise MultifdError(f"{where}: connect failed: {e}") from None
+        try:
+            raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            sock: socket.socket = raw
+            if self._ssl is not None:
+                sock = self._ssl.wrap_socket(raw, server_hostname=self.host)  # handshake
+            hello = pk.Hello(self.token, index, self.channels, self.page_size, self.ram_pages)
+            sock.sendall(pk.encode_hello(hello))
+            set_kernel_timeouts(sock, self.heartbeat_timeout_s)
+            return sock
+        except (OSError, ssl.SSLError) as e:
+            raw.close()
+            raise MultifdError(f"{where}: {'TLS handshake' if self._ssl else 'hello'} "
+                               f"failed: {e}") from None
+
+    def close(self, abort: bool = False, grace_s: float = 2.0) -> None:
+        """Stop every channel; never leaks a thread or a socket.
+
+        Normally each channel writes what is queued, then a FIN packet (the target then
+        takes its EOF as the end, not a failure). abort=True drops what is queued. A channel
+        that cannot finish within grace_s has its socket shut down under it.
+        """
+        if self._closed:
+            return
+        self._closed = True
+        for ch in self._channels:
+            if abort:
+                self._drain(ch)
+            else:
+                ch.queue.put(_Fin())
+            ch.queue.put(_STOP)
+        deadline = time.monotonic() + grace_s
+        for ch in self._channels:
+            if ch.thread is not None:
+                ch.thread.join(max(0.0, deadline - time.monotonic()))
+                if ch.thread.is_alive():
+                    shutdown_quietly(ch.sock)
+                    ch.thread.join()
+            ch.sock.close()
+        with self._space:
+            self._space.notify_all()
+        self._signal.notify()
+
+    def _drain(self, ch: _Channel) -> None:
+        with contextlib.suppress(queue.Empty):
+            while True:
+                item = ch.queue.get_nowait()
+                if isinstance(item, np.ndarray):
+                    self._sent(item.size * self.page_size)
+
+    def __enter__(self) -> MultifdSender:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close(abort=exc[0] is not None)
+
+    # ---------------------------------------------------------------- state
+
+    @property
+    def error(self) -> MultifdError | None:
+        return self._error
+
+    def stats(self) -> list[ChannelStats]:
+        return [ChannelStats(**vars(ch.stats)) for ch in self._channels]
+
+    @property
+    def queued_bytes(self) -> int:
+        return self._queued_bytes
+
+    def _fail(self, ch: _Channel, why: str) -> None:
+        with self._lock:
+            if self._error is None:
+                self._error = MultifdError(f"multifd channel {ch.index}: {why}")
+                log.warning("%s", self._error)
+            self._space.notify_all()
+        self._signal.notify()
+
+    def _check(self) -> None:
+        if self._error is not None:
+            raise self._error
+        if self._closed:
+            raise MultifdError("multifd sender is closed")
+        if not self._channels:
+            raise MultifdError("multifd sender is not connected: call connect() first")
+
+    # ---------------------------------------------------------------- submitting pages
+
+    def _packets(self, pages: np.ndarray) -> list[np.ndarray]:
+        idx = np.asarray(pages)
+        if idx.ndim != 1 or idx.dtype.kind not in "iu":
+            raise ValueError("pages must be a 1-D integer array of page indices")
+        if idx.size == 0:
+            return []
+        if idx.size > 1 and not bool((np.diff(idx.astype(np.int64)) > 0).all()):
+            idx = np.unique(idx)  # packets carry strictly increasing indices
+        if int(idx[0]) < 0 or int(idx[-1]) >= self.ram_pages:
+            raise ValueError(f"pages: index outside RAM (allowed 0..{self.ram_pages - 1})")
+        n = self.packet_pages
+        return [idx[i:i + n] for i in range(0, idx.size, n)]
+
+    def _room(self) -> bool:
+        return self._error is not None or self._closed or \
+            self._queued_bytes < self.queue_limit_bytes
+
+    def _drained(self) -> bool:
+        """Down to the low-water mark: a waiter wakes once per half queue, not per packet
+        (every wake-up is a context switch, and on a loaded machine a scheduling delay)."""
+        return self._error is not None or self._closed or \
+            self._queued_bytes <= self.queue_limit_bytes // 2
+
+    def _enqueue(self, chunk: np.ndarray) -> None:
+        ch = self._channels[self._next]
+        self._next = (self._next + 1) % len(self._channels)
+        with self._lock:
+            self._queued_bytes += chunk.size * self.page_size
+        ch.queue.put(chunk)
+
+    def submit(self, pages: np.ndarray) -> None:
+        """Queue these pages for sending; blocks this thread while the queue is full."""
+        for chunk in self._packets(pages):
+            with self._space:
+                if not self._room():
+                    while not self._drained():
+                        self._space.wait(0.1)
+            self._check()
+            self._enqueue(chunk)
+
+    async def submit_async(self, pages: np.ndarray) -> None:
+        """submit() for an event loop: awaits queue space instead of blocking."""
+        for chunk in self._packets(pages):
+            await self.wait_writable()
+            self._check()
+            self._enqueue(chunk)
+
+    async def wait_writable(self, timeout_s: float | None = None) -> bool:
+        """Return when the queue has room (True), the sender failed (raises), or timeout (False)."""
+        ok = self._room() or await self._signal.wait_for(self._drained, timeout_s)
+        self._check()
+        return ok
+
+    async def sync(self, generation: int, timeout_s: float | None = None) -> None:
+        """Every channel writes SYNC(generation) after all pages queued before it; returns
+        when all have (QEMU's multifd_send_sync_main). Generations strictly increase."""
+        self._check()
+        if generation <= self._last_generation:
+            raise ValueError(f"sync generation {generation} must be > {self._last_generation}")
+        self._last_generation = generation
+        for ch in self._channels:
+            ch.queue.put(_Sync(generation))
+
+        def done() -> bool:
+            return self._error is not None or all(c.generation >= generation
+                                                  for c in self._channels)
+
+        if not await self._signal.wait_for(done, timeout_s):
+            late = [c.index for c in self._channels if c.generation < generation]
+            raise TimeoutError(f"multifd sync {generation}: channels {late} did not write "
+                               f"it within {timeout_s:g} s")
+        self._check()
+
+    # ---------------------------------------------------------------- channel threads
+
+    def _sent(self, nbytes: int) -> None:
+        with self._lock:
+            before = self._queued_bytes
+            self._queued_bytes -= nbytes
+            low = self.queue_limit_bytes // 2
+            if before > low >= self._queued_bytes:
+                self._space.notify_all()
+        self._signal.notify()
+
+    def _run(self, ch: _Channel) -> None:
+        try:
+            while True:
+                try:
+                    item = ch.queue.get(timeout=self.keepalive_s)
+                except queue.Empty:
+                    self._write_control(ch, pk.FLAG_KEEPALIVE)
+                    continue
+                if isinstance(item, np.ndarray):
+                    self._write_pages(ch, item)
+                    self._sent(item.size * self.page_size)
+                elif isinstance(item, _Sync):
+                    ch.generation = item.generation
+                    self._write_control(ch, pk.FLAG_SYNC)
+                    ch.stats.syncs += 1
+                    self._signal.notify()
+                elif isinstance(item, _Fin):
+                    self._write_control(ch, pk.FLAG_FIN)
+                else:
+                    return
+        except Stalled:
+            self._fail(ch, f"the target read nothing for {self.heartbeat_timeout_s:g} s "
+                           "(heartbeat timeout)")
+        except PeerClosed as e:
+            self._fail(ch, str(e))
+        except OSError as e:
+            if not self._closed:  # else: close() shut the socket under a stuck send
+                self._fail(ch, f"connection lost: {e}")
+
+    def _header(self, ch: _Channel, flags: int, count: int) -> bytes:
+        h = pk.Header(flags, ch.index, ch.seq, ch.generation, count)
+        ch.seq += 1
+        return pk.encode_header(h)
+
+    def _write_control(self, ch: _Channel, flag: int) -> None:
+        n = send_buffers(ch.sock, [memoryview(self._header(ch, flag, 0))])
+        ch.stats.bytes += n
+        if flag == pk.FLAG_SYNC:
+            ch.stats.packets += 1
+
+    def _write_pages(self, ch: _Channel, idx: np.ndarray) -> None:
+        head = self._header(ch, self._index_flag, idx.size)
+        indices = idx.astype(self._index_dtype)
+        bufs = [memoryview(head), indices.data.cast("B")]
+        ps, flat = self.page_size, self._flat
+        starts, counts = pk.page_runs(idx)
+        for s, c in zip(starts.tolist(), counts.tolist(), strict=True):
+            bufs.append(flat[s * ps:(s + c) * ps])
+        ch.stats.bytes += send_buffers(ch.sock, bufs)
+        ch.stats.packets += 1
+        ch.stats.pages += idx.size
+
+
+def new_token() -> bytes:
+    """A fresh session token: the target makes one per migration and hands it to the source."""
+    return secrets.token_bytes(pk.TOKEN_BYTES)

@@ -1,0 +1,89 @@
+"""QEMU 10.0's multifd device state: each device's stop-copy state on its own stream.
+
+With device-state-transfer = "multifd", at the switchover every device is saved on its own
+(QEMU: a save thread per device, vfio_multifd_save_complete_precopy_thread) and its state
+travels on its own MigrateDeviceState stream, where the target loads it on a task of its
+own as it arrives, in parallel with the other devices and with the RAM on the main stream.
+Pre-copy device data stays on the main stream, as in QEMU.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Any
+
+import grpc
+
+from migbed.wire import migration_pb2 as pb
+from migbed.wire import migration_pb2_grpc as pbg
+from migbed.wire.channel import CHUNK_BYTES
+from migbed.wire.errors import describe_rpc_error
+from services.source.devices import DeviceStreams
+from services.source.failure import MigrationFailed
+
+
+class ParallelDeviceState:
+    def __init__(self, channel: grpc.aio.Channel, devices: DeviceStreams, session_id: str,
+                 check: Callable[[], None]) -> None:
+        self.stub = pbg.MigrationStub(channel)
+        self.devices = devices
+        self.session_id = session_id
+        self.check = check  # liveness of the main stream, cancel, the vCPU
+        self.calls: list[Any] = []
+
+    async def send(self) -> float:
+        """Save and send every device at once; returns the longest save time (the one on
+        the downtime's critical path). The target's replies are collected by loaded()."""
+        sends: set[asyncio.Future[Any]] = {asyncio.ensure_future(self._send_device(i))
+                                            for i in range(len(self.devices.devices))}
+        await self._watch(sends)
+        return max((t.result() for t in sends), default=0.0)
+
+    async def _watch(self, tasks: set[asyncio.Future[Any]]) -> None:
+        try:
+            pending = set(tasks)
+            while pending:
+                done, pending = await asyncio.wait(pending, timeout=0.1)
+                for t in done:
+                    t.result()  # raises the stream's failure
+                self.check()
+        except grpc.aio.AioRpcError as e:
+            raise MigrationFailed(f"MigrateDeviceState failed: {describe_rpc_error(e)}") from None
+        finally:
+            for t in tasks:
+                t.cancel()
+
+    async def _send_device(self, i: int) -> float:
+        dev = self.devices.devices[i]
+        save = dev.cfg.stop_copy_save_time
+        if save > 0:
+            await asyncio.sleep(save)  # this device's save, beside the others
+        call = self.stub.MigrateDeviceState()
+        self.calls.append(call)
+        seq = 0
+
+        async def write(offset: int, data: bytes, last: bool = False) -> None:
+            nonlocal seq
+            await call.write(pb.DeviceStateChunk(
+                session_id=self.session_id if seq == 0 else "", device=i, seq=seq,
+                offset=offset, data=data, last=last))
+            self.devices.counters.device(len(data), downtime=True)
+            seq += 1
+
+        while chunks := dev.read(CHUNK_BYTES):
+            for ch in chunks:
+                await write(ch.offset, ch.data)
+        for offset, data in self.devices.config_chunks(i):
+            await write(offset, data)
+        await write(0, b"", last=True)
+        await call.done_writing()
+        return save
+
+    async def loaded(self) -> None:
+        """Every device's DeviceStateLoaded (the target loaded what it received)."""
+        await self._watch({asyncio.ensure_future(c) for c in self.calls})
+
+    def cancel(self) -> None:
+        for call in self.calls:
+            call.cancel()

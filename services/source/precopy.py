@@ -1,0 +1,211 @@
+"""The pre-copy loop: QEMU's migration_iteration_run, until the policy says go.
+
+Each pass: close the 100 ms bandwidth window if due (bandwidth, threshold, expected
+downtime); pending *estimate* (dirty pages in the bitmap + device initial/dirty bytes); if
+below the threshold, pending *exact* (a dirty sync, the devices' stop-copy size); then the
+policy decides go / wait / cancel; caps; otherwise one more round of RAM and device data
+within the max-bandwidth budget. Data flows one way: observe -> estimate -> decide -> send.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass
+
+from migbed.core.device import PRE_COPY_STATES
+from migbed.core.policy import DeviceView, Observation, cap_reached, data_fits
+from migbed.measure.record import DeviceSample, ProgressSample
+from migbed.wire.channel import CHUNK_BYTES
+from services.source.failure import MigrationFailed
+from services.source.parts import Parts
+
+ITERATE_MAX_S = 0.05  # QEMU's ram_save_iterate gives up the thread after 50 ms (MAX_WAIT)
+
+
+@dataclass(frozen=True)
+class Switch:
+    """Why pre-copy ended: the policy's go, or a cap that forced it."""
+
+    reason: str
+    forced_by_cap: str
+    predicted_downtime_s: float
+
+
+class Precopy:
+    def __init__(self, parts: Parts) -> None:
+        self.p = parts
+        self.ack_received = False
+        self.ack_wait_start: float | None = None  # when the data first fitted without an ACK
+        self.ack_at: float | None = None
+        self.pending = 0
+        self.phase = "precopy"
+
+    def on_ack(self) -> None:
+        self.ack_received = True
+        self.ack_at = time.monotonic()
+        self.p.recorder.event("switchover-ack")
+
+    async def run(self) -> Switch:
+        p, mig = self.p, self.p.scenario.migration
+        p.estimator.start(time.monotonic())
+        while True:
+            p.check()
+            now = time.monotonic()
+            if p.estimator.update(now, p.scanner.dirty_pages_rate):
+                self.sample()
+            obs = await self._observe()
+            policy_waits = False
+            if obs.pending_exact:
+                if data_fits(obs) and not self.ack_received and self.ack_wait_start is None:
+                    self.ack_wait_start = now
+                decision = p.policy.decide(obs)
+                if decision.action == "go":
+                    return Switch(decision.reason, "", decision.predicted_downtime_s)
+                if decision.action == "cancel":
+                    raise MigrationFailed(decision.reason, "cancelled")
+                # Only a wait with the data fitting (the ACK, time-aware's prediction) rests;
+                # "pending above threshold" must go on sending, as QEMU does.
+                policy_waits = data_fits(obs)
+            cap = cap_reached(obs, mig.max_iterations, mig.max_time)
+            if cap:
+                if mig.cap_action == "cancel":
+                    raise MigrationFailed(f"{cap} reached without converging", "cancelled")
+                return Switch(f"{cap} reached: switchover forced", cap, obs.pending_bytes /
+                              obs.bandwidth if obs.bandwidth else 0.0)
+            sent = await self._send_round()
+            if sent == 0 or policy_waits:
+                await self._rest(now)
+
+    async def _rest(self, now: float) -> None:
+        # Nothing to send, or the data fits and the policy waits (for the ACK, or for
+        # time-aware's prediction): rest until the window ends, one dirty sync per window.
+        # QEMU busy-loops here, syncing as fast as it can, which makes a max-iterations
+        # cap fire during the wait and force the setup into downtime.
+        p = self.p
+        wait = p.limiter.wait(time.monotonic()) or max(
+            0.0, (p.estimator.window_start or now) + p.estimator.window - time.monotonic())
+        await asyncio.sleep(max(wait, 0.001))
+
+    def ack_wait_s(self) -> float | None:
+        """pending < threshold first true -> the ACK (or now), if the data ever fitted."""
+        if self.ack_wait_start is None:
+            return None
+        end = self.ack_at if self.ack_at is not None else time.monotonic()
+        return max(0.0, end - self.ack_wait_start)
+
+    # ------------------------------------------------------------ observe
+
+    def _pending_estimate(self) -> int:
+        dev = 0
+        for d in self.p.guest.devices:
+            if d.state in PRE_COPY_STATES:
+                init, dirty = d.precopy_info()
+                dev += init + dirty
+        return self.p.scanner.dirty_bytes + dev
+
+    async def _pending_exact(self) -> int:
+        """A dirty sync (RAM), and the devices' stop-copy size and pre-copy info.
+
+        The round's pages land before the bitmap is refilled (multifd: a sync)."""
+        await self.p.ram.round_done()
+        ram = self.p.scanner.sync()
+        self.p.estimator.on_sync(ram)
+        dev = 0
+        for d in self.p.guest.devices:
+            dev += d.stop_copy_size()
+            if d.state in PRE_COPY_STATES:
+                init, dirty = d.precopy_info()
+                dev += init + dirty
+        return ram + dev
+
+    async def _observe(self) -> Observation:
+        p, est = self.p, self.p.estimator
+        pending, exact = self._pending_estimate(), False
+        if pending < est.threshold or (p.profile.threshold_inclusive and pending == est.threshold):
+            pending, exact = await self._pending_exact(), True
+        self.pending = pending
+        views = []
+        for d, load in zip(p.guest.devices, p.link.loads, strict=True):
+            init, dirty = d.precopy_info() if d.state in PRE_COPY_STATES else (0, 0)
+            views.append(DeviceView(d.cfg.name, init, dirty, d.stop_copy_size(), load))
+        now = time.monotonic()
+        mig = p.scenario.migration
+        return Observation(
+            elapsed_s=now - p.recorder.t0, pending_bytes=pending, pending_exact=exact,
+            threshold_bytes=est.threshold, bandwidth=est.switchover_bandwidth,
+            downtime_limit_s=mig.downtime_limit, dirty_sync_count=p.scanner.dirty_sync_count,
+            ack_received=self.ack_received,
+            ack_wait_s=now - self.ack_wait_start if self.ack_wait_start is not None else 0.0,
+            rtt_s=p.link.offset.last_rtt_ns / 1e9, devices=tuple(views),
+            parallel_device_state=mig.device_state_transfer == "multifd",
+            threshold_inclusive=p.profile.threshold_inclusive)
+
+    def sample(self) -> None:
+        p = self.p
+        devs = []
+        for d, load in zip(p.guest.devices, p.link.loads, strict=True):
+            init, dirty = d.precopy_info() if d.state in PRE_COPY_STATES else (0, 0)
+            devs.append(DeviceSample(d.cfg.name, d.state.name, init, dirty, load.loaded_bytes,
+                                     load.backlog_bytes, load.initial_loaded, load.busy_s,
+                                     load.loading))
+        c, est = p.counters, p.estimator
+        p.recorder.sample(ProgressSample(
+            t_ms=round(p.recorder.elapsed_ms(), 3), phase=self.phase,
+            ram_remaining_bytes=p.scanner.dirty_bytes,
+            ram_transferred_bytes=c.ram_transferred,
+            device_transferred_bytes=c.device_transferred,
+            dirty_sync_count=p.scanner.dirty_sync_count, bandwidth_bytes_per_s=est.bandwidth,
+            threshold_bytes=est.threshold, expected_downtime_ms=est.expected_downtime * 1e3,
+            dirty_pages_rate=p.scanner.dirty_pages_rate, pending_bytes=self.pending,
+            ack_received=self.ack_received, devices=devs))
+
+    # ------------------------------------------------------------ send
+
+    async def _send_round(self) -> int:
+        """qemu_savevm_state_iterate, repeated for up to 50 ms within the budget: RAM until
+        the budget is spent, 50 ms pass or the bitmap is empty; then one chunk per device
+        (before QEMU 9.0 only once RAM's bitmap is empty)."""
+        p = self.p
+        sent = 0
+        started = time.monotonic()
+        while time.monotonic() - started < ITERATE_MAX_S:
+            n = await self._send_ram(started)
+            if not (p.profile.devices_wait_for_ram and p.scanner.dirty_pages):
+                n += await self._send_devices()
+            sent += n
+            if n == 0 or p.limiter.allowance(time.monotonic()) <= 0:
+                break
+        if p.limiter.allowance(time.monotonic()) <= 0:
+            wait = p.limiter.wait(time.monotonic())
+            if wait > 0:
+                await asyncio.sleep(wait)
+        return sent
+
+    async def _send_ram(self, started: float) -> int:
+        p = self.p
+        ps = p.scanner.page_size
+        sent = 0
+        while time.monotonic() - started < ITERATE_MAX_S:
+            allowance = p.limiter.allowance(time.monotonic())
+            if allowance <= 0:
+                break
+            pages = p.scanner.take(max(1, min(allowance, CHUNK_BYTES) // ps))
+            if pages.size == 0:
+                break
+            n = await p.ram.send(pages)
+            self._account(n)
+            p.counters.ram(n, downtime=False)
+            sent += n
+        return sent
+
+    async def _send_devices(self) -> int:
+        p = self.p
+        return await p.devices.send_precopy(lambda: p.limiter.allowance(time.monotonic()),
+                                            self._account,
+                                            every_device=not p.profile.devices_wait_for_ram)
+
+    def _account(self, n: int) -> None:
+        now = time.monotonic()
+        self.p.limiter.consume(now, n)
+        self.p.estimator.on_sent(n)

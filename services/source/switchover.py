@@ -1,0 +1,137 @@
+"""Switchover: stop the guest, send what is left, complete; then resume and verify.
+
+  stop-copy   vm_stop (downtime starts), devices -> STOP_COPY, the rate limit off, the
+              final dirty sync, the rest of RAM, then each device in turn: its save time,
+              its final image, its non-iterable state; Complete (the last byte).
+  completion  with the return path, when the target's Shut arrives (it has loaded every
+              device); without it, when the last byte is written (QEMU's
+              migration_completion -> close_return_path_on_source -> migration_completion_end).
+              Downtime and total-time end here.
+  resume      digests of the stopped source go out (outside the downtime); the target's
+              Resumed (first tick there) gives the guest downtime; its Verified proves the
+              state equal.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from migbed.core.clock import now_ns
+from migbed.core.device import VfioState
+from migbed.wire import migration_pb2 as pb
+from migbed.wire.channel import CHUNK_BYTES
+from services.source.device_state import ParallelDeviceState
+from services.source.failure import MigrationFailed
+from services.source.link import STOP_PING_SEQ
+from services.source.parts import Parts
+from services.source.recorder import StopCopyTimes, TargetTimes
+
+
+class Switchover:
+    def __init__(self, parts: Parts) -> None:
+        self.p = parts
+        self.times: StopCopyTimes | None = None
+        self.parallel: ParallelDeviceState | None = None
+        if parts.scenario.migration.device_state_transfer == "multifd":
+            self.parallel = ParallelDeviceState(parts.link.channel, parts.devices,
+                                                parts.recorder.record.run_id, parts.check)
+
+    async def stop_copy(self) -> StopCopyTimes:
+        """From the stop to completion; returns what was measured."""
+        p = self.p
+        last_tick = p.guest.vcpu.stop()  # vm_stop: downtime starts
+        stop_ns = now_ns()
+        p.recorder.event("stop")
+        p.devices.stop_devices()
+        p.limiter.enabled = False  # the final copy goes as fast as the link allows
+        await p.link.write(pb.SourceMessage(stop_copy=pb.StopCopy(source_stop_ns=stop_ns)))
+        # A Ping right behind StopCopy: its round trip is the queue the stop-copy data waits
+        # behind (pre-copy bytes still in socket buffers or a shaped link's queue).
+        await p.link.ping(STOP_PING_SEQ)
+        p.scanner.final_sync()
+        save_s = await self._send_rest()
+        await p.link.write(pb.SourceMessage(complete=pb.Complete(
+            source_last_tick_ns=last_tick, ram_pages_sent=p.ram.pages_sent,
+            device_next_seq=p.devices.next_seq)))
+        last_byte = now_ns()
+        completion = last_byte
+        if not p.return_path:
+            p.link.completed = True  # QEMU completes here without the return path
+        if p.return_path:
+            completion = await self._wait_shut()
+        self.times = StopCopyTimes(last_tick, stop_ns, last_byte, completion, save_s)
+        p.recorder.stop_copy(self.times)
+        if self.parallel is not None:
+            await self.parallel.loaded()  # each device's stream: loaded, or its error
+        return self.times
+
+    async def _send_rest(self) -> float:
+        """RAM, then each device in turn on the main stream; or, with QEMU 10's multifd
+        device state, every device on its own stream beside the RAM. Returns the save time
+        on the critical path."""
+        if self.parallel is None:
+            await self._send_ram()
+            return await self._send_devices()
+        devices = asyncio.ensure_future(self.parallel.send())
+        try:
+            await self._send_ram()
+            return await devices
+        finally:
+            devices.cancel()
+
+    async def _send_ram(self) -> None:
+        p = self.p
+        want = max(1, CHUNK_BYTES // p.scanner.page_size)
+        while True:
+            pages = p.scanner.take(want)
+            if pages.size == 0:
+                break
+            p.counters.ram(await p.ram.send(pages), downtime=True)
+            p.check()
+        await p.ram.round_done()
+
+    async def _send_devices(self) -> float:
+        """Each device in turn on the main channel; returns the total save time."""
+        save = 0.0
+        for i in range(len(self.p.guest.devices)):
+            save += await self.p.devices.save_device(i)
+            self.p.check()
+        return save
+
+    async def _wait_shut(self) -> int:
+        """MIG_RP_MSG_SHUT: the target has loaded everything. Returns its arrival (ns)."""
+        link = self.p.link
+        # A target without Shut (before the inline-load target) ends with Resumed, which it
+        # also sends only once every device is loaded.
+        msg = await link.wait_for("shut", self.p.check, also="resumed")
+        return link.got_at_ns[msg.WhichOneof("body") or "shut"]
+
+    # ------------------------------------------------------------ after completion
+
+    async def resume_and_verify(self) -> None:
+        p, times = self.p, self.times
+        assert times is not None
+        for dev in p.guest.devices:
+            dev.set_state(VfioState.STOP)
+        # Digests of the stopped source, outside the downtime (the source stays stopped).
+        ram_digest = await asyncio.to_thread(p.guest.memory.digest)
+        dev_digests = [await asyncio.to_thread(d.digest, config)
+                       for d, config in zip(p.guest.devices, p.devices.config, strict=True)]
+        await p.link.write(pb.SourceMessage(digests=pb.Digests(ram=ram_digest,
+                                                               devices=dev_digests)))
+        resumed = (await p.link.wait_for("resumed", p.check)).resumed
+        received = (await p.link.wait_for("received", p.check)).received
+        shut = p.link.got.get("shut")
+        loads_done = shut.shut.target_loads_done_ns if shut else resumed.target_loads_done_ns
+        p.recorder.resumed(times, TargetTimes(received.target_recv_ns, loads_done,
+                                              resumed.target_first_tick_ns),
+                           p.link.offset.estimate(), p.guest.vcpu.tick_ns)
+        p.recorder.device_initial_loads([d.cfg.name for d in p.guest.devices],
+                                        list(resumed.device_initial_load_s))
+        v = (await p.link.wait_for("verified", p.check)).verified
+        mismatches = [] if v.ram == ram_digest else ["RAM"]
+        mismatches += [d.cfg.name for d, mine, theirs in zip(
+            p.guest.devices, dev_digests, v.devices, strict=False) if mine != theirs]
+        if not v.ok or mismatches:
+            raise MigrationFailed(f"target state differs from the source: {v.detail or mismatches}")
+        p.recorder.verified()

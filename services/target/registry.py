@@ -1,0 +1,142 @@
+"""The target's sessions: admission (a count and a memory budget), lookup, release.
+
+Every session is charged its guest RAM and device buffers against the budget *before*
+anything is allocated; a Setup that does not fit is refused with RESOURCE_EXHAUSTED naming
+the budget, what is in use and what was asked. The default budget is a share of the
+memory the host (or the process's cgroup or address-space limit) has available at start.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import gc
+import logging
+import resource
+from collections.abc import Callable
+from pathlib import Path
+
+from migbed.core import limits as lim
+from migbed.wire import migration_pb2 as pb
+from migbed.wire.errors import ProtocolError
+from services.target.session import TargetSession
+from services.target.validate import validate_setup
+
+log = logging.getLogger("migbed.target")
+
+
+def _meminfo_available() -> int:
+    for line in Path("/proc/meminfo").read_text().splitlines():
+        if line.startswith("MemAvailable:"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
+def _cgroup_room() -> int | None:
+    base = Path("/sys/fs/cgroup")
+    try:
+        limit = (base / "memory.max").read_text().strip()
+        if limit == "max":
+            return None
+        return int(limit) - int((base / "memory.current").read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _address_space_room() -> int | None:
+    soft, _ = resource.getrlimit(resource.RLIMIT_AS)
+    if soft == resource.RLIM_INFINITY:
+        return None
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmSize:"):
+            return soft - int(line.split()[1]) * 1024
+    return soft
+
+
+def default_memory_budget() -> int:
+    """A safe share of what this process could still get: the host's MemAvailable, the
+    cgroup's memory.max and RLIMIT_AS, whichever is tightest."""
+    rooms = [r for r in (_meminfo_available(), _cgroup_room(), _address_space_room())
+             if r is not None]
+    return max(0, int(min(rooms) * lim.DEFAULT_MEMORY_SHARE))
+
+
+def setup_bytes(s: pb.Setup) -> int:
+    return lim.session_bytes(s.guest.ram_bytes, [
+        d.initial_bytes + d.stop_copy_size + d.device_state_bytes for d in s.devices])
+
+
+def _gib(n: int) -> str:
+    return f"{n / 2**30:.2f} GiB"
+
+
+class SessionRegistry:
+    def __init__(self, max_sessions: int, memory_budget: int) -> None:
+        self.max_sessions = max_sessions
+        self.memory_budget = memory_budget
+        self.sessions: dict[str, TargetSession] = {}
+        self._charged: dict[str, int] = {}
+
+    @property
+    def in_use(self) -> int:
+        return sum(self._charged.values())
+
+    def open(self, setup: pb.Setup, make: Callable[[pb.Setup], TargetSession]) -> TargetSession:
+        """Validate, admit (count, then memory), charge, and only then allocate."""
+        validate_setup(setup)
+        sid = setup.session_id
+        if sid in self.sessions:
+            raise ProtocolError("ALREADY_EXISTS", lim.clip(f"setup.session_id = {sid!r}: "
+                                                           "already migrating here"))
+        if len(self.sessions) >= self.max_sessions:
+            raise ProtocolError("RESOURCE_EXHAUSTED", f"setup: {len(self.sessions)} migrations "
+                                f"running here; at most {self.max_sessions} (--max-sessions)")
+        need = setup_bytes(setup)
+        if self.in_use + need > self.memory_budget:
+            raise ProtocolError("RESOURCE_EXHAUSTED", (
+                f"setup.guest.ram_bytes + device state: this session needs {_gib(need)}; the "
+                f"target's memory budget is {_gib(self.memory_budget)} (--memory-budget) with "
+                f"{_gib(self.in_use)} in use by {len(self.sessions)} session(s)"))
+        self._charged[sid] = need
+        try:
+            session = make(setup)
+        except MemoryError as e:
+            del self._charged[sid]
+            raise ProtocolError("RESOURCE_EXHAUSTED", f"setup.guest.ram_bytes: allocating "
+                                f"{_gib(need)} failed ({type(e).__name__})") from None
+        except BaseException:
+            del self._charged[sid]
+            raise
+        self.sessions[sid] = session
+        return session
+
+    def get(self, session_id: str) -> TargetSession | None:
+        return self.sessions.get(session_id)
+
+    def release(self, session: TargetSession) -> None:
+        if self.sessions.get(session.session_id) is session:
+            del self.sessions[session.session_id]
+            self._charged.pop(session.session_id, None)
+
+    def close_all(self, result: str) -> None:
+        """Shutdown: every session stops (a prefault in progress too)."""
+        for s in list(self.sessions.values()):
+            s.cancel_reason = s.cancel_reason or "the target is shutting down"
+            s.close(result)
+
+
+_libc: ctypes.CDLL | None = None
+
+
+def return_memory() -> None:
+    """Give freed session memory back to the system: collect the sessions' reference cycles
+    and trim malloc's heap (a guest's RAM below the mmap threshold lives there, and glibc
+    keeps freed heap memory by default)."""
+    global _libc
+    gc.collect()
+    if _libc is None:
+        name = ctypes.util.find_library("c")
+        if name is None:
+            return
+        _libc = ctypes.CDLL(name)
+    _libc.malloc_trim(0)

@@ -1,0 +1,133 @@
+"""Reading a session's streams: the main stream's one reader, and QEMU 10's per-device
+state streams. Deadlines live here, apart from what each message means (session.py).
+
+The main stream has exactly one reader, as QEMU's incoming migration coroutine: it reads a
+message, handles it to the end (a device load included) and only then reads the next. The
+source's silence is measured only while the reader waits for a message, so time the target
+spends loading is never taken for a silent source; the transport's flow-control window is
+the only buffer between the two, so a stalled reader stalls the source.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from typing import TypeVar
+
+from migbed.core import limits as lim
+from migbed.core.clock import now_ns
+from migbed.wire import migration_pb2 as pb
+from migbed.wire.errors import ProtocolError
+from services.target.devices import Pacer
+from services.target.session import TargetSession
+
+DEFAULT_HEARTBEAT_S = 3.0  # a source that does not say (heartbeat_timeout_s = 0)
+T = TypeVar("T")
+
+
+async def first_message(messages: AsyncIterator[T], what: str) -> T | None:
+    """A stream's first message, within the setup deadline (None: closed at once)."""
+    try:
+        async with asyncio.timeout(lim.SETUP_DEADLINE_S):
+            return await anext(messages)
+    except StopAsyncIteration:
+        return None
+    except TimeoutError:
+        raise ProtocolError("DEADLINE_EXCEEDED", f"{what}: nothing received for "
+                            f"{lim.SETUP_DEADLINE_S:g}s after the stream opened") from None
+
+
+class MainStream:
+    """The main stream's reader for one session."""
+
+    def __init__(self, session: TargetSession, messages: AsyncIterator[pb.SourceMessage],
+                 idle_timeout_s: float) -> None:
+        self.session = session
+        self.messages = messages
+        self.silence_s = session.setup.heartbeat_timeout_s or DEFAULT_HEARTBEAT_S
+        self.idle_timeout_s = idle_timeout_s
+        self._last_data = time.monotonic()
+        self._verifying: asyncio.Task[None] | None = None
+
+    async def read(self) -> None:
+        """Until the stream ends; whatever goes wrong ends the session with its error."""
+        s = self.session
+        try:
+            while (msg := await self._next()) is not None:
+                if msg.WhichOneof("body") == "digests" and s.completed:
+                    self._verify(msg)  # pings are answered while the digests are taken
+                    continue
+                await s.handle(msg)
+            if self._verifying is not None:
+                await self._verifying
+            if not s.completed:
+                raise ProtocolError("CANCELLED", "the source closed the stream before completing")
+        except asyncio.CancelledError:
+            raise
+        except Exception as e:
+            s.fail(e)
+        finally:
+            if self._verifying is not None:
+                self._verifying.cancel()
+
+    def _verify(self, msg: pb.SourceMessage) -> None:
+        if self._verifying is not None:
+            raise ProtocolError("FAILED_PRECONDITION", "digests twice")
+
+        async def verify() -> None:
+            try:
+                await self.session.handle(msg)
+            except Exception as e:
+                self.session.fail(e)
+
+        self._verifying = asyncio.get_running_loop().create_task(verify())
+
+    async def _next(self) -> pb.SourceMessage | None:
+        try:
+            async with asyncio.timeout(self.silence_s):
+                msg = await anext(self.messages)
+        except StopAsyncIteration:
+            return None
+        except TimeoutError:
+            raise ProtocolError("DEADLINE_EXCEEDED", f"the source sent nothing for "
+                                f"{self.silence_s:g}s (setup.heartbeat_timeout_s)") from None
+        if msg.WhichOneof("body") != "ping":
+            self._last_data = time.monotonic()
+        else:
+            self._check_idle()
+        return msg
+
+    def _check_idle(self) -> None:
+        """Pings alone do not hold a session: something must move now and then."""
+        last = max(self._last_data, self.session.last_device_activity())
+        if time.monotonic() - last > self.idle_timeout_s:
+            raise ProtocolError("DEADLINE_EXCEEDED", f"the source sent only pings for "
+                                f"{self.idle_timeout_s:g}s (the target's --idle-timeout)")
+
+
+async def read_device_state(session: TargetSession, first: pb.DeviceStateChunk,
+                            chunks: AsyncIterator[pb.DeviceStateChunk]) -> pb.DeviceStateLoaded:
+    """One device's stop-copy state on its own stream (QEMU 10's multifd device state):
+    loaded on this stream's task as it arrives, in parallel with the other devices."""
+    dev = session.open_device_stream(first.device)
+    silence = session.setup.heartbeat_timeout_s or DEFAULT_HEARTBEAT_S
+    pacer = Pacer()
+    chunk, seq = first, 0
+    while True:
+        await session.device_state_chunk(dev, chunk, seq, pacer)
+        if chunk.last:
+            return pb.DeviceStateLoaded(device=dev.index, loaded_bytes=dev.loaded_bytes,
+                                        target_loaded_ns=now_ns())
+        seq += 1
+        try:
+            async with asyncio.timeout(silence):
+                chunk = await anext(chunks)
+        except StopAsyncIteration:
+            raise ProtocolError("CANCELLED", f"MigrateDeviceState for device {dev.index}: "
+                                "closed before its last chunk") from None
+        except TimeoutError:
+            raise ProtocolError("DEADLINE_EXCEEDED", f"MigrateDeviceState for device "
+                                f"{dev.index}: nothing for {silence:g}s "
+                                "(setup.heartbeat_timeout_s)") from None
+

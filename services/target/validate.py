@@ -1,0 +1,68 @@
+"""Checks of a Setup before anything is charged or allocated: every field against the
+limits the scenario validator uses (migbed/core/limits.py), each refusal naming its field."""
+
+from __future__ import annotations
+
+from migbed.core import limits as lim
+from migbed.wire import migration_pb2 as pb
+from migbed.wire.errors import ProtocolError
+
+
+def _bad(message: str, code: str = "INVALID_ARGUMENT") -> ProtocolError:
+    return ProtocolError(code, lim.clip(message))
+
+
+def _within(field: str, value: float, lo: float, hi: float) -> None:
+    if not lo <= value <= hi:  # also refuses NaN
+        raise _bad(f"{field} = {value:g}: allowed {lo:g} .. {hi:g}")
+
+
+def validate_setup(s: pb.Setup) -> None:
+    if s.protocol_version != pb.PROTOCOL_VERSION_1:
+        raise _bad(f"setup.protocol_version = {s.protocol_version}: this target speaks 1",
+                   "FAILED_PRECONDITION")
+    if not s.session_id or len(s.session_id) > 128:
+        raise _bad("setup.session_id: 1 to 128 characters")
+    _validate_guest(s)
+    if len(s.devices) > lim.MAX_DEVICES:
+        raise _bad(f"setup.devices: {len(s.devices)} devices, at most {lim.MAX_DEVICES}")
+    for i, d in enumerate(s.devices):
+        _validate_device(f"setup.devices[{i}]", d)
+    if s.heartbeat_timeout_s:  # NaN too
+        lo, hi = lim.HEARTBEAT_TIMEOUT_S
+        if not lo <= s.heartbeat_timeout_s <= hi:
+            raise _bad(f"setup.heartbeat_timeout_s = {s.heartbeat_timeout_s:g}: 0 (default) "
+                       f"or {lo:g} .. {hi:g}")
+    if s.multifd_channels > lim.MAX_MULTIFD_CHANNELS:
+        raise _bad(f"setup.multifd_channels = {s.multifd_channels}: 0 (multifd off) .. "
+                   f"{lim.MAX_MULTIFD_CHANNELS}")
+    transfer = s.device_state_transfer
+    if transfer not in pb.DeviceStateTransfer.values():
+        raise _bad(f"setup.device_state_transfer = {transfer}: MAIN or MULTIFD")
+
+
+def _validate_guest(s: pb.Setup) -> None:
+    g = s.guest
+    if g.page_size not in lim.PAGE_SIZES:
+        raise _bad(f"setup.guest.page_size = {g.page_size}: allowed "
+                   + ", ".join(str(p) for p in lim.PAGE_SIZES))
+    if not lim.MIN_RAM_BYTES <= g.ram_bytes <= lim.MAX_RAM_BYTES or g.ram_bytes % g.page_size:
+        raise _bad(f"setup.guest.ram_bytes = {g.ram_bytes}: a multiple of page_size from "
+                   f"{lim.MIN_RAM_BYTES} to {lim.MAX_RAM_BYTES}")
+    _within("setup.dirty_rate_bytes_per_s", s.dirty_rate_bytes_per_s, 0, lim.MAX_DIRTY_RATE)
+    _within("setup.vcpu_tick_s", s.vcpu_tick_s, *lim.VCPU_TICK_S)
+
+
+def _validate_device(w: str, d: pb.DeviceShape) -> None:
+    for name in ("initial_bytes", "stop_copy_size"):
+        if getattr(d, name) > lim.MAX_DEVICE_BYTES:
+            raise _bad(f"{w}.{name} = {getattr(d, name)}: state larger than "
+                       f"{lim.MAX_DEVICE_BYTES}")
+    if d.device_state_bytes > lim.MAX_DEVICE_STATE_BYTES:
+        raise _bad(f"{w}.device_state_bytes = {d.device_state_bytes}: at most "
+                   f"{lim.MAX_DEVICE_STATE_BYTES}")
+    _within(f"{w}.load_rate_bytes_per_s", d.load_rate_bytes_per_s, *lim.LOAD_RATE)
+    for name in ("load_setup_time_s", "stop_copy_load_time_s", "config_load_time_s"):
+        _within(f"{w}.{name}", getattr(d, name), 0, lim.MAX_LOAD_TIME_S)
+    if d.load_trigger not in pb.LoadTrigger.values():
+        raise _bad(f"{w}.load_trigger = {d.load_trigger}: IMAGE_COMPLETE or PER_CHUNK")

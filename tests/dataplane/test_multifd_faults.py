@@ -1,0 +1,259 @@
+"""Faults and bad input on multifd channels: a clear error on the right side within the
+timeout, nothing leaked (the no_leaks fixture counts threads and fds), and the listener
+still serves a good migration afterwards."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import threading
+import time
+
+import numpy as np
+import pytest
+from multifd_lab import PAGE, dial, good_transfer, hello, page_packet, peer_closed, wait_until
+
+from migbed.dataplane import packet as pk
+from migbed.dataplane._io import shutdown_quietly
+from migbed.dataplane.receiver import MultifdListener
+from migbed.dataplane.sender import MultifdError, MultifdSender, new_token
+
+TIMEOUT = 1.0  # the heartbeat / silence timeout of these tests
+
+
+def _pump(sender: MultifdSender, pages: int, stop: threading.Event) -> threading.Thread:
+    """Submit RAM round after round from a thread until stopped or the sender fails."""
+    def run() -> None:
+        while not stop.is_set():
+            try:
+                sender.submit(np.arange(pages))
+            except MultifdError:
+                return
+    t = threading.Thread(target=run, name="test-pump")
+    t.start()
+    return t
+
+
+@pytest.mark.parametrize("side", ["source", "target"])
+def test_channel_dropped_mid_transfer_fails_both_sides(
+        listener: MultifdListener, ram64: np.ndarray, side: str) -> None:
+    dst = np.zeros_like(ram64)
+    token = new_token()
+    session = listener.register(token, dst, 2, PAGE, silence_timeout_s=TIMEOUT)
+    sender = MultifdSender("127.0.0.1", listener.port, token, 2, ram64,
+                           heartbeat_timeout_s=TIMEOUT)
+    stop = threading.Event()
+    sender.connect(2.0)
+    pump = _pump(sender, ram64.shape[0], stop)
+    try:
+        wait_until(lambda: session.pages_received > 4000, 5.0)  # mid-transfer
+        victim = sender._channels[1].sock if side == "source" else session._conns[1].sock
+        shutdown_quietly(victim)
+        t_target = wait_until(lambda: session.error is not None, TIMEOUT + 0.5)
+        t_source = wait_until(lambda: sender.error is not None, TIMEOUT + 0.5)
+        assert "channel 1" in str(session.error)
+        assert "dropped" in str(session.error) or "connection lost" in str(session.error)
+        assert "multifd channel" in str(sender.error)
+        assert max(t_target, t_source) <= TIMEOUT + 0.5
+
+        async def waits() -> None:
+            with pytest.raises(MultifdError):
+                await session.wait_sync(1, 1.0)
+            with pytest.raises(MultifdError):
+                await sender.sync(1)
+
+        asyncio.run(waits())
+    finally:
+        stop.set()
+        pump.join(5.0)
+        sender.close(abort=True, grace_s=0.5)
+        listener.unregister(token)
+    assert not pump.is_alive()
+
+
+def test_idle_channel_lost_is_seen_by_the_sender_through_keepalives(
+        listener: MultifdListener, ram64: np.ndarray) -> None:
+    src = ram64[:64]
+    token = new_token()
+    session = listener.register(token, np.zeros_like(src), 2, PAGE, silence_timeout_s=TIMEOUT)
+    with MultifdSender("127.0.0.1", listener.port, token, 2, src,
+                       heartbeat_timeout_s=TIMEOUT, keepalive_s=0.1) as sender:
+        sender.connect(2.0)
+        wait_until(lambda: len(session._conns) == 2, 2.0)
+        time.sleep(3 * 0.1)  # idle: only keep-alives flow, and the target stays content
+        assert session.error is None and sender.error is None
+        shutdown_quietly(session._conns[0].sock)
+        took = wait_until(lambda: sender.error is not None, TIMEOUT)
+        assert took < TIMEOUT
+    listener.unregister(token)
+
+
+def test_a_target_that_stops_reading_fails_the_sender_within_the_heartbeat(
+        no_leaks: None, ram64: np.ndarray) -> None:
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        sender = MultifdSender("127.0.0.1", server.getsockname()[1], new_token(), 1, ram64,
+                               heartbeat_timeout_s=0.5)
+        sender.connect(2.0)
+        conn = server.accept()[0]  # accepted, never read
+        stop = threading.Event()
+        pump = _pump(sender, ram64.shape[0], stop)
+        try:
+            wait_until(lambda: sender.error is not None, 3.0)
+            assert "the target read nothing for 0.5 s" in str(sender.error)
+        finally:
+            stop.set()
+            pump.join(5.0)
+            t0 = time.monotonic()
+            sender.close(grace_s=0.5)
+            assert time.monotonic() - t0 < 2.0
+            conn.close()
+
+
+# ---------------------------------------------------------------- bad input on the port
+
+
+def _refused(listener: MultifdListener, n_before: int, says: str) -> str:
+    wait_until(lambda: len(listener.refusals) > n_before, 2.0)
+    line = listener.refusals[-1]
+    assert says in line, line
+    return line
+
+
+@pytest.mark.parametrize(("payload", "says"), [
+    (b"GET / HTTP/1.1\r\nHost: target\r\n\r\n" + b"x" * 20, "magic 0x20544547 is not multifd's"),
+    (b"\x00" * 40, "magic 0x00000000 is not multifd's"),
+    (pk.HELLO_STRUCT.pack(pk.MAGIC, 2, 0, bytes(16), 0, 1, PAGE, 16), "version 2 is not supported"),
+    (b"MGMF", "closed before its hello"),
+    (hello(bytes(16)), "unknown session token"),
+], ids=["http", "zeros", "version", "short", "unknown-token"])
+def test_bad_hello_is_refused_and_the_listener_serves_on(
+        listener: MultifdListener, ram64: np.ndarray, payload: bytes, says: str) -> None:
+    n = len(listener.refusals)
+    s = dial(listener)
+    s.sendall(payload)
+    if says == "closed before its hello":
+        s.shutdown(socket.SHUT_WR)
+    assert peer_closed(s)  # the target closed this connection
+    s.close()
+    _refused(listener, n, says)
+    good_transfer(listener, ram64[:2048])
+
+
+def test_a_connection_that_never_sends_is_dropped(listener: MultifdListener,
+                                                  ram64: np.ndarray) -> None:
+    n = len(listener.refusals)
+    s = dial(listener)
+    t0 = time.monotonic()
+    assert peer_closed(s, 3.0)
+    assert time.monotonic() - t0 < listener.hello_timeout_s + 1.0
+    s.close()
+    _refused(listener, n, "no hello within 0.5 s")
+    good_transfer(listener, ram64[:2048])
+
+
+@pytest.mark.parametrize(("kw", "says"), [
+    ({"page_size": 8192}, "page_size 8192, this session's is 4096"),
+    ({"ram_pages": 17}, "ram_pages 17, this session's guest has 16"),
+    ({"channels": 3, "channel": 0}, "channels 3, this session expects 2"),
+])
+def test_hello_that_does_not_fit_the_session(listener: MultifdListener, ram64: np.ndarray,
+                                              kw: dict[str, int], says: str) -> None:
+    token = new_token()
+    session = listener.register(token, np.zeros((16, PAGE), np.uint8), 2, PAGE, TIMEOUT)
+    n = len(listener.refusals)
+    s = dial(listener)
+    s.sendall(hello(token, **{"channels": 2, **kw}))
+    assert peer_closed(s)
+    s.close()
+    _refused(listener, n, says)
+    assert session.error is None  # a stranger's bad hello does not fail the migration
+    listener.unregister(token)
+    good_transfer(listener, ram64[:2048])
+
+
+def test_duplicate_channel_is_refused(listener: MultifdListener) -> None:
+    token = new_token()
+    listener.register(token, np.zeros((16, PAGE), np.uint8), 2, PAGE, TIMEOUT)
+    first, second = dial(listener), dial(listener)
+    first.sendall(hello(token, channel=0, channels=2))
+    wait_until(lambda: 0 in listener._sessions[token]._conns, 2.0)
+    n = len(listener.refusals)
+    second.sendall(hello(token, channel=0, channels=2))
+    assert peer_closed(second)
+    _refused(listener, n, "channel 0 is already connected")
+    first.close()
+    second.close()
+    listener.unregister(token)
+
+
+@pytest.mark.parametrize(("packets", "says"), [
+    ([page_packet(0, 0, [3, 16])], "page index 16 is past the end of RAM (allowed 0..15)"),
+    ([page_packet(0, 0, [5, 4])], "strictly increasing"),
+    ([b"\xde\xad\xbe\xef" * 8], "magic 0xefbeadde is not multifd's"),
+    ([page_packet(0, 0, [1]), page_packet(0, 5, [2])], "seq 5, expected 1"),
+    ([page_packet(0, 0, [1], generation=3)], "generation 3 on a page packet"),
+    ([page_packet(1, 0, [1])], "channel 1 on channel 0's connection"),
+    ([page_packet(0, 0, [1])], "dropped (connection closed) before the final sync"),
+    ([], "silent for 1 s"),
+], ids=["past-end", "unsorted", "garbage", "seq-gap", "generation", "wrong-channel", "dropped",
+        "silent"])
+def test_bad_packets_fail_the_session_and_the_listener_serves_on(
+        listener: MultifdListener, ram64: np.ndarray, packets: list[bytes], says: str) -> None:
+    token = new_token()
+    dst = np.zeros((16, PAGE), np.uint8)
+    session = listener.register(token, dst, 1, PAGE, TIMEOUT)
+    s = dial(listener)
+    s.sendall(hello(token))
+    for p in packets:
+        s.sendall(p)
+    if "dropped" in says:
+        s.close()
+    took = wait_until(lambda: session.error is not None, TIMEOUT + 1.0)
+    assert says in str(session.error)
+    assert took <= TIMEOUT + 0.5
+    if "dropped" not in says:
+        assert peer_closed(s)  # the target hung up on the bad channel
+        s.close()
+
+    async def waits() -> None:
+        with pytest.raises(MultifdError, match="channel 0"):
+            await session.wait_sync(1, 1.0)
+
+    asyncio.run(waits())
+    listener.unregister(token)
+    good_transfer(listener, ram64[:2048])
+
+
+def test_a_channel_that_never_connects_times_the_sync_out(listener: MultifdListener,
+                                                          ram64: np.ndarray) -> None:
+    token = new_token()
+    src = ram64[:16]
+    session = listener.register(token, np.zeros_like(src), 2, PAGE, TIMEOUT)
+    s = dial(listener)
+    s.sendall(hello(token, channel=0, channels=2))
+    s.sendall(pk.encode_header(pk.Header(pk.FLAG_SYNC, 0, 0, 1, 0)))
+
+    async def waits() -> None:
+        with pytest.raises(TimeoutError, match="channel 0: at sync 1, channel 1: not connected"):
+            await session.wait_sync(1, 0.3)
+
+    asyncio.run(waits())
+    s.close()
+    listener.unregister(token)
+
+
+def test_register_refuses_bad_arguments(listener: MultifdListener) -> None:
+    ram = np.zeros((16, PAGE), np.uint8)
+    with pytest.raises(ValueError, match="token must be 16 bytes"):
+        listener.register(b"short", ram, 1, PAGE, 1.0)
+    with pytest.raises(ValueError, match="page_size 8192 but memory rows are 4096 bytes"):
+        listener.register(new_token(), ram, 1, 8192, 1.0)
+    with pytest.raises(ValueError, match=r"channels 0 is not in \[1, 64\]"):
+        listener.register(new_token(), ram, 0, PAGE, 1.0)
+    token = new_token()
+    listener.register(token, ram, 1, PAGE, 1.0)
+    with pytest.raises(ValueError, match="already registered"):
+        listener.register(token, ram, 1, PAGE, 1.0)
+    listener.unregister(token)
+    with pytest.raises(ValueError, match="pages: index outside RAM"):
+        MultifdSender("127.0.0.1", 1, new_token(), 1, ram)._packets(np.array([16]))

@@ -1,0 +1,120 @@
+"""The source engine's parts, one at a time, without a network."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import numpy as np
+import pytest
+
+from migbed.core.clock import OffsetEstimate
+from migbed.core.device import SourceDevice, VfioState
+from migbed.core.guest import GuestMemory
+from migbed.core.scenario import DeviceConfig
+from migbed.measure.record import RunRecord
+from services.source.counters import Counters
+from services.source.devices import DeviceStreams
+from services.source.failure import MigrationFailed
+from services.source.link import Link
+from services.source.recorder import Recorder, StopCopyTimes, TargetTimes
+from services.source.scanner import PageScanner
+
+
+def test_scanner_counts_the_setup_sync_and_the_final_one() -> None:
+    mem = GuestMemory(1 << 20, 4096, seed=1)
+    sc = PageScanner(mem)
+    sc.start()  # ram_init_bitmaps: every page dirty, then the first sync
+    assert sc.dirty_sync_count == 1 and sc.dirty_pages == mem.pages
+    first = sc.take(10)
+    assert first.tolist() == list(range(10)) and sc.dirty_pages == mem.pages - 10
+    mem.write_pages(np.array([3, 4]))
+    assert sc.sync() == (mem.pages - 10 + 2) * 4096  # the sync brings them back
+    assert sc.dirty_sync_count == 2
+    sc.final_sync()
+    assert sc.dirty_sync_count == 3
+    mem.write_pages(np.array([5]))  # logging is off after the final sync
+    assert sc.sync() == sc.dirty_bytes and sc.dirty_pages == mem.pages - 8
+
+
+def test_scanner_dirty_pages_rate_refreshes_once_a_second() -> None:
+    mem = GuestMemory(1 << 20, 4096, seed=1)
+    sc = PageScanner(mem)
+    sc.start()
+    sc.take(mem.pages)  # everything sent
+    mem.write_pages(np.arange(8))
+    sc.sync()
+    assert sc.dirty_pages_rate == 0.0  # < 1 s since the period began: not yet (QEMU)
+    sc._period_start -= 2.0  # as if the period began 2 s ago
+    mem.write_pages(np.arange(8, 12))
+    sc.sync()
+    assert sc.dirty_pages_rate == pytest.approx(12 / 2.0, rel=0.05)  # newly dirtied only
+
+
+def test_recorder_parts_add_up_to_guest_downtime() -> None:
+    rec = Recorder(RunRecord("r", "s", "legacy", 0, "running"), None, None)
+    rec.start(return_path=True, qemu_version="10.0", device_state_transfer="main")
+    stop = StopCopyTimes(last_tick_ns=1_000_000, stop_ns=1_400_000, last_byte_ns=51_400_000,
+                         completion_ns=90_000_000, device_save_s=0.02)
+    rec.stop_copy(stop)
+    offset = 7_000_000_000  # the target's clock runs 7 s ahead
+    target = TargetTimes(received_ns=52_000_000 + offset, loads_done_ns=85_000_000 + offset,
+                         first_tick_ns=88_000_000 + offset)
+    rec.resumed(stop, target, OffsetEstimate(offset, 100_000, False, 5), tick_ns=1_000_000)
+    r = rec.record
+    assert r.downtime_ms == pytest.approx(88.6)
+    assert r.guest_downtime_ms == pytest.approx(87.0)
+    parts = r.stop_lag_ms + r.stop_copy_ms + r.delivery_ms + r.destination_load_ms + r.resume_ms
+    assert parts == pytest.approx(r.guest_downtime_ms, abs=1e-9)
+    assert (r.stop_copy_ms, r.destination_load_ms, r.resume_ms) == pytest.approx((50, 33, 3))
+    assert r.guest_downtime_uncertainty_ms == pytest.approx(1.1)
+
+
+def test_link_names_the_side_that_went_silent() -> None:
+    async def check() -> None:
+        link = Link("127.0.0.1:1", None, heartbeat_s=1.0, devices=0)
+        link.phase = "precopy"
+        now = time.monotonic()
+        link.last_heard = now - 3.0
+        link._last_tick = now  # this process ticked just now: the target is silent
+        with pytest.raises(MigrationFailed, match=r"target 127\.0\.0\.1:1 silent for 3"):
+            link.check_alive()
+        link._last_tick = now - 3.0  # this process did not run for 3 s: it was frozen
+        with pytest.raises(MigrationFailed, match=r"this source stalled for 3\.0s"):
+            link.check_alive()
+        link.last_heard = time.monotonic()  # a live return path: no failure
+        link._stall_s = 0.0
+        link._last_tick = time.monotonic()
+        link.check_alive()
+
+    asyncio.run(check())
+
+
+class _FakeLink:
+    def __init__(self) -> None:
+        self.written: list[bytes] = []
+
+    async def write(self, msg: object) -> None:
+        self.written.append(msg if isinstance(msg, bytes) else b"marker")
+
+
+def _devices() -> list[SourceDevice]:
+    devs = []
+    for i in range(2):
+        d = SourceDevice(DeviceConfig(f"vf{i}", initial_bytes=4 << 20, stop_copy_size=0,
+                                      block_size=1 << 20), seed=i)
+        d.set_state(VfioState.PRE_COPY)
+        devs.append(d)
+    return devs
+
+
+@pytest.mark.parametrize(("every_device", "expected"), [(True, 2 << 20), (False, 1 << 20)])
+def test_device_iteration_per_qemu_version(every_device: bool, expected: int) -> None:
+    # 9.0+: every device's save_live_iterate runs each pass; before, only the first that
+    # has not finished (the later ones wait behind it).
+    devs = _devices()
+    link = _FakeLink()
+    streams = DeviceStreams(link, devs, Counters(), lambda name: None)  # type: ignore[arg-type]
+    sent = asyncio.run(streams.send_precopy(lambda: 64 << 20, lambda n: None, every_device))
+    assert sent == expected
+    assert streams.next_seq == ([1, 1] if every_device else [1, 0])
