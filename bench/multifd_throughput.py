@@ -289,6 +289,13 @@ def main(argv: list[str] | None = None) -> int:
                       flush=True)
     finally:
         rx.close()
+    report(results, modes, counts, packets, with_asyncio=not args.no_asyncio)
+    print(f"load average at the end: {load_average()}")
+    return 0
+
+
+def report(results: dict[tuple[str, int, int], list[Trial]], modes: list[tuple[str, int, int]],
+           counts: list[int], packets: list[int], with_asyncio: bool) -> None:
     rows = [["measure", "connections", "median MiB/s", "min", "max", "sender CPU s/GiB",
              "receiver CPU s/GiB"]]
     for kind, n, pkt in sorted(modes, key=lambda m: (m[1], m[0] != "tcp", m[0], m[2])):
@@ -306,11 +313,9 @@ def main(argv: list[str] | None = None) -> int:
             goal = " (goal >= 0.8)" if n == 2 else ""
             print(f"ratio multifd ({pkt // 1024} KiB packets) / raw TCP, {n} connection(s) = "
                   f"{rate(results[('multifd', n, pkt)]) / tcp:.2f}{goal}")
-        if not args.no_asyncio:
+        if with_asyncio:
             print(f"ratio asyncio receiver / threaded receiver, raw TCP x{n} = "
                   f"{rate(results[('tcp-asyncio', n, 0)]) / tcp:.2f}")
-    print(f"load average at the end: {load_average()}")
-    return 0
 
 
 def label(kind: str, packet: int) -> str:

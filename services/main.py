@@ -31,7 +31,8 @@ async def serve(role: str, listen: str, metrics_listen: str = "",
         from services.source.server import SourceService
 
         metrics = SourceMetrics()
-        service: Any = SourceService(metrics, channel_credentials, max_running=max_sessions)
+        service: Any = SourceService(metrics, channel_credentials, max_running=max_sessions,
+                                     multifd_ssl=multifd_ssl_context)
         names = ["migbed.v1.Control"]
     elif role == "target":
         from migbed.core.limits import DEFAULT_IDLE_TIMEOUT_S

@@ -171,10 +171,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
         if args.role == "source":  # it dials the target as a client of the same lab CA
             channel_creds = tls.channel_credentials("source")
     multifd_ssl = None
-    if args.tls_dir and args.role == "target":  # the multifd channels: same lab CA
-        from migbed.dataplane.tls import server_context
+    if args.tls_dir:  # the multifd channels: same lab CA (the target serves, the source dials)
+        from migbed.dataplane.tls import client_context, server_context
 
-        multifd_ssl = server_context(args.tls_dir)
+        multifd_ssl = (server_context(args.tls_dir) if args.role == "target"
+                       else client_context(args.tls_dir))
     try:
         asyncio.run(serve(args.role, args.listen, args.metrics_listen or "", server_creds,
                           channel_creds, max_sessions=args.max_sessions,
@@ -375,6 +376,8 @@ _EXTENSIONS: dict[str, tuple[str, str, str]] = {
                  "drain a host of K guests under parallel-migration limits, per policy"),
     "qemu-compare": ("migbed.qemu.cli", "add_parser",
                      "a scenario's RAM side on real QEMU and on migbed, side by side"),
+    "predict": ("migbed.cli.sweeps", "add_predict_parser", "predict a scenario with the analytical model"),
+    "sweep": ("migbed.cli.sweeps", "add_sweep_parser", "run a scenario over a grid of values, measured and predicted"),
 }
 # The pip extra that brings each extension's dependencies (pip install 'migbed[EXTRA]').
 _EXTRA_OF = {"up": "stack", "down": "stack", "images": "stack", "report": "report",

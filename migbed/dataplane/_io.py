@@ -23,8 +23,8 @@ from collections.abc import Callable
 IOV_MAX = os.sysconf("SC_IOV_MAX") if hasattr(os, "sysconf") else 1024
 
 # What a blocking socket with a kernel timeout raises when the timeout passes with no
-# progress (a TLS socket raises the ssl "want" errors for the same EAGAIN).
-STALLED = (BlockingIOError, TimeoutError, ssl.SSLWantReadError, ssl.SSLWantWriteError)
+# progress (EAGAIN), and what a TLS socket with a Python timeout raises.
+STALLED = (BlockingIOError, TimeoutError)
 
 
 class PeerClosed(ConnectionError):
@@ -33,6 +33,27 @@ class PeerClosed(ConnectionError):
 
 class Stalled(TimeoutError):
     """No byte moved for the whole timeout."""
+
+
+def _stalled(e: OSError) -> Stalled:
+    """EAGAIN from the kernel timeout, Python's timeout (TLS), or ETIMEDOUT when the kernel
+    aborted the connection (TCP_USER_TIMEOUT: data, or zero-window probes, unacknowledged):
+    either way nothing moved for the whole timeout."""
+    return Stalled(str(e) or "timed out")
+
+
+def set_timeouts(sock: socket.socket, timeout_s: float, tls: bool | None = None) -> None:
+    """Bound every send and receive on `sock` by timeout_s of inactivity.
+
+    Plain TCP: a blocking fd with the timeout in the kernel (see above). TLS: Python's own
+    timeout, because the ssl module retries a blocking SSL_read/SSL_write that the kernel
+    timed out (WANT_READ on a blocking socket), which would wait forever; with a Python
+    timeout it polls and raises TimeoutError. `tls` says what `sock` will be wrapped into.
+    """
+    if is_tls(sock) if tls is None else tls:
+        sock.settimeout(timeout_s)
+    else:
+        set_kernel_timeouts(sock, timeout_s)
 
 
 def set_kernel_timeouts(sock: socket.socket, timeout_s: float) -> None:
@@ -69,7 +90,7 @@ def send_buffers(sock: socket.socket, bufs: list[memoryview]) -> int:
             while i < len(bufs) and bufs[i].nbytes == 0:
                 i += 1
     except STALLED as e:
-        raise Stalled(str(e) or "send timed out") from None
+        raise _stalled(e) from None
     return total
 
 
@@ -81,7 +102,7 @@ def recv_exact(sock: socket.socket, view: memoryview) -> None:
         try:
             n = sock.recv_into(view[got:], want - got, flags)
         except STALLED as e:
-            raise Stalled(str(e) or "receive timed out") from None
+            raise _stalled(e) from None
         if n == 0:
             raise PeerClosed(f"connection closed by the peer after {got} of {want} bytes")
         got += n
@@ -100,7 +121,7 @@ def recv_buffers(sock: socket.socket, bufs: list[memoryview]) -> None:
         try:
             n = sock.recvmsg_into(batch, 0, socket.MSG_WAITALL)[0]
         except STALLED as e:
-            raise Stalled(str(e) or "receive timed out") from None
+            raise _stalled(e) from None
         if n == 0:
             raise PeerClosed(f"connection closed by the peer with {want} bytes of pages due")
         while n:

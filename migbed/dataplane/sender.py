@@ -11,7 +11,15 @@ sync(generation) is QEMU's multifd_send_sync_main: a SYNC packet goes on every c
 everything queued before it, and the call returns once every channel has written it.
 
 The rate limit is not here: the engine's limiter budgets bytes across all channels and only
-submits what it allows. The queue bound only keeps the engine from running far ahead.
+submits what it allows. The queue bound only keeps the engine from running far ahead (up to
+queue_limit_bytes; a bandwidth window that must match the wire counts stats() bytes, which
+are written bytes, not submitted ones).
+
+Failure detection, all within heartbeat_timeout_s: a write that moves nothing for that long
+(the target stopped reading) fails the channel; an idle channel sends a keep-alive every
+keepalive_s, so the target can time out a silent source, and TCP_USER_TIMEOUT makes the
+kernel abort a connection whose link vanished without a RST; a reset or EOF fails at once.
+The first failure is `error`; submit/sync then raise it.
 """
 
 from __future__ import annotations
@@ -34,15 +42,16 @@ from migbed.dataplane._io import (
     PeerClosed,
     Stalled,
     send_buffers,
-    set_kernel_timeouts,
+    set_timeouts,
     shutdown_quietly,
 )
 
 log = logging.getLogger("migbed.dataplane")
 
 # QEMU sends 512 KiB packets; in Python every packet costs wake-ups and GIL hand-overs on
-# both sides, and bench/multifd_throughput.py --packet 512KiB,1MiB,4MiB measured CPU per GiB
-# falling with the packet size (sender 0.41 -> 0.24 s/GiB, raw TCP 0.16): 4 MiB it is.
+# both sides. bench/multifd_throughput.py --packet 512KiB,1MiB,4MiB (one run, loaded
+# machine) measured the sender's CPU per GiB falling with the packet size (0.41, 0.31,
+# 0.24 s/GiB; raw TCP 0.16); 16 MiB gained nothing more. 4 MiB it is.
 DEFAULT_PACKET_BYTES = 4 << 20
 DEFAULT_QUEUE_PACKETS = 4  # per channel
 DEFAULT_KEEPALIVE_S = 0.25
@@ -96,7 +105,7 @@ class MultifdSender:
                  ssl_context: ssl.SSLContext | None = None, *,
                  heartbeat_timeout_s: float = 5.0, packet_bytes: int = DEFAULT_PACKET_BYTES,
                  queue_packets: int = DEFAULT_QUEUE_PACKETS,
-                 keepalive_s: float = DEFAULT_KEEPALIVE_S) -> None:
+                 keepalive_s: float | None = None) -> None:
         if memory.ndim != 2 or memory.dtype != np.uint8 or not memory.flags.c_contiguous:
             raise ValueError("memory must be a C-contiguous 2-D uint8 array (pages x page_size)")
         if len(token) != pk.TOKEN_BYTES:
@@ -111,7 +120,10 @@ class MultifdSender:
             raise ValueError(f"packet_bytes {packet_bytes} is not in (0, {pk.MAX_PACKET_BYTES}]")
         self.packet_pages = max(1, packet_bytes // self.page_size)
         self.heartbeat_timeout_s = heartbeat_timeout_s
-        self.keepalive_s = keepalive_s
+        # An idle channel says it is alive well inside the target's silence timeout (the
+        # same heartbeat on both sides of a migration).
+        self.keepalive_s = keepalive_s if keepalive_s is not None else \
+            min(DEFAULT_KEEPALIVE_S, heartbeat_timeout_s / 4)
         self.queue_limit_bytes = queue_packets * channels * self.packet_pages * self.page_size
         self._ssl = ssl_context
         self._flat = memory.data.cast("B")  # all of RAM as one byte view: slices are free
@@ -125,11 +137,14 @@ class MultifdSender:
         self._error: MultifdError | None = None
         self._closed = False
         self._last_generation = 0
+        self._pages_submitted = 0  # pages handed to the channels, all rounds
 
     # ---------------------------------------------------------------- life cycle
 
     def connect(self, timeout_s: float) -> None:
         """Open every channel and send its hello; then start the channel threads."""
+        if self._channels or self._closed:
+            raise MultifdError("multifd sender: connect() once, before close()")
         try:
             for i in range(self.channels):
                 ch = _Channel(i, self._dial(i, timeout_s))
@@ -151,16 +166,22 @@ class MultifdSender:
             raw = socket.create_connection((self.host, self.port), timeout=timeout_s)
         except OSError as e:
             raise MultifdError(f"{where}: connect failed: {e}") from None
+        sock: socket.socket = raw
         try:
-            raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            sock: socket.socket = raw
-            if self._ssl is not None:
-                sock = self._ssl.wrap_socket(raw, server_hostname=self.host)  # handshake
+            # A link that silently vanishes (no RST, no FIN) under an idle channel: its
+            # keep-alives sit unacknowledged and the kernel aborts the connection after this
+            # long, so the next write fails within the heartbeat, not after TCP's ~15 min of
+            # retransmissions. A busy channel is caught by the send timeout already.
+            raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT,
+                           max(1, int(self.heartbeat_timeout_s * 1000)))
+            if self._ssl is not None:  # the TLS socket takes over the fd; handshake here
+                sock = self._ssl.wrap_socket(raw, server_hostname=self.host)
             hello = pk.Hello(self.token, index, self.channels, self.page_size, self.ram_pages)
             sock.sendall(pk.encode_hello(hello))
-            set_kernel_timeouts(sock, self.heartbeat_timeout_s)
+            set_timeouts(sock, self.heartbeat_timeout_s)
             return sock
         except (OSError, ssl.SSLError) as e:
+            sock.close()
             raw.close()
             raise MultifdError(f"{where}: {'TLS handshake' if self._ssl else 'hello'} "
                                f"failed: {e}") from None
@@ -265,6 +286,7 @@ class MultifdSender:
         self._next = (self._next + 1) % len(self._channels)
         with self._lock:
             self._queued_bytes += chunk.size * self.page_size
+        self._pages_submitted += chunk.size
         ch.queue.put(chunk)
 
     def submit(self, pages: np.ndarray) -> None:
@@ -290,13 +312,15 @@ class MultifdSender:
         self._check()
         return ok
 
-    async def sync(self, generation: int, timeout_s: float | None = None) -> None:
+    async def sync(self, generation: int, timeout_s: float | None = None) -> int:
         """Every channel writes SYNC(generation) after all pages queued before it; returns
-        when all have (QEMU's multifd_send_sync_main). Generations strictly increase."""
+        when all have (QEMU's multifd_send_sync_main), with the pages sent on all channels
+        up to this sync (MultifdSync.pages_sent). Generations strictly increase."""
         self._check()
         if generation <= self._last_generation:
             raise ValueError(f"sync generation {generation} must be > {self._last_generation}")
         self._last_generation = generation
+        pages = self._pages_submitted
         for ch in self._channels:
             ch.queue.put(_Sync(generation))
 
@@ -309,6 +333,7 @@ class MultifdSender:
             raise TimeoutError(f"multifd sync {generation}: channels {late} did not write "
                                f"it within {timeout_s:g} s")
         self._check()
+        return pages
 
     # ---------------------------------------------------------------- channel threads
 
@@ -342,13 +367,16 @@ class MultifdSender:
                 else:
                     return
         except Stalled:
-            self._fail(ch, f"the target read nothing for {self.heartbeat_timeout_s:g} s "
-                           "(heartbeat timeout)")
+            self._fail(ch, f"the target took nothing for {self.heartbeat_timeout_s:g} s: it "
+                           "stopped reading or the link is gone (heartbeat timeout)")
         except PeerClosed as e:
             self._fail(ch, str(e))
         except OSError as e:
             if not self._closed:  # else: close() shut the socket under a stuck send
                 self._fail(ch, f"connection lost: {e}")
+        except Exception as e:  # a bug must fail the migration, not kill the thread silently
+            log.exception("multifd channel %d: unexpected error", ch.index)
+            self._fail(ch, f"internal error: {e!r}")
 
     def _header(self, ch: _Channel, flags: int, count: int) -> bytes:
         h = pk.Header(flags, ch.index, ch.seq, ch.generation, count)
@@ -360,6 +388,8 @@ class MultifdSender:
         ch.stats.bytes += n
         if flag == pk.FLAG_SYNC:
             ch.stats.packets += 1
+        if flag != pk.FLAG_KEEPALIVE:
+            _push(ch.sock)
 
     def _write_pages(self, ch: _Channel, idx: np.ndarray) -> None:
         head = self._header(ch, self._index_flag, idx.size)
@@ -377,3 +407,14 @@ class MultifdSender:
 def new_token() -> bytes:
     """A fresh session token: the target makes one per migration and hands it to the source."""
     return secrets.token_bytes(pk.TOKEN_BYTES)
+
+
+def _push(sock: socket.socket) -> None:
+    """Send what Nagle holds back, now: a SYNC ends a round and the target waits for it.
+
+    Channels keep Nagle on: TCP_NODELAY on a bulk stream cost about 0.04 CPU s/GiB more on
+    the sender here (every short tail pushed as its own segment). Turning it on pushes the
+    pending segment at once (Linux), turning it off restores batching.
+    """
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 0)

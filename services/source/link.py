@@ -207,11 +207,10 @@ class Link:
             self._watch_write(now)
 
     async def wait_for(self, what: str, check: Callable[[], None],
-                       timeout: float | None = None, also: str = "") -> pb.TargetMessage:
-        """Wait until the return path delivers `what` (or `also`), running `check`
-        (liveness, cancel) meanwhile."""
+                       timeout: float | None = None) -> pb.TargetMessage:
+        """Wait until the return path delivers `what`, running `check` (liveness, cancel)."""
         deadline = time.monotonic() + timeout if timeout else None
-        while what not in self.got and (not also or also not in self.got):
+        while what not in self.got:
             check()
             self.check_alive()
             if deadline is not None and time.monotonic() > deadline:
@@ -219,7 +218,7 @@ class Link:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._changed.wait(), 0.05)
             self._changed.clear()
-        return self.got[what] if what in self.got else self.got[also]
+        return self.got[what]
 
     # ------------------------------------------------------------ return path
 

@@ -101,10 +101,8 @@ class Switchover:
     async def _wait_shut(self) -> int:
         """MIG_RP_MSG_SHUT: the target has loaded everything. Returns its arrival (ns)."""
         link = self.p.link
-        # A target without Shut (before the inline-load target) ends with Resumed, which it
-        # also sends only once every device is loaded.
-        msg = await link.wait_for("shut", self.p.check, also="resumed")
-        return link.got_at_ns[msg.WhichOneof("body") or "shut"]
+        await link.wait_for("shut", self.p.check)
+        return link.got_at_ns["shut"]
 
     # ------------------------------------------------------------ after completion
 
@@ -121,7 +119,7 @@ class Switchover:
                                                                devices=dev_digests)))
         resumed = (await p.link.wait_for("resumed", p.check)).resumed
         received = (await p.link.wait_for("received", p.check)).received
-        shut = p.link.got.get("shut")
+        shut = p.link.got.get("shut")  # absent without the return path
         loads_done = shut.shut.target_loads_done_ns if shut else resumed.target_loads_done_ns
         p.recorder.resumed(times, TargetTimes(received.target_recv_ns, loads_done,
                                               resumed.target_first_tick_ns),

@@ -108,12 +108,14 @@ class MultifdRam:
             return  # nothing sent since the last sync
         self.generation += 1
         try:
-            await self.sender.sync(self.generation, self.heartbeat_s)
+            # The sender's own count of pages written before this SYNC (it sends a page
+            # given twice in one batch once): the number the target checks exactly.
+            sent = await self.sender.sync(self.generation, self.heartbeat_s)
         except (MultifdError, TimeoutError) as e:
             raise MigrationFailed(f"multifd: {e}") from None
         self._synced_pages = self.pages_sent
         await self.link.write(pb.SourceMessage(multifd_sync=pb.MultifdSync(
-            generation=self.generation, pages_sent=self.pages_sent)))
+            generation=self.generation, pages_sent=sent)))
 
     def check(self) -> None:
         err = self.sender.error

@@ -327,15 +327,17 @@ class TargetSession:
                          "channels (setup.multifd_channels = 0)")
         silence = self.setup.heartbeat_timeout_s or lim.HEARTBEAT_TIMEOUT_S[1]
         try:
-            await self.multifd.wait_sync(m.generation, silence)
+            # Pages the channels delivered before this generation's SYNC: exactly what the
+            # source wrote before it, neither fewer (lost) nor more (stray pages in RAM).
+            through = await self.multifd.wait_sync(m.generation, silence)
         except TimeoutError as e:
             raise _error("DEADLINE_EXCEEDED", f"multifd_sync.generation = {m.generation}: {e}") from None
         except MultifdError as e:  # a channel failed
             raise _error("UNAVAILABLE", f"multifd channel failed: {e}") from None
-        got = self.multifd_pages()  # may include pages of the next round already
-        if m.pages_sent > got:
+        if through != m.pages_sent:
             raise _error("DATA_LOSS", f"multifd_sync.pages_sent = {m.pages_sent}, the channels "
-                         f"delivered {got}")
+                         f"delivered {through} before this sync")
+        got = self.multifd_pages()  # may include pages of the next round already
         self._count("ram", (got - self._multifd_counted) * self.memory.page_size)
         self._multifd_counted = got
 

@@ -61,7 +61,7 @@ def listener(no_leaks: None) -> Iterator[MultifdListener]:
 @pytest.fixture(scope="session")
 def tls_dirs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """Two labs, two CAs: certificates of `lab` work together, `other`'s are strangers."""
-    from migbed.orchestration.certs import make_certs
+    from migbed.env.certs import make_certs
     base = tmp_path_factory.mktemp("multifd-tls")
     make_certs(base / "lab")
     make_certs(base / "other")

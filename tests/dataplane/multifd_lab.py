@@ -81,3 +81,36 @@ def peer_closed(s: socket.socket, timeout_s: float = 2.0) -> bool:
         return True
     except TimeoutError:
         return False
+
+
+def serve_one_session(host: str, token_hex: str, pages: int, channels: int,
+                      silence_s: float) -> None:
+    """A target in its own process (maybe in a network namespace): prints its port, then the
+    session's error when one comes; ends when stdin closes."""
+    import sys
+    import threading
+
+    ram = np.zeros((pages, PAGE), np.uint8)
+    with MultifdListener(host) as listener:
+        session = listener.register(bytes.fromhex(token_hex), ram, channels, PAGE, silence_s)
+        print(f"port {listener.port}", flush=True)
+        done = threading.Event()
+
+        def watch() -> None:
+            while not done.is_set():
+                if session.error is not None:
+                    print(f"error {session.error}", flush=True)
+                    return
+                time.sleep(0.01)
+
+        t = threading.Thread(target=watch)
+        t.start()
+        sys.stdin.read()
+        done.set()
+        t.join()
+
+
+if __name__ == "__main__":
+    import sys
+    serve_one_session(sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]),
+                      float(sys.argv[5]))

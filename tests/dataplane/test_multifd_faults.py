@@ -5,18 +5,24 @@ still serves a good migration afterwards."""
 from __future__ import annotations
 
 import asyncio
+import select
 import socket
+import subprocess
+import sys
 import threading
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
+from faultlab import NetnsLink, require_root
 from multifd_lab import PAGE, dial, good_transfer, hello, page_packet, peer_closed, wait_until
 
 from migbed.dataplane import packet as pk
 from migbed.dataplane._io import shutdown_quietly
 from migbed.dataplane.receiver import MultifdListener
 from migbed.dataplane.sender import MultifdError, MultifdSender, new_token
+from migbed.dataplane.tls import client_context, server_context
 
 TIMEOUT = 1.0  # the heartbeat / silence timeout of these tests
 
@@ -99,7 +105,7 @@ def test_a_target_that_stops_reading_fails_the_sender_within_the_heartbeat(
         pump = _pump(sender, ram64.shape[0], stop)
         try:
             wait_until(lambda: sender.error is not None, 3.0)
-            assert "the target read nothing for 0.5 s" in str(sender.error)
+            assert "the target took nothing for 0.5 s" in str(sender.error)
         finally:
             stop.set()
             pump.join(5.0)
@@ -257,3 +263,95 @@ def test_register_refuses_bad_arguments(listener: MultifdListener) -> None:
     listener.unregister(token)
     with pytest.raises(ValueError, match="pages: index outside RAM"):
         MultifdSender("127.0.0.1", 1, new_token(), 1, ram)._packets(np.array([16]))
+
+
+# ---------------------------------------------------------------- the same over TLS
+
+
+def test_tls_silent_channel_and_silent_handshake(tls_listener: MultifdListener,
+                                                 tls_dirs: tuple[Path, Path],
+                                                 ram64: np.ndarray) -> None:
+    """TLS needs its own timeouts (the ssl module retries a kernel-timed-out read): a
+    connection that never starts its handshake is dropped, and a channel that goes quiet
+    after its hello fails the session, each within its timeout."""
+    n = len(tls_listener.refusals)
+    mute = dial(tls_listener)
+    assert peer_closed(mute, 3.0)
+    mute.close()
+    _refused(tls_listener, n, "no hello within 0.5 s")
+
+    token = new_token()
+    session = tls_listener.register(token, np.zeros((16, PAGE), np.uint8), 1, PAGE, TIMEOUT)
+    ctx = client_context(tls_dirs[0])
+    raw = dial(tls_listener)
+    s = ctx.wrap_socket(raw, server_hostname="127.0.0.1")
+    s.sendall(hello(token))
+    took = wait_until(lambda: session.error is not None, TIMEOUT + 1.0)
+    assert "silent for 1 s" in str(session.error) and took <= TIMEOUT + 0.5
+    s.close()
+    tls_listener.unregister(token)
+    good_transfer(tls_listener, ram64[:1024], channels=2, ssl_context=ctx)
+
+
+def test_tls_target_that_stops_reading_fails_the_sender(no_leaks: None, tls_dirs: tuple[Path, Path],
+                                                        ram64: np.ndarray) -> None:
+    sctx = server_context(tls_dirs[0])
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        sender = MultifdSender("127.0.0.1", server.getsockname()[1], new_token(), 1, ram64,
+                               ssl_context=client_context(tls_dirs[0]), heartbeat_timeout_s=0.5)
+        result: list[socket.socket] = []
+        acceptor = threading.Thread(  # the handshake needs the server side to answer
+            target=lambda: result.append(sctx.wrap_socket(server.accept()[0], server_side=True)))
+        acceptor.start()
+        sender.connect(2.0)
+        acceptor.join()
+        stop = threading.Event()
+        pump = _pump(sender, ram64.shape[0], stop)
+        try:
+            wait_until(lambda: sender.error is not None, 3.0)
+            assert "the target took nothing for 0.5 s" in str(sender.error)
+        finally:
+            stop.set()
+            pump.join(5.0)
+            sender.close(grace_s=0.5)
+            result[0].close()
+
+
+# ---------------------------------------------------------------- a pulled cable
+
+
+def _line(proc: subprocess.Popen[str], timeout_s: float) -> str:
+    assert proc.stdout is not None
+    ready, _, _ = select.select([proc.stdout], [], [], timeout_s)
+    return proc.stdout.readline().strip() if ready else ""
+
+
+def test_a_pulled_cable_under_an_idle_channel_fails_both_sides(no_leaks: None,
+                                                               ram64: np.ndarray) -> None:
+    """The target in a network namespace; the link goes down with no RST and no FIN. The
+    idle sender's keep-alives go unacknowledged (TCP_USER_TIMEOUT) and the target hears
+    nothing: each side reports the channel within its timeout."""
+    require_root("a cut link (network namespace)")
+    src = ram64[:64]
+    token = new_token()
+    with NetnsLink() as link, subprocess.Popen(
+            [*link.wrapper, sys.executable, str(Path(__file__).with_name("multifd_lab.py")),
+             link.ns_ip, token.hex(), str(src.shape[0]), "1", str(TIMEOUT)],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True) as target:
+        port = int(_line(target, 10.0).split()[1])
+        sender = MultifdSender(link.ns_ip, port, token, 1, src, heartbeat_timeout_s=TIMEOUT,
+                               keepalive_s=0.1)
+        try:
+            sender.connect(5.0)
+            asyncio.run(sender.submit_async(np.arange(src.shape[0])))
+            asyncio.run(sender.sync(1))
+            link.cut()
+            took = wait_until(lambda: sender.error is not None, TIMEOUT + 1.0)
+            assert "multifd channel 0: the target took nothing for 1 s" in str(sender.error)
+            line = _line(target, TIMEOUT + 1.0 - took)
+            assert line.startswith("error channel 0 silent for 1 s"), line
+        finally:
+            sender.close(grace_s=0.2)
+            assert target.stdin is not None
+            target.stdin.close()
+            target.wait(10)

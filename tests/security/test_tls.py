@@ -102,6 +102,20 @@ def test_mtls_migration_works(lab: Lab, labs: tuple[Path, Path]) -> None:
     stop_cleanly(target)
 
 
+def test_mtls_migration_over_multifd_channels(lab: Lab, labs: tuple[Path, Path]) -> None:
+    """RAM on two multifd channels under the same lab's mutual TLS as the main channel."""
+    a, _ = labs
+    target, source = _start_tls(lab, "target", a), _start_tls(lab, "source", a)
+    ctl = control(source, a)
+    toml = scenario_toml("tls-multifd", migration={"multifd": True, "multifd-channels": 2})
+    rec = start_run(ctl, toml, "switchover-ack", target.address).result(60)
+    assert rec.outcome == "completed" and rec.verified, rec.error
+    assert rec.multifd_channels == 2 and all(b > 0 for b in rec.multifd_channel_bytes)
+    ctl.close()
+    stop_cleanly(source)
+    stop_cleanly(target)
+
+
 def test_source_refuses_a_target_of_another_ca(lab: Lab, labs: tuple[Path, Path]) -> None:
     """The issue's test: a TLS source refuses a target whose certificate another CA signed."""
     a, b = labs

@@ -100,7 +100,8 @@ def test_a_dropped_channel_fails_the_session(target: Service) -> None:
     wait_until(lambda: no_sessions(target.address), 10, "the session to be freed")
 
 
-def test_a_sync_whose_page_count_disagrees_is_data_loss(target: Service) -> None:
+@pytest.mark.parametrize("claimed", [120, 80])  # pages lost / stray pages in RAM
+def test_a_sync_whose_page_count_disagrees_is_data_loss(target: Service, claimed: int) -> None:
     memory = GuestMemory(RAM, PAGE, seed=5)
 
     def script(st: Stream) -> Iterator[pb.SourceMessage]:
@@ -108,7 +109,7 @@ def test_a_sync_whose_page_count_disagrees_is_data_loss(target: Service) -> None
         sender = dial(st, target.address, memory, 1)
         sender.submit(np.arange(100, dtype=np.int64))
         asyncio.run(sender.sync(1, 10))
-        yield pb.SourceMessage(multifd_sync=pb.MultifdSync(generation=1, pages_sent=120))
+        yield pb.SourceMessage(multifd_sync=pb.MultifdSync(generation=1, pages_sent=claimed))
         st.done.wait(10)
         sender.close(abort=True)
 
@@ -116,4 +117,5 @@ def test_a_sync_whose_page_count_disagrees_is_data_loss(target: Service) -> None
     st.run(script)
     st.done.wait(15)
     assert st.error is not None and st.error.code() == grpc.StatusCode.DATA_LOSS, st.error
-    assert "multifd_sync.pages_sent = 120" in str(st.error.details())
+    assert f"multifd_sync.pages_sent = {claimed}, the channels delivered 100" \
+        in str(st.error.details())

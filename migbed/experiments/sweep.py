@@ -1,0 +1,544 @@
+"""Sweeps: a base scenario crossed with axes of values, each cell run under several policies.
+
+A sweep is data (``SweepSpec``): a base scenario, fixed overrides, axes (``KEY=v1,v2,...``
+with KEY a scenario path: ``migration.max-bandwidth``, ``device.vf0.load-setup-time``),
+policies and repeats. Everything is validated before anything runs, with the scenario's own
+validator, so a bad axis is refused naming its key.
+
+A run directory holds ``sweep.json`` (the spec), ``runs.jsonl`` (one line per finished run,
+appended, flushed and fsynced at once: a killed sweep loses only the run in flight) and
+``predictions.json`` (the model for every cell). ``resume`` continues a directory: runs
+already in ``runs.jsonl`` are not redone, so each (cell, policy) ends with exactly
+``repeat`` runs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import json
+import os
+import re
+import tomllib
+import uuid
+from collections.abc import Iterable, Iterator
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from migbed.core.policy import POLICIES
+from migbed.core.scenario import Scenario, ScenarioError, builtin_scenario_text, parse_scenario
+from migbed.measure.record import RunRecord
+
+MAX_CELLS_RUN = 1000  # a measured sweep bigger than this is a mistake (hours of runs)
+MAX_CELLS_PREDICT = 200_000
+_SECTIONS = ("guest", "migration", "link")
+
+
+class SweepError(ScenarioError):
+    """A sweep that cannot run as asked; str() names the key or file and what is allowed."""
+
+
+# ---------------------------------------------------------------- scenario overrides
+
+
+def coerce_value(text: str) -> Any:
+    """A command-line value as TOML would type it: true/false, integers, else a string."""
+    if text in ("true", "false"):
+        return text == "true"
+    if re.fullmatch(r"-?[0-9]+", text):
+        return int(text)
+    return text
+
+
+def _set_key(data: dict[str, Any], key: str, value: Any) -> None:
+    path = key.split(".")
+    if path[0] == "device":
+        if len(path) != 3:
+            raise SweepError(f"{key}: a device key is device.NAME.KEY (e.g. device.vf0.load-setup-time)")
+        devices = data.get("device", [])
+        names = [d.get("name") for d in devices if isinstance(d, dict)]
+        match = [d for d in devices if isinstance(d, dict) and d.get("name") == path[1]]
+        if not match:
+            raise SweepError(f"{key}: no device named {path[1]!r} in the scenario "
+                             f"(devices: {', '.join(map(str, names)) or 'none'})")
+        match[0][path[2]] = value
+    elif len(path) == 1 and path[0] == "name":
+        data["name"] = value
+    elif len(path) == 2 and path[0] in _SECTIONS:
+        section = data.setdefault(path[0], {})
+        if not isinstance(section, dict):
+            raise SweepError(f"{key}: [{path[0]}] is not a table in the scenario")
+        section[path[1]] = value
+    else:
+        raise SweepError(f"{key}: unknown key (allowed: name, guest.KEY, migration.KEY, "
+                         "link.KEY, device.NAME.KEY)")
+
+
+def apply_overrides(scenario_text: str, overrides: dict[str, Any]) -> str:
+    """The scenario with each KEY (a dotted path) set to its value, as TOML text.
+
+    Only the shape is checked here (the section, the device name); the values are the
+    scenario validator's business (parse_scenario on the result)."""
+    return _overridden(_toml_data(scenario_text), overrides)
+
+
+def _toml_data(scenario_text: str) -> dict[str, Any]:
+    try:
+        return tomllib.loads(scenario_text)
+    except tomllib.TOMLDecodeError as e:
+        raise SweepError(f"base scenario: not valid TOML: {e}") from None
+
+
+def _overridden(data: dict[str, Any], overrides: dict[str, Any]) -> str:
+    data = json.loads(json.dumps(data))  # a deep copy (TOML values are JSON values here)
+    for key, value in overrides.items():
+        _set_key(data, key, value)
+    return dump_toml(data)
+
+
+def _toml_value(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, int | float):
+        return repr(v)
+    if isinstance(v, str):
+        return json.dumps(v)  # a JSON string is a valid TOML basic string
+    if isinstance(v, list):
+        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
+    raise SweepError(f"cannot write {v!r} as a scenario value")
+
+
+def dump_toml(data: dict[str, Any]) -> str:
+    """TOML for a scenario's shape: top-level values, tables, arrays of tables."""
+    lines = [f"{k} = {_toml_value(v)}" for k, v in data.items() if not isinstance(v, dict | list)
+             or (isinstance(v, list) and not all(isinstance(x, dict) for x in v))]
+    for k, v in data.items():
+        if isinstance(v, dict):
+            lines += ["", f"[{k}]", *(f"{kk} = {_toml_value(vv)}" for kk, vv in v.items())]
+    for k, v in data.items():
+        if isinstance(v, list) and v and all(isinstance(x, dict) for x in v):
+            for item in v:
+                lines += ["", f"[[{k}]]", *(f"{kk} = {_toml_value(vv)}" for kk, vv in item.items())]
+    return "\n".join(lines) + "\n"
+
+
+# ---------------------------------------------------------------- the spec
+
+
+@dataclass(frozen=True)
+class Axis:
+    key: str
+    values: tuple[Any, ...]
+
+
+@dataclass(frozen=True)
+class Cell:
+    index: int
+    values: dict[str, Any]
+    text: str  # the cell's scenario TOML
+    scenario: Scenario | None = field(default=None, compare=False, repr=False)  # once validated
+
+    @property
+    def label(self) -> str:
+        return ", ".join(f"{k.rsplit('.', 1)[-1]}={v}" for k, v in self.values.items())
+
+
+@dataclass
+class SweepSpec:
+    name: str
+    base_text: str  # the base scenario with the fixed overrides applied
+    axes: list[Axis]
+    policies: list[str]
+    repeat: int = 1
+    description: str = ""
+    local: bool = True  # measured between two local processes (the link is not shaped)
+    sweep_id: str = field(default_factory=lambda: uuid.uuid4().hex[:8])
+
+    def cells(self) -> list[Cell]:
+        combos = itertools.product(*(a.values for a in self.axes))
+        base = _toml_data(self.base_text)
+        out = []
+        for i, combo in enumerate(combos):
+            values = dict(zip((a.key for a in self.axes), combo, strict=True))
+            # One scenario name for every cell: Prometheus labels stay bounded (the sweep's
+            # name is the scenario label; the cell goes only into the run record).
+            out.append(Cell(i, values, _overridden(base, {**values, "name": self.name})))
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["axes"] = [{"key": a.key, "values": list(a.values)} for a in self.axes]
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> SweepSpec:
+        d = dict(d)
+        d["axes"] = [Axis(a["key"], tuple(a["values"])) for a in d["axes"]]
+        return cls(**d)
+
+    @property
+    def cell_count(self) -> int:
+        n = 1
+        for a in self.axes:
+            n *= len(a.values)
+        return n
+
+
+def parse_vary(items: Iterable[str]) -> list[Axis]:
+    """--vary KEY=v1,v2,... into axes (values typed as TOML would)."""
+    axes: list[Axis] = []
+    for item in items:
+        key, eq, rest = item.partition("=")
+        key = key.strip()
+        if not eq or not key:
+            raise SweepError(f"--vary {item!r}: expected KEY=v1,v2,... "
+                             "(e.g. --vary device.vf0.load-setup-time=200ms,1s)")
+        values = [v.strip() for v in rest.split(",")] if rest.strip() else []
+        if any(not v for v in values):
+            raise SweepError(f"--vary {key}: an empty value in {rest!r}")
+        axes.append(Axis(key, tuple(coerce_value(v) for v in values)))
+    return axes
+
+
+def validate(spec: SweepSpec, max_cells: int = MAX_CELLS_RUN) -> list[Cell]:
+    """Every axis and every cell checked by the scenario validator; the cells, or SweepError."""
+    if not spec.axes:
+        raise SweepError("a sweep needs at least one axis (--vary KEY=v1,v2,...)")
+    bad = [p for p in spec.policies if p not in POLICIES]
+    if bad or not spec.policies:
+        raise SweepError(f"policy {', '.join(bad) or '(none)'}: allowed {', '.join(POLICIES)}")
+    if not 1 <= spec.repeat <= 100:
+        raise SweepError(f"repeat = {spec.repeat}: allowed 1..100")
+    seen: set[str] = set()
+    for axis in spec.axes:
+        _check_axis(spec, axis, seen)
+    if spec.cell_count > max_cells:
+        raise SweepError(f"{spec.cell_count} cells: at most {max_cells} here")
+    cells = []
+    for cell in spec.cells():
+        try:
+            cells.append(replace(cell, scenario=parse_scenario(cell.text, f"cell {cell.index}")))
+        except ScenarioError as e:
+            raise SweepError(f"cell {cell.label}: {e}") from None
+    return cells
+
+
+def _check_axis(spec: SweepSpec, axis: Axis, seen: set[str]) -> None:
+    if axis.key in seen:
+        raise SweepError(f"--vary {axis.key}: given twice")
+    seen.add(axis.key)
+    if not axis.values:
+        raise SweepError(f"--vary {axis.key}: an empty list of values")
+    if len(set(map(str, axis.values))) != len(axis.values):
+        raise SweepError(f"--vary {axis.key}: a value is repeated in {list(axis.values)}")
+    if axis.key == "name":
+        raise SweepError("--vary name: the scenario name is the sweep's (a bounded metric label)")
+    if spec.local and axis.key.startswith("link."):
+        raise SweepError(f"--vary {axis.key}: local processes on loopback have no shaped link "
+                         "(nothing applies [link] there); vary migration.max-bandwidth instead")
+    for v in axis.values:
+        try:
+            parse_scenario(apply_overrides(spec.base_text, {axis.key: v}), axis.key)
+        except ScenarioError as e:
+            raise SweepError(f"--vary {axis.key}={v}: {e}") from None
+
+
+# ---------------------------------------------------------------- sweep files
+
+
+def builtin_sweeps() -> list[str]:
+    from importlib import resources
+
+    folder = resources.files("migbed").joinpath("sweeps")
+    return sorted(p.name[:-5] for p in folder.iterdir() if p.name.endswith(".toml"))
+
+
+def _sweep_text(name_or_path: str) -> tuple[str, Path | None]:
+    from importlib import resources
+
+    path = Path(name_or_path)
+    if path.suffix == ".toml" or path.exists():
+        try:
+            return path.read_text(encoding="utf-8"), path.parent
+        except OSError as e:
+            raise SweepError(f"cannot read sweep file {path}: {e.strerror}") from None
+    res = resources.files("migbed").joinpath(f"sweeps/{name_or_path}.toml")
+    if not res.is_file():
+        raise SweepError(f"no built-in sweep {name_or_path!r} (have: {', '.join(builtin_sweeps())})")
+    return res.read_text(), None
+
+
+def base_scenario_text(name_or_path: str, folder: Path | None = None) -> str:
+    path = Path(name_or_path)
+    if folder is not None and not path.is_absolute() and (folder / path).exists():
+        path = folder / path
+    if path.suffix == ".toml" or path.exists():
+        try:
+            text = path.read_text(encoding="utf-8")
+        except OSError as e:
+            raise SweepError(f"cannot read scenario file {path}: {e.strerror}") from None
+    else:
+        text = builtin_scenario_text(name_or_path)
+    parse_scenario(text, str(name_or_path))
+    return text
+
+
+def load_sweep(name_or_path: str, local: bool = True) -> SweepSpec:
+    """A sweep file (TOML: name, description, scenario, policies, repeat, [set], [[axis]])."""
+    text, folder = _sweep_text(name_or_path)
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise SweepError(f"sweep {name_or_path}: not valid TOML: {e}") from None
+    allowed = {"name", "description", "scenario", "policies", "repeat", "set", "axis"}
+    unknown = sorted(set(data) - allowed)
+    if unknown:
+        raise SweepError(f"sweep {name_or_path}: unknown key(s) {', '.join(unknown)} "
+                         f"(allowed: {', '.join(sorted(allowed))})")
+    for key in ("name", "scenario", "axis"):
+        if key not in data:
+            raise SweepError(f"sweep {name_or_path}: {key} is required")
+    base = base_scenario_text(str(data["scenario"]), folder)
+    fixed = data.get("set", {})
+    if not isinstance(fixed, dict):
+        raise SweepError(f"sweep {name_or_path}: [set] must be a table of KEY = value")
+    if not isinstance(data["axis"], list):
+        raise SweepError(f"sweep {name_or_path}: axis must be [[axis]] tables (key, values)")
+    axes = []
+    for i, a in enumerate(data["axis"]):
+        if not isinstance(a, dict) or set(a) != {"key", "values"} or not isinstance(a["values"], list):
+            raise SweepError(f"sweep {name_or_path}: axis[{i}] needs exactly key and values (a list)")
+        axes.append(Axis(str(a["key"]), tuple(a["values"])))
+    try:
+        base = apply_overrides(base, fixed)
+        parse_scenario(base, f"sweep {name_or_path} [set]")
+    except ScenarioError as e:
+        raise SweepError(f"sweep {name_or_path} [set]: {e}") from None
+    policies = data.get("policies", ["legacy", "switchover-ack"])
+    if not isinstance(policies, list) or not all(isinstance(p, str) for p in policies):
+        raise SweepError(f"sweep {name_or_path}: policies must be a list of names ({', '.join(POLICIES)})")
+    repeat = data.get("repeat", 1)
+    if isinstance(repeat, bool) or not isinstance(repeat, int):
+        raise SweepError(f"sweep {name_or_path}: repeat = {repeat!r}: an integer 1..100")
+    return SweepSpec(str(data["name"]), base, axes, policies, repeat, str(data.get("description", "")), local)
+
+
+# ---------------------------------------------------------------- the run directory
+
+
+SPEC_FILE, RUNS_FILE, PREDICTIONS_FILE = "sweep.json", "runs.jsonl", "predictions.json"
+
+
+def write_spec(out: Path, spec: SweepSpec, extra: dict[str, Any]) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    tmp = out / (SPEC_FILE + ".tmp")
+    tmp.write_text(json.dumps({**spec.to_dict(), **extra}, indent=1))
+    os.replace(tmp, out / SPEC_FILE)
+
+
+def read_spec(out: Path) -> tuple[SweepSpec, dict[str, Any]]:
+    try:
+        d = json.loads((out / SPEC_FILE).read_text())
+    except (OSError, ValueError) as e:
+        raise SweepError(f"--resume {out}: no readable {SPEC_FILE} ({e})") from None
+    if not isinstance(d, dict):
+        raise SweepError(f"--resume {out}: {SPEC_FILE} is not a sweep definition")
+    extra = {k: d.pop(k) for k in list(d) if k not in SweepSpec.__dataclass_fields__}
+    try:
+        return SweepSpec.from_dict(d), extra
+    except (KeyError, TypeError, ValueError) as e:
+        raise SweepError(f"--resume {out}: {SPEC_FILE} is not a sweep definition ({e!r})") from None
+
+
+@dataclass
+class FinishedRun:
+    cell: int
+    policy: str
+    repeat: int
+    record: RunRecord
+
+
+def append_run(out: Path, run: FinishedRun) -> None:
+    """One line, flushed and fsynced before the next run starts."""
+    line = json.dumps({"cell": run.cell, "policy": run.policy, "repeat": run.repeat,
+                       "record": run.record.to_dict()})
+    with open(out / RUNS_FILE, "a", encoding="utf-8") as fh:
+        fh.write(line + "\n")
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+def read_runs(out: Path, repair: bool = False) -> list[FinishedRun]:
+    """The finished runs; a torn last line (killed mid-write) is dropped (and cut off with
+    repair=True); a (cell, policy, repeat) seen twice keeps its first record."""
+    path = out / RUNS_FILE
+    if not path.exists():
+        return []
+    raw = path.read_bytes()
+    good_end = raw.rfind(b"\n") + 1
+    if repair and good_end < len(raw):
+        with open(path, "r+b") as fh:
+            fh.truncate(good_end)
+            fh.flush()
+            os.fsync(fh.fileno())
+    runs: dict[tuple[int, str, int], FinishedRun] = {}
+    for number, line in enumerate(raw[:good_end].splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            d = json.loads(line)
+            key = (int(d["cell"]), str(d["policy"]), int(d["repeat"]))
+            runs.setdefault(key, FinishedRun(*key, RunRecord.from_dict(d["record"])))
+        except (ValueError, KeyError, TypeError) as e:
+            raise SweepError(f"{path}:{number}: not a run record this migbed can read ({e!r}); edited by "
+                             "hand, or written by another migbed version?") from None
+    return list(runs.values())
+
+
+def remaining(spec: SweepSpec, done: Iterable[FinishedRun]) -> list[tuple[int, int, str]]:
+    """(cell, repeat, policy) still to run, cell by cell, policies interleaved per repeat."""
+    have = {(r.cell, r.policy, r.repeat) for r in done}
+    return [(c, r, p) for c in range(spec.cell_count) for r in range(spec.repeat)
+            for p in spec.policies if (c, p, r) not in have]
+
+
+# ---------------------------------------------------------------- predictions
+
+
+def predict_cells(spec: SweepSpec, cells: list[Cell], params: Any) -> list[dict[str, Any]]:
+    """The model for every cell: [{cell, values, prediction}] (JSON-ready)."""
+    from migbed.model import predict
+
+    out = []
+    for cell in cells:
+        sc = cell.scenario or parse_scenario(cell.text, f"cell {cell.index}")
+        out.append({"cell": cell.index, "values": cell.values,
+                    "prediction": predict(sc, spec.policies, params).to_dict()})
+    return out
+
+
+def write_predictions(out: Path, predictions: list[dict[str, Any]], params: Any) -> None:
+    tmp = out / (PREDICTIONS_FILE + ".tmp")
+    tmp.write_text(json.dumps({"params": asdict(params), "cells": predictions}, indent=1,
+                              default=_json_number))
+    os.replace(tmp, out / PREDICTIONS_FILE)
+
+
+def _json_number(x: Any) -> Any:
+    return str(x)
+
+
+# ---------------------------------------------------------------- running
+
+
+def _pdeathsig_wrapper() -> list[str]:
+    """Local services die with the sweep process, even on SIGKILL (util-linux setpriv):
+    a killed sweep leaves no orphan services behind, and --resume starts fresh ones."""
+    import shutil
+
+    setpriv = shutil.which("setpriv")
+    return [setpriv, "--pdeathsig", "KILL", "--"] if setpriv else []
+
+
+def _run_one(control: Any, spec: SweepSpec, cell: Cell, policy: str, repeat: int,
+             target: str) -> RunRecord:
+    run_id = f"{spec.name}-c{cell.index}-{policy}-r{repeat}-{spec.sweep_id}"
+    labels = {"repeat": str(repeat), "sweep": spec.sweep_id, "cell": str(cell.index),
+              **{f"axis:{k}": str(v) for k, v in cell.values.items()}}
+    control.start(cell.text, policy, target, run_id, labels)
+    record: RunRecord = control.watch(run_id)
+    record.labels.update({k: v for k, v in labels.items() if k != "repeat"})
+    return record
+
+
+@contextlib.contextmanager
+def services(out: Path, source: str = "", target: str = "") -> Iterator[tuple[str, str]]:
+    """(source, target) addresses: the given ones, or two local processes started here (their
+    pids in out/logs/stack.json) and stopped on the way out, or with us if we are killed."""
+    if source:
+        yield source, target
+        return
+    from migbed.experiments.localstack import start_service
+
+    logs = out / "logs"
+    wrap = _pdeathsig_wrapper()
+    with contextlib.ExitStack() as stack:
+        tsvc = start_service("target", logs, wrapper=wrap)
+        stack.callback(tsvc.stop)
+        ssvc = start_service("source", logs, wrapper=wrap)
+        stack.callback(ssvc.stop)
+        (logs / "stack.json").write_text(json.dumps(
+            {svc.role: {"pid": svc.process.pid, "address": svc.address} for svc in (tsvc, ssvc)}))
+        yield ssvc.address, tsvc.address
+
+
+CALIBRATION_SCENARIO = """\
+# The wire's rate, as the model's input: a threshold so high that the first check switches
+# over, so the whole RAM goes in the final copy, at the wire's speed (no rate limit there).
+name = "wire-calibration"
+[guest]
+ram-size = "256MiB"
+[migration]
+max-bandwidth = "1MiB/s"
+avail-switchover-bandwidth = "100GiB/s"
+downtime-limit = "2000s"
+warmup = "100ms"
+"""
+
+
+def measure_wire_rate(source: str, target: str, runs: int = 3) -> float:
+    """Bytes/s the engine's own stream moves between these services with no rate limit: a
+    RAM-only migration whose RAM all goes in the final copy (downtime bytes / downtime).
+    The best of `runs`: the wire is a capacity, and a busy host only ever lowers a reading."""
+    from migbed.experiments.controller import SourceControl
+
+    rates = []
+    control = SourceControl(source)
+    try:
+        for _ in range(runs):
+            run_id = f"wire-calibration-{uuid.uuid4().hex[:8]}"
+            control.start(CALIBRATION_SCENARIO, "legacy", target, run_id, {"repeat": "0"})
+            rec = control.watch(run_id)
+            if rec.outcome != "completed" or rec.downtime_ms <= 0 or rec.downtime_bytes < (64 << 20):
+                raise SweepError(f"measuring the wire rate failed ({rec.outcome}: {rec.error}); "
+                                 "give --wire-rate instead")
+            rates.append(rec.downtime_bytes / (rec.downtime_ms / 1e3))
+    finally:
+        control.close()
+    return max(rates)
+
+
+def run_sweep(spec: SweepSpec, out: Path, source: str, target: str,
+              progress: bool = True) -> list[FinishedRun]:
+    """Run every (cell, repeat, policy) not yet in out/runs.jsonl; returns all finished runs."""
+    import sys
+
+    from tqdm import tqdm
+
+    from migbed.experiments.controller import SourceControl
+
+    cells = spec.cells()
+    done = read_runs(out, repair=True)
+    todo = remaining(spec, done)
+    total = spec.cell_count * spec.repeat * len(spec.policies)
+    if not todo:
+        return done
+    interactive = progress and sys.stderr.isatty()
+    with contextlib.ExitStack() as stack:
+        control = SourceControl(source)
+        stack.callback(control.close)
+        bar = stack.enter_context(tqdm(total=total, initial=total - len(todo), unit="run",
+                                       disable=not interactive, dynamic_ncols=True))
+        for n, (ci, repeat, policy) in enumerate(todo, start=total - len(todo) + 1):
+            cell = cells[ci]
+            bar.set_description(f"cell {ci + 1}/{len(cells)} [{cell.label}] {policy} #{repeat + 1}")
+            record = _run_one(control, spec, cell, policy, repeat, target)
+            finished = FinishedRun(ci, policy, repeat, record)
+            append_run(out, finished)
+            done.append(finished)
+            bar.update(1)
+            if not interactive and progress:
+                print(f"[{n}/{total}] cell {ci + 1} [{cell.label}] {policy} #{repeat + 1}: "
+                      f"{record.outcome}, guest downtime {record.guest_downtime_ms:.0f} ms", flush=True)
+    return done

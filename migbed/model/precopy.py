@@ -1,0 +1,407 @@
+"""One migration under one policy, simulated analytically: QEMU's pre-copy loop and stop-copy.
+
+The source (migration/migration.c, ~QEMU 10):
+  every check: threshold = bandwidth x downtime-limit (avail-switchover-bandwidth when
+  set; 0 until the first 100 ms window closes); pending *estimate* = RAM dirty bitmap +
+  each device's initial + dirty bytes; if below the threshold, a dirty sync and the *exact*
+  pending (adds each device's stop-copy size, which the VFIO device reports including its
+  unsent pre-copy bytes); switch when it fits (pending == 0 or < threshold) and the policy
+  allows; else send: RAM's dirty pages first, then device data, under max-bandwidth
+  (bursts of rate/10 per 100 ms window at the wire's speed). A check happens when a
+  window's budget is spent (at the window's end), every 50 ms of sending when the wire is
+  slower than the limit, at once when nothing is left to send, and every ``wait_round``
+  while the data fits and the policy waits.
+The guest: a writable working set (reference section 6): pages re-dirtied at random in the
+  hot set, so a sync after dt finds W x (1 - exp(-D dt / W)) dirty bytes of it.
+The destination (inline loads, reference section 3): see pipe.py. A device image's cost is
+  paid when its last byte arrives ("image-complete"; the first image also pays the
+  device's setup) or chunk by chunk ("per-chunk"); the ACK goes when every device's initial
+  image is loaded.
+Stop-copy: source devices save (stop-copy-save-time, serially), then the rest at the wire's
+  rate with no limit: RAM, each device's remaining initial bytes and final image (paying
+  stop-copy-load-time), the non-iterable state, then config-load-time on the destination.
+  QEMU's downtime ends when the destination has loaded everything (return-path on) or when
+  the source has written its last byte (off); the guest's adds the resume.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+
+from migbed.model.inputs import DeviceInputs, Inputs
+from migbed.model.pipe import WINDOW_S, Limiter, Pipe
+
+ITERATE_MAX_S = 0.05  # QEMU's ram_save_iterate gives the thread back after 50 ms
+MAX_CHECKS = 200_000
+# Less than this to send counts as nothing (a few pages or one device block): the loop then
+# rests instead of spinning on crumbs.
+MIN_SEND = 64 * 1024
+LOAD_CHUNK = 1024 * 1024  # the stream's device chunk (per-chunk loads)
+VFIO_BLOCK = 1024 * 1024  # what VFIO's save_live_iterate sends per turn (its data buffer)
+NAN = math.nan
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """One policy's predicted migration. Times in s, sizes in bytes; NaN where undefined."""
+
+    policy: str
+    outcome: str  # completed | cancelled | no-convergence
+    reason: str
+    stop_s: float  # pre-copy start -> VM stop
+    total_time_s: float  # QEMU's total-time (setup + pre-copy + downtime)
+    downtime_s: float  # QEMU-reported
+    guest_downtime_s: float
+    iterations: int  # QEMU's dirty-sync-count (setup sync, exact syncs, final sync)
+    ack_s: float  # when the switchover-ack reached the source (inf: never needed)
+    setup_in_downtime_s: float  # device setup + initial load still running after the stop
+    save_s: float
+    transfer_s: float
+    load_after_last_byte_s: float
+    resume_s: float
+    precopy_bytes: float
+    downtime_bytes: float
+    forced_by_cap: str = ""
+
+
+@dataclass
+class _Device:
+    cfg: DeviceInputs
+    init_left: float
+    dirty: float = 0.0
+    read_initial: float = 0.0  # the part of the state the initial image has carried
+    setup_paid: bool = False
+    load_start: float = NAN  # the initial image's load on the destination
+    load_end: float = NAN
+
+    def setup_once(self) -> float:
+        if self.setup_paid:
+            return 0.0
+        self.setup_paid = True
+        return self.cfg.setup
+
+
+class _Migration:
+    def __init__(self, inp: Inputs, policy: str) -> None:
+        self.inp = inp
+        self.policy = policy
+        limiter = Limiter(inp.max_bandwidth, inp.precopy_wire)
+        self.pipe = Pipe(limiter, inp.params.stream_buffer)
+        self.ram_hot = min(inp.working_set, inp.ram)  # the bulk stage: every page dirty
+        self.ram_cold = inp.ram - self.ram_hot
+        self.devices = [_Device(d, d.initial) for d in inp.devices]
+        self.last_sync = 0.0
+        self.dirt_t = 0.0
+        self.syncs = 1  # QEMU counts the setup sync (ram_init_bitmaps)
+        self.precopy_bytes = 0.0
+        self.ack_at = math.inf if any(d.needs_ack for d in inp.devices) else 0.0
+        self.ack_wait_start: float | None = None
+
+    def clone(self) -> _Migration:
+        twin = object.__new__(_Migration)
+        twin.__dict__.update(self.__dict__)
+        limiter = Limiter(self.inp.max_bandwidth, self.inp.precopy_wire)
+        limiter.commit(self.pipe.limiter.window_start, self.pipe.limiter.used)
+        twin.pipe = Pipe(limiter, self.pipe.buffer, self.pipe.pos, self.pipe.dest_free,
+                         list(self.pipe.stalls), [])
+        twin.devices = [replace(d) for d in self.devices]
+        return twin
+
+    # ------------------------------------------------------------ the guest and devices
+
+    def accrue_device_dirt(self, t: float) -> None:
+        dt = t - self.dirt_t
+        if dt <= 0:
+            return
+        for d in self.devices:
+            if d.cfg.dirty_rate > 0 and d.cfg.initial > 0:
+                frac = -math.expm1(-d.cfg.dirty_rate * dt / d.cfg.initial)
+                d.dirty += max(0.0, d.read_initial - d.dirty) * frac
+        self.dirt_t = t
+
+    def sync(self, t: float) -> float:
+        """A dirty sync: the working set's pages written since the last one join the bitmap."""
+        inp, w = self.inp, self.inp.working_set
+        if w > 0 and inp.dirty_rate > 0:
+            new = w * -math.expm1(-inp.dirty_rate * (t - self.last_sync) / w)
+            self.ram_hot = min(w, self.ram_hot + new - self.ram_hot * new / w)
+        self.last_sync = t
+        self.syncs += 1
+        return self.ram_hot + self.ram_cold + sum(
+            2 * (d.init_left + d.dirty) + d.cfg.stop_copy for d in self.devices)
+
+    def estimate(self) -> float:
+        return self.ram_hot + self.ram_cold + sum(d.init_left + d.dirty for d in self.devices)
+
+    def threshold(self, t: float) -> float:
+        inp = self.inp
+        if t < WINDOW_S - 1e-9:
+            return 0.0  # QEMU's threshold is 0 until the first window closes
+        if inp.avail_bandwidth > 0 and inp.has_avail_switchover_bandwidth:
+            return inp.avail_bandwidth * inp.downtime_limit
+        w1 = math.floor(t / WINDOW_S + 1e-9) * WINDOW_S
+        return self.pipe.bytes_between(w1 - WINDOW_S, w1) / WINDOW_S * inp.downtime_limit
+
+    def threshold_ceiling(self) -> float:
+        """The highest threshold the rest of pre-copy can see: sending the bytes above it
+        cannot make the estimate fit, so the loop may skip the checks in between."""
+        inp = self.inp
+        if inp.avail_bandwidth > 0 and inp.has_avail_switchover_bandwidth:
+            return inp.avail_bandwidth * inp.downtime_limit
+        # A measured window can hold up to two budgets (its grid and the limiter's differ).
+        return 2 * min(inp.max_bandwidth, inp.precopy_wire) * inp.downtime_limit
+
+    # ------------------------------------------------------------ sending
+
+    def _device_initial(self, t: float, d: _Device, n: float, final: bool) -> float:
+        if d.cfg.per_chunk:  # each stream chunk loads on arrival: the first pays the setup
+            while n > LOAD_CHUNK + 1e-6:
+                t = self._device_initial_piece(t, d, LOAD_CHUNK, final)
+                n -= LOAD_CHUNK
+        return self._device_initial_piece(t, d, n, final)
+
+    def _device_initial_piece(self, t: float, d: _Device, n: float, final: bool) -> float:
+        t = self.pipe.write(t, n)
+        d.init_left -= n
+        d.read_initial += n
+        done = d.init_left <= 1e-6
+        if done:
+            d.init_left = 0.0
+        if d.cfg.per_chunk:
+            stall = self.pipe.load(t, d.setup_once() + n / d.cfg.load_rate)
+        elif done:
+            stall = self.pipe.load(t, d.setup_once() + d.cfg.initial / d.cfg.load_rate)
+        else:
+            return t
+        if math.isnan(d.load_start):
+            d.load_start = stall.start
+        if done:
+            d.load_end = stall.end
+            if not final:
+                self._note_initial_loaded()
+        return t
+
+    def _note_initial_loaded(self) -> None:
+        ends = [d.load_end for d in self.devices if d.cfg.needs_ack]
+        if all(not math.isnan(e) for e in ends):
+            self.ack_at = max(ends, default=0.0) + self.inp.params.rtt
+
+    def _emit_ram(self, t: float, k: float) -> tuple[float, float]:
+        for attr in ("ram_hot", "ram_cold"):
+            n = min(k, getattr(self, attr))
+            if n > 0:
+                t = self.pipe.write(t, n)
+                setattr(self, attr, getattr(self, attr) - n)
+                k -= n
+        return t, k
+
+    def _emit_devices(self, t: float, k: float, turn: float = math.inf) -> tuple[float, float]:
+        """Device data, device after device; `turn` caps what each device sends (a VFIO
+        save_live_iterate call sends one block)."""
+        for d in self.devices:
+            if k <= 0:
+                break
+            mine = min(k, turn)
+            k -= mine
+            t, left = self._emit_device(t, d, mine)
+            k += left
+        return t, k
+
+    def _emit_device(self, t: float, d: _Device, k: float) -> tuple[float, float]:
+        if k > 0:
+            n = min(k, d.init_left)
+            if n > 0:
+                t = self._device_initial(t, d, n, final=False)
+                k -= n
+        n = min(k, d.dirty)
+        if n > 0:  # a middle image, loaded when it is complete
+            t = self.pipe.write(t, n)
+            d.dirty -= n
+            k -= n
+            self.pipe.load(t, d.setup_once() + n / d.cfg.load_rate)
+        return t, k
+
+    def _interleaving(self) -> bool:
+        """QEMU >= 9.0 (commit 4e1871c450) gives every device a turn in each iteration, unless
+        the rate limit is exceeded: with the wire slower than max-bandwidth, RAM's 50 ms of
+        pages are followed by one VFIO block. Before 9.0 (and whenever the budget binds, as
+        RAM spends it first), device data waits until RAM's bitmap pass is done."""
+        return self.inp.interleave and not self.pipe.limiter.binding
+
+    def emit(self, t: float, k: float) -> float:
+        """Send k bytes of pre-copy data: RAM's dirty pages, then each device's data."""
+        self.precopy_bytes += k
+        if not self._interleaving():
+            t, k = self._emit_ram(t, k)
+            t, _ = self._emit_devices(t, k)
+            return t
+        ram_step = ITERATE_MAX_S * self.pipe.limiter.wire
+        while k > 1e-6:
+            if self.ram_hot + self.ram_cold <= 0:  # VFIO's turns back to back: one stretch
+                t, _ = self._emit_devices(t, k)
+                break
+            before = k
+            t, k = self._emit_ram(t, min(k, ram_step))
+            k = before - min(before, ram_step) + k  # what RAM did not take stays to send
+            turns = min(k, VFIO_BLOCK * len(self.devices))
+            t, left = self._emit_devices(t, turns, VFIO_BLOCK)
+            k -= turns - left
+            if k >= before - 1e-6:
+                break  # nothing left to send
+        return t
+
+    def queue(self) -> float:
+        return self.estimate()
+
+    def step_bytes(self, t: float) -> float:
+        """Bytes until the next check: the window's budget left, or 50 ms of wire."""
+        lim = self.pipe.limiter
+        if not lim.binding:
+            return ITERATE_MAX_S * lim.wire + (VFIO_BLOCK * len(self.devices) if self._interleaving() else 0.0)
+        return lim.budget_left(t)
+
+    def rest_until(self, t: float) -> float:
+        """The next check after a rest: the end of the bandwidth window (migbed's engine, one
+        dirty sync per window), or after wait_round when it is shorter (QEMU's busy loop)."""
+        wait = self.inp.params.wait_round
+        if wait < WINDOW_S:
+            return t + wait
+        return (math.floor(t / WINDOW_S + 1e-9) + 1) * WINDOW_S
+
+    def send(self, t: float, waiting: bool, jump: float) -> float:
+        """Send until the next check; returns its time."""
+        lim = self.pipe.limiter
+        start = t
+        queue = self.queue()
+        if queue > 0 and jump > 0 and not waiting:
+            t = self.emit(t, min(queue, jump))  # cannot cross the threshold before this
+        left = self.queue()
+        if left > 0:
+            t = self.emit(t, min(left, self.step_bytes(t)))
+        if lim.budget_spent():
+            t = max(t, lim.window_end())
+        if waiting or queue < MIN_SEND:  # nothing sent, or the policy waits: rest a round
+            t = max(t, self.rest_until(start))
+        return t if t > start else start + 1e-3
+
+    # ------------------------------------------------------------ stop-copy
+
+    def _final_images(self, t: float) -> float:
+        """Each device in turn on the main stream: its save on the source, the rest of its
+        initial image, its final image (loaded when whole), its non-iterable state and
+        config load (migbed's engine order; QEMU saves every device at vm_stop)."""
+        for d in self.devices:
+            t = t + d.cfg.save
+            if d.init_left > 0:
+                t = self._device_initial(t, d, d.init_left, final=True)
+            final = d.dirty + d.cfg.stop_copy
+            t = self.pipe.write(t, final)
+            self.pipe.load(t, d.setup_once() + d.cfg.stop_load + final / d.cfg.load_rate)
+            t = self.pipe.write(t, d.cfg.state_size)
+            self.pipe.load(t, d.cfg.config_load)
+        return t
+
+    def _parallel_images(self, t_stop: float, ram_end: float) -> tuple[list[float], float]:
+        """QEMU 10's multifd device state: every device on its own stream from the stop,
+        loaded by its own thread once its bytes (sharing the wire with RAM) are in."""
+        ends = []
+        rest = [d.init_left + d.dirty + d.cfg.stop_copy + d.cfg.state_size for d in self.devices]
+        on_wire = ram_end + sum(rest) / self.inp.stop_wire
+        for d, nbytes in zip(self.devices, rest, strict=True):
+            arrived = max(on_wire, t_stop + d.cfg.save + nbytes / self.inp.stop_wire)
+            busy = d.load_end if not math.isnan(d.load_end) else arrived
+            cost = (d.setup_once() + d.cfg.stop_load + (nbytes - d.cfg.state_size) / d.cfg.load_rate
+                    + d.cfg.config_load)
+            ends.append(max(arrived, busy) + cost)
+        return ends, on_wire
+
+    def stop_copy(self, t_stop: float, forced: str, reason: str) -> Outcome:
+        inp, params = self.inp, self.inp.params
+        self.accrue_device_dirt(t_stop)
+        self.sync(t_stop)  # the final sync, with the guest stopped
+        self.pipe.limiter = Limiter(math.inf, inp.stop_wire)  # the rate limit is lifted
+        downtime_bytes = self.ram_hot + self.ram_cold + sum(
+            d.init_left + d.dirty + d.cfg.stop_copy + d.cfg.state_size for d in self.devices)
+        save = sum(d.cfg.save for d in self.devices)
+        t = self.pipe.write(t_stop, self.ram_hot + self.ram_cold)
+        parallel_ends: list[float] = []
+        if inp.device_state_multifd:
+            parallel_ends, on_wire = self._parallel_images(t_stop, t)
+            t = max(t, on_wire)
+        else:
+            t = self._final_images(t)
+        last_byte = t
+        dest_done = max([last_byte, self.pipe.dest_free, *parallel_ends])
+        end = dest_done + params.rtt if inp.return_path else last_byte
+        in_downtime = sum(max(0.0, d.load_end - max(d.load_start, t_stop))
+                          for d in self.devices if not math.isnan(d.load_end))
+        return Outcome(
+            self.policy, "completed", reason, t_stop, params.setup + end, end - t_stop,
+            dest_done + params.resume - t_stop, self.syncs, self.ack_at, in_downtime, save,
+            max(0.0, last_byte - t_stop - save), dest_done - last_byte, params.resume, self.precopy_bytes,
+            downtime_bytes, forced)
+
+    def unfinished(self, t: float, outcome: str, reason: str) -> Outcome:
+        return Outcome(self.policy, outcome, reason, NAN, self.inp.params.setup + t, NAN, NAN,
+                       self.syncs, self.ack_at, NAN, NAN, NAN, NAN, NAN, self.precopy_bytes, NAN)
+
+    # ------------------------------------------------------------ the policy
+
+    def decide(self, t: float, fits: bool) -> str:
+        """go | wait | cancel, as migbed/core/policy.py's policies decide."""
+        if not fits:
+            return "wait"
+        if self.policy == "legacy":
+            return "go"
+        if self.policy == "initial-bytes-sent":
+            return "go" if all(d.init_left <= 0 for d in self.devices) else "wait"
+        if self.ack_at > t:
+            if self.ack_wait_start is None:
+                self.ack_wait_start = t
+            timeout = self.inp.ack_timeout
+            if timeout and t - self.ack_wait_start >= timeout:
+                return "go" if self.inp.ack_timeout_action == "legacy" else "cancel"
+            return "wait"
+        if self.policy == "time-aware":
+            # An ideal time-aware policy: the downtime a stop now would cause fits the limit.
+            ahead = self.clone().stop_copy(t, "", "")
+            return "go" if ahead.downtime_s <= self.inp.downtime_limit else "wait"
+        return "go"
+
+    def cap(self, t: float) -> str:
+        inp = self.inp
+        if inp.max_iterations and self.syncs >= inp.max_iterations:
+            return "max-iterations"
+        if inp.max_time and t >= inp.max_time:
+            return "max-time"
+        return ""
+
+
+def simulate(inp: Inputs, policy: str) -> Outcome:
+    """The predicted migration of `inp` under `policy` (a name from migbed.core.policy)."""
+    mig = _Migration(inp, policy)
+    t = 0.0
+    for _ in range(MAX_CHECKS):
+        if t >= inp.params.horizon:
+            break
+        mig.accrue_device_dirt(t)
+        thr = mig.threshold(t)
+        est = mig.estimate()
+        waiting = False
+        if est < thr:
+            pending = mig.sync(t)
+            fits = pending == 0 or pending < thr
+            action = mig.decide(t, fits)
+            if action == "go":
+                return mig.stop_copy(t, "", f"pending {pending:.0f} B < threshold {thr:.0f} B")
+            if action == "cancel":
+                return mig.unfinished(t, "cancelled", "no SWITCHOVER_ACK within the timeout")
+            waiting = fits
+        cap = mig.cap(t)
+        if cap:
+            if inp.cap_action == "cancel":
+                return mig.unfinished(t, "cancelled", f"{cap} reached without converging")
+            return mig.stop_copy(t, cap, f"{cap} reached: switchover forced")
+        t = mig.send(t, waiting, max(0.0, est - mig.threshold_ceiling()))
+    return mig.unfinished(t, "no-convergence", f"no switchover within {inp.params.horizon:g} s")
