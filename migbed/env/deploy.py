@@ -535,8 +535,15 @@ def deploy(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
         raise DeployError(str(e)) from None
     scenario, policies, repeat = _experiment(args, out_dir)
     args.repeat = repeat
-    if scenario and not inv.hosts("monitor"):
+    evacuate = bool(getattr(args, "evacuate", False))
+    if evacuate and not scenario:
+        raise DeployError("--evacuate needs --scenario NAME|FILE (every guest runs it)")
+    if scenario and not evacuate and not inv.hosts("monitor"):
         raise DeployError(f"inventory {inventory}: group 'monitor' has no hosts; the experiment runs there")
+    if scenario and not scenario.is_file():
+        raise DeployError(f"scenario {scenario}: no such file")
+    # An evacuation's plan is checked before anything is built or installed.
+    fleet_plan = _fleet_plan(args, inv, scenario, policies) if evacuate and scenario else None
     extravars: dict[str, Any] = {}
     runs: list[PlaybookRun] = []
     summary: dict[str, Any] = {"inventory": str(inventory.resolve()), "playbooks": []}
@@ -545,7 +552,8 @@ def deploy(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
     if not (args.teardown and not scenario):
         todo.append("install")
     if scenario:
-        todo.append("experiment")
+        # An evacuation runs from this machine: the hosts only get their link shaped.
+        todo.append("shape" if evacuate else "experiment")
     if args.teardown:
         todo.append("teardown")
 
@@ -558,9 +566,9 @@ def deploy(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
             "migbed_wheelhouse": str(wheelhouse.resolve()),
             "migbed_wheelhouse_digest": digest,
         }
-    if scenario:
-        if not scenario.is_file():
-            raise DeployError(f"scenario {scenario}: no such file")
+    if evacuate and scenario:
+        extravars["migbed_tc_commands"] = tc_commands(scenario)
+    elif scenario:
         exp = experiment_id(
             scenario,
             policies,
@@ -603,6 +611,7 @@ def deploy(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
         cmdline.append("--diff")
 
     first_failure: PlaybookRun | None = None
+    fleet_rc = 0
     for name in todo:
         if first_failure and name != "teardown":
             continue
@@ -621,6 +630,9 @@ def deploy(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
         summary["playbooks"].append(run.to_dict())
         if not run.ok and first_failure is None:
             first_failure = run
+        if name == "shape" and run.ok and fleet_plan is not None and not args.check:
+            # Between the shaping and a teardown: the services must still be there.
+            fleet_rc = _run_fleet(fleet_plan, extravars, out_dir, summary, not args.no_progress)
 
     rc = 0
     if first_failure is not None:
@@ -636,6 +648,8 @@ def deploy(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
                 file=sys.stderr,
             )
         print(f"migbed deploy: artifacts in {f.private_data_dir}", file=sys.stderr)
+    elif fleet_plan is not None:
+        rc = fleet_rc
     elif scenario and not args.check:
         rc = _report_results(out_dir, summary, out)
 
@@ -650,6 +664,57 @@ def deploy(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
             file=out,
             flush=True,
         )
+    return rc
+
+
+@dataclass
+class FleetPlan:
+    """An evacuation checked before anything is installed (bad input: exit 2, nothing done)."""
+
+    endpoints: Any  # migbed.fleet.evacuation.Endpoints
+    guests: list[Any]  # migbed.fleet.planner.FleetGuest
+    scenario: tuple[str, str]  # name, TOML
+    policies: list[str]
+    limits: Any  # migbed.fleet.planner.Limits
+    order: str
+    stop_on_target_loss: bool
+
+
+def _fleet_plan(args: argparse.Namespace, inv: Inventory, scenario: Path, policies: list[str]) -> FleetPlan:
+    """Guests dealt over every source host, placed on every target host by the planner."""
+    from migbed.core.scenario import ScenarioError
+    from migbed.fleet.lab import lab_endpoints, spread_guests
+    from migbed.fleet.planner import EvacuationPlan, Limits, PlanError
+
+    extra = _parse_extra(args.extra_vars or [])
+    port = int(extra.get("migbed_service_port", 50051))
+    lab_address = extra.get("migbed_lab_address")
+    toml = scenario.read_text()
+    try:
+        endpoints = lab_endpoints(inv.hosts("source"), inv.hosts("target"), inv.hostvars, port,
+                                  str(lab_address) if lab_address else None)
+        guests = spread_guests(scenario.stem, toml, args.guests, inv.hosts("source"))
+        limits = Limits(args.per_source, args.per_cluster, args.per_target)
+        EvacuationPlan(guests, list(endpoints.targets), limits, args.order)  # checks it all
+    except (PlanError, ScenarioError) as e:
+        raise DeployError(f"--evacuate: {e}") from None
+    return FleetPlan(endpoints, guests, (scenario.stem, toml), policies or ["legacy", "switchover-ack"],
+                     limits, args.order, args.stop_on_target_loss)
+
+
+def _run_fleet(plan: FleetPlan, extravars: Mapping[str, Any], out_dir: Path, summary: dict[str, Any],
+               progress: bool) -> int:
+    """The evacuation from this machine against the hosts' Control APIs, mTLS with the lab CA."""
+    from migbed.fleet.lab import evacuate_lab
+
+    tls = None
+    if _truthy(extravars.get("migbed_tls")):
+        tls = Path(extravars.get("migbed_tls_dir") or out_dir / "tls")
+    rc = evacuate_lab(plan.endpoints, plan.guests, plan.scenario, plan.policies, plan.limits,
+                      plan.order, plan.stop_on_target_loss, out_dir, tls, progress)
+    summary["evacuation"] = {"fleet": str(out_dir / "fleet.json"), "ok": rc == 0,
+                             "sources": dict(plan.endpoints.sources),
+                             "targets": dict(plan.endpoints.targets)}
     return rc
 
 
@@ -719,6 +784,18 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         help="plaintext gRPC between the hosts (default: mutual TLS with a lab CA kept in OUT/tls)",
     )
     p.add_argument("--rerun", action="store_true", help="run the experiment even if its results exist")
+    fleet = p.add_argument_group(
+        "evacuation (--evacuate)",
+        "with --scenario: drain every source host of its guests onto the target hosts, run from "
+        "this machine against every host's service (the results in --out: fleet.json, fleet.csv, "
+        "results.json, gantt.png); the same plan as `migbed evacuate`",
+    )
+    fleet.add_argument("--evacuate", action="store_true",
+                       help="run an evacuation instead of the one-pair experiment")
+    from migbed.fleet.cli import add_plan_args
+
+    add_plan_args(fleet)
+    p.add_argument("--no-progress", action="store_true", help="no progress bar for the evacuation")
     p.add_argument(
         "--check",
         action="store_true",

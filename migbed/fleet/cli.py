@@ -14,17 +14,15 @@ from pathlib import Path
 from typing import Any
 
 from migbed.core.policy import POLICIES
-from migbed.core.scenario import parse_scenario
 from migbed.fleet.evacuation import Endpoints, Evacuation, EvacuationResult, GuestRun
+from migbed.fleet.lab import spread_guests
 from migbed.fleet.planner import ORDERS, EvacuationPlan, FleetGuest, Limits
 
 SOURCE_HOST = "source-0"
 
 
 def guests_from_scenario(name: str, toml: str, count: int, host: str = SOURCE_HOST) -> list[FleetGuest]:
-    sc = parse_scenario(toml, name)
-    device = sum(d.initial_bytes + d.stop_copy_size + d.device_state_size for d in sc.devices)
-    return [FleetGuest(f"guest-{i}", host, name, sc.guest.ram_size, device) for i in range(count)]
+    return spread_guests(name, toml, count, [host])
 
 
 @contextlib.contextmanager
@@ -71,7 +69,6 @@ def run_policies(endpoints: Endpoints, fleet: list[FleetGuest], scenario_texts: 
 
 def cmd_evacuate(args: argparse.Namespace) -> int:
     from migbed.core.scenario import resolve_scenario
-    from migbed.fleet.report import fleet_table, plot_gantt, write_fleet
 
     sc = resolve_scenario(args.scenario)  # the one resolver: a file or a built-in name
     name, toml = sc.name, sc.source_text
@@ -87,6 +84,14 @@ def cmd_evacuate(args: argparse.Namespace) -> int:
     with local_hosts(out / "logs", args.targets) as endpoints:
         results = run_policies(endpoints, fleet, {name: toml}, policies, limits, args.order,
                                args.stop_on_target_loss, not args.no_progress)
+    return finish(results, out)
+
+
+def finish(results: Sequence[EvacuationResult], out: Path) -> int:
+    """Write every view into `out` (fleet.json, fleet.csv, results.json, gantt.png), print
+    the table; 0 when every guest completed verified, else 1."""
+    from migbed.fleet.report import fleet_table, plot_gantt, write_fleet
+
     paths = write_fleet(results, out)
     try:
         paths.append(plot_gantt(results, out / "gantt.png"))
@@ -94,7 +99,7 @@ def cmd_evacuate(args: argparse.Namespace) -> int:
         print(f"gantt chart skipped: {e}")
     print()
     print(fleet_table(results))
-    print("\n" + "  ".join(str(p) for p in paths))
+    print("\n" + "  ".join(str(p) for p in paths), flush=True)
     ok = all(g.outcome == "completed" and g.verified for r in results for g in r.guests)
     return 0 if ok and not any(r.not_started for r in results) else 1
 
@@ -111,14 +116,9 @@ def _count(lo: int, hi: int, what: str) -> Any:
     return parse
 
 
-def add_parser(subparsers: Any) -> argparse.ArgumentParser:
-    p = subparsers.add_parser("evacuate", help="drain a host of K guests under parallel-migration limits",
-                              description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--scenario", help="TOML file or built-in name (every guest runs it)")
+def add_plan_args(p: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
+    """The plan's flags, the same for `migbed evacuate` and `migbed deploy --evacuate`."""
     p.add_argument("--guests", type=_count(1, 64, "--guests"), default=6, help="guests to evacuate (6)")
-    p.add_argument("--targets", type=_count(1, 8, "--targets"), default=2, help="target hosts (2)")
-    p.add_argument("--policy", action="append", choices=POLICIES,
-                   help="repeatable; default legacy and switchover-ack")
     p.add_argument("--per-source", type=_count(1, 64, "--per-source"), default=2,
                    help="in flight per source host (KubeVirt parallelOutboundMigrationsPerNode, 2)")
     p.add_argument("--per-cluster", type=_count(1, 64, "--per-cluster"), default=5,
@@ -128,6 +128,16 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--order", choices=ORDERS, default="first-come")
     p.add_argument("--stop-on-target-loss", action="store_true",
                    help="a lost target stops the plan (default: go on with the other targets)")
+
+
+def add_parser(subparsers: Any) -> argparse.ArgumentParser:
+    p = subparsers.add_parser("evacuate", help="drain a host of K guests under parallel-migration limits",
+                              description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--scenario", help="TOML file or built-in name (every guest runs it)")
+    p.add_argument("--targets", type=_count(1, 8, "--targets"), default=2, help="target hosts (2)")
+    p.add_argument("--policy", action="append", choices=POLICIES,
+                   help="repeatable; default legacy and switchover-ack")
+    add_plan_args(p)
     p.add_argument("--out", help="results folder (default results/evacuate-<UTC time>)")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_evacuate)

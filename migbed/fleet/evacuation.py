@@ -9,6 +9,7 @@ drain time and the in-flight check; downtimes come from each run's own record.
 
 from __future__ import annotations
 
+import datetime
 import queue
 import threading
 import time
@@ -21,6 +22,7 @@ from migbed.experiments.controller import ControlError, SourceControl
 from migbed.fleet.planner import EvacuationPlan, Interval, Limits, Placement, max_in_flight
 from migbed.measure.record import RunRecord
 from migbed.wire.channel import check_health
+from migbed.wire.tls import client_credentials
 
 
 @dataclass
@@ -40,6 +42,11 @@ class GuestRun:
     guest_downtime_ms: float
     total_time_ms: float
     error: str = ""
+    # The run's clock offset (target - source, ms) and the guest-visible downtime's
+    # uncertainty (the offset's error plus one vCPU tick): per host pair, kept as measured.
+    clock_offset_ms: float = 0.0
+    same_clock: bool = False
+    guest_downtime_uncertainty_ms: float = 0.0
 
     @property
     def queued_ms(self) -> float:
@@ -56,6 +63,7 @@ class EvacuationResult:
     not_started: list[str] = field(default_factory=list)
     lost_targets: list[str] = field(default_factory=list)
     records: list[RunRecord] = field(default_factory=list)
+    started_at: str = ""  # UTC wall time of the runner's clock zero (ISO 8601)
 
     @property
     def drain_time_ms(self) -> float:
@@ -65,23 +73,44 @@ class EvacuationResult:
     def in_flight_peaks(self) -> tuple[int, dict[str, int]]:
         return max_in_flight(Interval(g.source_host, g.start_ms, g.end_ms) for g in self.guests)
 
+    def clock_offsets(self) -> dict[str, dict[str, Any]]:
+        """Per host pair ("source -> target"): the clock offsets the runs measured (target -
+        source, ms) and the largest uncertainty of a guest-visible downtime across the pair."""
+        pairs: dict[str, list[GuestRun]] = {}
+        for g in self.guests:
+            if g.outcome == "completed":
+                pairs.setdefault(f"{g.source_host} -> {g.target_host}", []).append(g)
+        return {pair: {"runs": len(runs),
+                       "offset_ms_min": min(r.clock_offset_ms for r in runs),
+                       "offset_ms_max": max(r.clock_offset_ms for r in runs),
+                       "uncertainty_ms_max": max(r.guest_downtime_uncertainty_ms for r in runs),
+                       "same_clock": all(r.same_clock for r in runs)}
+                for pair, runs in sorted(pairs.items())}
+
     def to_dict(self) -> dict[str, Any]:
         peak, per_source = self.in_flight_peaks()
         return {
             "policy": self.policy, "order": self.order, "limits": asdict(self.limits),
+            "clock": "the runner's (ms since the evacuation started) for start/end/queued",
             "drain_time_ms": self.drain_time_ms, "max_in_flight": peak,
             "max_in_flight_per_source": per_source, "not_started": self.not_started,
-            "lost_targets": self.lost_targets,
+            "lost_targets": self.lost_targets, "started_at": self.started_at,
+            "clock_offsets": self.clock_offsets(),
             "guests": [{**asdict(g), "queued_ms": g.queued_ms} for g in self.guests],
         }
 
 
 @dataclass(frozen=True)
 class Endpoints:
-    """Where each host's service answers: source Control API, target as sources dial it."""
+    """Where each host's service answers: source Control API, target as sources dial it.
+
+    `probes`: where the runner itself reaches a target's health service, when that is not
+    the address the sources dial (lab hosts: the lab network may not reach the control
+    machine); a target missing there is probed at its `targets` address."""
 
     sources: Mapping[str, str]
     targets: Mapping[str, str]
+    probes: Mapping[str, str] = field(default_factory=dict)
 
 
 _Done = tuple[Placement, float, RunRecord]
@@ -111,6 +140,7 @@ class Evacuation:
     def run(self, order: str) -> EvacuationResult:
         result = EvacuationResult(self.policy, order, self.plan.limits)
         self._t0 = time.monotonic()
+        result.started_at = datetime.datetime.now(datetime.UTC).isoformat(timespec="milliseconds")
         while not self.plan.done:
             for placement in self.plan.ready():
                 self._start(placement)
@@ -162,14 +192,18 @@ class Evacuation:
         return GuestRun(g.name, g.source_host, placement.target_host, g.scenario, record.run_id,
                         self._started_at[g.name], end_ms, record.outcome, record.verified,
                         record.downtime_ms, record.guest_downtime_ms, record.total_time_ms,
-                        record.error)
+                        record.error, record.clock_offset_ns / 1e6, record.same_clock,
+                        record.guest_downtime_uncertainty_ms)
 
     def _check_target(self, host: str, result: EvacuationResult) -> None:
         """After a failed migration: is its target host still there? If not, place nothing
         more on it (and stop the plan if the user chose so)."""
         if host in self.plan.lost_targets:
             return
-        if check_health(self.endpoints.targets[host], timeout=2.0):
+        probe = self.endpoints.probes.get(host, self.endpoints.targets[host])
+        # The operator's credentials ($MIGBED_TLS_DIR): a TLS-only target refuses plaintext
+        # and would look lost.
+        if check_health(probe, timeout=2.0, credentials=client_credentials(None)):
             return
         result.lost_targets.append(host)
         self.plan.target_lost(host, stop_plan=self.stop_on_target_loss)

@@ -12,7 +12,8 @@ from migbed.fleet.evacuation import EvacuationResult
 
 GUEST_FIELDS = ["guest", "source_host", "target_host", "scenario", "run_id", "outcome", "verified",
                 "queued_ms", "start_ms", "end_ms", "total_time_ms", "downtime_ms",
-                "guest_downtime_ms", "error"]
+                "guest_downtime_ms", "guest_downtime_uncertainty_ms", "clock_offset_ms", "same_clock",
+                "error"]
 
 
 def _spread(values: Sequence[float]) -> str:

@@ -10,22 +10,18 @@ and under bin/test (MIGBED_REQUIRE_ALL=1).
 
 from __future__ import annotations
 
-import contextlib
 import os
 import subprocess
 import sys
-import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import docker
 import docker.errors
 import pytest
-from deploylab import ROOT, Lab
+from deploylab import ROOT, Lab, start_lab
 
 LABHOST_IMAGE = "migbed/labhost:bookworm"
-LABEL = "migbed.test"
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -73,45 +69,7 @@ def wheelhouse(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def lab(
     docker_client: docker.DockerClient, labhost_image: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Lab]:
-    tag = uuid.uuid4().hex[:8]
-    d = tmp_path_factory.mktemp("lab")
-    key = d / "id_ed25519"
-    subprocess.run(
-        ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "migbed-test", "-f", str(key)],
-        check=True,
-    )
-    labels = {LABEL: f"deploy-{tag}"}
-    network = docker_client.networks.create(f"migbed-lab-{tag}", driver="bridge", labels=labels)
-    lab = Lab(d, key, d / "known_hosts", network)
-    try:
-        for host in ("lab-src", "lab-tgt", "lab-mon"):
-            c = docker_client.containers.run(
-                labhost_image,
-                name=f"{host}-{tag}",
-                hostname=host,
-                detach=True,
-                network=network.name,
-                # NET_ADMIN: tc on the source host's interface. SYS_PTRACE: root on a real
-                # machine has it, and Debian's init scripts need it (start-stop-daemon
-                # --exec reads /proc/PID/exe of the prometheus user's process; without it
-                # `service prometheus stop|restart` finds nothing to stop).
-                cap_add=["NET_ADMIN", "SYS_PTRACE"],
-                environment={"LAB_AUTHORIZED_KEYS": (d / "id_ed25519.pub").read_text().strip()},
-                labels=labels,
-            )
-            c.reload()
-            lab.containers[host] = c
-            lab.addresses[host] = c.attrs["NetworkSettings"]["Networks"][network.name]["IPAddress"]
-        network.reload()
-        for host in lab.containers:  # sshd listens once the host keys are made
-            deadline = time.monotonic() + 60
-            while lab.sh(host, "ss -Hltn | grep -q ':22 '")[0] != 0:
-                assert time.monotonic() < deadline, f"{host}: sshd did not start"
-                time.sleep(0.2)
+    with start_lab(
+        docker_client, labhost_image, tmp_path_factory.mktemp("lab"), ("lab-src", "lab-tgt", "lab-mon")
+    ) as lab:
         yield lab
-    finally:
-        for c in lab.containers.values():
-            with contextlib.suppress(docker.errors.DockerException):
-                c.remove(force=True)
-        with contextlib.suppress(docker.errors.DockerException):
-            network.remove()

@@ -2,17 +2,24 @@
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import json
 import subprocess
 import sys
+import time
+import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import docker
+import docker.errors
 import docker.models.containers
 
 ROOT = Path(__file__).resolve().parents[2]
+LABEL = "migbed.test"
 
 
 @dataclass
@@ -55,6 +62,23 @@ class Lab:
         )
         path = self.dir / name
         path.write_text(text)
+        return path
+
+    def fleet_inventory(self, groups: dict[str, list[str]], name: str = "fleet.yml") -> Path:
+        """An inventory of several hosts per group (e.g. two sources, two targets, a monitor)."""
+        lines = [
+            "all:",
+            "  vars:",
+            "    ansible_user: lab",
+            f"    ansible_ssh_private_key_file: {self.key}",
+            f"    ansible_ssh_common_args: -o UserKnownHostsFile={self.known_hosts}",
+            "  children:",
+        ]
+        for group, hosts in groups.items():
+            entries = ", ".join(f"{h}: {{ansible_host: {self.addresses[h]}}}" for h in hosts)
+            lines.append(f"    {group}: {{hosts: {{{entries}}}}}")
+        path = self.dir / name
+        path.write_text("\n".join(lines) + "\n")
         return path
 
     def state(self, host: str) -> dict[str, str]:
@@ -100,3 +124,51 @@ def run_deploy(inventory: Path, out: Path, *args: str, timeout: float = 900) -> 
     sys.stdout.write(proc.stdout)
     sys.stderr.write(proc.stderr)
     return Deployed(proc.returncode, proc.stdout, proc.stderr, summary)
+
+
+@contextlib.contextmanager
+def start_lab(
+    docker_client: docker.DockerClient, image: str, d: Path, hosts: tuple[str, ...]
+) -> Iterator[Lab]:
+    """Lab hosts (containers of `image`) on a network of their own, removed at the end."""
+    tag = uuid.uuid4().hex[:8]
+    key = d / "id_ed25519"
+    subprocess.run(
+        ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "migbed-test", "-f", str(key)],
+        check=True,
+    )
+    labels = {LABEL: f"deploy-{tag}"}
+    network = docker_client.networks.create(f"migbed-lab-{tag}", driver="bridge", labels=labels)
+    lab = Lab(d, key, d / "known_hosts", network)
+    try:
+        for host in hosts:
+            c = docker_client.containers.run(
+                image,
+                name=f"{host}-{tag}",
+                hostname=host,
+                detach=True,
+                network=network.name,
+                # NET_ADMIN: tc on the source host's interface. SYS_PTRACE: root on a real
+                # machine has it, and Debian's init scripts need it (start-stop-daemon
+                # --exec reads /proc/PID/exe of the prometheus user's process; without it
+                # `service prometheus stop|restart` finds nothing to stop).
+                cap_add=["NET_ADMIN", "SYS_PTRACE"],
+                environment={"LAB_AUTHORIZED_KEYS": (d / "id_ed25519.pub").read_text().strip()},
+                labels=labels,
+            )
+            c.reload()
+            lab.containers[host] = c
+            lab.addresses[host] = c.attrs["NetworkSettings"]["Networks"][network.name]["IPAddress"]
+        network.reload()
+        for host in lab.containers:  # sshd listens once the host keys are made
+            deadline = time.monotonic() + 60
+            while lab.sh(host, "ss -Hltn | grep -q ':22 '")[0] != 0:
+                assert time.monotonic() < deadline, f"{host}: sshd did not start"
+                time.sleep(0.2)
+        yield lab
+    finally:
+        for c in lab.containers.values():
+            with contextlib.suppress(docker.errors.DockerException):
+                c.remove(force=True)
+        with contextlib.suppress(docker.errors.DockerException):
+            network.remove()
