@@ -533,11 +533,14 @@ def deploy(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
         out_dir = writable_folder(Path(args.out or DEFAULT_OUT))
     except UsageError as e:
         raise DeployError(str(e)) from None
-    scenario, policies, repeat = _experiment(args, out_dir)
-    args.repeat = repeat
     evacuate = bool(getattr(args, "evacuate", False))
+    try:
+        scenario, policies, repeat = _experiment(args, out_dir)
+    except DeployError as e:
+        raise DeployError(f"--evacuate: {e}" if evacuate else str(e)) from None
+    args.repeat = repeat
     if evacuate and not scenario:
-        raise DeployError("--evacuate needs --scenario NAME|FILE (every guest runs it)")
+        raise DeployError("--evacuate needs --scenario FILE or NAME (every guest runs it)")
     if scenario and not evacuate and not inv.hosts("monitor"):
         raise DeployError(f"inventory {inventory}: group 'monitor' has no hosts; the experiment runs there")
     if scenario and not scenario.is_file():
