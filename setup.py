@@ -4,6 +4,9 @@ compose.yaml, deploy/, images/, prometheus/ and grafana/ stay where they are in 
 the wheel carries them as migbed/_assets/: a package mapped to the checkout's root whose
 package data (pyproject.toml: tool.setuptools.package-data) they are. migbed/assets.py finds
 them in a checkout or in an installed wheel. testkit/, tests/ and bench/ are never in the wheel.
+The services (services/source, services/target: the folders the design names) are the
+package migbed.services through the symlink migbed/services -> ../services, so the wheel
+carries them under migbed's namespace and installs no top-level `services` package.
 """
 
 from setuptools import find_packages, setup
@@ -20,7 +23,7 @@ class BuildPy(build_py):
 
 
 setup(
-    packages=[*find_packages(include=["migbed", "migbed.*", "services", "services.*"]), ASSETS],
+    packages=[*find_packages(include=["migbed", "migbed.*"]), ASSETS],
     package_dir={ASSETS: "."},
     cmdclass={"build_py": BuildPy},
 )

@@ -159,7 +159,7 @@ def _maybe_report(out: Path) -> None:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from services.main import serve
+    from migbed.services.main import serve
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     server_creds = channel_creds = None
