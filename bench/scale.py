@@ -8,8 +8,9 @@
    (one source, one target: --many concurrent streams), all verified.
 
 Peak memory per side is the kernel's VmHWM (/proc/PID/status, the resident high-water
-mark) of that side's service process, read after the runs; goal: at most 1.25 x the guest
-RAM that side holds (one big guest, or all the small ones together). The Python runtime,
+mark) of that side's service process, read after the runs; goal: at most 1.1 x the guest RAM
+that side holds for the one big guest (issue 11), 1.25 x for all the small ones together
+(each small guest's stream brings its own buffers). The Python runtime,
 gRPC and numpy themselves (~100 MiB) count against that headroom.
 """
 
@@ -36,6 +37,9 @@ from _common import (
 
 from migbed.core.units import parse_size
 from migbed.measure.record import RunRecord
+
+BIG_GOAL = 1.1  # peak RSS / guest RAM, one big guest (issue 11)
+MANY_GOAL = 1.25  # peak RSS / guest RAM, the small guests together
 
 
 def _gib(n: float) -> str:
@@ -83,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     big, small = parse_size(args.big), parse_size(args.small)
     header(f"scale: one {args.big} guest; {args.many} x {args.small} guests at once")
     rows = [["case", "outcome", "verified", "wall s", "side", "guest RAM", "VmHWM",
-             "VmHWM / RAM", "goal <= 1.25"]]
+             "VmHWM / RAM", "goal", "met"]]
 
     _, rec, peak, wall = run_big(big)
     print(f"   big: {rec.outcome}, verified {rec.verified}, {wall:.1f} s "
@@ -92,8 +96,8 @@ def main(argv: list[str] | None = None) -> int:
     for side in ("source", "target"):
         ratio = peak[side] / big
         rows.append([f"{args.big} x 1", rec.outcome, str(rec.verified), f"{wall:.1f}", side,
-                     _gib(big), _gib(peak[side]), f"{ratio:.3f}",
-                     "yes" if ratio <= 1.25 else "NO"])
+                     _gib(big), _gib(peak[side]), f"{ratio:.3f}", f"<= {BIG_GOAL}",
+                     "yes" if ratio <= BIG_GOAL else "NO"])
 
     recs, peak, wall = run_many(args.many, small)
     ok = sum(r.outcome == "completed" and r.verified for r in recs)
@@ -107,8 +111,8 @@ def main(argv: list[str] | None = None) -> int:
         ratio = peak[side] / total
         rows.append([f"{args.small} x {args.many}", f"{ok}/{len(recs)} completed",
                      f"{sum(r.verified for r in recs)}/{len(recs)}", f"{wall:.1f}", side,
-                     _gib(total), _gib(peak[side]), f"{ratio:.3f}",
-                     "yes" if ratio <= 1.25 else "NO"])
+                     _gib(total), _gib(peak[side]), f"{ratio:.3f}", f"<= {MANY_GOAL}",
+                     "yes" if ratio <= MANY_GOAL else "NO"])
     print()
     print(table(rows))
     return 0
