@@ -17,7 +17,7 @@ from typing import Any
 
 from migbed.cli.args import address as _address
 from migbed.core.overrides import OverrideError, split_override
-from migbed.core.policy import POLICIES
+from migbed.core.policy import DEFAULT_POLICIES, POLICIES
 from migbed.core.scenario import DEFAULT_SCENARIO, parse_scenario
 from migbed.core.units import UnitError, format_bytes, parse_byte_rate, parse_size
 from migbed.experiments.sweep import (
@@ -41,8 +41,6 @@ from migbed.experiments.sweep import (
     write_spec,
 )
 from migbed.model import DEFAULT_WIRE_RATE, CellPrediction, ModelParams, predict
-
-DEFAULT_POLICIES = ["legacy", "switchover-ack"]
 
 
 def _rate(text: str) -> float:

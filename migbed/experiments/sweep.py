@@ -27,7 +27,7 @@ from typing import Any
 
 from migbed.core.bounded import InputError, loads_toml
 from migbed.core.overrides import OverrideError, dump_toml, override_values, parse_value
-from migbed.core.policy import POLICIES
+from migbed.core.policy import DEFAULT_POLICIES, POLICIES
 from migbed.core.scenario import (
     Scenario,
     ScenarioError,
@@ -264,7 +264,7 @@ def load_sweep(name_or_path: str, local: bool = True) -> SweepSpec:
         parse_scenario(base, f"sweep {name_or_path} [set]")
     except ScenarioError as e:
         raise SweepError(f"sweep {name_or_path} [set]: {e}") from None
-    policies = data.get("policies", ["legacy", "switchover-ack"])
+    policies = data.get("policies", list(DEFAULT_POLICIES))
     if not isinstance(policies, list) or not all(isinstance(p, str) for p in policies):
         raise SweepError(f"sweep {name_or_path}: policies must be a list of names ({', '.join(POLICIES)})")
     repeat = data.get("repeat", 1)

@@ -23,6 +23,7 @@ import matplotlib.pyplot as plt
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
+from migbed.core.policy import POLICIES
 from migbed.measure.record import RunRecord
 from migbed.report.stats import spread
 
@@ -36,7 +37,7 @@ EVENT_STYLE: dict[str, tuple[str, str, str]] = {
     "completed": ("completed (source)", "#ff7f0e", "--"),
     "resumed": ("resumed (target)", "#9467bd", "-"),
 }
-POLICY_ORDER = ("legacy", "initial-bytes-sent", "switchover-ack", "time-aware")
+POLICY_ORDER = POLICIES  # the registry's order: legacy first, then each refinement
 MiB = float(1 << 20)
 
 
