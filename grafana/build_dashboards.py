@@ -126,6 +126,13 @@ def _bar(title: str, unit: str, *targets: Dataquery, w: int = 8, h: int = 8) -> 
     return panel
 
 
+def _spread_bar(what: str, metric: str) -> PanelBuilder:
+    """p10 / p50 / p90 of `metric` per policy: how repeats of one figure spread."""
+    targets = [q(quantile_by_policy(phi, metric), f"{{{{policy}}}} p{round(phi * 100)}", ref=ref, instant=True)
+               for phi, ref in ((0.1, "A"), (0.5, "B"), (0.9, "C"))]
+    return _bar(f"{what} spread across repeats (p10 / p50 / p90)", "s", *targets, w=12, h=10)
+
+
 def _ts(
     title: str,
     unit: str,
@@ -282,24 +289,8 @@ def policy_comparison() -> dashboard.Dashboard:
                     "s",
                     q(mean_by_policy("migbed_migration_unreported_downtime_seconds"), "{{policy}}", instant=True),
                 ),
-                _bar(
-                    "Guest-visible downtime spread across repeats (p10 / p50 / p90)",
-                    "s",
-                    q(quantile_by_policy(0.1, gd), "{{policy}} p10", ref="A", instant=True),
-                    q(quantile_by_policy(0.5, gd), "{{policy}} p50", ref="B", instant=True),
-                    q(quantile_by_policy(0.9, gd), "{{policy}} p90", ref="C", instant=True),
-                    w=12,
-                    h=10,
-                ),
-                _bar(
-                    "QEMU-reported downtime spread across repeats (p10 / p50 / p90)",
-                    "s",
-                    q(quantile_by_policy(0.1, qd), "{{policy}} p10", ref="A", instant=True),
-                    q(quantile_by_policy(0.5, qd), "{{policy}} p50", ref="B", instant=True),
-                    q(quantile_by_policy(0.9, qd), "{{policy}} p90", ref="C", instant=True),
-                    w=12,
-                    h=10,
-                ),
+                _spread_bar("Guest-visible downtime", gd),
+                _spread_bar("QEMU-reported downtime", qd),
                 _bar(
                     "Where guest-visible downtime went, mean per policy and part",
                     "s",

@@ -9,13 +9,14 @@ pytest's pythonpath (pyproject.toml) puts tests/ and the repository root on sys.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -68,6 +69,26 @@ def scenario_toml(name: str, guest: dict[str, Any] | None = None,
     if link:
         data["link"] = link
     return dump_toml(data)
+
+
+@contextlib.contextmanager
+def surviving_target(folder: Path, after: str, extra_args: Sequence[str] = ()) -> Iterator[Service]:
+    """A target to throw bad input at. When the tests are done it must hold no session and
+    still complete a good, verified migration (scenario `after`)."""
+    lb = Lab(folder)
+    try:
+        svc = lb.start("target", extra_args=extra_args)
+        yield svc
+        assert no_sessions(svc.address), sessions(svc.address)
+        source = lb.start("source")
+        ctl = SourceControl(source.address)
+        rec = start_run(ctl, scenario_toml(after), "switchover-ack", svc.address).result(60)
+        ctl.close()
+        assert rec.outcome == "completed" and rec.verified, rec.error
+        stop_cleanly(source)
+        stop_cleanly(svc)
+    finally:
+        lb.close()
 
 
 # ---------------------------------------------------------------- one migration, watched

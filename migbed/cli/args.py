@@ -17,7 +17,7 @@ from pathlib import Path
 
 from migbed.core.address import AddressError, parse_address
 from migbed.core.bounded import clip
-from migbed.core.policy import POLICIES
+from migbed.core.policy import DEFAULT_POLICIES, POLICIES
 from migbed.core.scenario import DEFAULT_SCENARIO, Scenario, ScenarioError, resolve_scenario
 
 # Exit codes, the same for every subcommand.
@@ -27,7 +27,6 @@ EXIT_USAGE = 2  # bad arguments or input: nothing was started
 EXIT_UNREACHABLE = 3  # a service did not answer
 EXIT_RESULTS_ELSEWHERE = 4  # runs ended but their records could not be written where asked
 
-DEFAULT_POLICIES = ("legacy", "switchover-ack")
 DEFAULT_REPEAT = 3
 MAX_REPEAT = 100
 

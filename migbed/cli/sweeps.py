@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from migbed.cli.args import address as _address
-from migbed.core.policy import POLICIES
+from migbed.core.overrides import OverrideError, split_override
+from migbed.core.policy import DEFAULT_POLICIES, POLICIES
 from migbed.core.scenario import DEFAULT_SCENARIO, parse_scenario
 from migbed.core.units import UnitError, format_bytes, parse_byte_rate, parse_size
 from migbed.experiments.sweep import (
@@ -28,7 +29,6 @@ from migbed.experiments.sweep import (
     apply_overrides,
     base_scenario_text,
     builtin_sweeps,
-    coerce_value,
     load_sweep,
     measure_wire_rate,
     parse_vary,
@@ -41,8 +41,6 @@ from migbed.experiments.sweep import (
     write_spec,
 )
 from migbed.model import DEFAULT_WIRE_RATE, CellPrediction, ModelParams, predict
-
-DEFAULT_POLICIES = ["legacy", "switchover-ack"]
 
 
 def _rate(text: str) -> float:
@@ -74,10 +72,13 @@ def _params(args: argparse.Namespace, shaped: bool | None) -> ModelParams:
 def _overrides(items: list[str] | None) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for item in items or []:
-        key, eq, value = item.partition("=")
-        if not eq or not key.strip() or not value.strip():
+        try:
+            parts, value = split_override(item)
+        except OverrideError as e:
+            raise SweepError(str(e)) from None
+        if value == "":
             raise SweepError(f"--set {item!r}: expected KEY=VALUE (e.g. --set guest.ram-size=64MiB)")
-        out[key.strip()] = coerce_value(value.strip())
+        out[".".join(parts)] = value
     return out
 
 

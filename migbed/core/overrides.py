@@ -34,10 +34,11 @@ def split_override(text: str) -> tuple[list[str], Any]:
     if not sep or not all(_KEY_PART.match(p) for p in parts) or len(parts) > 3:
         raise OverrideError(f"--set {clip(repr(text), 80)}: expected KEY=VALUE, KEY like "
                             "migration.downtime-limit or device.NAME.load-setup-time")
-    return parts, _value(raw.strip())
+    return parts, parse_value(raw.strip())
 
 
-def _value(raw: str) -> Any:
+def parse_value(raw: str) -> Any:
+    """VALUE as TOML types it (500, 1.5, true, "x"), else the text itself (500ms, 1Gbit)."""
     if len(raw) > 200:
         raise OverrideError(f"--set value {clip(repr(raw), 40)}: at most 200 characters")
     try:
@@ -52,35 +53,36 @@ def apply_overrides(data: dict[str, Any], overrides: Sequence[str]) -> None:
         raise OverrideError(f"--set: {len(overrides)} given; at most {MAX_OVERRIDES}")
     for text in overrides:
         parts, value = split_override(text)
-        _apply(data, parts, value, text)
+        _apply(data, parts, value, f"--set {clip(text, 80)}")
 
 
-def _apply(data: dict[str, Any], parts: list[str], value: Any, text: str) -> None:
+def _apply(data: dict[str, Any], parts: list[str], value: Any, what: str) -> None:
+    """Set one key; errors start with `what` (the --set text, or the key a caller names)."""
     head = parts[0]
     if len(parts) == 1:
         data[head] = value
         return
     if head == "device":
         if len(parts) != 3:
-            raise OverrideError(f"--set {clip(text, 80)}: a device key is device.NAME.KEY")
-        _device_table(data, parts[1], text)[parts[2]] = value
+            raise OverrideError(f"{what}: a device key is device.NAME.KEY")
+        _device_table(data, parts[1], what)[parts[2]] = value
         return
     if head not in _SECTIONS or len(parts) != 2:
-        raise OverrideError(f"--set {clip(text, 80)}: KEY is name, {', '.join(s + '.KEY' for s in _SECTIONS)} "
+        raise OverrideError(f"{what}: KEY is name, {', '.join(s + '.KEY' for s in _SECTIONS)} "
                             "or device.NAME.KEY")
     table = data.setdefault(head, {})
     if not isinstance(table, dict):
-        raise OverrideError(f"--set {clip(text, 80)}: [{head}] is not a table in the scenario")
+        raise OverrideError(f"{what}: [{head}] is not a table in the scenario")
     table[parts[1]] = value
 
 
-def _device_table(data: dict[str, Any], name: str, text: str) -> dict[str, Any]:
+def _device_table(data: dict[str, Any], name: str, what: str) -> dict[str, Any]:
     devices = data.get("device", [])
     have = [d.get("name") for d in devices if isinstance(d, dict)] if isinstance(devices, list) else []
     for d in devices if isinstance(devices, list) else []:
         if isinstance(d, dict) and d.get("name") == name:
             return d
-    raise OverrideError(f"--set {clip(text, 80)}: no device named {name!r} "
+    raise OverrideError(f"{what}: no device named {name!r} "
                         f"(the scenario has: {', '.join(map(str, have)) or 'no devices'})")
 
 
@@ -89,8 +91,11 @@ def override_values(data: dict[str, Any], values: Mapping[str, Any]) -> None:
     if len(values) > MAX_OVERRIDES:
         raise OverrideError(f"{len(values)} overrides; at most {MAX_OVERRIDES}")
     for key, value in values.items():
-        parts, _ = split_override(f"{key}=0")
-        _apply(data, parts, value, f"{key}={value!r}")
+        parts = str(key).split(".")
+        if not all(_KEY_PART.match(p) for p in parts) or len(parts) > 3:
+            raise OverrideError(f"{clip(repr(key), 80)}: KEY like migration.downtime-limit "
+                                "or device.NAME.load-setup-time")
+        _apply(data, parts, value, clip(str(key), 80))
 
 
 # ---------------------------------------------------------------- writing TOML back

@@ -219,6 +219,8 @@ POLICY_REGISTRY: dict[str, PolicyInfo] = {
     )
 }
 POLICIES = tuple(POLICY_REGISTRY)
+# The default comparison (run, sweep, deploy, evacuate): QEMU before and after 8.1.
+DEFAULT_POLICIES = ("legacy", "switchover-ack")
 
 
 def make_policy(name: str, ack_timeout_s: float = 0.0, on_timeout: str = "cancel") -> Policy:

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from migbed.cli.args import add_out_arg, add_policy_args, add_scenario_args
+from migbed.core.policy import DEFAULT_POLICIES
 
 DEFAULT_OUT = "results/deploy"
 
@@ -701,7 +702,7 @@ def _fleet_plan(args: argparse.Namespace, inv: Inventory, scenario: Path, polici
         EvacuationPlan(guests, list(endpoints.targets), limits, args.order)  # checks it all
     except (PlanError, ScenarioError) as e:
         raise DeployError(f"--evacuate: {e}") from None
-    return FleetPlan(endpoints, guests, (scenario.stem, toml), policies or ["legacy", "switchover-ack"],
+    return FleetPlan(endpoints, guests, (scenario.stem, toml), policies or list(DEFAULT_POLICIES),
                      limits, args.order, args.stop_on_target_loss)
 
 

@@ -84,8 +84,12 @@ def start_service(role: str, log_dir: Path, host: str = "127.0.0.1",
                   extra_args: Sequence[str] | None = None, timeout: float = 30.0,
                   wrapper: Sequence[str] | None = None,
                   tls_dir: str | os.PathLike[str] | None = None,
-                  profile_to: Path | None = None) -> Service:
+                  profile_to: Path | None = None, listen: str | None = None,
+                  metrics_listen: str | None = None) -> Service:
     """Start `migbed serve ROLE` on HOST and wait until it is SERVING.
+
+    `listen` and `metrics_listen` (HOST:PORT) replace the free ports picked on HOST, for a
+    test of exactly which addresses a service binds.
 
     `wrapper` prefixes the command (ip netns exec NS; HOST is then an address in there); with
     `tls_dir` it serves mutual TLS (and is health-checked as the lab's client)."""
@@ -94,15 +98,15 @@ def start_service(role: str, log_dir: Path, host: str = "127.0.0.1",
     if tls_dir:
         creds = TlsDir(tls_dir).channel_credentials("client")
         extra += ["--tls-dir", str(tls_dir)]
-    port, mport = _any_free_port(host), _any_free_port(host)
+    address = listen or _hostport(host, _any_free_port(host))
+    metrics = metrics_listen or _hostport(host, _any_free_port(host))
     log_dir.mkdir(parents=True, exist_ok=True)
     log_path = log_dir / f"{role}.log"
-    cmd = service_command(role, _hostport(host, port), _hostport(host, mport), wrapper or (),
-                          profile_to, extra)
+    cmd = service_command(role, address, metrics, wrapper or (), profile_to, extra)
     with open(log_path, "ab") as log:
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT,
                                 env={**os.environ, "PYTHONUNBUFFERED": "1"})
-    svc = Service(role, _hostport(host, port), _hostport(host, mport), proc, log_path)
+    svc = Service(role, address, metrics, proc, log_path)
     try:
         _wait_serving(svc, timeout, creds)
     except BaseException:

@@ -15,10 +15,10 @@ already in ``runs.jsonl`` are not redone, so each (cell, policy) ends with exact
 from __future__ import annotations
 
 import contextlib
+import copy
 import itertools
 import json
 import os
-import re
 import uuid
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field, replace
@@ -26,7 +26,8 @@ from pathlib import Path
 from typing import Any
 
 from migbed.core.bounded import InputError, loads_toml
-from migbed.core.policy import POLICIES
+from migbed.core.overrides import OverrideError, dump_toml, override_values, parse_value
+from migbed.core.policy import DEFAULT_POLICIES, POLICIES
 from migbed.core.scenario import (
     Scenario,
     ScenarioError,
@@ -38,7 +39,6 @@ from migbed.measure.record import RunRecord
 
 MAX_CELLS_RUN = 1000  # a measured sweep bigger than this is a mistake (hours of runs)
 MAX_CELLS_PREDICT = 200_000
-_SECTIONS = ("guest", "migration", "link")
 
 
 class SweepError(ScenarioError):
@@ -46,39 +46,6 @@ class SweepError(ScenarioError):
 
 
 # ---------------------------------------------------------------- scenario overrides
-
-
-def coerce_value(text: str) -> Any:
-    """A command-line value as TOML would type it: true/false, integers, else a string."""
-    if text in ("true", "false"):
-        return text == "true"
-    if re.fullmatch(r"-?[0-9]+", text):
-        return int(text)
-    return text
-
-
-def _set_key(data: dict[str, Any], key: str, value: Any) -> None:
-    path = key.split(".")
-    if path[0] == "device":
-        if len(path) != 3:
-            raise SweepError(f"{key}: a device key is device.NAME.KEY (e.g. device.vf0.load-setup-time)")
-        devices = data.get("device", [])
-        names = [d.get("name") for d in devices if isinstance(d, dict)]
-        match = [d for d in devices if isinstance(d, dict) and d.get("name") == path[1]]
-        if not match:
-            raise SweepError(f"{key}: no device named {path[1]!r} in the scenario "
-                             f"(devices: {', '.join(map(str, names)) or 'none'})")
-        match[0][path[2]] = value
-    elif len(path) == 1 and path[0] == "name":
-        data["name"] = value
-    elif len(path) == 2 and path[0] in _SECTIONS:
-        section = data.setdefault(path[0], {})
-        if not isinstance(section, dict):
-            raise SweepError(f"{key}: [{path[0]}] is not a table in the scenario")
-        section[path[1]] = value
-    else:
-        raise SweepError(f"{key}: unknown key (allowed: name, guest.KEY, migration.KEY, "
-                         "link.KEY, device.NAME.KEY)")
 
 
 def apply_overrides(scenario_text: str, overrides: dict[str, Any]) -> str:
@@ -89,44 +56,20 @@ def apply_overrides(scenario_text: str, overrides: dict[str, Any]) -> str:
     return _overridden(_toml_data(scenario_text), overrides)
 
 
+def _overridden(data: dict[str, Any], overrides: dict[str, Any]) -> str:
+    data = copy.deepcopy(data)  # `data` is parsed once and shared by every cell
+    try:
+        override_values(data, overrides)
+    except OverrideError as e:
+        raise SweepError(str(e)) from None
+    return dump_toml(data)
+
+
 def _toml_data(scenario_text: str) -> dict[str, Any]:
     try:
         return loads_toml(scenario_text, "base scenario")
     except InputError as e:
         raise SweepError(str(e)) from None
-
-
-def _overridden(data: dict[str, Any], overrides: dict[str, Any]) -> str:
-    data = json.loads(json.dumps(data))  # a deep copy (TOML values are JSON values here)
-    for key, value in overrides.items():
-        _set_key(data, key, value)
-    return dump_toml(data)
-
-
-def _toml_value(v: Any) -> str:
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, int | float):
-        return repr(v)
-    if isinstance(v, str):
-        return json.dumps(v)  # a JSON string is a valid TOML basic string
-    if isinstance(v, list):
-        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
-    raise SweepError(f"cannot write {v!r} as a scenario value")
-
-
-def dump_toml(data: dict[str, Any]) -> str:
-    """TOML for a scenario's shape: top-level values, tables, arrays of tables."""
-    lines = [f"{k} = {_toml_value(v)}" for k, v in data.items() if not isinstance(v, dict | list)
-             or (isinstance(v, list) and not all(isinstance(x, dict) for x in v))]
-    for k, v in data.items():
-        if isinstance(v, dict):
-            lines += ["", f"[{k}]", *(f"{kk} = {_toml_value(vv)}" for kk, vv in v.items())]
-    for k, v in data.items():
-        if isinstance(v, list) and v and all(isinstance(x, dict) for x in v):
-            for item in v:
-                lines += ["", f"[[{k}]]", *(f"{kk} = {_toml_value(vv)}" for kk, vv in item.items())]
-    return "\n".join(lines) + "\n"
 
 
 # ---------------------------------------------------------------- the spec
@@ -203,7 +146,7 @@ def parse_vary(items: Iterable[str]) -> list[Axis]:
         values = [v.strip() for v in rest.split(",")] if rest.strip() else []
         if any(not v for v in values):
             raise SweepError(f"--vary {key}: an empty value in {rest!r}")
-        axes.append(Axis(key, tuple(coerce_value(v) for v in values)))
+        axes.append(Axis(key, tuple(parse_value(v) for v in values)))
     return axes
 
 
@@ -321,7 +264,7 @@ def load_sweep(name_or_path: str, local: bool = True) -> SweepSpec:
         parse_scenario(base, f"sweep {name_or_path} [set]")
     except ScenarioError as e:
         raise SweepError(f"sweep {name_or_path} [set]: {e}") from None
-    policies = data.get("policies", ["legacy", "switchover-ack"])
+    policies = data.get("policies", list(DEFAULT_POLICIES))
     if not isinstance(policies, list) or not all(isinstance(p, str) for p in policies):
         raise SweepError(f"sweep {name_or_path}: policies must be a list of names ({', '.join(POLICIES)})")
     repeat = data.get("repeat", 1)

@@ -13,7 +13,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from migbed.core.policy import POLICIES
+from migbed.core.policy import DEFAULT_POLICIES, POLICIES
 from migbed.fleet.evacuation import Endpoints, Evacuation, EvacuationResult, GuestRun
 from migbed.fleet.lab import spread_guests
 from migbed.fleet.planner import ORDERS, EvacuationPlan, FleetGuest, Limits
@@ -77,7 +77,7 @@ def cmd_evacuate(args: argparse.Namespace) -> int:
     EvacuationPlan(fleet, [f"target-{i}" for i in range(args.targets)], limits, args.order)  # validate
     out = Path(args.out or Path("results") / ("evacuate-" + dt.datetime.now(dt.UTC).strftime("%Y%m%d-%H%M%S")))
     out.mkdir(parents=True, exist_ok=True)
-    policies = args.policy or ["legacy", "switchover-ack"]
+    policies = args.policy or list(DEFAULT_POLICIES)
     print(f"migbed: evacuating {args.guests} x {name} to {args.targets} target(s), at most "
           f"{limits.per_source} in flight per source, {limits.per_cluster} in all; results in {out}",
           flush=True)

@@ -1,7 +1,8 @@
 """Plots of run records (matplotlib, Agg backend: no display needed).
 
 - :func:`plot_downtime`: guest-visible and QEMU-reported downtime per policy, every repeat as
-  a dot, the mean as a bar, min..max as a whisker; one panel per scenario.
+  a dot, the median as a bar, min..max as a whisker (report.stats, as in every table); one
+  panel per scenario.
 - :func:`plot_timeline`: one run per policy: remaining bytes over time with the decision,
   switchover ACK, stop, completion and resume marked, the guest-visible downtime shaded.
 """
@@ -11,7 +12,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Sequence
 from pathlib import Path
-from statistics import mean, median
+from statistics import median
 from typing import Any
 
 import matplotlib
@@ -22,7 +23,9 @@ import matplotlib.pyplot as plt
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
+from migbed.core.policy import POLICIES
 from migbed.measure.record import RunRecord
+from migbed.report.stats import spread
 
 GUEST_COLOR = "#d62728"
 QEMU_COLOR = "#1f77b4"
@@ -34,7 +37,7 @@ EVENT_STYLE: dict[str, tuple[str, str, str]] = {
     "completed": ("completed (source)", "#ff7f0e", "--"),
     "resumed": ("resumed (target)", "#9467bd", "-"),
 }
-POLICY_ORDER = ("legacy", "initial-bytes-sent", "switchover-ack", "time-aware")
+POLICY_ORDER = POLICIES  # the registry's order: legacy first, then each refinement
 MiB = float(1 << 20)
 
 
@@ -89,9 +92,10 @@ def plot_downtime(records: Sequence[RunRecord], path: Path) -> Path:
             ):
                 x = i + (k - 0.5) * width
                 vals = [getattr(r, field) for r in runs]
-                if not vals:
+                sp = spread(vals)
+                if sp is None:
                     continue
-                m = mean(vals)
+                m = sp.median
                 ax.bar(
                     x,
                     m,
@@ -104,7 +108,7 @@ def plot_downtime(records: Sequence[RunRecord], path: Path) -> Path:
                 ax.errorbar(
                     x,
                     m,
-                    yerr=[[m - min(vals)], [max(vals) - m]],
+                    yerr=[[m - sp.low], [sp.high - m]],
                     color=color,
                     capsize=5,
                     lw=1.4,
@@ -114,7 +118,7 @@ def plot_downtime(records: Sequence[RunRecord], path: Path) -> Path:
                 ax.scatter(xs, vals, s=18, color=color, zorder=3, edgecolor="white", lw=0.5)
                 ax.annotate(
                     f"{m:.0f}",
-                    (x, max(vals)),
+                    (x, sp.high),
                     textcoords="offset points",
                     xytext=(0, 4),
                     ha="center",
@@ -123,7 +127,7 @@ def plot_downtime(records: Sequence[RunRecord], path: Path) -> Path:
                 )
         ax.set_xticks(range(len(policies)))
         ax.set_xticklabels(policies)
-        ax.set_ylabel("downtime (ms)")
+        ax.set_ylabel("downtime (ms): median, min..max")
         ax.set_ylim(bottom=0)
         ax.grid(axis="y", alpha=0.3)
         counts = sorted({len(by.get(p, [])) for p in policies})
@@ -133,7 +137,7 @@ def plot_downtime(records: Sequence[RunRecord], path: Path) -> Path:
     fig.text(
         0.01,
         0.01,
-        "bar: mean; whisker: min..max; dots: each repeat (completed runs).\n"
+        "bar: median; whisker: min..max; dots: each repeat (completed runs); the label is the median.\n"
         "guest-visible: last vCPU tick on the source to the first on the target; "
         "QEMU-reported: source stop to completion.",
         fontsize=7,

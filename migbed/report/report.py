@@ -22,7 +22,6 @@ import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from statistics import mean
 
 from migbed.measure.record import RunRecord, load_results
 from migbed.report.plot import (
@@ -31,7 +30,9 @@ from migbed.report.plot import (
     plot_downtime,
     plot_timeline,
 )
+from migbed.report.stats import SUMMARY, format_spread
 
+MIB = float(1 << 20)
 REPORT_NAME = "report.html"
 DOWNTIME_PNG = "downtime.png"
 
@@ -50,15 +51,7 @@ def _img(path: Path, alt: str) -> str:
 
 
 def _stats(values: Sequence[float]) -> str:
-    if not values:
-        return "-"
-    if len(values) == 1:
-        return f"{values[0]:.0f}"
-    return f"{mean(values):.0f} <small>({min(values):.0f}..{max(values):.0f})</small>"
-
-
-def _mib(n: float) -> str:
-    return f"{n / (1 << 20):.1f}"
+    return html.escape(format_spread(values))
 
 
 def summary_rows(records: Sequence[RunRecord]) -> list[list[str]]:
@@ -78,8 +71,8 @@ def summary_rows(records: Sequence[RunRecord]) -> list[list[str]]:
                     _stats([r.switchover_ack_wait_ms for r in done]),
                     _stats([float(r.dirty_sync_count) for r in done]),
                     _stats([r.total_time_ms for r in done]),
-                    _mib(mean([r.precopy_bytes for r in done])) if done else "-",
-                    _mib(mean([r.downtime_bytes for r in done])) if done else "-",
+                    format_spread([float(r.precopy_bytes) for r in done], MIB, 1),
+                    format_spread([float(r.downtime_bytes) for r in done], MIB, 1),
                     str(sum(1 for r in done if r.forced_by_cap)),
                 ]
             )
@@ -176,7 +169,7 @@ def render_html(records: Sequence[RunRecord], images: list[tuple[str, Path]], ti
         f"{html.escape(', '.join(ordered_policies(records)))}. Generated "
         f"{dt.datetime.now(dt.UTC).strftime('%Y-%m-%d %H:%M UTC')} from results.json.</p>",
         "<h2>Summary per policy</h2>",
-        '<p class="note">Mean over completed runs, (min..max) across repeats.</p>',
+        f'<p class="note">Each cell: {SUMMARY} (the repeats of that scenario and policy).</p>',
         _table(SUMMARY_HEAD, summary_rows(records)),
     ]
     for heading, path in images:

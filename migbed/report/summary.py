@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import csv
-import statistics
 from pathlib import Path
 
 from migbed.measure.record import CSV_FIELDS, RunRecord
+from migbed.report.stats import format_spread
 
 TABLE_FIELDS = [
     ("guest_downtime_ms", "guest downtime ms"),
@@ -16,15 +16,6 @@ TABLE_FIELDS = [
     ("total_time_ms", "total ms"),
     ("dirty_sync_count", "iterations"),
 ]
-
-
-def _cell(values: list[float]) -> str:
-    if not values:
-        return "-"
-    med = statistics.median(values)
-    if len(values) == 1:
-        return f"{med:.0f}"
-    return f"{med:.0f} [{min(values):.0f}-{max(values):.0f}]"
 
 
 def results_table(records: list[RunRecord]) -> str:
@@ -39,7 +30,7 @@ def results_table(records: list[RunRecord]) -> str:
         mine = [r for r in records if r.policy == p]
         done = [r for r in mine if r.outcome == "completed"]
         row = [p, str(len(mine)), f"{sum(r.verified for r in mine)}/{len(mine)}"]
-        row += [_cell([float(getattr(r, f)) for r in done]) for f, _ in TABLE_FIELDS]
+        row += [format_spread([float(getattr(r, f)) for r in done]) for f, _ in TABLE_FIELDS]
         rows.append(row)
     widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
     lines = ["  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(row, widths, strict=True)))

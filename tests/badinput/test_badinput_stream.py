@@ -26,6 +26,7 @@ from faultlab import (
     sessions,
     start_run,
     stop_cleanly,
+    surviving_target,
     wait_until,
 )
 
@@ -104,22 +105,10 @@ def exchange(address: str, msgs: Sequence[pb.SourceMessage], hold: float = 10.0,
 
 @pytest.fixture(scope="module")
 def target(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
-    lb = Lab(tmp_path_factory.mktemp("badstream"))
-    try:
-        svc = lb.start("target", extra_args=["--max-sessions", "3"])
+    # The target must survive everything below: nothing left over, a good migration runs.
+    with surviving_target(tmp_path_factory.mktemp("badstream"), "after-bad-input",
+                          ["--max-sessions", "3"]) as svc:
         yield svc
-        # The target survived everything above: nothing left over, a good migration runs.
-        assert no_sessions(svc.address), sessions(svc.address)
-        source = lb.start("source")
-        ctl = SourceControl(source.address)
-        rec = start_run(ctl, scenario_toml("after-bad-input"), "switchover-ack",
-                        svc.address).result(60)
-        ctl.close()
-        assert rec.outcome == "completed" and rec.verified, rec.error
-        stop_cleanly(source)
-        stop_cleanly(svc)
-    finally:
-        lb.close()
 
 
 def refused(target: Service, msgs: Sequence[pb.SourceMessage], code: grpc.StatusCode,

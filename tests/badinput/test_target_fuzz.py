@@ -19,14 +19,13 @@ from collections.abc import Iterator
 import grpc
 import numpy as np
 import pytest
-from faultlab import Lab, no_sessions, scenario_toml, start_run, stop_cleanly
+from faultlab import surviving_target
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from migbed.core.device import SourceDevice, VfioState
 from migbed.core.guest import GuestMemory
 from migbed.core.scenario import DeviceConfig
-from migbed.experiments.controller import SourceControl
 from migbed.experiments.localstack import Service
 from migbed.services.target.session import TargetSession
 from migbed.services.target.validate import validate_setup
@@ -283,21 +282,8 @@ def test_one_mutation_of_a_valid_stream_is_refused_or_harmless(how: str, a: int,
 
 @pytest.fixture(scope="module")
 def target(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
-    lb = Lab(tmp_path_factory.mktemp("fuzz"))
-    try:
-        svc = lb.start("target")
+    with surviving_target(tmp_path_factory.mktemp("fuzz"), "after-fuzz") as svc:
         yield svc
-        assert no_sessions(svc.address)
-        source = lb.start("source")
-        ctl = SourceControl(source.address)
-        rec = start_run(ctl, scenario_toml("after-fuzz"), "switchover-ack",
-                        svc.address).result(60)
-        ctl.close()
-        assert rec.outcome == "completed" and rec.verified, rec.error
-        stop_cleanly(source)
-        stop_cleanly(svc)
-    finally:
-        lb.close()
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[

@@ -101,18 +101,24 @@ def test_a_target_that_stops_reading_fails_the_sender_within_the_heartbeat(
                                heartbeat_timeout_s=0.5)
         sender.connect(2.0)
         conn = server.accept()[0]  # accepted, never read
-        stop = threading.Event()
-        pump = _pump(sender, ram64.shape[0], stop)
-        try:
-            wait_until(lambda: sender.error is not None, 3.0)
-            assert "the target took nothing for 0.5 s" in str(sender.error)
-        finally:
-            stop.set()
-            pump.join(5.0)
-            t0 = time.monotonic()
-            sender.close(grace_s=0.5)
-            assert time.monotonic() - t0 < 2.0
-            conn.close()
+        _fails_when_never_read(sender, ram64.shape[0], conn)
+
+
+def _fails_when_never_read(sender: MultifdSender, pages: int, conn: socket.socket) -> None:
+    """Pump pages to a target that never reads `conn`: the sender fails after its 0.5 s
+    heartbeat and still closes promptly."""
+    stop = threading.Event()
+    pump = _pump(sender, pages, stop)
+    try:
+        wait_until(lambda: sender.error is not None, 3.0)
+        assert "the target took nothing for 0.5 s" in str(sender.error)
+    finally:
+        stop.set()
+        pump.join(5.0)
+        t0 = time.monotonic()
+        sender.close(grace_s=0.5)
+        assert time.monotonic() - t0 < 2.0
+        conn.close()
 
 
 # ---------------------------------------------------------------- bad input on the port
@@ -305,16 +311,7 @@ def test_tls_target_that_stops_reading_fails_the_sender(no_leaks: None, tls_dirs
         acceptor.start()
         sender.connect(2.0)
         acceptor.join()
-        stop = threading.Event()
-        pump = _pump(sender, ram64.shape[0], stop)
-        try:
-            wait_until(lambda: sender.error is not None, 3.0)
-            assert "the target took nothing for 0.5 s" in str(sender.error)
-        finally:
-            stop.set()
-            pump.join(5.0)
-            sender.close(grace_s=0.5)
-            result[0].close()
+        _fails_when_never_read(sender, ram64.shape[0], result[0])
 
 
 # ---------------------------------------------------------------- a pulled cable

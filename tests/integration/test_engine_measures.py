@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from shared_scenarios import CONVERGING
 
 from migbed.experiments.comparison import Plan, run_plan
 from migbed.experiments.localstack import Service
@@ -56,20 +57,6 @@ def test_2mib_pages_fit_a_message(stack: tuple[Service, Service]) -> None:
     assert r.ram_transferred_bytes >= 16 << 20
 
 
-CONVERGING = """
-name = "converging"
-[guest]
-ram-size = "16MiB"
-dirty-rate = "9600KiB/s"
-dirty-pattern = "uniform"
-[migration]
-max-bandwidth = "16MiB/s"
-avail-switchover-bandwidth = "16MiB/s"
-downtime-limit = "20ms"
-max-iterations = 1000
-max-time = "25s"
-warmup = "100ms"
-"""
 
 
 def test_pending_above_threshold_keeps_sending_and_converges(

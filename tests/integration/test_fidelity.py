@@ -16,6 +16,7 @@ import time
 import uuid
 
 import pytest
+from shared_scenarios import CONVERGING
 
 from migbed.core.scenario import builtin_scenario_text
 from migbed.experiments.comparison import Plan, run_plan
@@ -127,27 +128,12 @@ def test_fixed_costs_land_in_downtime(stack: tuple[Service, Service]) -> None:
     assert fixed.device_transferred_bytes == base.device_transferred_bytes + (1 << 20)
 
 
-CONVERGING = """
-name = "converging"
-[guest]
-ram-size = "16MiB"
-dirty-rate = "9600KiB/s"
-dirty-pattern = "uniform"
-[migration]
-max-bandwidth = "16MiB/s"
-avail-switchover-bandwidth = "16MiB/s"
-downtime-limit = "20ms"
-max-iterations = 1000
-max-time = "25s"
-warmup = "100ms"
-qemu-version = "{version}"
-"""
 
 
 @pytest.mark.parametrize("version", ["9.2", "10.0"])
 def test_expected_downtime_and_sync_count_as_qemu(stack: tuple[Service, Service],
                                                   version: str) -> None:
-    r = migrate(stack, CONVERGING.format(version=version))
+    r = migrate(stack, CONVERGING + f'qemu-version = "{version}"\n')
     assert r.qemu_version == version
     # Before the first dirty-pages-rate (refreshed once a second) QEMU keeps its initial
     # expected-downtime, downtime-limit; afterwards it is RAM dirty bytes at the last sync

@@ -108,3 +108,18 @@ def test_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     args = parser.parse_args(["report", str(empty)])
     assert args.func(args) == 2
     assert "no results.json" in capsys.readouterr().err
+
+
+def test_html_and_terminal_tables_show_the_same_median_and_range() -> None:
+    """One summary of repeats (report.stats): the HTML page and the terminal table agree."""
+    from migbed.report.report import summary_rows
+    from migbed.report.stats import format_spread
+    from migbed.report.summary import results_table
+
+    records = [make_record("switchover-ack", i) for i in range(3)]
+    for r, ms in zip(records, (10.0, 40.0, 12.0), strict=True):
+        r.guest_downtime_ms = ms
+    assert format_spread([10.0, 40.0, 12.0]) == "12 [10-40]"  # the median, not the mean (21)
+    [row] = summary_rows(records)
+    assert "12 [10-40]" in row
+    assert "12 [10-40]" in results_table(records)

@@ -6,16 +6,13 @@ from __future__ import annotations
 import ipaddress
 import os
 import socket
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
-from faultlab import Lab, stop_cleanly, wait_until
+from faultlab import Lab, stop_cleanly
 
-from migbed.experiments.localstack import Service, free_port
-from migbed.wire.channel import check_health
+from migbed.experiments.localstack import Service, free_port, start_service
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -54,16 +51,8 @@ def listening(pid: int) -> set[tuple[str, int]]:
 
 
 def start(lab: Lab, role: str, listen: str, metrics: str, *extra: str) -> Service:
-    log = lab.log_dir / f"{role}-bind.log"
-    lab.log_dir.mkdir(parents=True, exist_ok=True)
-    with open(log, "ab") as fh:
-        proc = subprocess.Popen([sys.executable, "-m", "migbed.cli.main", "serve", role,
-                                 "--listen", listen, "--metrics-listen", metrics, *extra],
-                                stdout=fh, stderr=subprocess.STDOUT)
-    svc = Service(role, listen, metrics, proc, log)
+    svc = start_service(role, lab.log_dir, extra_args=extra, listen=listen, metrics_listen=metrics)
     lab.services.append(svc)
-    wait_until(lambda: check_health(listen, 0.5) or proc.poll() is not None, 30, f"{role} up")
-    assert proc.poll() is None, log.read_text()
     return svc
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, start_http_server
 
+from migbed.core.address import HostPort
+
 
 class MetricsServer:
     """A running /metrics HTTP server (a daemon thread). ``shutdown()`` stops it."""
@@ -35,18 +37,15 @@ class MetricsServer:
 
 
 def parse_listen(listen: str) -> tuple[str, int]:
-    """``host:port``, ``[v6]:port``, ``:port`` (all interfaces) or ``port`` -> (host, port)."""
-    listen = listen.strip()
-    if listen.startswith("["):
-        host, _, rest = listen[1:].partition("]")
-        port = rest.removeprefix(":")
-    elif ":" in listen:
-        host, _, port = listen.rpartition(":")
-    else:
-        host, port = "", listen
-    if not port.isdigit():
-        raise ValueError(f"metrics listen address needs a port: {listen!r}")
-    return (host or "0.0.0.0"), int(port)
+    """``host:port``, ``[v6]:port``, ``:port`` or ``port`` (all interfaces) -> (host, port).
+
+    The HOST:PORT itself is migbed's one parser (HostPort); only the all-interfaces shorthand
+    is the exporter's, as prometheus exporters accept it."""
+    text = listen.strip()
+    if text.startswith(":") or text.isdigit():
+        text = "0.0.0.0:" + text.removeprefix(":")
+    hp = HostPort.parse(text, "metrics listen address", allow_zero=True)
+    return hp.host, hp.port
 
 
 def serve_metrics(registry: CollectorRegistry, listen: str) -> MetricsServer:
