@@ -50,6 +50,7 @@ from _common import (
     median,
     migrate,
     require_ok,
+    scenario_toml,
     stack,
     table,
 )
@@ -61,32 +62,6 @@ from migbed.core.units import parse_bit_rate
 from migbed.env.shaping import LinkShape, clear_commands, shaping_commands
 from migbed.measure.record import RunRecord
 from migbed.wire.channel import CHUNK_BYTES
-
-SCENARIO = """\
-name = "downtime-fidelity"
-[guest]
-ram-size = "256MiB"
-dirty-rate = "32MiB/s"
-working-set = "64MiB"
-
-[[device]]
-name = "vf0"
-initial-bytes = "300MB"
-dirty-rate = "1MiB/s"
-stop-copy-size = "20MB"
-load-setup-time = "1480ms"
-load-rate = "2GB/s"
-stop-copy-load-time = "150ms"
-
-[migration]
-# 500 ms: at 1 Gbit time-aware's own (additive) prediction of ~330 ms + RTT must fit,
-# or it never decides and max-iterations forces the switch.
-downtime-limit = "500ms"
-max-bandwidth = "4GiB/s"
-avail-switchover-bandwidth = "{avail}B/s"
-max-iterations = 200
-max-time = "120s"
-"""
 
 
 def grpc_rtt(address: str, n: int = 30) -> float:
@@ -163,7 +138,7 @@ def main(argv: list[str] | None = None) -> int:
         measured = median([goodput(link, 3.0, warmup=1.0) for _ in range(2)])
         print(f"   B = {bw * 8 / 1e6:.1f} Mbit/s payload capacity; goodput measured now "
               f"{measured / 1e6:.1f} Mbit/s", flush=True)
-        toml = SCENARIO.format(avail=int(bw))
+        toml = scenario_toml("downtime-fidelity", f"migration.avail-switchover-bandwidth={int(bw)}B/s")
         sc = parse_scenario(toml)
         with tempfile.TemporaryDirectory(prefix="migbed-downtime-") as tmp, \
                 stack(Path(tmp), target_prefix=link.wrapper,

@@ -41,25 +41,10 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from _common import MiB, event_ms, header, median, migrate, stack, table
+from _common import MiB, event_ms, header, median, migrate, scenario_toml, stack, table
 
 from migbed.core.units import parse_size
 from migbed.measure.record import RunRecord
-
-SCENARIO = """\
-name = "model-fidelity"
-[guest]
-ram-size = "{ram}"
-dirty-rate = "{dirty}B/s"
-dirty-pattern = "uniform"
-[migration]
-max-bandwidth = "{bw}B/s"
-avail-switchover-bandwidth = "{bw}B/s"
-downtime-limit = "{limit_ms}ms"
-max-iterations = {max_iter}
-max-time = "{max_time}s"
-warmup = "100ms"
-"""
 
 
 @dataclass
@@ -155,9 +140,12 @@ def main(argv: list[str] | None = None) -> int:
             stack(Path(tmp)) as (source, target):
         for ratio in ratios:
             d = ratio * r_cfg  # the workload writes exactly this many bytes per second
-            toml = SCENARIO.format(ram=args.ram, dirty=int(d), bw=int(r_cfg),
-                                   limit_ms=args.downtime_limit_ms, max_iter=1000,
-                                   max_time=args.max_time)
+            toml = scenario_toml(
+                "model-fidelity", f"guest.ram-size={args.ram}", f"guest.dirty-rate={int(d)}B/s",
+                f"migration.max-bandwidth={int(r_cfg)}B/s",
+                f"migration.avail-switchover-bandwidth={int(r_cfg)}B/s",
+                f"migration.downtime-limit={args.downtime_limit_ms}ms",
+                "migration.max-iterations=1000", f"migration.max-time={args.max_time}s")
             runs: list[Run] = []
             for _ in range(args.repeat):
                 res = one_run(source, target.address, toml, v, d, target_s)

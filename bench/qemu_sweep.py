@@ -23,7 +23,7 @@ import sys
 import time
 from pathlib import Path
 
-from _common import header, load_average, table
+from _common import header, load_average, scenario_toml, table
 
 from migbed.core.scenario import ScenarioError, parse_scenario
 from migbed.qemu.compare import MigbedRunError, run_comparison
@@ -39,10 +39,9 @@ SHOWN = [("total-time", "ms"), ("transferred", "MiB"), ("dirty-sync-count", ""),
 
 
 def scenario_text(ram: str, bandwidth: str, dirty: str, multifd: bool) -> str:
-    extra = "multifd = true\n" if multifd else ""
-    return (f'name = "qemu-sweep"\n[guest]\nram-size = "{ram}"\nworking-set = "32MiB"\n'
-            f'dirty-rate = "{dirty}"\n[migration]\ndowntime-limit = "300ms"\n'
-            f'max-bandwidth = "{bandwidth}"\nwarmup = "500ms"\nmax-time = "120s"\n{extra}')
+    """The named comparison's scenario (migbed/comparisons/comparisons.toml) for one cell."""
+    overrides = [f"guest.ram-size={ram}", f"guest.dirty-rate={dirty}", f"migration.max-bandwidth={bandwidth}"]
+    return scenario_toml("qemu-sweep", *overrides, *(["migration.multifd=true"] if multifd else []))
 
 
 def _fmt(v: float, unit: str) -> str:

@@ -28,6 +28,7 @@ from _common import (
     Proc,
     header,
     migrate,
+    scenario_toml,
     stack,
     table,
     vm_hwm,
@@ -36,26 +37,13 @@ from _common import (
 from migbed.core.units import parse_size
 from migbed.measure.record import RunRecord
 
-SCENARIO = """\
-name = "scale-{name}"
-[guest]
-ram-size = "{ram}"
-dirty-rate = "{dirty}"
-working-set = "{ws}"
-[migration]
-max-bandwidth = "4GiB/s"
-downtime-limit = "300ms"
-max-time = "300s"
-warmup = "200ms"
-"""
-
 
 def _gib(n: float) -> str:
     return f"{n / GiB:.2f} GiB"
 
 
 def run_big(ram: int) -> tuple[list[str], RunRecord, dict[str, int], float]:
-    toml = SCENARIO.format(name="big", ram=f"{ram // MiB}MiB", dirty="16MiB/s", ws="64MiB")
+    toml = scenario_toml("scale-big", f"guest.ram-size={ram // MiB}MiB")
     with tempfile.TemporaryDirectory(prefix="migbed-scale-") as tmp, \
             stack(Path(tmp)) as (source, target):
         base = {"source": vm_hwm(source.pid), "target": vm_hwm(target.pid)}
@@ -69,7 +57,7 @@ def run_big(ram: int) -> tuple[list[str], RunRecord, dict[str, int], float]:
 
 
 def run_many(n: int, ram: int) -> tuple[list[RunRecord], dict[str, int], float]:
-    toml = SCENARIO.format(name="many", ram=f"{ram // MiB}MiB", dirty="8MiB/s", ws="16MiB")
+    toml = scenario_toml("scale-many", f"guest.ram-size={ram // MiB}MiB")
     with tempfile.TemporaryDirectory(prefix="migbed-scale-") as tmp, \
             stack(Path(tmp)) as (source, target):
         t0 = time.monotonic()

@@ -22,23 +22,21 @@ egress, with the argv migbed.env.shaping builds (burst rate x 5 ms, >= 64 KiB).
 from __future__ import annotations
 
 import argparse
-import json
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
 from _common import (
-    ROOT,
     MiB,
     NetnsLink,
     can_make_namespaces,
     event_ms,
-    free_port,
     header,
     median,
     migrate,
     require_ok,
+    scenario_toml,
     stack,
     table,
 )
@@ -46,44 +44,15 @@ from _common import (
 from migbed.core.units import parse_bit_rate
 from migbed.env.shaping import LinkShape, clear_commands, shaping_commands
 from migbed.measure.record import RunRecord
+from testkit.goodput import measure_goodput
 
-SCENARIO = """\
-name = "shaped-accuracy"
-[guest]
-ram-size = "{ram}MiB"
-dirty-rate = "0B/s"
-[migration]
-max-bandwidth = "50GiB/s"
-downtime-limit = "300ms"
-warmup = "100ms"
-max-time = "600s"
-"""
 SKIP_S = 1.0  # left out of the migration's windows (buffers filling)
 MIN_GUEST_MIB = 160
 
 
 def goodput(link: NetnsLink, seconds: float, warmup: float) -> float:
     """Payload bits/s from here to the namespace, counted by the receiver."""
-    port = free_port()
-    recv = subprocess.Popen(
-        [*link.wrapper, sys.executable, "-m", "migbed.env.goodput", "recv",
-         "--listen", f"{link.ns_ip}:{port}", "--count", "1", "--warmup", str(warmup)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=ROOT)
-    try:
-        out = subprocess.run(
-            [sys.executable, "-m", "migbed.env.goodput", "send", "--to",
-             f"{link.ns_ip}:{port}", "--seconds", str(seconds)],
-            capture_output=True, text=True, cwd=ROOT, timeout=seconds * 10 + 30, check=False)
-        result = json.loads(out.stdout or "{}")
-        if not result.get("ok"):
-            raise RuntimeError(f"goodput failed: {out.stdout} {out.stderr}")
-        return float(result["goodput_bps"])
-    finally:
-        try:
-            recv.wait(10)
-        except subprocess.TimeoutExpired:
-            recv.kill()
-            recv.wait()
+    return measure_goodput(link.ns_ip, seconds, warmup, link.wrapper)
 
 
 def migration_bandwidth(rec: RunRecord) -> tuple[float, float, float, int]:
@@ -173,8 +142,8 @@ def main(argv: list[str] | None = None) -> int:
                     # or changes in how full they are move the slope (at 100 Mbit: 14 s).
                     ram_mib = int(min(1024, max(MIN_GUEST_MIB,
                                                 rate / 8 * args.migrate_seconds / MiB)))
-                    rec = require_ok(migrate(source, target.address,
-                                             SCENARIO.format(ram=ram_mib), "legacy"))
+                    toml = scenario_toml("shaped-accuracy", f"guest.ram-size={ram_mib}MiB")
+                    rec = require_ok(migrate(source, target.address, toml, "legacy"))
                     steady, win, whole, n = migration_bandwidth(rec)
                     vs = measured_at.get(rate)
                     mig_rows.append([

@@ -22,7 +22,6 @@ this slows them) and the top functions by own time are printed.
 from __future__ import annotations
 
 import argparse
-import json
 import pstats
 import subprocess
 import sys
@@ -40,44 +39,19 @@ from _common import (
     median,
     migrate,
     require_ok,
+    scenario_toml,
     stack,
     table,
 )
 
 from migbed.core.units import parse_size
 from migbed.measure.record import RunRecord
-
-SCENARIO = """\
-name = "stream-throughput"
-[guest]
-ram-size = "{ram}"
-dirty-rate = "0B/s"
-[migration]
-max-bandwidth = "100GiB/s"
-downtime-limit = "300ms"
-warmup = "100ms"
-max-time = "300s"
-"""
+from testkit.goodput import measure_goodput
 
 
 def raw_tcp(seconds: float) -> float:
     """Payload bytes/s of one TCP connection between two fresh processes on loopback."""
-    port = free_port()
-    recv = subprocess.Popen(
-        [sys.executable, "-m", "migbed.env.goodput", "recv", "--listen",
-         f"127.0.0.1:{port}", "--count", "1", "--warmup", "0.3"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=ROOT)
-    try:
-        out = subprocess.run(
-            [sys.executable, "-m", "migbed.env.goodput", "send", "--to",
-             f"127.0.0.1:{port}", "--seconds", str(seconds)],
-            capture_output=True, text=True, cwd=ROOT, timeout=seconds * 10 + 30, check=False)
-        result = json.loads(out.stdout)
-        if not result.get("ok"):
-            raise RuntimeError(f"goodput failed: {out.stdout} {out.stderr}")
-        return float(result["goodput_bps"]) / 8
-    finally:
-        recv.wait(10)
+    return measure_goodput("127.0.0.1", seconds, 0.3) / 8
 
 
 def grpc_ceiling(mib: int) -> float:
@@ -128,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
     ram = parse_size(args.ram)
     header(f"stream throughput: migbed migration stream vs raw TCP ({ram / GiB:g} GiB guest, "
            f"{args.repeat} repeats)")
-    toml = SCENARIO.format(ram=args.ram)
+    toml = scenario_toml("stream-throughput", f"guest.ram-size={args.ram}")
     tcp: list[float] = []
     grpc_only: list[float] = []
     mig: list[float] = []

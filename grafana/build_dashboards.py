@@ -6,6 +6,12 @@
 The JSON files are committed so Grafana's file provider (grafana/provisioning/dashboards)
 loads them as they are; tests check that they match this script, that the SDK parses them
 back unchanged, and that every query returns data from a real Prometheus.
+
+Every panel, query, variable and annotation names the datasource through the ``${datasource}``
+variable (default: the provisioned ``migbed-prometheus``), so the dashboards also work when
+imported into a Grafana whose Prometheus has another uid. The aggregates (means, quantiles,
+bytes per migration) are Prometheus recording rules (prometheus/rules/migbed.yml): the panels
+read the recorded series.
 """
 
 from __future__ import annotations
@@ -28,14 +34,16 @@ from grafana_foundation_sdk.models.prometheus import PromQueryFormat
 HERE = Path(__file__).resolve().parent
 OUT_DIR = HERE / "dashboards"
 
-DATASOURCE_UID = "migbed-prometheus"
-DS = common.DataSourceRef(type_val="prometheus", uid=DATASOURCE_UID)
+DATASOURCE_UID = "migbed-prometheus"  # the provisioned one (grafana/provisioning/datasources)
+DS = common.DataSourceRef(type_val="prometheus", uid="${datasource}")
+# The dashboard JSON schema of the Grafana that compose.yaml pins (grafana-oss 11.6.1): a
+# newer schemaVersion than the server knows is refused or mis-migrated.
+SCHEMA_VERSION = 41
 COMPARISON_UID = "migbed-policy-comparison"
 LIVE_UID = "migbed-live-migration"
 
 # Label matchers shared by the panels ($scenario and $policy are dashboard variables).
 SP = 'scenario=~"$scenario",policy=~"$policy"'
-SPC = SP + ',outcome="completed"'
 
 PanelBuilder = Builder[dm.Panel]
 
@@ -47,13 +55,23 @@ def q(expr: str, legend: str = "", *, ref: str = "A", instant: bool = False) -> 
     return query.instant().format(PromQueryFormat.TIME_SERIES) if instant else query.range()
 
 
-def mean_by_policy(hist: str, matchers: str = SPC) -> str:
-    """Mean of a histogram per policy over every migration the exporter has seen."""
-    return f"sum by (policy) ({hist}_sum{{{matchers}}}) / sum by (policy) ({hist}_count{{{matchers}}})"
+def mean_by_policy(metric: str) -> str:
+    """Mean per (scenario, policy) over every completed migration the exporter has seen (a
+    recording rule of prometheus/rules/migbed.yml)."""
+    return f"scenario_policy:{metric}:mean{{{SP}}}"
 
 
-def quantile_by_policy(phi: float, hist: str, matchers: str = SPC) -> str:
-    return f"histogram_quantile({phi}, sum by (le, policy) ({hist}_bucket{{{matchers}}}))"
+def quantile_by_policy(phi: float, metric: str) -> str:
+    return f'scenario_policy:{metric}:quantile{{{SP},quantile="{phi}"}}'
+
+
+def datasource_variable() -> dashboard.DatasourceVariable:
+    return (
+        dashboard.DatasourceVariable("datasource")
+        .label("Data source")
+        .type("prometheus")
+        .current(dm.VariableOption(selected=True, text="Prometheus", value=DATASOURCE_UID))
+    )
 
 
 def variable(name: str, label: str, query: str, *, multi: bool) -> dashboard.QueryVariable:
@@ -168,6 +186,7 @@ def _states(
         statetimeline.Panel()
         .title(title)
         .datasource(DS)
+        .unit("none")  # states: the value mappings name them
         .span(w)
         .height(h)
         .mappings(
@@ -216,13 +235,15 @@ def policy_comparison() -> dashboard.Dashboard:
         .refresh("5s")
         .time("now-30m", "now")
         .timezone(common.TimeZoneBrowser)
+        .with_variable(datasource_variable())
         .with_variable(
+            # one scenario at a time: means across scenarios of different sizes mean nothing
             variable(
                 "scenario",
                 "Scenario",
                 "label_values(migbed_migrations_total, scenario)",
                 multi=False,
-            )
+            ).include_all(False)
         )
         .with_variable(variable("policy", "Policy", "label_values(migbed_migrations_total, policy)", multi=True))
         .annotation(
@@ -259,11 +280,7 @@ def policy_comparison() -> dashboard.Dashboard:
                 _bar(
                     "Downtime QEMU does not report (guest-visible minus reported), mean",
                     "s",
-                    q(
-                        f"({mean_by_policy(gd)}) - ({mean_by_policy(qd)})",
-                        "{{policy}}",
-                        instant=True,
-                    ),
+                    q(mean_by_policy("migbed_migration_unreported_downtime_seconds"), "{{policy}}", instant=True),
                 ),
                 _bar(
                     "Guest-visible downtime spread across repeats (p10 / p50 / p90)",
@@ -281,6 +298,17 @@ def policy_comparison() -> dashboard.Dashboard:
                     q(quantile_by_policy(0.5, qd), "{{policy}} p50", ref="B", instant=True),
                     q(quantile_by_policy(0.9, qd), "{{policy}} p90", ref="C", instant=True),
                     w=12,
+                    h=10,
+                ),
+                _bar(
+                    "Where guest-visible downtime went, mean per policy and part",
+                    "s",
+                    q(
+                        f"scenario_policy_part:migbed_migration_guest_downtime_part_seconds:mean{{{SP}}}",
+                        "{{policy}} {{part}}",
+                        instant=True,
+                    ),
+                    w=24,
                     h=10,
                 ),
                 _ts(
@@ -334,9 +362,7 @@ def policy_comparison() -> dashboard.Dashboard:
                     "Bytes per migration by stage (precopy: VM running, downtime: stopped)",
                     "bytes",
                     q(
-                        f"sum by (policy, stage) (migbed_migration_transferred_bytes_total{{{SP}}})"
-                        f" / on (policy) group_left"
-                        f" sum by (policy) (migbed_migrations_total{{{SP}}})",
+                        f"scenario_policy_stage:migbed_migration_transferred_bytes:per_migration{{{SP}}}",
                         "{{policy}} {{stage}}",
                         instant=True,
                     ),
@@ -364,32 +390,52 @@ def policy_comparison() -> dashboard.Dashboard:
                     h=8,
                 ),
                 _bar(
-                    "Guest-visible downtime measured at resume on the target, mean per policy",
+                    "Guest-visible downtime (source) and the target's final loads, mean per policy",
                     "s",
+                    q(mean_by_policy(gd), "{{policy}} guest-visible downtime", ref="A", instant=True),
                     q(
-                        "sum by (policy) (migbed_target_guest_downtime_seconds_sum{"
-                        + SP
-                        + "}) / sum by (policy) (migbed_target_guest_downtime_seconds_count{"
-                        + SP
-                        + "})",
-                        "{{policy}}",
+                        mean_by_policy("migbed_target_final_load_seconds"),
+                        "{{policy}} final loads after the last byte (target)",
+                        ref="B",
                         instant=True,
                     ),
-                    w=8,
+                    w=16,
+                ),
+            ],
+        ),
+        (
+            "multifd channels",
+            [
+                _bar(
+                    "Bytes per multifd channel, per migration",
+                    "bytes",
+                    q(
+                        f"scenario_policy_channel:migbed_migration_multifd_channel_bytes:per_migration{{{SP}}}",
+                        "{{policy}} channel {{channel}}",
+                        instant=True,
+                    ),
+                    w=10,
                 ),
                 _bar(
-                    "Final load time on the target, mean per policy",
-                    "s",
+                    "Packets per multifd channel (latest run)",
+                    "none",
                     q(
-                        "sum by (policy) (migbed_target_final_load_seconds_sum{"
-                        + SP
-                        + "}) / sum by (policy) (migbed_target_final_load_seconds_count{"
-                        + SP
-                        + "})",
+                        f"migbed_migration_last_multifd_channel_packets{{{SP}}}",
+                        "{{policy}} channel {{channel}}",
+                        instant=True,
+                    ),
+                    w=10,
+                ),
+                _stat(
+                    "multifd channels (latest run)",
+                    "none",
+                    q(
+                        f"migbed_migration_last_multifd_channels{{{SP}}}",
                         "{{policy}}",
                         instant=True,
                     ),
-                    w=8,
+                    w=4,
+                    h=8,
                 ),
             ],
         ),
@@ -438,6 +484,7 @@ def live_migration() -> dashboard.Dashboard:
         .refresh("5s")
         .time("now-15m", "now")
         .timezone(common.TimeZoneBrowser)
+        .with_variable(datasource_variable())
         .with_variable(variable("scenario", "Scenario", "label_values(migbed_source_phase, scenario)", multi=False))
         .with_variable(variable("policy", "Policy", "label_values(migbed_source_phase, policy)", multi=True))
         .annotation(
@@ -580,12 +627,19 @@ def live_migration() -> dashboard.Dashboard:
                     w=8,
                 ),
                 _ts(
-                    "Device setup remaining on the target",
+                    "Time the target's devices spent loading (this session)",
                     "s",
-                    q(f"migbed_target_device_setup_remaining_seconds{{{tgt}}}", "{{device}}"),
+                    q(f"migbed_target_device_busy_seconds{{{tgt}}}", "{{device}}"),
                     w=8,
-                    description="Resource allocation on the destination: time, not data. "
+                    description="What a destination can observe of its device loads: busy time. "
                     "QEMU's estimate does not see it.",
+                ),
+                _states(
+                    "Device loading on the target",
+                    {"0": ("idle", "green"), "1": ("loading", "orange")},
+                    q(f"migbed_target_device_loading{{{tgt}}}", "{{device}}"),
+                    w=8,
+                    h=8,
                 ),
                 _states(
                     "Device initial data loaded on the target",
@@ -606,7 +660,7 @@ def live_migration() -> dashboard.Dashboard:
                         "device {{stage}}",
                         ref="B",
                     ),
-                    w=24,
+                    w=16,
                 ),
             ],
         ),
@@ -651,6 +705,24 @@ def live_migration() -> dashboard.Dashboard:
                 ),
             ],
         ),
+        (
+            "Services (process)",
+            [
+                _ts(
+                    "Resident memory",
+                    "bytes",
+                    q('process_resident_memory_bytes{job=~"migbed-source|migbed-target"}', "{{role}} {{instance}}"),
+                ),
+                _ts(
+                    "CPU (1 = one core)",
+                    "percentunit",
+                    q(
+                        'rate(process_cpu_seconds_total{job=~"migbed-source|migbed-target"}[$__rate_interval])',
+                        "{{role}} {{instance}}",
+                    ),
+                ),
+            ],
+        ),
     ]
     return _layout(board, sections)
 
@@ -664,7 +736,12 @@ DASHBOARDS = {
 def render() -> dict[str, str]:
     """File name -> dashboard JSON text, exactly as committed."""
     encoder = JSONEncoder(sort_keys=True, indent=2)
-    return {name: encoder.encode(build().build()) + "\n" for name, build in DASHBOARDS.items()}
+    out = {}
+    for name, build in DASHBOARDS.items():
+        model = build().build()
+        model.schema_version = SCHEMA_VERSION
+        out[name] = encoder.encode(model) + "\n"
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:

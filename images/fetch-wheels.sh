@@ -31,7 +31,7 @@ fi
 rm -f "$out/project/"*.whl
 tmp="$(mktemp -d)"
 trap 'rm -rf "$tmp"' EXIT
-cp -r "$root/pyproject.toml" "$root/migbed" "$root/services" "$tmp/"
+cp -r "$root/pyproject.toml" "$root/setup.py" "$root/migbed" "$root/services" "$tmp/"
 [ -f "$root/README.md" ] && cp "$root/README.md" "$tmp/"
 find "$tmp" -name __pycache__ -prune -exec rm -rf {} +
 # A fixed timestamp keeps the wheel byte-identical when the code is unchanged (cached layer).

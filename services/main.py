@@ -28,7 +28,7 @@ async def serve(role: str, listen: str, metrics_listen: str = "",
     sys.setswitchinterval(0.0005)
     metrics: Any
     if role == "source":
-        from services.source.server import SourceService
+        from migbed.services.source.server import SourceService
 
         metrics = SourceMetrics()
         service: Any = SourceService(metrics, channel_credentials, max_running=max_sessions,
@@ -37,7 +37,7 @@ async def serve(role: str, listen: str, metrics_listen: str = "",
     elif role == "target":
         from migbed.core.limits import DEFAULT_IDLE_TIMEOUT_S
         from migbed.dataplane.receiver import MultifdListener
-        from services.target.server import TargetService
+        from migbed.services.target.server import TargetService
 
         metrics = TargetMetrics()
         # multifd channels: --multifd-listen, or the gRPC host with any free port

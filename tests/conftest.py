@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,10 +11,7 @@ import docker.errors
 import pytest
 
 from migbed.experiments.localstack import Service, local_stack
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # tests/faultlab.py
-
-from faultlab import Lab
+from testkit.harness import Lab
 
 
 @pytest.fixture(scope="session")

@@ -3,99 +3,63 @@
   migbed run                 the default comparison (legacy vs switchover-ack, 3 repeats, the
                              mlx5-like scenario) between two local processes over gRPC
   migbed run --source A --target B   the same against services already running elsewhere
+  migbed run --comparison NAME       a named comparison (`migbed scenarios` lists them)
   migbed serve source|target run one service (what containers and lab hosts run)
+  migbed status ADDR         a service's role, version, health and sessions (--json)
   migbed health ADDR         exit 0 when ADDR's gRPC health check says SERVING
-  migbed cancel ADDR RUN_ID  cancel a running migration on a source
-  migbed scenarios [FILE]    list the built-in scenarios, or validate a scenario file
+  migbed cancel ADDR RUN_ID  cancel a running migration on a source (run prints run ids)
+  migbed scenarios [FILE]    list the built-in scenarios and comparisons, or validate a file
+
+Exit codes: 0 ok; 1 a run failed or was not verified; 2 bad arguments or input (nothing was
+started); 3 a service did not answer; 4 runs ended but their records could not be written
+where asked (they were saved to the fallback file printed).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import datetime as dt
+import json
 import logging
 import os
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from migbed.core.policy import POLICIES
+from migbed import __version__
+from migbed.cli.args import (
+    EXIT_FAILED,
+    EXIT_OK,
+    EXIT_RESULTS_ELSEWHERE,
+    EXIT_UNREACHABLE,
+    EXIT_USAGE,
+    Unreachable,
+    UsageError,
+    add_out_arg,
+    add_policy_args,
+    add_scenario_args,
+    address,
+    bounded_int,
+    listen_address,
+    progress_wanted,
+    resolve_experiment,
+    seconds,
+    size,
+    utc_stamp,
+    writable_folder,
+)
 from migbed.core.scenario import (
-    DEFAULT_SCENARIO,
     ScenarioError,
     builtin_scenario_text,
     builtin_scenarios,
-    load_scenario,
     parse_scenario,
+    resolve_scenario,
 )
 
-DEFAULT_POLICIES = ["legacy", "switchover-ack"]
+if TYPE_CHECKING:
+    from migbed.experiments.results import ResultsSink
 
-
-class UsageError(Exception):
-    pass
-
-
-def _scenario_text(arg: str | None) -> tuple[str, str]:
-    """(name, toml) for --scenario: a file path or the name of a built-in scenario."""
-    if arg is None:
-        arg = DEFAULT_SCENARIO
-    path = Path(arg)
-    if path.suffix == ".toml" or path.exists():
-        sc = load_scenario(str(path))
-    else:
-        sc = parse_scenario(builtin_scenario_text(arg), arg)
-    return sc.name, sc.source_text
-
-
-def _address(value: str) -> str:
-    host, _, port = value.rpartition(":")
-    if not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise argparse.ArgumentTypeError(f"{value!r}: expected HOST:PORT with a port 1-65535")
-    return value
-
-
-def _positive_int(lo: int, hi: int):  # type: ignore[no-untyped-def]
-    def parse(value: str) -> int:
-        try:
-            n = int(value)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{value!r} is not an integer") from None
-        if not lo <= n <= hi:
-            raise argparse.ArgumentTypeError(f"{n} is out of range ({lo}..{hi})")
-        return n
-    return parse
-
-
-def _listen_address(value: str) -> str:
-    host, _, port = value.rpartition(":")
-    if not host or not port.isdigit() or not 0 <= int(port) < 65536:
-        raise argparse.ArgumentTypeError(f"{value!r}: expected HOST:PORT with a port 0-65535 "
-                                         "(0: any free port)")
-    return value
-
-
-def _size(value: str) -> int:
-    from migbed.core.units import UnitError, parse_size
-
-    try:
-        n = parse_size(value[:40])
-    except UnitError as e:
-        raise argparse.ArgumentTypeError(str(e)) from None
-    if n < 1 << 20:
-        raise argparse.ArgumentTypeError(f"{value!r}: at least 1MiB")
-    return n
-
-
-def _seconds(value: str) -> float:
-    try:
-        x = float(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{value!r} is not a number of seconds") from None
-    if not 0 < x <= 3600:
-        raise argparse.ArgumentTypeError(f"{x:g} is out of range (0..3600 s)")
-    return x
+DEFAULT_OUT = "results/<UTC timestamp>"
 
 
 # ---------------------------------------------------------------- run
@@ -104,57 +68,98 @@ def _seconds(value: str) -> float:
 def cmd_run(args: argparse.Namespace) -> int:
     from migbed.experiments.comparison import Plan, run_plan
     from migbed.experiments.localstack import local_stack
-    from migbed.measure.record import dump_results
-    from migbed.report.summary import results_table, write_csv
+    from migbed.experiments.results import JSONL, ResultsSink
 
+    # Everything is checked before anything starts: the pair, the scenario, --out, TLS.
     if bool(args.source) != bool(args.target):
         raise UsageError("--source and --target go together (or neither, for local processes)")
-    name, toml = _scenario_text(args.scenario)
-    policies = args.policy or DEFAULT_POLICIES
-    out = Path(args.out or Path("results") / dt.datetime.now().strftime("%Y%m%d-%H%M%S"))
-    out.mkdir(parents=True, exist_ok=True)
-    plan = Plan(name, toml, policies, args.repeat, args.source or "", args.target or "",
-                args.cancel_after or 0.0)
-    print(f"migbed: scenario {name}, policies {', '.join(policies)}, {args.repeat} repeat(s); "
-          f"results in {out}", flush=True)
-    if args.tls_dir:  # run_plan's Control client picks its credentials up from there
+    exp = resolve_experiment(args)
+    out = writable_folder(Path(args.out or Path("results") / utc_stamp()))
+    if (out / JSONL).is_file() and (out / JSONL).stat().st_size:
+        raise UsageError(f"--out {out}: holds the results of an earlier run ({JSONL}); "
+                         "choose another folder")
+    _use_tls(args.tls_dir)
+    if args.source:
+        _require_serving(args.source, args.tls_dir)
+    plan = Plan(exp.scenario.name, exp.scenario.source_text, list(exp.policies), exp.repeat,
+                args.source or "", args.target or "", args.cancel_after or 0.0)
+    print(f"migbed: scenario {exp.scenario.name}, policies {', '.join(exp.policies)}, "
+          f"{exp.repeat} repeat(s); results in {out}", flush=True)
+    sink = ResultsSink(out)
+    show = progress_wanted(args.no_progress)
+    try:
+        if args.source:
+            run_plan(plan, show, sink.add, _announce)
+        else:
+            with local_stack(out / "logs", tls_dir=args.tls_dir) as (source, target):
+                plan.source, plan.target = source.address, target.address
+                run_plan(plan, show, sink.add, _announce)
+    except BaseException:  # a lost source, ^C: what did finish is shown and kept all the same
+        if sink.records:
+            _show_results(sink)
+        raise
+    _show_results(sink)
+    if not args.no_report and not sink.saved_elsewhere:
+        _maybe_report(out)
+    return _run_exit_code(sink)
+
+
+def _show_results(sink: ResultsSink) -> None:
+    from migbed.report.summary import results_table
+
+    written = sink.finish()
+    print()
+    print(results_table(sink.records))
+    kept = [sink.fallback or sink.path, *written]
+    print(f"\nresults: {'  '.join(str(p) for p in kept)}", flush=True)
+
+
+def _announce(run_id: str) -> None:
+    from tqdm import tqdm
+
+    tqdm.write(f"migbed: run {run_id} started", file=sys.stdout)
+    sys.stdout.flush()
+
+
+def _run_exit_code(sink: ResultsSink) -> int:
+    if sink.saved_elsewhere:
+        where = sink.fallback or sink.path
+        print(f"migbed: results were not all written where asked; every record is in {where}",
+              file=sys.stderr)
+        return EXIT_RESULTS_ELSEWHERE
+    bad = [r for r in sink.records if r.outcome == "failed" or (r.outcome == "completed" and not r.verified)]
+    return EXIT_FAILED if bad else EXIT_OK
+
+
+def _use_tls(tls_dir: str | None) -> None:
+    if tls_dir:  # run_plan's Control client picks its credentials up from there
         from migbed.wire.tls import ENV_TLS_DIR, TlsDir
 
-        TlsDir(args.tls_dir).channel_credentials("client")  # a bad folder fails here, clearly
-        os.environ[ENV_TLS_DIR] = str(Path(args.tls_dir).resolve())
-    if args.source:
-        records = run_plan(plan, show_progress=not args.no_progress)
-    else:
-        with local_stack(out / "logs", tls_dir=args.tls_dir) as (source, target):
-            plan.source, plan.target = source.address, target.address
-            records = run_plan(plan, show_progress=not args.no_progress)
-    dump_results(records, str(out / "results.json"))
-    write_csv(records, out / "results.csv")
-    print()
-    print(results_table(records))
-    print(f"\nresults: {out / 'results.json'}  {out / 'results.csv'}")
-    if not args.no_report:
-        _maybe_report(out)
-    bad = [r for r in records if (r.outcome == "completed" and not r.verified)
-           or (r.outcome == "failed")]
-    return 1 if bad else 0
+        TlsDir(tls_dir).channel_credentials("client")  # a bad folder fails here, clearly
+        os.environ[ENV_TLS_DIR] = str(Path(tls_dir).resolve())
+
+
+def _require_serving(addr: str, tls_dir: str | None) -> None:
+    code, detail = _health(addr, 5.0, tls_dir)
+    if code != "SERVING":
+        raise Unreachable(f"source {addr}: {detail}")
 
 
 def _maybe_report(out: Path) -> None:
     try:
         from migbed.report.report import write_report
-    except ImportError as e:  # matplotlib is an optional extra for the services' images
-        print(f"report skipped: {e}")
+    except ImportError as e:  # matplotlib is the [report] extra
+        print(f"report skipped: {e} (pip install 'migbed[report]')")
         return
     page = write_report(out)
     print(f"report:  {page}")
 
 
-# ---------------------------------------------------------------- serve / health / cancel
+# ---------------------------------------------------------------- serve / status / health / cancel
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from services.main import serve
+    from migbed.services.main import serve
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     server_creds = channel_creds = None
@@ -178,65 +183,123 @@ def cmd_serve(args: argparse.Namespace) -> int:
                           multifd_listen=args.multifd_listen, multifd_ssl_context=multifd_ssl))
     except OSError as e:  # an address it cannot listen on: say which, no traceback
         raise UsageError(str(e)) from None
-    return 0
+    return EXIT_OK
+
+
+def _health(addr: str, timeout: float, tls_dir: str | None) -> tuple[str, str]:
+    """("SERVING" | "NOT_SERVING" | "UNREACHABLE", detail) of a gRPC health check."""
+    import grpc
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    from migbed.wire.errors import describe_rpc_error
+    from migbed.wire.tls import client_credentials
+
+    creds = client_credentials(tls_dir)
+    try:
+        with (grpc.secure_channel(addr, creds) if creds is not None else grpc.insecure_channel(addr)) as ch:
+            reply = health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest(service=""),
+                                                         timeout=timeout)
+    except grpc.RpcError as e:
+        return "UNREACHABLE", describe_rpc_error(e)
+    name = health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
+    return ("SERVING" if name == "SERVING" else "NOT_SERVING"), name
 
 
 def cmd_health(args: argparse.Namespace) -> int:
-    from migbed.wire.channel import check_health
+    state, detail = _health(args.address, args.timeout, args.tls_dir)
+    if not args.quiet:
+        print(state.replace("_", " ") if state != "UNREACHABLE" else f"UNREACHABLE: {detail}")
+    return {"SERVING": EXIT_OK, "NOT_SERVING": EXIT_FAILED}.get(state, EXIT_UNREACHABLE)
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    import grpc
+
+    from migbed.wire import migration_pb2 as pb
+    from migbed.wire import migration_pb2_grpc as pbg
+    from migbed.wire.channel import control_channel
+    from migbed.wire.errors import describe_rpc_error
     from migbed.wire.tls import client_credentials
 
-    ok = check_health(args.address, timeout=args.timeout,
-                      credentials=client_credentials(args.tls_dir))
-    if not args.quiet:
-        print("SERVING" if ok else "NOT SERVING")
-    return 0 if ok else 1
+    state, detail = _health(args.address, args.timeout, args.tls_dir)
+    if state == "UNREACHABLE":
+        raise Unreachable(f"{args.address}: {detail}")
+    channel = control_channel(args.address, client_credentials(args.tls_dir))
+    try:
+        reply = pbg.ControlStub(channel).Status(pb.StatusRequest(), timeout=args.timeout)
+    except grpc.RpcError as e:
+        raise Unreachable(f"{args.address}: {describe_rpc_error(e)}") from None
+    finally:
+        channel.close()
+    status = {"address": args.address, "role": reply.role, "health": state,
+              "migbed_version": reply.migbed_version, "protocol_version": reply.protocol_version,
+              "boot_id": reply.boot_id, "sessions": list(reply.sessions)}
+    if args.json:
+        print(json.dumps(status, indent=1))
+    else:
+        width = max(map(len, status))
+        for k, v in status.items():
+            shown = ", ".join(v) or "none" if isinstance(v, list) else v
+            print(f"{k.replace('_', ' '):{width}s}  {shown}")
+    return EXIT_OK if state == "SERVING" else EXIT_FAILED
 
 
 def cmd_cancel(args: argparse.Namespace) -> int:
     from migbed.experiments.controller import SourceControl
     from migbed.wire.tls import client_credentials
 
+    _require_serving(args.source, args.tls_dir)
     ctl = SourceControl(args.source, client_credentials(args.tls_dir))
     try:
         reply = ctl.cancel(args.run_id, args.reason)
     finally:
         ctl.close()
     print(f"{args.run_id}: {'cancelled' if reply.cancelled else 'already ' + reply.state}")
-    return 0
+    return EXIT_OK
 
 
 def cmd_scenarios(args: argparse.Namespace) -> int:
     if args.file:
-        sc = load_scenario(args.file)
+        sc = resolve_scenario(args.file, args.overrides)
         print(f"{args.file}: ok ({sc.name}: {len(sc.devices)} device(s), "
               f"{sc.guest.ram_size >> 20} MiB RAM)")
-        return 0
+        if args.show:
+            print(sc.source_text, end="")
+        return EXIT_OK
+    from migbed.comparisons import comparisons
+
+    print("scenarios (--scenario NAME):")
     for name in builtin_scenarios():
         sc = parse_scenario(builtin_scenario_text(name), name)
         first = sc.source_text.splitlines()[0].lstrip("# ")
-        print(f"{name:12s} {first}")
-    return 0
+        print(f"  {name:18s} {first}")
+    print("\ncomparisons (--comparison NAME):")
+    for c in comparisons().values():
+        print(f"  {c.name:18s} {c.scenario}: {', '.join(c.policies)} x{c.repeat}  {c.description}")
+    return EXIT_OK
 
 
 # ---------------------------------------------------------------- parser
 
 
 def build_parser(wanted: str = "") -> argparse.ArgumentParser:
-    """The parser; `wanted` is the subcommand about to run (its module is imported)."""
+    """The parser; `wanted` is the subcommand about to run (its module is imported; "*" =
+    every one, for the CLI reference)."""
     p = argparse.ArgumentParser(prog="migbed", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = p.add_subparsers(dest="command", required=True)
+    p.add_argument("--version", action="version", version=f"migbed {__version__}")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     r = sub.add_parser("run", help="run a policy comparison (default: legacy vs switchover-ack)")
-    r.add_argument("--source", type=_address, help="a running source service, HOST:PORT")
-    r.add_argument("--target", type=_address, help="the target, as the source dials it")
-    r.add_argument("--scenario", help=f"TOML file or built-in name (default {DEFAULT_SCENARIO})")
-    r.add_argument("--policy", action="append", choices=POLICIES,
-                   help="repeatable; default: legacy and switchover-ack")
-    r.add_argument("--repeat", type=_positive_int(1, 100), default=3, help="runs per policy (3)")
-    r.add_argument("--out", help="results folder (default results/<timestamp>)")
-    r.add_argument("--cancel-after", type=_seconds, help="cancel each run after this many seconds")
-    r.add_argument("--no-progress", action="store_true", help="no progress bar")
+    r.add_argument("--source", type=address, metavar="HOST:PORT", help="a running source service")
+    r.add_argument("--target", type=address, metavar="HOST:PORT", help="the target, as the source dials it")
+    add_scenario_args(r)
+    add_policy_args(r)
+    add_out_arg(r, DEFAULT_OUT)
+    r.add_argument("--cancel-after", type=seconds(), metavar="SECONDS",
+                   help="cancel each run after this many seconds")
+    r.add_argument("--no-progress", action="store_true",
+                   help="no progress bar (there is none when stderr is not a terminal)")
     r.add_argument("--no-report", action="store_true", help="skip the HTML/PNG report")
     r.add_argument("--tls-dir", help="mutual TLS with the certificates of `migbed certs DIR` "
                    "(local services too)")
@@ -244,39 +307,51 @@ def build_parser(wanted: str = "") -> argparse.ArgumentParser:
 
     s = sub.add_parser("serve", help="run a source or target service")
     s.add_argument("role", choices=["source", "target"])
-    s.add_argument("--listen", type=_address, default="127.0.0.1:50051")
-    s.add_argument("--metrics-listen", type=_address, help="HOST:PORT for Prometheus /metrics")
-    s.add_argument("--max-sessions", type=_positive_int(1, 256), default=16)
+    s.add_argument("--listen", type=address, default="127.0.0.1:50051", metavar="HOST:PORT")
+    s.add_argument("--metrics-listen", type=address, metavar="HOST:PORT",
+                   help="HOST:PORT for Prometheus /metrics")
+    s.add_argument("--max-sessions", type=bounded_int(1, 256), default=16)
     s.add_argument("--tls-dir", help="serve (and dial) with mutual TLS: `migbed certs DIR`")
-    s.add_argument("--memory-budget", type=_size, help="target: memory all sessions together may hold "
+    s.add_argument("--memory-budget", type=size(1 << 20), metavar="SIZE",
+                   help="target: memory all sessions together may hold "
                    "(e.g. 8GiB; default: 3/4 of what is available at start)")
-    s.add_argument("--idle-timeout", type=_seconds, default=None,
+    s.add_argument("--idle-timeout", type=seconds(), default=None, metavar="SECONDS",
                    help="target: end a session that sends only pings this long (660 s)")
-    s.add_argument("--multifd-listen", type=_listen_address,
+    s.add_argument("--multifd-listen", type=listen_address, metavar="HOST:PORT",
                    help="target: HOST:PORT for multifd channels (default: --listen's host, "
                    "port 0 = any free port)")
     s.set_defaults(func=cmd_serve)
 
-    h = sub.add_parser("health", help="gRPC health check of a service")
-    h.add_argument("address", type=_address)
-    h.add_argument("--timeout", type=float, default=2.0)
+    st = sub.add_parser("status", help="a service's role, version, health and sessions")
+    st.add_argument("address", type=address, metavar="HOST:PORT")
+    st.add_argument("--json", action="store_true", help="one JSON object")
+    st.add_argument("--timeout", type=seconds(0, 60), default=5.0, metavar="SECONDS")
+    st.add_argument("--tls-dir", help="mutual TLS (default $MIGBED_TLS_DIR)")
+    st.set_defaults(func=cmd_status)
+
+    h = sub.add_parser("health", help="gRPC health check of a service (exit 0 SERVING, 1 not, 3 no answer)")
+    h.add_argument("address", type=address, metavar="HOST:PORT")
+    h.add_argument("--timeout", type=seconds(0, 60), default=2.0, metavar="SECONDS")
     h.add_argument("--quiet", "-q", action="store_true")
     h.add_argument("--tls-dir", help="check over mutual TLS (default $MIGBED_TLS_DIR)")
     h.set_defaults(func=cmd_health)
 
     c = sub.add_parser("cancel", help="cancel a running migration on a source")
-    c.add_argument("source", type=_address)
-    c.add_argument("run_id")
+    c.add_argument("source", type=address, metavar="HOST:PORT")
+    c.add_argument("run_id", metavar="RUN_ID", help="as `migbed run` prints it when the run starts")
     c.add_argument("--reason", default="cancelled by the user")
     c.add_argument("--tls-dir", help="mutual TLS (default $MIGBED_TLS_DIR)")
     c.set_defaults(func=cmd_cancel)
 
-    sc = sub.add_parser("scenarios", help="list built-in scenarios or validate a file")
-    sc.add_argument("file", nargs="?")
+    sc = sub.add_parser("scenarios", help="list built-in scenarios and comparisons, or validate a file")
+    sc.add_argument("file", nargs="?", metavar="NAME|FILE")
+    add_scenario_args(sc, comparison=False)
+    sc.set_defaults(scenario=None)
+    sc.add_argument("--show", action="store_true", help="print the scenario as it would be sent")
     sc.set_defaults(func=cmd_scenarios)
 
     for command, (module_name, registrar, help_text) in _EXTENSIONS.items():
-        if command == wanted:
+        if command == wanted or wanted == "*":
             _add_extension(sub, command, module_name, registrar)
         else:  # listed for --help without importing its (heavy) module
             sub.add_parser(command, help=help_text)
@@ -304,6 +379,9 @@ _EXTENSIONS: dict[str, tuple[str, str, str]] = {
     "predict": ("migbed.cli.sweeps", "add_predict_parser", "predict a scenario with the analytical model"),
     "sweep": ("migbed.cli.sweeps", "add_sweep_parser", "run a scenario over a grid of values, measured and predicted"),
 }
+# The pip extra that brings each extension's dependencies (pip install 'migbed[EXTRA]').
+_EXTRA_OF = {"up": "stack", "down": "stack", "images": "stack", "report": "report",
+             "deploy": "deploy", "certs": "deploy"}
 
 
 def _add_extension(sub: Any, command: str, module_name: str, registrar: str) -> None:
@@ -312,16 +390,33 @@ def _add_extension(sub: Any, command: str, module_name: str, registrar: str) -> 
     try:
         module = importlib.import_module(module_name)
     except ImportError as e:
-        missing = str(e)
+        missing = f"{e.name or e} ({e})"
+        extra = _EXTRA_OF.get(command, "all")
 
         def unavailable(args: argparse.Namespace) -> int:
-            raise UsageError(f"`migbed {command}` needs {missing}: run bin/migbed on the host")
+            raise UsageError(f"`migbed {command}` needs the Python package {missing}: "
+                             f"pip install 'migbed[{extra}]' (bin/migbed installs everything)")
 
-        unavailable_parser = sub.add_parser(command)
-        unavailable_parser.add_argument("rest", nargs=argparse.REMAINDER)
+        # add_help=False and a hidden catch-all: `migbed up --help` says what is missing too.
+        # prefix_chars that no argument uses: every argument, --help too, lands in `rest`.
+        unavailable_parser = sub.add_parser(command, add_help=False, prefix_chars="\x00",
+                                            help=f"(unavailable here: pip install 'migbed[{extra}]')")
+        unavailable_parser.add_argument("rest", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
         unavailable_parser.set_defaults(func=unavailable)
         return
     getattr(module, registrar)(sub)
+
+
+def _exit_code_of(e: Exception) -> int:
+    """Unreachable services exit 3, everything the user can fix in the command line 2."""
+    text = str(e)
+    if isinstance(e, Unreachable) or "UNAVAILABLE" in text or "DEADLINE_EXCEEDED" in text:
+        return EXIT_UNREACHABLE
+    # The service refused what the user asked (an unknown run id, a value it does not allow).
+    if isinstance(e, ScenarioError | UsageError) or any(
+            code in text for code in ("NOT_FOUND", "INVALID_ARGUMENT", "ALREADY_EXISTS")):
+        return EXIT_USAGE
+    return EXIT_FAILED
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -330,13 +425,17 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser(wanted)
     args = parser.parse_args(argv)
     from migbed.experiments.controller import ControlError
+    from migbed.experiments.localstack import HarnessError
     from migbed.wire.tls import TlsError
 
     try:
         return int(args.func(args))
-    except (ScenarioError, UsageError, ControlError, TlsError) as e:
+    except (ScenarioError, UsageError, TlsError) as e:
         print(f"migbed: error: {e}", file=sys.stderr)
-        return 2
+        return EXIT_USAGE
+    except (Unreachable, ControlError, HarnessError) as e:
+        print(f"migbed: error: {e}", file=sys.stderr)
+        return _exit_code_of(e)
     except KeyboardInterrupt:
         print("migbed: interrupted", file=sys.stderr)
         return 130

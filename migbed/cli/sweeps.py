@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from migbed.cli.main import _address
+from migbed.cli.args import address as _address
 from migbed.core.policy import POLICIES
 from migbed.core.scenario import DEFAULT_SCENARIO, parse_scenario
 from migbed.core.units import UnitError, format_bytes, parse_byte_rate, parse_size

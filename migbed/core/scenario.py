@@ -8,14 +8,22 @@ what is allowed, so nothing half-starts.
 
 from __future__ import annotations
 
+import os
 import re
-import tomllib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any, TypeVar
 
 from migbed.core import limits as lim
+from migbed.core.bounded import (
+    MAX_SCENARIO_BYTES,
+    InputError,
+    clip,
+    decode_utf8,
+    loads_toml,
+    read_regular_file,
+)
 from migbed.core.units import (
     UnitError,
     parse_bit_rate,
@@ -125,8 +133,15 @@ def parse_required(table: _Table, key: str, parse: Callable[[Any], T]) -> T:
     raw = table.data[key]
     try:
         return parse(raw)
-    except (UnitError, ValueError, TypeError) as e:
-        raise ScenarioError(f"{table.where}.{key} = {raw!r}: {e}") from None
+    except (UnitError, ValueError, TypeError, OverflowError) as e:
+        # The field first, then the value (clipped: it may be huge) and the rule.
+        raise ScenarioError(f"{table.where}.{key} = {_shown(raw)}: {clip(str(e))}") from None
+
+
+def _shown(raw: Any) -> str:
+    if isinstance(raw, int) and not isinstance(raw, bool) and raw.bit_length() > 200:
+        return f"<an integer of about {int(raw.bit_length() * 0.30103)} digits>"
+    return clip(repr(raw), 80)
 
 
 class _Table:
@@ -153,8 +168,9 @@ class _Table:
     def finish(self) -> None:
         unknown = sorted(set(self.data) - self.used)
         if unknown:
+            shown = clip(", ".join(clip(str(k), 40) for k in unknown[:10]), 160)
             raise ScenarioError(
-                f"{self.where}: unknown key(s) {', '.join(unknown)} "
+                f"{self.where}: unknown key(s) {shown} "
                 f"(allowed: {', '.join(sorted(self.used))})"
             )
 
@@ -171,6 +187,8 @@ def _fmt(x: float) -> str:
 def _int(v: Any) -> int:
     if isinstance(v, bool) or not isinstance(v, int):
         raise ValueError("expected an integer")
+    if not -(2**63) <= v < 2**63:
+        raise ValueError("out of range (a 64-bit integer)")
     return v
 
 
@@ -332,11 +350,20 @@ def _link(t: _Table) -> LinkConfig:
 
 
 def parse_scenario(text: str, where: str = "scenario") -> Scenario:
-    """Parse and validate a scenario TOML text. Raises ScenarioError."""
+    """Parse and validate a scenario TOML text (bounded: size, nesting, digits). Raises ScenarioError."""
+    return _scenario_from_data(_load_toml(text, where), text)
+
+
+def _load_toml(text: str, where: str) -> dict[str, Any]:
+    if not isinstance(text, str):
+        raise ScenarioError(f"{where}: expected TOML text")
     try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as e:
-        raise ScenarioError(f"{where}: not valid TOML: {e}") from None
+        return loads_toml(text, where)
+    except InputError as e:
+        raise ScenarioError(str(e)) from None
+
+
+def _scenario_from_data(data: dict[str, Any], text: str) -> Scenario:
     top = _Table(data, "scenario")
     name = top.get("name", _str, "unnamed")
     # The name goes into run ids, metric labels and file names.
@@ -359,25 +386,57 @@ def parse_scenario(text: str, where: str = "scenario") -> Scenario:
     return Scenario(name, guest, devices, migration, link, text)
 
 
-def load_scenario(path: str) -> Scenario:
+def read_scenario_text(path: str | os.PathLike[str]) -> str:
+    """A scenario file's text: a regular file of at most MAX_SCENARIO_BYTES, UTF-8."""
     try:
-        with open(path, encoding="utf-8") as fh:
-            text = fh.read()
-    except OSError as e:
-        raise ScenarioError(f"cannot read scenario file {path}: {e.strerror}") from None
-    return parse_scenario(text, path)
+        return decode_utf8(read_regular_file(path, MAX_SCENARIO_BYTES, "scenario file"), str(path))
+    except InputError as e:
+        raise ScenarioError(str(e)) from None
+
+
+def load_scenario(path: str | os.PathLike[str], overrides: Sequence[str] = ()) -> Scenario:
+    text = read_scenario_text(path)
+    return _with_overrides(text, str(path), overrides)
 
 
 def builtin_scenario_text(name: str = DEFAULT_SCENARIO) -> str:
     """The scenarios shipped inside the package (migbed/scenarios/*.toml)."""
-    try:
-        return resources.files("migbed").joinpath(f"scenarios/{name}.toml").read_text()
-    except FileNotFoundError:
+    if name not in builtin_scenarios():
         raise ScenarioError(
-            f"no built-in scenario {name!r} (have: {', '.join(builtin_scenarios())})"
-        ) from None
+            f"scenario {clip(repr(name), 80)}: no such file and no built-in scenario of that name "
+            f"(built-in: {', '.join(builtin_scenarios())})"
+        )
+    return resources.files("migbed").joinpath(f"scenarios/{name}.toml").read_text(encoding="utf-8")
 
 
 def builtin_scenarios() -> list[str]:
     folder = resources.files("migbed").joinpath("scenarios")
     return sorted(p.name[:-5] for p in folder.iterdir() if p.name.endswith(".toml"))
+
+
+def is_scenario_file(arg: str) -> bool:
+    """--scenario NAME|FILE: a file when it looks like a path or names an existing one."""
+    return arg.endswith(".toml") or os.sep in arg or os.path.lexists(arg)
+
+
+def resolve_scenario(arg: str | None = None, overrides: Sequence[str] = ()) -> Scenario:
+    """THE resolver of "a scenario file or a built-in name" (run, up, deploy, sweep, bench/),
+    with `--set KEY=VALUE` overrides applied before validation. Raises ScenarioError."""
+    arg = arg or DEFAULT_SCENARIO
+    if is_scenario_file(arg):
+        return load_scenario(arg, overrides)
+    return _with_overrides(builtin_scenario_text(arg), arg, overrides)
+
+
+def _with_overrides(text: str, where: str, overrides: Sequence[str]) -> Scenario:
+    if not overrides:
+        return parse_scenario(text, where)
+    from migbed.core.overrides import OverrideError, apply_overrides, dump_toml
+
+    data = _load_toml(text, where)
+    try:
+        apply_overrides(data, overrides)
+    except OverrideError as e:
+        raise ScenarioError(str(e)) from None
+    new_text = f"# {where} with --set {' --set '.join(overrides)}\n" + dump_toml(data)
+    return _scenario_from_data(_load_toml(new_text, where), new_text)

@@ -33,13 +33,8 @@ import docker
 import docker.errors
 from docker.models.containers import Container
 
-from migbed.core.scenario import (
-    DEFAULT_SCENARIO,
-    ScenarioError,
-    builtin_scenario_text,
-    load_scenario,
-    parse_scenario,
-)
+from migbed.cli.args import add_out_arg, add_policy_args, add_scenario_args
+from migbed.core.scenario import ScenarioError, is_scenario_file, resolve_scenario
 from migbed.env import images
 from migbed.env.shaping import LinkShape, ShapingError, apply_in_container, link_shape
 
@@ -146,14 +141,9 @@ def wait_healthy(stack: Stack, c: docker.DockerClient, services: Sequence[str], 
             time.sleep(0.5)
 
 
-def scenario_link(scenario: str | None) -> tuple[str, LinkShape | None]:
-    """(name for logs, link shape) of a --scenario argument: a file or a built-in name."""
-    arg = scenario or DEFAULT_SCENARIO
-    path = Path(arg)
-    if path.suffix == ".toml" or path.exists():
-        sc = load_scenario(str(path))
-    else:
-        sc = parse_scenario(builtin_scenario_text(arg), arg)
+def scenario_link(scenario: str | None, overrides: Sequence[str] = ()) -> tuple[str, LinkShape | None]:
+    """(name for logs, link shape) of --scenario NAME|FILE with its --set overrides."""
+    sc = resolve_scenario(scenario, overrides)
     return sc.name, link_shape(sc.link)
 
 
@@ -185,7 +175,9 @@ def _user_env(results_dir: Path) -> dict[str, str]:
 
 
 def _run_id() -> str:
-    return time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    from migbed.cli.args import utc_stamp
+
+    return utc_stamp()
 
 
 @dataclass
@@ -246,13 +238,14 @@ def run_comparison(
     repeat: int | None = None,
     run_id: str | None = None,
     extra: Sequence[str] = (),
+    overrides: Sequence[str] = (),
 ) -> tuple[int, Path]:
     """`migbed run` in a one-shot runner container against the stack's services.
 
     Shapes the source's link from the scenario first (each scenario brings its own link).
     Returns (the runner's exit code, the results folder on the host).
     """
-    name, shape = scenario_link(scenario)
+    name, shape = scenario_link(scenario, overrides)
     shape_source(stack, images.client(), shape)
     run_id = run_id or _run_id()
     out = stack.results / run_id
@@ -264,7 +257,7 @@ def run_comparison(
     mounts: list[str] = []
     if scenario:
         path = Path(scenario)
-        if path.suffix == ".toml" or path.exists():
+        if is_scenario_file(scenario):
             # A host file: mount it into the one-shot runner under its own name.
             inside = f"/scenario/{path.name}"
             mounts += ["-v", f"{path.resolve()}:{inside}:ro"]
@@ -273,6 +266,8 @@ def run_comparison(
             argv += ["--scenario", scenario]
     for policy in policies:
         argv += ["--policy", policy]
+    for item in overrides:
+        argv += ["--set", item]
     if repeat is not None:
         argv += ["--repeat", str(repeat)]
     if not sys.stdout.isatty():
@@ -304,15 +299,17 @@ def up(
     results: Path | None = None,
     run_id: str | None = None,
     extra: Sequence[str] = (),
+    overrides: Sequence[str] = (),
 ) -> UpResult:
     """Bring the stack up and (unless run=False) run one comparison in the runner."""
     # Read the scenario first: a bad file or a refused [link] fails before anything starts.
-    _, shape = scenario_link(scenario)
+    _, shape = scenario_link(scenario, overrides)
     stack, graf = start(grafana=grafana, project=project, results=results)
     if not run:
         shape_source(stack, images.client(), shape)
         return UpResult(0, None, stack, graf)
-    code, out = run_comparison(stack, scenario=scenario, policies=policies, repeat=repeat, run_id=run_id, extra=extra)
+    code, out = run_comparison(stack, scenario=scenario, policies=policies, repeat=repeat, run_id=run_id,
+                               extra=extra, overrides=overrides)
     _say(
         f"services stay up for more experiments; remove everything with: bin/migbed down"
         f"{'' if project == DEFAULT_PROJECT else f' --project-name {project}'}"
@@ -347,17 +344,28 @@ def down(*, project: str = DEFAULT_PROJECT) -> list[str]:
 
 
 def cmd_up(args: argparse.Namespace) -> int:
+    from migbed.cli.args import EXIT_USAGE, UsageError, resolve_experiment, writable_folder
+
+    # The same checks as `migbed run`, before any image is built or container started.
+    try:
+        exp = resolve_experiment(args)
+        out = writable_folder(Path(args.out or Path("results") / _run_id()).resolve())
+        scenario_link(exp.scenario_arg, exp.overrides)  # a [link] tc cannot shape is refused here
+    except (UsageError, ScenarioError, ShapingError) as e:
+        print(f"migbed up: {e}", file=sys.stderr)
+        return EXIT_USAGE
     try:
         res = up(
-            scenario=args.scenario,
-            policies=args.policy or (),
-            repeat=args.repeat,
+            scenario=exp.scenario_arg,
+            policies=exp.policies,
+            repeat=exp.repeat,
             run=not args.no_run,
             grafana=not args.no_grafana,
             project=args.project_name,
-            results=Path(args.results) if args.results else None,
-            run_id=args.run_id,
+            results=out.parent,
+            run_id=out.name,
             extra=args.extra,
+            overrides=exp.overrides,
         )
     except (
         StackError,
@@ -398,13 +406,12 @@ def add_up_parser(subparsers: Any) -> argparse.ArgumentParser:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--scenario", help=f"TOML file or built-in name (default {DEFAULT_SCENARIO})")
-    p.add_argument("--policy", action="append", help="policy to compare (repeatable)")
-    p.add_argument("--repeat", type=int, help="runs per policy (migbed run's default)")
+    # The flags run, up and deploy share (migbed/cli/args.py), checked by the same code.
+    add_scenario_args(p)
+    add_policy_args(p)
+    add_out_arg(p, "results/<UTC timestamp>; its parent is mounted in the runner")
     p.add_argument("--no-run", action="store_true", help="start and shape only, run nothing")
     p.add_argument("--no-grafana", action="store_true", help="do not try to pull Grafana")
-    p.add_argument("--results", help="host folder mounted at /results (default ./results)")
-    p.add_argument("--run-id", help="results subfolder (default: UTC timestamp)")
     p.add_argument("extra", nargs="*", help="after --: more `migbed run` arguments")
     _project_arg(p)
     p.set_defaults(func=cmd_up)

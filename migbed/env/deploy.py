@@ -27,6 +27,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
+from migbed.cli.args import add_out_arg, add_policy_args, add_scenario_args
+
 DEFAULT_OUT = "results/deploy"
 
 
@@ -38,15 +40,16 @@ class DeployError(Exception):
 
 
 def repo_root() -> Path:
-    """The checkout holding deploy/ and images/ (MIGBED_ROOT overrides)."""
-    env = os.environ.get("MIGBED_ROOT")
-    root = Path(env) if env else Path(__file__).resolve().parents[2]
-    if not (root / "deploy" / "install.yml").is_file():
-        raise DeployError(
-            f"no deploy/install.yml under {root}: migbed deploy runs from a checkout of the "
-            "migbed repository (set MIGBED_ROOT to it)"
-        )
-    return root
+    """The folder holding deploy/ (and images/): $MIGBED_ROOT, the checkout, or the wheel's copy
+    (migbed/assets.py)."""
+    from migbed.assets import WHEEL_COPY, AssetMissing, asset_root, source_tree
+
+    try:
+        root = asset_root("deploy/install.yml")
+        # An installed wheel: the wheelhouse is built from sources (images/fetch-wheels.sh).
+        return source_tree() if root == WHEEL_COPY else root
+    except AssetMissing as e:
+        raise DeployError(str(e)) from None
 
 
 # ---------------------------------------------------------------- inventory
@@ -501,22 +504,43 @@ def _parse_extra(items: Sequence[str]) -> dict[str, Any]:
     return extra
 
 
+def _experiment(args: argparse.Namespace, out_dir: Path) -> tuple[Path | None, list[str], int]:
+    """(scenario file for the hosts, policies, repeat) from the shared flags, or no experiment.
+    A built-in name, a comparison or --set is written out as OUT/scenario.toml."""
+    from migbed.cli.args import UsageError, resolve_experiment
+    from migbed.core.scenario import is_scenario_file
+
+    if not (args.scenario or getattr(args, "comparison", None)):
+        return None, [], args.repeat or 3
+    try:
+        exp = resolve_experiment(args)
+    except UsageError as e:
+        raise DeployError(str(e)) from None
+    if is_scenario_file(exp.scenario_arg) and not exp.overrides:
+        return Path(exp.scenario_arg).resolve(), list(exp.policies), exp.repeat
+    path = out_dir / "scenario.toml"
+    path.write_text(exp.scenario.source_text)
+    return path.resolve(), list(exp.policies), exp.repeat
+
+
 def deploy(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
+    from migbed.cli.args import UsageError, writable_folder
+
     root = repo_root()
     inventory = Path(args.inventory)
     inv = load_inventory(inventory, root)
-    out_dir = Path(args.out)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    scenario = Path(args.scenario).resolve() if args.scenario else None
-    policies = [p for item in args.policy or [] for p in item.split(",") if p]
-    from migbed.core.policy import POLICIES
-
-    unknown = [p for p in policies if p not in POLICIES]
-    if unknown:
-        raise DeployError(f"--policy {', '.join(unknown)}: unknown (choose from {', '.join(POLICIES)})")
+    try:
+        out_dir = writable_folder(Path(args.out or DEFAULT_OUT))
+    except UsageError as e:
+        raise DeployError(str(e)) from None
     evacuate = bool(getattr(args, "evacuate", False))
+    try:
+        scenario, policies, repeat = _experiment(args, out_dir)
+    except DeployError as e:
+        raise DeployError(f"--evacuate: {e}" if evacuate else str(e)) from None
+    args.repeat = repeat
     if evacuate and not scenario:
-        raise DeployError("--evacuate needs --scenario FILE (every guest runs it)")
+        raise DeployError("--evacuate needs --scenario FILE or NAME (every guest runs it)")
     if scenario and not evacuate and not inv.hosts("monitor"):
         raise DeployError(f"inventory {inventory}: group 'monitor' has no hosts; the experiment runs there")
     if scenario and not scenario.is_file():
@@ -747,19 +771,11 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         ),
     )
     p.add_argument("-i", "--inventory", required=True, help="Ansible inventory of the lab hosts")
-    p.add_argument("--scenario", help="scenario TOML file: run an experiment after installing")
-    p.add_argument(
-        "--policy",
-        action="append",
-        metavar="POLICY",
-        help="switchover policy for the experiment (repeat or comma-separate for several)",
-    )
-    p.add_argument("--repeat", type=int, default=3, help="runs per policy (default 3, as migbed run)")
-    p.add_argument(
-        "--out",
-        default=DEFAULT_OUT,
-        help=f"results and Ansible artifacts on this machine (default {DEFAULT_OUT})",
-    )
+    # The flags run, up and deploy share (migbed/cli/args.py), checked by the same code;
+    # a scenario (or a comparison) runs an experiment after installing.
+    add_scenario_args(p)
+    add_policy_args(p)
+    add_out_arg(p, f"{DEFAULT_OUT}: results and Ansible artifacts on this machine")
     p.add_argument(
         "--teardown",
         action="store_true",

@@ -33,10 +33,14 @@ class Measurement:
 
 
 def _hostport(text: str) -> tuple[str, int]:
-    host, _, port = text.rpartition(":")
-    if not host or not port.isdigit():
-        raise argparse.ArgumentTypeError(f"expected HOST:PORT, got {text!r}")
-    return host.strip("[]"), int(port)
+    """The one HOST:PORT parser (migbed/core/address.py), as argparse wants it."""
+    from migbed.core.address import AddressError, HostPort
+
+    try:
+        hp = HostPort.parse(text, "HOST:PORT")
+    except AddressError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+    return hp.host, hp.port
 
 
 def receive_one(conn: socket.socket, warmup_s: float) -> Measurement:

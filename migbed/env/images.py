@@ -28,7 +28,13 @@ from typing import Any
 import docker
 import docker.errors
 
-ROOT = Path(__file__).resolve().parents[2]
+from migbed.assets import CHECKOUT, AssetMissing, is_checkout, source_tree
+
+# The sources the images are built from: a checkout, or one assembled from the installed wheel.
+try:
+    ROOT = source_tree()
+except AssetMissing:
+    ROOT = CHECKOUT  # ensure_images says what is missing
 IMAGES_DIR = ROOT / "images"
 BUILD_DIR = IMAGES_DIR / "build"  # generated contexts (images/.gitignore)
 # The image names of the last build, for plain compose: `--env-file images/build/compose.env`.
@@ -211,6 +217,10 @@ def ensure_prometheus(c: docker.DockerClient, base: str, log: Log = _stderr) -> 
 
 def ensure_images(*, grafana: bool = True, log: Log = _stderr) -> ImageSet:
     """Make every image exist; returns the names to run."""
+    if not is_checkout(ROOT):
+        raise RuntimeError(f"building the images needs the migbed sources (pyproject.toml, migbed/, "
+                           f"services/, images/); {ROOT} has none: run from a checkout or set "
+                           "MIGBED_ROOT to one")
     c = client()
     base = ensure_base(c, log)
     ctx = BUILD_DIR / "runtime"

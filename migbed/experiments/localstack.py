@@ -1,7 +1,10 @@
-"""Source and target as two local processes on loopback: what `migbed run` uses by default.
+"""Source and target as local processes: THE process harness.
 
-Real processes, real gRPC between them: the same code path as containers or lab hosts,
-only the addresses differ. Ports are picked free; readiness is the gRPC health check.
+`migbed run` starts its two services with it; bench/ (bench/_common.py) and the tests
+(testkit/, tests/faultlab.py) start theirs with it too, so there is one way a service process
+is started (free ports, a log file, an optional wrapper such as `ip netns exec NS`, mutual TLS,
+cProfile), health-checked (gRPC health: SERVING) and stopped (SIGTERM, then SIGKILL).
+Real processes, real gRPC between them: the same code path as containers or lab hosts.
 """
 
 from __future__ import annotations
@@ -12,17 +15,23 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+
+import grpc
 
 from migbed.wire.channel import check_health
 from migbed.wire.tls import TlsDir
 
 
+class HarnessError(RuntimeError):
+    """A service process that would not start or become healthy; names its log."""
+
+
 def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket() as s:
-        s.bind((host, 0))
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
+        s.bind((host.strip("[]"), 0))
         return int(s.getsockname()[1])
 
 
@@ -34,7 +43,12 @@ class Service:
     process: subprocess.Popen[bytes]
     log_path: Path
 
-    def stop(self, timeout: float = 10.0) -> None:
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def stop(self, timeout: float = 20.0) -> None:
+        """SIGTERM, and SIGKILL after `timeout` s; always reaped."""
         if self.process.poll() is None:
             self.process.terminate()
             try:
@@ -51,43 +65,77 @@ def _any_free_port(host: str) -> int:
         return free_port()
 
 
+def _hostport(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def service_command(role: str, listen: str, metrics_listen: str, wrapper: Sequence[str] = (),
+                    profile_to: Path | None = None, extra_args: Sequence[str] = ()) -> list[str]:
+    """The argv of `migbed serve ROLE`; under cProfile (main thread) with `profile_to`."""
+    py = [*wrapper, sys.executable]
+    if profile_to is not None:
+        py += ["-m", "cProfile", "-o", str(profile_to), "-m", "migbed"]
+    else:
+        py += ["-m", "migbed"]
+    return [*py, "serve", role, "--listen", listen, "--metrics-listen", metrics_listen, *extra_args]
+
+
 def start_service(role: str, log_dir: Path, host: str = "127.0.0.1",
-                  extra_args: list[str] | None = None, timeout: float = 30.0,
-                  wrapper: list[str] | None = None,
-                  tls_dir: str | os.PathLike[str] | None = None) -> Service:
-    """Start `migbed serve ROLE` on HOST; `wrapper` prefixes the command (ip netns exec NS);
-    with `tls_dir` it serves mutual TLS (and is health-checked as the lab's client)."""
+                  extra_args: Sequence[str] | None = None, timeout: float = 30.0,
+                  wrapper: Sequence[str] | None = None,
+                  tls_dir: str | os.PathLike[str] | None = None,
+                  profile_to: Path | None = None) -> Service:
+    """Start `migbed serve ROLE` on HOST and wait until it is SERVING.
+
+    `wrapper` prefixes the command (ip netns exec NS; HOST is then an address in there); with
+    `tls_dir` it serves mutual TLS (and is health-checked as the lab's client)."""
     creds = None
+    extra = list(extra_args or [])
     if tls_dir:
         creds = TlsDir(tls_dir).channel_credentials("client")
-        extra_args = [*(extra_args or []), "--tls-dir", str(tls_dir)]
+        extra += ["--tls-dir", str(tls_dir)]
     port, mport = _any_free_port(host), _any_free_port(host)
     log_dir.mkdir(parents=True, exist_ok=True)
     log_path = log_dir / f"{role}.log"
-    cmd = [*(wrapper or []), sys.executable, "-m", "migbed.cli.main", "serve", role,
-           "--listen", f"{host}:{port}", "--metrics-listen", f"{host}:{mport}", *(extra_args or [])]
+    cmd = service_command(role, _hostport(host, port), _hostport(host, mport), wrapper or (),
+                          profile_to, extra)
     with open(log_path, "ab") as log:
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT,
                                 env={**os.environ, "PYTHONUNBUFFERED": "1"})
-    svc = Service(role, f"{host}:{port}", f"{host}:{mport}", proc, log_path)
+    svc = Service(role, _hostport(host, port), _hostport(host, mport), proc, log_path)
+    try:
+        _wait_serving(svc, timeout, creds)
+    except BaseException:
+        svc.stop()
+        raise
+    return svc
+
+
+def _wait_serving(svc: Service, timeout: float, creds: grpc.ChannelCredentials | None) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"{role} exited with {proc.returncode}; see {log_path}:\n"
-                               + log_path.read_text()[-2000:])
+        if svc.process.poll() is not None:
+            tail = svc.log_path.read_text(errors="replace")[-2000:]
+            raise HarnessError(f"{svc.role} exited with {svc.process.returncode}; see {svc.log_path}:\n{tail}")
         if check_health(svc.address, timeout=0.5, credentials=creds):
-            return svc
+            return
         time.sleep(0.1)
-    svc.stop()
-    raise RuntimeError(f"{role} not healthy within {timeout:g}s; see {log_path}")
+    raise HarnessError(f"{svc.role} not healthy within {timeout:g}s; see {svc.log_path}")
 
 
 @contextlib.contextmanager
-def local_stack(log_dir: Path, extra_args: list[str] | None = None,
-                tls_dir: str | os.PathLike[str] | None = None) -> Iterator[tuple[Service, Service]]:
-    target = start_service("target", log_dir, extra_args=extra_args, tls_dir=tls_dir)
+def local_stack(log_dir: Path, extra_args: Sequence[str] | None = None,
+                tls_dir: str | os.PathLike[str] | None = None,
+                target_wrapper: Sequence[str] | None = None, target_host: str = "127.0.0.1",
+                profile_dir: Path | None = None) -> Iterator[tuple[Service, Service]]:
+    """(source, target), both stopped however the block is left. The target may live in a
+    network namespace (`target_wrapper`, `target_host`); `profile_dir` gets each one's cProfile."""
+    target = start_service("target", log_dir, host=target_host, extra_args=extra_args,
+                           wrapper=target_wrapper, tls_dir=tls_dir,
+                           profile_to=profile_dir / "target.prof" if profile_dir else None)
     try:
-        source = start_service("source", log_dir, extra_args=extra_args, tls_dir=tls_dir)
+        source = start_service("source", log_dir, extra_args=extra_args, tls_dir=tls_dir,
+                               profile_to=profile_dir / "source.prof" if profile_dir else None)
         try:
             yield source, target
         finally:

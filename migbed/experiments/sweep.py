@@ -19,15 +19,21 @@ import itertools
 import json
 import os
 import re
-import tomllib
 import uuid
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from migbed.core.bounded import InputError, loads_toml
 from migbed.core.policy import POLICIES
-from migbed.core.scenario import Scenario, ScenarioError, builtin_scenario_text, parse_scenario
+from migbed.core.scenario import (
+    Scenario,
+    ScenarioError,
+    builtin_scenario_text,
+    parse_scenario,
+    read_scenario_text,
+)
 from migbed.measure.record import RunRecord
 
 MAX_CELLS_RUN = 1000  # a measured sweep bigger than this is a mistake (hours of runs)
@@ -85,9 +91,9 @@ def apply_overrides(scenario_text: str, overrides: dict[str, Any]) -> str:
 
 def _toml_data(scenario_text: str) -> dict[str, Any]:
     try:
-        return tomllib.loads(scenario_text)
-    except tomllib.TOMLDecodeError as e:
-        raise SweepError(f"base scenario: not valid TOML: {e}") from None
+        return loads_toml(scenario_text, "base scenario")
+    except InputError as e:
+        raise SweepError(str(e)) from None
 
 
 def _overridden(data: dict[str, Any], overrides: dict[str, Any]) -> str:
@@ -259,10 +265,10 @@ def _sweep_text(name_or_path: str) -> tuple[str, Path | None]:
 
     path = Path(name_or_path)
     if path.suffix == ".toml" or path.exists():
-        try:
-            return path.read_text(encoding="utf-8"), path.parent
-        except OSError as e:
-            raise SweepError(f"cannot read sweep file {path}: {e.strerror}") from None
+        try:  # bounded: a regular UTF-8 file of at most 256 KiB (migbed/core/bounded.py)
+            return read_scenario_text(path), path.parent
+        except ScenarioError as e:
+            raise SweepError(str(e).replace("scenario file", "sweep file")) from None
     res = resources.files("migbed").joinpath(f"sweeps/{name_or_path}.toml")
     if not res.is_file():
         raise SweepError(f"no built-in sweep {name_or_path!r} (have: {', '.join(builtin_sweeps())})")
@@ -274,10 +280,10 @@ def base_scenario_text(name_or_path: str, folder: Path | None = None) -> str:
     if folder is not None and not path.is_absolute() and (folder / path).exists():
         path = folder / path
     if path.suffix == ".toml" or path.exists():
-        try:
-            text = path.read_text(encoding="utf-8")
-        except OSError as e:
-            raise SweepError(f"cannot read scenario file {path}: {e.strerror}") from None
+        try:  # bounded, like every scenario file (migbed/core/bounded.py)
+            text = read_scenario_text(path)
+        except ScenarioError as e:
+            raise SweepError(str(e)) from None
     else:
         text = builtin_scenario_text(name_or_path)
     parse_scenario(text, str(name_or_path))
@@ -288,9 +294,9 @@ def load_sweep(name_or_path: str, local: bool = True) -> SweepSpec:
     """A sweep file (TOML: name, description, scenario, policies, repeat, [set], [[axis]])."""
     text, folder = _sweep_text(name_or_path)
     try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as e:
-        raise SweepError(f"sweep {name_or_path}: not valid TOML: {e}") from None
+        data = loads_toml(text, f"sweep {name_or_path}")
+    except InputError as e:
+        raise SweepError(str(e)) from None
     allowed = {"name", "description", "scenario", "policies", "repeat", "set", "axis"}
     unknown = sorted(set(data) - allowed)
     if unknown:

@@ -68,9 +68,10 @@ def run_policies(endpoints: Endpoints, fleet: list[FleetGuest], scenario_texts: 
 
 
 def cmd_evacuate(args: argparse.Namespace) -> int:
-    from migbed.cli.main import _scenario_text
+    from migbed.core.scenario import resolve_scenario
 
-    name, toml = _scenario_text(args.scenario)
+    sc = resolve_scenario(args.scenario)  # the one resolver: a file or a built-in name
+    name, toml = sc.name, sc.source_text
     fleet = guests_from_scenario(name, toml, args.guests)
     limits = Limits(args.per_source, args.per_cluster, args.per_target)
     EvacuationPlan(fleet, [f"target-{i}" for i in range(args.targets)], limits, args.order)  # validate

@@ -13,14 +13,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from migbed.core.scenario import ScenarioError, builtin_scenario_text, load_scenario, parse_scenario
+from migbed.core.scenario import ScenarioError, resolve_scenario
 
 
 def load(arg: str) -> Any:
-    path = Path(arg)
-    if path.suffix == ".toml" or path.exists():
-        return load_scenario(str(path))
-    return parse_scenario(builtin_scenario_text(arg), arg)
+    return resolve_scenario(arg)  # the one resolver: a file or a built-in name
 
 
 def _seconds(value: str) -> float:

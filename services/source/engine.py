@@ -34,17 +34,17 @@ from migbed.core.ratelimit import RateLimiter
 from migbed.core.scenario import Scenario
 from migbed.measure.record import Event, ProgressSample, RunRecord
 from migbed.runtime.guest import RunningGuest, boot_source_guest, resume_source_guest
+from migbed.services.source.counters import Counters
+from migbed.services.source.devices import DeviceStreams
+from migbed.services.source.failure import MigrationFailed
+from migbed.services.source.link import SETUP_TIMEOUT_S, Link
+from migbed.services.source.parts import Parts
+from migbed.services.source.precopy import Precopy
+from migbed.services.source.recorder import Recorder
+from migbed.services.source.scanner import PageScanner
+from migbed.services.source.switchover import Switchover
+from migbed.services.source.transport import MainChannelRam, MultifdRam, RamTransport
 from migbed.wire import migration_pb2 as pb
-from services.source.counters import Counters
-from services.source.devices import DeviceStreams
-from services.source.failure import MigrationFailed
-from services.source.link import SETUP_TIMEOUT_S, Link
-from services.source.parts import Parts
-from services.source.precopy import Precopy
-from services.source.recorder import Recorder
-from services.source.scanner import PageScanner
-from services.source.switchover import Switchover
-from services.source.transport import MainChannelRam, MultifdRam, RamTransport
 
 log = logging.getLogger("migbed.source")
 

@@ -16,12 +16,12 @@ from migbed.core.qemu_profile import QemuProfile
 from migbed.core.ratelimit import RateLimiter
 from migbed.core.scenario import Scenario
 from migbed.runtime.guest import RunningGuest
-from services.source.counters import Counters
-from services.source.devices import DeviceStreams
-from services.source.link import Link
-from services.source.recorder import Recorder
-from services.source.scanner import PageScanner
-from services.source.transport import RamTransport
+from migbed.services.source.counters import Counters
+from migbed.services.source.devices import DeviceStreams
+from migbed.services.source.link import Link
+from migbed.services.source.recorder import Recorder
+from migbed.services.source.scanner import PageScanner
+from migbed.services.source.transport import RamTransport
 
 
 @dataclass

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from migbed.core.clock import OffsetEstimate
 from migbed.measure.record import Event, ProgressSample, RunRecord
-from services.source.counters import Counters
+from migbed.services.source.counters import Counters
 
 
 @dataclass(frozen=True)

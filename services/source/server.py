@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import gc
-import json
 import re
 import ssl
 from collections import OrderedDict
@@ -19,18 +18,18 @@ from typing import Any
 import grpc
 
 from migbed import __version__
+from migbed.core.bounded import InputError, parse_labels_json
 from migbed.core.clock import boot_id
-from migbed.core.policy import POLICIES
 from migbed.core.scenario import ScenarioError, parse_scenario
+from migbed.core.start import StartInputError, check_policy, check_target_address, status_text
 from migbed.measure.record import Event, ProgressSample, RunRecord
 from migbed.measure.record_wire import record_to_pb, sample_to_pb
+from migbed.services.source.engine import Migration
 from migbed.wire import migration_pb2 as pb
 from migbed.wire import migration_pb2_grpc as pbg
-from services.source.engine import Migration
 
 KEEP_FINISHED = 200
 _RUN_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
-_ADDRESS = re.compile(r"^[A-Za-z0-9._\-\[\]:]+:[0-9]{1,5}$")
 
 
 class _Run:
@@ -58,19 +57,18 @@ class SourceService(pbg.ControlServicer):
 
     async def Start(self, request: pb.StartRequest, context: grpc.aio.ServicerContext) -> pb.StartReply:
         async def refuse(code: grpc.StatusCode, msg: str) -> None:
-            await context.abort(code, msg)
+            await context.abort(code, status_text(msg))
 
         if not _RUN_ID.match(request.run_id):
             await refuse(grpc.StatusCode.INVALID_ARGUMENT,
                          "run_id: 1 to 128 of letters, digits and . _ : -")
         if request.run_id in self.runs:
             await refuse(grpc.StatusCode.ALREADY_EXISTS, f"run_id {request.run_id!r} exists")
-        if request.policy not in POLICIES:
-            await refuse(grpc.StatusCode.INVALID_ARGUMENT,
-                         f"policy = {request.policy!r}: allowed {', '.join(POLICIES)}")
-        if not _ADDRESS.match(request.target_address):
-            await refuse(grpc.StatusCode.INVALID_ARGUMENT,
-                         f"target_address = {request.target_address!r}: expected HOST:PORT")
+        try:  # bounded parsing in migbed/core/start.py (clipped values, ports 1-65535, [IPv6]:PORT)
+            check_policy(request.policy)
+            check_target_address(request.target_address)
+        except StartInputError as e:
+            await refuse(grpc.StatusCode.INVALID_ARGUMENT, str(e))
         if self._running() >= self.max_running:
             await refuse(grpc.StatusCode.RESOURCE_EXHAUSTED,
                          f"{self._running()} migrations running; at most {self.max_running}")
@@ -79,13 +77,10 @@ class SourceService(pbg.ControlServicer):
         except ScenarioError as e:
             await refuse(grpc.StatusCode.INVALID_ARGUMENT, f"scenario: {e}")
             raise AssertionError from e
-        try:
-            labels = json.loads(request.labels_json) if request.labels_json else {}
-            if not isinstance(labels, dict):
-                raise ValueError("not an object")
-            labels = {str(k): str(v) for k, v in labels.items()}
-        except ValueError as e:
-            await refuse(grpc.StatusCode.INVALID_ARGUMENT, f"labels_json: {e}")
+        try:  # bounded: size, no nesting, short strings (migbed/core/bounded.py)
+            labels = parse_labels_json(request.labels_json)
+        except InputError as e:
+            await refuse(grpc.StatusCode.INVALID_ARGUMENT, str(e))
             raise AssertionError from e
 
         run: _Run | None = None

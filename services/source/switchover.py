@@ -18,13 +18,13 @@ import asyncio
 
 from migbed.core.clock import now_ns
 from migbed.core.device import VfioState
+from migbed.services.source.device_state import ParallelDeviceState
+from migbed.services.source.failure import MigrationFailed
+from migbed.services.source.link import STOP_PING_SEQ
+from migbed.services.source.parts import Parts
+from migbed.services.source.recorder import StopCopyTimes, TargetTimes
 from migbed.wire import migration_pb2 as pb
 from migbed.wire.channel import CHUNK_BYTES
-from services.source.device_state import ParallelDeviceState
-from services.source.failure import MigrationFailed
-from services.source.link import STOP_PING_SEQ
-from services.source.parts import Parts
-from services.source.recorder import StopCopyTimes, TargetTimes
 
 
 class Switchover:

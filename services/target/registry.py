@@ -17,10 +17,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 from migbed.core import limits as lim
+from migbed.services.target.session import TargetSession
+from migbed.services.target.validate import validate_setup
 from migbed.wire import migration_pb2 as pb
 from migbed.wire.errors import ProtocolError
-from services.target.session import TargetSession
-from services.target.validate import validate_setup
 
 log = logging.getLogger("migbed.target")
 

@@ -28,10 +28,10 @@ from migbed.core.workload import guest_workload
 from migbed.dataplane.receiver import MultifdSession
 from migbed.dataplane.sender import MultifdError
 from migbed.runtime.vcpu import VCpu
+from migbed.services.target.devices import LoadingDevice, Pacer
 from migbed.wire import migration_pb2 as pb
 from migbed.wire.channel import CHUNK_BYTES
 from migbed.wire.errors import ProtocolError
-from services.target.devices import LoadingDevice, Pacer
 
 log = logging.getLogger("migbed.target")
 

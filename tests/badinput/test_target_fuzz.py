@@ -28,10 +28,10 @@ from migbed.core.guest import GuestMemory
 from migbed.core.scenario import DeviceConfig
 from migbed.experiments.controller import SourceControl
 from migbed.experiments.localstack import Service
+from migbed.services.target.session import TargetSession
+from migbed.services.target.validate import validate_setup
 from migbed.wire import migration_pb2 as pb
 from migbed.wire.errors import ProtocolError
-from services.target.session import TargetSession
-from services.target.validate import validate_setup
 
 pytestmark = pytest.mark.timeout(600)
 

@@ -27,6 +27,7 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[2]
 PROMETHEUS_YML = REPO / "prometheus" / "prometheus.yml"
+RULES_DIR = REPO / "prometheus" / "rules"
 DASHBOARD_DIR = REPO / "grafana" / "dashboards"
 PROVISIONING = REPO / "grafana" / "provisioning"
 
@@ -87,9 +88,13 @@ def scrape_config_for(targets: dict[str, list[str]], base: Path = PROMETHEUS_YML
     """The committed prometheus.yml with its migbed jobs pointed at ``targets``.
 
     ``targets`` maps job name (``migbed-source``, ``migbed-target``) to ``host:port`` lists;
-    every other setting (intervals, labels) stays as committed, so tests exercise it.
+    every other setting (intervals, labels, the rule files: recording rules and alerts) stays
+    as committed, so tests exercise it.
     """
     cfg: dict[str, Any] = yaml.safe_load(base.read_text())
+    # rule files are relative to the config's folder: point them at the repo's
+    assert cfg.get("rule_files"), "prometheus.yml loads no rule files"
+    cfg["rule_files"] = [str(base.parent / f) for f in cfg["rule_files"]]
     jobs = []
     for job in cfg["scrape_configs"]:
         name = job["job_name"]
@@ -196,6 +201,10 @@ class Prometheus:
         body = json.loads(http_get(self.url + "/api/v1/" + path))
         return body["data"]
 
+    def rules(self) -> list[dict[str, Any]]:
+        """Every loaded rule (recording and alerting), with its health."""
+        return [r for g in self.api_get("rules")["groups"] for r in g["rules"]]
+
     def label_values(self, label: str, match: str) -> list[str]:
         path = f"label/{label}/values?" + urllib.parse.urlencode({"match[]": match})
         return list(self.api_get(path))
@@ -265,8 +274,13 @@ class FakeGrafana:
     def resolve_variables(self, board: dict[str, Any]) -> dict[str, str]:
         values: dict[str, str] = {}
         for var in board.get("templating", {}).get("list", []):
+            if var["type"] == "datasource":
+                # the only Prometheus datasource is the provisioned one: Grafana picks it
+                assert var["query"] == "prometheus", var
+                values[var["name"]] = self.ds_uid
+                continue
             assert var["type"] == "query", var
-            assert var["datasource"]["uid"] == self.ds_uid
+            assert self.interpolate(var["datasource"]["uid"], values) == self.ds_uid
             m = LABEL_VALUES_RE.match(var["query"] if isinstance(var["query"], str) else "")
             assert m, f"unsupported variable query {var['query']!r}"
             match, label = m.group(1), m.group(2)
@@ -301,7 +315,7 @@ class FakeGrafana:
         variables = self.resolve_variables(board)
         out = []
         for title, t in iter_targets(board):
-            assert t["datasource"]["uid"] == self.ds_uid, (title, t["datasource"])
+            assert self.interpolate(t["datasource"]["uid"], variables) == self.ds_uid, (title, t["datasource"])
             out.append(
                 PanelQuery(
                     name,
@@ -315,7 +329,7 @@ class FakeGrafana:
         for ann in board.get("annotations", {}).get("list", []):
             if ann.get("builtIn"):
                 continue
-            assert ann["datasource"]["uid"] == self.ds_uid
+            assert self.interpolate(ann["datasource"]["uid"], variables) == self.ds_uid
             out.append(
                 PanelQuery(
                     name,

@@ -4,9 +4,11 @@
 - grafana-foundation-sdk's own parser reads each dashboard back unchanged (an unknown or
   misspelt key anywhere in a typed part is dropped by the parser, so the round trip fails),
   every panel type is one the SDK knows, every query decodes as a Prometheus query;
-- fixed uids, the provisioned datasource uid on every panel/query/variable/annotation,
-  unique panel ids, panels inside the 24-column grid without overlaps;
-- every metric a query names is one the exporters export; promtool parses every query.
+- fixed uids, the ``${datasource}`` variable (defaulting to the provisioned uid) on every
+  panel/query/variable/annotation, a unit on every panel, the schemaVersion of the Grafana
+  compose.yaml pins, unique panel ids, panels inside the 24-column grid without overlaps;
+- every metric a query names is one the exporters export or a recording rule records;
+  promtool parses every query.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from obs_promlib import (
     DASHBOARD_DIR,
     PROVISIONING,
     REPO,
+    RULES_DIR,
     iter_targets,
     load_dashboards,
     provisioned_datasource_uid,
@@ -37,6 +40,12 @@ from prometheus_client import generate_latest
 from migbed.measure.metrics import SourceMetrics, TargetMetrics
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
+
+# Grafana release (major.minor) -> the dashboard schemaVersion it writes (Grafana's
+# DashboardMigrator). A Grafana bump in compose.yaml fails test_schema_version_matches_
+# the_pinned_grafana until this table (and build_dashboards.SCHEMA_VERSION) follow.
+GRAFANA_SCHEMA_VERSIONS = {"11.6": 41}
+DS_VAR = {"type": "prometheus", "uid": "${datasource}"}
 
 EXPECTED_UIDS = {
     "policy-comparison.json": "migbed-policy-comparison",
@@ -120,22 +129,42 @@ def test_structure(name: str) -> None:
     ids = [p["id"] for p in board["panels"]]
     assert len(ids) == len(set(ids))
     cells: set[tuple[int, int]] = set()
-    for p in board["panels"]:
+    panels = board["panels"]
+    for p in panels:
         g = p["gridPos"]
         assert g["x"] >= 0 and g["x"] + g["w"] <= 24, p["title"]
         mine = {(x, y) for x in range(g["x"], g["x"] + g["w"]) for y in range(g["y"], g["y"] + g["h"])}
         assert not cells & mine, f"{p['title']} overlaps another panel"
         cells |= mine
         if p["type"] != "row":
-            assert p["datasource"] == {"type": "prometheus", "uid": ds_uid}, p["title"]
+            assert p["datasource"] == DS_VAR, p["title"]
             assert p["title"] and p.get("targets"), p["title"]
             refs = [t["refId"] for t in p["targets"]]
             assert len(refs) == len(set(refs)), p["title"]
-    for var in board["templating"]["list"]:
-        assert var["datasource"]["uid"] == ds_uid
+            assert all(t["datasource"] == DS_VAR for t in p["targets"]), p["title"]
+            assert p["fieldConfig"]["defaults"].get("unit"), f"{p['title']} has no unit"
+    variables = board["templating"]["list"]
+    ds_var = variables[0]
+    assert (ds_var["name"], ds_var["type"], ds_var["query"]) == ("datasource", "datasource", "prometheus")
+    assert ds_var["current"]["value"] == ds_uid  # defaults to the provisioned datasource
+    for var in variables[1:]:
+        assert var["datasource"] == DS_VAR, var["name"]
     for ann in board["annotations"]["list"]:
-        assert ann["datasource"]["uid"] == ds_uid
+        assert ann["datasource"] == DS_VAR
         assert ann["useValueForTime"] is True  # the value is the event's time
+    # the provisioned uid only as the variable's default, never hard-coded elsewhere
+    assert json.dumps(board).count(ds_uid) == 1
+
+
+def test_schema_version_matches_the_pinned_grafana() -> None:
+    compose = yaml.safe_load((REPO / "compose.yaml").read_text())
+    image = compose["services"]["grafana"]["image"]
+    m = re.search(r"grafana(?:-oss)?:(\d+\.\d+)\.\d+", image)
+    assert m, f"no pinned Grafana version in compose.yaml: {image}"
+    want = GRAFANA_SCHEMA_VERSIONS.get(m.group(1))
+    assert want is not None, f"Grafana {m.group(1)}: add its schemaVersion to GRAFANA_SCHEMA_VERSIONS"
+    for name, board in load_dashboards().items():
+        assert board["schemaVersion"] == want, name
 
 
 def test_live_view_marks_ack_stop_resume() -> None:
@@ -147,6 +176,14 @@ def test_live_view_marks_ack_stop_resume() -> None:
         "migbed_target_last_resume_timestamp_seconds",
     ):
         assert metric in exprs
+
+
+def recorded_names() -> set[str]:
+    names = set()
+    for path in RULES_DIR.glob("*.yml"):
+        for group in yaml.safe_load(path.read_text())["groups"]:
+            names |= {r["record"] for r in group["rules"] if "record" in r}
+    return names
 
 
 def exported_names() -> set[str]:
@@ -174,8 +211,11 @@ def all_exprs() -> list[tuple[str, str, str]]:
 
 def test_every_metric_in_a_query_is_exported() -> None:
     exported = exported_names()
+    recorded = recorded_names()
     for board, title, expr in all_exprs():
-        for metric in re.findall(r"\bmigbed_[a-z0-9_]+", expr):
+        for metric in re.findall(r"\b[a-z_]+:[a-z0-9_]+:[a-z0-9_]+\b", expr):
+            assert metric in recorded, f"{board} / {title}: {metric} is not recorded by prometheus/rules"
+        for metric in re.findall(r"(?<![:\w])(?:migbed|process|python)_[a-z0-9_]+\b(?!:)", expr):
             assert metric in exported, f"{board} / {title}: {metric} is not exported"
 
 

@@ -21,9 +21,10 @@ from obs_promlib import (
     http_get,
     load_dashboards,
     promtool_check_metrics,
+    wait_for,
 )
 from obs_promlib import scrape_config_for as scrape_config
-from obs_synth import POLICIES, feed, make_record, make_records
+from obs_synth import FINAL_LOAD_S, POLICIES, feed, make_record, make_records
 
 from migbed.measure.metrics import DOWNTIME_BUCKETS, SourceMetrics, TargetMetrics, serve_metrics
 from migbed.measure.record import RunRecord
@@ -31,8 +32,8 @@ from migbed.measure.record import RunRecord
 pytestmark = pytest.mark.prometheus
 
 ALLOWED_LABELS = {
-    "__name__", "job", "instance", "role", "testbed",  # added by the scrape config
-    "policy", "scenario", "outcome", "device", "stage",  # migbed's own, all bounded
+    "__name__", "job", "instance", "role", "testbed", "host",  # added by the scrape config
+    "policy", "scenario", "outcome", "device", "stage", "part", "channel",  # migbed's own, all bounded
     "le", "version",  # histogram buckets, build info
 }  # fmt: skip
 
@@ -66,6 +67,8 @@ class Stack:
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     records = make_records(repeats=3)
     records.append(make_record("legacy", 9, outcome="failed"))
+    records.append(make_record("time-aware", 8, verified=False))  # completed, unverified
+    records.append(make_record("initial-bytes-sent", 7, outcome="failed", source_intact=False))
     s = Stack(records, tmp_path_factory.mktemp("obs"))
     try:
         yield s
@@ -236,15 +239,72 @@ def test_target_metrics(stack: Stack) -> None:
     n = len(stack.records)
     assert stack.prom.value("sum(migbed_target_sessions_started_total)") == n
     assert stack.prom.value("sum(migbed_target_sessions_active)") == 0
-    assert stack.prom.value('sum(migbed_target_sessions_total{outcome="failed"})') == 1
-    gd = stack.prom.values_by("sum by (policy) (migbed_target_guest_downtime_seconds_sum)", "policy")
+    failed = sum(1 for r in stack.records if r.outcome == "failed")
+    assert stack.prom.value('sum(migbed_target_sessions_total{outcome="failed"})') == failed
+    load = stack.prom.values_by("sum by (policy) (migbed_target_final_load_seconds_sum)", "policy")
     for policy in POLICIES:
-        want = sum(r.guest_downtime_ms / 1000 for r in stack.records if r.policy == policy)
-        assert close(gd[policy], want)
+        want = sum(FINAL_LOAD_S[policy] for r in stack.records if r.policy == policy)
+        assert close(load[policy], want)
+    assert not stack.prom.query('{__name__=~"migbed_target_.*(guest_downtime|setup_remaining).*"}')
+    assert stack.prom.value("max(migbed_target_device_busy_seconds)") > 0
     recv = stack.prom.values_by("sum by (stage) (migbed_target_received_device_bytes_total)", "stage")
     assert recv == {"precopy": n * 64 * 2**20, "downtime": n * 4 * 2**20}
     loaded = stack.prom.value("migbed_target_device_initial_loaded")
     assert loaded == 1
+
+
+@pytest.mark.parametrize("role", ["source", "target"])
+def test_process_metrics_scraped_from_both(stack: Stack, role: str) -> None:
+    rss = stack.prom.value(f'process_resident_memory_bytes{{role="{role}"}}')
+    assert rss > 1 << 20
+    stack.prom.wait_value(f'process_cpu_seconds_total{{role="{role}"}}', lambda v: v > 0, "CPU seconds")
+    assert stack.prom.value(f'count(python_info{{role="{role}"}})') == 1
+
+
+# -- recording rules and alerts ---------------------------------------------------------
+
+
+def test_rules_loaded_and_healthy(stack: Stack) -> None:
+    rules = stack.prom.rules()
+    assert {r["type"] for r in rules} == {"recording", "alerting"}
+    assert all(r["health"] == "ok" for r in rules), [(r["name"], r.get("lastError")) for r in rules]
+
+
+def test_recorded_means_agree_with_records(stack: Stack) -> None:
+    rec = "scenario_policy:migbed_migration_guest_downtime_seconds:mean"
+    got = stack.prom.wait_value(f'count({rec}{{scenario="tiny"}})', lambda v: v == len(POLICIES), rec)
+    assert got == len(POLICIES)
+    means = stack.prom.values_by(rec, "policy")
+    for policy, recs in completed(stack.records).items():
+        assert close(means[policy], mean(r.guest_downtime_ms / 1000 for r in recs)), policy
+    unreported = stack.prom.values_by("scenario_policy:migbed_migration_unreported_downtime_seconds:mean", "policy")
+    for policy, recs in completed(stack.records).items():
+        want = mean(r.guest_downtime_ms / 1000 for r in recs) - mean(r.downtime_ms / 1000 for r in recs)
+        assert abs(unreported[policy] - want) < 1e-9, policy
+    per_run = {
+        (r["metric"]["policy"], r["metric"]["stage"]): float(r["value"][1])
+        for r in stack.prom.query("scenario_policy_stage:migbed_migration_transferred_bytes:per_migration")
+    }
+    for policy in POLICIES:
+        recs = [r for r in stack.records if r.policy == policy]
+        assert close(per_run[(policy, "precopy")], mean(r.precopy_bytes for r in recs))
+
+
+def test_alerts_fire_for_the_failed_unverified_and_broken_runs(stack: Stack) -> None:
+    def firing() -> dict[str, set[str]] | None:
+        alerts = stack.prom.api_get("alerts")["alerts"]
+        by: dict[str, set[str]] = defaultdict(set)
+        for a in alerts:
+            if a["state"] == "firing":
+                by[a["labels"]["alertname"]].add(a["labels"].get("policy", ""))
+        want = {"MigbedMigrationFailed", "MigbedMigrationUnverified", "MigbedSourceGuestNotIntact"}
+        return dict(by) if want <= set(by) else None
+
+    got = wait_for("alerts firing", firing)
+    assert got["MigbedMigrationFailed"] == {"legacy", "initial-bytes-sent"}  # the failed records
+    assert got["MigbedMigrationUnverified"] == {"time-aware"}  # the one unverified record
+    assert got["MigbedSourceGuestNotIntact"] == {"initial-bytes-sent"}  # its source guest broke
+    assert "MigbedServiceDown" not in got
 
 
 # -- dashboards against this Prometheus -------------------------------------------------

@@ -27,6 +27,7 @@ from obs_promlib import scrape_config_for as scrape_config
 
 from migbed.core.scenario import builtin_scenario_text
 from migbed.experiments.localstack import Service, start_service
+from migbed.measure.metrics.fields import DOWNTIME_PARTS
 from migbed.measure.record import RunRecord, load_results
 
 pytestmark = [pytest.mark.prometheus, pytest.mark.slow]
@@ -58,12 +59,13 @@ def migbed_run(source: Service, target: Service, out: Path, *args: str) -> str:
 
 
 def live_scenario(path: Path) -> Path:
-    """The built-in tiny scenario, made long enough (~4 s) for several 1 s scrapes."""
+    """The built-in tiny scenario, made long enough (~4 s) for several 1 s scrapes, with RAM
+    on two multifd channels (the per-channel panels)."""
     text = builtin_scenario_text("tiny")
     for old, new in [
         ('name = "tiny"', 'name = "live"'),
         ('ram-size = "16MiB"', 'ram-size = "128MiB"'),
-        ('max-bandwidth = "256MiB/s"', 'max-bandwidth = "48MiB/s"'),
+        ('max-bandwidth = "256MiB/s"', 'max-bandwidth = "48MiB/s"\nmultifd = true\nmultifd-channels = 2'),
     ]:
         assert old in text, old
         text = text.replace(old, new)
@@ -208,14 +210,57 @@ def test_every_dashboard_query_returns_data_after_real_migrations(run: Run) -> N
     assert check_dashboards_have_data(run.prom) >= 40
 
 
+def test_downtime_parts_add_up(run: Run) -> None:
+    """The record's five parts of guest downtime, as the part histogram, add up to it."""
+    got = {
+        (r["metric"]["policy"], r["metric"]["part"]): float(r["value"][1])
+        for r in run.prom.query('migbed_migration_guest_downtime_part_seconds_sum{scenario="tiny"}')
+    }
+    assert {part for _, part in got} == {p.removesuffix("_ms") for p in DOWNTIME_PARTS}
+    for policy, recs in by_policy(run.records).items():
+        done = [r for r in recs if r.outcome == "completed"]
+        parts = sum(v for (p, _), v in got.items() if p == policy)
+        assert abs(parts - sum(r.guest_downtime_ms for r in done) / 1000) < 1e-6, policy
+
+
+def test_multifd_channels_of_the_live_run(run: Run) -> None:
+    (rec,) = run.live
+    per_channel = rec.multifd_channel_bytes
+    assert len(per_channel) == 2 and all(b > 0 for b in per_channel)
+    got = run.prom.values_by('migbed_migration_multifd_channel_bytes_total{scenario="live"}', "channel")
+    assert got == {str(i): float(b) for i, b in enumerate(per_channel)}
+
+
 def test_target_reports_resumes_and_bytes(run: Run) -> None:
     n = len(run.records) + len(run.live)
     assert run.prom.value("sum(migbed_target_resumes_total)") == n
     assert run.prom.value("sum(migbed_target_received_ram_bytes_total)") > 0
     assert run.prom.value("sum(migbed_target_received_device_bytes_total)") > 0
-    got = run.prom.values_by('sum by (policy) (migbed_target_guest_downtime_seconds_sum{scenario="tiny"})', "policy")
-    for policy in by_policy(run.records):
-        assert got[policy] > 0, policy
+    got = run.prom.values_by('sum by (policy) (migbed_target_final_load_seconds_count{scenario="tiny"})', "policy")
+    for policy, recs in by_policy(run.records).items():
+        assert got[policy] == sum(1 for r in recs if r.outcome == "completed"), policy
+    # guest downtime is computed once, on the source
+    assert not run.prom.query('{__name__=~"migbed_target_.*guest_downtime.*"}')
+
+
+@pytest.mark.parametrize("role", ["source", "target"])
+def test_process_metrics_of_both_services(run: Run, role: str) -> None:
+    assert run.prom.value(f'process_resident_memory_bytes{{role="{role}"}}') > 1 << 20
+    assert run.prom.value(f'process_cpu_seconds_total{{role="{role}"}}') > 0
+
+
+def test_rules_on_real_runs(run: Run) -> None:
+    rec = "scenario_policy:migbed_migration_guest_downtime_seconds:mean"
+    run.prom.wait_value(f'count({rec}{{scenario="tiny"}})', lambda v: v == len(POLICIES), rec)
+    got = run.prom.values_by(f'{rec}{{scenario="tiny"}}', "policy")
+    for policy, recs in by_policy(run.records).items():
+        want = mean(r.guest_downtime_ms / 1000 for r in recs if r.outcome == "completed")
+        assert close(got[policy], want), policy
+    rules = run.prom.rules()
+    assert rules and all(r["health"] == "ok" for r in rules)
+    # every run completed verified: nothing to alert on
+    firing = [a for a in run.prom.api_get("alerts")["alerts"] if a["state"] == "firing"]
+    assert not firing, firing
 
 
 def test_migbed_run_wrote_the_report(run: Run) -> None:

@@ -97,7 +97,7 @@ def test_mtls_migration_works(lab: Lab, labs: tuple[Path, Path]) -> None:
     env = {k: v for k, v in os.environ.items() if k != "MIGBED_TLS_DIR"}
     plain = subprocess.run([*CLI, "health", target.address, "--timeout", "2"],
                            capture_output=True, text=True, timeout=30, env=env)
-    assert plain.returncode == 1
+    assert plain.returncode == 3  # unreachable for a plaintext client (the CLI's exit code 3)
     stop_cleanly(source)
     stop_cleanly(target)
 
@@ -189,11 +189,12 @@ def test_control_api_requires_a_client_certificate_of_the_lab(lab: Lab,
             ctl.status(timeout=5)
         ctl.close()
         assert "UNAVAILABLE" in str(e.value), e.value
-    # `migbed cancel` of an operator without the lab's certificate: a clear error, exit 2.
+    # `migbed cancel` of an operator without the lab's certificate: a clear error, exit 3
+    # (the source is unreachable for it).
     env = {k: v for k, v in os.environ.items() if k != "MIGBED_TLS_DIR"}
     out = subprocess.run([*CLI, "cancel", source.address, "x", "--tls-dir", str(b)],
                          capture_output=True, text=True, timeout=30, env=env)
-    assert out.returncode == 2 and "UNAVAILABLE" in out.stderr, out.stderr
+    assert out.returncode == 3 and "UNAVAILABLE" in out.stderr, out.stderr
     ok = control(source, a)
     assert ok.status(timeout=5).role == "source"
     ok.close()

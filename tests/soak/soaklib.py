@@ -28,13 +28,15 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from faultlab import Lab, NetnsLink, Watched, kill9, port_is_free, rss_bytes, scenario_toml, sessions, start_run
+from faultlab import NetnsLink, Watched, scenario_toml, start_run
 
 from migbed.core.policy import POLICIES
 from migbed.core.scenario import QEMU_VERSIONS
 from migbed.experiments.controller import ControlError, SourceControl
 from migbed.experiments.localstack import Service
 from migbed.measure.record import RunRecord
+from testkit.harness import Lab, kill9, port_is_free, sessions
+from testkit.procstat import rss_bytes
 
 MiB = 1 << 20
 FAULT_KINDS = ("kill-source", "kill-target", "freeze-source", "freeze-target", "cut-link", "cancel")

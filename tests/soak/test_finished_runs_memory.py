@@ -9,9 +9,11 @@ from __future__ import annotations
 import time
 
 import pytest
-from faultlab import Lab, rss_bytes, scenario_toml, sessions, start_run
+from faultlab import scenario_toml, start_run
 
 from migbed.experiments.controller import SourceControl
+from testkit.harness import Lab, sessions
+from testkit.procstat import rss_bytes
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
 

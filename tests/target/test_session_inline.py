@@ -12,9 +12,9 @@ import time
 import pytest
 from streamclient import MiB, chunks, device, marker, ram, setup
 
+from migbed.services.target.session import TargetSession
+from migbed.services.target.validate import validate_setup
 from migbed.wire import migration_pb2 as pb
-from services.target.session import TargetSession
-from services.target.validate import validate_setup
 
 SETUP_S = 0.3
 

@@ -4,9 +4,9 @@ import pytest
 
 from migbed.core import limits as lim
 from migbed.core.scenario import ScenarioError, parse_scenario
+from migbed.services.target.validate import validate_setup
 from migbed.wire import migration_pb2 as pb
 from migbed.wire.errors import ProtocolError
-from services.target.validate import validate_setup
 
 
 def test_clip_keeps_short_texts_and_marks_cut_ones() -> None:

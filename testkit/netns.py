@@ -13,6 +13,7 @@ import secrets
 import subprocess
 import time
 from collections.abc import Sequence
+from typing import Self
 
 
 def _ip(*args: str) -> None:
@@ -44,7 +45,7 @@ class NetnsLink:
         self.host_ip, self.ns_ip = f"{subnet}.{k}.1", f"{subnet}.{k}.2"
         self.wrapper = ["ip", "netns", "exec", self.ns]
 
-    def __enter__(self) -> NetnsLink:
+    def __enter__(self) -> Self:
         _ip("netns", "add", self.ns)
         try:
             _ip("link", "add", self.host_if, "type", "veth", "peer", "name", self.ns_if)

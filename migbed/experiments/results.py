@@ -1,0 +1,106 @@
+"""Results that are never lost: each run's record is appended to results.jsonl and fsynced the
+moment the run ends, before anything else (the next run, the table, the report) can fail.
+
+When the results folder cannot be written (a full disk, a folder gone), the record goes to a
+fallback file whose path is printed at once; as a last resort the record itself is printed on
+stderr. `saved_elsewhere` tells the command to exit with EXIT_RESULTS_ELSEWHERE.
+results.json and results.csv are written at the end from the same records (the views).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import sys
+import tempfile
+from pathlib import Path
+from typing import TextIO
+
+from migbed.measure.record import RunRecord, dump_results
+
+JSONL = "results.jsonl"
+
+
+def fallback_folder() -> Path:
+    """$MIGBED_FALLBACK_DIR, else $XDG_STATE_HOME/migbed (~/.local/state/migbed), else /tmp."""
+    env = os.environ.get("MIGBED_FALLBACK_DIR")
+    if env:
+        return Path(env)
+    state = os.environ.get("XDG_STATE_HOME") or os.path.expanduser("~/.local/state")
+    return Path(state) / "migbed"
+
+
+def _append_synced(path: Path, line: str) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    try:
+        data = line.encode()
+        written = 0
+        while written < len(data):
+            written += os.write(fd, data[written:])
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class ResultsSink:
+    """Where one command's run records go, one line each, as the runs end."""
+
+    def __init__(self, folder: Path, err: TextIO = sys.stderr) -> None:
+        self.folder = folder
+        self.path = folder / JSONL
+        self.err = err
+        self.records: list[RunRecord] = []
+        self.fallback: Path | None = None  # set once the folder failed
+        self.problems: list[str] = []
+
+    @property
+    def saved_elsewhere(self) -> bool:
+        return bool(self.problems)
+
+    def add(self, record: RunRecord) -> None:
+        self.records.append(record)
+        line = record.to_json() + "\n"
+        if self.fallback is None:
+            try:
+                _append_synced(self.path, line)
+                return
+            except OSError as e:
+                self._problem(f"cannot write {self.path}: {e.strerror or e}")
+        self._to_fallback(line, record.run_id)
+
+    def _problem(self, text: str) -> None:
+        self.problems.append(text)
+        print(f"migbed: {text}", file=self.err, flush=True)
+
+    def _to_fallback(self, line: str, run_id: str) -> None:
+        for folder in (fallback_folder(), Path(tempfile.gettempdir())):
+            path = self.fallback or folder / (
+                f"results-{dt.datetime.now(dt.UTC).strftime('%Y%m%dT%H%M%SZ')}-{os.getpid()}.jsonl")
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                _append_synced(path, line)
+            except OSError:
+                self.fallback = None
+                continue
+            if self.fallback is None:
+                print(f"migbed: records saved instead to {path}", file=self.err, flush=True)
+            self.fallback = path
+            return
+        print(f"migbed: no folder can be written; the record of {run_id} follows:\n{line}",
+              file=self.err, flush=True)
+
+    def finish(self) -> list[Path]:
+        """results.json and results.csv beside results.jsonl (or beside the fallback)."""
+        from migbed.report.summary import write_csv
+
+        folder = self.folder if self.fallback is None else self.fallback.parent
+        stem = "results" if self.fallback is None else self.fallback.stem
+        written = []
+        try:
+            dump_results(self.records, str(folder / f"{stem}.json"))
+            write_csv(self.records, folder / f"{stem}.csv")
+            written += [folder / f"{stem}.json", folder / f"{stem}.csv"]
+        except OSError as e:
+            self._problem(f"cannot write {folder / stem}.json/.csv: {e.strerror or e} "
+                          f"(every record is in {self.fallback or self.path})")
+        return written
