@@ -23,7 +23,6 @@ import secrets
 import shlex
 import sys
 import tempfile
-from dataclasses import asdict
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -67,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     print(summary.text())
     print(f"services' logs: {log_dir}")
     if args.json:
-        args.json.write_text(json.dumps(asdict(summary), indent=2) + "\n")
+        args.json.write_text(json.dumps(summary.as_dict(), indent=2) + "\n")
     return 1 if summary.violations else 0
 
 

@@ -232,6 +232,14 @@ class Summary:
     load_after: tuple[float, float, float] = (0.0, 0.0, 0.0)
     netns: bool = False
 
+    def as_dict(self) -> dict[str, object]:
+        return {"seed": self.seed, "command": self.command, "runs": self.runs,
+                "wall_s": round(self.wall_s, 1), "netns": self.netns,
+                "faults": dict(self.faults), "too_late": dict(self.too_late),
+                "outcomes": dict(self.outcomes), "restarts": dict(self.restarts),
+                "violations": self.violations, "load_before": self.load_before,
+                "load_after": self.load_after}
+
     def text(self) -> str:
         def fmt(c: Counter[str]) -> str:
             return ", ".join(f"{k} {v}" for k, v in sorted(c.items())) or "none"

@@ -3,9 +3,10 @@ and the checker (which run endings break a promise)."""
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 
-from soaklib import FAULT_KINDS, NEMESIS_REASON, Generator, check_record
+from soaklib import FAULT_KINDS, NEMESIS_REASON, Generator, Summary, check_record
 
 from migbed.core.scenario import parse_scenario
 from migbed.measure.record import RunRecord
@@ -85,3 +86,12 @@ def test_checker_names_each_broken_promise() -> None:
     assert "cancelled=false" in one(rec("cancelled", error=NEMESIS_REASON), "", "cancel",
                                     (False, "completing"))
     assert "unknown outcome" in one(rec("exploded"), "", "", None)
+
+
+def test_summary_as_json() -> None:
+    s = Summary(seed=3, command="bench/soak.py --seed 3")
+    s.faults["kill-source"] += 2
+    s.outcomes["completed"] += 1
+    d = json.loads(json.dumps(s.as_dict()))
+    assert d["faults"] == {"kill-source": 2} and d["outcomes"] == {"completed": 1}
+    assert d["seed"] == 3 and d["violations"] == []
