@@ -255,7 +255,11 @@ class Migration:
             else:
                 await self._resume_source(g)
         self.recorder.close()
-        self.guest = None  # free the guest's memory
+        # Free the guest's memory: the parts (scanner, RAM transport, pre-copy) hold it too,
+        # in reference cycles only the cyclic GC would break, seconds or runs later.
+        self.guest = None
+        self.parts = None
+        self.precopy = None
 
     async def _resume_source(self, g: RunningGuest[SourceDevice]) -> None:
         """QEMU: a failed or cancelled migration leaves the VM running (and intact)."""

@@ -8,6 +8,7 @@ then the run record; Cancel ends a migration, leaving its guest running.
 from __future__ import annotations
 
 import asyncio
+import gc
 import re
 import ssl
 from collections import OrderedDict
@@ -33,7 +34,9 @@ _RUN_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
 class _Run:
     def __init__(self, migration: Migration) -> None:
-        self.migration = migration
+        # Dropped when the run ends: it holds the guest's RAM, and up to KEEP_FINISHED
+        # finished runs stay listed (for Watch and Cancel) by their record and samples.
+        self.migration: Migration | None = migration
         self.samples: list[pb.ProgressSample] = []
         self.changed = asyncio.Event()
         self.record: RunRecord | None = None
@@ -102,8 +105,14 @@ class SourceService(pbg.ControlServicer):
         return pb.StartReply(run_id=request.run_id)
 
     async def _run(self, run: _Run) -> RunRecord:
+        assert run.migration is not None
         record = await run.migration.run()
         run.record = record
+        run.migration = None
+        # The run's objects form reference cycles (link, pre-copy, parts call one another):
+        # without a collection now they, and the guest RAM they reach, outlive the run until
+        # the cyclic GC next runs, runs later (measured: one guest more per finished run).
+        gc.collect()
         run.changed.set()
         if self.metrics is not None:
             self.metrics.on_result(record)
@@ -140,6 +149,7 @@ class SourceService(pbg.ControlServicer):
         if run.record is not None:
             return pb.CancelReply(cancelled=False, state=run.record.outcome)
         # Past the stop the run completes (its record will say so): the reply says the same.
+        assert run.migration is not None
         accepted, state = run.migration.cancel(request.reason or "cancelled by the user")
         return pb.CancelReply(cancelled=accepted, state=state)
 
@@ -150,7 +160,7 @@ class SourceService(pbg.ControlServicer):
 
     async def shutdown(self) -> None:
         for r in self.runs.values():
-            if r.record is None:
+            if r.record is None and r.migration is not None:
                 r.migration.cancel("source service shutting down")
         tasks = [r.task for r in self.runs.values() if r.task is not None and not r.task.done()]
         if tasks:

@@ -1,0 +1,509 @@
+"""A Jepsen-style randomized fault soak: a seeded generator of migrations, a nemesis that
+kills, freezes and cuts source, target and link at random moments, and a checker of
+migbed's promises after every run.
+
+Real parts only: `migbed serve source|target` processes, the target in its own network
+namespace (a veth pair the nemesis can pull like a cable), Control.Start/Watch/Cancel/Status
+over real gRPC, real SIGKILL/SIGSTOP/SIGCONT.
+
+Reproducibility: everything random (scenarios, which fault, when, how long) comes from one
+`random.Random(seed)`; the seed is printed first and with every violation, so
+`bench/soak.py --seed N` replays the same sequence of migrations and faults. What cannot
+replay exactly is the machine's timing: a fault scheduled 0.4 s after Start lands in
+whatever stage the run reached by then.
+
+Shared by tests/soak (a short soak in the suite) and bench/soak.py (the long one).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import random
+import signal
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from faultlab import NetnsLink, Watched, scenario_toml, start_run
+
+from migbed.core.policy import POLICIES
+from migbed.core.scenario import QEMU_VERSIONS
+from migbed.experiments.controller import ControlError, SourceControl
+from migbed.experiments.localstack import Service
+from migbed.measure.record import RunRecord
+from testkit.harness import Lab, kill9, port_is_free, sessions
+from testkit.procstat import rss_bytes
+
+MiB = 1 << 20
+FAULT_KINDS = ("kill-source", "kill-target", "freeze-source", "freeze-target", "cut-link", "cancel")
+NEMESIS_REASON = "soak nemesis cancel"
+
+
+# ---------------------------------------------------------------- the generator
+
+
+@dataclass(frozen=True)
+class Plan:
+    """One migration to run: its scenario file and policy, and a one-line description."""
+
+    index: int
+    name: str
+    policy: str
+    toml: str
+    describe: str
+    heartbeat_s: float
+
+
+@dataclass(frozen=True)
+class Fault:
+    kind: str
+    delay_s: float  # after Control.Start
+    hold_s: float  # how long a freeze or a cut lasts (0 for the others)
+
+
+class Generator:
+    """Seeded migrations and faults. Fault kinds come from a shuffled bag (every kind once
+    per round), so even a short soak injects each kind it is allowed."""
+
+    def __init__(self, seed: int, kinds: tuple[str, ...] = FAULT_KINDS,
+                 fault_share: float = 0.7) -> None:
+        self.rng = random.Random(seed)
+        self.kinds = kinds
+        self.fault_share = fault_share
+        self._bag: list[str] = []
+
+    def migration(self, index: int) -> Plan:
+        r = self.rng
+        policy = r.choice(POLICIES)
+        version = r.choice(QEMU_VERSIONS)
+        multifd = r.random() < 0.5
+        transfer = "multifd" if multifd and version == "10.0" and r.random() < 0.5 else "main"
+        ram = r.choice((8, 16, 32, 64))
+        guest = {"ram-size": f"{ram}MiB", "dirty-rate": r.choice(("1MiB/s", "4MiB/s", "16MiB/s")),
+                 "working-set": f"{min(ram, 4)}MiB"}
+        devices = [{"name": f"vf{i}", "initial-bytes": r.choice(("1MB", "4MB", "16MB")),
+                    "stop-copy-size": r.choice(("256KB", "1MB", "4MB")),
+                    "load-setup-time": r.choice(("0ms", "100ms", "400ms")),
+                    "load-rate": r.choice(("256MB/s", "1GB/s"))}
+                   for i in range(r.choice((0, 1, 1, 2)))]
+        heartbeat = r.choice((2.0, 3.0))
+        migration: dict[str, object] = {
+            "qemu-version": version, "max-bandwidth": r.choice(("16MiB/s", "64MiB/s", "256MiB/s")),
+            "heartbeat-timeout": f"{heartbeat:g}s", "max-time": "5s", "warmup": "100ms"}
+        if multifd:
+            migration |= {"multifd": True, "multifd-channels": r.randint(1, 4),
+                          "device-state-transfer": transfer}
+        name = f"soak-{index}"
+        describe = (f"{policy} qemu {version} {ram}MiB {len(devices)} dev "
+                    f"multifd={'on' if multifd else 'off'} state-on={transfer}")
+        return Plan(index, name, policy, scenario_toml(name, guest, devices, migration),
+                    describe, heartbeat)
+
+    def fault(self) -> Fault | None:
+        r = self.rng
+        if not self.kinds or r.random() >= self.fault_share:
+            return None
+        if not self._bag:
+            self._bag = list(self.kinds)
+            r.shuffle(self._bag)
+        kind = self._bag.pop()
+        hold = {"freeze-source": r.uniform(0.2, 3.0), "freeze-target": r.uniform(0.2, 3.0),
+                "cut-link": r.uniform(0.5, 4.0)}.get(kind, 0.0)
+        return Fault(kind, r.uniform(0.05, 1.5), hold)
+
+
+# ---------------------------------------------------------------- the checker (pure)
+
+
+def check_record(rec: RunRecord | None, watch_error: str, injected: str,
+                 cancel_reply: tuple[bool, str] | None) -> list[str]:
+    """The promises a run's end must keep, given the fault that really landed ('' if none).
+    Returns the violations (empty: all held)."""
+    if rec is None:
+        if injected == "kill-source":
+            return []  # no source, no record: the target must free the session (checked apart)
+        return [f"no record: {watch_error or 'the watch ended without one'}"]
+    out = []
+    if rec.outcome == "completed":
+        if not rec.verified:
+            out.append(f"completed but not verified: {rec.error}")
+    elif rec.outcome in ("failed", "cancelled"):
+        if not rec.source_guest_running_after:
+            out.append(f"{rec.outcome} and the source guest is not running: {rec.error}")
+        if not rec.source_integrity_ok:
+            out.append(f"{rec.outcome} and the source guest is damaged: {rec.error}")
+        if rec.verified:
+            out.append(f"{rec.outcome} but marked verified")
+        if not injected:
+            out.append(f"{rec.outcome} with no fault injected: {rec.error}")
+    else:
+        out.append(f"unknown outcome {rec.outcome!r}")
+    if cancel_reply is not None and injected == "cancel":
+        said, state = cancel_reply
+        if said and rec.outcome != "cancelled":
+            out.append(f"Cancel replied cancelled=true (state {state!r}) but the record says "
+                       f"{rec.outcome}")
+        if not said and rec.outcome == "cancelled" and NEMESIS_REASON in rec.error:
+            out.append(f"Cancel replied cancelled=false (state {state!r}) but the record is "
+                       f"cancelled by it: {rec.error}")
+    return out
+
+
+# ---------------------------------------------------------------- what a process holds
+
+
+def listening_ports(pid: int) -> set[int]:
+    """TCP ports this process listens on (seen in its own network namespace)."""
+    inodes = set()
+    fd_dir = Path(f"/proc/{pid}/fd")
+    for fd in fd_dir.iterdir():
+        with contextlib.suppress(OSError):
+            link = os.readlink(fd)
+            if link.startswith("socket:["):
+                inodes.add(link[8:-1])
+    ports = set()
+    for table in ("tcp", "tcp6"):
+        with contextlib.suppress(OSError):
+            for line in Path(f"/proc/{pid}/net/{table}").read_text().splitlines()[1:]:
+                f = line.split()
+                if f[3] == "0A" and f[9] in inodes:  # 0A: LISTEN
+                    ports.add(int(f[1].rsplit(":", 1)[1], 16))
+    return ports
+
+
+def children(pid: int) -> list[int]:
+    out: list[int] = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        with contextlib.suppress(OSError):
+            out += [int(x) for x in (task / "children").read_text().split()]
+    return out
+
+
+def threads(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("Threads:"):
+            return int(line.split()[1])
+    return 0
+
+
+@dataclass
+class Baseline:
+    rss: int
+    threads: int
+    ports: int
+
+
+# ---------------------------------------------------------------- the soak
+
+
+@dataclass
+class SoakConfig:
+    seed: int
+    duration_s: float = 60.0  # no new run starts after this
+    max_runs: int = 1000
+    fault_share: float = 0.7
+    netns: bool = True  # the target in its own namespace (link cuts); needs root + iproute2
+    # An idle service may exceed its baseline by this much: the largest generated guest is
+    # 64 MiB, and the target holds up to about two guests' worth until its cyclic GC runs
+    # (measured: 110-200 MiB over 30 runs from a 66 MiB baseline, not growing with runs).
+    rss_slack: int = 160 * MiB
+    thread_slack: int = 8
+    settle_s: float = 15.0  # how long resources get to come back after a run
+    log_dir: Path = Path("/tmp/migbed-soak")
+    command: str = ""
+
+
+@dataclass
+class Summary:
+    seed: int
+    command: str
+    runs: int = 0
+    wall_s: float = 0.0
+    faults: Counter[str] = field(default_factory=Counter)  # injected, by kind
+    too_late: Counter[str] = field(default_factory=Counter)  # drawn, but the run had ended
+    outcomes: Counter[str] = field(default_factory=Counter)
+    restarts: Counter[str] = field(default_factory=Counter)
+    violations: list[str] = field(default_factory=list)
+    load_before: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    load_after: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    netns: bool = False
+
+    def as_dict(self) -> dict[str, object]:
+        return {"seed": self.seed, "command": self.command, "runs": self.runs,
+                "wall_s": round(self.wall_s, 1), "netns": self.netns,
+                "faults": dict(self.faults), "too_late": dict(self.too_late),
+                "outcomes": dict(self.outcomes), "restarts": dict(self.restarts),
+                "violations": self.violations, "load_before": self.load_before,
+                "load_after": self.load_after}
+
+    def text(self) -> str:
+        def fmt(c: Counter[str]) -> str:
+            return ", ".join(f"{k} {v}" for k, v in sorted(c.items())) or "none"
+        lines = [
+            f"soak summary: seed {self.seed}; command: {self.command}",
+            f"  runs {self.runs} in {self.wall_s:.0f} s wall; target in a netns: "
+            f"{'yes' if self.netns else 'no'}",
+            f"  faults injected: {sum(self.faults.values())} ({fmt(self.faults)})",
+            f"  faults drawn but too late (run already ended): {fmt(self.too_late)}",
+            f"  outcomes: {fmt(self.outcomes)}",
+            f"  service restarts: {fmt(self.restarts)}",
+            f"  load average before {self.load_before[0]:.2f} / after {self.load_after[0]:.2f} "
+            f"(1 min), {os.cpu_count()} cores",
+            f"  invariant violations: {len(self.violations)}",
+        ]
+        lines += [f"    {v}" for v in self.violations]
+        return "\n".join(lines)
+
+
+class Soak:
+    """Runs the soak; `run()` returns the summary. Every service it started is gone after."""
+
+    def __init__(self, cfg: SoakConfig, say: Callable[[str], None] = print) -> None:
+        self.cfg = cfg
+        self.say = say
+        self.gen = Generator(cfg.seed, FAULT_KINDS if cfg.netns else
+                             tuple(k for k in FAULT_KINDS if k != "cut-link"), cfg.fault_share)
+        self.summary = Summary(cfg.seed, cfg.command, netns=cfg.netns)
+        self.lab = Lab(cfg.log_dir)
+        self.link: NetnsLink | None = None
+        self.source: Service | None = None
+        self.target: Service | None = None
+        self.ctl: SourceControl | None = None
+        self.base: dict[str, Baseline] = {}
+        self._frozen: set[int] = set()
+
+    # ------------------------------------------------------------ services
+
+    def _start(self, role: str) -> Service:
+        if role == "target" and self.link is not None:
+            return self.lab.start("target", host=self.link.ns_ip, wrapper=self.link.wrapper)
+        return self.lab.start(role)
+
+    def _restart(self, role: str) -> None:
+        svc = self.target if role == "target" else self.source
+        assert svc is not None
+        if svc.process.poll() is None:
+            return
+        self.summary.restarts[role] += 1
+        if not svc.address.startswith("10."):
+            self._expect(port_is_free(svc.address), f"killed {role}'s port {svc.address} still bound")
+        new = self._start(role)
+        if role == "target":
+            self.target = new
+        else:
+            self.source = new
+            if self.ctl is not None:
+                self.ctl.close()
+            self.ctl = SourceControl(new.address)
+
+    def _services(self) -> list[Service]:
+        return [s for s in (self.source, self.target) if s is not None]
+
+    # ------------------------------------------------------------ run
+
+    def run(self) -> Summary:
+        cfg = self.cfg
+        self.say(f"soak: seed {cfg.seed} (replay: {cfg.command or f'--seed {cfg.seed}'})")
+        self.summary.load_before = os.getloadavg()
+        t0 = time.monotonic()
+        with contextlib.ExitStack() as stack:
+            if cfg.netns:
+                self.link = stack.enter_context(NetnsLink())
+            stack.callback(self.lab.close)
+            stack.callback(self._thaw_all)
+            self.target, self.source = self._start("target"), self._start("source")
+            self.ctl = SourceControl(self.source.address)
+            stack.callback(lambda: self.ctl.close() if self.ctl else None)
+            self._warm_up()
+            index = 1
+            while (time.monotonic() - t0 < cfg.duration_s and index <= cfg.max_runs):
+                self._one(self.gen.migration(index), self.gen.fault())
+                index += 1
+            self.summary.runs = index - 1
+        if self.link is not None:
+            self._expect(self.link.leftovers() == [], f"namespace left behind: {self.link.leftovers()}")
+        self.summary.wall_s = time.monotonic() - t0
+        self.summary.load_after = os.getloadavg()
+        return self.summary
+
+    def _warm_up(self) -> None:
+        """One clean migration, then each service's idle footprint is its baseline."""
+        plan = self.gen.migration(0)
+        assert self.ctl is not None and self.target is not None
+        w = start_run(self.ctl, plan.toml, plan.policy, self.target.address, "soak-warmup")
+        rec = w.result(120)
+        if rec.outcome != "completed" or not rec.verified:
+            raise AssertionError(f"seed {self.cfg.seed}: the warm-up migration did not complete "
+                                 f"and verify: {rec.outcome} {rec.error}")
+        time.sleep(1.0)
+        for svc in self._services():
+            pid = svc.process.pid
+            self.base[svc.role] = Baseline(rss_bytes(pid), threads(pid), len(listening_ports(pid)))
+        self.say("soak: baselines " + "; ".join(
+            f"{r} RSS {b.rss / MiB:.0f} MiB, {b.threads} threads, {b.ports} listening"
+            for r, b in self.base.items()))
+
+    def _one(self, plan: Plan, fault: Fault | None) -> None:
+        assert self.ctl is not None and self.target is not None
+        run_id = f"soak-{self.cfg.seed}-{plan.index}"
+        t_start = time.monotonic()
+        try:
+            w = start_run(self.ctl, plan.toml, plan.policy, self.target.address, run_id)
+        except ControlError as e:
+            self._violation(plan, fault, f"Start refused: {e}")
+            return
+        box: dict[str, object] = {}
+        nem = threading.Thread(target=self._nemesis, args=(fault, w, box), daemon=True)
+        nem.start()
+        hold = fault.hold_s if fault else 0.0
+        with w._cond:
+            w._cond.wait_for(lambda: w.ended > 0, 90 + hold)
+        nem.join(30)
+        self._thaw_all()
+        injected = str(box.get("injected", ""))
+        if w.ended == 0:
+            self._violation(plan, fault, f"no record within {90 + hold:.0f} s (a hang)")
+            self._reset()
+            return
+        reply = box.get("cancel_reply")
+        for v in check_record(w.record, str(w.error or ""), injected,
+                              reply if isinstance(reply, tuple) else None):
+            self._violation(plan, fault, v)
+        self.summary.outcomes[w.record.outcome if w.record else "no record (source killed)"] += 1
+        t_end = time.monotonic()
+        self._recover_and_check(plan, fault, injected)
+        struck = (f"{injected} at {fault.delay_s:.2f}s" if fault and injected
+                  else f"{fault.kind} too late" if fault else "none")
+        self.say(f"[{t_end - t_start:.1f}s run, {time.monotonic() - t_end:.1f}s checks] "
+                 f"run {plan.index}: {plan.describe}; fault {struck}"
+                 f" -> {w.record.outcome if w.record else 'no record'}; RSS "
+                 + ", ".join(f"{v.role} {rss_bytes(v.process.pid) / MiB:.0f} MiB"
+                             for v in self._services()))
+
+    def _nemesis(self, fault: Fault | None, w: Watched, box: dict[str, object]) -> None:
+        if fault is None:
+            return
+        with w._cond:
+            if w._cond.wait_for(lambda: w.ended > 0, fault.delay_s):
+                self.summary.too_late[fault.kind] += 1
+                return
+        assert self.source is not None and self.target is not None and self.ctl is not None
+        kind = fault.kind
+        box["injected"] = kind
+        self.summary.faults[kind] += 1
+        if kind in ("kill-source", "kill-target"):
+            kill9(self.source if kind == "kill-source" else self.target)
+        elif kind in ("freeze-source", "freeze-target"):
+            pid = (self.source if kind == "freeze-source" else self.target).process.pid
+            self._frozen.add(pid)
+            os.kill(pid, signal.SIGSTOP)
+            time.sleep(fault.hold_s)
+            self._thaw_all()
+        elif kind == "cut-link":
+            assert self.link is not None
+            self.link.cut()
+            try:
+                time.sleep(fault.hold_s)
+            finally:
+                self.link.restore()
+        elif kind == "cancel":
+            try:
+                r = self.ctl.cancel(w.run_id, NEMESIS_REASON)
+                box["cancel_reply"] = (bool(r.cancelled), str(r.state))
+            except ControlError as e:
+                box["cancel_error"] = str(e)
+
+    def _thaw_all(self) -> None:
+        for pid in list(self._frozen):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGCONT)
+            self._frozen.discard(pid)
+
+    # ------------------------------------------------------------ after each run
+
+    def _recover_and_check(self, plan: Plan, fault: Fault | None, injected: str) -> None:
+        assert self.source is not None and self.target is not None
+        bound = plan.heartbeat_s + 8.0 + (fault.hold_s if fault else 0.0)
+        freed = injected != "kill-source" or self._settle(lambda: self._target_sessions() == [], bound)
+        if not freed:
+            self._violation(plan, fault, f"the target kept session(s) {self._target_sessions()} "
+                            f"{bound:.0f} s after the source was killed")
+        self._restart("source")
+        self._restart("target")
+        for svc, bound_s in ((self.source, 10.0), (self.target, bound)):
+            if not self._settle(lambda s=svc: self._sessions(s) == [], bound_s):  # type: ignore[misc]
+                self._violation(plan, fault, f"{svc.role} still lists session(s) "
+                                f"{self._sessions(svc)} after {bound_s:.0f} s")
+        for svc in self._services():
+            for problem in self._leaks(svc):
+                self._violation(plan, fault, problem)
+        ours = set(children(os.getpid()))
+        alive = {s.process.pid for s in self._services()}
+        if ours - alive:
+            self._violation(plan, fault, f"stray child processes of the soak: {sorted(ours - alive)}")
+
+    def _leaks(self, svc: Service) -> list[str]:
+        """What a service holds beyond its baseline once it had time to settle."""
+        b, pid = self.base[svc.role], svc.process.pid
+        def problems() -> list[str]:
+            out = []
+            if len(listening_ports(pid)) != b.ports:
+                out.append(f"{svc.role} listens on {sorted(listening_ports(pid))} "
+                           f"(baseline {b.ports} ports)")
+            if children(pid):
+                out.append(f"{svc.role} has child processes {children(pid)}")
+            if threads(pid) > b.threads + self.cfg.thread_slack:
+                out.append(f"{svc.role} has {threads(pid)} threads (baseline {b.threads}, "
+                           f"bound +{self.cfg.thread_slack})")
+            if rss_bytes(pid) > b.rss + self.cfg.rss_slack:
+                out.append(f"{svc.role} RSS {rss_bytes(pid) / MiB:.0f} MiB (baseline "
+                           f"{b.rss / MiB:.0f} MiB, bound +{self.cfg.rss_slack / MiB:.0f} MiB)")
+            return out
+        last: list[str] = []
+        def ok() -> bool:
+            nonlocal last
+            last = problems()
+            return not last
+        self._settle(ok, self.cfg.settle_s)
+        return last
+
+    def _sessions(self, svc: Service) -> list[str] | None:
+        try:
+            return sessions(svc.address, timeout=2.0)
+        except Exception:  # unreachable counts as "not empty"
+            return None
+
+    def _target_sessions(self) -> list[str] | None:
+        assert self.target is not None
+        return self._sessions(self.target)
+
+    @staticmethod
+    def _settle(pred: Callable[[], bool], timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while True:
+            if pred():
+                return True
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.2)
+
+    def _reset(self) -> None:
+        """After a hang: kill both services and start afresh, so the soak goes on."""
+        for svc in self._services():
+            if svc.process.poll() is None:
+                kill9(svc)
+        self._restart("source")
+        self._restart("target")
+
+    def _expect(self, cond: bool, what: str) -> None:
+        if not cond:
+            self.summary.violations.append(f"seed {self.cfg.seed}: {what}")
+            self.say(f"VIOLATION (seed {self.cfg.seed}): {what}")
+
+    def _violation(self, plan: Plan, fault: Fault | None, what: str) -> None:
+        f = f"{fault.kind} at {fault.delay_s:.2f}s hold {fault.hold_s:.2f}s" if fault else "no fault"
+        self._expect(False, f"run {plan.index} ({plan.describe}; {f}): {what}")
