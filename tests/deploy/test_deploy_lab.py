@@ -55,7 +55,7 @@ def test_deploy_migrate_idempotent_teardown(lab: Lab, wheelhouse: Path, tmp_path
     out = tmp_path / "out"
     scenario = _scenario(tmp_path)
     experiment = ["--wheelhouse", str(wheelhouse), "--scenario", str(scenario)]
-    experiment += ["--policy", "legacy,switchover-ack", "--repeat", "1"]
+    experiment += ["--policy", "legacy", "--policy", "switchover-ack", "--repeat", "1"]
     before = {host: lab.state(host) for host in HOSTS}
 
     # 0. Check mode on fresh hosts: every task says what it would do, nothing changes.
