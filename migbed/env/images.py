@@ -209,10 +209,17 @@ def ensure_prometheus(c: docker.DockerClient, base: str, log: Log = _stderr) -> 
     if have_or_pull(c, PROMETHEUS_OFFICIAL, log):
         return PROMETHEUS_OFFICIAL
     log(f"building {PROMETHEUS_LOCAL} from Debian's prometheus package")
-    ctx = BUILD_DIR / "prometheus"
-    _run_script([str(IMAGES_DIR / "prometheus" / "fetch-debs.sh"), base, str(ctx)])
+    ctx = prometheus_context(base)
     build(c, PROMETHEUS_LOCAL, ctx, IMAGES_DIR / "prometheus" / "Dockerfile", {"BASE_IMAGE": base})
     return PROMETHEUS_LOCAL
+
+
+def prometheus_context(base: str) -> Path:
+    """The Prometheus image's build context (Debian's packages fetched on the host), made if
+    missing: compose.yaml's `build:` section uses the same folder."""
+    ctx = BUILD_DIR / "prometheus"
+    _run_script([str(IMAGES_DIR / "prometheus" / "fetch-debs.sh"), base, str(ctx)])
+    return ctx
 
 
 def ensure_images(*, grafana: bool = True, log: Log = _stderr) -> ImageSet:

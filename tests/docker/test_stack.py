@@ -159,11 +159,12 @@ def _source_bandwidth(record: dict[str, Any]) -> tuple[float, str]:
     Each 100 ms window holds a whole number of 1 MiB chunks, so single windows swing (+-30 %
     at 100 Mbit): their time-weighted mean is the rate the source measured.
     """
-    bulk = [
-        s
-        for s in record["timeline"]
-        if s["phase"] == "precopy" and s["ram_remaining_bytes"] > 0 and s["dirty_sync_count"] == 0
-    ]
+    # The bulk round: before the first dirty sync after setup's (QEMU counts the setup sync,
+    # ram_init_bitmaps, so the bulk round's samples carry the first count seen).
+    precopy = [s for s in record["timeline"] if s["phase"] == "precopy"]
+    first_round = min((s["dirty_sync_count"] for s in precopy), default=0)
+    bulk = [s for s in precopy
+            if s["ram_remaining_bytes"] > 0 and s["dirty_sync_count"] == first_round]
     spans = [(b["t_ms"] - a["t_ms"], b["bandwidth_bytes_per_s"] * 8) for a, b in pairwise(bulk)]
     assert len(spans) >= 5, record["timeline"]
     mean = sum(dt * bw for dt, bw in spans) / sum(dt for dt, _ in spans)
@@ -264,6 +265,7 @@ def test_build_sections_build_the_images(image_set: images.ImageSet, docker_clie
     }
     stack = compose.Stack(project=f"migbedbuild{os.getpid()}", env=env)
     built = [f"migbed/{name}:{tag}" for name in ("runtime", "source", "target", "prometheus")]
+    images.prometheus_context(image_set.base)  # the debs, when the image came without them
     try:
         for services in (["runner"], ["source", "target"], ["prometheus"]):
             res = subprocess.run(stack.argv("build", *services), env=env, capture_output=True, text=True, check=False)
