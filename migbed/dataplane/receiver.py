@@ -30,6 +30,7 @@ import logging
 import socket
 import ssl
 import threading
+import time
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -90,6 +91,8 @@ class MultifdSession:
         self._flat = memory.data.cast("B")
         self._listener = listener
         self._lock = threading.Lock()
+        # The round barrier of the channel threads (QEMU's multifd_recv_sync_main): see _barrier.
+        self._round = threading.Condition(self._lock)
         self._conns: dict[int, _Conn] = {}
         self._threads: list[threading.Thread] = []
         self._signal = AsyncSignal()
@@ -159,6 +162,7 @@ class MultifdSession:
             if first:
                 self._error = MultifdError(why)
             conns = list(self._conns.values())
+            self._round.notify_all()
         if first:
             log.warning("multifd session: %s", why)
             for c in conns:  # one channel lost fails the migration: stop the others too
@@ -171,6 +175,7 @@ class MultifdSession:
             self._closed = True
             conns = list(self._conns.values())
             threads = list(self._threads)
+            self._round.notify_all()
         for c in conns:
             shutdown_quietly(c.sock)
         me = threading.current_thread()
@@ -252,8 +257,25 @@ class MultifdSession:
                 stats.packets += 1
                 stats.syncs += 1
                 self._signal.notify()
+                self._barrier(conn, h.generation)
             elif h.flags & pk.FLAG_FIN:
                 conn.fin = True
+
+    def _barrier(self, conn: _Conn, generation: int) -> None:
+        """Read no page of the next round until every channel has delivered this round's
+        SYNC (QEMU: the channels wait at multifd_recv_sync_main). A page sent again in the
+        next round on another channel can then never be overwritten by its older copy still
+        on its way here on this one; and no channel counts the next round's pages early."""
+        deadline = time.monotonic() + self.silence_timeout_s
+        with self._round:
+            self._round.notify_all()
+            while self._error is None and not self._closed and not self.synced(generation):
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise pk.PacketError(
+                        f"sync {generation}: the other channels did not deliver it within "
+                        f"{self.silence_timeout_s:g} s ({self._progress()})")
+                self._round.wait(min(left, 0.25))
 
     @staticmethod
     def _check_order(conn: _Conn, h: pk.Header) -> None:

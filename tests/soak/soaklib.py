@@ -275,6 +275,9 @@ class Soak:
         self.ctl: SourceControl | None = None
         self.base: dict[str, Baseline] = {}
         self._frozen: set[int] = set()
+        # Children the process had before the soak (other tests in the same pytest run):
+        # not the soak's to account for.
+        self._children_before = set(children(os.getpid()))
 
     # ------------------------------------------------------------ services
 
@@ -441,10 +444,14 @@ class Soak:
         for svc in self._services():
             for problem in self._leaks(svc):
                 self._violation(plan, fault, problem)
-        ours = set(children(os.getpid()))
         alive = {s.process.pid for s in self._services()}
-        if ours - alive:
-            self._violation(plan, fault, f"stray child processes of the soak: {sorted(ours - alive)}")
+
+        def stray() -> set[int]:
+            return set(children(os.getpid())) - alive - self._children_before
+
+        # A helper command still exiting (ip, ss) is not a leak: give it a moment.
+        if not self._settle(lambda: not stray(), 2.0):
+            self._violation(plan, fault, f"stray child processes of the soak: {sorted(stray())}")
 
     def _leaks(self, svc: Service) -> list[str]:
         """What a service holds beyond its baseline once it had time to settle."""
