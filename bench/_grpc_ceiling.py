@@ -1,7 +1,8 @@
 """What grpc.aio alone moves here: a client streaming pre-encoded 1 MiB messages (the bytes
 of a SourceMessage{ram}) to a server that only counts the bytes it gets, two processes,
-migbed's channel and server options. No guest, no engine, no protobuf on either side: the
-ceiling of the transport the migration stream is built on.
+migbed's channel and server options and malloc settings (migbed.runtime.malloc). No guest,
+no engine, no protobuf on either side: the ceiling of the transport the migration stream is
+built on.
 
     python bench/_grpc_ceiling.py server PORT
     python bench/_grpc_ceiling.py client PORT MIB   (prints bytes/s)
@@ -20,6 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import grpc
 import numpy as np
 
+from migbed.runtime.malloc import keep_stream_buffers_mapped
 from migbed.wire.channel import CHUNK_BYTES, make_server, stream_channel
 from migbed.wire.encode import MIGRATE_METHOD, encode_ram_pages
 
@@ -60,6 +62,7 @@ async def client(port: int, mib: int) -> None:
 
 
 if __name__ == "__main__":
+    keep_stream_buffers_mapped()  # as `migbed serve` does: the transport as migbed runs it
     if sys.argv[1] == "server":
         asyncio.run(server(int(sys.argv[2])))
     else:

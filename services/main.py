@@ -13,6 +13,7 @@ import sys
 from typing import Any
 
 from migbed.measure.metrics import SourceMetrics, TargetMetrics, serve_metrics
+from migbed.runtime.malloc import keep_stream_buffers_mapped
 from migbed.wire import migration_pb2_grpc as pbg
 from migbed.wire.channel import make_server, mark_serving
 
@@ -26,6 +27,8 @@ async def serve(role: str, listen: str, metrics_listen: str = "",
                 multifd_ssl_context: Any = None) -> None:
     # Ticks of the guest's vCPU thread must not wait 5 ms (the default) for the GIL.
     sys.setswitchinterval(0.0005)
+    # Stream buffers reuse mapped heap instead of faulting in fresh pages per message.
+    keep_stream_buffers_mapped()
     metrics: Any
     if role == "source":
         from migbed.services.source.server import SourceService
