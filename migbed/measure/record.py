@@ -79,7 +79,12 @@ class RunRecord:
     outcome: str  # completed | failed | cancelled
     error: str = ""
     verified: bool = False
+    # Setup sent -> the target accepted it (its guest RAM allocated and resident, the
+    # session open): starting the destination, before QEMU's clocks start. Not in total-time.
+    destination_prepare_ms: float = 0.0
     # -- QEMU query-migrate names
+    # QEMU's clocks (setup-time, total-time, every event's t_ms) start once the target has
+    # accepted the Setup: a QEMU destination is started, its RAM allocated, before `migrate`.
     setup_time_ms: float = 0.0
     total_time_ms: float = 0.0
     # Source stop -> completion on the source (QEMU's definition). With the return path,

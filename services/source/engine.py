@@ -155,6 +155,7 @@ class Migration:
         accepted = (await self.link.wait_for("setup_accepted", self.check,
                                              SETUP_TIMEOUT_S)).setup_accepted
         self.link.accepted(accepted)
+        self.recorder.destination_ready()
         self.recorder.event("setup-accepted",
                             f"devices needing ACK: {accepted.devices_needing_ack}")
         parts = self._parts(guest, await self._ram_transport(guest, accepted))

@@ -53,6 +53,13 @@ class Recorder:
         r.downtime_end = "shut" if return_path else "last-byte"
         r.device_state_transfer = device_state_transfer
 
+    def destination_ready(self) -> None:
+        """The target accepted the Setup: what it took is the destination's start (QEMU's
+        destination exists before `migrate`), and QEMU's clocks start now."""
+        now = time.monotonic()
+        self.record.destination_prepare_ms = (now - self.t0) * 1e3
+        self.t0 = now
+
     def elapsed_ms(self, at: float | None = None) -> float:
         if not self.t0:
             return 0.0

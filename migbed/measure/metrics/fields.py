@@ -81,6 +81,8 @@ RECORD_FIELDS: dict[str, FieldSpec] = {
     "timeline": SKIP,
     "events": SKIP,
     "verified": FieldSpec(help="1 if the target's RAM and device state equalled the source's at its stop"),
+    "destination_prepare_ms": FieldSpec(
+        help="Setup sent to the target accepting it (its RAM resident): before QEMU's clocks"),
     "setup_time_ms": FieldSpec(help="Setup time (QEMU setup-time)"),
     "total_time_ms": FieldSpec(help="Total time (QEMU total-time)"),
     "downtime_ms": FieldSpec(help="QEMU-reported downtime: source stop to completion on the source"),
