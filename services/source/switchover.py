@@ -18,6 +18,7 @@ import asyncio
 
 from migbed.core.clock import now_ns
 from migbed.core.device import VfioState
+from migbed.runtime.gcpause import DOWNTIME_GC_PAUSE
 from migbed.services.source.device_state import ParallelDeviceState
 from migbed.services.source.failure import MigrationFailed
 from migbed.services.source.link import STOP_PING_SEQ
@@ -37,7 +38,15 @@ class Switchover:
                                                 parts.recorder.record.run_id, parts.check)
 
     async def stop_copy(self) -> StopCopyTimes:
-        """From the stop to completion; returns what was measured."""
+        """From the stop to completion; returns what was measured. No garbage collection
+        runs in this process meanwhile (runtime/gcpause.py)."""
+        DOWNTIME_GC_PAUSE.hold()
+        try:
+            return await self._stop_copy()
+        finally:
+            DOWNTIME_GC_PAUSE.release()
+
+    async def _stop_copy(self) -> StopCopyTimes:
         p = self.p
         last_tick = p.guest.vcpu.stop()  # vm_stop: downtime starts
         stop_ns = now_ns()

@@ -27,6 +27,7 @@ from migbed.core.guest import GuestMemory
 from migbed.core.workload import guest_workload
 from migbed.dataplane.receiver import MultifdSession
 from migbed.dataplane.sender import MultifdError
+from migbed.runtime.gcpause import DOWNTIME_GC_PAUSE
 from migbed.runtime.vcpu import VCpu
 from migbed.services.target.devices import LoadingDevice, Pacer
 from migbed.wire import migration_pb2 as pb
@@ -103,6 +104,7 @@ class TargetSession:
         self.stop_event = threading.Event()  # interrupts the prefault
         self.ack_sent = False
         self.stopped = False  # StopCopy seen
+        self._gc_paused = False  # this session holds the downtime's GC pause
         self.completed = False
         self.ram_pages_received = 0
         self.multifd: MultifdSession | None = None  # the channels, when multifd is on
@@ -176,6 +178,7 @@ class TargetSession:
         self.stop_event.set()
         for t in self._tasks:
             t.cancel()
+        self._pause_gc(False)
         if self.vcpu is not None:
             self.vcpu.stop()
         if self.multifd is not None:
@@ -312,6 +315,12 @@ class TargetSession:
 
     async def _stop_copy(self, m: pb.StopCopy) -> None:
         self.stopped = True
+        self._pause_gc(True)  # until the guest runs here (or the session ends)
+
+    def _pause_gc(self, paused: bool) -> None:
+        if paused != self._gc_paused:
+            self._gc_paused = paused
+            (DOWNTIME_GC_PAUSE.hold if paused else DOWNTIME_GC_PAUSE.release)()
 
     def attach_multifd(self, channels: MultifdSession) -> None:
         """The session's multifd channels (a dataplane MultifdSession): RAM pages land in
@@ -457,6 +466,7 @@ class TargetSession:
         self.send(pb.TargetMessage(resumed=pb.Resumed(
             target_first_tick_ns=self.vcpu.first_tick_ns, target_loads_done_ns=loads_done,
             device_initial_load_s=[d.initial_load_s for d in self.devices])))
+        self._pause_gc(False)  # the downtime is over here
 
     async def _digests(self, m: pb.Digests) -> None:
         if self.vcpu is None:

@@ -76,3 +76,22 @@ def test_an_image_without_a_known_size_loads_when_the_stream_moves_on(kind: int)
             session.close("test over")
 
     assert asyncio.run(run()) >= SETUP_S / 4 * 0.9
+
+
+def test_no_garbage_collection_from_the_stop_until_the_session_ends() -> None:
+    """The target's part of the downtime runs without Python's collector (runtime/gcpause);
+    a session that ends before resuming (failed, cancelled) gives collection back."""
+    import gc
+
+    async def run() -> tuple[bool, bool]:
+        s = setup(ram=16 * MiB).setup
+        validate_setup(s)
+        session = TargetSession(s)
+        session.start()
+        await session.handle(pb.SourceMessage(stop_copy=pb.StopCopy(source_stop_ns=1)))
+        during = gc.isenabled()
+        session.close("cancelled")
+        return during, gc.isenabled()
+
+    assert gc.isenabled()
+    assert asyncio.run(run()) == (False, True)
