@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import itertools
 import json
 import os
 import subprocess
@@ -177,9 +178,12 @@ def raw_tcp(pair: Pair, conns: int, seconds: float) -> float:
 # ---------------------------------------------------------------- migrations across them
 
 
-def migrate(pair: Pair, scenario_toml: str, policy: str, n: int) -> RunRecord:
+_RUNS = itertools.count(1)
+
+
+def migrate(pair: Pair, scenario_toml: str, policy: str) -> RunRecord:
     """One migration through the source's Control API (reached from this host on the bridge)."""
-    run_id = f"container-link-{os.getpid()}-{n}"
+    run_id = f"container-link-{os.getpid()}-{next(_RUNS)}"
     ctl = SourceControl(f"{pair.source_ip}:{CONTROL_PORT}")
     try:
         ctl.start(scenario_toml, policy, f"{pair.target_ip}:{CONTROL_PORT}", run_id)
@@ -227,12 +231,12 @@ def one_round(i: int, pair: Pair, ms: list[Mode], tomls: dict[str, str], policy:
                 f"load {load_average()}")
             continue
         t0 = time.monotonic()
-        rec = migrate(pair, tomls[step], policy, i)
+        rec = migrate(pair, tomls[step], policy)
         rate, window = bulk_stage_rate(rec)
         res.rate[step].append(rate * 8)
         res.windows[step].append(window * 8)
         say(f"#{i + 1} migbed {step:<8}        {fmt_rate(rate * 8)} (windows median "
-            f"{fmt_rate(window * 8)}; run {time.monotonic() - t0:.1f} s, "
+            f"{fmt_rate(window * 8)}; total-time {rec.total_time_ms / 1e3:.1f} s, run {time.monotonic() - t0:.1f} s, "
             f"{rec.dirty_sync_count} syncs)  load {load_average()}")
 
 
