@@ -10,10 +10,16 @@ receiver moving 1 GiB showed page faults and their zeroing as the largest items,
 receiver used 0.6-0.9 s of CPU per GiB; with both thresholds fixed 0.3 s, and gRPC's
 throughput about doubled (docs/performance.md, section 1).
 
-So, once per service process: buffers up to 32 MiB (glibc's largest mmap threshold) come
-from the heap, and up to 64 MiB of free heap top stays mapped for the next message. Guest
-RAM above 32 MiB is still its own mapping and goes back to the kernel when freed; the
-target's return_memory() trims the heap explicitly (malloc_trim) after every session.
+So, once per service process, as QEMU allocates its migration buffers once:
+- buffers up to 4 MiB (a stream message holds at most a 2 MiB page plus framing) come from
+  the heap; anything larger - guest RAM, device state - is its own mapping, given back to
+  the kernel when freed (the threshold is fixed, so glibc no longer raises it to 32 MiB
+  after the first large free and puts small guests on the heap);
+- up to 16 MiB of free heap top stays mapped for the next messages (twice the HTTP/2
+  window). After a migration the target gives every arena's free memory back
+  (give_back_free_memory: a process serving many migrations has an arena per busy thread).
+Touching that heap once at start was tried too, for a fresh process's first final copy: no
+difference beyond the run-to-run spread (4 fresh pairs each, 2026-11-30), so it is not done.
 """
 
 from __future__ import annotations
@@ -26,21 +32,28 @@ log = logging.getLogger("migbed.malloc")
 
 M_TRIM_THRESHOLD = -1  # <malloc.h>
 M_MMAP_THRESHOLD = -3
-MMAP_THRESHOLD_BYTES = 32 << 20  # DEFAULT_MMAP_THRESHOLD_MAX on 64-bit glibc
-TRIM_THRESHOLD_BYTES = 64 << 20
+MMAP_THRESHOLD_BYTES = 4 << 20
+TRIM_THRESHOLD_BYTES = 16 << 20
+
+_libc: ctypes.CDLL | None = None
+
+
+def _c_library() -> ctypes.CDLL | None:
+    global _libc
+    if _libc is None:
+        name = ctypes.util.find_library("c")
+        _libc = ctypes.CDLL(name) if name is not None else None
+    return _libc
 
 
 def keep_stream_buffers_mapped(mmap_threshold: int = MMAP_THRESHOLD_BYTES,
                                trim_threshold: int = TRIM_THRESHOLD_BYTES) -> bool:
     """Set the two thresholds (see the module doc); False where there is no glibc mallopt
     (musl, macOS): the process runs as before, only slower on a busy stream."""
-    name = ctypes.util.find_library("c")
-    if name is None:
-        return False
-    libc = ctypes.CDLL(name)
+    libc = _c_library()
     mallopt = getattr(libc, "mallopt", None)
     if mallopt is None:
-        log.info("no mallopt in %s: malloc thresholds left as they are", name)
+        log.info("no glibc mallopt: malloc thresholds left as they are")
         return False
     mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
     mallopt.restype = ctypes.c_int
@@ -49,3 +62,15 @@ def keep_stream_buffers_mapped(mmap_threshold: int = MMAP_THRESHOLD_BYTES,
     if not ok:
         log.info("mallopt refused the thresholds: malloc left as it is")
     return ok
+
+
+def give_back_free_memory() -> None:
+    """After a migration: every arena's free memory back to the kernel (malloc_trim; a
+    process serving many migrations has an arena per busy thread, each keeping up to the
+    trim threshold)."""
+    libc = _c_library()
+    trim = getattr(libc, "malloc_trim", None)
+    if trim is None:
+        return
+    trim(0)
+

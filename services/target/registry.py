@@ -8,8 +8,6 @@ memory the host (or the process's cgroup or address-space limit) has available a
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import gc
 import logging
 import resource
@@ -17,6 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from migbed.core import limits as lim
+from migbed.runtime.malloc import give_back_free_memory
 from migbed.services.target.session import TargetSession
 from migbed.services.target.validate import validate_setup
 from migbed.wire import migration_pb2 as pb
@@ -125,18 +124,8 @@ class SessionRegistry:
             s.close(result)
 
 
-_libc: ctypes.CDLL | None = None
-
-
 def return_memory() -> None:
-    """Give freed session memory back to the system: collect the sessions' reference cycles
-    and trim malloc's heap (a guest's RAM below the mmap threshold lives there, and glibc
-    keeps freed heap memory by default)."""
-    global _libc
+    """Give freed session memory back to the system: collect the sessions' reference cycles,
+    then hand every malloc arena's free memory back (runtime/malloc.py)."""
     gc.collect()
-    if _libc is None:
-        name = ctypes.util.find_library("c")
-        if name is None:
-            return
-        _libc = ctypes.CDLL(name)
-    _libc.malloc_trim(0)
+    give_back_free_memory()
