@@ -591,7 +591,7 @@ def _prepare(args: argparse.Namespace) -> _DeployJob:
     # An evacuation's plan is checked before anything is built or installed.
     fleet_plan = _fleet_plan(args, inv, scenario, policies) if evacuate and scenario else None
     return _DeployJob(root, inventory, inv, out_dir, scenario, policies, evacuate, fleet_plan,
-                _playbooks(args.teardown, scenario, evacuate))
+                      _playbooks(args.teardown, scenario, evacuate))
 
 
 def _check_experiment(scenario: Path | None, evacuate: bool, inv: Inventory, inventory: Path) -> None:
