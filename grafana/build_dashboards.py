@@ -224,25 +224,49 @@ def _layout(board: dashboard.Dashboard, sections: Iterable[tuple[str, list[Panel
     return board
 
 
+def _board(title: str, uid: str, description: str, tooltip: dm.DashboardCursorSync,
+           since: str) -> dashboard.Dashboard:
+    """A migbed dashboard up to its own variables: tags, refresh, time range, the datasource."""
+    return (
+        dashboard.Dashboard(title)
+        .uid(uid)
+        .description(description)
+        .tags(["migbed", "migration"])
+        .editable()
+        .tooltip(tooltip)
+        .refresh("5s")
+        .time(since, "now")
+        .timezone(common.TimeZoneBrowser)
+        .with_variable(datasource_variable())
+    )
+
+
+def _link_to(title: str) -> dashboard.DashboardLink:
+    """A link to the other migbed dashboard (by tag), keeping the variables and the time."""
+    return (
+        dashboard.DashboardLink(title)
+        .type(dm.DashboardLinkType.DASHBOARDS)
+        .tags(["migbed"])
+        .as_dropdown(False)
+        .include_vars(True)
+        .keep_time(True)
+    )
+
+
 def policy_comparison() -> dashboard.Dashboard:
     """Old vs new switchover policies across repeats: what each policy costs the guest."""
     gd = "migbed_migration_guest_downtime_seconds"
     qd = "migbed_migration_downtime_seconds"
     board = (
-        dashboard.Dashboard("migbed: switchover policy comparison")
-        .uid(COMPARISON_UID)
-        .description(
+        _board(
+            "migbed: switchover policy comparison",
+            COMPARISON_UID,
             "Guest-visible and QEMU-reported downtime, ACK wait, iterations, total time and "
             "bytes per switchover policy, over every migration the source exporter has run "
-            "(histograms and counters accumulate; results.json holds each run)."
+            "(histograms and counters accumulate; results.json holds each run).",
+            dm.DashboardCursorSync.CROSSHAIR,
+            "now-30m",
         )
-        .tags(["migbed", "migration"])
-        .editable()
-        .tooltip(dm.DashboardCursorSync.CROSSHAIR)
-        .refresh("5s")
-        .time("now-30m", "now")
-        .timezone(common.TimeZoneBrowser)
-        .with_variable(datasource_variable())
         .with_variable(
             # one scenario at a time: means across scenarios of different sizes mean nothing
             variable(
@@ -261,14 +285,7 @@ def policy_comparison() -> dashboard.Dashboard:
                 "result: {{policy}}",
             )
         )
-        .link(
-            dashboard.DashboardLink("Live migration")
-            .type(dm.DashboardLinkType.DASHBOARDS)
-            .tags(["migbed"])
-            .as_dropdown(False)
-            .include_vars(True)
-            .keep_time(True)
-        )
+        .link(_link_to("Live migration"))
     )
     sections: list[tuple[str, list[PanelBuilder]]] = [
         (
@@ -462,20 +479,15 @@ def live_migration() -> dashboard.Dashboard:
     src = SP
     tgt = 'scenario=~"$scenario"'
     board = (
-        dashboard.Dashboard("migbed: live migration")
-        .uid(LIVE_UID)
-        .description(
+        _board(
+            "migbed: live migration",
+            LIVE_UID,
             "Pre-copy progress of the running migration as the source and target exporters "
             "report it, sampled every scrape (1 s). Annotations mark the decision, the "
-            "switchover ACK, the source stop, completion and the resume on the target."
+            "switchover ACK, the source stop, completion and the resume on the target.",
+            dm.DashboardCursorSync.TOOLTIP,
+            "now-15m",
         )
-        .tags(["migbed", "migration"])
-        .editable()
-        .tooltip(dm.DashboardCursorSync.TOOLTIP)
-        .refresh("5s")
-        .time("now-15m", "now")
-        .timezone(common.TimeZoneBrowser)
-        .with_variable(datasource_variable())
         .with_variable(variable("scenario", "Scenario", "label_values(migbed_source_phase, scenario)", multi=False))
         .with_variable(variable("policy", "Policy", "label_values(migbed_source_phase, policy)", multi=True))
         .annotation(
@@ -526,14 +538,7 @@ def live_migration() -> dashboard.Dashboard:
                 "target resume ({{policy}})",
             )
         )
-        .link(
-            dashboard.DashboardLink("Policy comparison")
-            .type(dm.DashboardLinkType.DASHBOARDS)
-            .tags(["migbed"])
-            .as_dropdown(False)
-            .include_vars(True)
-            .keep_time(True)
-        )
+        .link(_link_to("Policy comparison"))
     )
     sections: list[tuple[str, list[PanelBuilder]]] = [
         (

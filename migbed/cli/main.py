@@ -289,7 +289,18 @@ def build_parser(wanted: str = "") -> argparse.ArgumentParser:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--version", action="version", version=f"migbed {__version__}")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    # The order here is the order of `migbed --help` and of the README's CLI reference.
+    _add_run_parser(sub)
+    _add_serve_parser(sub)
+    _add_status_parser(sub)
+    _add_health_parser(sub)
+    _add_cancel_parser(sub)
+    _add_scenarios_parser(sub)
+    _add_extension_parsers(sub, wanted)
+    return p
 
+
+def _add_run_parser(sub: Any) -> None:
     r = sub.add_parser("run", help="run a policy comparison (default: legacy vs switchover-ack)")
     r.add_argument("--source", type=address, metavar="HOST:PORT", help="a running source service")
     r.add_argument("--target", type=address, metavar="HOST:PORT", help="the target, as the source dials it")
@@ -305,6 +316,8 @@ def build_parser(wanted: str = "") -> argparse.ArgumentParser:
                    "(local services too)")
     r.set_defaults(func=cmd_run)
 
+
+def _add_serve_parser(sub: Any) -> None:
     s = sub.add_parser("serve", help="run a source or target service")
     s.add_argument("role", choices=["source", "target"])
     s.add_argument("--listen", type=address, default="127.0.0.1:50051", metavar="HOST:PORT")
@@ -322,6 +335,8 @@ def build_parser(wanted: str = "") -> argparse.ArgumentParser:
                    "port 0 = any free port)")
     s.set_defaults(func=cmd_serve)
 
+
+def _add_status_parser(sub: Any) -> None:
     st = sub.add_parser("status", help="a service's role, version, health and sessions")
     st.add_argument("address", type=address, metavar="HOST:PORT")
     st.add_argument("--json", action="store_true", help="one JSON object")
@@ -329,6 +344,8 @@ def build_parser(wanted: str = "") -> argparse.ArgumentParser:
     st.add_argument("--tls-dir", help="mutual TLS (default $MIGBED_TLS_DIR)")
     st.set_defaults(func=cmd_status)
 
+
+def _add_health_parser(sub: Any) -> None:
     h = sub.add_parser("health", help="gRPC health check of a service (exit 0 SERVING, 1 not, 3 no answer)")
     h.add_argument("address", type=address, metavar="HOST:PORT")
     h.add_argument("--timeout", type=seconds(0, 60), default=2.0, metavar="SECONDS")
@@ -336,6 +353,8 @@ def build_parser(wanted: str = "") -> argparse.ArgumentParser:
     h.add_argument("--tls-dir", help="check over mutual TLS (default $MIGBED_TLS_DIR)")
     h.set_defaults(func=cmd_health)
 
+
+def _add_cancel_parser(sub: Any) -> None:
     c = sub.add_parser("cancel", help="cancel a running migration on a source")
     c.add_argument("source", type=address, metavar="HOST:PORT")
     c.add_argument("run_id", metavar="RUN_ID", help="as `migbed run` prints it when the run starts")
@@ -343,6 +362,8 @@ def build_parser(wanted: str = "") -> argparse.ArgumentParser:
     c.add_argument("--tls-dir", help="mutual TLS (default $MIGBED_TLS_DIR)")
     c.set_defaults(func=cmd_cancel)
 
+
+def _add_scenarios_parser(sub: Any) -> None:
     sc = sub.add_parser("scenarios", help="list built-in scenarios and comparisons, or validate a file")
     sc.add_argument("file", nargs="?", metavar="NAME|FILE")
     add_scenario_args(sc, comparison=False)
@@ -350,12 +371,13 @@ def build_parser(wanted: str = "") -> argparse.ArgumentParser:
     sc.add_argument("--show", action="store_true", help="print the scenario as it would be sent")
     sc.set_defaults(func=cmd_scenarios)
 
+
+def _add_extension_parsers(sub: Any, wanted: str) -> None:
     for command, (module_name, registrar, help_text) in _EXTENSIONS.items():
         if command == wanted or wanted == "*":
             _add_extension(sub, command, module_name, registrar)
         else:  # listed for --help without importing its (heavy) module
             sub.add_parser(command, help=help_text)
-    return p
 
 
 # Orchestration commands whose modules need the host-side extras (Docker SDK, ansible-runner,

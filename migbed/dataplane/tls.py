@@ -27,20 +27,22 @@ def _paths(tls_dir: str | os.PathLike[str], identity: str) -> tuple[Path, Path, 
 
 def server_context(tls_dir: str | os.PathLike[str], identity: str = "target") -> ssl.SSLContext:
     """The target's side: its certificate, and every channel must present one of the lab CA."""
-    ca, cert, key = _paths(tls_dir, identity)
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-    ctx.load_cert_chain(cert, key)
-    ctx.load_verify_locations(ca)
-    ctx.verify_mode = ssl.CERT_REQUIRED
-    return ctx
+    return _lab_context(tls_dir, identity, ssl.PROTOCOL_TLS_SERVER)
 
 
 def client_context(tls_dir: str | os.PathLike[str], identity: str = "source") -> ssl.SSLContext:
     """The source's side: trusts only the lab CA and checks the dialled host name."""
+    return _lab_context(tls_dir, identity, ssl.PROTOCOL_TLS_CLIENT)
+
+
+def _lab_context(tls_dir: str | os.PathLike[str], identity: str, protocol: ssl._SSLMethod) -> ssl.SSLContext:
+    """IDENTITY's certificate; the peer must present one of the lab CA."""
     ca, cert, key = _paths(tls_dir, identity)
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx = ssl.SSLContext(protocol)
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
     ctx.load_cert_chain(cert, key)
     ctx.load_verify_locations(ca)
-    return ctx  # PROTOCOL_TLS_CLIENT: CERT_REQUIRED and check_hostname already on
+    # A server asks for no client certificate unless told; PROTOCOL_TLS_CLIENT requires the
+    # server's already (and checks the host name), so this changes nothing on the source.
+    ctx.verify_mode = ssl.CERT_REQUIRED
+    return ctx

@@ -442,13 +442,7 @@ def run_playbook(
     """Run deploy/NAME.yml through ansible-runner; its private data dir stays under OUT/ansible."""
     import ansible_runner
 
-    stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
-    pdd = out_dir / "ansible" / f"{stamp}-{name}"
-    n = 1
-    while pdd.exists():
-        n += 1
-        pdd = out_dir / "ansible" / f"{stamp}-{name}-{n}"
-    pdd.mkdir(parents=True)
+    pdd = _private_data_dir(out_dir, name)
     _ansible_on_path()
     progress = Progress(out, verbose, diff)
     print(f"== {name}.yml", file=out, flush=True)
@@ -467,18 +461,44 @@ def run_playbook(
             quiet=True,
             ident="run",
         )
-        # The SSH connections Ansible kept open for this run end with it.
-        for sock in Path(cp_dir).iterdir():
-            subprocess.run(
-                ["ssh", "-S", str(sock), "-O", "exit", "migbed-deploy"],
-                capture_output=True,
-                check=False,
-                timeout=10,
-            )
-    stdout_tail = ""
+        _close_ssh_masters(Path(cp_dir))
+    run = PlaybookRun(name, r.status, int(r.rc or 0), str(pdd), progress.stats, progress.failures,
+                      _stdout_tail(r))
+    _print_stats(run, out)
+    return run
+
+
+def _private_data_dir(out_dir: Path, name: str) -> Path:
+    """A new OUT/ansible/<UTC stamp>-NAME[-n] folder for one playbook run."""
+    stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
+    pdd = out_dir / "ansible" / f"{stamp}-{name}"
+    n = 1
+    while pdd.exists():
+        n += 1
+        pdd = out_dir / "ansible" / f"{stamp}-{name}-{n}"
+    pdd.mkdir(parents=True)
+    return pdd
+
+
+def _close_ssh_masters(cp_dir: Path) -> None:
+    """The SSH connections Ansible kept open for this run end with it."""
+    for sock in cp_dir.iterdir():
+        subprocess.run(
+            ["ssh", "-S", str(sock), "-O", "exit", "migbed-deploy"],
+            capture_output=True,
+            check=False,
+            timeout=10,
+        )
+
+
+def _stdout_tail(runner: Any) -> str:
+    """The last 20 lines ansible-playbook printed ("" when the runner kept none)."""
     with contextlib.suppress(OSError, AttributeError):
-        stdout_tail = "\n".join(r.stdout.read().strip().splitlines()[-20:])
-    run = PlaybookRun(name, r.status, int(r.rc or 0), str(pdd), progress.stats, progress.failures, stdout_tail)
+        return "\n".join(runner.stdout.read().strip().splitlines()[-20:])
+    return ""
+
+
+def _print_stats(run: PlaybookRun, out: TextIO) -> None:
     for host, s in sorted(run.stats.items()):
         print(
             f"   {host:<16} ok={s.get('ok', 0)} changed={s.get('changed', 0)} "
@@ -487,7 +507,6 @@ def run_playbook(
             file=out,
             flush=True,
         )
-    return run
 
 
 # ---------------------------------------------------------------- the command
@@ -524,7 +543,35 @@ def _experiment(args: argparse.Namespace, out_dir: Path) -> tuple[Path | None, l
     return path.resolve(), list(exp.policies), exp.repeat
 
 
+@dataclass
+class _DeployJob:
+    """What one `migbed deploy` does, checked before anything is built or runs on the hosts."""
+
+    root: Path
+    inventory: Path  # the file, as given
+    inv: Inventory
+    out_dir: Path
+    scenario: Path | None  # the scenario file the hosts run; None: install/teardown only
+    policies: list[str]
+    evacuate: bool
+    fleet_plan: FleetPlan | None
+    todo: list[str]  # the playbooks, in order
+
+
 def deploy(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
+    """The command: check the inputs, run the playbooks (and an evacuation), write OUT/deploy.json."""
+    job = _prepare(args)
+    summary: dict[str, Any] = {"inventory": str(job.inventory.resolve()), "playbooks": []}
+    extravars = _extravars(job, args, summary, out)
+    cmdline = _ansible_cmdline(args, summary)
+    runs, first_failure, fleet_rc = _run_playbooks(job, args, extravars, cmdline, summary, out)
+    rc = _exit_code(job, args, first_failure, fleet_rc, summary, out)
+    _write_summary(job.out_dir, args.check, runs, rc, summary, out)
+    return rc
+
+
+def _prepare(args: argparse.Namespace) -> _DeployJob:
+    """The inputs read and checked (bad input: DeployError); OUT made, scenario.toml written."""
     from migbed.cli.args import UsageError, writable_folder
 
     root = repo_root()
@@ -540,65 +587,90 @@ def deploy(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
     except DeployError as e:
         raise DeployError(f"--evacuate: {e}" if evacuate else str(e)) from None
     args.repeat = repeat
+    _check_experiment(scenario, evacuate, inv, inventory)
+    # An evacuation's plan is checked before anything is built or installed.
+    fleet_plan = _fleet_plan(args, inv, scenario, policies) if evacuate and scenario else None
+    return _DeployJob(root, inventory, inv, out_dir, scenario, policies, evacuate, fleet_plan,
+                      _playbooks(args.teardown, scenario, evacuate))
+
+
+def _check_experiment(scenario: Path | None, evacuate: bool, inv: Inventory, inventory: Path) -> None:
     if evacuate and not scenario:
         raise DeployError("--evacuate needs --scenario FILE or NAME (every guest runs it)")
     if scenario and not evacuate and not inv.hosts("monitor"):
         raise DeployError(f"inventory {inventory}: group 'monitor' has no hosts; the experiment runs there")
     if scenario and not scenario.is_file():
         raise DeployError(f"scenario {scenario}: no such file")
-    # An evacuation's plan is checked before anything is built or installed.
-    fleet_plan = _fleet_plan(args, inv, scenario, policies) if evacuate and scenario else None
-    extravars: dict[str, Any] = {}
-    runs: list[PlaybookRun] = []
-    summary: dict[str, Any] = {"inventory": str(inventory.resolve()), "playbooks": []}
 
+
+def _playbooks(teardown: bool, scenario: Path | None, evacuate: bool) -> list[str]:
     todo: list[str] = []
-    if not (args.teardown and not scenario):
+    if not (teardown and not scenario):
         todo.append("install")
     if scenario:
         # An evacuation runs from this machine: the hosts only get their link shaped.
         todo.append("shape" if evacuate else "experiment")
-    if args.teardown:
+    if teardown:
         todo.append("teardown")
+    return todo
 
-    if "install" in todo:
-        wheelhouse = Path(args.wheelhouse) if args.wheelhouse else root / ".cache" / "deploy-wheelhouse"
-        if not args.wheelhouse:
-            build_wheelhouse(root, wheelhouse, out)
-        digest = wheelhouse_digest(wheelhouse)
-        extravars |= {
-            "migbed_wheelhouse": str(wheelhouse.resolve()),
-            "migbed_wheelhouse_digest": digest,
-        }
-    if evacuate and scenario:
-        extravars["migbed_tc_commands"] = tc_commands(scenario)
-    elif scenario:
-        exp = experiment_id(
-            scenario,
-            policies,
-            args.repeat,
-            out_dir,
-            [inv.hosts("source")[0], inv.hosts("target")[0]],
-            extravars.get("migbed_wheelhouse_digest", ""),
-        )
-        extravars |= {
-            "migbed_scenario_file": str(scenario),
-            "migbed_policies": policies,
-            "migbed_repeat": args.repeat,
-            "migbed_experiment_id": exp,
-            "migbed_rerun": bool(args.rerun),
-            "migbed_results_dir": str(out_dir.resolve()),
-            "migbed_tc_commands": tc_commands(scenario),
-        }
-        summary["experiment_id"] = exp
+
+def _extravars(job: _DeployJob, args: argparse.Namespace, summary: dict[str, Any], out: TextIO) -> dict[str, Any]:
+    """The playbooks' variables; -e overrides what this machine worked out."""
+    extravars: dict[str, Any] = {}
+    if "install" in job.todo:
+        extravars |= _wheelhouse_vars(job.root, args.wheelhouse, out)
+    if job.evacuate and job.scenario:
+        extravars["migbed_tc_commands"] = tc_commands(job.scenario)
+    elif job.scenario:
+        digest = extravars.get("migbed_wheelhouse_digest", "")
+        extravars |= _experiment_vars(job, job.scenario, args, digest, summary)
     extravars["migbed_tls"] = not args.no_tls
     extravars |= _parse_extra(args.extra_vars or [])
-    if "install" in todo and _truthy(extravars.get("migbed_tls")):
+    if "install" in job.todo and _truthy(extravars.get("migbed_tls")):
         # The CA's key stays here, on the control machine; the hosts get ca.pem and pairs.
-        tls_dir = out_dir / "tls"
-        lab_certs(tls_dir, tls_hosts(inv, extravars), out)
+        tls_dir = job.out_dir / "tls"
+        lab_certs(tls_dir, tls_hosts(job.inv, extravars), out)
         extravars["migbed_tls_dir"] = str(tls_dir.resolve())
+    return extravars
 
+
+def _wheelhouse_vars(root: Path, given: str | None, out: TextIO) -> dict[str, Any]:
+    """The wheelhouse to install from: --wheelhouse as it is, else one built under .cache."""
+    wheelhouse = Path(given) if given else root / ".cache" / "deploy-wheelhouse"
+    if not given:
+        build_wheelhouse(root, wheelhouse, out)
+    return {
+        "migbed_wheelhouse": str(wheelhouse.resolve()),
+        "migbed_wheelhouse_digest": wheelhouse_digest(wheelhouse),
+    }
+
+
+def _experiment_vars(job: _DeployJob, scenario: Path, args: argparse.Namespace, wheelhouse_digest: str,
+                     summary: dict[str, Any]) -> dict[str, Any]:
+    """The one-pair experiment's variables: first source host to first target host."""
+    exp = experiment_id(
+        scenario,
+        job.policies,
+        args.repeat,
+        job.out_dir,
+        [job.inv.hosts("source")[0], job.inv.hosts("target")[0]],
+        wheelhouse_digest,
+    )
+    summary["experiment_id"] = exp
+    return {
+        "migbed_scenario_file": str(scenario),
+        "migbed_policies": job.policies,
+        "migbed_repeat": args.repeat,
+        "migbed_experiment_id": exp,
+        "migbed_rerun": bool(args.rerun),
+        "migbed_results_dir": str(job.out_dir.resolve()),
+        "migbed_tc_commands": tc_commands(scenario),
+    }
+
+
+def _ansible_cmdline(args: argparse.Namespace, summary: dict[str, Any]) -> list[str]:
+    """ansible-playbook's own flags from ours."""
     cmdline: list[str] = []
     if args.private_key:
         cmdline += ["--private-key", str(Path(args.private_key).expanduser())]
@@ -613,18 +685,25 @@ def deploy(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
         summary["check"] = True
     if args.diff:
         cmdline.append("--diff")
+    return cmdline
 
+
+def _run_playbooks(job: _DeployJob, args: argparse.Namespace, extravars: dict[str, Any], cmdline: list[str],
+                   summary: dict[str, Any], out: TextIO) -> tuple[list[PlaybookRun], PlaybookRun | None, int]:
+    """Every playbook in order; after a failure only the teardown still runs. Returns the runs,
+    the first that failed and the evacuation's exit code (0 without one)."""
+    runs: list[PlaybookRun] = []
     first_failure: PlaybookRun | None = None
     fleet_rc = 0
-    for name in todo:
+    for name in job.todo:
         if first_failure and name != "teardown":
             continue
         run = run_playbook(
             name,
-            root=root,
-            inventory=inventory,
+            root=job.root,
+            inventory=job.inventory,
             extravars=extravars,
-            out_dir=out_dir,
+            out_dir=job.out_dir,
             cmdline=cmdline,
             out=out,
             verbose=args.verbose,
@@ -634,41 +713,52 @@ def deploy(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
         summary["playbooks"].append(run.to_dict())
         if not run.ok and first_failure is None:
             first_failure = run
-        if name == "shape" and run.ok and fleet_plan is not None and not args.check:
+        if name == "shape" and run.ok and job.fleet_plan is not None and not args.check:
             # Between the shaping and a teardown: the services must still be there.
-            fleet_rc = _run_fleet(fleet_plan, extravars, out_dir, summary, not args.no_progress)
+            fleet_rc = _run_fleet(job.fleet_plan, extravars, job.out_dir, summary, not args.no_progress)
+    return runs, first_failure, fleet_rc
 
-    rc = 0
+
+def _exit_code(job: _DeployJob, args: argparse.Namespace, first_failure: PlaybookRun | None, fleet_rc: int,
+               summary: dict[str, Any], out: TextIO) -> int:
+    """1 when a playbook failed (said on stderr), else the evacuation's or the results' verdict."""
     if first_failure is not None:
-        rc = 1
-        f = first_failure
-        if f.failures:
-            for failure in f.failures:
-                print(f"migbed deploy: {f.name}.yml: {failure}", file=sys.stderr)
-        else:
-            print(
-                f"migbed deploy: {f.name}.yml failed ({f.status}, rc {f.rc}) before any host "
-                f"ran a task:\n{f.stdout_tail}",
-                file=sys.stderr,
-            )
-        print(f"migbed deploy: artifacts in {f.private_data_dir}", file=sys.stderr)
-    elif fleet_plan is not None:
-        rc = fleet_rc
-    elif scenario and not args.check:
-        rc = _report_results(out_dir, summary, out)
+        _print_failure(first_failure)
+        return 1
+    if job.fleet_plan is not None:
+        return fleet_rc
+    if job.scenario and not args.check:
+        return _report_results(job.out_dir, summary, out)
+    return 0
 
+
+def _print_failure(f: PlaybookRun) -> None:
+    if f.failures:
+        for failure in f.failures:
+            print(f"migbed deploy: {f.name}.yml: {failure}", file=sys.stderr)
+    else:
+        print(
+            f"migbed deploy: {f.name}.yml failed ({f.status}, rc {f.rc}) before any host "
+            f"ran a task:\n{f.stdout_tail}",
+            file=sys.stderr,
+        )
+    print(f"migbed deploy: artifacts in {f.private_data_dir}", file=sys.stderr)
+
+
+def _write_summary(out_dir: Path, check: bool, runs: list[PlaybookRun], rc: int, summary: dict[str, Any],
+                   out: TextIO) -> None:
+    """OUT/deploy.json, and on success one line saying what changed."""
     summary["changed"] = sum(r.changed() for r in runs)
     summary["ok"] = rc == 0
     (out_dir / "deploy.json").write_text(json.dumps(summary, indent=1) + "\n")
     if rc == 0:
         print(
-            f"migbed deploy: {'check done (nothing changed), would make' if args.check else 'done,'} "
+            f"migbed deploy: {'check done (nothing changed), would make' if check else 'done,'} "
             f"{summary['changed']} changes "
             f"({', '.join(f'{r.name}.yml' for r in runs)}); summary in {out_dir / 'deploy.json'}",
             file=out,
             flush=True,
         )
-    return rc
 
 
 @dataclass
@@ -771,6 +861,16 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
             "See deploy/README.md."
         ),
     )
+    # The order of the calls is the order of `migbed deploy --help`.
+    _add_experiment_args(p)
+    _add_evacuation_args(p)
+    _add_ansible_args(p)
+    p.set_defaults(func=_main)
+    return p
+
+
+def _add_experiment_args(p: argparse.ArgumentParser) -> None:
+    """The inventory, the experiment, where results go, and what to install or remove."""
     p.add_argument("-i", "--inventory", required=True, help="Ansible inventory of the lab hosts")
     # The flags run, up and deploy share (migbed/cli/args.py), checked by the same code;
     # a scenario (or a comparison) runs an experiment after installing.
@@ -788,6 +888,11 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         help="plaintext gRPC between the hosts (default: mutual TLS with a lab CA kept in OUT/tls)",
     )
     p.add_argument("--rerun", action="store_true", help="run the experiment even if its results exist")
+
+
+def _add_evacuation_args(p: argparse.ArgumentParser) -> None:
+    from migbed.fleet.cli import add_plan_args
+
     fleet = p.add_argument_group(
         "evacuation (--evacuate)",
         "with --scenario: drain every source host of its guests onto the target hosts, run from "
@@ -796,10 +901,12 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     )
     fleet.add_argument("--evacuate", action="store_true",
                        help="run an evacuation instead of the one-pair experiment")
-    from migbed.fleet.cli import add_plan_args
-
     add_plan_args(fleet)
     p.add_argument("--no-progress", action="store_true", help="no progress bar for the evacuation")
+
+
+def _add_ansible_args(p: argparse.ArgumentParser) -> None:
+    """How Ansible reaches the hosts and what it shows."""
     p.add_argument(
         "--check",
         action="store_true",
@@ -822,8 +929,6 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         help="set a playbook variable (deploy/roles/migbed/defaults/main.yml); YAML value",
     )
     p.add_argument("-v", "--verbose", action="store_true", help="also show skipped tasks")
-    p.set_defaults(func=_main)
-    return p
 
 
 def main(argv: Sequence[str] | None = None) -> int:

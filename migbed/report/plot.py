@@ -10,7 +10,7 @@
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from statistics import median
 from typing import Any
@@ -69,81 +69,71 @@ def representative_run(records: Sequence[RunRecord]) -> RunRecord | None:
     return min(done, key=lambda r: (abs(r.guest_downtime_ms - mid), r.repeat))
 
 
+# The two bars of each policy: (record field, colour, legend label).
+DOWNTIME_SERIES: tuple[tuple[str, str, str], ...] = (
+    ("guest_downtime_ms", GUEST_COLOR, "guest-visible downtime"),
+    ("downtime_ms", QEMU_COLOR, "QEMU-reported downtime"),
+)
+BAR_WIDTH = 0.36
+DOWNTIME_NOTE = (
+    "bar: median; whisker: min..max; dots: each repeat (completed runs); the label is the median.\n"
+    "guest-visible: last vCPU tick on the source to the first on the target; "
+    "QEMU-reported: source stop to completion."
+)
+
+
 def plot_downtime(records: Sequence[RunRecord], path: Path) -> Path:
     """Downtime per policy (guest-visible vs QEMU-reported) with the spread across repeats."""
     scenarios = ordered_scenarios(records)
     fig: Figure = plt.figure(figsize=(max(6.5, 3.2 * len(ordered_policies(records))), 4.6))
     fig.set_figwidth(max(fig.get_figwidth(), 5.0 * len(scenarios)))
     axes = fig.subplots(1, max(1, len(scenarios)), squeeze=False)[0]
-    width = 0.36
     for ax, scenario in zip(axes, scenarios, strict=False):
-        recs = completed([r for r in records if r.scenario == scenario])
-        policies = ordered_policies(recs) or ordered_policies([r for r in records if r.scenario == scenario])
-        by: dict[str, list[RunRecord]] = defaultdict(list)
-        for r in recs:
-            by[r.policy].append(r)
-        for i, policy in enumerate(policies):
-            runs = by.get(policy, [])
-            for k, (field, color, label) in enumerate(
-                (
-                    ("guest_downtime_ms", GUEST_COLOR, "guest-visible downtime"),
-                    ("downtime_ms", QEMU_COLOR, "QEMU-reported downtime"),
-                )
-            ):
-                x = i + (k - 0.5) * width
-                vals = [getattr(r, field) for r in runs]
-                sp = spread(vals)
-                if sp is None:
-                    continue
-                m = sp.median
-                ax.bar(
-                    x,
-                    m,
-                    width * 0.92,
-                    color=color,
-                    alpha=0.35,
-                    edgecolor=color,
-                    label=label if i == 0 else None,
-                )
-                ax.errorbar(
-                    x,
-                    m,
-                    yerr=[[m - sp.low], [sp.high - m]],
-                    color=color,
-                    capsize=5,
-                    lw=1.4,
-                )
-                n = len(vals)
-                xs = [x + (j - (n - 1) / 2) * (width * 0.5 / max(1, n)) for j in range(n)]
-                ax.scatter(xs, vals, s=18, color=color, zorder=3, edgecolor="white", lw=0.5)
-                ax.annotate(
-                    f"{m:.0f}",
-                    (x, sp.high),
-                    textcoords="offset points",
-                    xytext=(0, 4),
-                    ha="center",
-                    fontsize=8,
-                    color=color,
-                )
-        ax.set_xticks(range(len(policies)))
-        ax.set_xticklabels(policies)
-        ax.set_ylabel("downtime (ms): median, min..max")
-        ax.set_ylim(bottom=0)
-        ax.grid(axis="y", alpha=0.3)
-        counts = sorted({len(by.get(p, [])) for p in policies})
-        n_runs = f"{counts[0]}" if len(counts) == 1 else f"{counts[0]}-{counts[-1]}"
-        ax.set_title(f"{scenario}: downtime per policy ({n_runs} completed runs each)", fontsize=11)
-        ax.legend(loc="upper right", fontsize=8, frameon=False)
-    fig.text(
-        0.01,
-        0.01,
-        "bar: median; whisker: min..max; dots: each repeat (completed runs); the label is the median.\n"
-        "guest-visible: last vCPU tick on the source to the first on the target; "
-        "QEMU-reported: source stop to completion.",
-        fontsize=7,
-        color="#555555",
-    )
-    fig.tight_layout(rect=(0, 0.07, 1, 1))
+        _downtime_panel(ax, scenario, [r for r in records if r.scenario == scenario])
+    fig.text(0.01, 0.01, DOWNTIME_NOTE, fontsize=7, color="#555555")
+    return _save(fig, path, rect=(0, 0.07, 1, 1))
+
+
+def _downtime_panel(ax: Any, scenario: str, records: Sequence[RunRecord]) -> None:
+    """One scenario's panel: a pair of bars per policy from its completed runs."""
+    recs = completed(records)
+    policies = ordered_policies(recs) or ordered_policies(records)
+    by: dict[str, list[RunRecord]] = defaultdict(list)
+    for r in recs:
+        by[r.policy].append(r)
+    for i, policy in enumerate(policies):
+        for k, (field, color, label) in enumerate(DOWNTIME_SERIES):
+            values = [getattr(r, field) for r in by.get(policy, [])]
+            _spread_bar(ax, i + (k - 0.5) * BAR_WIDTH, values, color, label if i == 0 else None)
+    ax.set_xticks(range(len(policies)))
+    ax.set_xticklabels(policies)
+    ax.set_ylabel("downtime (ms): median, min..max")
+    ax.set_ylim(bottom=0)
+    ax.grid(axis="y", alpha=0.3)
+    counts = sorted({len(by.get(p, [])) for p in policies})
+    n_runs = f"{counts[0]}" if len(counts) == 1 else f"{counts[0]}-{counts[-1]}"
+    ax.set_title(f"{scenario}: downtime per policy ({n_runs} completed runs each)", fontsize=11)
+    ax.legend(loc="upper right", fontsize=8, frameon=False)
+
+
+def _spread_bar(ax: Any, x: float, values: Sequence[float], color: str, label: str | None) -> None:
+    """A bar at the median, a min..max whisker, every value as a dot, the median written on top;
+    nothing without values."""
+    sp = spread(values)
+    if sp is None:
+        return
+    m = sp.median
+    ax.bar(x, m, BAR_WIDTH * 0.92, color=color, alpha=0.35, edgecolor=color, label=label)
+    ax.errorbar(x, m, yerr=[[m - sp.low], [sp.high - m]], color=color, capsize=5, lw=1.4)
+    n = len(values)
+    xs = [x + (j - (n - 1) / 2) * (BAR_WIDTH * 0.5 / max(1, n)) for j in range(n)]
+    ax.scatter(xs, values, s=18, color=color, zorder=3, edgecolor="white", lw=0.5)
+    ax.annotate(f"{m:.0f}", (x, sp.high), textcoords="offset points", xytext=(0, 4), ha="center",
+                fontsize=8, color=color)
+
+
+def _save(fig: Figure, path: Path, rect: tuple[float, float, float, float]) -> Path:
+    fig.tight_layout(rect=rect)
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
@@ -157,71 +147,90 @@ def plot_timeline(records: Sequence[RunRecord], path: Path, scenario: str | None
     fig: Figure = plt.figure(figsize=(10, 2.6 * max(1, len(runs)) + 0.6))
     axes = fig.subplots(max(1, len(runs)), 1, sharex=True, squeeze=False)[:, 0]
     for ax, (policy, run) in zip(axes, runs, strict=False):
-        if run is None:
+        if run is not None:
+            _timeline_panel(ax, policy, run)
+    _figure_legend(fig, axes)
+    _fit_time_axis(axes[-1], [r for _, r in runs if r is not None])
+    axes[-1].set_xlabel("time since the migration started (ms)")
+    top = 1 - 0.55 / fig.get_figheight()
+    return _save(fig, path, rect=(0, 0, 1, top))
+
+
+def _timeline_panel(ax: Any, policy: str, run: RunRecord) -> None:
+    """One run: what is left to send, the threshold, the downtime shaded, the events."""
+    _plot_remaining(ax, run)
+    thr = [s.threshold_bytes / MiB for s in run.timeline if s.phase == "precopy"]
+    if thr:
+        ax.axhline(median(thr), color="#7f7f7f", lw=0.9, ls="--", label="threshold (median)")
+    stop, resumed = run.event_time("stop"), run.event_time("resumed")
+    if stop is not None:
+        end = resumed if resumed is not None else stop + run.guest_downtime_ms
+        ax.axvspan(stop, end, color=GUEST_COLOR, alpha=0.10, lw=0)
+    _mark_events(ax, run)
+    ax.set_ylabel("MiB")
+    ax.set_ylim(bottom=0)
+    ax.grid(alpha=0.3)
+    ax.set_title(
+        f"{policy} ({run.scenario}, repeat {run.repeat}): guest-visible downtime "
+        f"{run.guest_downtime_ms:.0f} ms, QEMU-reported {run.downtime_ms:.0f} ms, "
+        f"ACK wait {run.switchover_ack_wait_ms:.0f} ms",
+        fontsize=9.5,
+        loc="left",
+    )
+
+
+def _remaining_series(run: RunRecord) -> tuple[list[float], list[float], list[float]]:
+    """(t ms, RAM MiB, device initial + dirty MiB) left to send, from the run's timeline."""
+    t = [s.t_ms for s in run.timeline]
+    ram = [s.ram_remaining_bytes / MiB for s in run.timeline]
+    dev = [sum(d.initial_bytes + d.dirty_bytes for d in s.devices) / MiB for s in run.timeline]
+    done = run.event_time("completed")
+    if t and done is not None and done > t[-1] and run.outcome == "completed":
+        # a sample holds until the next; at completion nothing is left to send
+        t, ram, dev = [*t, done], [*ram, 0.0], [*dev, 0.0]
+    return t, ram, dev
+
+
+def _plot_remaining(ax: Any, run: RunRecord) -> None:
+    t, ram, dev = _remaining_series(run)
+    marker = "o" if len(t) < 40 else None
+    _steps(ax, t, ram, "#1f77b4", 1.6, "RAM remaining", marker)
+    if any(dev):
+        _steps(ax, t, dev, "#8c564b", 1.4, "device initial + dirty", marker)
+
+
+def _steps(ax: Any, t: list[float], values: list[float], color: str, lw: float, label: str,
+           marker: str | None) -> None:
+    ax.plot(t, values, color=color, lw=lw, label=label, drawstyle="steps-post", marker=marker, ms=3)
+
+
+def _event_style(name: str) -> tuple[str, str, str] | None:
+    """(label, colour, line style) of an event's mark; None: not marked."""
+    if name.startswith("init-data-sent:"):  # one per device, one style
+        return ("initial data sent", "#8c564b", ":")
+    return EVENT_STYLE.get(name)
+
+
+def _mark_events(ax: Any, run: RunRecord) -> None:
+    for ev in run.events:
+        style = _event_style(ev.name)
+        if style is None:
             continue
-        t = [s.t_ms for s in run.timeline]
-        ram = [s.ram_remaining_bytes / MiB for s in run.timeline]
-        dev = [sum(d.initial_bytes + d.dirty_bytes for d in s.devices) / MiB for s in run.timeline]
-        done = run.event_time("completed")
-        if t and done is not None and done > t[-1] and run.outcome == "completed":
-            # a sample holds until the next; at completion nothing is left to send
-            t, ram, dev = [*t, done], [*ram, 0.0], [*dev, 0.0]
-        marker = "o" if len(t) < 40 else None
-        ax.plot(
-            t,
-            ram,
-            color="#1f77b4",
-            lw=1.6,
-            label="RAM remaining",
-            drawstyle="steps-post",
-            marker=marker,
-            ms=3,
+        label, color, ls = style
+        wide = ev.name == "switchover-ack"  # often just before the stop: keep it visible
+        ax.axvline(
+            ev.t_ms,
+            color=color,
+            ls=ls,
+            lw=3.2 if wide else 1.3,
+            alpha=0.8 if wide else 1.0,
+            zorder=2 if wide else 3,
+            label=label,
         )
-        if any(dev):
-            ax.plot(
-                t,
-                dev,
-                color="#8c564b",
-                lw=1.4,
-                label="device initial + dirty",
-                drawstyle="steps-post",
-                marker=marker,
-                ms=3,
-            )
-        thr = [s.threshold_bytes / MiB for s in run.timeline if s.phase == "precopy"]
-        if thr:
-            ax.axhline(median(thr), color="#7f7f7f", lw=0.9, ls="--", label="threshold (median)")
-        stop, resumed = run.event_time("stop"), run.event_time("resumed")
-        if stop is not None:
-            end = resumed if resumed is not None else stop + run.guest_downtime_ms
-            ax.axvspan(stop, end, color=GUEST_COLOR, alpha=0.10, lw=0)
-        for ev in run.events:
-            style = EVENT_STYLE.get(ev.name)
-            if ev.name.startswith("init-data-sent:"):
-                style = ("initial data sent", "#8c564b", ":")
-            if style is None:
-                continue
-            label, color, ls = style
-            wide = ev.name == "switchover-ack"  # often just before the stop: keep it visible
-            ax.axvline(
-                ev.t_ms,
-                color=color,
-                ls=ls,
-                lw=3.2 if wide else 1.3,
-                alpha=0.8 if wide else 1.0,
-                zorder=2 if wide else 3,
-                label=label,
-            )
-        ax.set_ylabel("MiB")
-        ax.set_ylim(bottom=0)
-        ax.grid(alpha=0.3)
-        ax.set_title(
-            f"{policy} ({run.scenario}, repeat {run.repeat}): guest-visible downtime "
-            f"{run.guest_downtime_ms:.0f} ms, QEMU-reported {run.downtime_ms:.0f} ms, "
-            f"ACK wait {run.switchover_ack_wait_ms:.0f} ms",
-            fontsize=9.5,
-            loc="left",
-        )
+
+
+def _figure_legend(fig: Figure, axes: Iterable[Any]) -> None:
+    """One legend above the panels: each label once, the downtime shading last."""
     legend: dict[str, Any] = {}
     for ax in axes:
         handles, labels = ax.get_legend_handles_labels()
@@ -236,13 +245,10 @@ def plot_timeline(records: Sequence[RunRecord], path: Path, scenario: str | None
         fontsize=8,
         frameon=False,
     )
+
+
+def _fit_time_axis(ax: Any, runs: Sequence[RunRecord]) -> None:
     # axvline does not widen the x range: fit every run's samples and events explicitly
-    ends = [max([0.0, *(s.t_ms for s in r.timeline), *(e.t_ms for e in r.events)]) for _, r in runs if r is not None]
+    ends = [max([0.0, *(s.t_ms for s in r.timeline), *(e.t_ms for e in r.events)]) for r in runs]
     if ends and max(ends) > 0:
-        axes[-1].set_xlim(0, max(ends) * 1.03)
-    axes[-1].set_xlabel("time since the migration started (ms)")
-    top = 1 - 0.55 / fig.get_figheight()
-    fig.tight_layout(rect=(0, 0, 1, top))
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+        ax.set_xlim(0, max(ends) * 1.03)

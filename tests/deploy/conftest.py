@@ -19,7 +19,7 @@ from pathlib import Path
 import docker
 import docker.errors
 import pytest
-from deploylab import ROOT, Lab, start_lab
+from deploylab import ROOT, Lab, build_labhost, start_lab
 
 LABHOST_IMAGE = "migbed/labhost:bookworm"
 
@@ -36,14 +36,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 @pytest.fixture(scope="session")
 def labhost_image(docker_client: docker.DockerClient) -> str:
     """Built once (a no-op when it is up to date): base image + sshd, sudo, prometheus."""
-    proc = subprocess.run(
-        ["bash", str(ROOT / "deploy" / "labhost" / "build.sh"), LABHOST_IMAGE],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    assert proc.returncode == 0, f"deploy/labhost/build.sh failed:\n{proc.stderr[-3000:]}"
-    return LABHOST_IMAGE
+    return build_labhost(LABHOST_IMAGE)
 
 
 @pytest.fixture(scope="session")

@@ -5,11 +5,12 @@ from __future__ import annotations
 import contextlib
 import ipaddress
 import json
+import os
 import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -126,19 +127,103 @@ def run_deploy(inventory: Path, out: Path, *args: str, timeout: float = 900) -> 
     return Deployed(proc.returncode, proc.stdout, proc.stderr, summary)
 
 
+def build_labhost(image: str, *, systemd: bool = False) -> str:
+    """deploy/labhost/build.sh IMAGE (a no-op when it is up to date); with systemd, the image
+    whose PID 1 is systemd (MIGBED_LABHOST_SYSTEMD=1)."""
+    env = os.environ | ({"MIGBED_LABHOST_SYSTEMD": "1"} if systemd else {})
+    proc = subprocess.run(
+        ["bash", str(ROOT / "deploy" / "labhost" / "build.sh"), image],
+        capture_output=True,
+        text=True,
+        check=False,
+        env=env,
+    )
+    assert proc.returncode == 0, f"deploy/labhost/build.sh failed:\n{proc.stderr[-3000:]}"
+    return image
+
+
+@dataclass(frozen=True)
+class HostKind:
+    """What differs between kinds of lab host: how its container runs, and what makes it ready
+    to take the test's SSH key."""
+
+    name: str  # in the names of the network and the label
+    options: Callable[[str], dict[str, Any]]  # docker run's options, given the public key
+    ready: Callable[[Lab, str, str], None]  # (lab, host, public key): returns once SSH works
+
+
+def _sshd_options(pub: str) -> dict[str, Any]:
+    return {
+        # NET_ADMIN: tc on the source host's interface. SYS_PTRACE: root on a real machine has
+        # it, and Debian's init scripts need it (start-stop-daemon --exec reads /proc/PID/exe
+        # of the prometheus user's process; without it `service prometheus stop|restart`
+        # finds nothing to stop).
+        "cap_add": ["NET_ADMIN", "SYS_PTRACE"],
+        # The image's entrypoint installs the key and starts sshd.
+        "environment": {"LAB_AUTHORIZED_KEYS": pub},
+    }
+
+
+def _sshd_ready(lab: Lab, host: str, pub: str) -> None:
+    deadline = time.monotonic() + 60
+    while lab.sh(host, "ss -Hltn | grep -q ':22 '")[0] != 0:  # once the host keys are made
+        assert time.monotonic() < deadline, f"{host}: sshd did not start"
+        time.sleep(0.2)
+
+
+def _systemd_options(pub: str) -> dict[str, Any]:
+    # Not --privileged (this Docker engine cannot apply a privileged container's
+    # capabilities): CAP_SYS_ADMIN, the host's cgroups read-only and tmpfs on /run.
+    return {
+        "command": ["/lib/systemd/systemd"],
+        "cap_add": ["SYS_ADMIN", "NET_ADMIN"],
+        "security_opt": ["seccomp=unconfined"],
+        "volumes": {"/sys/fs/cgroup": {"bind": "/sys/fs/cgroup", "mode": "ro"}},
+        "tmpfs": {"/run": "", "/run/lock": "", "/tmp": ""},
+        "environment": {"container": "docker"},
+    }
+
+
+def _systemd_ready(lab: Lab, host: str, pub: str) -> None:
+    deadline = time.monotonic() + 60
+    while lab.sh(host, "systemctl is-system-running --wait")[1].strip() not in ("running", "degraded"):
+        assert time.monotonic() < deadline, f"{host}: systemd did not come up"
+        time.sleep(0.5)
+    # The image bakes in no host keys and no authorized key: made per container.
+    setup = (
+        "ssh-keygen -A >/dev/null && install -d -m 700 -o lab -g lab /home/lab/.ssh && "
+        f"echo '{pub}' > /home/lab/.ssh/authorized_keys && "
+        "chown lab:lab /home/lab/.ssh/authorized_keys && chmod 600 /home/lab/.ssh/authorized_keys && "
+        "systemctl reset-failed ssh.service && systemctl restart ssh.service"
+    )
+    code, out = lab.sh(host, setup)
+    assert code == 0, out
+    assert lab.sh(host, "ps -p 1 -o comm=")[1].strip() == "systemd"
+
+
+SSHD_HOST = HostKind("lab", _sshd_options, _sshd_ready)  # migbed/labhost:bookworm
+SYSTEMD_HOST = HostKind("sdlab", _systemd_options, _systemd_ready)  # migbed/labhost-systemd:bookworm
+
+
 @contextlib.contextmanager
 def start_lab(
-    docker_client: docker.DockerClient, image: str, d: Path, hosts: tuple[str, ...]
+    docker_client: docker.DockerClient,
+    image: str,
+    d: Path,
+    hosts: tuple[str, ...],
+    kind: HostKind = SSHD_HOST,
 ) -> Iterator[Lab]:
-    """Lab hosts (containers of `image`) on a network of their own, removed at the end."""
+    """Lab hosts (containers of `image`, run as `kind` says) on a network of their own, removed
+    at the end."""
     tag = uuid.uuid4().hex[:8]
     key = d / "id_ed25519"
     subprocess.run(
         ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "migbed-test", "-f", str(key)],
         check=True,
     )
-    labels = {LABEL: f"deploy-{tag}"}
-    network = docker_client.networks.create(f"migbed-lab-{tag}", driver="bridge", labels=labels)
+    pub = (d / "id_ed25519.pub").read_text().strip()
+    labels = {LABEL: f"deploy-{kind.name}-{tag}"}
+    network = docker_client.networks.create(f"migbed-{kind.name}-{tag}", driver="bridge", labels=labels)
     lab = Lab(d, key, d / "known_hosts", network)
     try:
         for host in hosts:
@@ -148,23 +233,15 @@ def start_lab(
                 hostname=host,
                 detach=True,
                 network=network.name,
-                # NET_ADMIN: tc on the source host's interface. SYS_PTRACE: root on a real
-                # machine has it, and Debian's init scripts need it (start-stop-daemon
-                # --exec reads /proc/PID/exe of the prometheus user's process; without it
-                # `service prometheus stop|restart` finds nothing to stop).
-                cap_add=["NET_ADMIN", "SYS_PTRACE"],
-                environment={"LAB_AUTHORIZED_KEYS": (d / "id_ed25519.pub").read_text().strip()},
                 labels=labels,
+                **kind.options(pub),
             )
             c.reload()
             lab.containers[host] = c
             lab.addresses[host] = c.attrs["NetworkSettings"]["Networks"][network.name]["IPAddress"]
         network.reload()
-        for host in lab.containers:  # sshd listens once the host keys are made
-            deadline = time.monotonic() + 60
-            while lab.sh(host, "ss -Hltn | grep -q ':22 '")[0] != 0:
-                assert time.monotonic() < deadline, f"{host}: sshd did not start"
-                time.sleep(0.2)
+        for host in lab.containers:
+            kind.ready(lab, host, pub)
         yield lab
     finally:
         for c in lab.containers.values():

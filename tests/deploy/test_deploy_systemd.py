@@ -10,81 +10,23 @@ host's cgroup hierarchy read-only and tmpfs on /run, as systemd needs in a conta
 
 from __future__ import annotations
 
-import contextlib
-import os
-import subprocess
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import docker
-import docker.errors
 import pytest
-from deploylab import ROOT, Lab, run_deploy
+from deploylab import SYSTEMD_HOST, Lab, build_labhost, run_deploy, start_lab
 
 IMAGE = "migbed/labhost-systemd:bookworm"
 
 
 @pytest.fixture(scope="module")
 def systemd_lab(docker_client: docker.DockerClient, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
-    proc = subprocess.run(
-        ["bash", str(ROOT / "deploy" / "labhost" / "build.sh"), IMAGE],
-        capture_output=True,
-        text=True,
-        check=False,
-        env=os.environ | {"MIGBED_LABHOST_SYSTEMD": "1"},
-    )
-    assert proc.returncode == 0, f"deploy/labhost/build.sh failed:\n{proc.stderr[-3000:]}"
-    tag = uuid.uuid4().hex[:8]
-    d = tmp_path_factory.mktemp("sdlab")
-    key = d / "id_ed25519"
-    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
-    labels = {"migbed.test": f"deploy-systemd-{tag}"}
-    network = docker_client.networks.create(f"migbed-sdlab-{tag}", driver="bridge", labels=labels)
-    lab = Lab(d, key, d / "known_hosts", network)
-    pub = (d / "id_ed25519.pub").read_text().strip()
-    try:
-        for host in ("lab-src", "lab-tgt"):
-            c = docker_client.containers.run(
-                IMAGE,
-                ["/lib/systemd/systemd"],
-                name=f"sd-{host}-{tag}",
-                hostname=host,
-                detach=True,
-                network=network.name,
-                cap_add=["SYS_ADMIN", "NET_ADMIN"],
-                security_opt=["seccomp=unconfined"],
-                volumes={"/sys/fs/cgroup": {"bind": "/sys/fs/cgroup", "mode": "ro"}},
-                tmpfs={"/run": "", "/run/lock": "", "/tmp": ""},
-                environment={"container": "docker"},
-                labels=labels,
-            )
-            c.reload()
-            lab.containers[host] = c
-            lab.addresses[host] = c.attrs["NetworkSettings"]["Networks"][network.name]["IPAddress"]
-        for host in lab.containers:
-            deadline = time.monotonic() + 60
-            while lab.sh(host, "systemctl is-system-running --wait")[1].strip() not in ("running", "degraded"):
-                assert time.monotonic() < deadline, f"{host}: systemd did not come up"
-                time.sleep(0.5)
-            # The image bakes in no host keys and no authorized key: made per container.
-            setup = (
-                "ssh-keygen -A >/dev/null && install -d -m 700 -o lab -g lab /home/lab/.ssh && "
-                f"echo '{pub}' > /home/lab/.ssh/authorized_keys && "
-                "chown lab:lab /home/lab/.ssh/authorized_keys && chmod 600 /home/lab/.ssh/authorized_keys && "
-                "systemctl reset-failed ssh.service && systemctl restart ssh.service"
-            )
-            code, out = lab.sh(host, setup)
-            assert code == 0, out
-            assert lab.sh(host, "ps -p 1 -o comm=")[1].strip() == "systemd"
+    image = build_labhost(IMAGE, systemd=True)
+    with start_lab(docker_client, image, tmp_path_factory.mktemp("sdlab"), ("lab-src", "lab-tgt"),
+                   SYSTEMD_HOST) as lab:
         yield lab
-    finally:
-        for c in lab.containers.values():
-            with contextlib.suppress(docker.errors.DockerException):
-                c.remove(force=True)
-        with contextlib.suppress(docker.errors.DockerException):
-            network.remove()
 
 
 def _main_pid(lab: Lab, host: str, unit: str) -> str:

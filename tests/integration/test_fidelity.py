@@ -16,7 +16,7 @@ import time
 import uuid
 
 import pytest
-from shared_scenarios import CONVERGING
+from shared_scenarios import CONVERGING, one_vf
 
 from migbed.core.scenario import builtin_scenario_text
 from migbed.experiments.comparison import Plan, run_plan
@@ -24,33 +24,9 @@ from migbed.experiments.controller import SourceControl
 from migbed.experiments.localstack import Service
 from migbed.measure.record import RunRecord
 
-SMALL = """
-name = "fidelity"
-[guest]
-ram-size = "16MiB"
-dirty-rate = "4MiB/s"
-working-set = "4MiB"
-[[device]]
-name = "vf0"
-initial-bytes = "8MB"
-stop-copy-size = "1MB"
-load-setup-time = "{setup}"
-load-rate = "1GB/s"
-stop-copy-load-time = "20ms"
-{device_extra}
-[migration]
-downtime-limit = "100ms"
-max-bandwidth = "256MiB/s"
-avail-switchover-bandwidth = "128MiB/s"
-max-iterations = 500
-max-time = "30s"
-warmup = "100ms"
-{migration_extra}
-"""
-
 
 def scenario(setup: str = "300ms", device_extra: str = "", migration_extra: str = "") -> str:
-    return SMALL.format(setup=setup, device_extra=device_extra, migration_extra=migration_extra)
+    return one_vf("fidelity", setup, device_extra, migration_extra)
 
 
 def migrate(stack: tuple[Service, Service], toml: str, policy: str = "legacy") -> RunRecord:
@@ -159,16 +135,19 @@ def test_multifd_ram_and_channel_counters(stack: tuple[Service, Service]) -> Non
 
 
 def test_multifd_device_state_in_parallel(stack: tuple[Service, Service]) -> None:
-    two = SMALL.replace('stop-copy-load-time = "20ms"',
-                        'stop-copy-load-time = "200ms"\n'
-                        'stop-copy-save-time = "100ms"\n'
-                        '[[device]]\nname = "vf1"\ninitial-bytes = "4MB"\n'
-                        'stop-copy-size = "1MB"\nstop-copy-load-time = "200ms"\n'
-                        'stop-copy-save-time = "100ms"')
-    main = migrate(stack, two.format(setup="100ms", device_extra="", migration_extra=""),
-                   "switchover-ack")
-    par = migrate(stack, two.format(setup="100ms", device_extra="", migration_extra=(
-        'multifd = true\ndevice-state-transfer = "multifd"')), "switchover-ack")
+    # vf0's final load slower and a save time added, and vf1 with the same final load and save.
+    two_devices = ('stop-copy-load-time = "200ms"\n'
+                   'stop-copy-save-time = "100ms"\n'
+                   '[[device]]\nname = "vf1"\ninitial-bytes = "4MB"\n'
+                   'stop-copy-size = "1MB"\nstop-copy-load-time = "200ms"\n'
+                   'stop-copy-save-time = "100ms"')
+
+    def two(migration_extra: str) -> str:
+        return scenario(setup="100ms", migration_extra=migration_extra).replace(
+            'stop-copy-load-time = "20ms"', two_devices)
+
+    main = migrate(stack, two(""), "switchover-ack")
+    par = migrate(stack, two('multifd = true\ndevice-state-transfer = "multifd"'), "switchover-ack")
     assert par.device_state_transfer == "multifd"
     # Main channel: the saves (100 ms each) and the final loads (200 ms each) one after
     # another; multifd device state: each device on its own, side by side.

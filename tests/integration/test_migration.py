@@ -11,37 +11,20 @@ import sys
 from pathlib import Path
 
 import pytest
+from shared_scenarios import one_vf
 
 from migbed.core.policy import POLICIES
+from migbed.core.scenario import parse_scenario
 from migbed.experiments.comparison import Plan, run_plan
 from migbed.experiments.localstack import Service
 from migbed.measure.record import RunRecord, load_results
 
 SETUP_S = 1.0
-SCENARIO = f"""
-name = "it"
-[guest]
-ram-size = "16MiB"
-dirty-rate = "4MiB/s"
-working-set = "4MiB"
-[[device]]
-name = "vf0"
-initial-bytes = "8MB"
-dirty-rate = "256KiB/s"
-stop-copy-size = "1MB"
-load-setup-time = "{SETUP_S * 1000:.0f}ms"
-load-rate = "1GB/s"
-stop-copy-load-time = "20ms"
-[migration]
-downtime-limit = "100ms"
-max-bandwidth = "256MiB/s"
-avail-switchover-bandwidth = "128MiB/s"
-max-iterations = 500
-max-time = "30s"
-warmup = "100ms"
-"""
-RAM = 16 << 20
-INITIAL, STOP_COPY = 8_000_000, 1_000_000
+# The device's dirty bytes grow while the guest runs (256 KiB/s), as its RAM's do.
+SCENARIO = one_vf("it", setup=f"{SETUP_S * 1000:.0f}ms", device_extra='dirty-rate = "256KiB/s"')
+_PARSED = parse_scenario(SCENARIO)
+RAM = _PARSED.guest.ram_size
+INITIAL, STOP_COPY = _PARSED.devices[0].initial_bytes, _PARSED.devices[0].stop_copy_size
 
 
 def migrate(stack: tuple[Service, Service], policy: str, toml: str = SCENARIO) -> RunRecord:
