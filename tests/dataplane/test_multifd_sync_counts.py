@@ -87,7 +87,7 @@ def test_a_main_stream_that_asks_only_for_the_last_sync(
 @pytest.mark.parametrize("seed", [1, 2])
 def test_many_small_rounds_with_a_main_stream_lagging_at_random(
         listener: MultifdListener, ram64: np.ndarray, seed: int) -> None:
-    """A stress loop on loopback: 300 rounds of 0-80 random pages (duplicates in a batch,
+    """A stress loop on loopback: 300 rounds of 0-78 random pages (duplicates in a batch,
     the same page again in later rounds, new contents before each send), small packets on
     3 channels, while the target's main stream follows at a random lag. Every sync's count
     is the sender's, and the last copy of every page is the one that stays."""
