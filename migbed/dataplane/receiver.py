@@ -51,7 +51,11 @@ log = logging.getLogger("migbed.dataplane")
 
 DEFAULT_HELLO_TIMEOUT_S = 5.0
 DEFAULT_MAX_PENDING = 32  # connections accepted but not yet routed by their hello
-SYNC_HISTORY = 64  # syncs remembered per channel (a channel may run a few rounds ahead)
+# How many syncs a channel may read past the one the main stream waits for. QEMU's channels
+# wait at every SYNC until the main thread reaches it (multifd_recv_sync_main); ours may run
+# this far ahead, so a main stream busy loading a device does not stall RAM at once, and
+# then wait. It bounds each channel's sync counts (see _record_sync).
+SYNC_LEAD = 64
 
 
 @dataclass
@@ -64,9 +68,9 @@ class _Conn:
     next_seq: int = 0
     generation: int = 0  # the last SYNC received
     fin: bool = False
-    # (generation, pages received before it) of the latest syncs, for wait_sync's count
-    syncs: collections.deque[tuple[int, int]] = field(
-        default_factory=lambda: collections.deque(maxlen=SYNC_HISTORY))
+    # (generation, pages received before it) of every sync the main stream may still ask
+    # about (those after MultifdSession._floor), for wait_sync's count
+    syncs: collections.deque[tuple[int, int]] = field(default_factory=collections.deque)
 
 
 class MultifdSession:
@@ -93,6 +97,8 @@ class MultifdSession:
         self._lock = threading.Lock()
         # The round barrier of the channel threads (QEMU's multifd_recv_sync_main): see _barrier.
         self._round = threading.Condition(self._lock)
+        # The main stream will ask wait_sync about no generation <= this (it asks in order).
+        self._floor = 0
         self._conns: dict[int, _Conn] = {}
         self._threads: list[threading.Thread] = []
         self._signal = AsyncSignal()
@@ -129,7 +135,9 @@ class MultifdSession:
         """Return when every channel has delivered SYNC(generation): all pages sent before
         it are in RAM (QEMU's multifd_recv_sync_main). Returns the pages received on all
         channels before that sync, to compare with the source's MultifdSync.pages_sent.
-        Raises MultifdError or TimeoutError."""
+        Generations are asked in order, as the main stream meets them (asking one lets the
+        channels forget the syncs before it). Raises MultifdError or TimeoutError."""
+        self._ask(generation)
         ok = await self._signal.wait_for(lambda: self._error is not None or self.synced(generation),
                                          timeout_s)
         if self._error is not None:
@@ -139,15 +147,27 @@ class MultifdSession:
                                f"{timeout_s:g} s ({self._progress()})")
         return self._pages_through(generation)
 
+    def _ask(self, generation: int) -> None:
+        """The main stream now waits for `generation`: it will ask about none before it, so
+        the channels may drop those syncs' counts and read up to SYNC_LEAD syncs past it."""
+        with self._round:
+            if generation <= self._floor:
+                raise ValueError(f"multifd sync {generation}: syncs up to {self._floor} were "
+                                 "already waited for (ask in order)")
+            self._floor = generation - 1
+            self._round.notify_all()
+
     def _pages_through(self, generation: int) -> int:
         total = 0
-        for c in list(self._conns.values()):
-            # The channel's first sync at or after `generation` (generations may skip).
-            at = [pages for gen, pages in list(c.syncs) if gen >= generation]
-            if not at:
-                raise MultifdError(f"multifd sync {generation}: channel {c.index} is "
-                                   f"{SYNC_HISTORY}+ syncs ahead, its count is gone")
-            total += at[0]
+        with self._lock:
+            for c in self._conns.values():
+                # The channel's first sync at or after `generation` (generations may skip);
+                # every sync after _floor is kept, so it is never a later one's count.
+                at = [pages for gen, pages in c.syncs if gen >= generation]
+                if not at:
+                    raise MultifdError(f"multifd sync {generation}: channel {c.index} has "
+                                       f"no count for it (last sync {c.generation})")
+                total += at[0]
         return total
 
     def _progress(self) -> str:
@@ -252,14 +272,23 @@ class MultifdSession:
                 stats.pages += h.page_count
                 stats.packets += 1
             elif h.flags & pk.FLAG_SYNC:
-                conn.syncs.append((h.generation, stats.pages))
-                conn.generation = h.generation
                 stats.packets += 1
                 stats.syncs += 1
+                self._record_sync(conn, h.generation)
                 self._signal.notify()
                 self._barrier(conn, h.generation)
+                self._wait_for_main(h.generation)
             elif h.flags & pk.FLAG_FIN:
                 conn.fin = True
+
+    def _record_sync(self, conn: _Conn, generation: int) -> None:
+        """The pages this channel received before SYNC(generation), for wait_sync; the counts
+        of syncs the main stream has gone past are dropped (it asks in order)."""
+        with self._lock:
+            conn.syncs.append((generation, conn.stats.pages))
+            conn.generation = generation
+            while conn.syncs and conn.syncs[0][0] <= self._floor:
+                conn.syncs.popleft()
 
     def _barrier(self, conn: _Conn, generation: int) -> None:
         """Read no page of the next round until every channel has delivered this round's
@@ -276,6 +305,17 @@ class MultifdSession:
                         f"sync {generation}: the other channels did not deliver it within "
                         f"{self.silence_timeout_s:g} s ({self._progress()})")
                 self._round.wait(min(left, 0.25))
+
+    def _wait_for_main(self, generation: int) -> None:
+        """Read no further than SYNC_LEAD syncs past the one the main stream waits for. A
+        channel that waits here has delivered that one already, so this never blocks the
+        main stream's wait_sync; and a channel's counts stay bounded. No deadline of its
+        own: the main stream may be busy loading a device for longer than the heartbeat, and
+        its own deadlines (or a close) end the session."""
+        with self._round:
+            while self._error is None and not self._closed \
+                    and generation - self._floor >= SYNC_LEAD:
+                self._round.wait()
 
     @staticmethod
     def _check_order(conn: _Conn, h: pk.Header) -> None:

@@ -110,6 +110,7 @@ class TargetSession:
         self.multifd: MultifdSession | None = None  # the channels, when multifd is on
         self.multifd_pages: Callable[[], int] = lambda: 0  # pages the channels delivered
         self._multifd_counted = 0  # ... of which counted in bytes_received (at each sync)
+        self._multifd_generation = 0  # the last MultifdSync's generation
         self.bytes_received = {"precopy": 0, "downtime": 0}
         self.device_streams_open: set[int] = set()  # MigrateDeviceState streams seen
         self.device_streams_done: set[int] = set()  # ... and loaded to their last chunk
@@ -334,24 +335,22 @@ class TargetSession:
         if self.multifd is None:
             raise _error("FAILED_PRECONDITION", "multifd_sync: this session has no multifd "
                          "channels (setup.multifd_channels = 0)")
+        if m.generation <= self._multifd_generation:
+            raise _error("INVALID_ARGUMENT", f"multifd_sync.generation = {m.generation} must be "
+                         f"> the last one, {self._multifd_generation}")
+        self._multifd_generation = m.generation
         silence = self.setup.heartbeat_timeout_s or lim.HEARTBEAT_TIMEOUT_S[1]
         try:
-            # Pages the channels delivered before this generation's SYNC: at least what the
-            # source wrote before it (fewer means pages were lost). More is not a loss: the
-            # randomized soak once saw more delivered than the source counted, with no fault
-            # (seed 608407079, run 110; not reproduced): logged, and the run's digests still
-            # decide whether the target's RAM equals the source's.
+            # Pages the channels delivered before this generation's SYNC: exactly what the
+            # source wrote before it, neither fewer (lost) nor more (stray pages in RAM).
             through = await self.multifd.wait_sync(m.generation, silence)
         except TimeoutError as e:
             raise _error("DEADLINE_EXCEEDED", f"multifd_sync.generation = {m.generation}: {e}") from None
         except MultifdError as e:  # a channel failed
             raise _error("UNAVAILABLE", f"multifd channel failed: {e}") from None
-        if through < m.pages_sent:
+        if through != m.pages_sent:
             raise _error("DATA_LOSS", f"multifd_sync.pages_sent = {m.pages_sent}, the channels "
                          f"delivered {through} before this sync")
-        if through > m.pages_sent:
-            log.warning("session %s: multifd_sync %d: the channels delivered %d pages, the source "
-                        "counted %d", self.session_id, m.generation, through, m.pages_sent)
         got = self.multifd_pages()  # may include pages of the next round already
         self._count("ram", (got - self._multifd_counted) * self.memory.page_size)
         self._multifd_counted = got

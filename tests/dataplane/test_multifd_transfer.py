@@ -139,8 +139,9 @@ def test_the_queue_is_bounded_and_awaitable(no_leaks: None, ram64: np.ndarray) -
 
 def test_sync_counts_with_idle_channels_and_skipped_generations(
         listener: MultifdListener, ram64: np.ndarray) -> None:
-    """A round of one page leaves three of four channels without data; generations may skip:
-    the counts of pages before each sync still agree on both sides."""
+    """A round of one page leaves three of four channels without data; generations may skip
+    (a generation never synced is met by the next sync): the counts of pages before each
+    sync still agree on both sides."""
     src = ram64[:64]
     dst = np.zeros_like(src)
     token = new_token()
@@ -152,9 +153,12 @@ def test_sync_counts_with_idle_channels_and_skipped_generations(
             for gen, pages in ((1, [7]), (5, []), (6, [1, 2, 3, 60])):
                 await sender.submit_async(np.array(pages, dtype=np.int64))
                 sent = await sender.sync(gen)
+                if gen == 5:
+                    assert await session.wait_sync(3, 1.0) == 1  # generation 3: met by sync 5
                 assert await session.wait_sync(gen, 5.0) == sent
             assert sent == 5
-            assert await session.wait_sync(3, 1.0) == 1  # generation 3: met by sync 5
+            with pytest.raises(ValueError, match="syncs up to 5 were already waited for"):
+                await session.wait_sync(4, 1.0)  # the main stream asks in order
 
         asyncio.run(run())
         assert np.array_equal(dst[[1, 2, 3, 7, 60]], src[[1, 2, 3, 7, 60]])
