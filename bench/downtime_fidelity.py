@@ -55,7 +55,7 @@ from _common import (
     table,
 )
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from shaped_accuracy import goodput
+from shaped_accuracy import goodput, link_shape
 
 from migbed.core.scenario import Scenario, parse_scenario
 from migbed.core.units import parse_bit_rate
@@ -109,7 +109,17 @@ def within(measured: float, bound: float) -> bool:
     return abs(measured - bound) <= max(0.10 * bound, 5.0)
 
 
-def main(argv: list[str] | None = None) -> int:
+RUN_HEAD = ["policy", "run", "guest-visible ms", "QEMU ms", "bound overlapped ms",
+            "bound additive ms", "guest - bound", "within goal", "stop-copy MB",
+            "stop-copy MB/s", "guest - QEMU ms", "stream RTT ms", "tick/clock error ms"]
+SUMMARY_HEAD = ["policy", "guest-visible ms (median)", "QEMU ms", "bound ms", "median error",
+                "runs within goal", "bound additive ms"]
+
+# One measured run: policy, repeat (from 1), its record, its bounds.
+Run = tuple[str, int, RunRecord, Bounds]
+
+
+def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--rate", default="1Gbit", help="tbf rate of the source's egress")
@@ -118,59 +128,43 @@ def main(argv: list[str] | None = None) -> int:
                         "bucket lets up to this much of the stop-copy pass at line rate")
     p.add_argument("--repeat", type=int, default=3)
     p.add_argument("--policies", default="switchover-ack,time-aware")
-    args = p.parse_args(argv)
-    why = can_make_namespaces()
-    if why:
-        print(f"downtime_fidelity: {why}", file=sys.stderr)
-        return 2
-    rate = parse_bit_rate(args.rate)
-    policies = args.policies.split(",")
-    header(f"downtime fidelity over a {args.rate} tbf link ({args.repeat} repeats per policy)")
-    rows = [["policy", "run", "guest-visible ms", "QEMU ms", "bound overlapped ms",
-             "bound additive ms", "guest - bound", "within goal", "stop-copy MB",
-             "stop-copy MB/s", "guest - QEMU ms", "stream RTT ms", "tick/clock error ms"]]
-    per_policy: dict[str, list[tuple[RunRecord, Bounds]]] = {p: [] for p in policies}
-    with NetnsLink() as link:
-        burst = round(rate / 8 * args.burst_ms / 1e3) if args.burst_ms else None
-        shape = LinkShape(rate_bps=round(rate), burst_bytes=burst)
-        print("   " + link.shape(shaping_commands(link.host_if, shape, netem_available=False)))
-        bw = shape.expected_goodput_bps() / 8
-        measured = median([goodput(link, 3.0, warmup=1.0) for _ in range(2)])
-        print(f"   B = {bw * 8 / 1e6:.1f} Mbit/s payload capacity; goodput measured now "
-              f"{measured / 1e6:.1f} Mbit/s", flush=True)
-        toml = scenario_toml("downtime-fidelity", f"migration.avail-switchover-bandwidth={int(bw)}B/s")
-        sc = parse_scenario(toml)
-        with tempfile.TemporaryDirectory(prefix="migbed-downtime-") as tmp, \
-                stack(Path(tmp), target_prefix=link.wrapper,
-                      target_host=link.ns_ip) as (source, target):
-            rtt = grpc_rtt(target.address)
-            print(f"   gRPC round trip to the target, idle link: {rtt * 1e3:.2f} ms", flush=True)
-            for i in range(args.repeat):
-                for pol in policies:
-                    rec = run_one(source, target, toml, pol)
-                    b = bounds(rec, sc, bw)
-                    per_policy[pol].append((rec, b))
-                    rows.append(_row(pol, i + 1, rec, b))
-                    print(f"   {pol} #{i + 1}: guest {rec.guest_downtime_ms:.1f} ms, QEMU "
-                          f"{rec.downtime_ms:.1f} ms, bound {b.overlapped_ms:.1f} ms "
-                          f"(additive {b.additive_ms:.1f}; stream RTT at stop "
-                          f"{rec.stream_rtt_at_stop_ms:.1f} ms)", flush=True)
-        for argv_ in clear_commands(link.host_if):
-            subprocess.run(argv_, capture_output=True, check=False)
-    print()
-    print(table(rows))
-    summary = [["policy", "guest-visible ms (median)", "QEMU ms", "bound ms", "median error",
-                "runs within goal", "bound additive ms"]]
-    for pol, runs in per_policy.items():
-        g = median([r.guest_downtime_ms for r, _ in runs])
-        errs = [(r.guest_downtime_ms - b.overlapped_ms) / b.overlapped_ms for r, b in runs]
-        ok = sum(within(r.guest_downtime_ms, b.overlapped_ms) for r, b in runs)
-        summary.append([pol, f"{g:.1f}", f"{median([r.downtime_ms for r, _ in runs]):.1f}",
-                        f"{median([b.overlapped_ms for _, b in runs]):.1f}",
-                        f"{median(errs) * 100:+.1f} %", f"{ok}/{len(runs)}",
-                        f"{median([b.additive_ms for _, b in runs]):.1f}"])
-    print()
-    print(table(summary))
+    return p
+
+
+def measure(link: NetnsLink, toml: str, sc: Scenario, bw: float, policies: list[str],
+            repeat: int) -> list[Run]:
+    """A source here and a target in the namespace; `repeat` rounds of one migration per
+    policy, each with its bounds at payload capacity `bw` (bytes/s)."""
+    runs: list[Run] = []
+    with tempfile.TemporaryDirectory(prefix="migbed-downtime-") as tmp, \
+            stack(Path(tmp), target_prefix=link.wrapper,
+                  target_host=link.ns_ip) as (source, target):
+        rtt = grpc_rtt(target.address)
+        print(f"   gRPC round trip to the target, idle link: {rtt * 1e3:.2f} ms", flush=True)
+        for i in range(repeat):
+            for pol in policies:
+                rec = run_one(source, target, toml, pol)
+                b = bounds(rec, sc, bw)
+                runs.append((pol, i + 1, rec, b))
+                print(f"   {pol} #{i + 1}: guest {rec.guest_downtime_ms:.1f} ms, QEMU "
+                      f"{rec.downtime_ms:.1f} ms, bound {b.overlapped_ms:.1f} ms "
+                      f"(additive {b.additive_ms:.1f}; stream RTT at stop "
+                      f"{rec.stream_rtt_at_stop_ms:.1f} ms)", flush=True)
+    return runs
+
+
+def summary_row(policy: str, runs: list[tuple[RunRecord, Bounds]]) -> list[str]:
+    """One policy's medians over its runs, and how many were within the goal."""
+    g = median([r.guest_downtime_ms for r, _ in runs])
+    errs = [(r.guest_downtime_ms - b.overlapped_ms) / b.overlapped_ms for r, b in runs]
+    ok = sum(within(r.guest_downtime_ms, b.overlapped_ms) for r, b in runs)
+    return [policy, f"{g:.1f}", f"{median([r.downtime_ms for r, _ in runs]):.1f}",
+            f"{median([b.overlapped_ms for _, b in runs]):.1f}",
+            f"{median(errs) * 100:+.1f} %", f"{ok}/{len(runs)}",
+            f"{median([b.additive_ms for _, b in runs]):.1f}"]
+
+
+def print_error_bound(sc: Scenario, shape: LinkShape, bw: float) -> None:
     tick = sc.guest.vcpu_tick * 1e3
     burst_ms = shape.effective_burst_bytes / bw * 1e3
     print(f"\nerror bound of one guest-visible figure: +-{tick:g} ms (vCPU tick period; the "
@@ -179,6 +173,35 @@ def main(argv: list[str] | None = None) -> int:
           f"CLOCK_MONOTONIC, ns resolution); the bound itself: -{burst_ms:.1f} ms (a full tbf "
           f"bucket of {shape.effective_burst_bytes} B passes at line rate). Goal: within 10 % "
           "(or 5 ms) of the bound.")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    why = can_make_namespaces()
+    if why:
+        print(f"downtime_fidelity: {why}", file=sys.stderr)
+        return 2
+    rate = parse_bit_rate(args.rate)
+    policies = args.policies.split(",")
+    header(f"downtime fidelity over a {args.rate} tbf link ({args.repeat} repeats per policy)")
+    with NetnsLink() as link:
+        shape = link_shape(rate, args.burst_ms)
+        print("   " + link.shape(shaping_commands(link.host_if, shape, netem_available=False)))
+        bw = shape.expected_goodput_bps() / 8
+        measured = median([goodput(link, 3.0, warmup=1.0) for _ in range(2)])
+        print(f"   B = {bw * 8 / 1e6:.1f} Mbit/s payload capacity; goodput measured now "
+              f"{measured / 1e6:.1f} Mbit/s", flush=True)
+        toml = scenario_toml("downtime-fidelity", f"migration.avail-switchover-bandwidth={int(bw)}B/s")
+        sc = parse_scenario(toml)
+        runs = measure(link, toml, sc, bw, policies, args.repeat)
+        for cmd in clear_commands(link.host_if):
+            subprocess.run(cmd, capture_output=True, check=False)
+    print()
+    print(table([RUN_HEAD, *(_row(*run) for run in runs)]))
+    per_policy = {p: [(rec, b) for pol, _, rec, b in runs if pol == p] for p in policies}
+    print()
+    print(table([SUMMARY_HEAD, *(summary_row(p, r) for p, r in per_policy.items())]))
+    print_error_bound(sc, shape, bw)
     return 0
 
 

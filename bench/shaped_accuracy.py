@@ -30,6 +30,7 @@ from pathlib import Path
 from _common import (
     MiB,
     NetnsLink,
+    Proc,
     can_make_namespaces,
     event_ms,
     header,
@@ -76,7 +77,12 @@ def fmt_rate(bps: float) -> str:
     return f"{bps / 1e9:.3f} Gbit/s" if bps >= 1e9 else f"{bps / 1e6:.2f} Mbit/s"
 
 
-def main(argv: list[str] | None = None) -> int:
+GOODPUT_HEAD = ["rate", "expected goodput", "measured (median)", "min", "max", "error", "within 3 %"]
+MIGRATION_HEAD = ["rate", "expected goodput", "source, steady", "error", "vs measured goodput",
+                  "windows median", "bulk stage whole", "samples", "guest"]
+
+
+def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--rates", default="100Mbit,1Gbit,5Gbit", help="tbf rates for goodput")
@@ -89,7 +95,77 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--migrate-seconds", type=float, default=5.0,
                    help="bulk stage length aimed at (guest RAM = rate x this, "
                         "160 MiB..1 GiB)")
-    args = p.parse_args(argv)
+    return p
+
+
+def link_shape(rate: float, burst_ms: float) -> LinkShape:
+    """tbf at `rate`; burst_ms 0 leaves the burst to shaping.py."""
+    burst = round(rate / 8 * burst_ms / 1e3) if burst_ms else None
+    return LinkShape(rate_bps=round(rate), burst_bytes=burst)
+
+
+def goodput_rows(link: NetnsLink, args: argparse.Namespace,
+                 rates: list[float]) -> tuple[list[list[str]], dict[float, float]]:
+    """The unshaped veth's ceiling, then --repeat goodput runs at each tbf rate: the table's
+    rows and the median goodput per rate."""
+    # The veth's own ceiling right now (CPU-bound on this machine): no rate above it
+    # can be reached, shaped or not.
+    ceiling = [goodput(link, args.seconds, warmup=1.0) for _ in range(args.repeat)]
+    rows = [["unshaped veth", "-", fmt_rate(median(ceiling)),
+             fmt_rate(min(ceiling)), fmt_rate(max(ceiling)), "-", "-"]]
+    print(f"   unshaped: {', '.join(fmt_rate(r) for r in ceiling)}", flush=True)
+    measured_at: dict[float, float] = {}
+    for rate in rates:
+        shape = link_shape(rate, args.burst_ms)
+        qdisc = link.shape(shaping_commands(link.host_if, shape, netem_available=False))
+        print(f"   {qdisc}", flush=True)
+        expected = shape.expected_goodput_bps()
+        runs = [goodput(link, args.seconds, warmup=1.0) for _ in range(args.repeat)]
+        m = median(runs)
+        measured_at[rate] = m
+        err = m / expected - 1
+        rows.append([fmt_rate(rate), fmt_rate(expected), fmt_rate(m),
+                     fmt_rate(min(runs)), fmt_rate(max(runs)), f"{err * 100:+.2f} %",
+                     "yes" if abs(err) <= 0.03 else "NO"])
+        print(f"   goodput at {fmt_rate(rate)}: {', '.join(fmt_rate(r) for r in runs)}",
+              flush=True)
+    return rows, measured_at
+
+
+def migration_row(source: Proc, target: Proc, link: NetnsLink, args: argparse.Namespace,
+                  rate: float, measured_goodput: float | None) -> list[str]:
+    """One migration over the link shaped at `rate`: the source's bandwidth against the
+    expected goodput and against the goodput measured at that rate (None: not measured)."""
+    shape = link_shape(rate, args.burst_ms)
+    link.shape(shaping_commands(link.host_if, shape, netem_available=False))
+    expected = shape.expected_goodput_bps()
+    # At least ~10x what sockets and the 8 MiB HTTP/2 window buffer (~14 MB),
+    # or changes in how full they are move the slope (at 100 Mbit: 14 s).
+    ram_mib = int(min(1024, max(MIN_GUEST_MIB, rate / 8 * args.migrate_seconds / MiB)))
+    toml = scenario_toml("shaped-accuracy", f"guest.ram-size={ram_mib}MiB")
+    rec = require_ok(migrate(source, target.address, toml, "legacy"))
+    steady, win, whole, n = migration_bandwidth(rec)
+    print(f"   migration at {fmt_rate(rate)}: steady {fmt_rate(steady)}, windows "
+          f"median {fmt_rate(win)}, whole bulk stage {fmt_rate(whole)}",
+          flush=True)
+    return [fmt_rate(rate), fmt_rate(expected), fmt_rate(steady),
+            f"{(steady / expected - 1) * 100:+.2f} %",
+            f"{(steady / measured_goodput - 1) * 100:+.2f} %" if measured_goodput else "-",
+            fmt_rate(win), fmt_rate(whole), str(n), f"{ram_mib} MiB"]
+
+
+def migration_rows(link: NetnsLink, args: argparse.Namespace, rates: list[float],
+                   measured_at: dict[float, float]) -> list[list[str]]:
+    """A source here and a target in the namespace, one migration per rate."""
+    with tempfile.TemporaryDirectory(prefix="migbed-shaped-") as tmp, \
+            stack(Path(tmp), target_prefix=link.wrapper,
+                  target_host=link.ns_ip) as (source, target):
+        return [migration_row(source, target, link, args, rate, measured_at.get(rate))
+                for rate in rates]
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
     why = can_make_namespaces()
     if why:
         print(f"shaped_accuracy: {why}", file=sys.stderr)
@@ -97,70 +173,17 @@ def main(argv: list[str] | None = None) -> int:
     rates = [parse_bit_rate(r) for r in args.rates.split(",") if r]
     mrates = [parse_bit_rate(r) for r in args.migrate_rates.split(",") if r]
     header("shaped accuracy: tbf goodput and migration bandwidth vs rate x 1448/1514")
-    good_rows = [["rate", "expected goodput", "measured (median)", "min", "max", "error",
-                  "within 3 %"]]
-    measured_at: dict[float, float] = {}
-
-    def link_shape(rate: float) -> LinkShape:
-        burst = round(rate / 8 * args.burst_ms / 1e3) if args.burst_ms else None
-        return LinkShape(rate_bps=round(rate), burst_bytes=burst)
-
-    mig_rows = [["rate", "expected goodput", "source, steady", "error",
-                 "vs measured goodput", "windows median", "bulk stage whole", "samples",
-                 "guest"]]
     with NetnsLink() as link:
         print(f"   link: {link.host_if} ({link.host_ip}) -> netns {link.ns} ({link.ns_ip})")
-        # The veth's own ceiling right now (CPU-bound on this machine): no rate above it
-        # can be reached, shaped or not.
-        ceiling = [goodput(link, args.seconds, warmup=1.0) for _ in range(args.repeat)]
-        good_rows.append(["unshaped veth", "-", fmt_rate(median(ceiling)),
-                          fmt_rate(min(ceiling)), fmt_rate(max(ceiling)), "-", "-"])
-        print(f"   unshaped: {', '.join(fmt_rate(r) for r in ceiling)}", flush=True)
-        for rate in rates:
-            shape = link_shape(rate)
-            qdisc = link.shape(shaping_commands(link.host_if, shape, netem_available=False))
-            print(f"   {qdisc}", flush=True)
-            expected = shape.expected_goodput_bps()
-            runs = [goodput(link, args.seconds, warmup=1.0) for _ in range(args.repeat)]
-            m = median(runs)
-            measured_at[rate] = m
-            err = m / expected - 1
-            good_rows.append([fmt_rate(rate), fmt_rate(expected), fmt_rate(m),
-                              fmt_rate(min(runs)), fmt_rate(max(runs)), f"{err * 100:+.2f} %",
-                              "yes" if abs(err) <= 0.03 else "NO"])
-            print(f"   goodput at {fmt_rate(rate)}: {', '.join(fmt_rate(r) for r in runs)}",
-                  flush=True)
-        if mrates:
-            with tempfile.TemporaryDirectory(prefix="migbed-shaped-") as tmp, \
-                    stack(Path(tmp), target_prefix=link.wrapper,
-                          target_host=link.ns_ip) as (source, target):
-                for rate in mrates:
-                    shape = link_shape(rate)
-                    link.shape(shaping_commands(link.host_if, shape, netem_available=False))
-                    expected = shape.expected_goodput_bps()
-                    # At least ~10x what sockets and the 8 MiB HTTP/2 window buffer (~14 MB),
-                    # or changes in how full they are move the slope (at 100 Mbit: 14 s).
-                    ram_mib = int(min(1024, max(MIN_GUEST_MIB,
-                                                rate / 8 * args.migrate_seconds / MiB)))
-                    toml = scenario_toml("shaped-accuracy", f"guest.ram-size={ram_mib}MiB")
-                    rec = require_ok(migrate(source, target.address, toml, "legacy"))
-                    steady, win, whole, n = migration_bandwidth(rec)
-                    vs = measured_at.get(rate)
-                    mig_rows.append([
-                        fmt_rate(rate), fmt_rate(expected), fmt_rate(steady),
-                        f"{(steady / expected - 1) * 100:+.2f} %",
-                        f"{(steady / vs - 1) * 100:+.2f} %" if vs else "-",
-                        fmt_rate(win), fmt_rate(whole), str(n), f"{ram_mib} MiB"])
-                    print(f"   migration at {fmt_rate(rate)}: steady {fmt_rate(steady)}, windows "
-                          f"median {fmt_rate(win)}, whole bulk stage {fmt_rate(whole)}",
-                          flush=True)
-        for argv in clear_commands(link.host_if):
-            subprocess.run(argv, capture_output=True, check=False)
+        good_rows, measured_at = goodput_rows(link, args, rates)
+        mig_rows = migration_rows(link, args, mrates, measured_at) if mrates else []
+        for cmd in clear_commands(link.host_if):
+            subprocess.run(cmd, capture_output=True, check=False)
     print("\ngoodput over tbf (receiver's count after a 1 s warm-up)")
-    print(table(good_rows))
+    print(table([GOODPUT_HEAD, *good_rows]))
     if mrates:
         print("\nmigration over the shaped link (the source's own 100 ms bandwidth windows)")
-        print(table(mig_rows))
+        print(table([MIGRATION_HEAD, *mig_rows]))
     return 0
 
 

@@ -253,11 +253,13 @@ def _link_to(title: str) -> dashboard.DashboardLink:
     )
 
 
-def policy_comparison() -> dashboard.Dashboard:
-    """Old vs new switchover policies across repeats: what each policy costs the guest."""
-    gd = "migbed_migration_guest_downtime_seconds"
-    qd = "migbed_migration_downtime_seconds"
-    board = (
+GUEST_DOWNTIME = "migbed_migration_guest_downtime_seconds"
+QEMU_DOWNTIME = "migbed_migration_downtime_seconds"
+
+
+def _comparison_board() -> dashboard.Dashboard:
+    """The comparison dashboard up to its panels: one scenario, any policies, result marks."""
+    return (
         _board(
             "migbed: switchover policy comparison",
             COMPARISON_UID,
@@ -287,168 +289,194 @@ def policy_comparison() -> dashboard.Dashboard:
         )
         .link(_link_to("Live migration"))
     )
-    sections: list[tuple[str, list[PanelBuilder]]] = [
-        (
-            "Downtime per policy (completed migrations)",
-            [
-                _bar(
-                    "Guest-visible downtime, mean per policy",
-                    "s",
-                    q(mean_by_policy(gd), "{{policy}}", instant=True),
-                ),
-                _bar(
-                    "QEMU-reported downtime, mean per policy",
-                    "s",
-                    q(mean_by_policy(qd), "{{policy}}", instant=True),
-                ),
-                _bar(
-                    "Downtime QEMU does not report (guest-visible minus reported), mean",
-                    "s",
-                    q(mean_by_policy("migbed_migration_unreported_downtime_seconds"), "{{policy}}", instant=True),
-                ),
-                _spread_bar("Guest-visible downtime", gd),
-                _spread_bar("QEMU-reported downtime", qd),
-                _bar(
-                    "Where guest-visible downtime went, mean per policy and part",
-                    "s",
-                    q(
-                        f"scenario_policy_part:migbed_migration_guest_downtime_part_seconds:mean{{{SP}}}",
-                        "{{policy}} {{part}}",
-                        instant=True,
-                    ),
-                    w=24,
-                    h=10,
-                ),
-                _ts(
-                    "Downtime of each run (latest result per policy)",
-                    "s",
-                    q(
-                        f"migbed_migration_last_guest_downtime_seconds{{{SP}}}",
-                        "{{policy}} guest-visible",
-                        ref="A",
-                    ),
-                    q(
-                        f"migbed_migration_last_downtime_seconds{{{SP}}}",
-                        "{{policy}} QEMU-reported",
-                        ref="B",
-                    ),
-                    w=24,
-                    points=True,
-                    step=True,
-                    description="Each step is one migration's result; the gauge keeps the "
-                    "latest result until the next run of the same scenario and policy.",
-                ),
-            ],
+
+
+def _downtime_means() -> list[PanelBuilder]:
+    """Mean downtime per policy: as the guest saw it, as QEMU reports it, and the difference."""
+    return [
+        _bar(
+            "Guest-visible downtime, mean per policy",
+            "s",
+            q(mean_by_policy(GUEST_DOWNTIME), "{{policy}}", instant=True),
         ),
-        (
-            "Why: ACK wait, iterations, time and bytes",
-            [
-                _bar(
-                    "Switchover-ACK wait, mean per policy",
-                    "s",
-                    q(
-                        mean_by_policy("migbed_migration_switchover_ack_wait_seconds"),
-                        "{{policy}}",
-                        instant=True,
-                    ),
-                ),
-                _bar(
-                    "Iterations (dirty-bitmap syncs), mean per policy",
-                    "none",
-                    q(mean_by_policy("migbed_migration_iterations"), "{{policy}}", instant=True),
-                ),
-                _bar(
-                    "Total migration time, mean per policy",
-                    "s",
-                    q(
-                        mean_by_policy("migbed_migration_total_time_seconds"),
-                        "{{policy}}",
-                        instant=True,
-                    ),
-                ),
-                _bar(
-                    "Bytes per migration by stage (precopy: VM running, downtime: stopped)",
-                    "bytes",
-                    q(
-                        f"scenario_policy_stage:migbed_migration_transferred_bytes:per_migration{{{SP}}}",
-                        "{{policy}} {{stage}}",
-                        instant=True,
-                    ),
-                    w=12,
-                ),
-                _bar(
-                    "Device initial-data load time on the target (latest run)",
-                    "s",
-                    q(
-                        f"migbed_migration_last_device_initial_load_seconds{{{SP}}}",
-                        "{{policy}} {{device}}",
-                        instant=True,
-                    ),
-                    w=12,
-                ),
-                _stat(
-                    "Migrations by outcome",
-                    "none",
-                    q(
-                        f"sum by (outcome) (migbed_migrations_total{{{SP}}})",
-                        "{{outcome}}",
-                        instant=True,
-                    ),
-                    w=8,
-                    h=8,
-                ),
-                _bar(
-                    "Guest-visible downtime (source) and the target's final loads, mean per policy",
-                    "s",
-                    q(mean_by_policy(gd), "{{policy}} guest-visible downtime", ref="A", instant=True),
-                    q(
-                        mean_by_policy("migbed_target_final_load_seconds"),
-                        "{{policy}} final loads after the last byte (target)",
-                        ref="B",
-                        instant=True,
-                    ),
-                    w=16,
-                ),
-            ],
+        _bar(
+            "QEMU-reported downtime, mean per policy",
+            "s",
+            q(mean_by_policy(QEMU_DOWNTIME), "{{policy}}", instant=True),
         ),
-        (
-            "multifd channels",
-            [
-                _bar(
-                    "Bytes per multifd channel, per migration",
-                    "bytes",
-                    q(
-                        f"scenario_policy_channel:migbed_migration_multifd_channel_bytes:per_migration{{{SP}}}",
-                        "{{policy}} channel {{channel}}",
-                        instant=True,
-                    ),
-                    w=10,
-                ),
-                _bar(
-                    "Packets per multifd channel (latest run)",
-                    "none",
-                    q(
-                        f"migbed_migration_last_multifd_channel_packets{{{SP}}}",
-                        "{{policy}} channel {{channel}}",
-                        instant=True,
-                    ),
-                    w=10,
-                ),
-                _stat(
-                    "multifd channels (latest run)",
-                    "none",
-                    q(
-                        f"migbed_migration_last_multifd_channels{{{SP}}}",
-                        "{{policy}}",
-                        instant=True,
-                    ),
-                    w=4,
-                    h=8,
-                ),
-            ],
+        _bar(
+            "Downtime QEMU does not report (guest-visible minus reported), mean",
+            "s",
+            q(mean_by_policy("migbed_migration_unreported_downtime_seconds"), "{{policy}}", instant=True),
         ),
     ]
-    return _layout(board, sections)
+
+
+def _downtime_panels() -> list[PanelBuilder]:
+    """The first row: the means, their spread, where the downtime went, each run's result."""
+    return [
+        *_downtime_means(),
+        _spread_bar("Guest-visible downtime", GUEST_DOWNTIME),
+        _spread_bar("QEMU-reported downtime", QEMU_DOWNTIME),
+        _bar(
+            "Where guest-visible downtime went, mean per policy and part",
+            "s",
+            q(
+                f"scenario_policy_part:migbed_migration_guest_downtime_part_seconds:mean{{{SP}}}",
+                "{{policy}} {{part}}",
+                instant=True,
+            ),
+            w=24,
+            h=10,
+        ),
+        _ts(
+            "Downtime of each run (latest result per policy)",
+            "s",
+            q(
+                f"migbed_migration_last_guest_downtime_seconds{{{SP}}}",
+                "{{policy}} guest-visible",
+                ref="A",
+            ),
+            q(
+                f"migbed_migration_last_downtime_seconds{{{SP}}}",
+                "{{policy}} QEMU-reported",
+                ref="B",
+            ),
+            w=24,
+            points=True,
+            step=True,
+            description="Each step is one migration's result; the gauge keeps the "
+            "latest result until the next run of the same scenario and policy.",
+        ),
+    ]
+
+
+def _why_means() -> list[PanelBuilder]:
+    """What each policy did to get there: ACK wait, iterations and total time, means."""
+    return [
+        _bar(
+            "Switchover-ACK wait, mean per policy",
+            "s",
+            q(
+                mean_by_policy("migbed_migration_switchover_ack_wait_seconds"),
+                "{{policy}}",
+                instant=True,
+            ),
+        ),
+        _bar(
+            "Iterations (dirty-bitmap syncs), mean per policy",
+            "none",
+            q(mean_by_policy("migbed_migration_iterations"), "{{policy}}", instant=True),
+        ),
+        _bar(
+            "Total migration time, mean per policy",
+            "s",
+            q(
+                mean_by_policy("migbed_migration_total_time_seconds"),
+                "{{policy}}",
+                instant=True,
+            ),
+        ),
+    ]
+
+
+def _why_panels() -> list[PanelBuilder]:
+    """The second row: the means above, bytes by stage, device loads and outcomes."""
+    return [
+        *_why_means(),
+        _bar(
+            "Bytes per migration by stage (precopy: VM running, downtime: stopped)",
+            "bytes",
+            q(
+                f"scenario_policy_stage:migbed_migration_transferred_bytes:per_migration{{{SP}}}",
+                "{{policy}} {{stage}}",
+                instant=True,
+            ),
+            w=12,
+        ),
+        _bar(
+            "Device initial-data load time on the target (latest run)",
+            "s",
+            q(
+                f"migbed_migration_last_device_initial_load_seconds{{{SP}}}",
+                "{{policy}} {{device}}",
+                instant=True,
+            ),
+            w=12,
+        ),
+        _stat(
+            "Migrations by outcome",
+            "none",
+            q(
+                f"sum by (outcome) (migbed_migrations_total{{{SP}}})",
+                "{{outcome}}",
+                instant=True,
+            ),
+            w=8,
+            h=8,
+        ),
+        _bar(
+            "Guest-visible downtime (source) and the target's final loads, mean per policy",
+            "s",
+            q(mean_by_policy(GUEST_DOWNTIME), "{{policy}} guest-visible downtime", ref="A", instant=True),
+            q(
+                mean_by_policy("migbed_target_final_load_seconds"),
+                "{{policy}} final loads after the last byte (target)",
+                ref="B",
+                instant=True,
+            ),
+            w=16,
+        ),
+    ]
+
+
+def _multifd_panels() -> list[PanelBuilder]:
+    """The third row: how the bytes and packets spread over the multifd channels."""
+    return [
+        _bar(
+            "Bytes per multifd channel, per migration",
+            "bytes",
+            q(
+                f"scenario_policy_channel:migbed_migration_multifd_channel_bytes:per_migration{{{SP}}}",
+                "{{policy}} channel {{channel}}",
+                instant=True,
+            ),
+            w=10,
+        ),
+        _bar(
+            "Packets per multifd channel (latest run)",
+            "none",
+            q(
+                f"migbed_migration_last_multifd_channel_packets{{{SP}}}",
+                "{{policy}} channel {{channel}}",
+                instant=True,
+            ),
+            w=10,
+        ),
+        _stat(
+            "multifd channels (latest run)",
+            "none",
+            q(
+                f"migbed_migration_last_multifd_channels{{{SP}}}",
+                "{{policy}}",
+                instant=True,
+            ),
+            w=4,
+            h=8,
+        ),
+    ]
+
+
+def policy_comparison() -> dashboard.Dashboard:
+    """Old vs new switchover policies across repeats: what each policy costs the guest."""
+    return _layout(
+        _comparison_board(),
+        [
+            ("Downtime per policy (completed migrations)", _downtime_panels()),
+            ("Why: ACK wait, iterations, time and bytes", _why_panels()),
+            ("multifd channels", _multifd_panels()),
+        ],
+    )
 
 
 PHASE_EXPR = " + ".join(
@@ -474,10 +502,21 @@ VFIO_MAP = {
 }
 
 
-def live_migration() -> dashboard.Dashboard:
-    """One migration as it runs: progress, devices, target load, with ACK/stop/resume marks."""
-    src = SP
-    tgt = 'scenario=~"$scenario"'
+# The moments the live board marks: (annotation, the gauge holding its time, colour, text).
+LIVE_EVENTS = (
+    ("Decision", "migbed_source_last_decision_timestamp_seconds", "yellow", "decision ({{policy}})"),
+    ("Switchover ACK", "migbed_source_last_switchover_ack_timestamp_seconds", "green", "switchover-ack ({{policy}})"),
+    ("Source stop", "migbed_source_last_stop_timestamp_seconds", "red", "stop ({{policy}})"),
+    ("Completed", "migbed_source_last_completed_timestamp_seconds", "orange", "completed ({{policy}})"),
+    ("Resumed (source view)", "migbed_source_last_resume_timestamp_seconds", "blue", "resumed ({{policy}})"),
+    ("Resumed on target", "migbed_target_last_resume_timestamp_seconds", "purple", "target resume ({{policy}})"),
+)
+# The target's series carry no policy label: it does not know the source's policy.
+TGT = 'scenario=~"$scenario"'
+
+
+def _live_board() -> dashboard.Dashboard:
+    """The live dashboard up to its panels: scenario and policy, the LIVE_EVENTS marks."""
     board = (
         _board(
             "migbed: live migration",
@@ -490,237 +529,185 @@ def live_migration() -> dashboard.Dashboard:
         )
         .with_variable(variable("scenario", "Scenario", "label_values(migbed_source_phase, scenario)", multi=False))
         .with_variable(variable("policy", "Policy", "label_values(migbed_source_phase, policy)", multi=True))
-        .annotation(
-            event_annotation(
-                "Decision",
-                f"migbed_source_last_decision_timestamp_seconds{{{src}}}",
-                "yellow",
-                "decision ({{policy}})",
-            )
-        )
-        .annotation(
-            event_annotation(
-                "Switchover ACK",
-                f"migbed_source_last_switchover_ack_timestamp_seconds{{{src}}}",
-                "green",
-                "switchover-ack ({{policy}})",
-            )
-        )
-        .annotation(
-            event_annotation(
-                "Source stop",
-                f"migbed_source_last_stop_timestamp_seconds{{{src}}}",
-                "red",
-                "stop ({{policy}})",
-            )
-        )
-        .annotation(
-            event_annotation(
-                "Completed",
-                f"migbed_source_last_completed_timestamp_seconds{{{src}}}",
-                "orange",
-                "completed ({{policy}})",
-            )
-        )
-        .annotation(
-            event_annotation(
-                "Resumed (source view)",
-                f"migbed_source_last_resume_timestamp_seconds{{{src}}}",
-                "blue",
-                "resumed ({{policy}})",
-            )
-        )
-        .annotation(
-            event_annotation(
-                "Resumed on target",
-                f"migbed_target_last_resume_timestamp_seconds{{{src}}}",
-                "purple",
-                "target resume ({{policy}})",
-            )
-        )
-        .link(_link_to("Policy comparison"))
     )
-    sections: list[tuple[str, list[PanelBuilder]]] = [
-        (
-            "Pre-copy progress (source)",
-            [
-                _ts(
-                    "Remaining RAM, pending and threshold",
-                    "bytes",
-                    q(f"migbed_source_ram_remaining_bytes{{{src}}}", "{{policy}} RAM remaining"),
-                    q(f"migbed_source_pending_bytes{{{src}}}", "{{policy}} pending", ref="B"),
-                    q(f"migbed_source_threshold_bytes{{{src}}}", "{{policy}} threshold", ref="C"),
-                    description="QEMU switches over when pending < threshold (and, with "
-                    "switchover-ack, once the destination acknowledged).",
-                ),
-                _ts(
-                    "Measured bandwidth",
-                    "Bps",
-                    q(f"migbed_source_bandwidth_bytes_per_second{{{src}}}", "{{policy}}"),
-                ),
-                _ts(
-                    "Iteration (dirty-bitmap syncs)",
-                    "none",
-                    q(f"migbed_source_iterations{{{src}}}", "{{policy}}"),
-                    w=8,
-                    step=True,
-                ),
-                _ts(
-                    "Dirty page rate",
-                    "none",
-                    q(f"migbed_source_dirty_pages_per_second{{{src}}}", "{{policy}} pages/s"),
-                    w=8,
-                ),
-                _ts(
-                    "Expected downtime (QEMU's estimate)",
-                    "s",
-                    q(f"migbed_source_expected_downtime_seconds{{{src}}}", "{{policy}}"),
-                    w=8,
-                ),
-                _states(
-                    "Phase",
-                    PHASE_MAP,
-                    q(PHASE_EXPR, "{{policy}}"),
-                ),
-                _states(
-                    "Switchover ACK",
-                    {"0": ("waiting for ACK", "orange"), "1": ("ACK received", "green")},
-                    q(f"migbed_source_ack_received{{{src}}}", "{{policy}}"),
-                ),
-            ],
+    for name, gauge, color, text in LIVE_EVENTS:
+        board = board.annotation(event_annotation(name, f"{gauge}{{{SP}}}", color, text))
+    return board.link(_link_to("Policy comparison"))
+
+
+def _precopy_panels() -> list[PanelBuilder]:
+    """The source's pre-copy as QEMU sees it: what remains, the rates, the estimate, the phase."""
+    return [
+        _ts(
+            "Remaining RAM, pending and threshold",
+            "bytes",
+            q(f"migbed_source_ram_remaining_bytes{{{SP}}}", "{{policy}} RAM remaining"),
+            q(f"migbed_source_pending_bytes{{{SP}}}", "{{policy}} pending", ref="B"),
+            q(f"migbed_source_threshold_bytes{{{SP}}}", "{{policy}} threshold", ref="C"),
+            description="QEMU switches over when pending < threshold (and, with "
+            "switchover-ack, once the destination acknowledged).",
         ),
-        (
-            "Devices (VFIO)",
-            [
-                _ts(
-                    "Device initial bytes still to send (source)",
-                    "bytes",
-                    q(f"migbed_source_device_initial_bytes{{{src}}}", "{{policy}} {{device}}"),
-                    w=8,
-                ),
-                _ts(
-                    "Device dirty bytes (source)",
-                    "bytes",
-                    q(f"migbed_source_device_dirty_bytes{{{src}}}", "{{policy}} {{device}}"),
-                    w=8,
-                ),
-                _states(
-                    "VFIO device state (source)",
-                    VFIO_MAP,
-                    q(f"migbed_source_device_vfio_state{{{src}}}", "{{policy}} {{device}}"),
-                    w=8,
-                    h=8,
-                ),
-                _ts(
-                    "Target load progress",
-                    "bytes",
-                    q(f"migbed_target_device_loaded_bytes{{{tgt}}}", "loaded {{device}}"),
-                    q(
-                        f"migbed_target_device_backlog_bytes{{{tgt}}}",
-                        "backlog {{device}}",
-                        ref="B",
-                    ),
-                    w=8,
-                ),
-                _ts(
-                    "Time the target's devices spent loading (this session)",
-                    "s",
-                    q(f"migbed_target_device_busy_seconds{{{tgt}}}", "{{device}}"),
-                    w=8,
-                    description="What a destination can observe of its device loads: busy time. "
-                    "QEMU's estimate does not see it.",
-                ),
-                _states(
-                    "Device loading on the target",
-                    {"0": ("idle", "green"), "1": ("loading", "orange")},
-                    q(f"migbed_target_device_loading{{{tgt}}}", "{{device}}"),
-                    w=8,
-                    h=8,
-                ),
-                _states(
-                    "Device initial data loaded on the target",
-                    {"0": ("loading", "orange"), "1": ("loaded", "green")},
-                    q(f"migbed_target_device_initial_loaded{{{tgt}}}", "{{device}}"),
-                    w=8,
-                    h=8,
-                ),
-                _ts(
-                    "Bytes received by the target, by stage",
-                    "Bps",
-                    q(
-                        f"sum by (stage) (rate(migbed_target_received_ram_bytes_total{{{tgt}}}[$__rate_interval]))",
-                        "RAM {{stage}}",
-                    ),
-                    q(
-                        f"sum by (stage) (rate(migbed_target_received_device_bytes_total{{{tgt}}}[$__rate_interval]))",
-                        "device {{stage}}",
-                        ref="B",
-                    ),
-                    w=16,
-                ),
-            ],
+        _ts(
+            "Measured bandwidth",
+            "Bps",
+            q(f"migbed_source_bandwidth_bytes_per_second{{{SP}}}", "{{policy}}"),
         ),
-        (
-            "Latest result",
-            [
-                _stat(
-                    "Guest-visible downtime",
-                    "s",
-                    q(
-                        f"migbed_migration_last_guest_downtime_seconds{{{src}}}",
-                        "{{policy}}",
-                        instant=True,
-                    ),
-                ),
-                _stat(
-                    "QEMU-reported downtime",
-                    "s",
-                    q(
-                        f"migbed_migration_last_downtime_seconds{{{src}}}",
-                        "{{policy}}",
-                        instant=True,
-                    ),
-                ),
-                _stat(
-                    "Switchover-ACK wait",
-                    "s",
-                    q(
-                        f"migbed_migration_last_switchover_ack_wait_seconds{{{src}}}",
-                        "{{policy}}",
-                        instant=True,
-                    ),
-                ),
-                _stat(
-                    "Total time",
-                    "s",
-                    q(
-                        f"migbed_migration_last_total_time_seconds{{{src}}}",
-                        "{{policy}}",
-                        instant=True,
-                    ),
-                ),
-            ],
+        _ts(
+            "Iteration (dirty-bitmap syncs)",
+            "none",
+            q(f"migbed_source_iterations{{{SP}}}", "{{policy}}"),
+            w=8,
+            step=True,
         ),
-        (
-            "Services (process)",
-            [
-                _ts(
-                    "Resident memory",
-                    "bytes",
-                    q('process_resident_memory_bytes{job=~"migbed-source|migbed-target"}', "{{role}} {{instance}}"),
-                ),
-                _ts(
-                    "CPU (1 = one core)",
-                    "percentunit",
-                    q(
-                        'rate(process_cpu_seconds_total{job=~"migbed-source|migbed-target"}[$__rate_interval])',
-                        "{{role}} {{instance}}",
-                    ),
-                ),
-            ],
+        _ts(
+            "Dirty page rate",
+            "none",
+            q(f"migbed_source_dirty_pages_per_second{{{SP}}}", "{{policy}} pages/s"),
+            w=8,
+        ),
+        _ts(
+            "Expected downtime (QEMU's estimate)",
+            "s",
+            q(f"migbed_source_expected_downtime_seconds{{{SP}}}", "{{policy}}"),
+            w=8,
+        ),
+        _states(
+            "Phase",
+            PHASE_MAP,
+            q(PHASE_EXPR, "{{policy}}"),
+        ),
+        _states(
+            "Switchover ACK",
+            {"0": ("waiting for ACK", "orange"), "1": ("ACK received", "green")},
+            q(f"migbed_source_ack_received{{{SP}}}", "{{policy}}"),
         ),
     ]
-    return _layout(board, sections)
+
+
+def _source_device_panels() -> list[PanelBuilder]:
+    """The source's VFIO devices: initial and dirty bytes left, the uAPI state."""
+    return [
+        _ts(
+            "Device initial bytes still to send (source)",
+            "bytes",
+            q(f"migbed_source_device_initial_bytes{{{SP}}}", "{{policy}} {{device}}"),
+            w=8,
+        ),
+        _ts(
+            "Device dirty bytes (source)",
+            "bytes",
+            q(f"migbed_source_device_dirty_bytes{{{SP}}}", "{{policy}} {{device}}"),
+            w=8,
+        ),
+        _states(
+            "VFIO device state (source)",
+            VFIO_MAP,
+            q(f"migbed_source_device_vfio_state{{{SP}}}", "{{policy}} {{device}}"),
+            w=8,
+            h=8,
+        ),
+    ]
+
+
+def _target_load_panels() -> list[PanelBuilder]:
+    """The target's device loads: progress, busy time, loading and initial-data states."""
+    return [
+        _ts(
+            "Target load progress",
+            "bytes",
+            q(f"migbed_target_device_loaded_bytes{{{TGT}}}", "loaded {{device}}"),
+            q(
+                f"migbed_target_device_backlog_bytes{{{TGT}}}",
+                "backlog {{device}}",
+                ref="B",
+            ),
+            w=8,
+        ),
+        _ts(
+            "Time the target's devices spent loading (this session)",
+            "s",
+            q(f"migbed_target_device_busy_seconds{{{TGT}}}", "{{device}}"),
+            w=8,
+            description="What a destination can observe of its device loads: busy time. "
+            "QEMU's estimate does not see it.",
+        ),
+        _states(
+            "Device loading on the target",
+            {"0": ("idle", "green"), "1": ("loading", "orange")},
+            q(f"migbed_target_device_loading{{{TGT}}}", "{{device}}"),
+            w=8,
+            h=8,
+        ),
+        _states(
+            "Device initial data loaded on the target",
+            {"0": ("loading", "orange"), "1": ("loaded", "green")},
+            q(f"migbed_target_device_initial_loaded{{{TGT}}}", "{{device}}"),
+            w=8,
+            h=8,
+        ),
+    ]
+
+
+def _target_received_panel() -> PanelBuilder:
+    return _ts(
+        "Bytes received by the target, by stage",
+        "Bps",
+        q(
+            f"sum by (stage) (rate(migbed_target_received_ram_bytes_total{{{TGT}}}[$__rate_interval]))",
+            "RAM {{stage}}",
+        ),
+        q(
+            f"sum by (stage) (rate(migbed_target_received_device_bytes_total{{{TGT}}}[$__rate_interval]))",
+            "device {{stage}}",
+            ref="B",
+        ),
+        w=16,
+    )
+
+
+def _latest_result_panels() -> list[PanelBuilder]:
+    """The last finished migration's figures, one stat each."""
+    return [
+        _stat(title, "s", q(f"{gauge}{{{SP}}}", "{{policy}}", instant=True))
+        for title, gauge in (
+            ("Guest-visible downtime", "migbed_migration_last_guest_downtime_seconds"),
+            ("QEMU-reported downtime", "migbed_migration_last_downtime_seconds"),
+            ("Switchover-ACK wait", "migbed_migration_last_switchover_ack_wait_seconds"),
+            ("Total time", "migbed_migration_last_total_time_seconds"),
+        )
+    ]
+
+
+def _process_panels() -> list[PanelBuilder]:
+    """The two services as processes: memory and CPU."""
+    return [
+        _ts(
+            "Resident memory",
+            "bytes",
+            q('process_resident_memory_bytes{job=~"migbed-source|migbed-target"}', "{{role}} {{instance}}"),
+        ),
+        _ts(
+            "CPU (1 = one core)",
+            "percentunit",
+            q(
+                'rate(process_cpu_seconds_total{job=~"migbed-source|migbed-target"}[$__rate_interval])',
+                "{{role}} {{instance}}",
+            ),
+        ),
+    ]
+
+
+def live_migration() -> dashboard.Dashboard:
+    """One migration as it runs: progress, devices, target load, with ACK/stop/resume marks."""
+    return _layout(
+        _live_board(),
+        [
+            ("Pre-copy progress (source)", _precopy_panels()),
+            ("Devices (VFIO)", [*_source_device_panels(), *_target_load_panels(), _target_received_panel()]),
+            ("Latest result", _latest_result_panels()),
+            ("Services (process)", _process_panels()),
+        ],
+    )
 
 
 DASHBOARDS = {

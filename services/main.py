@@ -11,14 +11,31 @@ import gc
 import logging
 import signal
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from migbed.measure.metrics import SourceMetrics, TargetMetrics, serve_metrics
 from migbed.runtime.malloc import keep_stream_buffers_mapped
 from migbed.wire import migration_pb2_grpc as pbg
 from migbed.wire.channel import make_server, mark_serving
 
+if TYPE_CHECKING:
+    from migbed.dataplane.receiver import MultifdListener
+
 log = logging.getLogger("migbed.serve")
+
+
+def _multifd_listener(listen: str, multifd_listen: str | None, ssl_context: Any) -> MultifdListener:
+    """The target's multifd channels: on --multifd-listen, or the gRPC host with any free port."""
+    from migbed.dataplane.receiver import MultifdListener
+
+    mf_host, _, mf_port = (multifd_listen or f"{listen.rpartition(':')[0]}:0").rpartition(":")
+    try:
+        multifd = MultifdListener(mf_host.strip("[]"), int(mf_port), ssl_context)
+    except OSError as e:
+        what = "--multifd-listen" if multifd_listen else "--listen's host, for multifd,"
+        raise OSError(f"{what} {mf_host}:{mf_port}: cannot listen: {e.strerror or e}") from None
+    log.info("multifd channels on %s:%d", mf_host, multifd.port)
+    return multifd
 
 
 async def serve(role: str, listen: str, metrics_listen: str = "",
@@ -40,21 +57,12 @@ async def serve(role: str, listen: str, metrics_listen: str = "",
         names = ["migbed.v1.Control"]
     elif role == "target":
         from migbed.core.limits import DEFAULT_IDLE_TIMEOUT_S
-        from migbed.dataplane.receiver import MultifdListener
         from migbed.services.target.server import TargetService
 
         metrics = TargetMetrics()
-        # multifd channels: --multifd-listen, or the gRPC host with any free port
-        mf_host, _, mf_port = (multifd_listen or f"{listen.rpartition(':')[0]}:0").rpartition(":")
-        try:
-            multifd = MultifdListener(mf_host.strip("[]"), int(mf_port), multifd_ssl_context)
-        except OSError as e:
-            what = "--multifd-listen" if multifd_listen else "--listen's host, for multifd,"
-            raise OSError(f"{what} {mf_host}:{mf_port}: cannot listen: {e.strerror or e}") from None
-        log.info("multifd channels on %s:%d", mf_host, multifd.port)
         service = TargetService(metrics, max_sessions=max_sessions, memory_budget=memory_budget,
                                 idle_timeout_s=idle_timeout_s or DEFAULT_IDLE_TIMEOUT_S,
-                                multifd=multifd)
+                                multifd=_multifd_listener(listen, multifd_listen, multifd_ssl_context))
         names = ["migbed.v1.Migration", "migbed.v1.Control"]
     else:
         raise ValueError(f"role must be source or target, not {role!r}")

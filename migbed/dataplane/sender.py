@@ -9,6 +9,9 @@ sent may go out torn; it is then also in the dirty log and is sent again.
 
 sync(generation) is QEMU's multifd_send_sync_main: a SYNC packet goes on every channel behind
 everything queued before it, and the call returns once every channel has written it.
+submit() may run in another thread than sync() (the event loop's): a batch's packets are
+counted and queued under one lock that sync() also takes, so each packet is on one side of a
+SYNC both in the count it returns and on the wire.
 
 The rate limit is not here: the engine's limiter budgets bytes across all channels and only
 submits what it allows. The queue bound only keeps the engine from running far ahead (up to
@@ -282,12 +285,16 @@ class MultifdSender:
             self._queued_bytes <= self.queue_limit_bytes // 2
 
     def _enqueue(self, chunk: np.ndarray) -> None:
-        ch = self._channels[self._next]
-        self._next = (self._next + 1) % len(self._channels)
+        # Counting and queueing are one step under the lock, and sync() counts and queues
+        # its SYNCs under it too: a submit() from another thread then lands wholly before a
+        # sync (counted in its pages_sent, queued ahead of its SYNC) or wholly after it,
+        # never counted on one side of the SYNC and sent on the other.
         with self._lock:
+            ch = self._channels[self._next]
+            self._next = (self._next + 1) % len(self._channels)
             self._queued_bytes += chunk.size * self.page_size
-        self._pages_submitted += chunk.size
-        ch.queue.put(chunk)
+            self._pages_submitted += chunk.size
+            ch.queue.put(chunk)  # a SimpleQueue: never blocks, so the lock is held briefly
 
     def submit(self, pages: np.ndarray) -> None:
         """Queue these pages for sending; blocks this thread while the queue is full."""
@@ -317,12 +324,14 @@ class MultifdSender:
         when all have (QEMU's multifd_send_sync_main), with the pages sent on all channels
         up to this sync (MultifdSync.pages_sent). Generations strictly increase."""
         self._check()
-        if generation <= self._last_generation:
-            raise ValueError(f"sync generation {generation} must be > {self._last_generation}")
-        self._last_generation = generation
-        pages = self._pages_submitted
-        for ch in self._channels:
-            ch.queue.put(_Sync(generation))
+        with self._lock:  # see _enqueue: the count and the SYNCs match the same queue
+            if generation <= self._last_generation:
+                raise ValueError(f"sync generation {generation} must be > "
+                                 f"{self._last_generation}")
+            self._last_generation = generation
+            pages = self._pages_submitted
+            for ch in self._channels:
+                ch.queue.put(_Sync(generation))
 
         def done() -> bool:
             return self._error is not None or all(c.generation >= generation

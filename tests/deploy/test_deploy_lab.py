@@ -49,17 +49,10 @@ def _prometheus_targets(address: str) -> dict[str, str]:
     return health
 
 
-@pytest.mark.timeout(1800)
-def test_deploy_migrate_idempotent_teardown(lab: Lab, wheelhouse: Path, tmp_path: Path) -> None:
-    inventory = lab.inventory()
-    out = tmp_path / "out"
-    scenario = _scenario(tmp_path)
-    experiment = ["--wheelhouse", str(wheelhouse), "--scenario", str(scenario)]
-    experiment += ["--policy", "legacy", "--policy", "switchover-ack", "--repeat", "1"]
-    before = {host: lab.state(host) for host in HOSTS}
-
-    # 0. Check mode on fresh hosts: every task says what it would do, nothing changes.
-    check = run_deploy(inventory, tmp_path / "check", "--wheelhouse", str(wheelhouse), "--check", "--diff")
+def _check_mode_on_fresh_hosts_changes_nothing(lab: Lab, inventory: Path, wheelhouse: Path, out: Path,
+                                               before: dict[str, dict[str, str]]) -> None:
+    """Check mode on fresh hosts: every task says what it would do, nothing changes."""
+    check = run_deploy(inventory, out, "--wheelhouse", str(wheelhouse), "--check", "--diff")
     assert check.rc == 0, check.stderr
     assert check.summary["check"] is True
     assert check.changed() > 0, check.stdout  # a fresh host needs everything
@@ -72,8 +65,10 @@ def test_deploy_migrate_idempotent_teardown(lab: Lab, wheelhouse: Path, tmp_path
         after["home"] = after["home"].replace(".ansible\n", "", 1)
         assert after == before[host], host
 
-    # 1. Install on all three hosts, start the services and Prometheus, run the experiment
-    #    from the monitor host: source on one host, target on another.
+
+def _first_deploy_installs_and_migrates(lab: Lab, inventory: Path, out: Path, experiment: list[str]) -> None:
+    """Install on all three hosts, start the services and Prometheus, run the experiment
+    from the monitor host: source on one host, target on another."""
     first = run_deploy(inventory, out, *experiment)
     assert first.rc == 0, first.stderr
     assert first.changed() > 0
@@ -95,12 +90,16 @@ def test_deploy_migrate_idempotent_teardown(lab: Lab, wheelhouse: Path, tmp_path
         assert (pdd / "artifacts" / "run" / "stdout").is_file()
         assert (pdd / "artifacts" / "run" / "rc").read_text().strip() == "0"
 
-    # The link is shaped on the source host's lab interface, from the scenario's [link].
+
+def _link_is_shaped_from_the_scenario(lab: Lab) -> None:
+    """The link is shaped on the source host's lab interface, from the scenario's [link]."""
     code, qdisc = lab.sh("lab-src", "tc qdisc show dev eth0 root")
     assert code == 0 and "tbf" in qdisc and "rate 400Mbit" in qdisc, qdisc
-    # Mutual TLS is on by default: both services answer only a client of the lab CA, which
-    # stays on the control machine with its key; the hosts hold ca.pem and their own pairs.
-    tls = out / "tls"
+
+
+def _services_answer_only_mutual_tls(lab: Lab, tls: Path) -> None:
+    """Mutual TLS is on by default: both services answer only a client of the lab CA, which
+    stays on the control machine with its key; the hosts hold ca.pem and their own pairs."""
     assert (tls / "ca-key.pem").is_file()
     for host in ("lab-src", "lab-tgt"):
         address = f"{lab.addresses[host]}:50051"
@@ -117,8 +116,11 @@ def test_deploy_migrate_idempotent_teardown(lab: Lab, wheelhouse: Path, tmp_path
         lines = listing.strip().splitlines()
         assert lines[0] == files, (host, listing)
         assert all(line.startswith("600 ") for line in lines[1:]), (host, listing)
-    # Debian's packaged Prometheus on the monitor host (the only one: no second server),
-    # run by its init script here (no systemd), scrapes both services with migbed's config.
+
+
+def _monitor_runs_one_prometheus_scraping_both(lab: Lab) -> None:
+    """Debian's packaged Prometheus on the monitor host (the only one: no second server),
+    run by its init script here (no systemd), scrapes both services with migbed's config."""
     health = _prometheus_targets(lab.addresses["lab-mon"])
     assert health.get("migbed-source") == "up" and health.get("migbed-target") == "up", health
     code, procs = lab.sh("lab-mon", "ps -eo user:20=,args= | grep '[/]usr/bin/prometheus'")
@@ -126,11 +128,18 @@ def test_deploy_migrate_idempotent_teardown(lab: Lab, wheelhouse: Path, tmp_path
     assert procs.split()[0] == "prometheus", procs
     code, conf = lab.sh("lab-mon", "cat /etc/prometheus/prometheus.yml")
     assert "migbed-source" in conf and f"{lab.addresses['lab-src']}:9101" in conf, conf
-    # Without systemd the services run under the pidfile helper.
-    code, pids = lab.sh("lab-src", "ls /opt/migbed/run")
+
+
+def _services_run_under_the_pidfile_helper(lab: Lab) -> None:
+    """Without systemd the services run under the pidfile helper."""
+    _, pids = lab.sh("lab-src", "ls /opt/migbed/run")  # a failed ls fails the assert below
     assert "migbed-source.pid" in pids, pids
 
-    # 2. The same deploy again changes nothing, on any host, and keeps the results.
+
+def _second_deploy_changes_nothing(lab: Lab, inventory: Path, out: Path, experiment: list[str],
+                                   wheelhouse: Path) -> None:
+    """The same deploy again changes nothing, on any host, and keeps the results; check mode
+    on the deployed hosts has nothing to do and does nothing."""
     results_before = (out / "results.json").read_bytes()
     again = run_deploy(inventory, out, *experiment)
     assert again.rc == 0, again.stderr
@@ -140,7 +149,6 @@ def test_deploy_migrate_idempotent_teardown(lab: Lab, wheelhouse: Path, tmp_path
             assert stats.get("changed", 0) == 0, (run["playbook"], host, stats)
     assert (out / "results.json").read_bytes() == results_before
 
-    # Check mode on the deployed hosts: nothing to do, nothing done.
     deployed = {host: lab.state(host) for host in HOSTS}
     check = run_deploy(inventory, out, "--wheelhouse", str(wheelhouse), "--check", "--diff")
     assert check.rc == 0, check.stderr
@@ -148,7 +156,10 @@ def test_deploy_migrate_idempotent_teardown(lab: Lab, wheelhouse: Path, tmp_path
     for host in HOSTS:
         assert lab.state(host) == deployed[host], host
 
-    # 3. Teardown stops everything and leaves the hosts as they were; twice is harmless.
+
+def _teardown_restores_the_hosts(lab: Lab, inventory: Path, out: Path,
+                                 before: dict[str, dict[str, str]]) -> None:
+    """Teardown stops everything and leaves the hosts as they were; twice is harmless."""
     down = run_deploy(inventory, out, "--teardown")
     assert down.rc == 0, down.stderr
     for host in HOSTS:
@@ -156,6 +167,25 @@ def test_deploy_migrate_idempotent_teardown(lab: Lab, wheelhouse: Path, tmp_path
     down_again = run_deploy(inventory, out, "--teardown")
     assert down_again.rc == 0, down_again.stderr
     assert down_again.changed() == 0, down_again.stdout
+
+
+@pytest.mark.timeout(1800)
+def test_deploy_migrate_idempotent_teardown(lab: Lab, wheelhouse: Path, tmp_path: Path) -> None:
+    inventory = lab.inventory()
+    out = tmp_path / "out"
+    scenario = _scenario(tmp_path)
+    experiment = ["--wheelhouse", str(wheelhouse), "--scenario", str(scenario)]
+    experiment += ["--policy", "legacy", "--policy", "switchover-ack", "--repeat", "1"]
+    before = {host: lab.state(host) for host in HOSTS}
+
+    _check_mode_on_fresh_hosts_changes_nothing(lab, inventory, wheelhouse, tmp_path / "check", before)
+    _first_deploy_installs_and_migrates(lab, inventory, out, experiment)
+    _link_is_shaped_from_the_scenario(lab)
+    _services_answer_only_mutual_tls(lab, out / "tls")
+    _monitor_runs_one_prometheus_scraping_both(lab)
+    _services_run_under_the_pidfile_helper(lab)
+    _second_deploy_changes_nothing(lab, inventory, out, experiment, wheelhouse)
+    _teardown_restores_the_hosts(lab, inventory, out, before)
 
 
 def test_unreachable_host_is_named(lab: Lab, tmp_path: Path) -> None:

@@ -50,88 +50,96 @@ FINAL_LOAD_S = {"legacy": 1.45, "initial-bytes-sent": 1.2, "switchover-ack": 0.0
 INIT_SENT_AT_MS = 800.0
 
 
-def make_record(
-    policy: str,
-    repeat: int,
-    scenario: str = "tiny",
-    outcome: str = "completed",
-    verified: bool | None = None,
-    source_intact: bool = True,
-) -> RunRecord:
+RAM = 256 * MiB
+DEV_INITIAL = 64 * MiB
+
+
+def _shape(policy: str, repeat: int) -> tuple[float, float, float, bool]:
+    """SHAPES[policy] with a deterministic spread across repeats (+-8 %)."""
     stop_ms, qemu_ms, guest_ms, waits = SHAPES[policy]
     jitter = 1.0 + 0.04 * ((repeat * 7 + len(policy)) % 5 - 2)  # deterministic spread
-    stop_ms *= jitter
-    qemu_ms *= jitter
-    guest_ms *= jitter
-    ram = 256 * MiB
-    dev_initial = 64 * MiB
+    return stop_ms * jitter, qemu_ms * jitter, guest_ms * jitter, waits
+
+
+def _precopy_device(t: float, initial_left: int, frac: float) -> DeviceSample:
+    """The VF in pre-copy: the target loads its initial data until 2.5 s."""
+    return build(
+        DeviceSample,
+        name="vf0",
+        state="PRE_COPY",
+        initial_bytes=initial_left,
+        dirty_bytes=int(2 * MiB * frac),
+        target_loaded_bytes=int(DEV_INITIAL * min(1.0, t / 2500.0)),
+        target_backlog_bytes=initial_left // 2,
+        target_busy_s=min(t, 2500.0) / 1000.0,
+        target_loading=t < 2500.0,
+        target_initial_loaded=t >= 2500.0,
+    )
+
+
+def _precopy_sample(t: float, stop_ms: float, repeat: int, waits: bool,
+                    iterations: int) -> ProgressSample:
+    """The source's sample at t ms: RAM left falls quadratically to the stop."""
+    frac = t / stop_ms
+    initial_left = max(0, int(DEV_INITIAL * (1 - t / INIT_SENT_AT_MS)))
+    return build(
+        ProgressSample,
+        t_ms=t,
+        phase="setup" if t == 0 else "precopy",
+        ram_remaining_bytes=int(RAM * (1 - frac) ** 2) + 4 * MiB,
+        ram_transferred_bytes=int(RAM * frac),
+        device_transferred_bytes=DEV_INITIAL - initial_left,
+        dirty_sync_count=max(1, iterations),
+        bandwidth_bytes_per_s=1.0e9,
+        threshold_bytes=3.0e8,
+        expected_downtime_ms=20.0 + 10 * (1 - frac),
+        dirty_pages_rate=2000.0 + 100 * repeat,
+        pending_bytes=int(RAM * (1 - frac) ** 2) + initial_left + 4 * MiB,
+        ack_received=waits and t >= ACK_AT_MS,
+        devices=[_precopy_device(t, initial_left, frac)],
+    )
+
+
+def _precopy_timeline(stop_ms: float, repeat: int, waits: bool) -> tuple[list[ProgressSample], int]:
+    """A sample every 100 ms up to the stop, an iteration every 400 ms: (samples, iterations)."""
     timeline: list[ProgressSample] = []
     iterations = 0
     t = 0.0
     while t <= stop_ms:
-        frac = t / stop_ms
-        phase = "setup" if t == 0 else "precopy"
         if t > 0 and int(t) % 400 == 0:
             iterations += 1
-        initial_left = max(0, int(dev_initial * (1 - t / INIT_SENT_AT_MS)))
-        acked = waits and t >= ACK_AT_MS
-        timeline.append(
-            build(
-                ProgressSample,
-                t_ms=t,
-                phase=phase,
-                ram_remaining_bytes=int(ram * (1 - frac) ** 2) + 4 * MiB,
-                ram_transferred_bytes=int(ram * frac),
-                device_transferred_bytes=dev_initial - initial_left,
-                dirty_sync_count=max(1, iterations),
-                bandwidth_bytes_per_s=1.0e9,
-                threshold_bytes=3.0e8,
-                expected_downtime_ms=20.0 + 10 * (1 - frac),
-                dirty_pages_rate=2000.0 + 100 * repeat,
-                pending_bytes=int(ram * (1 - frac) ** 2) + initial_left + 4 * MiB,
-                ack_received=acked,
-                devices=[
-                    build(
-                        DeviceSample,
-                        name="vf0",
-                        state="PRE_COPY",
-                        initial_bytes=initial_left,
-                        dirty_bytes=int(2 * MiB * frac),
-                        target_loaded_bytes=int(dev_initial * min(1.0, t / 2500.0)),
-                        target_backlog_bytes=initial_left // 2,
-                        target_busy_s=min(t, 2500.0) / 1000.0,
-                        target_loading=t < 2500.0,
-                        target_initial_loaded=t >= 2500.0,
-                    )
-                ],
-            )
-        )
+        timeline.append(_precopy_sample(t, stop_ms, repeat, waits, iterations))
         t += 100.0
-    end_ms = stop_ms + qemu_ms
-    timeline.append(
-        build(
-            ProgressSample,
-            t_ms=end_ms,
-            phase="done",
-            ram_remaining_bytes=0,
-            ram_transferred_bytes=ram + 8 * MiB,
-            device_transferred_bytes=dev_initial + 4 * MiB,
-            dirty_sync_count=iterations + 1,
-            bandwidth_bytes_per_s=1.0e9,
-            threshold_bytes=3.0e8,
-            expected_downtime_ms=0.0,
-            dirty_pages_rate=0.0,
-            pending_bytes=0,
-            ack_received=waits,
-            devices=[
-                build(
-                    DeviceSample, name="vf0", state="STOP", initial_bytes=0, dirty_bytes=0,
-                    target_loaded_bytes=dev_initial, target_backlog_bytes=0, target_initial_loaded=True,
-                    target_busy_s=2.5, target_loading=False,
-                )
-            ],
-        )
+    return timeline, iterations
+
+
+def _done_sample(end_ms: float, iterations: int, waits: bool) -> ProgressSample:
+    """The last sample: everything sent, the VF stopped and loaded on the target."""
+    return build(
+        ProgressSample,
+        t_ms=end_ms,
+        phase="done",
+        ram_remaining_bytes=0,
+        ram_transferred_bytes=RAM + 8 * MiB,
+        device_transferred_bytes=DEV_INITIAL + 4 * MiB,
+        dirty_sync_count=iterations + 1,
+        bandwidth_bytes_per_s=1.0e9,
+        threshold_bytes=3.0e8,
+        expected_downtime_ms=0.0,
+        dirty_pages_rate=0.0,
+        pending_bytes=0,
+        ack_received=waits,
+        devices=[
+            build(
+                DeviceSample, name="vf0", state="STOP", initial_bytes=0, dirty_bytes=0,
+                target_loaded_bytes=DEV_INITIAL, target_backlog_bytes=0, target_initial_loaded=True,
+                target_busy_s=2.5, target_loading=False,
+            )
+        ],
     )
+
+
+def _events(policy: str, stop_ms: float, end_ms: float, guest_ms: float, waits: bool) -> list[Event]:
     events = [
         Event(0.0, "setup-accepted"),
         Event(INIT_SENT_AT_MS, "init-data-sent:vf0"),
@@ -144,8 +152,32 @@ def make_record(
         Event(end_ms, "completed"),
         Event(stop_ms + guest_ms, "resumed"),
     ]
-    precopy = ram + dev_initial
-    downtime_bytes = 8 * MiB + 4 * MiB
+    return events
+
+
+def _downtime_parts(qemu_ms: float, guest_ms: float) -> dict[str, float]:
+    """Where the guest-visible downtime went (the parts add up to it)."""
+    return {
+        "stop_lag_ms": 2.0,
+        "stop_copy_ms": qemu_ms * 0.6,
+        "delivery_ms": qemu_ms * 0.1,
+        "destination_load_ms": guest_ms - 2.0 - qemu_ms * 0.7 - 1.0,
+        "resume_ms": 1.0,
+    }
+
+
+def make_record(
+    policy: str,
+    repeat: int,
+    scenario: str = "tiny",
+    outcome: str = "completed",
+    verified: bool | None = None,
+    source_intact: bool = True,
+) -> RunRecord:
+    stop_ms, qemu_ms, guest_ms, waits = _shape(policy, repeat)
+    timeline, iterations = _precopy_timeline(stop_ms, repeat, waits)
+    end_ms = stop_ms + qemu_ms
+    timeline.append(_done_sample(end_ms, iterations, waits))
     return build(
         RunRecord,
         run_id=f"{scenario}-{policy}-{repeat}-0123abcd",
@@ -159,10 +191,10 @@ def make_record(
         downtime_ms=qemu_ms,
         expected_downtime_ms=25.0,
         dirty_sync_count=iterations + 1,
-        precopy_bytes=precopy,
-        downtime_bytes=downtime_bytes,
-        ram_transferred_bytes=ram + 8 * MiB,
-        device_transferred_bytes=dev_initial + 4 * MiB,
+        precopy_bytes=RAM + DEV_INITIAL,
+        downtime_bytes=8 * MiB + 4 * MiB,
+        ram_transferred_bytes=RAM + 8 * MiB,
+        device_transferred_bytes=DEV_INITIAL + 4 * MiB,
         guest_downtime_ms=guest_ms,
         guest_downtime_uncertainty_ms=1.5,
         predicted_downtime_ms=qemu_ms if not waits else guest_ms,
@@ -173,17 +205,12 @@ def make_record(
         # a failed run leaves the source guest running and intact (checked by the engine)
         source_guest_running_after=outcome != "completed" and source_intact,
         source_integrity_ok=outcome != "completed" and source_intact,
-        # where the guest-visible downtime went (adds up to it)
-        stop_lag_ms=2.0,
-        stop_copy_ms=qemu_ms * 0.6,
-        delivery_ms=qemu_ms * 0.1,
-        destination_load_ms=guest_ms - 2.0 - qemu_ms * 0.7 - 1.0,
-        resume_ms=1.0,
+        **_downtime_parts(qemu_ms, guest_ms),
         multifd_channels=2,
-        multifd_channel_bytes=[ram // 2 + 4 * MiB, ram // 2 + 4 * MiB],
-        multifd_channel_packets=[ram // (2 * 512 * 1024) + 8, ram // (2 * 512 * 1024) + 8],
+        multifd_channel_bytes=[RAM // 2 + 4 * MiB, RAM // 2 + 4 * MiB],
+        multifd_channel_packets=[RAM // (2 * 512 * 1024) + 8, RAM // (2 * 512 * 1024) + 8],
         timeline=timeline,
-        events=events,
+        events=_events(policy, stop_ms, end_ms, guest_ms, waits),
     )
 
 

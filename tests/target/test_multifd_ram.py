@@ -100,44 +100,38 @@ def test_a_dropped_channel_fails_the_session(target: Service) -> None:
     wait_until(lambda: no_sessions(target.address), 10, "the session to be freed")
 
 
-@pytest.mark.parametrize("claimed", [120, 80])  # pages lost / stray pages in RAM
-def test_a_sync_whose_page_count_disagrees_is_data_loss(target: Service, claimed: int) -> None:
-    memory = GuestMemory(RAM, PAGE, seed=5)
+def _refused_sync(target: Service, seed: int, pages: int, *syncs: pb.MultifdSync) -> grpc.RpcError:
+    """Pages 0..pages-1 on one channel and its SYNC 1, then these MultifdSync messages on
+    the main stream: the error the target ends the stream with."""
+    memory = GuestMemory(RAM, PAGE, seed=seed)
 
     def script(st: Stream) -> Iterator[pb.SourceMessage]:
         yield setup(ram=RAM, multifd_channels=1)
         sender = dial(st, target.address, memory, 1)
-        sender.submit(np.arange(100, dtype=np.int64))
+        sender.submit(np.arange(pages, dtype=np.int64))
         asyncio.run(sender.sync(1, 10))
-        yield pb.SourceMessage(multifd_sync=pb.MultifdSync(generation=1, pages_sent=claimed))
+        for sync in syncs:
+            yield pb.SourceMessage(multifd_sync=sync)
         st.done.wait(10)
         sender.close(abort=True)
 
     st = Stream(target.address)
     st.run(script)
     st.done.wait(15)
-    assert st.error is not None and st.error.code() == grpc.StatusCode.DATA_LOSS, st.error
-    assert f"multifd_sync.pages_sent = {claimed}, the channels delivered 100" \
-        in str(st.error.details())
+    assert st.error is not None, "the target accepted the stream"
+    return st.error
+
+
+@pytest.mark.parametrize("claimed", [120, 80])  # pages lost / stray pages in RAM
+def test_a_sync_whose_page_count_disagrees_is_data_loss(target: Service, claimed: int) -> None:
+    error = _refused_sync(target, 5, 100, pb.MultifdSync(generation=1, pages_sent=claimed))
+    assert error.code() == grpc.StatusCode.DATA_LOSS, error
+    assert f"multifd_sync.pages_sent = {claimed}, the channels delivered 100" in str(error.details())
 
 
 @pytest.mark.parametrize("second", [1, 0])  # the same generation again / one before it
 def test_a_sync_generation_that_does_not_increase_is_refused(target: Service, second: int) -> None:
-    memory = GuestMemory(RAM, PAGE, seed=6)
-
-    def script(st: Stream) -> Iterator[pb.SourceMessage]:
-        yield setup(ram=RAM, multifd_channels=1)
-        sender = dial(st, target.address, memory, 1)
-        sender.submit(np.arange(10, dtype=np.int64))
-        asyncio.run(sender.sync(1, 10))
-        yield pb.SourceMessage(multifd_sync=pb.MultifdSync(generation=1, pages_sent=10))
-        yield pb.SourceMessage(multifd_sync=pb.MultifdSync(generation=second, pages_sent=10))
-        st.done.wait(10)
-        sender.close(abort=True)
-
-    st = Stream(target.address)
-    st.run(script)
-    st.done.wait(15)
-    assert st.error is not None and st.error.code() == grpc.StatusCode.INVALID_ARGUMENT, st.error
-    assert f"multifd_sync.generation = {second} must be > the last one, 1" \
-        in str(st.error.details())
+    error = _refused_sync(target, 6, 10, pb.MultifdSync(generation=1, pages_sent=10),
+                          pb.MultifdSync(generation=second, pages_sent=10))
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT, error
+    assert f"multifd_sync.generation = {second} must be > the last one, 1" in str(error.details())
