@@ -149,11 +149,13 @@ def test_multifd_device_state_in_parallel(stack: tuple[Service, Service]) -> Non
     main = migrate(stack, two(""), "switchover-ack")
     par = migrate(stack, two('multifd = true\ndevice-state-transfer = "multifd"'), "switchover-ack")
     assert par.device_state_transfer == "multifd"
-    # Main channel: the saves (100 ms each) and the final loads (200 ms each) one after
-    # another; multifd device state: each device on its own, side by side.
+    # Main channel: the saves (100 ms each) one after another, and the final loads (200 ms
+    # each) one after another on the one reader; vf0's final image loads in the write of its
+    # last byte, while the source saves vf1, so at least 100 + 200 + 200 ms. multifd device
+    # state: each device on its own, side by side.
     assert main.device_save_ms == pytest.approx(200)
     assert par.device_save_ms == pytest.approx(100)
-    assert main.downtime_ms >= 600
+    assert main.downtime_ms >= 500
     assert par.downtime_ms < main.downtime_ms - 150
 
 
