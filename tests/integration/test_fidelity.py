@@ -159,6 +159,18 @@ def test_multifd_device_state_in_parallel(stack: tuple[Service, Service]) -> Non
     assert par.downtime_ms < main.downtime_ms - 150
 
 
+def test_multifd_device_state_goes_on_with_an_image_begun_in_precopy(
+        stack: tuple[Service, Service]) -> None:
+    """A device that dirties fast while pre-copy waits for the ACK (its 800 ms setup)
+    sends middle images, each its dirty set read a chunk per pass: the stop mostly falls
+    inside one, whose rest goes on the device's MigrateDeviceState stream, loaded only once
+    the main stream reached the switchover. The device state verifies either way."""
+    toml = scenario(setup="800ms", device_extra='dirty-rate = "256MiB/s"',
+                    migration_extra='multifd = true\ndevice-state-transfer = "multifd"')
+    r = migrate(stack, toml, "switchover-ack")
+    assert r.device_state_transfer == "multifd"
+
+
 def _listening_ports(pid: int) -> set[int]:
     out = subprocess.run(["ss", "-ltnpH"], capture_output=True, text=True, check=True).stdout
     return {int(line.split()[3].rpartition(":")[2]) for line in out.splitlines()
