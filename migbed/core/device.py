@@ -162,10 +162,32 @@ class Chunk:
     kind: str  # "initial" | "middle" | "final"
     offset: int  # state buffer offset; >= initial_bytes means context
     data: bytes
+    image_bytes: int  # the length of the image this chunk belongs to (its header's)
+
+
+@dataclass
+class MiddleImage:
+    """A pre-copy image of dirty state, saved whole once the previous image was read (mlx5:
+    an incremental SAVE_VHCA_STATE); its length is fixed when it is saved, and it is read
+    out block by block over as many reads as it takes."""
+
+    blocks: np.ndarray  # the blocks dirty when it was saved, ascending
+    length: int  # bytes: what its header says
+    next: int = 0  # index into blocks of the next one to read
+
+    @property
+    def done(self) -> bool:
+        return self.next >= len(self.blocks)
 
 
 class SourceDevice:
-    """The source side: runs, dirties its state, and is read through the migration stream."""
+    """The source side: runs, dirties its state, and is read through the migration stream.
+
+    The data stream is a sequence of images, each with a length known when it is made:
+    the initial image (initial_bytes), middle images of dirty blocks in pre-copy, and in
+    STOP_COPY whatever image was open, then the final image (the blocks dirty at the stop
+    and the context). Bytes are read at read time: a block dirtied before an image reaches
+    it goes out with that image, as with the initial image."""
 
     def __init__(self, cfg: DeviceConfig, seed: int) -> None:
         self.cfg = cfg
@@ -177,13 +199,15 @@ class SourceDevice:
         self._blocks2d = self.buffer.reshape(self.blocks, self.block) if self.blocks else None
         self._versions = np.zeros(self.blocks, dtype=np.uint64)
         self._dirty = np.zeros(self.blocks, dtype=bool)
+        self._in_image = np.zeros(self.blocks, dtype=bool)  # unread blocks of the open image
         self._lock = threading.Lock()
         self._initial_cursor = 0  # next initial byte to read
+        self._image: MiddleImage | None = None  # the middle image being read
         self._writes = 0  # dirtying events: the context depends on it
         self._context = bytearray()  # valid from STOP_COPY on
         self._context_body = context_body(cfg.stop_copy_size, seed)  # not inside a downtime
         self._context_cursor = 0
-        self._stop_copy_initial_done = False
+        self._final_bytes = 0  # the final image's length, fixed at STOP_COPY
         if self.blocks:
             idx = np.arange(self.blocks, dtype=np.uint64)
             self._blocks2d[:] = _block_fill(idx, self._versions, seed)[:, None]  # type: ignore[index]
@@ -199,6 +223,9 @@ class SourceDevice:
                 stamp_context(self._context_body, self._writes)  # == context_bytes(...)
                 self._context = self._context_body
                 self._context_cursor = 0
+                # The device no longer changes: the final image's length is known now.
+                self._final_bytes = self._blocks_bytes(np.flatnonzero(self._dirty)) + len(
+                    self._context)
 
     # ------------------------------------------------------------ the device runs
 
@@ -215,9 +242,10 @@ class SourceDevice:
                 idx.astype(np.uint64), self._versions[idx], self.seed
             )[:, None]
             self._writes += 1
-            # A block the initial image has not reached yet goes out with it anyway.
+            # A block the initial image or the open middle image has not reached yet goes
+            # out with it anyway.
             read = idx[idx * self.block < self._initial_cursor]
-            self._dirty[read] = True
+            self._dirty[read[~self._in_image[read]]] = True
 
     # ------------------------------------------------------------ VFIO ioctls
 
@@ -226,7 +254,7 @@ class SourceDevice:
         with self._lock:
             if self.fsm.state not in PRE_COPY_STATES:
                 raise DeviceError(f"PRECOPY_INFO in {self.fsm.state.name}: only in PRE_COPY states")
-            return self._initial_remaining(), int(self._dirty.sum()) * self.block
+            return self._initial_remaining(), self._middle_left() + self._dirty_bytes()
 
     def stop_copy_size(self) -> int:
         """VFIO_DEVICE_FEATURE_MIG_DATA_SIZE: the estimated stop-copy length."""
@@ -235,49 +263,93 @@ class SourceDevice:
                 context_left = len(self._context) - self._context_cursor
             else:
                 context_left = self.cfg.stop_copy_size
-            return self._initial_remaining() + int(self._dirty.sum()) * self.block + context_left
+            return (self._initial_remaining() + self._middle_left() + self._dirty_bytes()
+                    + context_left)
 
     def _initial_remaining(self) -> int:
         return max(0, self.cfg.initial_bytes - self._initial_cursor)
+
+    def _blocks_bytes(self, idx: np.ndarray) -> int:
+        """Bytes of these blocks of the state buffer (the last block may be short)."""
+        short = self.blocks * self.block - self.cfg.initial_bytes
+        return len(idx) * self.block - (short if self.blocks and self.blocks - 1 in idx else 0)
+
+    def _dirty_bytes(self) -> int:
+        return self._blocks_bytes(np.flatnonzero(self._dirty))
+
+    def _middle_left(self) -> int:
+        img = self._image
+        return self._blocks_bytes(img.blocks[img.next:]) if img is not None else 0
 
     @property
     def initial_sent(self) -> bool:
         return self._initial_remaining() == 0
 
     def read(self, max_bytes: int) -> list[Chunk]:
-        """Read from the data stream: up to max_bytes. [] is a temporary end (ENOMSG) in
-        PRE_COPY and the end of the stream in STOP_COPY."""
+        """Read from the data stream: up to max_bytes (at least one block of dirty state).
+        [] is a temporary end (ENOMSG) in PRE_COPY and the end of the stream in STOP_COPY.
+        An image begun in pre-copy is read to its end first in STOP_COPY too."""
         with self._lock:
             st = self.fsm.state
             if st not in PRE_COPY_STATES and st != S.STOP_COPY:
                 raise DeviceError(f"read() in {st.name}: the data stream is open in PRE_COPY/STOP_COPY")
-            kind = "final" if st == S.STOP_COPY else None
             out: list[Chunk] = []
-            budget = max_bytes
-            # Initial image, sequentially.
-            while budget > 0 and self._initial_remaining() > 0:
-                n = min(budget, self._initial_remaining())
-                start = self._initial_cursor
-                out.append(Chunk(kind or "initial", start, self.buffer[start : start + n].tobytes()))
-                self._initial_cursor += n
-                budget -= n
-            # Dirty blocks.
-            if budget > 0 and self._dirty.any():
-                idx = np.flatnonzero(self._dirty)[: max(1, budget // self.block)]
-                self._dirty[idx] = False
-                for b in idx.tolist():
-                    off = b * self.block
-                    end = min(off + self.block, self.cfg.initial_bytes)
-                    out.append(Chunk(kind or "middle", off, self.buffer[off:end].tobytes()))
-                    budget -= end - off
-            # Context, only in STOP_COPY.
-            if budget > 0 and st == S.STOP_COPY and self._context_cursor < len(self._context):
-                n = min(budget, len(self._context) - self._context_cursor)
-                c = self._context_cursor
-                out.append(Chunk("final", self.cfg.initial_bytes + c,
-                                 bytes(self._context[c : c + n])))
-                self._context_cursor += n
+            budget = self._read_initial(out, max_bytes)
+            budget = self._read_middle(out, budget, save_new=st != S.STOP_COPY)
+            if st == S.STOP_COPY:
+                self._read_final(out, budget)
             return out
+
+    def _read_initial(self, out: list[Chunk], budget: int) -> int:
+        n = min(budget, self._initial_remaining())
+        if n > 0:
+            start = self._initial_cursor
+            out.append(Chunk("initial", start, self.buffer[start : start + n].tobytes(),
+                             self.cfg.initial_bytes))
+            self._initial_cursor += n
+        return budget - max(n, 0)
+
+    def _read_middle(self, out: list[Chunk], budget: int, save_new: bool) -> int:
+        """The open middle image's next blocks; in pre-copy, once it is read, the next one
+        is saved from the blocks dirty now."""
+        while budget > 0:
+            if self._image is None:
+                if not save_new or self._initial_remaining() or not self._dirty.any():
+                    break
+                idx = np.flatnonzero(self._dirty)
+                self._dirty[idx] = False
+                self._in_image[idx] = True
+                self._image = MiddleImage(idx, self._blocks_bytes(idx))
+            img = self._image
+            take = img.blocks[img.next : img.next + max(1, budget // self.block)]
+            img.next += len(take)
+            self._in_image[take] = False
+            budget = self._read_blocks(out, take, "middle", img.length, budget)
+            if img.done:
+                self._image = None
+        return budget
+
+    def _read_final(self, out: list[Chunk], budget: int) -> None:
+        """STOP_COPY's own image: the blocks dirty at the stop, then the context."""
+        if budget > 0 and self._dirty.any():
+            idx = np.flatnonzero(self._dirty)[: max(1, budget // self.block)]
+            self._dirty[idx] = False
+            budget = self._read_blocks(out, idx, "final", self._final_bytes, budget)
+        if budget > 0 and self._context_cursor < len(self._context):
+            n = min(budget, len(self._context) - self._context_cursor)
+            c = self._context_cursor
+            out.append(Chunk("final", self.cfg.initial_bytes + c,
+                             bytes(self._context[c : c + n]), self._final_bytes))
+            self._context_cursor += n
+
+    def _read_blocks(self, out: list[Chunk], idx: np.ndarray, kind: str, image_bytes: int,
+                     budget: int) -> int:
+        for b in idx.tolist():
+            off = b * self.block
+            end = min(off + self.block, self.cfg.initial_bytes)
+            out.append(Chunk(kind, off, self.buffer[off:end].tobytes(), image_bytes))
+            budget -= end - off
+        return budget
 
     def digest(self, config: bytes = b"") -> bytes:
         """State digest (buffer + context + the non-iterable state the source sent with

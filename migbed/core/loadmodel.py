@@ -11,17 +11,17 @@ What a write costs depends on the driver, named per device by `load-trigger`:
 - "per-chunk": every write loads its own bytes at `load-rate` (the first write pays the
   setup, the first stop-copy write the fixed stop-copy cost).
 
-Where an image ends: mlx5 images carry their length in a header, so the driver knows the
-last byte when it is written. The testbed's stream has no such headers, so an image ends
-where the stream says so: the initial image at `initial-bytes` (its size is known from the
-start) or at INIT_DATA_SENT; any other image (a pre-copy middle image, the stop-copy image,
-the non-iterable config state) when the stream moves on to anything that is not the next
-chunk of the same device and kind. The reader pays that load before it reads on, which is
-when the last write would have returned.
+Where an image ends: every chunk carries the length of its image (mlx5's image header,
+`record_size`), so the driver knows an image's last byte when it is written
+(`mlx5vf_resume_read_image` -> LOAD_IMAGE -> `mlx5vf_cmd_load_vhca_state`, in the same
+write). A device's images follow one another in its data stream: a chunk continues the
+open image until its length is reached, whatever the main stream carries in between (RAM,
+other devices, INIT_DATA_SENT); a chunk that does not fit (another kind or length while an
+image is open, more bytes than the image has) is refused with the field that is wrong.
 
 Non-iterable state (config space, IMAGE_KIND_CONFIG chunks) is loaded by QEMU itself, not
-through the data fd: it costs `config-load-time`, whatever its size, once, in stop-copy;
-a device that sent no config chunks pays it when the stream completes.
+through the data fd: it costs `config-load-time`, whatever its size, once, when its last
+chunk is written; a device that sent no config chunks pays it when the stream completes.
 
 Pure: no clock, no I/O. The caller waits out each Load's seconds in real time.
 """
@@ -45,7 +45,6 @@ class LoadCosts:
     stop_copy_load_time: float = 0.0  # s, once, with the first stop-copy data load
     config_load_time: float = 0.0  # s, once, the non-iterable state
     trigger: str = IMAGE_COMPLETE
-    initial_bytes: int = 0  # the initial image's size
 
     def __post_init__(self) -> None:
         if not self.load_rate > 0:
@@ -63,58 +62,98 @@ class Load:
     seconds: float
 
 
+@dataclass
+class Image:
+    """The image a device is being written: its kind, its length (the header's) and the
+    bytes written of it so far."""
+
+    kind: str
+    length: int
+    written: int = 0
+
+    def __str__(self) -> str:
+        return f"{self.kind.upper()} image ({self.written} of {self.length} bytes written)"
+
+
+class ImageError(ValueError):
+    """A chunk that does not fit the device's image stream; `field` names what is wrong
+    (a DeviceData field: kind, image_bytes or data)."""
+
+    def __init__(self, field: str, detail: str) -> None:
+        super().__init__(f"{field}{detail}")
+        self.field = field
+
+
 class DeviceLoadModel:
     """One device's loads, in the order its writes arrive."""
 
     def __init__(self, costs: LoadCosts) -> None:
         self.costs = costs
-        self.pending_kind: str | None = None  # the image being buffered
-        self.pending_bytes = 0
-        self.initial_received = 0
+        self.image: Image | None = None  # the image being written, until its last byte
+        self.buffered = 0  # bytes written of it and not loaded yet (image-complete)
         self.setup_paid = False
         self.stop_copy_paid = False
         self.config_loaded = False
 
-    @property
-    def has_pending(self) -> bool:
-        return self.pending_kind is not None
-
-    def write(self, kind: str, nbytes: int) -> list[Load]:
-        """A chunk of `kind` is written: the loads this write performs before it returns."""
+    def check(self, kind: str, nbytes: int, image_bytes: int) -> None:
+        """Raise ImageError unless a chunk of `kind`, `nbytes` long, of an image of
+        `image_bytes`, can be the device's next write."""
         if kind not in KINDS:
             raise ValueError(f"kind must be one of {KINDS}, not {kind!r}")
-        loads = self.end_image() if self.pending_kind not in (None, kind) else []
-        if kind == "initial":
-            self.initial_received += nbytes
+        img = self.image
+        if img is None:
+            if image_bytes <= 0:
+                raise ImageError("image_bytes", " = 0: every chunk carries its image's length")
+            if nbytes > image_bytes:
+                raise ImageError("data", f": {nbytes} bytes, more than the image's "
+                                 f"image_bytes = {image_bytes}")
+            return
+        if kind != img.kind:
+            raise ImageError("kind", f" = {kind.upper()} while the device's {img} is open: "
+                             "an image ends at its length before the next begins")
+        if image_bytes != img.length:
+            raise ImageError("image_bytes", f" = {image_bytes}: the {img} this chunk "
+                             "continues has that length in every chunk")
+        if img.written + nbytes > img.length:
+            raise ImageError("data", f": {nbytes} bytes beyond the end of the {img}")
+
+    def write(self, kind: str, nbytes: int, image_bytes: int) -> list[Load]:
+        """A chunk of `kind` is written: the loads this write performs before it returns
+        (image-complete: the whole image, in the write that reaches its length)."""
+        self.check(kind, nbytes, image_bytes)
+        if self.image is None:
+            self.image = Image(kind, image_bytes)
+        self.image.written += nbytes
+        loads: list[Load] = []
         if self.costs.trigger == PER_CHUNK and kind != "config":
             loads.append(self._load(kind, nbytes))
-            return loads
-        self.pending_kind = kind
-        self.pending_bytes += nbytes
-        if kind == "initial" and self.initial_received >= self.costs.initial_bytes:
-            loads += self.end_image()  # its last byte: the image is whole
+        else:
+            self.buffered += nbytes
+        if self.image.written == self.image.length:
+            self.image = None
+            if self.buffered or kind == "config":
+                loads.append(self._load(kind, self.buffered))
+            self.buffered = 0
         return loads
 
-    def end_image(self) -> list[Load]:
-        """The stream moved on (or INIT_DATA_SENT came): the buffered image loads now."""
-        if self.pending_kind is None:
-            return []
-        load = self._load(self.pending_kind, self.pending_bytes)
-        self.pending_kind, self.pending_bytes = None, 0
-        return [load]
+    def open_image(self) -> str:
+        """What is left unfinished ('' when every image written is whole)."""
+        return str(self.image) if self.image is not None else ""
 
     def finish(self) -> list[Load]:
-        """The device's stream is complete: whatever is buffered, then its config state."""
-        loads = self.end_image()
+        """The device's stream is complete (every image whole): its config state loads now
+        if no config chunk did."""
+        if self.image is not None:
+            raise ValueError(f"the stream ended inside the {self.image}")
         if not self.config_loaded and self.costs.config_load_time > 0:
-            loads.append(self._load("config", 0))
-        return loads
+            return [self._load("config", 0)]
+        return []
 
     def _load(self, kind: str, nbytes: int) -> Load:
         c = self.costs
         if kind == "config":
-            self.config_loaded = True
-            return Load(kind, nbytes, c.config_load_time)
+            loaded, self.config_loaded = self.config_loaded, True
+            return Load(kind, nbytes, 0.0 if loaded else c.config_load_time)
         seconds = nbytes / c.load_rate
         if not self.setup_paid:
             self.setup_paid = True

@@ -126,18 +126,20 @@ class RamPages(_message.Message):
     def __init__(self, pages: _Optional[_Iterable[int]] = ..., data: _Optional[bytes] = ...) -> None: ...
 
 class DeviceData(_message.Message):
-    __slots__ = ("device", "kind", "seq", "offset", "data")
+    __slots__ = ("device", "kind", "seq", "offset", "data", "image_bytes")
     DEVICE_FIELD_NUMBER: _ClassVar[int]
     KIND_FIELD_NUMBER: _ClassVar[int]
     SEQ_FIELD_NUMBER: _ClassVar[int]
     OFFSET_FIELD_NUMBER: _ClassVar[int]
     DATA_FIELD_NUMBER: _ClassVar[int]
+    IMAGE_BYTES_FIELD_NUMBER: _ClassVar[int]
     device: int
     kind: ImageKind
     seq: int
     offset: int
     data: bytes
-    def __init__(self, device: _Optional[int] = ..., kind: _Optional[_Union[ImageKind, str]] = ..., seq: _Optional[int] = ..., offset: _Optional[int] = ..., data: _Optional[bytes] = ...) -> None: ...
+    image_bytes: int
+    def __init__(self, device: _Optional[int] = ..., kind: _Optional[_Union[ImageKind, str]] = ..., seq: _Optional[int] = ..., offset: _Optional[int] = ..., data: _Optional[bytes] = ..., image_bytes: _Optional[int] = ...) -> None: ...
 
 class InitDataSent(_message.Message):
     __slots__ = ("device", "seq")
@@ -194,20 +196,22 @@ class MultifdSync(_message.Message):
     def __init__(self, generation: _Optional[int] = ..., pages_sent: _Optional[int] = ...) -> None: ...
 
 class DeviceStateChunk(_message.Message):
-    __slots__ = ("session_id", "device", "seq", "offset", "data", "last")
+    __slots__ = ("session_id", "device", "seq", "offset", "data", "last", "image_bytes")
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     DEVICE_FIELD_NUMBER: _ClassVar[int]
     SEQ_FIELD_NUMBER: _ClassVar[int]
     OFFSET_FIELD_NUMBER: _ClassVar[int]
     DATA_FIELD_NUMBER: _ClassVar[int]
     LAST_FIELD_NUMBER: _ClassVar[int]
+    IMAGE_BYTES_FIELD_NUMBER: _ClassVar[int]
     session_id: str
     device: int
     seq: int
     offset: int
     data: bytes
     last: bool
-    def __init__(self, session_id: _Optional[str] = ..., device: _Optional[int] = ..., seq: _Optional[int] = ..., offset: _Optional[int] = ..., data: _Optional[bytes] = ..., last: _Optional[bool] = ...) -> None: ...
+    image_bytes: int
+    def __init__(self, session_id: _Optional[str] = ..., device: _Optional[int] = ..., seq: _Optional[int] = ..., offset: _Optional[int] = ..., data: _Optional[bytes] = ..., last: _Optional[bool] = ..., image_bytes: _Optional[int] = ...) -> None: ...
 
 class DeviceStateLoaded(_message.Message):
     __slots__ = ("device", "loaded_bytes", "target_loaded_ns")

@@ -63,20 +63,23 @@ class ParallelDeviceState:
         self.calls.append(call)
         seq = 0
 
-        async def write(offset: int, data: bytes, last: bool = False) -> None:
+        async def write(offset: int, data: bytes, image_bytes: int, last: bool = False) -> None:
             nonlocal seq
             await call.write(pb.DeviceStateChunk(
                 session_id=self.session_id if seq == 0 else "", device=i, seq=seq,
-                offset=offset, data=data, last=last))
+                offset=offset, data=data, last=last, image_bytes=image_bytes))
             self.devices.counters.device(len(data), downtime=True)
             seq += 1
 
+        # The device's data stream from where pre-copy left it: the rest of an open image
+        # first, then the final image; each chunk with its image's length.
         while chunks := dev.read(CHUNK_BYTES):
             for ch in chunks:
-                await write(ch.offset, ch.data)
+                await write(ch.offset, ch.data, ch.image_bytes)
+        config_bytes = len(self.devices.config[i])
         for offset, data in self.devices.config_chunks(i):
-            await write(offset, data)
-        await write(0, b"", last=True)
+            await write(offset, data, config_bytes)
+        await write(0, b"", 0, last=True)
         await call.done_writing()
         return save
 

@@ -1,9 +1,11 @@
 """Device data on the main stream: pre-copy chunks, INIT_DATA_SENT, and stop-copy state.
 
 Per device the stream carries numbered chunks (seq from 0, no gaps) of its VFIO data
-stream: the initial image and dirty blocks in pre-copy, then in stop-copy the final image
-(what is left plus the context captured at STOP_COPY), then the non-iterable state
-(IMAGE_KIND_CONFIG; QEMU saves it with the device's vmstate after the iterable data).
+stream: the initial image and middle images of dirty blocks in pre-copy, then in stop-copy
+the rest of an image begun in pre-copy, the final image (the blocks dirty at the stop plus
+the context captured at STOP_COPY), then the non-iterable state (IMAGE_KIND_CONFIG; QEMU
+saves it with the device's vmstate after the iterable data). Every chunk carries the length
+of its image (mlx5's image header), so the destination knows where each image ends.
 Saving a device in stop-copy costs its stop-copy-save-time on the source, inside the
 downtime; devices are saved one after another on the main channel, as QEMU's
 qemu_savevm_state_complete_precopy walks its handlers.
@@ -66,7 +68,7 @@ class DeviceStreams:
         dev = self.devices[i]
         n = 0
         for ch in dev.read(max_bytes):
-            await self._write(i, _KIND_PB[ch.kind], ch.offset, ch.data)
+            await self._write(i, _KIND_PB[ch.kind], ch.offset, ch.data, ch.image_bytes)
             n += len(ch.data)
         if dev.initial_sent and not self.marker_sent[i] and not downtime:
             # VFIO's INIT_DATA_SENT: every initial byte of this device is in the stream. Only
@@ -78,8 +80,10 @@ class DeviceStreams:
         self.counters.device(n, downtime)
         return n
 
-    async def _write(self, i: int, kind: pb.ImageKind, offset: int, data: bytes) -> None:
-        await self.link.write(encode_device_data(i, kind, self.next_seq[i], offset, data))
+    async def _write(self, i: int, kind: pb.ImageKind, offset: int, data: bytes,
+                     image_bytes: int) -> None:
+        await self.link.write(encode_device_data(i, kind, self.next_seq[i], offset, data,
+                                                 image_bytes))
         self.next_seq[i] += 1
 
     async def save_device(self, i: int) -> float:
@@ -96,8 +100,9 @@ class DeviceStreams:
         return save
 
     async def send_config(self, i: int) -> None:
+        image_bytes = len(self.config[i])  # the non-iterable state is one image
         for off, data in self.config_chunks(i):
-            await self._write(i, pb.IMAGE_KIND_CONFIG, off, data)
+            await self._write(i, pb.IMAGE_KIND_CONFIG, off, data, image_bytes)
             self.counters.device(len(data), downtime=True)
 
     def config_chunks(self, i: int) -> list[tuple[int, bytes]]:

@@ -46,7 +46,7 @@ class Pacer:
 
 def load_costs(d: pb.DeviceShape) -> LoadCosts:
     return LoadCosts(d.load_setup_time_s, d.load_rate_bytes_per_s, d.stop_copy_load_time_s,
-                     d.config_load_time_s, _TRIGGER[d.load_trigger], d.initial_bytes)
+                     d.config_load_time_s, _TRIGGER[d.load_trigger])
 
 
 class LoadingDevice:
@@ -73,23 +73,24 @@ class LoadingDevice:
 
     # ------------------------------------------------------------ writes (one reader)
 
-    async def write(self, kind: str, offset: int, data: bytes, pacer: Pacer) -> None:
-        """Take one chunk; return when the device has taken it (loads included)."""
+    async def write(self, kind: str, offset: int, data: bytes, image_bytes: int,
+                    pacer: Pacer) -> None:
+        """Take one chunk of an image of `image_bytes` (checked first: model.check);
+        return when the device has taken it (loads included)."""
         if kind == "initial" and self._first_initial_at is None:
             self._first_initial_at = time.monotonic()
+        loads = self.model.write(kind, len(data), image_bytes)
         self.state.write(offset, data)
         self.backlog_bytes += len(data)
         self.last_activity = time.monotonic()
-        await self._perform(self.model.write(kind, len(data)), pacer)
-
-    async def end_image(self, pacer: Pacer) -> None:
-        """The stream moved on: a buffered image loads now."""
-        await self._perform(self.model.end_image(), pacer)
+        await self._perform(loads, pacer)
 
     async def initial_data_sent(self, pacer: Pacer) -> None:
-        """INIT_DATA_SENT: everything before it is loaded, then the device approves."""
+        """INIT_DATA_SENT: the initial image, whole, was loaded by the write that completed
+        it; what is owed of it is paid now, then the device approves. An image begun after
+        it (a middle image) stays open: the marker does not end it."""
         self.marker_seen = True
-        await self._perform(self.model.end_image(), pacer, settle=True)
+        await self._perform([], pacer, settle=True)
         self.initial_loaded = True
         self.initial_loaded_ns = now_ns()
         if self._first_initial_at is not None:

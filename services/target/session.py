@@ -24,6 +24,7 @@ import numpy as np
 from migbed.core import limits as lim
 from migbed.core.clock import boot_id, now_ns
 from migbed.core.guest import GuestMemory
+from migbed.core.loadmodel import ImageError
 from migbed.core.workload import guest_workload
 from migbed.dataplane.receiver import MultifdSession
 from migbed.dataplane.sender import MultifdError
@@ -100,7 +101,9 @@ class TargetSession:
         self.multifd_device_state = (setup.device_state_transfer
                                      == pb.DEVICE_STATE_TRANSFER_MULTIFD)
         self.pacer = Pacer()  # the main stream's reader
-        self._open_image: LoadingDevice | None = None  # a buffered image the stream may continue
+        # The main stream reached the switchover (StopCopy) or the session ended: QEMU 10
+        # starts loading multifd device state there (vfio_multifd_switchover_start).
+        self.switchover_started = asyncio.Event()
         self.stop_event = threading.Event()  # interrupts the prefault
         self.ack_sent = False
         self.stopped = False  # StopCopy seen
@@ -177,6 +180,7 @@ class TargetSession:
         if self.result == "running":
             self.result = result
         self.stop_event.set()
+        self.switchover_started.set()  # a device stream waiting for it ends (result set)
         for t in self._tasks:
             t.cancel()
         self._pause_gc(False)
@@ -228,19 +232,10 @@ class TargetSession:
         body = msg.WhichOneof("body")
         if self.completed and body not in ("digests", "ping", "abort"):
             raise _error("FAILED_PRECONDITION", f"{body} after complete")
-        if self._open_image is not None and body != "ping" and not self._continues(msg):
-            dev, self._open_image = self._open_image, None
-            await dev.end_image(self.pacer)  # the image's last byte was the one before
         handler = self._HANDLERS.get(body or "")
         if handler is None:
             raise _error("INVALID_ARGUMENT", "empty or unknown message body")
         await handler(self, getattr(msg, body or ""))
-
-    def _continues(self, msg: pb.SourceMessage) -> bool:
-        if msg.WhichOneof("body") != "device_data" or self._open_image is None:
-            return False
-        d = msg.device_data
-        return d.device == self._open_image.index and _KIND.get(d.kind) == self._open_image.model.pending_kind
 
     def _device(self, index: int, what: str) -> LoadingDevice:
         if index >= len(self.devices):
@@ -282,10 +277,11 @@ class TargetSession:
             raise _error("FAILED_PRECONDITION", f"initial data for device {i} after INIT_DATA_SENT")
         if kind in ("final", "config") and not self.stopped:
             raise _error("FAILED_PRECONDITION", f"{kind} (stop-copy) data before stop_copy")
-        if kind in ("final", "config") and self.multifd_device_state:
+        if self.multifd_device_state and (kind in ("final", "config") or self.stopped):
             raise _error("FAILED_PRECONDITION", f"device_data.kind = {kind.upper()} on the main "
                          "stream: with device_state_transfer = MULTIFD stop-copy state goes on "
                          "MigrateDeviceState")
+        check_image("device_data", dev, kind, m.image_bytes, len(data))
         return kind
 
     async def _device_data(self, m: pb.DeviceData) -> None:
@@ -294,11 +290,9 @@ class TargetSession:
         kind = self._check_chunk(m, dev, _KIND.get(m.kind), data)
         dev.next_seq += 1
         self._count("device", len(data))
-        await dev.write(kind, m.offset, data, self.pacer)
-        # An image the stream may continue; the initial image's end is its known size (or
-        # INIT_DATA_SENT), so RAM between its chunks does not end it.
-        pending = dev.model.pending_kind
-        self._open_image = dev if pending not in (None, "initial") else None
+        # Loads (image-complete) in the write that reaches the image's length: whatever
+        # comes between its chunks (RAM, other devices, INIT_DATA_SENT) leaves it open.
+        await dev.write(kind, m.offset, data, m.image_bytes, self.pacer)
 
     async def _init_data_sent(self, m: pb.InitDataSent) -> None:
         dev = self._device(m.device, "init_data_sent")
@@ -307,6 +301,9 @@ class TargetSession:
                          f"seq {dev.next_seq} (chunks missing)")
         if dev.marker_seen:
             raise _error("INVALID_ARGUMENT", f"init_data_sent for device {dev.index} twice")
+        if dev.model.image is not None and dev.model.image.kind == "initial":
+            raise _error("DATA_LOSS", f"init_data_sent for device {dev.index}: its "
+                         f"{dev.model.open_image()} (every initial byte comes before it)")
         await dev.initial_data_sent(self.pacer)
         self._maybe_ack()
 
@@ -316,6 +313,7 @@ class TargetSession:
 
     async def _stop_copy(self, m: pb.StopCopy) -> None:
         self.stopped = True
+        self.switchover_started.set()
         self._pause_gc(True)  # until the guest runs here (or the session ends)
 
     def _pause_gc(self, paused: bool) -> None:
@@ -397,14 +395,29 @@ class TargetSession:
         if len(data) > CHUNK_BYTES or (not data and not c.last):
             raise _error("INVALID_ARGUMENT", f"device_state_chunk.data: {len(data)} bytes; "
                          f"1 to {CHUNK_BYTES} (0 only in the last chunk)")
+        if data:  # the same region for every kind but config: checked before the wait
+            check_range("device_state_chunk", dev, _region(dev, c.offset), c.offset, len(data))
+            check_image_bytes("device_state_chunk", c.image_bytes)
+        await self._switchover_start()
         if data:
-            kind = "config" if c.offset >= dev.state.data_size else "final"
+            kind = dev.model.image.kind if dev.model.image else _region(dev, c.offset)
             check_range("device_state_chunk", dev, kind, c.offset, len(data))
+            check_image("device_state_chunk", dev, kind, c.image_bytes, len(data))
             self._count("device", len(data), "downtime")  # stop-copy state only
-            await dev.write(kind, c.offset, data, pacer)
+            await dev.write(kind, c.offset, data, c.image_bytes, pacer)
         if c.last:
+            check_whole("device_state_chunk.last", dev)
             await dev.finish(pacer)
             self.device_streams_done.add(dev.index)
+
+    async def _switchover_start(self) -> None:
+        """QEMU 10 starts a device's load thread when the main stream reaches the
+        switchover point (vfio_multifd_switchover_start): the pre-copy data ahead of it on
+        the main stream is in the device before any of this stream is."""
+        await self.switchover_started.wait()
+        if self.result != "running":
+            raise _error("ABORTED", f"device_state_chunk: session {self.session_id!r} has "
+                         f"ended ({self.result})")
 
     # ------------------------------------------------------------ completion
 
@@ -415,6 +428,9 @@ class TargetSession:
         if list(m.device_next_seq) != seqs:
             raise _error("DATA_LOSS", f"complete.device_next_seq = {list(m.device_next_seq)}, "
                          f"received {seqs}")
+        if not self.multifd_device_state:  # else the device streams go on with them
+            for dev in self.devices:
+                check_whole("complete", dev)
         pages = self.ram_pages_received + self.multifd_pages()
         if m.ram_pages_sent != pages:
             raise _error("DATA_LOSS", f"complete.ram_pages_sent = {m.ram_pages_sent}, "
@@ -494,6 +510,52 @@ class TargetSession:
         "ping": _ping, "stop_copy": _stop_copy, "complete": _complete, "digests": _digests,
         "setup": _setup, "abort": _abort, "multifd_sync": _multifd_sync,
     }
+
+
+def _region(dev: LoadingDevice, offset: int) -> str:
+    """A device-state chunk's kind by its offset: the final image or the config state. A
+    chunk that continues the device's open image (begun in pre-copy on the main stream) is
+    of that image's kind instead."""
+    return "config" if offset >= dev.state.data_size else "final"
+
+
+# (least, most, what limits it) image_bytes of an image of each kind, from the Setup's shape
+_IMAGE_BYTES: dict[str, Callable[[LoadingDevice], tuple[int, int, str]]] = {
+    "initial": lambda d: (d.state.initial_bytes, d.state.initial_bytes, "initial_bytes"),
+    "middle": lambda d: (1, d.state.initial_bytes, "initial_bytes: dirty state buffer"),
+    "final": lambda d: (1, d.state.data_size, "initial_bytes + stop_copy_size"),
+    "config": lambda d: (1, d.state.state_bytes, "device_state_bytes"),
+}
+_IMAGE_ERROR_CODE = {"kind": "FAILED_PRECONDITION", "image_bytes": "INVALID_ARGUMENT",
+                     "data": "OUT_OF_RANGE"}
+
+
+def check_image_bytes(what: str, image_bytes: int) -> None:
+    if image_bytes == 0:
+        raise _error("INVALID_ARGUMENT", f"{what}.image_bytes = 0: required, the length of "
+                     "the image the chunk belongs to")
+
+
+def check_image(what: str, dev: LoadingDevice, kind: str, image_bytes: int, n: int) -> None:
+    """A chunk's image length (mlx5's header record_size) fits its kind on this device and
+    the chunk fits the device's open image, if one is open."""
+    check_image_bytes(what, image_bytes)
+    lo, hi, limit = _IMAGE_BYTES[kind](dev)
+    if not lo <= image_bytes <= hi:
+        allowed = f"exactly {lo}" if lo == hi else f"1 to {hi}"
+        raise _error("OUT_OF_RANGE", f"{what}.image_bytes = {image_bytes} for a {kind.upper()} "
+                     f"image of device {dev.name}: allowed {allowed} ({limit})")
+    try:
+        dev.model.check(kind, n, image_bytes)
+    except ImageError as e:
+        raise _error(_IMAGE_ERROR_CODE[e.field], f"{what}.{e}, device {dev.name}") from None
+
+
+def check_whole(what: str, dev: LoadingDevice) -> None:
+    """The device's stream ends here: no image may be left short of its length."""
+    if dev.model.image is not None:
+        raise _error("DATA_LOSS", f"{what}: device {dev.name}'s {dev.model.open_image()} "
+                     "never reached its image_bytes")
 
 
 def check_range(what: str, dev: LoadingDevice, kind: str, offset: int, n: int) -> None:

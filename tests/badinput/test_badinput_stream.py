@@ -70,8 +70,9 @@ def ram(pages: Sequence[int], data: bytes | None = None) -> pb.SourceMessage:
 
 
 def dev(seq: int, offset: int = 0, n: int = 65536, kind: int = pb.IMAGE_KIND_INITIAL,
-        device: int = 0) -> pb.SourceMessage:
-    d = pb.DeviceData(device=device, seq=seq, offset=offset, data=b"\1" * n)
+        device: int = 0, image_bytes: int = DEV_INITIAL) -> pb.SourceMessage:
+    d = pb.DeviceData(device=device, seq=seq, offset=offset, data=b"\1" * n,
+                      image_bytes=image_bytes)
     d.kind = kind  # type: ignore[assignment]  # any number, also ones the enum lacks
     return pb.SourceMessage(device_data=d)
 
@@ -295,9 +296,62 @@ def test_final_data_before_stop_copy(target: Service) -> None:
 
 
 def test_initial_data_after_marker(target: Service) -> None:
-    refused(target, [setup(), dev(0), pb.SourceMessage(init_data_sent=pb.InitDataSent(
-        device=0, seq=1)), dev(1, offset=65536)], Code.FAILED_PRECONDITION,
-        "initial data", "after INIT_DATA_SENT")
+    small = pb.DeviceShape(name="vf0", initial_bytes=65536, stop_copy_size=DEV_STOP,
+                           block_size=65536, load_rate_bytes_per_s=1e9)
+    refused(target, [setup(devices=[small]), dev(0, image_bytes=65536), marker(1),
+                     dev(1, offset=65536, image_bytes=65536)], Code.FAILED_PRECONDITION,
+            "initial data", "after INIT_DATA_SENT")
+
+
+# ---------------------------------------------------------------- image lengths (mlx5's header)
+
+MIDDLE, FINAL = pb.IMAGE_KIND_MIDDLE, pb.IMAGE_KIND_FINAL
+MULTIFD = pb.DEVICE_STATE_TRANSFER_MULTIFD
+
+
+def marker(seq: int) -> pb.SourceMessage:
+    return pb.SourceMessage(init_data_sent=pb.InitDataSent(device=0, seq=seq))
+
+
+@pytest.mark.parametrize(("msgs", "code", "words"), [
+    ([dev(0, image_bytes=0)], Code.INVALID_ARGUMENT,
+     ["device_data.image_bytes = 0", "required"]),
+    ([dev(0, image_bytes=DEV_INITIAL - 1)], Code.OUT_OF_RANGE,
+     [f"device_data.image_bytes = {DEV_INITIAL - 1}", f"exactly {DEV_INITIAL}", "initial_bytes"]),
+    ([dev(0, kind=MIDDLE, image_bytes=DEV_INITIAL + 1)], Code.OUT_OF_RANGE,
+     ["MIDDLE image of device vf0", f"allowed 1 to {DEV_INITIAL}"]),
+    ([STOP, dev(0, kind=FINAL, offset=DEV_INITIAL, image_bytes=DEV_INITIAL + DEV_STOP + 1)],
+     Code.OUT_OF_RANGE, ["device_data.image_bytes", f"1 to {DEV_INITIAL + DEV_STOP}"]),
+    ([dev(0, kind=MIDDLE, image_bytes=100)], Code.OUT_OF_RANGE,
+     ["device_data.data: 65536 bytes, more than the image's image_bytes = 100"]),
+    ([dev(0, kind=MIDDLE, image_bytes=3 * 65536), ram([0]),
+      dev(1, kind=MIDDLE, offset=65536, image_bytes=2 * 65536)], Code.INVALID_ARGUMENT,
+     ["device_data.image_bytes = 131072", "MIDDLE image (65536 of 196608 bytes written)"]),
+    ([dev(0, kind=MIDDLE, image_bytes=65546), dev(1, kind=MIDDLE, offset=65536,
+                                                  image_bytes=65546)],
+     Code.OUT_OF_RANGE, ["device_data.data: 65536 bytes beyond the end of the MIDDLE image"]),
+    ([dev(0), STOP, dev(1, kind=FINAL, offset=DEV_INITIAL, image_bytes=DEV_STOP)],
+     Code.FAILED_PRECONDITION, ["device_data.kind = FINAL while the device's INITIAL image "
+                                f"(65536 of {DEV_INITIAL} bytes written) is open"]),
+    ([dev(0), marker(1)], Code.DATA_LOSS, ["init_data_sent for device 0", "INITIAL image"]),
+    ([dev(0, kind=MIDDLE, image_bytes=2 * 65536), STOP,
+      pb.SourceMessage(complete=pb.Complete(device_next_seq=[1]))], Code.DATA_LOSS,
+     ["complete: device vf0's MIDDLE image", "never reached its image_bytes"]),
+], ids=["missing", "initial-length", "middle-too-long", "final-too-long", "chunk-too-long",
+        "length-changes", "beyond-the-image", "kind-while-open", "marker-inside-initial",
+        "complete-inside-an-image"])
+def test_bad_image_length(target: Service, msgs: list[pb.SourceMessage],
+                          code: grpc.StatusCode, words: list[str]) -> None:
+    refused(target, [setup(), *msgs], code, *words)
+
+
+def test_main_stream_device_data_after_the_stop_with_multifd_device_state(
+        target: Service) -> None:
+    """With MULTIFD device state the data stream goes on on MigrateDeviceState after the
+    stop: more of it on the main stream would be a second writer of the same image."""
+    refused(target, [setup(device_state_transfer=MULTIFD), STOP,
+                     dev(0, kind=MIDDLE, image_bytes=65536)],
+            Code.FAILED_PRECONDITION, "device_data.kind = MIDDLE on the main stream")
 
 
 def test_complete_before_stop_copy(target: Service) -> None:
@@ -425,11 +479,13 @@ def device_state(address: str, chunks: Sequence[pb.DeviceStateChunk]) -> grpc.Rp
     return None
 
 
-def held_session(target: Service, **over: Any) -> tuple[str, threading.Event, threading.Thread]:
-    """A session kept open (setup only) while a test talks to its device-state streams."""
+def held_session(target: Service, then: Sequence[pb.SourceMessage] = (), **over: Any
+                 ) -> tuple[str, threading.Event, threading.Thread]:
+    """A session kept open (setup, then `then`) while a test talks to its device-state
+    streams."""
     sid = f"ds-{os.urandom(3).hex()}"
     release = threading.Event()
-    t = threading.Thread(target=exchange, args=(target.address, [setup(sid, **over)], 30),
+    t = threading.Thread(target=exchange, args=(target.address, [setup(sid, **over), *then], 30),
                          kwargs={"timeout": 40}, daemon=True)
     t.start()
     wait_until(lambda: sid in sessions(target.address), 10, "the session")
@@ -457,6 +513,8 @@ def test_device_state_for_a_main_stream_session_fails_it(target: Service) -> Non
     (pb.DeviceStateChunk(device=0, offset=DEV_INITIAL + DEV_STOP - 1, data=b"xy"),
      Code.OUT_OF_RANGE, "beyond device vf0"),
     (pb.DeviceStateChunk(device=0, offset=DEV_INITIAL), Code.INVALID_ARGUMENT, "0 only in the last"),
+    (pb.DeviceStateChunk(device=0, offset=DEV_INITIAL, data=b"xy"), Code.INVALID_ARGUMENT,
+     "device_state_chunk.image_bytes = 0: required"),
 ])
 def test_bad_device_state_chunks(target: Service, chunk: pb.DeviceStateChunk,
                                  code: grpc.StatusCode, words: str) -> None:
@@ -478,3 +536,23 @@ def test_complete_waits_for_device_state_that_never_comes(target: Service) -> No
                      pb.SourceMessage(complete=pb.Complete(device_next_seq=[0]))],
             Code.DEADLINE_EXCEEDED, "MigrateDeviceState for device 0 (vf0)")
     assert time.monotonic() - t0 < 6
+
+
+@pytest.mark.parametrize(("second", "code", "words"), [
+    (pb.DeviceStateChunk(device=0, seq=1, offset=DEV_INITIAL + 2, data=b"xy",
+                         image_bytes=DEV_STOP - 1), Code.INVALID_ARGUMENT,
+     "device_state_chunk.image_bytes = 1048575: the FINAL image (2 of 1048576 bytes written)"),
+    (pb.DeviceStateChunk(device=0, seq=1, last=True), Code.DATA_LOSS,
+     "device_state_chunk.last: device vf0's FINAL image (2 of 1048576 bytes written) never "
+     "reached its image_bytes"),
+], ids=["length-changes", "last-inside-an-image"])
+def test_bad_image_length_on_a_device_state_stream(target: Service, second: pb.DeviceStateChunk,
+                                                   code: grpc.StatusCode, words: str) -> None:
+    sid, _, t = held_session(target, [STOP], device_state_transfer=MULTIFD)
+    first = pb.DeviceStateChunk(session_id=sid, device=0, offset=DEV_INITIAL, data=b"xy",
+                                image_bytes=DEV_STOP)
+    err = device_state(target.address, [first, second])
+    assert err is not None and err.code() == code, err
+    assert words in str(err.details()), err.details()
+    t.join(20)
+    wait_until(lambda: no_sessions(target.address), 10, "the session to be freed")

@@ -134,10 +134,11 @@ messages = st.one_of(
     st.builds(lambda p, extra: pb.SourceMessage(ram=pb.RamPages(
         pages=p, data=bytes(max(0, len(p) * PAGE + extra)))), pages,
         st.sampled_from([0, 0, 0, -1, 1, -PAGE])),
-    st.builds(lambda dev, kind, seq, off, n: pb.SourceMessage(device_data=pb.DeviceData(
-        device=dev, kind=kind, seq=seq, offset=off, data=b"\7" * n)),
+    st.builds(lambda dev, kind, seq, off, n, image: pb.SourceMessage(device_data=pb.DeviceData(
+        device=dev, kind=kind, seq=seq, offset=off, data=b"\7" * n, image_bytes=image)),
         st.integers(0, 3), st.integers(0, 5), st.integers(0, 6),
-        st.one_of(st.integers(0, 320 << 10), U64), st.integers(0, 70 << 10)),
+        st.one_of(st.integers(0, 320 << 10), U64), st.integers(0, 70 << 10),
+        st.one_of(st.sampled_from([0, 256 << 10, 64 << 10]), st.integers(1, 320 << 10), U64)),
     st.builds(lambda d, s: pb.SourceMessage(init_data_sent=pb.InitDataSent(device=d, seq=s)),
               st.integers(0, 3), st.integers(0, 6)),
     st.builds(lambda s: pb.SourceMessage(ping=pb.Ping(seq=s)), U64),
@@ -179,9 +180,26 @@ def test_random_messages_never_break_a_session(devices: int, ack: bool,
     asyncio.run(feed(good_setup(devices, ack), msgs))
 
 
+KIND_PB = {"initial": pb.IMAGE_KIND_INITIAL, "middle": pb.IMAGE_KIND_MIDDLE,
+           "final": pb.IMAGE_KIND_FINAL}
+
+
+def chunk_messages(i: int, d: SourceDevice, seqs: list[int], max_bytes: int
+                   ) -> list[pb.SourceMessage]:
+    """One read of device i's data stream, as DeviceData messages (kind, image length)."""
+    out = []
+    for ch in d.read(max_bytes):
+        out.append(pb.SourceMessage(device_data=pb.DeviceData(
+            device=i, kind=KIND_PB[ch.kind], seq=seqs[i], offset=ch.offset, data=ch.data,
+            image_bytes=ch.image_bytes)))
+        seqs[i] += 1
+    return out
+
+
 def valid_stream(devices: int = 1) -> tuple[pb.Setup, list[pb.SourceMessage]]:
-    """What a real source sends for a small guest: RAM, initial images, marker, stop, final
-    images, complete, digests (made by the same core models the source uses)."""
+    """What a real source sends for a small guest: RAM, initial images, marker, a middle
+    image begun with RAM after its first chunk, stop, the middle image's rest, final images,
+    complete, digests (made by the same core models the source uses)."""
     setup = good_setup(devices)
     mem = GuestMemory(1 << 20, PAGE, 7)
     devs = [SourceDevice(DeviceConfig(f"vf{i}", 256 << 10, 64 << 10), seed=7000 + i)
@@ -195,22 +213,18 @@ def valid_stream(devices: int = 1) -> tuple[pb.Setup, list[pb.SourceMessage]]:
     for i, d in enumerate(devs):
         d.set_state(VfioState.PRE_COPY)
         while not d.initial_sent:
-            for ch in d.read(128 << 10):
-                out.append(pb.SourceMessage(device_data=pb.DeviceData(
-                    device=i, kind=pb.IMAGE_KIND_INITIAL, seq=seqs[i], offset=ch.offset,
-                    data=ch.data)))
-                seqs[i] += 1
+            out += chunk_messages(i, d, seqs, 128 << 10)
         out.append(pb.SourceMessage(init_data_sent=pb.InitDataSent(device=i, seq=seqs[i])))
+        d.dirty_blocks(np.array([0, 1, 2]))
+        out += chunk_messages(i, d, seqs, 64 << 10)  # one block of a 3-block middle image
+        out.append(out[0])  # RAM between its chunks (the first pages again)
     out.append(pb.SourceMessage(stop_copy=pb.StopCopy()))
     for i, d in enumerate(devs):
         d.set_state(VfioState.STOP_COPY)
-        while chunks := d.read(128 << 10):
-            for ch in chunks:
-                out.append(pb.SourceMessage(device_data=pb.DeviceData(
-                    device=i, kind=pb.IMAGE_KIND_FINAL, seq=seqs[i], offset=ch.offset,
-                    data=ch.data)))
-                seqs[i] += 1
-    out.append(pb.SourceMessage(complete=pb.Complete(device_next_seq=seqs, ram_pages_sent=256)))
+        while chunks := chunk_messages(i, d, seqs, 128 << 10):
+            out += chunks
+    pages = sum(len(m.ram.pages) for m in out if m.WhichOneof("body") == "ram")
+    out.append(pb.SourceMessage(complete=pb.Complete(device_next_seq=seqs, ram_pages_sent=pages)))
     for d in devs:
         d.set_state(VfioState.STOP)
     out.append(pb.SourceMessage(digests=pb.Digests(ram=mem.digest(),
@@ -220,6 +234,10 @@ def valid_stream(devices: int = 1) -> tuple[pb.Setup, list[pb.SourceMessage]]:
 
 def test_the_valid_stream_verifies() -> None:
     setup, msgs = valid_stream(2)
+    stop = next(k for k, m in enumerate(msgs) if m.WhichOneof("body") == "stop_copy")
+    # each device's middle image begun in pre-copy ends after the stop
+    assert {m.device_data.device for m in msgs[stop:] if m.WhichOneof("body") == "device_data"
+            and m.device_data.kind == pb.IMAGE_KIND_MIDDLE} == {0, 1}
     result, session = asyncio.run(feed(setup, msgs))
     assert result == "ok"
     assert session.ack_sent and session.completed
@@ -227,7 +245,7 @@ def test_the_valid_stream_verifies() -> None:
 
 
 MUTATIONS = ["drop", "duplicate", "swap", "seq", "offset", "device", "kind", "truncate",
-             "page", "count"]
+             "page", "count", "image_bytes"]
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -258,6 +276,9 @@ def test_one_mutation_of_a_valid_stream_is_refused_or_harmless(how: str, a: int,
             d.kind = (d.kind + 1 + b % 3) % 4  # type: ignore[assignment]
         elif how == "truncate":
             d.data = d.data[: b % len(d.data)]
+        elif how == "image_bytes":
+            d.image_bytes = [0, d.image_bytes + 1 + b % 3, max(0, d.image_bytes - 1 - b % 3),
+                             2**64 - 1][b % 4]
         msgs[i] = m
     elif body == "ram" and how in ("truncate", "page"):
         if how == "truncate":

@@ -51,12 +51,15 @@ def ram(first_page: int, pages: int = 256) -> pb.SourceMessage:
 
 
 def chunks(dev: int, kind: int, start_seq: int, offset: int, total: int,
-           size: int = MiB) -> Iterator[pb.SourceMessage]:
+           size: int = MiB, image_bytes: int = 0) -> Iterator[pb.SourceMessage]:
+    """`total` bytes from `offset` in chunks of `size`, all of one image of `image_bytes`
+    (default: `total`, the chunks are the whole image)."""
     seq = start_seq
     for off in range(offset, offset + total, size):
         n = min(size, offset + total - off)
         yield pb.SourceMessage(device_data=pb.DeviceData(
-            device=dev, kind=kind, seq=seq, offset=off, data=bytes([dev + 1]) * n))  # type: ignore[arg-type]
+            device=dev, kind=kind, seq=seq, offset=off, data=bytes([dev + 1]) * n,  # type: ignore[arg-type]
+            image_bytes=image_bytes or total))
         seq += 1
 
 

@@ -186,13 +186,14 @@ def migrate(address: str, devs: list[pb.DeviceShape], multifd: bool) -> Stream:
 def send_device_state(address: str, sid: str, index: int, d: pb.DeviceShape) -> None:
     def stream() -> Iterator[pb.DeviceStateChunk]:
         fill = bytes([index + 1])
-        parts = [(d.initial_bytes + off, min(MiB, d.stop_copy_size - off))
+        parts = [(d.initial_bytes + off, min(MiB, d.stop_copy_size - off), d.stop_copy_size)
                  for off in range(0, d.stop_copy_size, MiB)]
-        parts += [(d.initial_bytes + d.stop_copy_size, d.device_state_bytes)] \
-            if d.device_state_bytes else []
-        for seq, (off, n) in enumerate(parts):
+        parts += [(d.initial_bytes + d.stop_copy_size, d.device_state_bytes,
+                   d.device_state_bytes)] if d.device_state_bytes else []
+        for seq, (off, n, image) in enumerate(parts):
             yield pb.DeviceStateChunk(session_id=sid if seq == 0 else "", device=index, seq=seq,
-                                      offset=off, data=fill * n, last=seq == len(parts) - 1)
+                                      offset=off, data=fill * n, last=seq == len(parts) - 1,
+                                      image_bytes=image)
 
     with grpc.insecure_channel(address, options=OPTIONS) as ch:
         reply = pbg.MigrationStub(ch).MigrateDeviceState(stream(), timeout=30)

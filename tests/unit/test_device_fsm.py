@@ -115,10 +115,14 @@ def test_stop_copy_stream_carries_everything_and_digests_match() -> None:
     src.dirty_blocks(np.array([0, 3, 5]))
     src.set_state(S.STOP_COPY)
     assert src.stop_copy_size() == (300_000 - 100_000) + 3 * 4096 + 10_000
+    kinds: dict[tuple[str, int], int] = {}
     while chunks := src.read(64 << 10):
         for ch in chunks:
-            assert ch.kind == "final"
+            kinds[ch.kind, ch.image_bytes] = kinds.get((ch.kind, ch.image_bytes), 0) + len(ch.data)
             dst.write(ch.offset, ch.data)
+    # The initial image's rest keeps its image; the final image is what changed plus the
+    # context, its length fixed at the stop.
+    assert kinds == {("initial", 300_000): 200_000, ("final", 3 * 4096 + 10_000): 3 * 4096 + 10_000}
     src.set_state(S.STOP)
     dst.fsm.set_state(S.RUNNING)
     assert src.digest() == dst.digest()

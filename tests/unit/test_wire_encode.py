@@ -59,18 +59,27 @@ def test_page_bytes_and_store_pages_agree_with_gathering(idx: list[int]) -> None
 @pytest.mark.parametrize("device,kind,seq,offset", [(0, 1, 0, 0), (3, 2, 17, 300_000_000),
                                                     (15, 3, 2**40, 2**34 + 1)])
 @pytest.mark.parametrize("size", [1, 65536, 1 << 20])
+@pytest.mark.parametrize("image_bytes", [0, 1, 1 << 20, 300_000_000, 2**64 - 1])
 def test_device_data_encoding_is_byte_identical(device: int, kind: int, seq: int, offset: int,
-                                                size: int) -> None:
+                                                size: int, image_bytes: int) -> None:
     data = bytes(range(256)) * (size // 256) or b"\x09" * size
-    mine = encode_device_data(device, kind, seq, offset, data)
+    mine = encode_device_data(device, kind, seq, offset, data, image_bytes)
     theirs = pb.SourceMessage(device_data=pb.DeviceData(
-        device=device, kind=kind, seq=seq, offset=offset, data=data)).SerializeToString()
+        device=device, kind=kind, seq=seq, offset=offset, data=data,
+        image_bytes=image_bytes)).SerializeToString()
     assert mine == theirs
     back = pb.SourceMessage.FromString(mine).device_data
-    assert (back.device, back.kind, back.seq, back.offset, back.data) == (
-        device, kind, seq, offset, data)
+    assert (back.device, back.kind, back.seq, back.offset, back.data, back.image_bytes) == (
+        device, kind, seq, offset, data, image_bytes)
+
+
+def test_image_bytes_is_written_after_the_data() -> None:
+    """Field 6 follows field 5 (data) on the wire, as protobuf orders fields by number: the
+    last bytes are image_bytes' tag (6 << 3 | varint) and its varint."""
+    mine = encode_device_data(0, 2, 0, 0, b"\x01\x02", 300)
+    assert mine.endswith(b"\x01\x02" + b"\x30" + varint(300))
 
 
 def test_empty_device_data_refused() -> None:
     with pytest.raises(ValueError):
-        encode_device_data(0, 1, 0, 0, b"")
+        encode_device_data(0, 1, 0, 0, b"", 1)
