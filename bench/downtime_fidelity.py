@@ -22,13 +22,16 @@ time-aware. From its run record:
                  the pre-copy data still queued in socket buffers and the link's queue, as
                  the stop-copy data does), per device F = fixed final-load cost, D =
                  final-image bytes (its stop-copy size), L = load rate:
-    additive     S/B + max(F + D/L) + RTT   (the issue's formula: loading after transfer)
-    overlapped   max(S/B, end of each device's final load) + RTT, where a device's final
-                 image arrives last in the stream and is loaded as it arrives (mlx5 loads
-                 each image on write): its load ends at
+    additive     S/B + max(F + D/L) + RTT: the final image loads once its last byte is in
+                 (load-trigger "image-complete", mlx5: the write that completes an image
+                 loads it), after the transfer;
+    overlapped   max(S/B, end of each device's final load) + RTT, where each chunk loads as
+                 it arrives (load-trigger "per-chunk"): a load ends at
                  max(start + F + D/L, arrival end + one chunk / L).
-                 This is the floor of the model the testbed emulates; goal: guest-visible
-                 within 10 % (or 5 ms) of it.
+                 The bound of the device's own load-trigger is the model's floor; goal:
+                 guest-visible within 10 % (or 5 ms) of it. This is a consistency check of
+                 the emulator against its own model, not a comparison with QEMU
+                 (docs/fidelity.md has that).
 """
 
 from __future__ import annotations
@@ -82,6 +85,7 @@ def grpc_rtt(address: str, n: int = 30) -> float:
 class Bounds:
     additive_ms: float
     overlapped_ms: float
+    model_ms: float  # the one of the two the devices' load-trigger makes the floor
 
 
 def bounds(rec: RunRecord, sc: Scenario, bandwidth: float) -> Bounds:
@@ -102,18 +106,21 @@ def bounds(rec: RunRecord, sc: Scenario, bandwidth: float) -> Bounds:
                        end + chunk / d.load_rate)
         finish = max(finish, load_end)
         after -= d.stop_copy_size
-    return Bounds(additive * 1e3, (finish + rtt) * 1e3)
+    per_chunk = any(d.load_trigger == "per-chunk" for d in sc.devices)
+    overlapped = (finish + rtt) * 1e3
+    return Bounds(additive * 1e3, overlapped, overlapped if per_chunk else additive * 1e3)
 
 
 def within(measured: float, bound: float) -> bool:
     return abs(measured - bound) <= max(0.10 * bound, 5.0)
 
 
-RUN_HEAD = ["policy", "run", "guest-visible ms", "QEMU ms", "bound overlapped ms",
-            "bound additive ms", "guest - bound", "within goal", "stop-copy MB",
+RUN_HEAD = ["policy", "run", "guest-visible ms", "QEMU ms", "bound (load-trigger's) ms",
+            "bound additive ms", "bound overlapped ms", "guest - bound", "within goal",
+            "stop-copy MB",
             "stop-copy MB/s", "guest - QEMU ms", "stream RTT ms", "tick/clock error ms"]
 SUMMARY_HEAD = ["policy", "guest-visible ms (median)", "QEMU ms", "bound ms", "median error",
-                "runs within goal", "bound additive ms"]
+                "runs within goal", "bound additive ms", "bound overlapped ms"]
 
 # One measured run: policy, repeat (from 1), its record, its bounds.
 Run = tuple[str, int, RunRecord, Bounds]
@@ -147,8 +154,8 @@ def measure(link: NetnsLink, toml: str, sc: Scenario, bw: float, policies: list[
                 b = bounds(rec, sc, bw)
                 runs.append((pol, i + 1, rec, b))
                 print(f"   {pol} #{i + 1}: guest {rec.guest_downtime_ms:.1f} ms, QEMU "
-                      f"{rec.downtime_ms:.1f} ms, bound {b.overlapped_ms:.1f} ms "
-                      f"(additive {b.additive_ms:.1f}; stream RTT at stop "
+                      f"{rec.downtime_ms:.1f} ms, bound {b.model_ms:.1f} ms "
+                      f"(additive {b.additive_ms:.1f}, overlapped {b.overlapped_ms:.1f}; stream RTT at stop "
                       f"{rec.stream_rtt_at_stop_ms:.1f} ms)", flush=True)
     return runs
 
@@ -156,12 +163,13 @@ def measure(link: NetnsLink, toml: str, sc: Scenario, bw: float, policies: list[
 def summary_row(policy: str, runs: list[tuple[RunRecord, Bounds]]) -> list[str]:
     """One policy's medians over its runs, and how many were within the goal."""
     g = median([r.guest_downtime_ms for r, _ in runs])
-    errs = [(r.guest_downtime_ms - b.overlapped_ms) / b.overlapped_ms for r, b in runs]
-    ok = sum(within(r.guest_downtime_ms, b.overlapped_ms) for r, b in runs)
+    errs = [(r.guest_downtime_ms - b.model_ms) / b.model_ms for r, b in runs]
+    ok = sum(within(r.guest_downtime_ms, b.model_ms) for r, b in runs)
     return [policy, f"{g:.1f}", f"{median([r.downtime_ms for r, _ in runs]):.1f}",
-            f"{median([b.overlapped_ms for _, b in runs]):.1f}",
+            f"{median([b.model_ms for _, b in runs]):.1f}",
             f"{median(errs) * 100:+.1f} %", f"{ok}/{len(runs)}",
-            f"{median([b.additive_ms for _, b in runs]):.1f}"]
+            f"{median([b.additive_ms for _, b in runs]):.1f}",
+            f"{median([b.overlapped_ms for _, b in runs]):.1f}"]
 
 
 def print_error_bound(sc: Scenario, shape: LinkShape, bw: float) -> None:
@@ -210,11 +218,11 @@ def run_one(source: Proc, target: Proc, toml: str, policy: str) -> RunRecord:
 
 
 def _row(policy: str, i: int, rec: RunRecord, b: Bounds) -> list[str]:
-    diff = rec.guest_downtime_ms - b.overlapped_ms
+    diff = rec.guest_downtime_ms - b.model_ms
     return [policy, str(i), f"{rec.guest_downtime_ms:.1f}", f"{rec.downtime_ms:.1f}",
-            f"{b.overlapped_ms:.1f}", f"{b.additive_ms:.1f}",
-            f"{diff:+.1f} ms ({diff / b.overlapped_ms * 100:+.1f} %)",
-            "yes" if within(rec.guest_downtime_ms, b.overlapped_ms) else "NO",
+            f"{b.model_ms:.1f}", f"{b.additive_ms:.1f}", f"{b.overlapped_ms:.1f}",
+            f"{diff:+.1f} ms ({diff / b.model_ms * 100:+.1f} %)",
+            "yes" if within(rec.guest_downtime_ms, b.model_ms) else "NO",
             f"{rec.downtime_bytes / 1e6:.1f}",
             # What the stream achieved between the stop and the Received (less the RTT):
             # below B when a process of the testbed was kept off the CPU.
