@@ -63,7 +63,7 @@ def cell_summary(rows_per_run: list[dict[str, dict[str, float | None]]]) -> dict
 
 
 def render(cells: list[tuple[str, str, dict[str, dict[str, object]]]], markdown: bool) -> str:
-    head = ["max-bandwidth", "dirty-rate", *[f"{n} {u}".strip() + " QEMU/migbed" for n, u in SHOWN]]
+    head = ["max-bandwidth", "dirty-rate", *[f"{n} {u}".strip() + " QEMU/migbed (migbed/QEMU)" for n, u in SHOWN]]
     rows = [head]
     for bw, dirty, summary in cells:
         row = [bw, dirty]
@@ -73,7 +73,9 @@ def render(cells: list[tuple[str, str, dict[str, dict[str, object]]]], markdown:
                 row.append("-")
                 continue
             mark = "ok" if s["met"] else "MISS"
-            row.append(f"{_fmt(float(s['qemu']), unit)} / {_fmt(float(s['migbed']), unit)} {mark}")  # type: ignore[arg-type]
+            q, m = float(s["qemu"]), float(s["migbed"])  # type: ignore[arg-type]
+            ratio = f" ({m / q:.2f}x)" if q else ""  # migbed / QEMU, same run
+            row.append(f"{_fmt(q, unit)} / {_fmt(m, unit)}{ratio} {mark}")
         rows.append(row)
     if not markdown:
         return table(rows)
