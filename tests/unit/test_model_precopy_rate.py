@@ -12,7 +12,8 @@ import pytest
 
 from migbed.cli.main import main
 from migbed.core.scenario import parse_scenario
-from migbed.experiments.sweep import load_sweep
+from migbed.experiments.sweep import _bulk_stage_rate, load_sweep
+from migbed.measure.record import Event, RunRecord
 from migbed.model import ModelParams, inputs_from, predict
 from migbed.model.inputs import link_goodput
 
@@ -78,3 +79,21 @@ def test_predict_takes_a_precopy_rate(capsys: pytest.CaptureFixture[str]) -> Non
     assert main(["predict", "tiny", "--unshaped", "--wire-rate", "800MB/s", "--precopy-rate", "500MB/s"]) == 0
     out = capsys.readouterr().out
     assert "pre-copy 500 MB/s" in out
+
+
+def _record(precopy_ms: float | None, decision_ms: float | None, precopy_bytes: int) -> RunRecord:
+    events = [Event(t, name) for t, name in ((precopy_ms, "precopy"), (decision_ms, "decision"))
+              if t is not None]
+    return RunRecord("r", "precopy-calibration", "legacy", 0, outcome="completed",
+                     precopy_bytes=precopy_bytes, events=events)
+
+
+def test_the_bulk_stage_rate_is_precopy_bytes_over_precopy_to_decision() -> None:
+    assert _bulk_stage_rate(_record(10.0, 110.0, 256 << 20)) == pytest.approx((256 << 20) / 0.1)
+
+
+@pytest.mark.parametrize(("start", "decision", "nbytes"), [
+    (None, 110.0, 256 << 20), (10.0, None, 256 << 20), (110.0, 110.0, 256 << 20), (10.0, 110.0, 1 << 20)])
+def test_a_run_without_a_bulk_stage_gives_no_rate(start: float | None, decision: float | None,
+                                                  nbytes: int) -> None:
+    assert _bulk_stage_rate(_record(start, decision, nbytes)) is None
