@@ -10,7 +10,11 @@ or 20 ms, whichever is larger.
 Inputs of the model beside each cell's scenario: the wire rate, measured in the same run
 before the sweep (migbed.experiments.sweep.measure_wire_rate: the best of three RAM-only migrations of
 256 MiB between the same two local processes whose RAM all goes in the final copy, with no
-rate limit: downtime bytes / downtime), and ModelParams' defaults (stream buffer 8 MiB,
+rate limit: downtime bytes / downtime), the pre-copy rate, measured likewise
+(migbed.experiments.sweep.measure_precopy_rate: the best of three RAM-only migrations of 256
+MiB with no dirtying and no rate limit whose RAM all goes in pre-copy: pre-copy bytes /
+(decision - pre-copy start); the engine's pre-copy is slower than its final copy), and
+ModelParams' defaults (stream buffer 8 MiB,
 resume 2 ms, one dirty sync per 100 ms window while the policy waits). The measured value of a cell is
 the median over its repeats of guest_downtime_ms (completed, verified runs only).
 """
@@ -27,6 +31,7 @@ from _common import header, table
 
 from migbed.experiments.sweep import (
     load_sweep,
+    measure_precopy_rate,
     measure_wire_rate,
     predict_cells,
     read_runs,
@@ -39,11 +44,11 @@ from migbed.model import ModelParams
 from migbed.report.regime import GOAL_MS, GOAL_SHARE, accuracy, cell_views
 
 
-def score(spec_dir: Path, wire_rate: float) -> list[list[str]]:
+def score(spec_dir: Path, wire_rate: float, precopy_rate: float | None) -> list[list[str]]:
     """Per-cell and per-policy tables of predicted vs measured guest downtime."""
     spec, _ = read_spec(spec_dir)
     cells = spec.cells()
-    params = ModelParams(wire_rate=wire_rate, shaped=False if spec.local else None)
+    params = ModelParams(wire_rate=wire_rate, precopy_rate=precopy_rate, shaped=False if spec.local else None)
     views = cell_views(spec, predict_cells(spec, cells, params), read_runs(spec_dir))
     per_cell = [["cell", "policy", "regime", "measured ms", "predicted ms", "error ms"]]
     for policy in spec.policies:
@@ -70,13 +75,18 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--repeat", type=int, default=1)
     ap.add_argument("--from", dest="from_dir", help="score an existing sweep folder (no runs)")
     ap.add_argument("--wire-rate", type=float, help="bytes/s instead of measuring it")
+    ap.add_argument("--precopy-rate", type=float, help="pre-copy bytes/s instead of measuring it")
     ap.add_argument("--out", help="sweep folder to write (default: a temporary one)")
     args = ap.parse_args(argv)
     header(f"model accuracy: predicted vs measured guest downtime ({args.from_dir or args.sweep})")
     if args.from_dir:
         out = Path(args.from_dir)
-        wire = args.wire_rate or float(read_spec(out)[1].get("wire_rate", ModelParams().wire_rate))
-        print(f"   wire rate {wire / 1e6:.0f} MB/s ({'given' if args.wire_rate else 'from the sweep'})")
+        saved = read_spec(out)[1]
+        wire = args.wire_rate or float(saved.get("wire_rate", ModelParams().wire_rate))
+        # folders saved before the pre-copy rate was measured: the wire rate applies
+        precopy = args.precopy_rate or float(saved.get("precopy_rate") or wire)
+        print(f"   wire rate {wire / 1e6:.0f} MB/s, pre-copy rate {precopy / 1e6:.0f} MB/s "
+              f"({'given' if args.wire_rate else 'from the sweep'})")
     else:
         tmp = tempfile.TemporaryDirectory(prefix="migbed-accuracy-")
         out = Path(args.out or tmp.name) / "sweep"
@@ -84,9 +94,11 @@ def main(argv: list[str] | None = None) -> int:
         with services(out) as (source, target):
             wire = args.wire_rate or measure_wire_rate(source, target)
             print(f"   wire rate {wire / 1e6:.0f} MB/s (measured: RAM-only, all in the final copy)", flush=True)
-            write_spec(out, spec, {"wire_rate": wire, "predict_only": False})
+            precopy = args.precopy_rate or measure_precopy_rate(source, target)
+            print(f"   pre-copy rate {precopy / 1e6:.0f} MB/s (measured: RAM-only, all in pre-copy)", flush=True)
+            write_spec(out, spec, {"wire_rate": wire, "precopy_rate": precopy, "predict_only": False})
             run_sweep(spec, out, source, target, progress=True)
-    print(table(score(out, wire)))
+    print(table(score(out, wire, precopy)))
     print(f"\ngoal: median |error| <= max({GOAL_MS:.0f} ms, {GOAL_SHARE:.0%} of measured) per policy")
     return 0
 

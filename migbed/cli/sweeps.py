@@ -1,6 +1,7 @@
 """`migbed predict` and `migbed sweep`: the analytical model, and sweeps measured beside it.
 
   migbed predict [SCENARIO] [--policy P] [--set KEY=V] [--vary KEY=v1,v2] [--wire-rate R]
+                 [--precopy-rate R]
   migbed sweep --scenario S --vary KEY=v1,v2 [--vary ...] | --sweep NAME|FILE | --resume DIR
                [--policy P] [--repeat N] [--predict] [--out DIR]
 """
@@ -30,6 +31,7 @@ from migbed.experiments.sweep import (
     base_scenario_text,
     builtin_sweeps,
     load_sweep,
+    measure_precopy_rate,
     measure_wire_rate,
     parse_vary,
     predict_cells,
@@ -50,6 +52,13 @@ def _rate(text: str) -> float:
         raise argparse.ArgumentTypeError(str(e)) from None
 
 
+def _positive_rate(text: str) -> float:
+    rate = _rate(text)
+    if rate <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: give a rate above 0 (or leave the flag out)")
+    return rate
+
+
 def _size(text: str) -> float:
     try:
         return float(parse_size(text))
@@ -61,12 +70,18 @@ def _model_args(p: argparse.ArgumentParser, measured: bool = False) -> None:
     default = "measured before a measured sweep (a RAM-only migration), else 1GB/s" if measured else "1GB/s"
     p.add_argument("--wire-rate", type=_rate, default=None if measured else DEFAULT_WIRE_RATE,
                    help=f"bytes/s the unshaped wire moves (local processes; default: {default}), e.g. 800MB/s")
+    precopy = "measured beside the wire rate (the bulk stage of a RAM-only migration)" if measured \
+        else "the wire rate"
+    p.add_argument("--precopy-rate", type=_positive_rate, default=None,
+                   help="bytes/s the unshaped wire moves in pre-copy, where the engine's sending is "
+                        f"slower than its final copy (default: {precopy}), e.g. 1600MB/s")
     p.add_argument("--stream-buffer", type=_size, default=ModelParams().stream_buffer,
                    help="bytes the source may run ahead of a stalled destination (default 8MiB)")
 
 
 def _params(args: argparse.Namespace, shaped: bool | None) -> ModelParams:
-    return ModelParams(wire_rate=args.wire_rate, shaped=shaped, stream_buffer=args.stream_buffer)
+    return ModelParams(wire_rate=args.wire_rate, precopy_rate=args.precopy_rate, shaped=shaped,
+                       stream_buffer=args.stream_buffer)
 
 
 def _overrides(items: list[str] | None) -> dict[str, Any]:
@@ -116,9 +131,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
         if args.json:
             print(json.dumps(pred.to_dict(), indent=1, default=str))
             return 0
-        wire = "link " + (f"{sc.link.rate / 1e9:g} Gbit/s shaped" if sc.link.rate and not args.unshaped
-                          else f"unshaped, wire {format_bytes(params.wire_rate)}/s")
-        print(f"{sc.name}: predicted ({wire}; inputs: the scenario, --wire-rate, --stream-buffer)")
+        print(f"{sc.name}: predicted ({_wire_text(sc, args.unshaped, params)}; inputs: the scenario, "
+              "--wire-rate, --precopy-rate, --stream-buffer)")
         print(format_prediction(pred, policies))
         return 0
     spec = SweepSpec(sc.name, text, parse_vary(args.vary), policies, 1, local=False)
@@ -133,6 +147,13 @@ def cmd_predict(args: argparse.Namespace) -> int:
     print(f"{len(cells)} cells x {len(set([*policies, 'legacy', 'switchover-ack']))} policies "
           f"predicted in {took:.2f} s", file=sys.stderr)
     return 0
+
+
+def _wire_text(sc: Any, unshaped: bool, params: ModelParams) -> str:
+    if sc.link.rate and not unshaped:
+        return f"link {sc.link.rate / 1e9:g} Gbit/s shaped"
+    precopy = f", pre-copy {params.precopy_rate / 1e6:.0f} MB/s" if params.precopy_rate else ""
+    return f"link unshaped, wire {format_bytes(params.wire_rate)}/s{precopy}"
 
 
 def format_grid(preds: list[dict[str, Any]], policies: list[str]) -> str:
@@ -195,7 +216,7 @@ def _spec_from_args(args: argparse.Namespace) -> tuple[SweepSpec, Path, dict[str
     if (out / SPEC_FILE).exists():
         raise SweepError(f"--out {out} already holds a sweep: continue it with --resume {out}, "
                          "or choose another folder")
-    extra = {"wire_rate": args.wire_rate, "stream_buffer": args.stream_buffer,
+    extra = {"wire_rate": args.wire_rate, "precopy_rate": args.precopy_rate, "stream_buffer": args.stream_buffer,
              "predict_only": bool(args.predict), "created": stamp,
              "source": args.source or "", "target": args.target or ""}
     return spec, out, extra
@@ -216,10 +237,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         _predict(out, spec, cells, extra)
     else:
         with services(out, extra.get("source", ""), extra.get("target", "")) as (source, target):
-            if not extra["wire_rate"]:
-                extra["wire_rate"] = measure_wire_rate(source, target)
-                print(f"wire rate {format_bytes(extra['wire_rate'])}/s (measured: an unthrottled "
-                      "RAM-only migration; the model's input)", flush=True)
+            _measure_rates(extra, source, target)
             _predict(out, spec, cells, extra)
             run_sweep(spec, out, source, target, progress=not args.no_progress)
     if not args.no_report:
@@ -227,11 +245,29 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     return 0
 
 
+def _measure_rates(extra: dict[str, Any], source: str, target: str) -> None:
+    """The model's wire and pre-copy rates, each measured unless given."""
+    if not extra["wire_rate"]:
+        extra["wire_rate"] = measure_wire_rate(source, target)
+        print(f"wire rate {format_bytes(extra['wire_rate'])}/s (measured: an unthrottled "
+              "RAM-only migration; the model's input)", flush=True)
+    if not extra.get("precopy_rate"):
+        extra["precopy_rate"] = measure_precopy_rate(source, target)
+        print(f"pre-copy rate {format_bytes(extra['precopy_rate'])}/s (measured: the bulk stage of "
+              "a RAM-only migration; the model's input)", flush=True)
+
+
 def _predict(out: Path, spec: SweepSpec, cells: list[Any], extra: dict[str, Any]) -> None:
     write_spec(out, spec, extra)
-    params = ModelParams(wire_rate=float(extra["wire_rate"]), shaped=False if spec.local else None,
+    params = ModelParams(wire_rate=float(extra["wire_rate"]), precopy_rate=_rate_or_none(extra.get("precopy_rate")),
+                         shaped=False if spec.local else None,
                          stream_buffer=float(extra.get("stream_buffer") or ModelParams().stream_buffer))
     write_predictions(out, predict_cells(spec, cells, params), params)
+
+
+def _rate_or_none(value: Any) -> float | None:
+    """A saved rate; None for folders written before it was saved (the wire rate applies)."""
+    return float(value) if value else None
 
 
 def _report(out: Path) -> None:

@@ -436,26 +436,67 @@ warmup = "100ms"
 """
 
 
-def measure_wire_rate(source: str, target: str, runs: int = 3) -> float:
-    """Bytes/s the engine's own stream moves between these services with no rate limit: a
-    RAM-only migration whose RAM all goes in the final copy (downtime bytes / downtime).
-    The best of `runs`: the wire is a capacity, and a busy host only ever lowers a reading."""
+PRECOPY_CALIBRATION_SCENARIO = """\
+# The engine's pre-copy sending rate, as the model's input: an idle RAM-only guest with no rate
+# limit and a downtime-limit so small that pre-copy sends the whole RAM (the bulk stage).
+name = "precopy-calibration"
+[guest]
+ram-size = "256MiB"
+dirty-rate = "0B/s"
+[migration]
+max-bandwidth = "100GiB/s"
+downtime-limit = "1ms"
+warmup = "100ms"
+"""
+
+
+def _downtime_rate(rec: RunRecord) -> float | None:
+    if rec.downtime_ms <= 0 or rec.downtime_bytes < (64 << 20):
+        return None
+    return rec.downtime_bytes / (rec.downtime_ms / 1e3)
+
+
+def _bulk_stage_rate(rec: RunRecord) -> float | None:
+    """RAM bytes sent in pre-copy / (decision - pre-copy start), from the source's events."""
+    start, decision = rec.event_time("precopy"), rec.event_time("decision")
+    if start is None or decision is None or decision <= start or rec.precopy_bytes < (64 << 20):
+        return None
+    return rec.precopy_bytes / ((decision - start) / 1e3)
+
+
+def _best_rate(source: str, target: str, scenario: str, rate_of: Any, what: str, runs: int) -> float:
+    """The best of `runs` migrations of `scenario`: a rate is a capacity, and a busy host only
+    ever lowers a reading."""
     from migbed.experiments.controller import SourceControl
 
     rates = []
     control = SourceControl(source)
     try:
         for _ in range(runs):
-            run_id = f"wire-calibration-{uuid.uuid4().hex[:8]}"
-            control.start(CALIBRATION_SCENARIO, "legacy", target, run_id, {"repeat": "0"})
+            run_id = f"{what}-calibration-{uuid.uuid4().hex[:8]}"
+            control.start(scenario, "legacy", target, run_id, {"repeat": "0"})
             rec = control.watch(run_id)
-            if rec.outcome != "completed" or rec.downtime_ms <= 0 or rec.downtime_bytes < (64 << 20):
-                raise SweepError(f"measuring the wire rate failed ({rec.outcome}: {rec.error}); "
-                                 "give --wire-rate instead")
-            rates.append(rec.downtime_bytes / (rec.downtime_ms / 1e3))
+            rate = rate_of(rec) if rec.outcome == "completed" else None
+            if rate is None:
+                raise SweepError(f"measuring the {what} rate failed ({rec.outcome}: {rec.error}); "
+                                 f"give --{what}-rate instead")
+            rates.append(rate)
     finally:
         control.close()
     return max(rates)
+
+
+def measure_wire_rate(source: str, target: str, runs: int = 3) -> float:
+    """Bytes/s the engine's own stream moves between these services with no rate limit: a
+    RAM-only migration whose RAM all goes in the final copy (downtime bytes / downtime)."""
+    return _best_rate(source, target, CALIBRATION_SCENARIO, _downtime_rate, "wire", runs)
+
+
+def measure_precopy_rate(source: str, target: str, runs: int = 3) -> float:
+    """Bytes/s the engine sends pre-copy RAM at between these services with no rate limit:
+    the bulk stage of a RAM-only migration with no dirtying (bench/stream_throughput.py's
+    figure). Slower than the final copy: dirty-bitmap scans, 50 ms rounds, checks."""
+    return _best_rate(source, target, PRECOPY_CALIBRATION_SCENARIO, _bulk_stage_rate, "precopy", runs)
 
 
 def run_sweep(spec: SweepSpec, out: Path, source: str, target: str,

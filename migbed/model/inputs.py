@@ -21,6 +21,10 @@ DEFAULT_WIRE_RATE = 1e9
 class ModelParams:
     # bytes/s on an unshaped wire (local processes, or a link faster than the sender)
     wire_rate: float = DEFAULT_WIRE_RATE
+    # bytes/s the engine sends pre-copy data at on that wire, when slower than its final copy
+    # (dirty-bitmap scans, 50 ms rounds and checks between the sends); None or 0: wire_rate.
+    # The stop-copy keeps wire_rate. A shaped link sets both.
+    precopy_rate: float | None = None
     # None: the link is shaped when the scenario says link.rate > 0. False: it is not
     # (local processes on loopback ignore [link]; the wire rate applies).
     shaped: bool | None = None
@@ -79,12 +83,24 @@ class Inputs:
     params: ModelParams
 
 
+def _shaped(scenario: Scenario, params: ModelParams) -> bool:
+    shaped = scenario.link.rate > 0 if params.shaped is None else params.shaped
+    return shaped and scenario.link.rate > 0
+
+
 def link_goodput(scenario: Scenario, params: ModelParams) -> float:
     """Bytes/s of payload the wire carries: tbf's rate x 1448/1514 when shaped."""
-    shaped = scenario.link.rate > 0 if params.shaped is None else params.shaped
-    if shaped and scenario.link.rate > 0:
+    if _shaped(scenario, params):
         return scenario.link.rate / 8 * FRAME_EFFICIENCY
     return params.wire_rate
+
+
+def precopy_goodput(scenario: Scenario, params: ModelParams) -> float:
+    """Bytes/s of pre-copy payload: the shaped link's goodput, else the pre-copy rate (the
+    wire rate when none is given)."""
+    if params.precopy_rate and not _shaped(scenario, params):
+        return params.precopy_rate
+    return link_goodput(scenario, params)
 
 
 def inputs_from(scenario: Scenario, params: ModelParams | None = None) -> Inputs:
@@ -98,6 +114,7 @@ def inputs_from(scenario: Scenario, params: ModelParams | None = None) -> Inputs
                      float(d.device_state_size))
         for d in scenario.devices)
     wire = link_goodput(scenario, params)
+    precopy = precopy_goodput(scenario, params)
     return Inputs(
         ram=float(g.ram_size), working_set=float(ws), dirty_rate=g.dirty_rate, devices=devices,
         downtime_limit=m.downtime_limit, max_bandwidth=m.max_bandwidth,
@@ -107,4 +124,4 @@ def inputs_from(scenario: Scenario, params: ModelParams | None = None) -> Inputs
         device_state_multifd=m.device_state_transfer == "multifd",
         interleave=m.qemu_version != "8.1",
         has_avail_switchover_bandwidth=m.qemu_version != "8.1",
-        precopy_wire=wire, stop_wire=wire, params=params)
+        precopy_wire=precopy, stop_wire=wire, params=params)

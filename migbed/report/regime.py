@@ -328,8 +328,8 @@ def _accuracy_table(spec: SweepSpec, views: list[CellView]) -> str:
 
 def _params_text(params: dict[str, Any]) -> str:
     def show(k: str, v: Any) -> str:
-        if k in ("wire_rate", "stream_buffer") and isinstance(v, int | float):
-            return f"{k}={v / 1e6:.0f} MB{'/s' if k == 'wire_rate' else ''}"
+        if k in ("wire_rate", "precopy_rate", "stream_buffer") and isinstance(v, int | float):
+            return f"{k}={v / 1e6:.0f} MB{'' if k == 'stream_buffer' else '/s'}"
         return f"{k}={v}"
     return ", ".join(show(k, v) for k, v in params.items())
 
