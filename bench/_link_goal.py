@@ -6,6 +6,7 @@ on import, so tests/unit/test_bench_link_goal.py runs it without Docker.
 from __future__ import annotations
 
 import ipaddress
+import statistics
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -51,17 +52,13 @@ def within_goal(measured_bps: float, ref: Reference) -> bool:
 def bulk_stage_rate(rec: RunRecord) -> tuple[float, float]:
     """(bytes/s of the bulk stage, median bytes/s of its 100 ms timeline windows), as
     bench/stream_throughput.py takes it: precopy_bytes / (decision - precopy)."""
-    start, decision = rec.event_time("precopy"), rec.event_time("decision")
-    if start is None or decision is None or decision <= start:
-        raise ValueError(f"run {rec.run_id}: no bulk stage (precopy event {start}, decision "
-                         f"event {decision}; {rec.outcome}: {rec.error})")
-    windows = sorted(s.bandwidth_bytes_per_s for s in rec.timeline
-                     if s.phase == "precopy" and s.ram_remaining_bytes > 0
-                     and s.bandwidth_bytes_per_s > 0)
-    mid = len(windows) // 2
-    median = float("nan") if not windows else (
-        windows[mid] if len(windows) % 2 else (windows[mid - 1] + windows[mid]) / 2)
-    return rec.precopy_bytes / ((decision - start) / 1e3), median
+    rate = rec.bulk_stage_rate()
+    if rate is None:
+        raise ValueError(f"run {rec.run_id}: no bulk stage (precopy event "
+                         f"{rec.event_time('precopy')}, decision event "
+                         f"{rec.event_time('decision')}; {rec.outcome}: {rec.error})")
+    windows = rec.bulk_stage_windows()
+    return rate, statistics.median(windows) if windows else float("nan")
 
 
 def free_subnet(used: Iterable[str]) -> str:

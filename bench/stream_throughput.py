@@ -33,7 +33,6 @@ from _common import (
     ROOT,
     GiB,
     MiB,
-    event_ms,
     free_port,
     header,
     median,
@@ -73,10 +72,10 @@ def grpc_ceiling(mib: int) -> float:
 
 def stream_rate(rec: RunRecord) -> tuple[float, float]:
     """(bulk-stage bytes/s from counters and events, median of the timeline's windows)."""
-    t = (event_ms(rec, "decision") - event_ms(rec, "precopy")) / 1e3
-    windows = [s.bandwidth_bytes_per_s for s in rec.timeline
-               if s.phase == "precopy" and s.ram_remaining_bytes > 0 and s.bandwidth_bytes_per_s]
-    return rec.precopy_bytes / t, median(windows)
+    rate = rec.bulk_stage_rate()
+    if rate is None:
+        raise RuntimeError(f"run {rec.run_id} has no bulk stage ({rec.outcome}: {rec.error})")
+    return rate, median(rec.bulk_stage_windows())
 
 
 def print_profile(path: Path, n: int = 18) -> None:

@@ -457,11 +457,8 @@ def _downtime_rate(rec: RunRecord) -> float | None:
 
 
 def _bulk_stage_rate(rec: RunRecord) -> float | None:
-    """RAM bytes sent in pre-copy / (decision - pre-copy start), from the source's events."""
-    start, decision = rec.event_time("precopy"), rec.event_time("decision")
-    if start is None or decision is None or decision <= start or rec.precopy_bytes < (64 << 20):
-        return None
-    return rec.precopy_bytes / ((decision - start) / 1e3)
+    """The record's bulk-stage rate, if enough RAM went in pre-copy to be a measurement."""
+    return rec.bulk_stage_rate() if rec.precopy_bytes >= (64 << 20) else None
 
 
 def _best_rate(source: str, target: str, scenario: str, rate_of: Any, what: str, runs: int) -> float:

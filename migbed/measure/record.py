@@ -167,6 +167,20 @@ class RunRecord:
                 return e.t_ms
         return None
 
+    def bulk_stage_rate(self) -> float | None:
+        """Bytes/s of the bulk stage: RAM bytes sent in pre-copy / (decision - pre-copy
+        start), from the source's own counters and events (None without a bulk stage)."""
+        start, decision = self.event_time("precopy"), self.event_time("decision")
+        if start is None or decision is None or decision <= start:
+            return None
+        return self.precopy_bytes / ((decision - start) / 1e3)
+
+    def bulk_stage_windows(self) -> list[float]:
+        """The bandwidth of each 100 ms pre-copy window while RAM remained (bytes/s)."""
+        return [s.bandwidth_bytes_per_s for s in self.timeline
+                if s.phase == "precopy" and s.ram_remaining_bytes > 0
+                and s.bandwidth_bytes_per_s > 0]
+
 
 # The scalar columns of results.csv and of the results table, in order.
 CSV_FIELDS = [
