@@ -18,7 +18,6 @@ import contextlib
 import copy
 import itertools
 import json
-import os
 import uuid
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field, replace
@@ -35,6 +34,7 @@ from migbed.core.scenario import (
     parse_scenario,
     read_scenario_text,
 )
+from migbed.measure.files import append_line, atomic_write_json, read_journal
 from migbed.measure.record import RunRecord
 
 MAX_CELLS_RUN = 1000  # a measured sweep bigger than this is a mistake (hours of runs)
@@ -281,9 +281,7 @@ SPEC_FILE, RUNS_FILE, PREDICTIONS_FILE = "sweep.json", "runs.jsonl", "prediction
 
 def write_spec(out: Path, spec: SweepSpec, extra: dict[str, Any]) -> None:
     out.mkdir(parents=True, exist_ok=True)
-    tmp = out / (SPEC_FILE + ".tmp")
-    tmp.write_text(json.dumps({**spec.to_dict(), **extra}, indent=1))
-    os.replace(tmp, out / SPEC_FILE)
+    atomic_write_json(out / SPEC_FILE, {**spec.to_dict(), **extra}, indent=1)
 
 
 def read_spec(out: Path) -> tuple[SweepSpec, dict[str, Any]]:
@@ -310,31 +308,19 @@ class FinishedRun:
 
 def append_run(out: Path, run: FinishedRun) -> None:
     """One line, flushed and fsynced before the next run starts."""
-    line = json.dumps({"cell": run.cell, "policy": run.policy, "repeat": run.repeat,
-                       "record": run.record.to_dict()})
-    with open(out / RUNS_FILE, "a", encoding="utf-8") as fh:
-        fh.write(line + "\n")
-        fh.flush()
-        os.fsync(fh.fileno())
+    append_line(out / RUNS_FILE, json.dumps({"cell": run.cell, "policy": run.policy,
+                                             "repeat": run.repeat, "record": run.record.to_dict()}))
 
 
 def read_runs(out: Path, repair: bool = False) -> list[FinishedRun]:
-    """The finished runs; a torn last line (killed mid-write) is dropped (and cut off with
-    repair=True); a (cell, policy, repeat) seen twice keeps its first record."""
+    """The finished runs; a torn last line (killed mid-write) is skipped (and moved aside
+    to runs.jsonl.torn-<time> with repair=True); a (cell, policy, repeat) seen twice keeps
+    its first record."""
     path = out / RUNS_FILE
     if not path.exists():
         return []
-    raw = path.read_bytes()
-    good_end = raw.rfind(b"\n") + 1
-    if repair and good_end < len(raw):
-        with open(path, "r+b") as fh:
-            fh.truncate(good_end)
-            fh.flush()
-            os.fsync(fh.fileno())
     runs: dict[tuple[int, str, int], FinishedRun] = {}
-    for number, line in enumerate(raw[:good_end].splitlines(), start=1):
-        if not line.strip():
-            continue
+    for number, line in enumerate(read_journal(path, repair=repair), start=1):
         try:
             d = json.loads(line)
             key = (int(d["cell"]), str(d["policy"]), int(d["repeat"]))
@@ -368,10 +354,8 @@ def predict_cells(spec: SweepSpec, cells: list[Cell], params: Any) -> list[dict[
 
 
 def write_predictions(out: Path, predictions: list[dict[str, Any]], params: Any) -> None:
-    tmp = out / (PREDICTIONS_FILE + ".tmp")
-    tmp.write_text(json.dumps({"params": asdict(params), "cells": predictions}, indent=1,
-                              default=_json_number))
-    os.replace(tmp, out / PREDICTIONS_FILE)
+    atomic_write_json(out / PREDICTIONS_FILE, {"params": asdict(params), "cells": predictions},
+                      indent=1, default=_json_number)
 
 
 def _json_number(x: Any) -> Any:

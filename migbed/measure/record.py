@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
 from typing import Any
 
 OUTCOMES = ("completed", "failed", "cancelled")
@@ -196,6 +197,15 @@ def load_results(path: str) -> list[RunRecord]:
         return [RunRecord.from_dict(x) for x in json.load(fh)]
 
 
+def load_journal(path: str) -> list[RunRecord]:
+    """The records of a results.jsonl (a torn last line moved aside first)."""
+    from migbed.measure.files import read_journal
+
+    return [RunRecord.from_json(line) for line in read_journal(Path(path))]
+
+
 def dump_results(records: list[RunRecord], path: str) -> None:
-    with open(path, "w") as fh:
-        json.dump([r.to_dict() for r in records], fh, indent=1)
+    """results.json, all at once (a temporary file renamed over it: never half a file)."""
+    from migbed.measure.files import atomic_write_json
+
+    atomic_write_json(Path(path), [r.to_dict() for r in records], indent=1)

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import csv
+import io
 from pathlib import Path
 
+from migbed.measure.files import atomic_write_text
 from migbed.measure.record import CSV_FIELDS, RunRecord
 from migbed.report.stats import format_spread
 
@@ -43,9 +45,11 @@ def results_table(records: list[RunRecord]) -> str:
 
 
 def write_csv(records: list[RunRecord], path: Path) -> None:
-    with open(path, "w", newline="") as fh:
-        w = csv.writer(fh)
-        w.writerow(CSV_FIELDS)
-        for r in records:
-            d = r.to_dict()
-            w.writerow([d[f] for f in CSV_FIELDS])
+    """results.csv, all at once (a temporary file renamed over it: never half a file)."""
+    buf = io.StringIO(newline="")
+    w = csv.writer(buf)
+    w.writerow(CSV_FIELDS)
+    for r in records:
+        d = r.to_dict()
+        w.writerow([d[f] for f in CSV_FIELDS])
+    atomic_write_text(path, buf.getvalue())
