@@ -365,15 +365,6 @@ def _json_number(x: Any) -> Any:
 # ---------------------------------------------------------------- running
 
 
-def _pdeathsig_wrapper() -> list[str]:
-    """Local services die with the sweep process, even on SIGKILL (util-linux setpriv):
-    a killed sweep leaves no orphan services behind, and --resume starts fresh ones."""
-    import shutil
-
-    setpriv = shutil.which("setpriv")
-    return [setpriv, "--pdeathsig", "KILL", "--"] if setpriv else []
-
-
 def _run_one(control: Any, spec: SweepSpec, cell: Cell, policy: str, repeat: int,
              target: str) -> RunRecord:
     run_id = f"{spec.name}-c{cell.index}-{policy}-r{repeat}-{spec.sweep_id}"
@@ -395,11 +386,10 @@ def services(out: Path, source: str = "", target: str = "") -> Iterator[tuple[st
     from migbed.experiments.localstack import start_service
 
     logs = out / "logs"
-    wrap = _pdeathsig_wrapper()
-    with contextlib.ExitStack() as stack:
-        tsvc = start_service("target", logs, wrapper=wrap)
+    with contextlib.ExitStack() as stack:  # bound: they die with this process, however it dies
+        tsvc = start_service("target", logs, bound=True)
         stack.callback(tsvc.stop)
-        ssvc = start_service("source", logs, wrapper=wrap)
+        ssvc = start_service("source", logs, bound=True)
         stack.callback(ssvc.stop)
         (logs / "stack.json").write_text(json.dumps(
             {svc.role: {"pid": svc.process.pid, "address": svc.address} for svc in (tsvc, ssvc)}))

@@ -158,10 +158,15 @@ class SourceService(pbg.ControlServicer):
         return pb.StatusReply(role="source", protocol_version=pb.PROTOCOL_VERSION_1,
                               sessions=running, boot_id=boot_id(), migbed_version=__version__)
 
-    async def shutdown(self) -> None:
+    def finished_records(self) -> list[RunRecord]:
+        """The records of every run this service still lists, oldest first."""
+        return [r.record for r in self.runs.values() if r.record is not None]
+
+    async def shutdown(self, reason: str = "source service shutting down") -> None:
+        """Cancel every run (each guest restarted here) and wait up to 10 s for their ends."""
         for r in self.runs.values():
             if r.record is None and r.migration is not None:
-                r.migration.cancel("source service shutting down")
+                r.migration.cancel(reason)
         tasks = [r.task for r in self.runs.values() if r.task is not None and not r.task.done()]
         if tasks:
             await asyncio.wait(tasks, timeout=10)
