@@ -11,14 +11,18 @@ import argparse
 import datetime as dt
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from migbed.core.address import AddressError, parse_address
 from migbed.core.bounded import clip
 from migbed.core.policy import DEFAULT_POLICIES, POLICIES
 from migbed.core.scenario import DEFAULT_SCENARIO, Scenario, ScenarioError, resolve_scenario
+
+if TYPE_CHECKING:
+    from migbed.measure.record import RunRecord
 
 # Exit codes, the same for every subcommand.
 EXIT_OK = 0
@@ -26,6 +30,22 @@ EXIT_FAILED = 1  # a run failed or was not verified (or the command's work faile
 EXIT_USAGE = 2  # bad arguments or input: nothing was started
 EXIT_UNREACHABLE = 3  # a service did not answer
 EXIT_RESULTS_ELSEWHERE = 4  # runs ended but their records could not be written where asked
+
+
+
+def records_exit_code(records: Sequence[RunRecord]) -> int:
+    """A command's exit code from its runs' records (run, sweep, evacuate): 3 when a source
+    was lost with a run in flight (the record the orchestrator wrote says so), 1 when a run
+    failed, was cancelled or did not verify (or there was none), 0 when every one completed
+    and verified. A stop signal (128+N) and records written elsewhere (4) come first, where
+    the command knows them."""
+    from migbed.experiments.follow import RECORDED_BY
+
+    if any(r.labels.get(RECORDED_BY) == "orchestrator" for r in records):
+        return EXIT_UNREACHABLE
+    ok = records and all(r.outcome == "completed" and r.verified for r in records)
+    return EXIT_OK if ok else EXIT_FAILED
+
 
 DEFAULT_REPEAT = 3
 MAX_REPEAT = 100

@@ -45,6 +45,7 @@ from migbed.cli.args import (
     bounded_int,
     listen_address,
     progress_wanted,
+    records_exit_code,
     resolve_experiment,
     seconds,
     size,
@@ -134,8 +135,6 @@ def _announce(run_id: str) -> None:
 
 def _run_exit_code(sink: ResultsSink, stop: Interruption) -> int:
     """The documented exit code (module doc): 4 > 128+N > 3 > 1 > 0."""
-    from migbed.experiments.follow import RECORDED_BY
-
     if sink.saved_elsewhere:
         where = sink.fallback or sink.path
         print(f"migbed: results were not all written where asked; every record is in {where}",
@@ -144,10 +143,11 @@ def _run_exit_code(sink: ResultsSink, stop: Interruption) -> int:
     if stop.fired:
         print(f"migbed: stopped by {stop.signal_name}: exit {stop.exit_code()}", file=sys.stderr)
         return stop.exit_code()
-    if any(r.labels.get(RECORDED_BY) == "orchestrator" for r in sink.records):
-        return EXIT_UNREACHABLE  # the source was lost with a run in flight
-    return EXIT_OK if sink.records and all(r.outcome == "completed" and r.verified
-                                           for r in sink.records) else EXIT_FAILED
+    code = records_exit_code(sink.records)
+    if code == EXIT_UNREACHABLE:
+        print("migbed: the source was lost with a run in flight (its record says so): exit 3",
+              file=sys.stderr)
+    return code
 
 
 def _use_tls(tls_dir: str | None) -> None:

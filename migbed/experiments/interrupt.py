@@ -35,6 +35,14 @@ def _say(text: str) -> None:
         os.write(2, (text + "\n").encode())
 
 
+class Interrupted(Exception):
+    """Raised by Interruption.check() between runs once a stop signal came."""
+
+    def __init__(self, interruption: Interruption) -> None:
+        super().__init__(f"stopped by {interruption.signal_name}")
+        self.exit_code = interruption.exit_code()
+
+
 class Interruption:
     """The signals an orchestrator command handles, and the runs it has in flight.
 
@@ -62,6 +70,11 @@ class Interruption:
 
     def exit_code(self) -> int:
         return 128 + self.signum
+
+    def check(self) -> None:
+        """Between runs: raise Interrupted once a stop signal came."""
+        if self.fired:
+            raise Interrupted(self)
 
     @contextlib.contextmanager
     def installed(self) -> Iterator[Interruption]:

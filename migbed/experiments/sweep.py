@@ -34,6 +34,8 @@ from migbed.core.scenario import (
     parse_scenario,
     read_scenario_text,
 )
+from migbed.experiments.follow import RECORDED_BY, StartedRun, follow_run
+from migbed.experiments.interrupt import INTERRUPTED_LABEL, Interruption
 from migbed.measure.files import append_line, atomic_write_json, read_journal
 from migbed.measure.record import RunRecord
 
@@ -315,7 +317,8 @@ def append_run(out: Path, run: FinishedRun) -> None:
 def read_runs(out: Path, repair: bool = False) -> list[FinishedRun]:
     """The finished runs; a torn last line (killed mid-write) is skipped (and moved aside
     to runs.jsonl.torn-<time> with repair=True); a (cell, policy, repeat) seen twice keeps
-    its first record."""
+    its first record that is a measurement: a run cut short by a stop signal or by its lost
+    source (`to_redo`) gives way to the run that --resume made in its place."""
     path = out / RUNS_FILE
     if not path.exists():
         return []
@@ -324,16 +327,23 @@ def read_runs(out: Path, repair: bool = False) -> list[FinishedRun]:
         try:
             d = json.loads(line)
             key = (int(d["cell"]), str(d["policy"]), int(d["repeat"]))
-            runs.setdefault(key, FinishedRun(*key, RunRecord.from_dict(d["record"])))
+            if key not in runs or to_redo(runs[key].record):
+                runs[key] = FinishedRun(*key, RunRecord.from_dict(d["record"]))
         except (ValueError, KeyError, TypeError) as e:
             raise SweepError(f"{path}:{number}: not a run record this migbed can read ({e!r}); edited by "
                              "hand, or written by another migbed version?") from None
     return list(runs.values())
 
 
+def to_redo(record: RunRecord) -> bool:
+    """A record that measured nothing about its cell: its run was cancelled because the sweep
+    got a stop signal, or its source was lost. Kept in runs.jsonl; --resume runs it again."""
+    return INTERRUPTED_LABEL in record.labels or record.labels.get(RECORDED_BY) == "orchestrator"
+
+
 def remaining(spec: SweepSpec, done: Iterable[FinishedRun]) -> list[tuple[int, int, str]]:
     """(cell, repeat, policy) still to run, cell by cell, policies interleaved per repeat."""
-    have = {(r.cell, r.policy, r.repeat) for r in done}
+    have = {(r.cell, r.policy, r.repeat) for r in done if not to_redo(r.record)}
     return [(c, r, p) for c in range(spec.cell_count) for r in range(spec.repeat)
             for p in spec.policies if (c, p, r) not in have]
 
@@ -366,13 +376,15 @@ def _json_number(x: Any) -> Any:
 
 
 def _run_one(control: Any, spec: SweepSpec, cell: Cell, policy: str, repeat: int,
-             target: str) -> RunRecord:
+             source: str, target: str, interruption: Interruption | None) -> RunRecord:
     run_id = f"{spec.name}-c{cell.index}-{policy}-r{repeat}-{spec.sweep_id}"
     labels = {"repeat": str(repeat), "sweep": spec.sweep_id, "cell": str(cell.index),
               **{f"axis:{k}": str(v) for k, v in cell.values.items()}}
     control.start(cell.text, policy, target, run_id, labels)
-    record: RunRecord = control.watch(run_id)
-    record.labels.update({k: v for k, v in labels.items() if k != "repeat"})
+    labels.pop("repeat")
+    run = StartedRun(run_id, spec.name, policy, repeat, source, target, labels)
+    record = follow_run(control, run, interruption)
+    record.labels.update(labels)
     return record
 
 
@@ -435,7 +447,8 @@ def _bulk_stage_rate(rec: RunRecord) -> float | None:
     return rec.bulk_stage_rate() if rec.precopy_bytes >= (64 << 20) else None
 
 
-def _best_rate(source: str, target: str, scenario: str, rate_of: Any, what: str, runs: int) -> float:
+def _best_rate(source: str, target: str, scenario: str, rate_of: Any, what: str, runs: int,
+               interruption: Interruption | None = None) -> float:
     """The best of `runs` migrations of `scenario`: a rate is a capacity, and a busy host only
     ever lowers a reading."""
     from migbed.experiments.controller import SourceControl
@@ -446,7 +459,10 @@ def _best_rate(source: str, target: str, scenario: str, rate_of: Any, what: str,
         for _ in range(runs):
             run_id = f"{what}-calibration-{uuid.uuid4().hex[:8]}"
             control.start(scenario, "legacy", target, run_id, {"repeat": "0"})
-            rec = control.watch(run_id)
+            rec = follow_run(control, StartedRun(run_id, f"{what}-calibration", "legacy", 0,
+                                                 source, target), interruption)
+            if interruption is not None:
+                interruption.check()
             rate = rate_of(rec) if rec.outcome == "completed" else None
             if rate is None:
                 raise SweepError(f"measuring the {what} rate failed ({rec.outcome}: {rec.error}); "
@@ -457,22 +473,28 @@ def _best_rate(source: str, target: str, scenario: str, rate_of: Any, what: str,
     return max(rates)
 
 
-def measure_wire_rate(source: str, target: str, runs: int = 3) -> float:
+def measure_wire_rate(source: str, target: str, runs: int = 3,
+                      interruption: Interruption | None = None) -> float:
     """Bytes/s the engine's own stream moves between these services with no rate limit: a
     RAM-only migration whose RAM all goes in the final copy (downtime bytes / downtime)."""
-    return _best_rate(source, target, CALIBRATION_SCENARIO, _downtime_rate, "wire", runs)
+    return _best_rate(source, target, CALIBRATION_SCENARIO, _downtime_rate, "wire", runs,
+                      interruption)
 
 
-def measure_precopy_rate(source: str, target: str, runs: int = 3) -> float:
+def measure_precopy_rate(source: str, target: str, runs: int = 3,
+                         interruption: Interruption | None = None) -> float:
     """Bytes/s the engine sends pre-copy RAM at between these services with no rate limit:
     the bulk stage of a RAM-only migration with no dirtying (bench/stream_throughput.py's
     figure). Slower than the final copy: dirty-bitmap scans, 50 ms rounds, checks."""
-    return _best_rate(source, target, PRECOPY_CALIBRATION_SCENARIO, _bulk_stage_rate, "precopy", runs)
+    return _best_rate(source, target, PRECOPY_CALIBRATION_SCENARIO, _bulk_stage_rate, "precopy",
+                      runs, interruption)
 
 
-def run_sweep(spec: SweepSpec, out: Path, source: str, target: str,
-              progress: bool = True) -> list[FinishedRun]:
-    """Run every (cell, repeat, policy) not yet in out/runs.jsonl; returns all finished runs."""
+def run_sweep(spec: SweepSpec, out: Path, source: str, target: str, progress: bool = True,
+              interruption: Interruption | None = None) -> list[FinishedRun]:
+    """Run every (cell, repeat, policy) not yet in out/runs.jsonl; returns all finished runs.
+    After a stop signal the run in flight is cancelled, recorded, and Interrupted raised;
+    after a lost source (its run recorded) no other run starts."""
     import sys
 
     from tqdm import tqdm
@@ -480,26 +502,27 @@ def run_sweep(spec: SweepSpec, out: Path, source: str, target: str,
     from migbed.experiments.controller import SourceControl
 
     cells = spec.cells()
-    done = read_runs(out, repair=True)
-    todo = remaining(spec, done)
+    todo = remaining(spec, read_runs(out, repair=True))
     total = spec.cell_count * spec.repeat * len(spec.policies)
-    if not todo:
-        return done
     interactive = progress and sys.stderr.isatty()
     with contextlib.ExitStack() as stack:
         control = SourceControl(source)
         stack.callback(control.close)
         bar = stack.enter_context(tqdm(total=total, initial=total - len(todo), unit="run",
-                                       disable=not interactive, dynamic_ncols=True))
+                                       disable=not interactive or not todo, dynamic_ncols=True))
         for n, (ci, repeat, policy) in enumerate(todo, start=total - len(todo) + 1):
+            if interruption is not None:
+                interruption.check()
             cell = cells[ci]
             bar.set_description(f"cell {ci + 1}/{len(cells)} [{cell.label}] {policy} #{repeat + 1}")
-            record = _run_one(control, spec, cell, policy, repeat, target)
-            finished = FinishedRun(ci, policy, repeat, record)
-            append_run(out, finished)
-            done.append(finished)
+            record = _run_one(control, spec, cell, policy, repeat, source, target, interruption)
+            append_run(out, FinishedRun(ci, policy, repeat, record))
             bar.update(1)
             if not interactive and progress:
                 print(f"[{n}/{total}] cell {ci + 1} [{cell.label}] {policy} #{repeat + 1}: "
                       f"{record.outcome}, guest downtime {record.guest_downtime_ms:.0f} ms", flush=True)
-    return done
+            if record.labels.get(RECORDED_BY) == "orchestrator":
+                break  # the source is lost; --resume runs this one again
+    if interruption is not None:
+        interruption.check()
+    return read_runs(out)

@@ -9,14 +9,19 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime as dt
-from collections.abc import Iterator, Sequence
+import sys
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+from migbed.cli.args import EXIT_FAILED, EXIT_RESULTS_ELSEWHERE, records_exit_code
 from migbed.core.policy import DEFAULT_POLICIES, POLICIES
+from migbed.experiments.interrupt import Interruption
+from migbed.experiments.results import ResultsSink
 from migbed.fleet.evacuation import Endpoints, Evacuation, EvacuationResult, GuestRun
 from migbed.fleet.lab import spread_guests
 from migbed.fleet.planner import ORDERS, EvacuationPlan, FleetGuest, Limits
+from migbed.measure.record import RunRecord
 
 SOURCE_HOST = "source-0"
 
@@ -26,18 +31,21 @@ def guests_from_scenario(name: str, toml: str, count: int, host: str = SOURCE_HO
 
 
 @contextlib.contextmanager
-def local_hosts(log_dir: Path, targets: int) -> Iterator[Endpoints]:
-    """One source and `targets` target services as local processes, always stopped."""
+def local_hosts(log_dir: Path, targets: int, orphan_records: Path | None = None) -> Iterator[Endpoints]:
+    """One source and `targets` target services as local processes, always stopped, and
+    bound to this process (they die with it, however it dies; the source then appends the
+    records of the runs it cancels to `orphan_records`)."""
     from migbed.experiments.localstack import start_service
 
     services: list[Any] = []
     try:
         target_addr = {}
         for i in range(targets):
-            svc = start_service("target", log_dir / f"target-{i}")
+            svc = start_service("target", log_dir / f"target-{i}", bound=True)
             services.append(svc)
             target_addr[f"target-{i}"] = svc.address
-        source = start_service("source", log_dir / SOURCE_HOST)
+        source = start_service("source", log_dir / SOURCE_HOST, bound=True,
+                               orphan_records=orphan_records)
         services.append(source)
         yield Endpoints({SOURCE_HOST: source.address}, target_addr)
     finally:
@@ -47,11 +55,16 @@ def local_hosts(log_dir: Path, targets: int) -> Iterator[Endpoints]:
 
 def run_policies(endpoints: Endpoints, fleet: list[FleetGuest], scenario_texts: dict[str, str],
                  policies: Sequence[str], limits: Limits, order: str, stop_on_target_loss: bool,
-                 progress: bool) -> list[EvacuationResult]:
+                 progress: bool, on_record: Callable[[RunRecord], None] | None = None,
+                 interruption: Interruption | None = None) -> list[EvacuationResult]:
+    """One evacuation per policy; after a stop signal the guests in flight are cancelled
+    and recorded, and nothing more starts."""
     from tqdm import tqdm
 
     results = []
     for policy in policies:
+        if interruption is not None and interruption.fired:
+            break
         plan = EvacuationPlan(fleet, list(endpoints.targets), limits, order)
         bar = tqdm(total=len(fleet), unit="guest", desc=f"evacuate ({policy})", disable=not progress)
 
@@ -61,7 +74,7 @@ def run_policies(endpoints: Endpoints, fleet: list[FleetGuest], scenario_texts: 
 
         try:
             results.append(Evacuation(plan, endpoints, scenario_texts, policy, stop_on_target_loss,
-                                      done).run(order))
+                                      done, on_record, interruption).run(order))
         finally:
             bar.close()
     return results
@@ -81,15 +94,20 @@ def cmd_evacuate(args: argparse.Namespace) -> int:
     print(f"migbed: evacuating {args.guests} x {name} to {args.targets} target(s), at most "
           f"{limits.per_source} in flight per source, {limits.per_cluster} in all; results in {out}",
           flush=True)
-    with local_hosts(out / "logs", args.targets) as endpoints:
+    journal = ResultsSink(out)  # each record in results.jsonl as its guest ends
+    stop = Interruption("migbed evacuate")
+    with stop.installed(), local_hosts(out / "logs", args.targets, journal.path) as endpoints:
         results = run_policies(endpoints, fleet, {name: toml}, policies, limits, args.order,
-                               args.stop_on_target_loss, not args.no_progress)
-    return finish(results, out)
+                               args.stop_on_target_loss, not args.no_progress, journal.add, stop)
+    return finish(results, out, stop, journal)
 
 
-def finish(results: Sequence[EvacuationResult], out: Path) -> int:
+def finish(results: Sequence[EvacuationResult], out: Path, stop: Interruption | None = None,
+           journal: ResultsSink | None = None) -> int:
     """Write every view into `out` (fleet.json, fleet.csv, results.json, gantt.png), print
-    the table; 0 when every guest completed verified, else 1."""
+    the table; the exit code as `migbed --help` says: 4 when records went to the fallback,
+    128+N after stop signal N, 3 when a source was lost, 1 unless every guest completed
+    verified, else 0."""
     from migbed.fleet.report import fleet_table, plot_gantt, write_fleet
 
     paths = write_fleet(results, out)
@@ -100,8 +118,15 @@ def finish(results: Sequence[EvacuationResult], out: Path) -> int:
     print()
     print(fleet_table(results))
     print("\n" + "  ".join(str(p) for p in paths), flush=True)
-    ok = all(g.outcome == "completed" and g.verified for r in results for g in r.guests)
-    return 0 if ok and not any(r.not_started for r in results) else 1
+    if journal is not None and journal.saved_elsewhere:
+        print(f"migbed: records were not all written where asked; every one is in "
+              f"{journal.fallback or journal.path}", file=sys.stderr)
+        return EXIT_RESULTS_ELSEWHERE
+    if stop is not None and stop.fired:
+        print(f"migbed: stopped by {stop.signal_name}: exit {stop.exit_code()}", file=sys.stderr)
+        return stop.exit_code()
+    code = records_exit_code([rec for r in results for rec in r.records])
+    return code if code or not any(r.not_started for r in results) else EXIT_FAILED
 
 
 def _count(lo: int, hi: int, what: str) -> Any:
