@@ -145,3 +145,28 @@ class Orchestrator:
 
     def transcript(self) -> str:
         return f"exit {self.proc.returncode}\n--- stdout\n{self.stdout()}\n--- stderr\n{self.stderr()}"
+
+
+def source_of(parent_pid: int) -> tuple[int, str]:
+    """(pid, --listen address) of the source service `parent_pid` started."""
+    for pid in bound_services(parent_pid):
+        argv = cmdline(pid)
+        if "source" in argv:
+            return pid, argv[argv.index("--listen") + 1]
+    raise AssertionError(f"no source service of pid {parent_pid}")
+
+
+def wait_running(parent_pid: int, count: int, timeout: float = 120.0) -> list[str]:
+    """Wait until the source that `parent_pid` started has `count` runs in flight (Status)."""
+    from testkit.harness import sessions
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            running = sessions(source_of(parent_pid)[1], timeout=2.0)
+        except Exception:  # not started yet, or not serving yet
+            running = []
+        if len(running) >= count:
+            return running
+        time.sleep(0.1)
+    raise AssertionError(f"{count} run(s) not in flight within {timeout:g}s")

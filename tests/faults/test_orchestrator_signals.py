@@ -9,12 +9,23 @@ so the strike always lands on a run in flight, in pre-copy.
 
 from __future__ import annotations
 
+import os
 import signal
 import time
 from pathlib import Path
 
 import pytest
-from orchlab import NEVER_ENDING, Orchestrator, bound_services, journal, wait_gone
+from orchlab import (
+    NEVER_ENDING,
+    Orchestrator,
+    bound_services,
+    journal,
+    source_of,
+    wait_gone,
+    wait_running,
+)
+
+from migbed.experiments.sweep import read_runs
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -99,10 +110,7 @@ def test_a_lost_source_still_gets_a_record(tmp_path: Path) -> None:
     cli, out = never_ending_run(tmp_path)
     try:
         run_id, services = in_flight(cli)
-        source = next(p for p in services if "source" in Path(f"/proc/{p}/cmdline").read_text())
-        import os
-
-        os.kill(source, signal.SIGKILL)
+        os.kill(source_of(cli.pid)[0], signal.SIGKILL)
         code = cli.wait(60)
     finally:
         cli.kill()
@@ -115,3 +123,66 @@ def test_a_lost_source_still_gets_a_record(tmp_path: Path) -> None:
     assert rec["labels"]["recorded-by"] == "orchestrator"
     assert cli.started() == [run_id], "a run was started on a lost source"
     assert "source was lost" in cli.stderr() and "Traceback" not in cli.stderr()
+
+
+def test_sweep_sigterm_records_the_cancelled_run_and_resume_redoes_it(tmp_path: Path) -> None:
+    """A sweep's run cancelled by SIGTERM is kept in runs.jsonl (labelled interrupted), the
+    sweep exits 143 with its services gone, and --resume runs that cell again: exactly
+    --repeat measurements per cell and policy in the end."""
+    out = tmp_path / "sw"
+    cli = Orchestrator(["sweep", "--scenario", "tiny", "--set", "guest.ram-size=64MiB",
+                        "--set", "migration.max-bandwidth=16MiB/s", "--vary",
+                        "migration.downtime-limit=300ms,400ms", "--policy", "legacy",
+                        "--wire-rate", "1GB/s", "--precopy-rate", "1GB/s", "--no-progress",
+                        "--no-report", "--out", str(out)], tmp_path / "cli")
+    try:
+        [run_id] = wait_running(cli.pid, 1)
+        services = bound_services(cli.pid)
+        time.sleep(1.0)
+        cli.signal(signal.SIGTERM)
+        code = cli.wait(60)
+    finally:
+        cli.kill()
+    assert code == 143, cli.transcript()
+    assert wait_gone(services, GONE_WITHIN_S) == []
+    [line] = journal(out / "runs.jsonl")
+    assert line["record"]["run_id"] == run_id and line["record"]["outcome"] == "cancelled"
+    assert line["record"]["labels"]["interrupted"] == "SIGTERM"
+    assert_guest_kept(line["record"])
+    assert f"--resume {out}" in cli.stderr()
+
+    resumed = Orchestrator(["sweep", "--resume", str(out), "--no-progress", "--no-report"],
+                           tmp_path / "cli2")
+    assert resumed.wait(300) == 0, resumed.transcript()
+    lines = journal(out / "runs.jsonl")
+    assert len(lines) == 3 and lines[0]["record"]["run_id"] == run_id
+    runs = read_runs(out)
+    assert sorted((r.cell, r.repeat) for r in runs) == [(0, 0), (1, 0)]
+    assert all(r.record.outcome == "completed" and r.record.verified for r in runs)
+
+
+def test_evacuate_sigterm_cancels_every_guest_in_flight(tmp_path: Path) -> None:
+    """Two guests in flight, a third queued: SIGTERM cancels both (each record in
+    results.jsonl as it ends), the third never starts, the views are written, exit 143."""
+    scenario = tmp_path / "never-ending.toml"
+    scenario.write_text(NEVER_ENDING)
+    out = tmp_path / "evac"
+    cli = Orchestrator(["evacuate", "--scenario", str(scenario), "--guests", "3", "--targets", "1",
+                        "--per-source", "2", "--policy", "switchover-ack", "--no-progress",
+                        "--out", str(out)], tmp_path / "cli")
+    try:
+        running = wait_running(cli.pid, 2)
+        services = bound_services(cli.pid)
+        time.sleep(1.5)
+        cli.signal(signal.SIGTERM)
+        code = cli.wait(60)
+    finally:
+        cli.kill()
+    assert code == 143, cli.transcript()
+    assert wait_gone(services, GONE_WITHIN_S) == []
+    recs = journal(out / "results.jsonl")
+    assert sorted(r["run_id"] for r in recs) == sorted(running)
+    for rec in recs:
+        assert rec["outcome"] == "cancelled" and "migbed evacuate got SIGTERM" in rec["error"]
+        assert_guest_kept(rec)
+    assert (out / "fleet.json").exists() and (out / "results.json").exists()
