@@ -281,6 +281,14 @@ def test_ram_page_beyond_the_guest(target: Service) -> None:
             str(RAM // PAGE))
 
 
+@pytest.mark.parametrize(("pages", "what"), [([5, 3], "page 3 at index 1 is out of order"),
+                                           ([3, 3], "page 3 at index 1 is repeated"),
+                                           ([0, 1, 2, 7, 6], "page 6 at index 4 is out of order")])
+def test_ram_pages_out_of_order_or_repeated(target: Service, pages: list[int], what: str) -> None:
+    """The proto says "page indices, in order": as a multifd packet, strictly increasing."""
+    refused(target, [setup(), ram(pages)], Code.INVALID_ARGUMENT, "ram.pages", what)
+
+
 def test_too_many_ram_pages(target: Service) -> None:
     refused(target, [setup(), ram([])], Code.INVALID_ARGUMENT, "ram.pages: 0 pages")
 
