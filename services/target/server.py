@@ -68,7 +68,8 @@ class TargetService(pbg.MigrationServicer, pbg.ControlServicer):
             self._on_session(session.scenario, "started")
             await session.prepare()  # RAM resident before SetupAccepted
             session.start(self._accepted(session))
-            stream = MainStream(session, aiter(request_iterator), self.idle_timeout_s)
+            stream = MainStream(session, aiter(request_iterator), self.idle_timeout_s,
+                                context.peer())
             reader = asyncio.get_running_loop().create_task(stream.read())
             while (out := await session.outbox.get()) is not None:
                 yield out
