@@ -48,6 +48,7 @@ from migbed.cli.args import (
     utc_stamp,
     writable_folder,
 )
+from migbed.cli.plugins import PluginError, load_policy_modules
 from migbed.core.scenario import (
     ScenarioError,
     builtin_scenario_text,
@@ -443,6 +444,11 @@ def _exit_code_of(e: Exception) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    try:
+        load_policy_modules()  # before the parser: --policy takes the names they register
+    except PluginError as e:
+        print(f"migbed: error: {e}", file=sys.stderr)
+        return EXIT_USAGE
     wanted = next((a for a in argv if not a.startswith("-")), "")
     parser = build_parser(wanted)
     args = parser.parse_args(argv)

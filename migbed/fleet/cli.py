@@ -13,7 +13,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from migbed.core.policy import DEFAULT_POLICIES, POLICIES
+from migbed.core.policy import DEFAULT_POLICIES, policy_names
 from migbed.fleet.evacuation import Endpoints, Evacuation, EvacuationResult, GuestRun
 from migbed.fleet.lab import spread_guests
 from migbed.fleet.planner import ORDERS, EvacuationPlan, FleetGuest, Limits
@@ -135,7 +135,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
                               description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--scenario", help="TOML file or built-in name (every guest runs it)")
     p.add_argument("--targets", type=_count(1, 8, "--targets"), default=2, help="target hosts (2)")
-    p.add_argument("--policy", action="append", choices=POLICIES,
+    p.add_argument("--policy", action="append", choices=policy_names(),
                    help="repeatable; default legacy and switchover-ack")
     add_plan_args(p)
     p.add_argument("--out", help="results folder (default results/evacuate-<UTC time>)")

@@ -64,7 +64,8 @@ class Event:
     """A point on the run's timeline (ms since the migration started on the source)."""
 
     t_ms: float
-    name: str  # setup-accepted | init-data-sent:<dev> | switchover-ack | decision | stop | ...
+    name: str  # setup-accepted | init-data-sent:<dev> | switchover-ack | decision | stop |
+    # completed | resumed | initial-loaded:<dev> (the target reported it, on the source clock)
     detail: str = ""
 
 
