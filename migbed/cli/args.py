@@ -8,7 +8,6 @@ by the same code, before anything is built or started.
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import os
 import sys
 from collections.abc import Callable
@@ -194,11 +193,6 @@ def writable_folder(path: Path, flag: str = "--out") -> Path:
     except OSError as e:
         raise UsageError(f"{flag} {clip(str(path), 120)}: cannot write there ({e.strerror or e})") from None
     return path
-
-
-def utc_stamp() -> str:
-    """The results subfolder name of run and up: UTC, sortable (20261130T004012Z)."""
-    return dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
 
 
 def progress_wanted(no_progress: bool) -> bool:

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from migbed.core.qemu_profile import qemu_profile
 from migbed.core.scenario import Scenario
-from migbed.env.shaping import FRAME_EFFICIENCY
+from migbed.core.units import FRAME_EFFICIENCY
 
 MiB = 1024 * 1024
 # What one gRPC stream between two local processes moved here in the final copy (order of
