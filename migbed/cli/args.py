@@ -8,21 +8,16 @@ by the same code, before anything is built or started.
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from migbed.core.address import AddressError, parse_address
 from migbed.core.bounded import clip
-from migbed.core.policy import DEFAULT_POLICIES, POLICIES
+from migbed.core.policy import DEFAULT_POLICIES, policy_names
 from migbed.core.scenario import DEFAULT_SCENARIO, Scenario, ScenarioError, resolve_scenario
-
-if TYPE_CHECKING:
-    from migbed.measure.record import RunRecord
 
 # Exit codes, the same for every subcommand.
 EXIT_OK = 0
@@ -32,20 +27,11 @@ EXIT_UNREACHABLE = 3  # a service did not answer
 EXIT_RESULTS_ELSEWHERE = 4  # runs ended but their records could not be written where asked
 
 
-
-def records_exit_code(records: Sequence[RunRecord]) -> int:
-    """A command's exit code from its runs' records (run, sweep, evacuate): 3 when a source
-    was lost with a run in flight (the record the orchestrator wrote says so), 1 when a run
-    failed, was cancelled or did not verify (or there was none), 0 when every one completed
-    and verified. A stop signal (128+N) and records written elsewhere (4) come first, where
-    the command knows them."""
-    from migbed.experiments.follow import RECORDED_BY
-
-    if any(r.labels.get(RECORDED_BY) == "orchestrator" for r in records):
-        return EXIT_UNREACHABLE
-    ok = records and all(r.outcome == "completed" and r.verified for r in records)
-    return EXIT_OK if ok else EXIT_FAILED
-
+# A command's exit code from its runs' records (experiments/follow.py runs_outcome): 3 when a
+# source was lost with a run in flight, 1 when a run failed, was cancelled or did not verify
+# (or none ran), 0 when every one completed and verified. A stop signal (128+N) and records
+# written elsewhere (4) come first, where the command knows them.
+EXIT_OF_RUNS = {"ok": EXIT_OK, "failed": EXIT_FAILED, "source-lost": EXIT_UNREACHABLE}
 
 DEFAULT_REPEAT = 3
 MAX_REPEAT = 100
@@ -151,8 +137,8 @@ def add_scenario_args(p: argparse.ArgumentParser, comparison: bool = True) -> No
 
 
 def add_policy_args(p: argparse.ArgumentParser, repeat_default: int | None = DEFAULT_REPEAT) -> None:
-    p.add_argument("--policy", action="append", choices=POLICIES, metavar="POLICY",
-                   help=f"switchover policy, repeatable ({', '.join(POLICIES)}); "
+    p.add_argument("--policy", action="append", choices=policy_names(), metavar="POLICY",
+                   help=f"switchover policy, repeatable ({', '.join(policy_names())}); "
                         f"default: {' and '.join(DEFAULT_POLICIES)}")
     p.add_argument("--repeat", type=bounded_int(1, MAX_REPEAT), default=None, metavar="N",
                    help=f"runs per policy, 1-{MAX_REPEAT} (default {repeat_default})")
@@ -214,11 +200,6 @@ def writable_folder(path: Path, flag: str = "--out") -> Path:
     except OSError as e:
         raise UsageError(f"{flag} {clip(str(path), 120)}: cannot write there ({e.strerror or e})") from None
     return path
-
-
-def utc_stamp() -> str:
-    """The results subfolder name of run and up: UTC, sortable (20261130T004012Z)."""
-    return dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
 
 
 def progress_wanted(no_progress: bool) -> bool:

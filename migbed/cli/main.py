@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 from migbed import __version__
 from migbed.cli.args import (
     EXIT_FAILED,
+    EXIT_OF_RUNS,
     EXIT_OK,
     EXIT_RESULTS_ELSEWHERE,
     EXIT_UNREACHABLE,
@@ -45,13 +46,13 @@ from migbed.cli.args import (
     bounded_int,
     listen_address,
     progress_wanted,
-    records_exit_code,
     resolve_experiment,
     seconds,
     size,
-    utc_stamp,
     writable_folder,
 )
+from migbed.cli.plugins import PluginError, load_policy_modules
+from migbed.core.clock import utc_stamp
 from migbed.core.scenario import (
     ScenarioError,
     builtin_scenario_text,
@@ -143,7 +144,9 @@ def _run_exit_code(sink: ResultsSink, stop: Interruption) -> int:
     if stop.fired:
         print(f"migbed: stopped by {stop.signal_name}: exit {stop.exit_code()}", file=sys.stderr)
         return stop.exit_code()
-    code = records_exit_code(sink.records)
+    from migbed.experiments.follow import runs_outcome
+
+    code = EXIT_OF_RUNS[runs_outcome(sink.records)]
     if code == EXIT_UNREACHABLE:
         print("migbed: the source was lost with a run in flight (its record says so): exit 3",
               file=sys.stderr)
@@ -411,18 +414,18 @@ def _add_extension_parsers(sub: Any, wanted: str) -> None:
 # health` (container health checks) stay fast, and the service images, which carry only the
 # runtime dependencies, say what is missing instead of breaking.
 _EXTENSIONS: dict[str, tuple[str, str, str]] = {
-    "up": ("migbed.env.compose", "add_up_parser",
+    "up": ("migbed.cli.stack", "add_up_parser",
            "start the container stack and run the default comparison across it"),
-    "down": ("migbed.env.compose", "add_down_parser", "remove the container stack"),
-    "images": ("migbed.env.images", "add_images_parser",
+    "down": ("migbed.cli.stack", "add_down_parser", "remove the container stack"),
+    "images": ("migbed.cli.stack", "add_images_parser",
                "build the container images (no registry needed)"),
-    "report": ("migbed.report.report", "add_parser", "PNG plots and an HTML page from a results folder"),
-    "deploy": ("migbed.env.deploy", "add_parser",
+    "report": ("migbed.cli.report", "add_parser", "PNG plots and an HTML page from a results folder"),
+    "deploy": ("migbed.cli.deploy", "add_parser",
                "install migbed on lab hosts over SSH (Ansible) and run an experiment across them"),
-    "certs": ("migbed.env.certs", "add_parser", "make a lab CA and mTLS certificates"),
-    "evacuate": ("migbed.fleet.cli", "add_parser",
+    "certs": ("migbed.cli.certs", "add_parser", "make a lab CA and mTLS certificates"),
+    "evacuate": ("migbed.cli.evacuate", "add_parser",
                  "drain a host of K guests under parallel-migration limits, per policy"),
-    "qemu-compare": ("migbed.qemu.cli", "add_parser",
+    "qemu-compare": ("migbed.cli.qemu_compare", "add_parser",
                      "a scenario's RAM side on real QEMU and on migbed, side by side"),
     "predict": ("migbed.cli.sweeps", "add_predict_parser", "predict a scenario with the analytical model"),
     "sweep": ("migbed.cli.sweeps", "add_sweep_parser", "run a scenario over a grid of values, measured and predicted"),
@@ -469,6 +472,11 @@ def _exit_code_of(e: Exception) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    try:
+        load_policy_modules()  # before the parser: --policy takes the names they register
+    except PluginError as e:
+        print(f"migbed: error: {e}", file=sys.stderr)
+        return EXIT_USAGE
     wanted = next((a for a in argv if not a.startswith("-")), "")
     parser = build_parser(wanted)
     args = parser.parse_args(argv)

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import grpc
@@ -125,3 +125,13 @@ def follow_run(control: SourceControl, run: StartedRun, interruption: Interrupti
         record.labels[INTERRUPTED_LABEL] = interruption.signal_name
     record.source_address = run.source
     return record
+
+
+def runs_outcome(records: Sequence[RunRecord]) -> str:
+    """"source-lost" when a source was lost with a run in flight (the orchestrator wrote its
+    record), "failed" when a run failed, was cancelled or did not verify (or none ran),
+    "ok" when every one completed and verified."""
+    if any(r.labels.get(RECORDED_BY) == "orchestrator" for r in records):
+        return "source-lost"
+    ok = bool(records) and all(r.outcome == "completed" and r.verified for r in records)
+    return "ok" if ok else "failed"

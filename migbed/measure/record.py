@@ -7,6 +7,8 @@ from these dataclasses. Field names follow QEMU's query-migrate where one exists
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -65,7 +67,8 @@ class Event:
     """A point on the run's timeline (ms since the migration started on the source)."""
 
     t_ms: float
-    name: str  # setup-accepted | init-data-sent:<dev> | switchover-ack | decision | stop | ...
+    name: str  # setup-accepted | init-data-sent:<dev> | switchover-ack | decision | stop |
+    # completed | resumed | initial-loaded:<dev> (the target reported it, on the source clock)
     detail: str = ""
 
 
@@ -209,3 +212,16 @@ def dump_results(records: list[RunRecord], path: str) -> None:
     from migbed.measure.files import atomic_write_json
 
     atomic_write_json(Path(path), [r.to_dict() for r in records], indent=1)
+
+
+def write_csv(records: list[RunRecord], path: Path) -> None:
+    """results.csv: one row per record, the CSV_FIELDS; all at once (never half a file)."""
+    from migbed.measure.files import atomic_write_text
+
+    buf = io.StringIO(newline="")
+    w = csv.writer(buf)
+    w.writerow(CSV_FIELDS)
+    for r in records:
+        d = r.to_dict()
+        w.writerow([d[f] for f in CSV_FIELDS])
+    atomic_write_text(path, buf.getvalue())

@@ -3,81 +3,25 @@
 Locally the hosts are processes on loopback: one source service holding every guest and
 `--targets N` target services. Each policy gets its own evacuation, one after another.
 """
+# The runner is migbed/fleet/run.py; `migbed deploy --evacuate` takes the same plan flags
+# (add_plan_args).
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import datetime as dt
 import sys
-from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from migbed.cli.args import EXIT_FAILED, EXIT_RESULTS_ELSEWHERE, records_exit_code
-from migbed.core.policy import DEFAULT_POLICIES, POLICIES
+from migbed.cli.args import EXIT_FAILED, EXIT_OF_RUNS, EXIT_RESULTS_ELSEWHERE, progress_wanted
+from migbed.core.policy import DEFAULT_POLICIES, policy_names
+from migbed.experiments.follow import runs_outcome
 from migbed.experiments.interrupt import Interruption
 from migbed.experiments.results import ResultsSink
-from migbed.fleet.evacuation import Endpoints, Evacuation, EvacuationResult, GuestRun
-from migbed.fleet.lab import spread_guests
-from migbed.fleet.planner import ORDERS, EvacuationPlan, FleetGuest, Limits
-from migbed.measure.record import RunRecord
-
-SOURCE_HOST = "source-0"
-
-
-def guests_from_scenario(name: str, toml: str, count: int, host: str = SOURCE_HOST) -> list[FleetGuest]:
-    return spread_guests(name, toml, count, [host])
-
-
-@contextlib.contextmanager
-def local_hosts(log_dir: Path, targets: int, orphan_records: Path | None = None) -> Iterator[Endpoints]:
-    """One source and `targets` target services as local processes, always stopped, and
-    bound to this process (they die with it, however it dies; the source then appends the
-    records of the runs it cancels to `orphan_records`)."""
-    from migbed.experiments.localstack import start_service
-
-    services: list[Any] = []
-    try:
-        target_addr = {}
-        for i in range(targets):
-            svc = start_service("target", log_dir / f"target-{i}", bound=True)
-            services.append(svc)
-            target_addr[f"target-{i}"] = svc.address
-        source = start_service("source", log_dir / SOURCE_HOST, bound=True,
-                               orphan_records=orphan_records)
-        services.append(source)
-        yield Endpoints({SOURCE_HOST: source.address}, target_addr)
-    finally:
-        for svc in reversed(services):
-            svc.stop()
-
-
-def run_policies(endpoints: Endpoints, fleet: list[FleetGuest], scenario_texts: dict[str, str],
-                 policies: Sequence[str], limits: Limits, order: str, stop_on_target_loss: bool,
-                 progress: bool, on_record: Callable[[RunRecord], None] | None = None,
-                 interruption: Interruption | None = None) -> list[EvacuationResult]:
-    """One evacuation per policy; after a stop signal the guests in flight are cancelled
-    and recorded, and nothing more starts."""
-    from tqdm import tqdm
-
-    results = []
-    for policy in policies:
-        if interruption is not None and interruption.fired:
-            break
-        plan = EvacuationPlan(fleet, list(endpoints.targets), limits, order)
-        bar = tqdm(total=len(fleet), unit="guest", desc=f"evacuate ({policy})", disable=not progress)
-
-        def done(g: GuestRun, bar: Any = bar) -> None:
-            bar.set_postfix_str(f"{g.guest} {g.outcome}, downtime {g.guest_downtime_ms:.0f} ms")
-            bar.update(1)
-
-        try:
-            results.append(Evacuation(plan, endpoints, scenario_texts, policy, stop_on_target_loss,
-                                      done, on_record, interruption).run(order))
-        finally:
-            bar.close()
-    return results
+from migbed.fleet.evacuation import EvacuationResult
+from migbed.fleet.planner import ORDERS, EvacuationPlan, Limits
+from migbed.fleet.run import finish, guests_from_scenario, local_hosts, run_policies
 
 
 def cmd_evacuate(args: argparse.Namespace) -> int:
@@ -98,34 +42,23 @@ def cmd_evacuate(args: argparse.Namespace) -> int:
     stop = Interruption("migbed evacuate")
     with stop.installed(), local_hosts(out / "logs", args.targets, journal.path) as endpoints:
         results = run_policies(endpoints, fleet, {name: toml}, policies, limits, args.order,
-                               args.stop_on_target_loss, not args.no_progress, journal.add, stop)
-    return finish(results, out, stop, journal)
+                               args.stop_on_target_loss, progress_wanted(args.no_progress),
+                               journal.add, stop)
+    finish(results, out)
+    return _exit_code(results, stop, journal)
 
 
-def finish(results: Sequence[EvacuationResult], out: Path, stop: Interruption | None = None,
-           journal: ResultsSink | None = None) -> int:
-    """Write every view into `out` (fleet.json, fleet.csv, results.json, gantt.png), print
-    the table; the exit code as `migbed --help` says: 4 when records went to the fallback,
-    128+N after stop signal N, 3 when a source was lost, 1 unless every guest completed
-    verified, else 0."""
-    from migbed.fleet.report import fleet_table, plot_gantt, write_fleet
-
-    paths = write_fleet(results, out)
-    try:
-        paths.append(plot_gantt(results, out / "gantt.png"))
-    except ImportError as e:  # matplotlib is an optional extra
-        print(f"gantt chart skipped: {e}")
-    print()
-    print(fleet_table(results))
-    print("\n" + "  ".join(str(p) for p in paths), flush=True)
-    if journal is not None and journal.saved_elsewhere:
+def _exit_code(results: list[EvacuationResult], stop: Interruption, journal: ResultsSink) -> int:
+    """As `migbed --help` says: 4 when records went to the fallback, 128+N after stop signal
+    N, 3 when a source was lost, 1 unless every guest completed verified, else 0."""
+    if journal.saved_elsewhere:
         print(f"migbed: records were not all written where asked; every one is in "
               f"{journal.fallback or journal.path}", file=sys.stderr)
         return EXIT_RESULTS_ELSEWHERE
-    if stop is not None and stop.fired:
+    if stop.fired:
         print(f"migbed: stopped by {stop.signal_name}: exit {stop.exit_code()}", file=sys.stderr)
         return stop.exit_code()
-    code = records_exit_code([rec for r in results for rec in r.records])
+    code = EXIT_OF_RUNS[runs_outcome([rec for r in results for rec in r.records])]
     return code if code or not any(r.not_started for r in results) else EXIT_FAILED
 
 
@@ -160,7 +93,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
                               description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--scenario", help="TOML file or built-in name (every guest runs it)")
     p.add_argument("--targets", type=_count(1, 8, "--targets"), default=2, help="target hosts (2)")
-    p.add_argument("--policy", action="append", choices=POLICIES,
+    p.add_argument("--policy", action="append", choices=policy_names(),
                    help="repeatable; default legacy and switchover-ack")
     add_plan_args(p)
     p.add_argument("--out", help="results folder (default results/evacuate-<UTC time>)")
