@@ -19,8 +19,8 @@ from typing import TYPE_CHECKING, Any
 from migbed.measure.metrics import SourceMetrics, TargetMetrics, serve_metrics
 from migbed.runtime.malloc import keep_stream_buffers_mapped
 from migbed.runtime.parent import ParentWatch
-from migbed.wire import migration_pb2_grpc as pbg
 from migbed.wire.channel import make_server, mark_serving
+from migbed.wire.servicers import add_servicer
 
 if TYPE_CHECKING:
     from migbed.dataplane.receiver import MultifdListener
@@ -73,9 +73,10 @@ async def serve(role: str, listen: str, metrics_listen: str = "",
     else:
         raise ValueError(f"role must be source or target, not {role!r}")
     server, health, port = make_server(listen, names, server_credentials)
-    pbg.add_ControlServicer_to_server(service, server)
+    # Requests gRPC cannot decode (a string that is not UTF-8) are refused naming the field.
+    add_servicer(server, "Control", service)
     if role == "target":
-        pbg.add_MigrationServicer_to_server(service, server)
+        add_servicer(server, "Migration", service)
     metrics_server = serve_metrics(metrics.registry, metrics_listen) if metrics_listen else None
     await server.start()
     await mark_serving(health, names)
