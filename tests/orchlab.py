@@ -78,7 +78,7 @@ def wait_gone(pids: list[int], timeout: float) -> list[int]:
         time.sleep(0.05)
 
 
-def journal(path: Path) -> list[dict]:  # type: ignore[type-arg]
+def journal(path: Path) -> list[dict]:
     """The whole lines of a JSONL journal, parsed (a torn last line would fail the parse)."""
     if not path.exists():
         return []

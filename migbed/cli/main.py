@@ -62,6 +62,7 @@ from migbed.core.scenario import (
 )
 
 if TYPE_CHECKING:
+    from migbed.experiments.comparison import Plan
     from migbed.experiments.interrupt import Interruption
     from migbed.experiments.results import ResultsSink
 
@@ -72,9 +73,8 @@ DEFAULT_OUT = "results/<UTC timestamp>"
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from migbed.experiments.comparison import Plan, run_plan
+    from migbed.experiments.comparison import Plan
     from migbed.experiments.interrupt import Interruption
-    from migbed.experiments.localstack import local_stack
     from migbed.experiments.results import JSONL, ResultsSink
 
     # Everything is checked before anything starts: the pair, the scenario, --out, TLS.
@@ -93,28 +93,37 @@ def cmd_run(args: argparse.Namespace) -> int:
     print(f"migbed: scenario {exp.scenario.name}, policies {', '.join(exp.policies)}, "
           f"{exp.repeat} repeat(s); results in {out}", flush=True)
     sink = ResultsSink(out)
-    show = progress_wanted(args.no_progress)
     stop = Interruption("migbed run")
+    # The handlers stay until the command's end: a stop signal while the views are written
+    # still ends it with the documented code.
+    with stop.installed():
+        _run_plan(args, plan, sink, stop)
+        return _run_exit_code(sink, stop)
+
+
+def _run_plan(args: argparse.Namespace, plan: Plan, sink: ResultsSink, stop: Interruption) -> None:
+    from migbed.experiments.comparison import run_plan
+    from migbed.experiments.localstack import local_stack
+
+    show = progress_wanted(args.no_progress)
     try:
-        with stop.installed():
-            if args.source:
-                run_plan(plan, show, sink.add, _announce, stop)
-            else:
-                # Our own services: they die with this process, however it dies; a source
-                # that outlives it appends the records of the runs it cancels to ours.
-                with local_stack(out / "logs", tls_dir=args.tls_dir, bound=True,
-                                 orphan_records=sink.path) as (source, target):
-                    plan.source, plan.target = source.address, target.address
-                    if not stop.fired:
-                        run_plan(plan, show, sink.add, _announce, stop)
+        if args.source:
+            run_plan(plan, show, sink.add, _announce, stop)
+        else:
+            # Our own services: they die with this process, however it dies; a source that
+            # outlives it appends the records of the runs it cancels to our results.jsonl.
+            with local_stack(sink.folder / "logs", tls_dir=args.tls_dir, bound=True,
+                             orphan_records=sink.path) as (source, target):
+                plan.source, plan.target = source.address, target.address
+                if not stop.fired:
+                    run_plan(plan, show, sink.add, _announce, stop)
     except BaseException:  # a source that refused a run: what did finish is shown and kept
         if sink.records:
             _show_results(sink)
         raise
     _show_results(sink)
     if not args.no_report and not sink.saved_elsewhere and not stop.fired and sink.records:
-        _maybe_report(out)
-    return _run_exit_code(sink, stop)
+        _maybe_report(sink.folder)
 
 
 def _show_results(sink: ResultsSink) -> None:

@@ -154,6 +154,9 @@ class TargetService(pbg.MigrationServicer, pbg.ControlServicer):
 
     async def Cancel(self, request: pb.CancelRequest, context: grpc.aio.ServicerContext) -> pb.CancelReply:
         s = self.registry.get(request.run_id)
+        ended = self.registry.ended.get(request.run_id)
+        if s is None and ended is not None:  # too late: say how it ended, and why
+            return pb.CancelReply(cancelled=False, state=ended)
         if s is None:
             await context.abort(grpc.StatusCode.NOT_FOUND,
                                 lim.clip(f"no session {request.run_id!r} on this target"))
