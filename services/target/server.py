@@ -104,6 +104,8 @@ class TargetService(pbg.MigrationServicer, pbg.ControlServicer):
         # Always (close is idempotent): a stream cut while the resumed guest runs its grace
         # period ends with the result already "verified", and its vCPU thread and tasks
         # would otherwise run on for the life of the process.
+        if session.result == "running" and not session.cancel_reason:
+            session.cancel_reason = "the migration stream was cut (the source went away)"
         session.close("cancelled" if session.result == "running" else session.result)
         self.registry.release(session)
         self._on_session(session.scenario, session.result)
