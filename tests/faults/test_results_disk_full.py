@@ -83,6 +83,7 @@ def test_a_record_larger_than_the_room_left_is_cut_back(pair: tuple[str, str],
     assert rec["outcome"] == "completed" and rec["verified"]
     assert saved.stat().st_size > free, "the record fitted: the test did not fill the disk"
     assert str(saved) in proc.stderr
+    print(f"{free} bytes free; the record is {saved.stat().st_size} bytes")
     # The views went beside the fallback, written whole.
     assert json.loads(saved.with_suffix(".json").read_text())[0]["run_id"] == rec["run_id"]
 
