@@ -86,6 +86,22 @@ async def serve(role: str, listen: str, metrics_listen: str = "",
     # Everything imported and built so far lives as long as the process: out of the
     # collector's generations, so a collection has less to walk (runtime/gcpause.py).
     gc.freeze()
+    await _until_stopped(watch)
+    await health.enter_graceful_shutdown()
+    if watch is not None and watch.gone():
+        log.warning("%s shutting down: %s", role, watch.reason())
+        await _orphaned_shutdown(role, service, watch, orphan_records, listen)
+    else:
+        log.info("%s shutting down", role)
+        await service.shutdown()  # sessions stop now (a target's prefault too), memory freed
+    await server.stop(grace=2)
+    if metrics_server is not None:
+        metrics_server.shutdown()
+
+
+async def _until_stopped(watch: ParentWatch | None) -> None:
+    """Until SIGTERM or SIGINT, or the parent that started us (--exit-with-parent) dies;
+    from then on the process is gone within SHUTDOWN_DEADLINE_S, whatever hangs."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -98,16 +114,6 @@ async def serve(role: str, listen: str, metrics_listen: str = "",
     _exit_anyway_after(SHUTDOWN_DEADLINE_S)
     if poller is not None:
         poller.cancel()
-    await health.enter_graceful_shutdown()
-    if watch is not None and watch.gone():
-        log.warning("%s shutting down: %s", role, watch.reason())
-        await _orphaned_shutdown(role, service, watch, orphan_records, listen)
-    else:
-        log.info("%s shutting down", role)
-        await service.shutdown()  # sessions stop now (a target's prefault too), memory freed
-    await server.stop(grace=2)
-    if metrics_server is not None:
-        metrics_server.shutdown()
 
 
 SHUTDOWN_DEADLINE_S = 30.0  # after a stop signal the process is gone by then, whatever hangs

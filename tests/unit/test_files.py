@@ -116,3 +116,16 @@ def test_atomic_write_replaces_a_symlink_not_its_target(tmp_path: Path) -> None:
     link.symlink_to(other)
     atomic_write_text(link, "[]")
     assert not link.is_symlink() and link.read_text() == "[]" and other.read_text() == "keep"
+
+
+def test_a_source_outliving_its_orchestrator_adds_only_records_not_there(tmp_path: Path) -> None:
+    """--orphan-records: the record of a run the orchestrator wrote before it died is not
+    written twice; the others are appended."""
+    from migbed.measure.record import RunRecord
+    from migbed.services.main import _keep_record
+
+    j = tmp_path / "results.jsonl"
+    append_line(j, RunRecord("a", "s", "legacy", 0, "completed", verified=True).to_json())
+    _keep_record(j, RunRecord("a", "s", "legacy", 0, "completed", verified=True))
+    _keep_record(j, RunRecord("b", "s", "legacy", 1, "cancelled", error="orchestrator died"))
+    assert [json.loads(x)["run_id"] for x in read_journal(j)] == ["a", "b"]
