@@ -24,6 +24,13 @@ from migbed.core.bounded import (
     loads_toml,
     read_regular_file,
 )
+from migbed.core.drivers import (
+    DEFAULT_DRIVER,
+    DRIVERS,
+    LOAD_FROM_SCENARIO,
+    DriverProfile,
+    driver_profile,
+)
 from migbed.core.units import (
     UnitError,
     parse_bit_rate,
@@ -77,6 +84,14 @@ class DeviceConfig:
     stop_copy_save_time: float = 0.0  # s; source: STOP_COPY transition and save, inside downtime
     config_load_time: float = 0.0  # s; destination: config space / non-iterable state load
     device_state_size: int = 0  # bytes of non-iterable device state, sent in stop-copy
+    # The VFIO variant driver whose migration semantics the device follows
+    # (migbed/core/drivers.py); "generic" is migbed's behaviour before profiles.
+    driver: str = "generic"
+    # s; destination: the arcs to RUNNING at vm_start, before the Shut (mlx5: RESUME_VHCA)
+    resume_time: float = 0.0
+    # bytes of guest RAM per second the device's dirty-page tracker reports at every RAM
+    # dirty sync (VFIO_DEVICE_FEATURE_DMA_LOGGING_REPORT); 0 = no tracker report
+    tracker_report_rate: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -248,17 +263,22 @@ def _device(t: _Table, names: set[str]) -> DeviceConfig:
     if not name.replace("-", "").replace("_", "").isalnum() or len(name) > 32:
         raise ScenarioError(f"{t.where}.name = {name!r}: letters, digits, - and _ only, at most 32")
     names.add(name)
+    drv = driver_profile(t.get("driver", _choice(*DRIVERS), DEFAULT_DRIVER))
     initial = t.require("initial-bytes", parse_size)
     stop = t.get("stop-copy-size", parse_size, 0)
     rate = t.get("dirty-rate", parse_byte_rate, 0.0)
     block = t.get("block-size", parse_size, 64 * KiB)
-    setup = t.get("load-setup-time", parse_duration, 0.0)
-    load_rate = t.get("load-rate", parse_byte_rate, 2e9)
-    stop_load = t.get("stop-copy-load-time", parse_duration, 0.0)
-    trigger = t.get("load-trigger", _choice("image-complete", "per-chunk"), "image-complete")
-    save = t.get("stop-copy-save-time", parse_duration, 0.0)
+    setup = t.get("load-setup-time", parse_duration, drv.default("load-setup-time", 0.0))
+    load_rate = t.get("load-rate", parse_byte_rate, drv.default("load-rate", 2e9))
+    stop_load = t.get("stop-copy-load-time", parse_duration,
+                      drv.default("stop-copy-load-time", 0.0))
+    trigger = _load_trigger(t, drv)
+    save = t.get("stop-copy-save-time", parse_duration, drv.default("stop-copy-save-time", 0.0))
     config_load = t.get("config-load-time", parse_duration, 0.0)
     state_size = t.get("device-state-size", parse_size, 0)
+    resume = t.get("resume-time", parse_duration, drv.default("resume-time", 0.0))
+    report = t.get("tracker-report-rate", parse_byte_rate,
+                   drv.default("tracker-report-rate", 0.0))
     t.finish()
     w = t.where
     _in_range(f"{w}.initial-bytes", initial, 0, lim.MAX_DEVICE_BYTES, f"{initial} bytes")
@@ -272,6 +292,11 @@ def _device(t: _Table, names: set[str]) -> DeviceConfig:
     _in_range(f"{w}.stop-copy-save-time", save, 0, lim.MAX_LOAD_TIME_S, f"{save:g}s")
     _in_range(f"{w}.config-load-time", config_load, 0, lim.MAX_LOAD_TIME_S, f"{config_load:g}s")
     _in_range(f"{w}.device-state-size", state_size, 0, lim.MAX_DEVICE_STATE_BYTES, f"{state_size} bytes")
+    _in_range(f"{w}.resume-time", resume, 0, lim.MAX_LOAD_TIME_S, f"{resume:g}s")
+    _in_range(f"{w}.tracker-report-rate", report, 0, lim.MAX_TRACKER_REPORT_RATE, f"{report:g} B/s")
+    if report and report < lim.MIN_TRACKER_REPORT_RATE:
+        raise ScenarioError(f"{w}.tracker-report-rate = {report:g} B/s: 0 (no report) or at "
+                            f"least {lim.MIN_TRACKER_REPORT_RATE:g} B/s")
     if initial == 0 and stop == 0:
         raise ScenarioError(f"{w}: initial-bytes and stop-copy-size are both 0 (a device "
                             "without state has nothing to migrate; remove it)")
@@ -281,7 +306,20 @@ def _device(t: _Table, names: set[str]) -> DeviceConfig:
     if initial and initial < block:
         raise ScenarioError(f"{w}.initial-bytes = {initial} is smaller than block-size {block}")
     return DeviceConfig(name, initial, stop, rate, block, setup, load_rate, stop_load,
-                        trigger, save, config_load, state_size)
+                        trigger, save, config_load, state_size, drv.name, resume, report)
+
+
+def _load_trigger(t: _Table, drv: DriverProfile) -> str:
+    """The device's load trigger: the scenario's for "generic", the driver's otherwise (a
+    real driver loads the way its code does; a contradicting `load-trigger` is refused)."""
+    chosen = t.get("load-trigger", _choice("image-complete", "per-chunk"), "")
+    if drv.load == LOAD_FROM_SCENARIO:
+        return chosen or "image-complete"
+    if chosen and chosen != drv.load:
+        raise ScenarioError(f"{t.where}.load-trigger = {chosen!r}: driver {drv.name!r} loads "
+                            f"{drv.load!r} ({drv.cites.get('load', '')}); remove load-trigger "
+                            'or use driver = "generic"')
+    return drv.load
 
 
 def _migration(t: _Table) -> MigrationConfig:

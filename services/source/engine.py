@@ -26,7 +26,7 @@ from collections.abc import Callable
 import grpc
 
 from migbed.core.clock import boot_id
-from migbed.core.device import SourceDevice, VfioState
+from migbed.core.device import SourceDevice
 from migbed.core.estimator import Estimator
 from migbed.core.policy import make_policy
 from migbed.core.qemu_profile import qemu_profile
@@ -160,10 +160,11 @@ class Migration:
                             f"devices needing ACK: {accepted.devices_needing_ack}")
         parts = self._parts(guest, await self._ram_transport(guest, accepted))
         self.parts = parts
-        # QEMU's setup: dirty logging on and the first sync, devices to PRE_COPY.
+        # QEMU's setup: dirty logging on and the first sync (ram_init_bitmaps, with the
+        # device trackers' report), each device's vfio_save_setup (PRE_COPY if supported).
         parts.scanner.start()
-        for dev in guest.devices:
-            dev.set_state(VfioState.PRE_COPY)
+        await parts.devices.tracker_report(self.scenario.guest.ram_size)
+        parts.devices.save_setup()
         self.recorder.setup_done()
         self.precopy = Precopy(parts)
         self.link.on_ack = self.precopy.on_ack
