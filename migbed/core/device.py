@@ -242,6 +242,7 @@ class SourceDevice:
         self.images_cut = 0  # middle images saved in pre-copy (the driver's SAVE commands)
         self._save_started: float | None = None  # the stop-copy save (monotonic s)
         self._save_ready: float | None = None  # its data readable from then on
+        self._last_query: float | None = None  # the driver last asked for its increment
         if self.blocks:
             idx = np.arange(self.blocks, dtype=np.uint64)
             self._blocks2d[:] = _block_fill(idx, self._versions, seed)[:, None]  # type: ignore[index]
@@ -258,6 +259,8 @@ class SourceDevice:
                 self._enter_stop_copy(was_precopy)
 
     def _enter_stop_copy(self, was_precopy: bool) -> None:
+        if not self.driver.incremental:
+            self._dirty[:] = True  # the final image is the whole state again (virtio)
         if not was_precopy:
             # No pre-copy happened (STOP -> STOP_COPY): the whole state buffer goes out in
             # the final image, as a driver saves its full state on that arc.
@@ -338,11 +341,13 @@ class SourceDevice:
 
     # ------------------------------------------------------------ VFIO ioctls
 
-    def precopy_info(self) -> tuple[int, int]:
+    def precopy_info(self, now: float | None = None) -> tuple[int, int]:
         """VFIO_MIG_GET_PRECOPY_INFO: (initial_bytes, dirty_bytes). Only in PRE_COPY states.
 
-        With a driver that cuts images here (mlx5vf_precopy_ioctl), once everything saved
-        is read and the device has dirty state, this saves the next middle image."""
+        With a driver that cuts images here (mlx5vf_precopy_ioctl, virtiovf_precopy_ioctl),
+        once everything saved is read and the device reports an increment, this saves the
+        next middle image. A non-incremental driver (virtio) reports its whole state as the
+        increment each time it asks the device, at most once per precopy_query_interval_s."""
         with self._lock:
             if self.fsm.state not in PRE_COPY_STATES:
                 raise DeviceError(f"PRECOPY_INFO in {self.fsm.state.name}: only in PRE_COPY states")
@@ -351,11 +356,26 @@ class SourceDevice:
                 return initial, 0
             if self.driver.image_cut == drv.CUT_NEVER:
                 return initial, 0
+            increment = self._increment(time.monotonic() if now is None else now)
             unread = self._middle_left()
             if (self.driver.image_cut == drv.CUT_ON_PRECOPY_INFO and self.fsm.state == S.PRE_COPY
-                    and not initial and not unread and self._dirty.any()):
+                    and not initial and not unread and increment):
                 self._cut_image()  # what dirty_bytes reports is now saved and readable
-            return initial, self._middle_left() + self._dirty_bytes()
+                return initial, self._middle_left() + (0 if self.driver.incremental else increment)
+            return initial, unread + increment
+
+    def _increment(self, now: float) -> int:
+        """What the device says it would save now: its dirty blocks (incremental), or its
+        whole state each time it is asked (virtio), not more often than the driver asks."""
+        if self.fsm.state != S.PRE_COPY:
+            return 0 if not self.driver.incremental else self._dirty_bytes()
+        if self.driver.incremental:
+            return self._dirty_bytes()
+        interval = self.driver.precopy_query_interval_s
+        if self._last_query is not None and now - self._last_query < interval:
+            return 0
+        self._last_query = now
+        return self.cfg.initial_bytes
 
     def stop_copy_size(self) -> int:
         """VFIO_DEVICE_FEATURE_MIG_DATA_SIZE: the driver's stop-copy length. "whole-state"
@@ -363,6 +383,8 @@ class SourceDevice:
         "remaining" (generic): every byte still unread plus the context."""
         if self.driver.data_size == drv.WHOLE_STATE:
             return self.cfg.initial_bytes + self.cfg.stop_copy_size
+        if self.driver.data_size == drv.FIXED:
+            return self.driver.data_size_bytes
         with self._lock:
             if self._context and self.fsm.state in (S.STOP_COPY, S.STOP):
                 context_left = len(self._context) - self._context_cursor
@@ -387,7 +409,10 @@ class SourceDevice:
         return self._blocks_bytes(img.blocks[img.next:]) if img is not None else 0
 
     def _cut_image(self) -> None:
-        """Save a middle image of the blocks dirty now (an incremental SAVE)."""
+        """Save a middle image of the blocks dirty now (an incremental SAVE), or of every
+        block (a driver without incremental saves)."""
+        if not self.driver.incremental:
+            self._dirty[:] = True
         idx = np.flatnonzero(self._dirty)
         self._dirty[idx] = False
         self._in_image[idx] = True

@@ -126,10 +126,10 @@ class RunRecord:
     # Where guest downtime went; the five parts add up to guest_downtime_ms exactly.
     stop_lag_ms: float = 0.0  # last vCPU tick -> the stop (source clock)
     stop_copy_ms: float = 0.0  # the stop -> the source wrote the last byte (source clock)
-    # Of stop_copy_ms: the time the stop-copy was blocked on device saves (a synchronous
-    # save inside vm_stop, or waiting for a save to be readable). A save that finished under
-    # RAM's final copy or other devices' data costs nothing here: device_stop_copy has
-    # each save's own start and end.
+    # Of stop_copy_ms: the time the stop-copy was blocked on devices: their suspends and
+    # synchronous saves inside vm_stop, and waits for a save to be readable. A save that
+    # finished under RAM's final copy or other devices' data costs nothing here:
+    # device_stop_copy has each save's own start and end.
     device_save_ms: float = 0.0
     ram_stop_copy_ms: float = 0.0  # the stop -> RAM's last stop-copy byte written
     # Of stop_copy_ms: the device trackers' VFIO_DEVICE_FEATURE_DMA_LOGGING_REPORT at the
@@ -141,6 +141,9 @@ class RunRecord:
     delivery_ms: float = 0.0
     destination_load_ms: float = 0.0  # target read the last byte -> every device loaded
     resume_ms: float = 0.0  # every device loaded -> first vCPU tick on the target
+    # Of resume_ms: vm_start moving the destination's devices to RUNNING (the drivers'
+    # resume commands, mlx5vf_cmd_resume_vhca), before the Shut (target clock).
+    device_resume_ms: float = 0.0
     # Round trip of a Ping sent right after the stop, in the migration stream: the queue of
     # pre-copy data still ahead of the stop-copy data (socket buffers, a shaped link's
     # queue), which the downtime waits for too. 0 if its Pong never came.

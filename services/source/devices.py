@@ -139,10 +139,16 @@ class DeviceStreams:
         return seconds
 
     async def stop_devices(self) -> None:
-        """vm_stop (vfio_vmstate_change, device by device): each device in PRE_COPY to
-        STOP_COPY, where a synchronous driver saves (the stop waits for it) and an
-        asynchronous one starts its save; any other device to STOP."""
+        """vm_stop (vfio_vmstate_change_prepare, then vfio_vmstate_change, device by
+        device): each device suspends (`suspend-time`: mlx5's SUSPEND_VHCA, pds' SUSPEND,
+        qat's bank drain), then a device in PRE_COPY goes to STOP_COPY, where a synchronous
+        driver saves (the stop waits for it) and an asynchronous one starts its save; any
+        other device goes to STOP."""
         for dev, t in zip(self.devices, self.save_times, strict=True):
+            if dev.cfg.suspend_time > 0:
+                started = time.monotonic()
+                await asyncio.sleep(dev.cfg.suspend_time)
+                t.waits.append((started, time.monotonic()))
             started = time.monotonic()
             block = dev.begin_stop_copy(started)
             if block > 0:

@@ -36,6 +36,7 @@ class TargetTimes:
 
     received_ns: int  # it read Complete, the last byte (Received): after inline loads
     loads_done_ns: int  # every device loaded (Shut, or Resumed)
+    devices_running_ns: int  # vm_start moved every device to RUNNING (0: not reported)
     first_tick_ns: int  # the resumed guest's first vCPU tick (Resumed)
 
 
@@ -108,8 +109,9 @@ class Recorder:
 
     def device_stop_copy(self, names: list[str], times: list[SaveTimes], stop_ns: int) -> None:
         """Each device's stop-copy on the source's clock, in ms since the stop; and
-        device_save_ms, the time the stop-copy spent blocked on device saves (a save that
-        finished under RAM's final copy or another device's data costs nothing here)."""
+        device_save_ms, the time the stop-copy spent blocked on devices: their suspends and
+        saves (a save that finished under RAM's final copy or another device's data costs
+        nothing here)."""
         stop_s = stop_ns / 1e9
 
         def since_stop(t: float) -> float:
@@ -134,6 +136,8 @@ class Recorder:
         r.delivery_ms = (received - stop.last_byte_ns) / 1e6
         r.destination_load_ms = (target.loads_done_ns - target.received_ns) / 1e6
         r.resume_ms = (target.first_tick_ns - target.loads_done_ns) / 1e6
+        if target.devices_running_ns:
+            r.device_resume_ms = (target.devices_running_ns - target.loads_done_ns) / 1e6
         self.event("resumed", f"{r.guest_downtime_ms:.1f} ms after the last source tick",
                    at_ms=(first_tick - int(self.t0 * 1e9)) / 1e6)
 

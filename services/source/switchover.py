@@ -141,6 +141,7 @@ class Switchover:
         shut = p.link.got.get("shut")  # absent without the return path
         loads_done = shut.shut.target_loads_done_ns if shut else resumed.target_loads_done_ns
         p.recorder.resumed(times, TargetTimes(received.target_recv_ns, loads_done,
+                                              resumed.target_devices_running_ns,
                                               resumed.target_first_tick_ns),
                            p.link.offset.estimate(), p.guest.vcpu.tick_ns)
         p.recorder.device_initial_loads([d.cfg.name for d in p.guest.devices],

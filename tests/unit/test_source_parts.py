@@ -60,6 +60,7 @@ def test_recorder_parts_add_up_to_guest_downtime() -> None:
     rec.stop_copy(stop)
     offset = 7_000_000_000  # the target's clock runs 7 s ahead
     target = TargetTimes(received_ns=52_000_000 + offset, loads_done_ns=85_000_000 + offset,
+                         devices_running_ns=86_500_000 + offset,
                          first_tick_ns=88_000_000 + offset)
     rec.resumed(stop, target, OffsetEstimate(offset, 100_000, False, 5), tick_ns=1_000_000)
     r = rec.record
@@ -70,6 +71,7 @@ def test_recorder_parts_add_up_to_guest_downtime() -> None:
     assert (r.stop_copy_ms, r.destination_load_ms, r.resume_ms) == pytest.approx((50, 33, 3))
     assert r.guest_downtime_uncertainty_ms == pytest.approx(1.1)
     assert (r.ram_stop_copy_ms, r.tracker_report_ms) == pytest.approx((30.0, 2.0))
+    assert r.device_resume_ms == pytest.approx(1.5)  # of resume_ms: vm_start's device arcs
 
 
 def test_link_names_the_side_that_went_silent() -> None:

@@ -120,6 +120,8 @@ RECORD_FIELDS: dict[str, FieldSpec] = {
     "tracker_report_ms": FieldSpec(
         help="Of stop_copy: the device dirty-page trackers' report at the final sync"),
     "device_stop_copy": FieldSpec(name="device_stop_copy", label="device"),
+    "device_resume_ms": FieldSpec(
+        help="Of resume: the destination's devices moved to RUNNING at vm_start (driver resume commands)"),
     "delivery_ms": FieldSpec(help="Guest downtime part: last byte written to the target reading it, inline loads"),
     "destination_load_ms": FieldSpec(help="Guest downtime part: target read the last byte to every device loaded"),
     "resume_ms": FieldSpec(help="Guest downtime part: every device loaded to the first vCPU tick on the target"),
