@@ -187,7 +187,7 @@ MLX5 = DriverProfile(
 )
 
 def _guess(value: float, why: str) -> Default:
-    return Default(value, f"guess: {why} (docs/drivers.md found no published timing)")
+    return Default(value, f"guess: {why}; no published figure (docs/drivers.md)")
 
 
 HISI_ACC = DriverProfile(

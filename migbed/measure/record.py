@@ -152,6 +152,7 @@ class RunRecord:
     switchover_ack_wait_ms: float = 0.0  # pending < threshold first true -> ACK received
     device_initial_load_ms: dict[str, float] = field(default_factory=dict)
     device_stop_copy: list[DeviceStopCopy] = field(default_factory=list)
+    device_drivers: dict[str, str] = field(default_factory=dict)  # device -> its driver profile
     # multifd (RAM on channels beside the main stream); 0 channels = off.
     multifd_channels: int = 0
     multifd_channel_bytes: list[int] = field(default_factory=list)
@@ -216,6 +217,7 @@ CSV_FIELDS = [
     f.name
     for f in fields(RunRecord)
     if f.name not in ("timeline", "events", "labels", "device_initial_load_ms", "device_stop_copy",
+                      "device_drivers",
                       "multifd_channel_bytes", "multifd_channel_packets")
 ]
 

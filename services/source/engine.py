@@ -152,6 +152,7 @@ class Migration:
     async def _migrate(self, guest: RunningGuest[SourceDevice]) -> None:
         mig = self.scenario.migration
         self.recorder.start(self.return_path, self.profile.version, mig.device_state_transfer)
+        self.record.device_drivers = {d.name: d.driver for d in self.scenario.devices}
         self._set_phase("setup")
         self.link.open()
         await self.link.write(pb.SourceMessage(setup=self._setup_message()))

@@ -78,6 +78,7 @@ RECORD_FIELDS: dict[str, FieldSpec] = {
     "source_address": SKIP,
     "target_address": SKIP,
     "labels": SKIP,
+    "device_drivers": SKIP,  # strings: the run's scenario names them
     "timeline": SKIP,
     "events": SKIP,
     "verified": FieldSpec(help="1 if the target's RAM and device state equalled the source's at its stop"),
