@@ -116,7 +116,7 @@ RECORD_FIELDS: dict[str, FieldSpec] = {
     # where guest downtime went: these five add up to guest_downtime_ms
     "stop_lag_ms": FieldSpec(help="Guest downtime part: last vCPU tick to the stop (source clock)"),
     "stop_copy_ms": FieldSpec(help="Guest downtime part: the stop to the source writing the last byte"),
-    "device_save_ms": FieldSpec(help="Of stop_copy: time the stop-copy was blocked on device saves"),
+    "device_save_ms": FieldSpec(help="Of stop_copy: time the stop-copy was blocked on devices (suspends, saves)"),
     "ram_stop_copy_ms": FieldSpec(help="Of stop_copy: the stop to RAM's last stop-copy byte written"),
     "tracker_report_ms": FieldSpec(
         help="Of stop_copy: the device dirty-page trackers' report at the final sync"),
