@@ -13,6 +13,7 @@ import os
 import signal
 import sys
 import threading
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -118,6 +119,7 @@ async def _until_stopped(watch: ParentWatch | None) -> None:
 
 SHUTDOWN_DEADLINE_S = 30.0  # after a stop signal the process is gone by then, whatever hangs
 ORPHAN_TARGET_WAIT_S = 3.0
+ORPHAN_RECENT_S = 10.0
 
 
 def _exit_anyway_after(seconds: float) -> None:
@@ -149,9 +151,12 @@ async def _orphaned_shutdown(role: str, service: Any, watch: ParentWatch,
             await asyncio.sleep(0.05)
         await service.shutdown()
         return
+    stopped = time.monotonic()
     await service.shutdown(watch.reason())
     if orphan_records:
-        for record in service.finished_records():
+        # The runs this stop cancelled, and those that ended just before it, whose record
+        # the orchestrator may not have written before it died (the file says).
+        for record in service.records_since(stopped - ORPHAN_RECENT_S):
             record.source_address = record.source_address or listen
             record.labels["recorded-by"] = "source service (its orchestrator died)"
             _keep_record(Path(orphan_records), record)

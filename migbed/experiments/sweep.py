@@ -279,6 +279,9 @@ def load_sweep(name_or_path: str, local: bool = True) -> SweepSpec:
 
 
 SPEC_FILE, RUNS_FILE, PREDICTIONS_FILE = "sweep.json", "runs.jsonl", "predictions.json"
+# The records a local source appends when the sweep dies under it (its runs cancelled):
+# kept, and run again by --resume (see to_redo).
+ORPHANS_FILE = "orphans.jsonl"
 
 
 def write_spec(out: Path, spec: SweepSpec, extra: dict[str, Any]) -> None:
@@ -318,12 +321,13 @@ def read_runs(out: Path, repair: bool = False) -> list[FinishedRun]:
     """The finished runs; a torn last line (killed mid-write) is skipped (and moved aside
     to runs.jsonl.torn-<time> with repair=True); a (cell, policy, repeat) seen twice keeps
     its first record that is a measurement: a run cut short by a stop signal or by its lost
-    source (`to_redo`) gives way to the run that --resume made in its place."""
+    source (`to_redo`) gives way to the run that --resume made in its place. A record the
+    source kept when the sweep died under it (orphans.jsonl) counts only for a run that
+    runs.jsonl does not hold."""
     path = out / RUNS_FILE
-    if not path.exists():
-        return []
     runs: dict[tuple[int, str, int], FinishedRun] = {}
-    for number, line in enumerate(read_journal(path, repair=repair), start=1):
+    lines = read_journal(path, repair=repair) if path.exists() else []
+    for number, line in enumerate(lines, start=1):
         try:
             d = json.loads(line)
             key = (int(d["cell"]), str(d["policy"]), int(d["repeat"]))
@@ -332,13 +336,31 @@ def read_runs(out: Path, repair: bool = False) -> list[FinishedRun]:
         except (ValueError, KeyError, TypeError) as e:
             raise SweepError(f"{path}:{number}: not a run record this migbed can read ({e!r}); edited by "
                              "hand, or written by another migbed version?") from None
+    for orphan in _orphans(out, repair):
+        runs.setdefault((orphan.cell, orphan.policy, orphan.repeat), orphan)
     return list(runs.values())
+
+
+def _orphans(out: Path, repair: bool) -> list[FinishedRun]:
+    """The records in orphans.jsonl, by the cell and repeat their labels name."""
+    path = out / ORPHANS_FILE
+    if not path.exists():
+        return []
+    found = []
+    for line in read_journal(path, repair=repair):
+        with contextlib.suppress(ValueError, KeyError, TypeError):
+            rec = RunRecord.from_json(line)
+            found.append(FinishedRun(int(rec.labels["cell"]), rec.policy, rec.repeat, rec))
+    return found
 
 
 def to_redo(record: RunRecord) -> bool:
     """A record that measured nothing about its cell: its run was cancelled because the sweep
-    got a stop signal, or its source was lost. Kept in runs.jsonl; --resume runs it again."""
-    return INTERRUPTED_LABEL in record.labels or record.labels.get(RECORDED_BY) == "orchestrator"
+    got a stop signal or died (its source wrote the record), or its source was lost. Kept
+    (runs.jsonl, orphans.jsonl); --resume runs it again."""
+    by = record.labels.get(RECORDED_BY, "")
+    cut_short = by.startswith("source") and record.outcome != "completed"
+    return INTERRUPTED_LABEL in record.labels or by == "orchestrator" or cut_short
 
 
 def remaining(spec: SweepSpec, done: Iterable[FinishedRun]) -> list[tuple[int, int, str]]:
@@ -401,7 +423,7 @@ def services(out: Path, source: str = "", target: str = "") -> Iterator[tuple[st
     with contextlib.ExitStack() as stack:  # bound: they die with this process, however it dies
         tsvc = start_service("target", logs, bound=True)
         stack.callback(tsvc.stop)
-        ssvc = start_service("source", logs, bound=True)
+        ssvc = start_service("source", logs, bound=True, orphan_records=out / ORPHANS_FILE)
         stack.callback(ssvc.stop)
         (logs / "stack.json").write_text(json.dumps(
             {svc.role: {"pid": svc.process.pid, "address": svc.address} for svc in (tsvc, ssvc)}))
