@@ -409,8 +409,8 @@ class Simulation:
     def _values(self) -> list[float]:
         s, net = self.transfers.share, self.net
         racks = self.spec.topology.racks
-        up = max((max(s.load[net.uplink_up(r)], s.load[net.uplink_down(r)]) / s.capacity[net.uplink_up(r)]
-                  for r in range(racks)), default=0.0)
+        lo = net.uplink_up(0)  # every uplink, up then down, has the same capacity
+        up = max(s.load[lo:lo + 2 * racks], default=0.0) / s.capacity[lo]
         spine = net.spine_link
         return [float(len(self.plan.in_flight)) if self.plan else 0.0, self.transfers.total_rate, up,
                 s.load[spine] / s.capacity[spine] if spine is not None else 0.0]
