@@ -102,6 +102,6 @@ class CourseCache:
         self.model_runs += 1
         return course_from(simulate(inp, policy), inp, bandwidth)
 
-    @property
-    def classes(self) -> int:
-        return len(self._courses)
+    def keys(self) -> list[tuple[int, str, int]]:
+        """(guest kind, policy, bandwidth class) of every course computed so far."""
+        return list(self._courses)

@@ -36,6 +36,7 @@ class FairShare:
         if any(not c > 0 for c in capacities):
             raise SharingError("every link needs a capacity above 0")
         self.capacity = [float(c) for c in capacities]
+        self.full = [c * (1 - _REL) for c in self.capacity]  # a load this high saturates a link
         self.load = [0.0] * len(capacities)  # sum of the rates of the flows on each link
         self.flows_on: list[set[int]] = [set() for _ in capacities]
         self.links: dict[int, tuple[int, ...]] = {}
@@ -50,7 +51,7 @@ class FairShare:
         if flow in self.links:
             raise SharingError(f"flow {flow} is already sharing")
         path = tuple(links)
-        if any(not 0 <= link < len(self.capacity) for link in path):
+        if path and (min(path) < 0 or max(path) >= len(self.capacity)):
             raise SharingError(f"flow {flow}: a link out of range in {path}")
         self.links[flow] = path
         self.limit[flow] = limit
@@ -66,11 +67,12 @@ class FairShare:
         rate = self.rate.pop(flow)
         del self.limit[flow]
         self._touched.discard(flow)
+        load, full = self.load, self.full
         for link in path:
-            if self._saturated(link):
+            if load[link] >= full[link]:
                 self._freed.add(link)
             self.flows_on[link].discard(flow)
-            self.load[link] -= rate
+            load[link] -= rate
 
     def set_limit(self, flow: int, limit: float) -> None:
         if flow not in self.links:
@@ -81,7 +83,7 @@ class FairShare:
     # ------------------------------------------------------------ the solve
 
     def _saturated(self, link: int) -> bool:
-        return self.load[link] >= self.capacity[link] * (1 - _REL)
+        return self.load[link] >= self.full[link]
 
     def solve(self) -> dict[int, float]:
         """Apply the pending changes; returns {flow: new rate} for every flow whose rate moved
@@ -91,6 +93,8 @@ class FairShare:
             seeds |= self.flows_on[link]
         self._touched.clear()
         self._freed.clear()
+        if not seeds:  # only flows on unsaturated links left: nobody else moves
+            return {}
         old = {f: self.rate[f] for f in seeds}
         component = self._closure(seeds)
         old.update((f, self.rate[f]) for f in component if f not in old)
@@ -109,10 +113,11 @@ class FairShare:
         component = set(seeds)
         stack = list(seeds)
         seen_links: set[int] = set()
+        load, full = self.load, self.full
         while stack:
             f = stack.pop()
             for link in self.links[f]:
-                if link in seen_links or not self._saturated(link):
+                if link in seen_links or load[link] < full[link]:
                     continue
                 seen_links.add(link)
                 for g in self.flows_on[link]:
@@ -176,11 +181,10 @@ class FairShare:
     def _outsiders_above_level(self, component: set[int]) -> set[int]:
         """Flows outside the component on a link it saturated, with more than the component's
         flows there get: max-min says they must come down to that level."""
-        links = {link for f in component for link in self.links[f]}
+        load, full = self.load, self.full
+        links = {link for f in component for link in self.links[f] if load[link] >= full[link]}
         found: set[int] = set()
         for link in links:
-            if not self._saturated(link):
-                continue
             flows = self.flows_on[link]
             inside = [self.rate[g] for g in flows if g in component]
             level = max(inside, default=0.0)

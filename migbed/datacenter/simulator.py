@@ -417,14 +417,53 @@ class Simulation:
 
 
 def simulate_datacenter(spec: DatacenterSpec, progress: Callable[[int], None] | None = None,
-                        cache: CourseCache | None = None) -> list[PolicyResult]:
-    """Every policy's drain of `spec`, one after another on the same plan."""
-    cache = cache or CourseCache([m.scenario for m in spec.mix], spec.bandwidth_step)
-    results = []
-    for policy in spec.policies:
-        before = cache.model_runs
-        res = Simulation(spec, policy, cache, progress).run()
-        res.model_runs = cache.model_runs - before
-        res.bandwidth_classes = sum(1 for key in cache._courses if key[1] == policy)
-        results.append(res)
+                        cache: CourseCache | None = None, parallel: bool = True) -> list[PolicyResult]:
+    """Every policy's drain of `spec`, on the same plan. With `parallel` and more than one
+    policy and core, each policy runs in a process of its own (forked: nothing to import
+    again); the results are the same either way (tests/unit/test_datacenter.py)."""
+    import multiprocessing as mp
+    import os
+
+    if not parallel or len(spec.policies) < 2 or (os.cpu_count() or 1) < 2 or cache is not None:
+        cache = cache or CourseCache([m.scenario for m in spec.mix], spec.bandwidth_step)
+        return [_one_policy(spec, policy, cache, progress) for policy in spec.policies]
+    ctx = mp.get_context("fork")
+    done = ctx.Array("q", len(spec.policies), lock=False)  # migrations ended, per policy
+    with ctx.Pool(len(spec.policies), initializer=_init_worker, initargs=(done,)) as pool:
+        pending = pool.starmap_async(_policy_worker, [(spec, i) for i in range(len(spec.policies))])
+        reported = 0
+        while not pending.ready():
+            pending.wait(0.5)
+            now = sum(done)
+            if progress is not None and now > reported:
+                progress(now - reported)
+                reported = now
+        results: list[PolicyResult] = pending.get()
+    if progress is not None and sum(r.migrations for r in results) > reported:
+        progress(sum(r.migrations for r in results) - reported)
     return results
+
+
+def _one_policy(spec: DatacenterSpec, policy: str, cache: CourseCache,
+                progress: Callable[[int], None] | None) -> PolicyResult:
+    before = cache.model_runs
+    res = Simulation(spec, policy, cache, progress).run()
+    res.model_runs = cache.model_runs - before
+    res.bandwidth_classes = sum(1 for key in cache.keys() if key[1] == policy)  # noqa: SIM118
+    return res
+
+
+_worker_done: Any = None  # in a policy's process: the parent's per-policy counters
+
+
+def _init_worker(done: Any) -> None:
+    global _worker_done
+    _worker_done = done
+
+
+def _policy_worker(spec: DatacenterSpec, index: int) -> PolicyResult:
+    def count(n: int) -> None:
+        _worker_done[index] += n
+
+    cache = CourseCache([m.scenario for m in spec.mix], spec.bandwidth_step)
+    return _one_policy(spec, spec.policies[index], cache, count)

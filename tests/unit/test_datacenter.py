@@ -210,3 +210,14 @@ def test_the_cli_writes_every_view(tmp_path: Path, capsys: pytest.CaptureFixture
         assert (tmp_path / "out" / name).is_file(), name
     assert "switchover-ack" in capsys.readouterr().out
     assert main(["simulate", "--list"]) == 0
+
+
+def test_policies_in_parallel_give_the_same_results_as_one_after_another() -> None:
+    spec = parse_datacenter(dc(**{"hosts = [0]": "racks = [0]", "per-cluster = 5": "per-cluster = 4"}))
+    serial = simulate_datacenter(spec, parallel=False)
+    counted: list[int] = []
+    forked = simulate_datacenter(spec, counted.append, parallel=True)
+    for a, b in zip(serial, forked, strict=True):
+        assert a.policy == b.policy and a.migrations == b.migrations == 12
+        assert list(a.end) == list(b.end) and list(a.guest_downtime) == list(b.guest_downtime)
+    assert sum(counted) == 24
