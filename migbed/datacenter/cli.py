@@ -3,6 +3,7 @@
   migbed simulate --list                 the built-in datacenters
   migbed simulate rack-4to1              a built-in one
   migbed simulate my-dc.toml --out DIR   a datacenter file (docs/datacenter.md: its keys)
+  migbed simulate rack-4to1 --set limits.per-source=5   one key changed
 
 Writes summary.json, migrations.csv, series.csv, cdf.png, gantt.png and utilisation.png
 into --out (default results/simulate-<name>-<UTC time>) and prints the summary table.
@@ -31,7 +32,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         return 0
     if not args.datacenter:
         raise UsageError("give a datacenter file or a built-in name (migbed simulate --list)")
-    spec = resolve_datacenter(args.datacenter)
+    spec = resolve_datacenter(args.datacenter, args.overrides or ())
     out = writable_folder(Path(args.out or Path("results") / f"simulate-{spec.name}-{utc_stamp()}"))
     from migbed.datacenter.report import plot_all, summarise, summary_table, write_results
     from migbed.datacenter.simulator import simulate_datacenter
@@ -89,6 +90,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
                               description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("datacenter", nargs="?", help="a datacenter TOML file or a built-in name")
     p.add_argument("--list", action="store_true", help="list the built-in datacenters")
+    p.add_argument("--set", dest="overrides", action="append", metavar="SECTION.KEY=VALUE",
+                   help="change one key of the file, e.g. limits.per-source=5 or drain.racks=[0,1] (repeatable)")
     p.add_argument("--out", metavar="DIR", help="results folder (default results/simulate-<name>-<UTC time>)")
     p.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
     p.add_argument("--no-progress", action="store_true")

@@ -29,12 +29,13 @@ field, the value and what is allowed.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any
 
 from migbed.core.bounded import MAX_SCENARIO_BYTES, InputError, decode_utf8, loads_toml, read_regular_file
+from migbed.core.overrides import MAX_OVERRIDES, OverrideError, dump_toml, split_override
 from migbed.core.policy import DEFAULT_POLICIES, POLICIES
 from migbed.core.scenario import (
     Scenario,
@@ -325,12 +326,45 @@ def builtin_datacenter_text(name: str) -> str:
     return resources.files("migbed").joinpath(f"datacenters/{name}.toml").read_text(encoding="utf-8")
 
 
-def resolve_datacenter(arg: str) -> DatacenterSpec:
-    """A datacenter file (a path, or a name ending in .toml) or a built-in name."""
+def resolve_datacenter(arg: str, overrides: Sequence[str] = ()) -> DatacenterSpec:
+    """A datacenter file (a path, or a name ending in .toml) or a built-in name, with
+    `--set SECTION.KEY=VALUE` overrides (limits.per-source=5, drain.racks=[0,1])."""
     if arg.endswith(".toml") or os.sep in arg or os.path.lexists(arg):
         try:
             text = decode_utf8(read_regular_file(arg, MAX_SCENARIO_BYTES, "datacenter file"), arg)
         except InputError as e:
             raise DatacenterError(str(e)) from None
-        return parse_datacenter(text, arg)
-    return parse_datacenter(builtin_datacenter_text(arg), arg)
+    else:
+        text = builtin_datacenter_text(arg)
+    if overrides:
+        text = _with_overrides(text, arg, overrides)
+    return parse_datacenter(text, arg)
+
+
+_OVERRIDABLE = ("topology", "drain", "limits", "simulation")
+
+
+def _with_overrides(text: str, where: str, overrides: Sequence[str]) -> str:
+    """The file's text with each --set applied (validated afterwards like any file)."""
+    try:
+        data = loads_toml(text, where)
+    except InputError as e:
+        raise DatacenterError(str(e)) from None
+    if len(overrides) > MAX_OVERRIDES:
+        raise DatacenterError(f"--set: {len(overrides)} given; at most {MAX_OVERRIDES}")
+    for item in overrides:
+        try:
+            parts, value = split_override(item)
+        except OverrideError as e:
+            raise DatacenterError(str(e)) from None
+        if len(parts) == 1 and parts[0] == "name":
+            data["name"] = value
+        elif len(parts) == 2 and parts[0] in _OVERRIDABLE:
+            table = data.setdefault(parts[0], {})
+            if not isinstance(table, dict):
+                raise DatacenterError(f"--set {item[:80]!r}: [{parts[0]}] is not a table in the file")
+            table[parts[1]] = value
+        else:
+            raise DatacenterError(f"--set {item[:80]!r}: KEY is name or "
+                                  f"{', '.join(s + '.KEY' for s in _OVERRIDABLE)} (e.g. limits.per-source=5)")
+    return f"# {where} with --set {' --set '.join(overrides)}\n" + dump_toml(data)

@@ -221,3 +221,16 @@ def test_policies_in_parallel_give_the_same_results_as_one_after_another() -> No
         assert a.policy == b.policy and a.migrations == b.migrations == 12
         assert list(a.end) == list(b.end) and list(a.guest_downtime) == list(b.guest_downtime)
     assert sum(counted) == 24
+
+
+def test_set_changes_one_key_and_bad_ones_are_named(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from migbed.datacenter.spec import resolve_datacenter
+
+    spec = resolve_datacenter("rack-4to1", ["limits.per-source=5", "drain.racks=[0, 1]", "name=x"])
+    assert spec.limits.per_source == 5 and spec.drain.racks == (0, 1) and spec.name == "x"
+    with pytest.raises(DatacenterError, match=r"KEY is name or topology\.KEY"):
+        resolve_datacenter("rack-4to1", ["guests.per-host=3"])
+    with pytest.raises(DatacenterError, match=r"limits\.per-source = 0"):
+        resolve_datacenter("rack-4to1", ["limits.per-source=0"])
+    assert main(["simulate", "rack-4to1", "--set", "limits.bogus=1", "--out", str(tmp_path)]) == 2
+    assert "limits: unknown key(s) bogus" in capsys.readouterr().err
