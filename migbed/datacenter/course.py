@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from migbed.core.scenario import Scenario
 from migbed.model import ModelParams, Outcome, inputs_from, simulate
 from migbed.model.inputs import Inputs
+from migbed.model.pipe import WireSchedule
 
 MIN_CLASS_RATE = 1e5  # bytes/s: below this a migration is stalled, not slow
 
@@ -101,6 +102,15 @@ class CourseCache:
         inp = dataclasses.replace(self.inputs[kind], precopy_wire=bandwidth, stop_wire=bandwidth)
         self.model_runs += 1
         return course_from(simulate(inp, policy), inp, bandwidth)
+
+    def on_schedule(self, kind: int, policy: str, changes: list[tuple[float, float]]) -> Outcome:
+        """The model run on a wire whose rate changes as `changes` says ((s from the
+        migration's start, bytes/s)): the reference the course approximation is measured
+        against. Only for guests whose max-bandwidth is above every rate (pipe.WireSchedule)."""
+        schedule = WireSchedule([(max(0.0, t), max(rate, MIN_CLASS_RATE)) for t, rate in changes])
+        inp = dataclasses.replace(self.inputs[kind], precopy_wire=schedule, stop_wire=schedule)
+        self.model_runs += 1
+        return simulate(inp, policy)
 
     def keys(self) -> list[tuple[int, str, int]]:
         """(guest kind, policy, bandwidth class) of every course computed so far."""

@@ -62,6 +62,8 @@ class Transfers:
         self._timer_at = math.inf
         self._pending = False
         self._new: list[int] = []  # transfers started since the last solve
+        # transfer id -> (time, rate) at each change of its rate, for the transfers traced
+        self.history: dict[int, list[tuple[float, float]]] = {}
         self._on_solve = on_solve
 
     def start(self, ident: int, links: tuple[int, ...], nbytes: float, limit: float = math.inf,
@@ -114,6 +116,8 @@ class Transfers:
             self.total_rate += rate - t.rate
             t.rate = rate
             t.version += 1
+            if ident in self.history:
+                self.history[ident].append((now, rate))
             if rate > 0:
                 heapq.heappush(self._heap, (now + t.left / rate, t.version, ident))
         self._arm()
@@ -148,6 +152,7 @@ class Transfers:
                 break
             heapq.heappop(heap)
             del self.live[ident]
+            self.history.pop(ident, None)
             self.share.remove(ident)
             self.total_rate -= t.rate
             t.done.succeed()
@@ -186,6 +191,20 @@ class PolicyResult:
     series: dict[str, array[float]] = field(default_factory=dict)
 
 
+@dataclass
+class Trace:
+    """One migration followed closely: the rates its transfers got (time, bytes/s, on the
+    simulation's clock), for comparing its course with the model run on that bandwidth."""
+
+    kind: int
+    t0: float  # its pre-copy began (QEMU's clock zero)
+    course: Course
+    rates: list[tuple[float, float]] = field(default_factory=list)
+    total_time: float = math.nan
+    downtime: float = math.nan
+    guest_downtime: float = math.nan
+
+
 class _Series:
     """Time series decimated to at most MAX_SAMPLES points: in flight, throughput, the most
     used rack uplink and the spine."""
@@ -214,7 +233,7 @@ class Simulation:
     """One policy's drain of the datacenter."""
 
     def __init__(self, spec: DatacenterSpec, policy: str, cache: CourseCache,
-                 progress: Callable[[int], None] | None = None) -> None:
+                 progress: Callable[[int], None] | None = None, trace_every: int = 0) -> None:
         self.spec = spec
         self.policy = policy
         self.cache = cache
@@ -240,6 +259,9 @@ class Simulation:
         self._objectives = [spec.downtime_objective or m.scenario.migration.downtime_limit for m in spec.mix]
         self._gantt_every = 1
         self.plan: EvacuationPlan | None = None
+        self.trace_every = trace_every  # follow every n-th migration closely (0: none)
+        self.traces: list[Trace] = []
+        self._started = 0
 
     # ------------------------------------------------------------ the run
 
@@ -339,7 +361,10 @@ class Simulation:
 
         t0 = env.now
         cap = spec.mix[kind].scenario.migration.max_bandwidth
-        yield self._send(links, 0.0, cap, precopy_bytes)
+        self._started += 1
+        rates: list[tuple[float, float]] | None = (
+            [] if self.trace_every and self._started % self.trace_every == 0 else None)
+        yield self._send(links, 0.0, cap, precopy_bytes, rates)
         course = chosen[0]
         if course.precopy_idle_s:
             yield env.timeout(course.precopy_idle_s)
@@ -348,19 +373,26 @@ class Simulation:
             stop = env.now
             if course.save_s:
                 yield env.timeout(course.save_s)
-            yield self._send(links, course.downtime_bytes, math.inf)
+            yield self._send(links, course.downtime_bytes, math.inf, None, rates)
             if course.downtime_fixed_s:
                 yield env.timeout(course.downtime_fixed_s)
         end = env.now
+        if rates is not None:
+            self.traces.append(Trace(kind, t0, course, rates, course.setup_s + end - t0, end - stop,
+                                     end - stop + course.guest_extra_s))
         if spec.overhead_after:
             yield env.timeout(spec.overhead_after)
         self._record(guest, kind, src, dst, course, started, t0, stop, end)
         self._ended(guest, kind, src, dst, course.outcome)
 
     def _send(self, links: tuple[int, ...], nbytes: float, limit: float,
-              size: Callable[[float], float] | None = None) -> simpy.Event:
+              size: Callable[[float], float] | None = None,
+              trace: list[tuple[float, float]] | None = None) -> simpy.Event:
         self._ids += 1
-        return self.transfers.start(self._ids, links, nbytes, limit, size)
+        done = self.transfers.start(self._ids, links, nbytes, limit, size)
+        if trace is not None and self._ids in self.transfers.live:
+            self.transfers.history[self._ids] = trace
+        return done
 
     def _record(self, guest: FleetGuest, kind: int, src: int, dst: int, course: Course,
                 started: float, t0: float, stop: float, end: float) -> None:
