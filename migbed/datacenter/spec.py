@@ -8,6 +8,7 @@ field, the value and what is allowed.
     racks = 10
     hosts-per-rack = 40
     nic = "25Gbit"            # each host, each direction (a byte rate, "2400MB/s", is goodput)
+    nic-in = "25Gbit"         # optional: what a NIC receives, when not `nic` (a lab shaped at the sources)
     oversubscription = 4      # or uplink = "250Gbit": each rack's uplink, each direction
     spine = "0"               # the spine's aggregate capacity; 0 = non-blocking
     slots = 24                # guests a host can hold (0 = no limit)
@@ -76,6 +77,7 @@ class Topology:
     uplink: float  # bytes/s of goodput per rack, each direction
     spine: float  # bytes/s of goodput in all; 0 = non-blocking
     slots: int  # guests a host can hold; 0 = no limit
+    nic_in: float = 0.0  # bytes/s a NIC receives, when not the same as `nic`
 
     @property
     def hosts(self) -> int:
@@ -177,6 +179,7 @@ def _topology(t: _Table) -> Topology:
     racks = t.require("racks", _ranged(_int, 1, MAX_RACKS))
     per_rack = t.require("hosts-per-rack", _ranged(_int, 1, MAX_HOSTS_PER_RACK))
     nic = t.require("nic", _ranged(_rate, 1e5, 1e13))
+    nic_in = t.get("nic-in", _ranged(_rate, 1e5, 1e13), nic)
     uplink = t.get("uplink", _ranged(_rate, 0, 1e15), 0.0)
     over = t.get("oversubscription", _ranged(_number, 0, 1000), 0.0)
     spine = t.get("spine", _ranged(_rate, 0, 1e17), 0.0)
@@ -192,7 +195,7 @@ def _topology(t: _Table) -> Topology:
         if over < 1:
             raise DatacenterError(f"topology.oversubscription = {over:g}: at least 1 (1 = non-blocking)")
         uplink = per_rack * nic / over
-    return Topology(racks, per_rack, nic, uplink, spine, slots)
+    return Topology(racks, per_rack, nic, uplink, spine, slots, nic_in)
 
 
 def _number(v: Any) -> float:

@@ -31,7 +31,7 @@ class Network:
 
     def capacities(self) -> list[float]:
         t = self.topology
-        caps = [t.nic] * (2 * t.hosts) + [t.uplink] * (2 * t.racks)
+        caps = [t.nic] * t.hosts + [t.nic_in or t.nic] * t.hosts + [t.uplink] * (2 * t.racks)
         if t.spine:
             caps.append(t.spine)
         return caps

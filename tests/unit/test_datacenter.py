@@ -234,3 +234,9 @@ def test_set_changes_one_key_and_bad_ones_are_named(tmp_path: Path, capsys: pyte
         resolve_datacenter("rack-4to1", ["limits.per-source=0"])
     assert main(["simulate", "rack-4to1", "--set", "limits.bogus=1", "--out", str(tmp_path)]) == 2
     assert "limits: unknown key(s) bogus" in capsys.readouterr().err
+
+
+def test_a_receive_rate_of_its_own() -> None:
+    spec = parse_datacenter(dc(**{'nic = "10Gbit"': 'nic = "1Gbit"\nnic-in = "10Gbit"'}))
+    caps = Network(spec.topology).capacities()
+    assert caps[0] == spec.topology.nic and caps[6] == spec.topology.nic_in > spec.topology.nic
