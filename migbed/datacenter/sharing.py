@@ -128,6 +128,13 @@ class FairShare:
 
     def _fill(self, component: set[int]) -> None:
         """Water-filling of the component's flows over what the other flows leave."""
+        if len(component) == 1:  # the most common case: one flow takes what its path leaves
+            [f] = component
+            r, cap, load = self.rate[f], self.capacity, self.load
+            free = min((cap[link] - load[link] + r for link in self.links[f]), default=math.inf)
+            rate = min(self.limit[f], max(0.0, free))
+            self._set_rate(f, rate if math.isfinite(rate) else 0.0)
+            return
         residual: dict[int, float] = {}
         count: dict[int, int] = {}
         for f in component:
