@@ -36,9 +36,9 @@ from migbed.datacenter.report import summarise
 from migbed.datacenter.simulator import simulate_datacenter
 from migbed.datacenter.spec import parse_datacenter
 from migbed.experiments.sweep import measure_wire_rate
-from migbed.fleet.cli import guests_from_scenario, local_hosts, run_policies
 from migbed.fleet.evacuation import EvacuationResult
 from migbed.fleet.planner import Limits
+from migbed.fleet.run import guests_from_scenario, local_hosts, run_policies
 
 GOAL = 0.10
 

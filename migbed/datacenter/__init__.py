@@ -11,5 +11,5 @@ every start and end (SimPy drives the events). docs/datacenter.md says what is m
   course.py     a migration's course from the model, cached per bandwidth class (pure)
   simulator.py  the discrete-event simulation (SimPy)
   report.py     the summary, JSON, CSV and plots
-  cli.py        `migbed simulate`
+(`migbed simulate`'s flags are read in migbed/cli/simulate.py.)
 """

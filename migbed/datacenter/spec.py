@@ -37,7 +37,7 @@ from typing import Any
 
 from migbed.core.bounded import MAX_SCENARIO_BYTES, InputError, decode_utf8, loads_toml, read_regular_file
 from migbed.core.overrides import MAX_OVERRIDES, OverrideError, dump_toml, split_override
-from migbed.core.policy import DEFAULT_POLICIES, POLICIES
+from migbed.core.policy import DEFAULT_POLICIES, policy_names
 from migbed.core.scenario import (
     Scenario,
     ScenarioError,
@@ -48,8 +48,7 @@ from migbed.core.scenario import (
     _Table,
     resolve_scenario,
 )
-from migbed.core.units import UnitError, parse_bit_rate, parse_byte_rate, parse_duration
-from migbed.env.shaping import FRAME_EFFICIENCY
+from migbed.core.units import FRAME_EFFICIENCY, UnitError, parse_bit_rate, parse_byte_rate, parse_duration
 from migbed.fleet.planner import ORDERS, Limits
 
 MAX_RACKS = 10_000
@@ -261,9 +260,10 @@ def _limits(t: _Table) -> Limits:
 
 def _policies(v: Any) -> tuple[str, ...]:
     names = _str_list(v)
-    bad = [n for n in names if n not in POLICIES]
+    known = policy_names()
+    bad = [n for n in names if n not in known]
     if bad or not names or len(set(names)) != len(names):
-        raise ValueError(f"a non-empty list of distinct policies from {', '.join(POLICIES)}")
+        raise ValueError(f"a non-empty list of distinct policies from {', '.join(known)}")
     return names
 
 

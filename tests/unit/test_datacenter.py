@@ -10,6 +10,7 @@ import pytest
 
 from migbed.cli.main import main
 from migbed.core.scenario import resolve_scenario
+from migbed.core.units import FRAME_EFFICIENCY
 from migbed.datacenter.course import CourseCache
 from migbed.datacenter.report import summarise, write_results
 from migbed.datacenter.simulator import simulate_datacenter
@@ -20,7 +21,6 @@ from migbed.datacenter.spec import (
     parse_datacenter,
 )
 from migbed.datacenter.topology import Network, drained_hosts
-from migbed.env.shaping import FRAME_EFFICIENCY
 from migbed.fleet.planner import Interval, max_in_flight
 
 BASE = """

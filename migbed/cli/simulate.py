@@ -18,7 +18,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from migbed.cli.args import UsageError, progress_wanted, utc_stamp, writable_folder
+from migbed.cli.args import UsageError, progress_wanted, writable_folder
+from migbed.core.clock import utc_stamp
 from migbed.datacenter.spec import builtin_datacenter_text, builtin_datacenters, parse_datacenter, resolve_datacenter
 
 
