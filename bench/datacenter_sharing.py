@@ -36,7 +36,7 @@ from migbed.datacenter.spec import parse_datacenter
 from migbed.env.shaping import LinkShape, clear_commands, shaping_commands
 
 GOAL = 0.10
-SCENARIO = "sharing-check"
+SHARING_CHECK = "sharing-check"
 SMALL = "guest.ram-size=64MiB"
 CASES = {  # name -> guests: (count, overrides)
     "1 alone": [(1, "")],
@@ -51,7 +51,7 @@ def run_case(source: Proc, target_address: str, guests: list[tuple[int, str]],
              policy: str) -> list[tuple[str, float, float]]:
     """Every guest of the case started at once: (kind, total time s, QEMU clock start s on
     this runner's clock, estimated as the record's return minus its verification and total)."""
-    tomls = [(over, resolve_scenario(SCENARIO, [over] if over else []).source_text)
+    tomls = [(over, resolve_scenario(SHARING_CHECK, [over] if over else []).source_text)
              for n, over in guests for _ in range(n)]
     t0 = time.monotonic()
 
@@ -72,7 +72,7 @@ def run_case(source: Proc, target_address: str, guests: list[tuple[int, str]],
 def simulated(guests: list[tuple[int, str]], rate: str, policy: str) -> dict[str, float]:
     """The simulation's total time per kind of guest."""
     n = sum(c for c, _ in guests)
-    mix = "\n".join(f'[[guests]]\nscenario = "{SCENARIO}"\nper-host = {c}\n' + (f'set = ["{o}"]\n' if o else "")
+    mix = "\n".join(f'[[guests]]\nscenario = "{SHARING_CHECK}"\nper-host = {c}\n' + (f'set = ["{o}"]\n' if o else "")
                     for c, o in guests)
     spec = parse_datacenter(f"""name = "sharing"
 [topology]
