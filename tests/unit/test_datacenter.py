@@ -240,3 +240,18 @@ def test_a_receive_rate_of_its_own() -> None:
     spec = parse_datacenter(dc(**{'nic = "10Gbit"': 'nic = "1Gbit"\nnic-in = "10Gbit"'}))
     caps = Network(spec.topology).capacities()
     assert caps[0] == spec.topology.nic and caps[6] == spec.topology.nic_in > spec.topology.nic
+
+
+def test_a_traced_migration_alone_matches_the_model_on_its_own_bandwidth() -> None:
+    from migbed.datacenter.simulator import Simulation
+
+    spec = parse_datacenter(dc(**{'scenario = "tiny"': 'scenario = "sharing-check"', "per-host = 4": "per-host = 1",
+                                  "per-cluster = 5": "per-cluster = 1"}))
+    cache = CourseCache([m.scenario for m in spec.mix])
+    sim = Simulation(spec, "switchover-ack", cache, trace_every=1)
+    sim.run()
+    [tr] = sim.traces
+    assert [r for _, r in tr.rates] == [pytest.approx(spec.topology.nic)] * len(tr.rates)
+    ref = cache.on_schedule(tr.kind, "switchover-ack", [(t - tr.t0, r) for t, r in tr.rates])
+    assert tr.total_time == pytest.approx(ref.total_time_s, rel=0.01)
+    assert tr.guest_downtime == pytest.approx(ref.guest_downtime_s, rel=0.01)
