@@ -17,7 +17,7 @@ import heapq
 import math
 from array import array
 from collections import deque
-from collections.abc import Callable, Generator
+from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -34,17 +34,21 @@ OUTCOMES = ("completed", "cancelled", "no-convergence")
 MAX_SAMPLES = 4096  # points of each time series kept (decimated as the run goes on)
 
 
-class _Transfer:
-    __slots__ = ("done", "left", "rate", "since", "size", "version")
+# (bandwidth, bytes left or inf before the first call) -> bytes left to send
+Sizer = Callable[[float, float], float]
 
-    def __init__(self, left: float, done: simpy.Event, since: float,
-                 size: Callable[[float], float] | None) -> None:
+
+class _Transfer:
+    __slots__ = ("done", "left", "rate", "resize", "since", "size", "version")
+
+    def __init__(self, left: float, done: simpy.Event, since: float, size: Sizer | None, resize: bool) -> None:
         self.left = left
         self.rate = 0.0
         self.since = since
         self.version = 0
         self.done = done
         self.size = size  # bytes to send, decided once the transfer's bandwidth is known
+        self.resize = resize  # and decided again whenever its rate changes
 
 
 class Transfers:
@@ -67,16 +71,18 @@ class Transfers:
         self._on_solve = on_solve
 
     def start(self, ident: int, links: tuple[int, ...], nbytes: float, limit: float = math.inf,
-              size: Callable[[float], float] | None = None) -> simpy.Event:
+              size: Sizer | None = None, resize: bool = False) -> simpy.Event:
         """An event that fires when `nbytes` have gone through `links` (rate at most `limit`).
-        With `size`, the bytes are size(bandwidth), asked once the transfer's share is solved
-        (every start of the same instant included): `bandwidth` is the rate it gets, or when
-        its own limit binds, that rate plus what its path has left (the wire it could use)."""
+        With `size`, the bytes are size(bandwidth, inf), asked once the transfer's share is
+        solved (every start of the same instant included), and with `resize` asked again,
+        size(bandwidth, bytes left), at every change of its rate. `bandwidth` is the rate it
+        gets, or when its own limit binds, that rate plus what its path has left (the wire
+        it could use)."""
         done = self.env.event()
         if nbytes <= 0 and size is None:
             done.succeed()
             return done
-        self.live[ident] = _Transfer(math.inf if size else nbytes, done, self.env.now, size)
+        self.live[ident] = _Transfer(math.inf if size else nbytes, done, self.env.now, size, resize)
         self.share.add(ident, links, limit)
         self._new.append(ident)
         self._changed()
@@ -102,8 +108,9 @@ class Transfers:
         for ident in self._new:
             t = self.live[ident]
             if t.size is not None:
-                t.left = t.size(self._bandwidth(ident))
-                t.size = None
+                t.left = t.size(self._bandwidth(ident), math.inf)
+                if not t.resize:
+                    t.size = None
                 changed.setdefault(ident, self.share.rate[ident])
                 t.rate = -1.0  # forces the (re)push below even when the rate is unchanged
         self._new.clear()
@@ -113,6 +120,8 @@ class Transfers:
                 t.rate = 0.0
             t.left -= t.rate * (now - t.since)
             t.since = now
+            if t.size is not None and t.rate > 0:  # resized (a new one has rate 0 here)
+                t.left = t.size(self._bandwidth(ident), t.left)
             self.total_rate += rate - t.rate
             t.rate = rate
             t.version += 1
@@ -233,7 +242,8 @@ class Simulation:
     """One policy's drain of the datacenter."""
 
     def __init__(self, spec: DatacenterSpec, policy: str, cache: CourseCache,
-                 progress: Callable[[int], None] | None = None, trace_every: int = 0) -> None:
+                 progress: Callable[[int], None] | None = None, trace_every: int = 0,
+                 start_delays: Sequence[float] = ()) -> None:
         self.spec = spec
         self.policy = policy
         self.cache = cache
@@ -260,6 +270,9 @@ class Simulation:
         self._gantt_every = 1
         self.plan: EvacuationPlan | None = None
         self.trace_every = trace_every  # follow every n-th migration closely (0: none)
+        # s more before the n-th guest's migration begins (its guests numbered as the plan
+        # gets them): measured start times of real runs the simulation is checked against
+        self.start_delays = list(start_delays)
         self.traces: list[Trace] = []
         self._started = 0
 
@@ -349,22 +362,33 @@ class Simulation:
         src, dst = self._host_of[guest.source_host], self._host_of[placement.target_host]
         self._incoming[dst] += 1
         started = env.now
-        if spec.overhead_before:
-            yield env.timeout(spec.overhead_before)
+        serial = int(guest.name[1:]) - 1
+        delay = spec.overhead_before + (self.start_delays[serial] if serial < len(self.start_delays) else 0.0)
+        if delay:
+            yield env.timeout(delay)
         links = self.net.path(src, dst)
         chosen: list[Course] = []
 
-        def precopy_bytes(bandwidth: float) -> float:
-            """The course for the bandwidth this migration gets as it starts."""
-            chosen.append(self.cache.course(kind, self.policy, bandwidth))
-            return chosen[0].precopy_bytes
+        def precopy_bytes(bandwidth: float, left: float) -> float:
+            """The course for the bandwidth this migration gets as it starts; with reclass,
+            when its bandwidth moves to another class, that class's course from the same
+            share of its pre-copy sent."""
+            new = self.cache.course(kind, self.policy, bandwidth)
+            if not chosen:
+                chosen.append(new)
+                return new.precopy_bytes
+            old = chosen[0]
+            if new is old or not old.precopy_bytes:
+                return left
+            chosen[0] = new
+            return max(0.0, left / old.precopy_bytes * new.precopy_bytes)
 
         t0 = env.now
         cap = spec.mix[kind].scenario.migration.max_bandwidth
         self._started += 1
         rates: list[tuple[float, float]] | None = (
             [] if self.trace_every and self._started % self.trace_every == 0 else None)
-        yield self._send(links, 0.0, cap, precopy_bytes, rates)
+        yield self._send(links, 0.0, cap, precopy_bytes, rates, spec.course_update == "reclass")
         course = chosen[0]
         if course.precopy_idle_s:
             yield env.timeout(course.precopy_idle_s)
@@ -385,11 +409,10 @@ class Simulation:
         self._record(guest, kind, src, dst, course, started, t0, stop, end)
         self._ended(guest, kind, src, dst, course.outcome)
 
-    def _send(self, links: tuple[int, ...], nbytes: float, limit: float,
-              size: Callable[[float], float] | None = None,
-              trace: list[tuple[float, float]] | None = None) -> simpy.Event:
+    def _send(self, links: tuple[int, ...], nbytes: float, limit: float, size: Sizer | None = None,
+              trace: list[tuple[float, float]] | None = None, resize: bool = False) -> simpy.Event:
         self._ids += 1
-        done = self.transfers.start(self._ids, links, nbytes, limit, size)
+        done = self.transfers.start(self._ids, links, nbytes, limit, size, resize)
         if trace is not None and self._ids in self.transfers.live:
             self.transfers.history[self._ids] = trace
         return done

@@ -59,6 +59,7 @@ MAX_GUESTS = 2_000_000  # ~40 bytes of results each per policy: 80 MB at most
 MAX_MIX = 16
 MAX_LIMIT = 100_000
 DRAIN_MODES = ("racks", "hosts", "share", "rolling")
+COURSE_UPDATES = ("retime", "reclass")
 SEQUENCES = ("rack-by-rack", "across-racks")
 _NO_INTS: tuple[int, ...] = ()
 _NO_STRINGS: tuple[str, ...] = ()
@@ -114,6 +115,10 @@ class DatacenterSpec:
     overhead_after: float  # s per migration after it (migbed: verification)
     bandwidth_step: float  # width of a bandwidth class (relative)
     gantt_guests: int  # guests drawn in the Gantt chart (a sample when there are more)
+    # retime: the course chosen at the start, its transfers re-timed as the share moves;
+    # reclass: also, when the share moves to another bandwidth class, that class's course
+    # from the same share of pre-copy sent (docs/datacenter.md measures both)
+    course_update: str = "reclass"
     source_text: str = ""
 
     @property
@@ -275,6 +280,7 @@ def _simulation(t: _Table) -> dict[str, Any]:
         "overhead_after": t.get("overhead-after", _ranged(parse_duration, 0, 3600), 0.0),
         "bandwidth_step": t.get("bandwidth-step", _ranged(_number, 0.001, 0.5), 0.02),
         "gantt_guests": t.get("gantt-guests", _ranged(_int, 1, 1000), 120),
+        "course_update": t.get("course-update", _choice(*COURSE_UPDATES), "reclass"),
     }
     t.finish()
     return out
