@@ -13,10 +13,11 @@ What the simulation is given (inputs, all measured here before the evacuation):
   the best of three RAM-only migrations, all of it in the final copy), as every host's NIC;
 - the per-migration time outside QEMU's total time that migbed's emulation spends and a
   datacenter would not (booting the emulated guest and its warm-up, the target's
-  allocation, the verification of every byte): from a calibration round of P guests at
-  P in flight per policy (which also warms every target's allocator, as the README's
-  second order did), (runner's end - start) - total time, split into before (everything
-  up to the switchover's end but total time) and after (the verification);
+  allocation, the verification of every byte): from calibration rounds of P guests at P
+  in flight per policy (3 by default; they also warm every target's allocator, as the
+  README's second order did), the median over their guests of (runner's end - start) -
+  total time, split into before (everything but total time and verification) and after
+  (the verification): one round alone is at the mercy of a load spike;
 - the planner, limits and order: the same as the evacuation's.
 What it predicts: every migration's course (the model at the bandwidth the sharing gives
 it), the queueing, the drain time, each guest's downtime.
@@ -89,6 +90,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--per-cluster", type=int, default=5)
     ap.add_argument("--targets", type=int, default=2)
     ap.add_argument("--policy", action="append", help="default legacy and switchover-ack")
+    ap.add_argument("--calibration-rounds", type=int, default=3,
+                    help="rounds of P guests per policy that measure the overhead (median; default 3)")
     args = ap.parse_args(argv)
     policies = args.policy or ["legacy", "switchover-ack"]
     sc = resolve_scenario(args.scenario)
@@ -100,12 +103,12 @@ def main(argv: list[str] | None = None) -> int:
         [source] = endpoints.sources.values()
         wire = measure_wire_rate(source, next(iter(endpoints.targets.values())))
         print(f"   wire (measured): {wire / 1e6:.0f} MB/s", flush=True)
-        calibration = run_policies(endpoints, guests_from_scenario(sc.name, sc.source_text, limits.per_source),
-                                   {sc.name: sc.source_text}, policies, Limits(limits.per_source, limits.per_source),
-                                   "first-come", False, False)
+        calibration = [r for _ in range(args.calibration_rounds) for r in run_policies(
+            endpoints, guests_from_scenario(sc.name, sc.source_text, limits.per_source), {sc.name: sc.source_text},
+            policies, Limits(limits.per_source, limits.per_source), "first-come", False, False)]
         before, after = overheads(calibration)
-        print(f"   per-migration overhead (measured, calibration round): before {before * 1e3:.0f} ms, "
-              f"after {after * 1e3:.0f} ms", flush=True)
+        print(f"   per-migration overhead (measured, median of {args.calibration_rounds} calibration rounds per "
+              f"policy): before {before * 1e3:.0f} ms, after {after * 1e3:.0f} ms", flush=True)
         fleet = guests_from_scenario(sc.name, sc.source_text, args.guests)
         measured = run_policies(endpoints, fleet, {sc.name: sc.source_text}, policies, limits, "first-come",
                                 False, False)
