@@ -41,6 +41,7 @@ def summarise(spec: DatacenterSpec, res: PolicyResult) -> dict[str, Any]:
     return {
         "policy": res.policy,
         "drain_time_s": res.drain_time_s,
+        "wave_time_s": res.wave_time_s,
         "migrations": res.migrations,
         "completed": int(completed.sum()),
         "not_completed": {o: int(np.sum(outcome == i)) for i, o in enumerate(OUTCOMES) if o != "completed"},

@@ -178,6 +178,7 @@ class PolicyResult:
 
     policy: str
     drain_time_s: float = 0.0
+    wave_time_s: float = 0.0
     migrations: int = 0
     not_started: int = 0
     model_runs: int = 0
@@ -267,7 +268,6 @@ class Simulation:
         self._sizes = [(m.scenario.guest.ram_size, sum(d.initial_bytes + d.stop_copy_size for d in m.scenario.devices))
                        for m in spec.mix]
         self._objectives = [spec.downtime_objective or m.scenario.migration.downtime_limit for m in spec.mix]
-        self._gantt_every = 1
         self.plan: EvacuationPlan | None = None
         self.trace_every = trace_every  # follow every n-th migration closely (0: none)
         # s more before the n-th guest's migration begins (its guests numbered as the plan
@@ -283,8 +283,6 @@ class Simulation:
         rolling = self.spec.drain.mode == "rolling"
         first = order[: self.spec.drain.max_unavailable] if rolling else order
         self._queue = deque(order[len(first):])
-        total = len(order) * self.spec.guests_per_host
-        self._gantt_every = max(1, total // self.spec.gantt_guests)
         drained = set(first)
         targets = [h for h in range(self.net.hosts) if h not in drained]
         slots = self.spec.topology.slots
@@ -297,7 +295,8 @@ class Simulation:
         self._dispatch()
         self.env.run()
         r = self.result
-        r.drain_time_s = self.env.now
+        r.drain_time_s = max(r.end, default=0.0)  # the last migration's end
+        r.wave_time_s = self.env.now  # rolling: until the last host is back from maintenance
         r.not_started = self.plan.queued
         r.solves = self.transfers.solves
         r.series = self._series.data
