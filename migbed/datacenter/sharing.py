@@ -135,19 +135,22 @@ class FairShare:
             rate = min(self.limit[f], max(0.0, free))
             self._set_rate(f, rate if math.isfinite(rate) else 0.0)
             return
-        residual: dict[int, float] = {}
-        count: dict[int, int] = {}
+        residual: dict[int, float] = {}  # per link: what the flows outside the component leave
+        count: dict[int, int] = {}  # per link: the component's flows not yet frozen
+        cap, load, rates, paths = self.capacity, self.load, self.rate, self.links
         for f in component:
-            r = self.rate[f]
-            for link in self.links[f]:
-                if link not in residual:
-                    residual[link] = self.capacity[link] - self.load[link]
-                    count[link] = 0
-                residual[link] += r
-                count[link] += 1
+            r = rates[f]
+            for link in paths[f]:
+                if link in residual:
+                    residual[link] += r
+                    count[link] += 1
+                else:
+                    residual[link] = cap[link] - load[link] + r
+                    count[link] = 1
         heap: list[tuple[float, int, int]] = []  # (level, kind 0 link / 1 flow limit, id)
         for link, n in count.items():
-            heap.append((max(0.0, residual[link]) / n, 0, link))
+            r = residual[link]
+            heap.append(((r if r > 0 else 0.0) / n, 0, link))
         for f in component:
             if math.isfinite(self.limit[f]):
                 heap.append((self.limit[f], 1, f))
@@ -157,26 +160,34 @@ class FairShare:
             level, kind, ident = heapq.heappop(heap)
             if kind == 1:
                 if ident not in frozen:
-                    self._freeze(ident, level, frozen, residual, count, heap)
+                    self._freeze([ident], level, frozen, residual, count, heap)
                 continue
             n = count[ident]
-            if n == 0 or abs(max(0.0, residual[ident]) / n - level) > level * _REL + 1e-12:
+            r = residual[ident]
+            if n == 0 or abs((r if r > 0 else 0.0) / n - level) > level * _REL + 1e-12:
                 continue  # stale entry: a fresher one is in the heap
-            for f in [g for g in self.flows_on[ident] if g in component and g not in frozen]:
-                self._freeze(f, level, frozen, residual, count, heap)
+            self._freeze([g for g in self.flows_on[ident] if g in component and g not in frozen], level,
+                         frozen, residual, count, heap)
         for f in component:  # flows crossing no link with a limit of inf
             if f not in frozen:
                 self._set_rate(f, self.limit[f] if math.isfinite(self.limit[f]) else 0.0)
 
-    def _freeze(self, f: int, level: float, frozen: set[int], residual: dict[int, float],
+    def _freeze(self, flows: list[int], level: float, frozen: set[int], residual: dict[int, float],
                 count: dict[int, int], heap: list[tuple[float, int, int]]) -> None:
-        frozen.add(f)
-        self._set_rate(f, level)
-        for link in self.links[f]:
-            residual[link] -= level
-            count[link] -= 1
-            if count[link]:
-                heapq.heappush(heap, (max(0.0, residual[link]) / count[link], 0, link))
+        """Fix `flows` at `level`; the links they leave get one fresh heap entry each."""
+        touched: set[int] = set()
+        for f in flows:
+            frozen.add(f)
+            self._set_rate(f, level)
+            for link in self.links[f]:
+                residual[link] -= level
+                count[link] -= 1
+                touched.add(link)
+        for link in touched:
+            n = count[link]
+            if n:
+                r = residual[link]
+                heapq.heappush(heap, ((r if r > 0 else 0.0) / n, 0, link))
 
     def _set_rate(self, f: int, rate: float) -> None:
         delta = rate - self.rate[f]
