@@ -255,3 +255,13 @@ def test_a_traced_migration_alone_matches_the_model_on_its_own_bandwidth() -> No
     ref = cache.on_schedule(tr.kind, "switchover-ack", [(t - tr.t0, r) for t, r in tr.rates])
     assert tr.total_time == pytest.approx(ref.total_time_s, rel=0.01)
     assert tr.guest_downtime == pytest.approx(ref.guest_downtime_s, rel=0.01)
+
+
+def test_a_mix_of_guests_with_their_device_drivers() -> None:
+    spec = parse_datacenter(dc(**{'scenario = "tiny"\nper-host = 4': 'scenario = "tiny"\nper-host = 2\n'
+                                  '[[guests]]\nscenario = "cover-letter"\nper-host = 1\n'
+                                  '[[guests]]\nscenario = "tiny"\nper-host = 1\nset = ["device.vf0.driver=mlx5"]'}))
+    assert [d.driver for m in spec.mix for d in m.scenario.devices] == ["generic", "mlx5", "mlx5"]
+    results = simulate_datacenter(spec, parallel=False)
+    assert all(r.migrations == 4 and r.not_started == 0 for r in results)
+    assert sorted(set(results[0].kind)) == [0, 1, 2]
