@@ -112,6 +112,9 @@ def main(argv: list[str] | None = None) -> int:
         fleet = guests_from_scenario(sc.name, sc.source_text, args.guests)
         measured = run_policies(endpoints, fleet, {sc.name: sc.source_text}, policies, limits, "first-come",
                                 False, False)
+    seen_before, seen_after = overheads(measured)
+    print(f"   the evacuation's own per-migration overhead (not given to the simulation, for comparison): "
+          f"before {seen_before * 1e3:.0f} ms, after {seen_after * 1e3:.0f} ms", flush=True)
     spec = parse_datacenter(datacenter_text(args.scenario, args.guests, args.targets, limits, wire, before, after,
                                             policies))
     simulated = {r.policy: summarise(spec, r) for r in simulate_datacenter(spec)}
