@@ -44,14 +44,16 @@ from migbed.fleet.run import guests_from_scenario, local_hosts, run_policies
 GOAL = 0.10
 
 
-def overheads(results: list[EvacuationResult]) -> tuple[float, float]:
-    """(before, after) in s: the median over the calibration's guests of the runner's
-    start-to-end minus QEMU's total time, the verification counted after."""
+def overheads(results: list[EvacuationResult], strict: bool = True) -> tuple[float, float]:
+    """(before, after) in s: the median over the guests of the runner's start-to-end minus
+    QEMU's total time, the verification counted after (strict: every guest completed)."""
     before, after = [], []
     for res in results:
         for g, rec in zip(res.guests, res.records, strict=True):
             if g.outcome != "completed":
-                raise RuntimeError(f"calibration guest {g.guest}: {g.outcome}: {g.error}")
+                if strict:
+                    raise RuntimeError(f"calibration guest {g.guest}: {g.outcome}: {g.error}")
+                continue
             span = (g.end_ms - g.start_ms - g.total_time_ms) / 1e3
             after.append(rec.verification_ms / 1e3)
             before.append(span - rec.verification_ms / 1e3)
@@ -112,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
         fleet = guests_from_scenario(sc.name, sc.source_text, args.guests)
         measured = run_policies(endpoints, fleet, {sc.name: sc.source_text}, policies, limits, "first-come",
                                 False, False)
-    seen_before, seen_after = overheads(measured)
+    seen_before, seen_after = overheads(measured, strict=False)
     print(f"   the evacuation's own per-migration overhead (not given to the simulation, for comparison): "
           f"before {seen_before * 1e3:.0f} ms, after {seen_after * 1e3:.0f} ms", flush=True)
     spec = parse_datacenter(datacenter_text(args.scenario, args.guests, args.targets, limits, wire, before, after,
