@@ -43,7 +43,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
           f"{spec.guests_per_host} guests, drain {spec.drain.mode}, per-source {spec.limits.per_source}, "
           f"per-cluster {spec.limits.per_cluster}; results in {out}", flush=True)
     started = time.perf_counter()
-    with _progress(spec, not args.no_progress) as bar:
+    with _ProgressBar(spec, not args.no_progress) as bar:
         results = simulate_datacenter(spec, bar)
     took = time.perf_counter() - started
     paths = write_results(spec, results, out, {"wall_time_s": took})
@@ -59,7 +59,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     return 0
 
 
-class _progress:
+class _ProgressBar:
     """A tqdm bar over the migrations that ended (every policy), on a terminal only."""
 
     def __init__(self, spec: Any, wanted: bool) -> None:
