@@ -265,3 +265,11 @@ def test_a_mix_of_guests_with_their_device_drivers() -> None:
     results = simulate_datacenter(spec, parallel=False)
     assert all(r.migrations == 4 and r.not_started == 0 for r in results)
     assert sorted(set(results[0].kind)) == [0, 1, 2]
+
+
+def test_a_share_of_hosts_is_spread_over_the_racks_and_drained() -> None:
+    spec = parse_datacenter(dc(**{"hosts = [0]": "share = 0.5", "per-cluster = 5": "per-cluster = 6"}))
+    assert drained_hosts(spec.topology, spec.drain) == [0, 2, 4]
+    [leg, _] = simulate_datacenter(spec, parallel=False)
+    assert leg.migrations == 12 and {leg.source[i] for i in range(12)} == {0, 2, 4}
+    assert not {leg.target[i] for i in range(12)} & {0, 2, 4}  # a drained host receives nothing
