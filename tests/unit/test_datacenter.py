@@ -273,3 +273,28 @@ def test_a_share_of_hosts_is_spread_over_the_racks_and_drained() -> None:
     [leg, _] = simulate_datacenter(spec, parallel=False)
     assert leg.migrations == 12 and {leg.source[i] for i in range(12)} == {0, 2, 4}
     assert not {leg.target[i] for i in range(12)} & {0, 2, 4}  # a drained host receives nothing
+
+
+def test_transfers_end_when_their_bytes_are_through_at_the_shared_rates() -> None:
+    import simpy
+
+    from migbed.datacenter.simulator import Transfers
+
+    env = simpy.Environment()
+    net = Transfers(env, [10.0])
+    ends: dict[str, float] = {}
+    ids = iter(range(100))
+
+    def send(name: str, nbytes: float, delay: float) -> object:
+        yield env.timeout(delay)
+        yield net.start(next(ids), (0,), nbytes)
+        ends[name] = env.now
+
+    env.process(send("a", 100.0, 0.0))
+    env.process(send("b", 300.0, 0.0))
+    env.process(send("c", 50.0, 30.0))
+    env.run()
+    # a and b share 10/s: a's 100 bytes end at 20 s; b alone at 10/s until c joins at 30 s
+    # (b has 300 - 100 - 100 = 100 left), then 5/s each: c's 50 end at 40 s, b's last 50 at 45 s.
+    assert ends == pytest.approx({"a": 20.0, "c": 40.0, "b": 45.0})
+    assert net.total_rate == pytest.approx(0.0) and not net.live
