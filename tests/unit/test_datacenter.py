@@ -4,7 +4,9 @@ simulation's mechanics on datacenters small enough to check by hand."""
 from __future__ import annotations
 
 import math
+from collections.abc import Generator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -285,7 +287,7 @@ def test_transfers_end_when_their_bytes_are_through_at_the_shared_rates() -> Non
     ends: dict[str, float] = {}
     ids = iter(range(100))
 
-    def send(name: str, nbytes: float, delay: float) -> object:
+    def send(name: str, nbytes: float, delay: float) -> Generator[simpy.Event, Any, None]:
         yield env.timeout(delay)
         yield net.start(next(ids), (0,), nbytes)
         ends[name] = env.now
