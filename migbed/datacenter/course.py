@@ -49,6 +49,8 @@ class Course:
     setup_s: float  # QEMU's setup time before pre-copy (a model parameter)
     guest_extra_s: float  # guest-visible minus QEMU-reported downtime (the resume)
     model: Outcome  # the prediction the course was cut from
+    low: float = 0.0  # bytes/s: the bandwidths of its class, [low, high)
+    high: float = 0.0
 
 
 def course_from(outcome: Outcome, inp: Inputs, bandwidth: float) -> Course:
@@ -85,7 +87,7 @@ class CourseCache:
     def bandwidth_class(self, bandwidth: float) -> int:
         return round(math.log(max(bandwidth, MIN_CLASS_RATE)) / self._log_step)
 
-    def class_bandwidth(self, k: int) -> float:
+    def class_bandwidth(self, k: float) -> float:
         return math.exp(k * self._log_step)
 
     def course(self, kind: int, policy: str, bandwidth: float) -> Course:
@@ -93,7 +95,8 @@ class CourseCache:
         key = (kind, policy, k)
         found = self._courses.get(key)
         if found is None:
-            found = self.exact(kind, policy, self.class_bandwidth(k))
+            found = dataclasses.replace(self.exact(kind, policy, self.class_bandwidth(k)),
+                                        low=self.class_bandwidth(k - 0.5), high=self.class_bandwidth(k + 0.5))
             self._courses[key] = found
         return found
 

@@ -372,6 +372,8 @@ class Simulation:
             """The course for the bandwidth this migration gets as it starts; with reclass,
             when its bandwidth moves to another class, that class's course from the same
             share of its pre-copy sent."""
+            if chosen and chosen[0].low <= bandwidth < chosen[0].high:
+                return left  # still in its course's class (most changes of a share)
             new = self.cache.course(kind, self.policy, bandwidth)
             if not chosen:
                 chosen.append(new)

@@ -140,6 +140,9 @@ def test_bandwidth_classes_round_by_at_most_half_a_step() -> None:
     cache.course(0, "legacy", 100e6)
     cache.course(0, "legacy", 100.5e6)  # same class: no second model run
     assert cache.model_runs == 1
+    for bw in (2.2e6, 99e6, 100e6, 101.2e6, 3.3e9):  # a course knows its class's bounds
+        c = cache.course(0, "legacy", bw)
+        assert c.low <= bw < c.high and c.high / c.low == pytest.approx(1.02)
 
 
 # ---------------------------------------------------------------- the simulation
