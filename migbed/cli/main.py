@@ -453,10 +453,12 @@ _EXTENSIONS: dict[str, tuple[str, str, str]] = {
     "qemu-compare": ("migbed.cli.qemu_compare", "add_parser",
                      "a scenario's RAM side on real QEMU and on migbed, side by side"),
     "predict": ("migbed.cli.sweeps", "add_predict_parser", "predict a scenario with the analytical model"),
+    "simulate": ("migbed.cli.simulate", "add_parser",
+                 "simulate draining racks or hosts of a datacenter (planner + model + shared links)"),
     "sweep": ("migbed.cli.sweeps", "add_sweep_parser", "run a scenario over a grid of values, measured and predicted"),
 }
 # The pip extra that brings each extension's dependencies (pip install 'migbed[EXTRA]').
-_EXTRA_OF = {"up": "stack", "down": "stack", "images": "stack", "report": "report",
+_EXTRA_OF = {"up": "stack", "down": "stack", "images": "stack", "report": "report", "simulate": "simulate",
              "deploy": "deploy", "certs": "deploy"}
 
 
