@@ -118,7 +118,7 @@ class Precopy:
             pending, exact = await self._pending_exact(), True
         self.pending = pending
         views = [DeviceView(v.device.cfg.name, v.precopy_init_size, v.precopy_dirty_size,
-                            v.stop_copy_size, load)
+                            v.stop_copy_size, load, v.device.driver.name, v.initial_image_bytes)
                  for v, load in zip(p.devices.vfio, p.link.loads, strict=True)]
         now = time.monotonic()
         mig = p.scenario.migration
