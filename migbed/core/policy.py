@@ -186,6 +186,7 @@ class DeviceForecast:
     load_s: float  # the destination's backlog and stop-copy bytes at its measured load rate
     floor_load_s: float  # the floor's share of load_s
     unknown: str = ""  # why its load time cannot be predicted ("" when it can)
+    waiting: bool = False  # no load reported yet, though the device loads before vm_start
 
 
 @dataclass(frozen=True)
@@ -200,6 +201,10 @@ class Forecast:
     @property
     def unknown(self) -> tuple[str, ...]:
         return tuple(d.unknown for d in self.devices if d.unknown)
+
+    @property
+    def waiting(self) -> tuple[str, ...]:
+        return tuple(d.name for d in self.devices if d.waiting)
 
 
 def stop_copy_estimate(dev: DeviceView) -> tuple[float, float]:
@@ -264,19 +269,28 @@ class LoadRates:
 
 def device_forecast(dev: DeviceView, rate: float) -> DeviceForecast:
     """Seconds the destination needs for this device's backlog and stop-copy bytes at
-    `rate` (what it measured). No basis (unknown) when its driver loads only on leaving
-    RESUMING (hisi_acc, pds, qat, xe: nothing is loaded, so nothing measured, before
-    vm_start), or when no load has been measured yet."""
+    `rate` (what it measured). No basis (unknown) when the device loads only on leaving
+    RESUMING (its driver says so: hisi_acc, pds, qat, xe), sends nothing in pre-copy, or
+    the destination reports its initial data in with no load time measured. Not yet
+    (waiting) while its initial data is not reported loaded: the next report will say."""
     nbytes, floor = stop_copy_estimate(dev)
     profile = DRIVERS.get(dev.driver)
-    work = dev.target.backlog_bytes + nbytes
+    t = dev.target
+    work = t.backlog_bytes + nbytes
     if profile is not None and profile.load == LOAD_ON_STOP:
         why = (f"{dev.name} ({profile.name}) loads on leaving RESUMING, at the destination's "
                "vm_start: no load of it is measured before")
         return DeviceForecast(dev.name, nbytes, floor, 0.0, 0.0, why)
     if work and rate <= 0:
-        return DeviceForecast(dev.name, nbytes, floor, 0.0, 0.0,
-                              f"{dev.name}: the destination has measured no load of it yet")
+        why = ""
+        if dev.initial_image_bytes == 0:
+            why = f"{dev.name} sends nothing in pre-copy: no load of it is measured before"
+        elif t.initial_loaded:
+            why = (f"{dev.name}: the destination has its initial data in and measured no load "
+                   "time (it loads on leaving RESUMING, or too fast to time)")
+        if why:
+            return DeviceForecast(dev.name, nbytes, floor, 0.0, 0.0, why)
+        return DeviceForecast(dev.name, nbytes, floor, 0.0, 0.0, waiting=True)
     load = work / rate if work else 0.0
     return DeviceForecast(dev.name, nbytes, floor, load, floor / rate if floor else 0.0)
 
@@ -307,6 +321,25 @@ def forecast(obs: Observation, rates: LoadRates | None = None) -> Forecast:
     return Forecast(downtime + obs.rtt_s, floor + obs.rtt_s, devs)
 
 
+# How a decision's reason begins (or what it holds), per basis: decision_basis() reads them.
+NO_PREDICTION = "no prediction"
+PREDICTED = "predicted downtime"
+AT_FLOOR = "switching at that floor"
+
+
+def decision_basis(reason: str) -> str:
+    """What a go rested on, from its reason: "prediction" (time-aware's fitted), "floor"
+    (time-aware above an unreducible floor), "data (no prediction)" (time-aware fell back
+    to switchover-ack's rule) or "data" (the pending data fitted, and the ACK if needed)."""
+    if reason.startswith(NO_PREDICTION):
+        return "data (no prediction)"
+    if AT_FLOOR in reason:
+        return "floor"
+    if reason.startswith(PREDICTED):
+        return "prediction"
+    return "data"
+
+
 # Above an unreducible floor, the rest "no longer falls" when it fell by less than this
 # share (or this many seconds) since the previous check.
 FLOOR_SETTLED = 0.10
@@ -331,9 +364,12 @@ class TimeAware(Policy):
       limit is raised), so it goes once the rest, the part pre-copy does reduce, fits the
       limit and has stopped falling (by less than FLOOR_SETTLED of it since the previous
       check: waiting gains nothing more), and says so.
-    - It cannot be predicted: a device loads only on leaving RESUMING (hisi_acc, pds, qat,
-      xe), or has loaded nothing yet. It then decides as switchover-ack does, and says
-      why; the recorded prediction leaves the unknown loads out (a lower bound).
+    - It cannot be predicted: a device loads only on leaving RESUMING (its driver says so:
+      hisi_acc, pds, qat, xe; or the destination has its initial data in and measured no
+      load time), or sends nothing in pre-copy.
+      It then decides as switchover-ack does, and says why; the recorded prediction leaves
+      the unknown loads out (a lower bound). A device that loads during pre-copy but has
+      no load reported yet (the ACK outran the destination's report): it waits a check.
     - An unknown driver: MIG_DATA_SIZE taken as the uAPI defines it (the stop-copy's
       length), no floor known, loads at the measured rate: it waits until the prediction
       fits.
@@ -369,9 +405,12 @@ class TimeAware(Policy):
             d = self._ack.decide(obs)
             if not f.unknown:
                 return Decision(d.action, d.reason, predicted)
-            return Decision(d.action, f"no prediction ({'; '.join(f.unknown)}): "
+            return Decision(d.action, f"{NO_PREDICTION} ({'; '.join(f.unknown)}): "
                             f"switchover-ack's rule: {d.reason}", predicted)
-        ms = f"predicted downtime {predicted * 1e3:.0f} ms"
+        if f.waiting:
+            return Decision("wait", "no load reported yet by the destination for "
+                            f"{', '.join(f.waiting)}", predicted)
+        ms = f"{PREDICTED} {predicted * 1e3:.0f} ms"
         rest, last = predicted - f.floor_s, self._last_rest_s
         self._last_rest_s = rest
         if predicted <= limit:
@@ -382,7 +421,7 @@ class TimeAware(Policy):
                  f"{limit * 1e3:.0f} ms limit)")
         settled = last != float("inf") and rest >= last - max(FLOOR_SETTLED * last, FLOOR_SETTLED_S)
         if rest <= limit and settled:
-            return Decision("go", f"{floor}: switching at that floor, the rest "
+            return Decision("go", f"{floor}: {AT_FLOOR}, the rest "
                             f"({rest * 1e3:.0f} ms) fits and no longer falls", predicted)
         return Decision("wait", f"{floor}: the rest ({rest * 1e3:.0f} ms) still falls "
                         "or exceeds the limit", predicted)

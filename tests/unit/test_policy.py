@@ -11,6 +11,7 @@ from migbed.core.policy import (
     Observation,
     TargetLoad,
     cap_reached,
+    decision_basis,
     make_policy,
 )
 
@@ -27,7 +28,8 @@ def dev(initial_left: int = 0, loaded: bool = False, stop_copy: int = 2_000,
         rate: float = 1e6, backlog: int = 0) -> DeviceView:
     return DeviceView("vf0", initial_left, 0, stop_copy,
                       TargetLoad(loaded_bytes=0, backlog_bytes=backlog, busy_s=0.0,
-                                 measured_load_rate=rate, initial_loaded=loaded))
+                                 measured_load_rate=rate, initial_loaded=loaded),
+                      initial_image_bytes=10_000)
 
 
 def test_legacy_is_data_only() -> None:
@@ -91,10 +93,24 @@ def test_time_aware_counts_observed_device_time() -> None:
 
 
 def test_time_aware_without_a_measured_rate_does_not_guess() -> None:
+    # The ACK can outrun the destination's next load report: no rate yet, wait for it.
     p = make_policy("time-aware")
-    unknown = dev(rate=0.0)
-    d = p.decide(exact(1_000, unknown, ack=True, threshold=0))
-    assert not d.go and "no prediction" in d.reason and "measured no load" in d.reason
+    not_yet = dev(rate=0.0)
+    d = p.decide(exact(1_000, not_yet, ack=True))
+    assert d.action == "wait" and "no load reported yet" in d.reason
+    # A destination that took the initial data and loaded none of it defers its loads to
+    # vm_start (a generic device with load-trigger "on-stop"): nothing will be measured.
+    # time-aware says so and decides as switchover-ack does.
+    deferred = DeviceView("vf0", 0, 0, 2_000, TargetLoad(backlog_bytes=5_000, initial_loaded=True),
+                          "generic", 5_000)
+    for threshold, go in ((10_000, True), (1_000, False)):
+        d = make_policy("time-aware").decide(exact(1_000, deferred, ack=True, threshold=threshold))
+        assert d.go == go and d.reason.startswith("no prediction")
+        assert "loads on leaving RESUMING" in d.reason
+    # A device with nothing to send in pre-copy: nothing is loaded before the switchover.
+    empty = DeviceView("vf0", 0, 0, 2_000, TargetLoad(), "generic", 0)
+    d = make_policy("time-aware").decide(exact(1_000, empty, ack=True))
+    assert d.go and "sends nothing in pre-copy" in d.reason
 
 
 MB = 1_000_000
@@ -225,3 +241,16 @@ def test_caps() -> None:
 def test_unknown_policy_is_named() -> None:
     with pytest.raises(ValueError, match="allowed: legacy"):
         make_policy("fastest")
+
+
+def test_decision_basis_names_what_a_go_rested_on() -> None:
+    fits = make_policy("time-aware").decide(exact(5 * MB, vf("mlx5"), **LINK))
+    legacy = make_policy("legacy").decide(exact(5 * MB, vf("mlx5"), **LINK))
+    blind = make_policy("time-aware").decide(exact(
+        5 * MB, DeviceView("vf0", 0, 0, 4096, TargetLoad(backlog_bytes=4096), "qat", 1024), **LINK))
+    floor = make_policy("time-aware")
+    for _ in range(3):
+        at_floor = floor.decide(exact(5 * MB, vf("virtio", dirty=0), **LINK))
+    assert [decision_basis(d.reason) for d in (fits, legacy, blind, at_floor)] == [
+        "prediction", "data", "data (no prediction)", "floor"]
+    assert all(d.go for d in (fits, legacy, blind, at_floor))
