@@ -167,7 +167,7 @@ def test_resolve_experiment_layers_comparison_then_flags() -> None:
     assert exp.policies == ("legacy", "switchover-ack")
     args = p.parse_args(["run", "--policy", "time-aware", "--policy", "time-aware"])
     exp = cli_args.resolve_experiment(args)
-    assert exp.policies == ("time-aware",) and exp.repeat == 3 and exp.scenario.name == "mlx5-like"
+    assert exp.policies == ("time-aware",) and exp.repeat == 3 and exp.scenario.name == "cover-letter"
 
 
 # ---------------------------------------------------------------- one vocabulary, exit codes
