@@ -14,7 +14,8 @@ from dataclasses import dataclass
 
 from migbed.core.clock import OffsetEstimate
 from migbed.measure.record import Event, ProgressSample, RunRecord
-from migbed.services.source.counters import Counters
+
+from .counters import Counters
 
 
 @dataclass(frozen=True)
