@@ -290,7 +290,7 @@ def build_parser(wanted: str = "") -> argparse.ArgumentParser:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--version", action="version", version=f"migbed {__version__}")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    # The order here is the order of `migbed --help` and of the README's CLI reference.
+    # The order here is the order of `migbed --help` and of docs/cli.md.
     _add_run_parser(sub)
     _add_serve_parser(sub)
     _add_status_parser(sub)
