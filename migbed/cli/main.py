@@ -85,7 +85,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     plan = Plan(exp.scenario.name, exp.scenario.source_text, list(exp.policies), exp.repeat,
                 args.source or "", args.target or "", args.cancel_after or 0.0)
     print(f"migbed: scenario {exp.scenario.name}, policies {', '.join(exp.policies)}, "
-          f"{exp.repeat} repeat(s); results in {out}", flush=True)
+          f"{exp.repeat} repeat(s); results in {_shown(out, out)}", flush=True)
     sink = ResultsSink(out)
     show = progress_wanted(args.no_progress)
     try:
@@ -97,22 +97,34 @@ def cmd_run(args: argparse.Namespace) -> int:
                 run_plan(plan, show, sink.add, _announce)
     except BaseException:  # a lost source, ^C: what did finish is shown and kept all the same
         if sink.records:
-            _show_results(sink)
+            _show_results(sink, out)
         raise
-    _show_results(sink)
+    _show_results(sink, out)
     if not args.no_report and not sink.saved_elsewhere:
         _maybe_report(out)
     return _run_exit_code(sink)
 
 
-def _show_results(sink: ResultsSink) -> None:
+def _show_results(sink: ResultsSink, out: Path) -> None:
     from migbed.report.summary import results_table
 
     written = sink.finish()
     print()
     print(results_table(sink.records))
     kept = [sink.fallback or sink.path, *written]
-    print(f"\nresults: {'  '.join(str(p) for p in kept)}", flush=True)
+    print(f"\nresults: {'  '.join(_shown(p, out) for p in kept)}", flush=True)
+
+
+# The runner container of `migbed up` writes into a mounted folder: the paths it prints are
+# the host's, which `up` passes here (the same files, named where the user will look).
+OUT_ON_HOST = "MIGBED_OUT_ON_HOST"
+
+
+def _shown(path: Path, out: Path) -> str:
+    host = os.environ.get(OUT_ON_HOST)
+    if not host or not path.is_relative_to(out):
+        return str(path)
+    return str(Path(host) / path.relative_to(out))
 
 
 def _announce(run_id: str) -> None:
