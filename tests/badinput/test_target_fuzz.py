@@ -22,13 +22,13 @@ import pytest
 from faultlab import surviving_target
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
+from migbed.services.target.session import TargetSession
+from migbed.services.target.validate import validate_setup
 
 from migbed.core.device import SourceDevice, VfioState
 from migbed.core.guest import GuestMemory
 from migbed.core.scenario import DeviceConfig
 from migbed.experiments.localstack import Service
-from migbed.services.target.session import TargetSession
-from migbed.services.target.validate import validate_setup
 from migbed.wire import migration_pb2 as pb
 from migbed.wire.errors import ProtocolError
 
@@ -220,7 +220,8 @@ def valid_stream(devices: int = 1) -> tuple[pb.Setup, list[pb.SourceMessage]]:
         out.append(out[0])  # RAM between its chunks (the first pages again)
     out.append(pb.SourceMessage(stop_copy=pb.StopCopy()))
     for i, d in enumerate(devs):
-        d.set_state(VfioState.STOP_COPY)
+        d.begin_stop_copy(0.0)  # vm_stop: to STOP_COPY, its save started
+        d.save_wait(0.0)  # (no save time: readable at once)
         while chunks := chunk_messages(i, d, seqs, 128 << 10):
             out += chunks
     pages = sum(len(m.ram.pages) for m in out if m.WhichOneof("body") == "ram")
