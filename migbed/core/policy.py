@@ -75,6 +75,8 @@ class Observation:
     dirty_sync_count: int
     ack_received: bool
     ack_wait_s: float = 0.0  # how long pending has fitted while the ACK was missing
+    # The return path's round trip: the best seen (a ping queued behind the destination's
+    # inline loads measures the queue, not the path the Shut takes).
     rtt_s: float = 0.0
     devices: tuple[DeviceView, ...] = field(default_factory=tuple)
     # Stop-copy device state on its own channel per device, loaded in parallel from the
