@@ -160,8 +160,10 @@ class Migration:
                             f"devices needing ACK: {accepted.devices_needing_ack}")
         parts = self._parts(guest, await self._ram_transport(guest, accepted))
         self.parts = parts
-        # QEMU's setup: dirty logging on and the first sync, devices to PRE_COPY.
+        # QEMU's setup: dirty logging on and the first sync, devices to PRE_COPY; with
+        # multifd, ram_save_setup also flushes and syncs the channels once.
         parts.scanner.start()
+        await parts.ram.round_done()
         for dev in guest.devices:
             dev.set_state(VfioState.PRE_COPY)
         self.recorder.setup_done()

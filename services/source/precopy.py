@@ -18,6 +18,7 @@ from migbed.core.policy import DeviceView, Observation, cap_reached, data_fits
 from migbed.measure.record import DeviceSample, ProgressSample
 from migbed.services.source.failure import MigrationFailed
 from migbed.services.source.parts import Parts
+from migbed.services.source.transport import send_scan
 from migbed.wire.channel import CHUNK_BYTES
 
 ITERATE_MAX_S = 0.05  # QEMU's ram_save_iterate gives up the thread after 50 ms (MAX_WAIT)
@@ -105,10 +106,9 @@ class Precopy:
         return self.p.scanner.dirty_bytes + dev
 
     async def _pending_exact(self) -> int:
-        """A dirty sync (RAM), and the devices' stop-copy size and pre-copy info.
-
-        The round's pages land before the bitmap is refilled (multifd: a sync)."""
-        await self.p.ram.round_done()
+        """A dirty sync (RAM), and the devices' stop-copy size and pre-copy info. No multifd
+        sync here: the channels sync once per pass over RAM (scanner.py), not per bitmap
+        sync."""
         ram = self.p.scanner.sync()
         self.p.estimator.on_sync(ram)
         dev = 0
@@ -165,12 +165,17 @@ class Precopy:
     async def _send_round(self) -> int:
         """qemu_savevm_state_iterate, repeated for up to 50 ms within the budget: RAM until
         the budget is spent, 50 ms pass or the bitmap is empty; then one chunk per device
-        (before QEMU 9.0 only once RAM's bitmap is empty)."""
+        (before QEMU 9.0 only once RAM's bitmap is empty). Once RAM's search has gone round
+        and found nothing (ending a pass, so syncing, on the way), RAM rests until the next
+        call, as ram_save_iterate returns at its first empty search."""
         p = self.p
         sent = 0
+        ram_clean = False
         started = time.monotonic()
         while time.monotonic() - started < ITERATE_MAX_S:
-            n = await self._send_ram(started)
+            n = 0
+            if not ram_clean:
+                n, ram_clean = await self._send_ram(started)
             if not (p.profile.devices_wait_for_ram and p.scanner.dirty_pages):
                 n += await self._send_devices()
             sent += n
@@ -182,7 +187,8 @@ class Precopy:
                 await asyncio.sleep(wait)
         return sent
 
-    async def _send_ram(self, started: float) -> int:
+    async def _send_ram(self, started: float) -> tuple[int, bool]:
+        """RAM within the budget and the 50 ms: (bytes sent, the search went round clean)."""
         p = self.p
         ps = p.scanner.page_size
         sent = 0
@@ -190,14 +196,14 @@ class Precopy:
             allowance = p.limiter.allowance(time.monotonic())
             if allowance <= 0:
                 break
-            pages = p.scanner.take(max(1, min(allowance, CHUNK_BYTES) // ps))
-            if pages.size == 0:
-                break
-            n = await p.ram.send(pages)
+            scan = p.scanner.take(max(1, min(allowance, CHUNK_BYTES) // ps))
+            n = await send_scan(p.ram, scan)
             self._account(n)
             p.counters.ram(n, downtime=False)
             sent += n
-        return sent
+            if scan.clean:
+                return sent, True
+        return sent, False
 
     async def _send_devices(self) -> int:
         p = self.p

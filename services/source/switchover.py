@@ -24,6 +24,7 @@ from migbed.services.source.failure import MigrationFailed
 from migbed.services.source.link import STOP_PING_SEQ
 from migbed.services.source.parts import Parts
 from migbed.services.source.recorder import StopCopyTimes, TargetTimes
+from migbed.services.source.transport import send_scan
 from migbed.wire import migration_pb2 as pb
 from migbed.wire.channel import CHUNK_BYTES
 
@@ -91,13 +92,12 @@ class Switchover:
     async def _send_ram(self) -> None:
         p = self.p
         want = max(1, CHUNK_BYTES // p.scanner.page_size)
-        while True:
-            pages = p.scanner.take(want)
-            if pages.size == 0:
-                break
-            p.counters.ram(await p.ram.send(pages), downtime=True)
+        while True:  # until a search goes round RAM and finds nothing (it syncs on the way)
+            scan = p.scanner.take(want)
+            p.counters.ram(await send_scan(p.ram, scan), downtime=True)
             p.check()
-        await p.ram.round_done()
+            if scan.clean:
+                break
 
     async def _send_devices(self) -> float:
         """Each device in turn on the main channel; returns the total save time."""

@@ -1,9 +1,10 @@
 """How RAM pages travel: the seam between choosing pages and moving their bytes.
 
 QEMU sends pages either inline on the main channel or, with multifd, in packets on N
-channels beside it, ending each dirty-bitmap round with a sync so the destination knows
-the round's pages have landed. The phases only call `send(pages)` and `round_done()`;
-which transport runs is decided once, at setup.
+channels beside it, ending each pass over RAM with a sync so the destination knows the
+pass's pages have landed (multifd_ram_sync_per_round). The phases only call
+`send_scan(ram, scan)` (the pages of a bitmap search, with a `round_done()` where the search
+passed the end of RAM); which transport runs is decided once, at setup.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from migbed.core.guest import GuestMemory
 from migbed.dataplane import MultifdError, MultifdSender
 from migbed.services.source.failure import MigrationFailed
 from migbed.services.source.link import SETUP_TIMEOUT_S, Link
+from migbed.services.source.scanner import Scan
 from migbed.wire import migration_pb2 as pb
 from migbed.wire.encode import encode_ram_pages
 
@@ -29,7 +31,7 @@ class RamTransport(Protocol):
         """Send these pages (indices, in order); returns the bytes sent."""
 
     async def round_done(self) -> None:
-        """A dirty-bitmap round ended (or the final copy did): make its pages land first."""
+        """A pass over RAM ended: make its pages land before any of the next pass."""
 
     def check(self) -> None:
         """Raise MigrationFailed if the transport has failed."""
@@ -38,6 +40,19 @@ class RamTransport(Protocol):
         """Per channel: bytes and packets (empty without channels)."""
 
     def close(self, completed: bool) -> None: ...
+
+
+async def send_scan(ram: RamTransport, scan: Scan) -> int:
+    """Send what one bitmap search took; returns the bytes. Where the search passed the end
+    of RAM a pass ended, and the channels sync there, between the two passes' pages
+    (find_dirty_block -> multifd_ram_flush_and_sync)."""
+    cut = scan.pages.size if scan.wrap_at is None else scan.wrap_at
+    sent = await ram.send(scan.pages[:cut]) if cut else 0
+    if scan.wrap_at is not None:
+        await ram.round_done()
+    if cut < scan.pages.size:
+        sent += await ram.send(scan.pages[cut:])
+    return sent
 
 
 class MainChannelRam:
@@ -87,7 +102,6 @@ class MultifdRam:
                                     heartbeat_timeout_s=heartbeat_s)
         self.pages_sent = 0
         self.generation = 0
-        self._synced_pages = 0
 
     async def connect(self) -> None:
         try:
@@ -104,8 +118,8 @@ class MultifdRam:
         return int(pages.size) * self.page_size
 
     async def round_done(self) -> None:
-        if self.pages_sent == self._synced_pages and self.generation:
-            return  # nothing sent since the last sync
+        # Every pass ends with a sync, even one that sent nothing: QEMU's
+        # multifd_ram_flush_and_sync sends the SYNCs and RAM_SAVE_FLAG_MULTIFD_FLUSH anyway.
         self.generation += 1
         try:
             # The sender's own count of pages written before this SYNC (it sends a page
@@ -113,7 +127,6 @@ class MultifdRam:
             sent = await self.sender.sync(self.generation, self.heartbeat_s)
         except (MultifdError, TimeoutError) as e:
             raise MigrationFailed(f"multifd: {e}") from None
-        self._synced_pages = self.pages_sent
         await self.link.write(pb.SourceMessage(multifd_sync=pb.MultifdSync(
             generation=self.generation, pages_sent=sent)))
 
