@@ -40,6 +40,7 @@ from migbed.dataplane._io import (
     AsyncSignal,
     PeerClosed,
     Stalled,
+    name_os_thread,
     recv_buffers,
     recv_exact,
     set_timeouts,
@@ -231,6 +232,7 @@ class MultifdSession:
     def _serve(self, conn: _Conn) -> None:
         """The channel's thread, after its hello: read packets until FIN + EOF or failure."""
         where = f"channel {conn.index}"
+        name_os_thread(f"multifd-recv-{conn.index}")
         try:
             set_timeouts(conn.sock, self.silence_timeout_s)
             self._read_packets(conn)

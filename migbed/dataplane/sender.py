@@ -44,6 +44,7 @@ from migbed.dataplane._io import (
     AsyncSignal,
     PeerClosed,
     Stalled,
+    name_os_thread,
     send_buffers,
     set_timeouts,
     shutdown_quietly,
@@ -356,6 +357,7 @@ class MultifdSender:
         self._signal.notify()
 
     def _run(self, ch: _Channel) -> None:
+        name_os_thread(f"multifd-send-{ch.index}")
         try:
             while True:
                 try:
