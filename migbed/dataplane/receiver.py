@@ -4,9 +4,10 @@ MultifdListener accepts TCP (or TLS) connections; a connection's hello names a s
 its token, and from then on its thread reads packets straight into that session's guest RAM:
 recv_into / recvmsg_into with views of RAM as buffers, one per run of consecutive pages, so
 page bytes are never copied in Python and no Python object is made per page (only per
-run). A hello that does not fit (unknown token, channel index out of range or taken, wrong
-page size or RAM size, garbage) is refused: a log line, that connection closed, the
-listener serves on.
+run). Device-state packets (QEMU 10.0's multifd device state) go to the session's
+DeviceStateBuffers (reorder.py), where each device's loader takes them in order. A hello
+that does not fit (unknown token, channel index out of range or taken, wrong page size or
+RAM size, garbage) is refused: a log line, that connection closed, the listener serves on.
 
 Why threads and not asyncio: a blocking recv_into releases the GIL for the whole copy, and
 with a blocking socket one MSG_WAITALL call fills a whole run; asyncio's sock_recv_into
@@ -46,6 +47,7 @@ from migbed.dataplane._io import (
     set_timeouts,
     shutdown_quietly,
 )
+from migbed.dataplane.reorder import DEFAULT_WINDOW, DeviceStateBuffers, DeviceStatePacket
 from migbed.dataplane.sender import ChannelStats, MultifdError
 
 log = logging.getLogger("migbed.dataplane")
@@ -78,7 +80,8 @@ class MultifdSession:
     """One migration's channels on the target; created by MultifdListener.register()."""
 
     def __init__(self, token: bytes, memory: np.ndarray, channels: int, page_size: int,
-                 silence_timeout_s: float, listener: MultifdListener | None = None) -> None:
+                 silence_timeout_s: float, listener: MultifdListener | None = None, *,
+                 devices: int = 0, device_window: int = DEFAULT_WINDOW) -> None:
         if memory.ndim != 2 or memory.dtype != np.uint8 or not memory.flags.c_contiguous \
                 or not memory.flags.writeable:
             raise ValueError("memory must be a writable C-contiguous 2-D uint8 array")
@@ -92,7 +95,10 @@ class MultifdSession:
         self.channels = channels
         self.page_size = page_size
         self.ram_pages = int(memory.shape[0])
+        self.layout = pk.Layout(page_size, self.ram_pages)
         self.silence_timeout_s = silence_timeout_s
+        # Device state on these channels, per device in order (0 devices: none expected).
+        self.device_state = DeviceStateBuffers(devices, device_window)
         self._flat = memory.data.cast("B")
         self._listener = listener
         self._lock = threading.Lock()
@@ -185,6 +191,7 @@ class MultifdSession:
             conns = list(self._conns.values())
             self._round.notify_all()
         if first:
+            self.device_state.fail(MultifdError(why))
             log.warning("multifd session: %s", why)
             for c in conns:  # one channel lost fails the migration: stop the others too
                 shutdown_quietly(c.sock)
@@ -197,6 +204,7 @@ class MultifdSession:
             conns = list(self._conns.values())
             threads = list(self._threads)
             self._round.notify_all()
+        self.device_state.fail(MultifdError("multifd session closed"))
         for c in conns:
             shutdown_quietly(c.sock)
         me = threading.current_thread()
@@ -252,27 +260,23 @@ class MultifdSession:
             self._fail(f"{where}: internal error: {e!r}")
         self._signal.notify()
 
+    async def next_device_state(self, device: int, timeout_s: float | None) -> DeviceStatePacket:
+        """The device's next state packet, in order (its loader's read); raises MultifdError
+        if the session failed or closed, TimeoutError."""
+        return await self.device_state.next(device, timeout_s)
+
     def _read_packets(self, conn: _Conn) -> None:
-        sock, stats, ps, flat = conn.sock, conn.stats, self.page_size, self._flat
-        head = memoryview(bytearray(pk.HEADER_SIZE))
-        index_raw = memoryview(bytearray(pk.max_packet_pages(ps) * pk.INDEX64.itemsize))
+        sock, stats, ps, flat, layout = conn.sock, conn.stats, self.page_size, self._flat, self.layout
+        block = bytearray(layout.block)
+        head = memoryview(block)
         while True:
             recv_exact(sock, head)
-            h = pk.decode_header(head, ps)
+            h = pk.decode_header(head, layout)
             self._check_order(conn, h)
             conn.next_seq += 1
-            stats.bytes += pk.HEADER_SIZE
-            if h.page_count:
-                raw = index_raw[:h.index_bytes]
-                recv_exact(sock, raw)
-                idx = np.frombuffer(raw, dtype=h.index_dtype)
-                pk.check_indices(idx, self.ram_pages)
-                starts, counts = pk.page_runs(idx)
-                recv_buffers(sock, [flat[s * ps:(s + c) * ps]
-                                    for s, c in zip(starts.tolist(), counts.tolist(), strict=True)])
-                stats.bytes += h.index_bytes + h.page_count * ps
-                stats.pages += h.page_count
-                stats.packets += 1
+            stats.bytes += layout.block
+            if h.flags & pk.FLAG_DEVICE_STATE:
+                self._read_device_state(conn, block, h)
             elif h.flags & pk.FLAG_SYNC:
                 stats.packets += 1
                 stats.syncs += 1
@@ -282,6 +286,26 @@ class MultifdSession:
                 self._wait_for_main(h.generation)
             elif h.flags & pk.FLAG_FIN:
                 conn.fin = True
+            elif not h.flags & pk.FLAG_KEEPALIVE:
+                idx = pk.indices(block, h, layout)
+                pk.check_indices(idx, self.ram_pages)
+                starts, counts = pk.page_runs(idx)
+                recv_buffers(sock, [flat[s * ps:(s + c) * ps]
+                                    for s, c in zip(starts.tolist(), counts.tolist(), strict=True)])
+                stats.bytes += h.count * ps
+                stats.pages += h.count
+                stats.packets += 1
+
+    def _read_device_state(self, conn: _Conn, block: bytearray, h: pk.Header) -> None:
+        ds = pk.decode_device_state(block, h)
+        data = bytearray(h.count)
+        if h.count:
+            recv_exact(conn.sock, memoryview(data))
+        conn.stats.bytes += h.count
+        conn.stats.device_bytes += self.layout.block + h.count
+        conn.stats.packets += 1
+        conn.stats.device_packets += 1
+        self.device_state.put(ds, bytes(data), lambda: self._closed or self._error is not None)
 
     def _record_sync(self, conn: _Conn, generation: int) -> None:
         """The pages this channel received before SYNC(generation), for wait_sync; the counts
@@ -363,10 +387,14 @@ class MultifdListener:
     # ---------------------------------------------------------------- sessions
 
     def register(self, token: bytes, memory: np.ndarray, channels: int, page_size: int,
-                 silence_timeout_s: float) -> MultifdSession:
+                 silence_timeout_s: float, *, devices: int = 0,
+                 device_window: int = DEFAULT_WINDOW) -> MultifdSession:
+        """A session for one migration; `devices` that send their state on the channels
+        (QEMU 10.0's multifd device state), each buffering at most `device_window` packets."""
         if len(token) != pk.TOKEN_BYTES:
             raise ValueError(f"token must be {pk.TOKEN_BYTES} bytes, got {len(token)}")
-        session = MultifdSession(token, memory, channels, page_size, silence_timeout_s, self)
+        session = MultifdSession(token, memory, channels, page_size, silence_timeout_s, self,
+                                 devices=devices, device_window=device_window)
         with self._lock:
             if self._closed:
                 raise MultifdError("multifd listener is closed")
