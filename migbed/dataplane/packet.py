@@ -24,22 +24,31 @@ on the device's final packet (QEMU knows the end by the config packet, which mig
 devices may not have).
 
     hello   = HELLO_STRUCT (40 bytes), once per connection, source -> target
-    packet  = a block of Layout.block bytes:
+    block   = Layout.block bytes:
                 HEADER_STRUCT (32 bytes)
                 RAM:          packet_pages indices (uint32 LE, or uint64 LE with
-                              FLAG_INDEX64), the first count used, strictly increasing,
-                              each < the RAM's page count; the rest zero
+                              FLAG_INDEX64), the first count used, the rest zero
                 device state: DEVICE_STATE_STRUCT (24 bytes), then zeros
                 SYNC, KEEPALIVE, FIN: zeros
-              then the payload: count pages (RAM, in index order) or count bytes (device
-              state)
+    RAM     = a burst of K (1 to MAX_BURST_PACKETS) RAM packets: their K blocks, the j-th
+              (from 0) with more = K-1-j, seq one apart; then their pages, count of each, in
+              the order of their indices, which increase strictly across the whole burst and
+              are each < the RAM's page count
+    other   = one block (more = 0), then for device state its count bytes of payload
 
-Every packet starts with a block of the same size, as every QEMU RAM packet (and SYNC) has
-the same packet_len: the receiver reads one fixed-size block, then the payload its header
-announces. A packet with FLAG_SYNC ends round `generation` on its channel (every packet
-queued before it on that channel precedes it). FLAG_KEEPALIVE is an empty packet an idle
-channel sends so the target can tell silence from a dead peer; FLAG_FIN says the source
-closed the channel on purpose (EOF after FIN is not a failure).
+Every block has the same size, as every QEMU RAM packet (and SYNC) has the same packet_len.
+QEMU writes each packet (header and offsets, then pages) on its own; migbed writes a burst of
+consecutive packets to one channel with one sendmsg and puts their blocks first, so the
+receiver learns every page of the burst from one read and fills guest RAM with the next:
+in Python each read and write costs a wake-up and a GIL hand-over, whatever its size. The
+packets, their headers, indices and bytes are QEMU's; what differs is that up to
+MAX_BURST_PACKETS of them go to a channel together (QEMU gives each to the next free one)
+and where their headers sit in the stream.
+
+A packet with FLAG_SYNC ends round `generation` on its channel (every packet queued before it
+on that channel precedes it). FLAG_KEEPALIVE is an empty packet an idle channel sends so the
+target can tell silence from a dead peer; FLAG_FIN says the source closed the channel on
+purpose (EOF after FIN is not a failure).
 """
 
 from __future__ import annotations
@@ -60,7 +69,8 @@ FLAG_FIN = 1 << 3
 FLAG_DEVICE_STATE = 1 << 4  # QEMU's MULTIFD_FLAG_DEVICE_STATE
 KNOWN_FLAGS = FLAG_SYNC | FLAG_INDEX64 | FLAG_KEEPALIVE | FLAG_FIN | FLAG_DEVICE_STATE
 _CONTROL = FLAG_SYNC | FLAG_KEEPALIVE | FLAG_FIN
-_KINDS = _CONTROL | FLAG_DEVICE_STATE  # at most one of these; none = a RAM packet
+NOT_RAM = _CONTROL | FLAG_DEVICE_STATE  # at most one of these; none = a RAM packet
+_KINDS = NOT_RAM
 
 MAX_CHANNELS = 64
 MIN_PAGE_SIZE = 512
@@ -74,8 +84,10 @@ DEVICE_STATE_MAX_BYTES = 1 << 20
 
 # hello: magic, version, flags (0), token, channel, channels, page_size, ram_pages
 HELLO_STRUCT = struct.Struct("<IHH16sHHIQ")
-# header: magic, flags, channel, seq, generation, count (pages or payload bytes), reserved (0)
+# header: magic, flags, channel, seq, generation, count (pages or payload bytes), more (RAM
+# packet blocks of the same burst after this one; 0 for other packets)
 HEADER_STRUCT = struct.Struct("<IHHQQII")
+MAX_BURST_PACKETS = 64  # 32 MiB of 4 KiB pages: bounds the receiver's block buffer
 # device state: device, kind (DS_KIND_*), flags (DS_LAST), idx (the device's packet number,
 # from 0), offset (in the device's state), image_bytes (the length of the image it belongs to)
 DEVICE_STATE_STRUCT = struct.Struct("<HBBIQQ")
@@ -114,6 +126,7 @@ class Header:
     seq: int
     generation: int
     count: int  # pages (RAM), payload bytes (device state), 0 (SYNC, KEEPALIVE, FIN)
+    more: int = 0  # RAM packet blocks of this burst after this one
 
     @property
     def is_device_state(self) -> bool:
@@ -159,6 +172,17 @@ class Layout:
     @property
     def block(self) -> int:
         return HEADER_SIZE + max(self.packet_pages * self.index_dtype.itemsize, DEVICE_STATE_SIZE)
+
+    @property
+    def block_dtype(self) -> np.dtype:
+        """A block as a numpy record: the header's fields and the index array (a burst's
+        blocks are checked as one array)."""
+        return np.dtype({"names": ["magic", "flags", "channel", "seq", "generation", "count",
+                                   "more", "idx"],
+                         "formats": ["<u4", "<u2", "<u2", "<u8", "<u8", "<u4", "<u4",
+                                     (self.index_dtype, (self.packet_pages,))],
+                         "offsets": [0, 4, 6, 8, 16, 24, 28, HEADER_SIZE],
+                         "itemsize": self.block})
 
 
 def _check_page_size(page_size: int) -> None:
@@ -214,21 +238,24 @@ def decode_hello(buf: bytes | bytearray | memoryview) -> Hello:
 
 
 def encode_header_into(buf: bytearray | memoryview, at: int, h: Header) -> None:
-    HEADER_STRUCT.pack_into(buf, at, MAGIC, h.flags, h.channel, h.seq, h.generation, h.count, 0)
+    HEADER_STRUCT.pack_into(buf, at, MAGIC, h.flags, h.channel, h.seq, h.generation, h.count,
+                            h.more)
 
 
 def decode_header(block: bytes | bytearray | memoryview, layout: Layout) -> Header:
     """Parse and check a block's header (its body: indices / device_state)."""
     if len(block) < HEADER_SIZE:
         raise PacketError(f"packet: {len(block)} header bytes, a header is {HEADER_SIZE}")
-    magic, flags, channel, seq, generation, count, reserved = HEADER_STRUCT.unpack_from(block)
+    magic, flags, channel, seq, generation, count, more = HEADER_STRUCT.unpack_from(block)
     if magic != MAGIC:
         raise PacketError(f"packet: magic 0x{magic:08x} is not multifd's 0x{MAGIC:08x}")
     if flags & ~KNOWN_FLAGS:
         raise PacketError(f"packet: flags 0x{flags:x} has unknown bits (known: 0x{KNOWN_FLAGS:x})")
-    if reserved:
-        raise PacketError(f"packet: reserved field is {reserved}, must be 0")
     kind = flags & _KINDS
+    if more and kind:
+        raise PacketError(f"packet: more {more} on a packet that is not RAM (must be 0)")
+    if more >= MAX_BURST_PACKETS:
+        raise PacketError(f"packet: more {more}: a burst has at most {MAX_BURST_PACKETS} packets")
     if kind & (kind - 1):
         raise PacketError(f"packet: flags 0x{flags:x} set more than one of SYNC, KEEPALIVE, "
                           "FIN, DEVICE_STATE")
@@ -237,7 +264,7 @@ def decode_header(block: bytes | bytearray | memoryview, layout: Layout) -> Head
                           f"but a guest of {layout.ram_pages} pages uses "
                           f"{layout.index_dtype.itemsize * 8}-bit indices")
     _check_count(kind, count, layout)
-    return Header(flags, channel, seq, generation, count)
+    return Header(flags, channel, seq, generation, count, more)
 
 
 def _check_count(kind: int, count: int, layout: Layout) -> None:
@@ -273,6 +300,28 @@ def check_indices(idx: np.ndarray, ram_pages: int) -> None:
                           f"(allowed 0..{ram_pages - 1})")
 
 
+def burst_ok(recs: np.ndarray, first: Header, layout: Layout) -> bool:
+    """The blocks after a burst's first, all at once: what the first one's header promised
+    (flags, channel, consecutive seq, generation, more counting down) and a page count each.
+    False: find the bad block one by one (decode_header) for a message that names it."""
+    k = recs.size
+    steps = np.arange(k, dtype=np.uint64)
+    return bool((recs["magic"] == MAGIC).all() and (recs["flags"] == first.flags).all()
+                and (recs["channel"] == first.channel).all()
+                and (recs["seq"] == np.uint64(first.seq) + steps).all()
+                and (recs["generation"] == first.generation).all()
+                and (recs["more"] == np.uint64(k - 1) - steps).all()
+                and (recs["count"] >= 1).all() and (recs["count"] <= layout.packet_pages).all())
+
+
+def burst_indices(recs: np.ndarray, layout: Layout) -> np.ndarray:
+    """Every page index of a burst, in stream order (each block's first `count`)."""
+    counts = recs["count"]
+    if bool((counts == layout.packet_pages).all()):
+        return recs["idx"].reshape(-1)
+    return np.concatenate([recs["idx"][j, :int(c)] for j, c in enumerate(counts)])
+
+
 def encode_device_state_into(buf: bytearray | memoryview, at: int, ds: DeviceState) -> None:
     DEVICE_STATE_STRUCT.pack_into(buf, at + HEADER_SIZE, ds.device, ds.kind,
                                   DS_LAST if ds.last else 0, ds.idx, ds.offset, ds.image_bytes)
@@ -301,6 +350,8 @@ def encode_packet(layout: Layout, h: Header, idx: np.ndarray | None = None,
     block = bytearray(layout.block)
     encode_header_into(block, 0, h)
     if idx is not None:
+        if h.more:
+            raise PacketError("encode_packet: one packet; a burst is encode_burst")
         if idx.size != h.count:
             raise PacketError(f"packet: count {h.count} but {idx.size} indices")
         np.frombuffer(block, dtype=layout.index_dtype, count=idx.size,
@@ -308,6 +359,30 @@ def encode_packet(layout: Layout, h: Header, idx: np.ndarray | None = None,
     if ds is not None:
         encode_device_state_into(block, 0, ds)
     return bytes(block) + bytes(payload)
+
+
+def checked_page_runs(idx: np.ndarray, ram_pages: int) -> tuple[np.ndarray, np.ndarray]:
+    """check_indices and page_runs for the receiver's hot path: a packet of consecutive
+    pages (the bulk stage's) costs one unsigned difference (a decrease wraps to a huge
+    step, so all steps == 1 means strictly increasing and consecutive)."""
+    n = idx.size
+    if n and idx.dtype.kind == "u" and int(idx[-1]) < ram_pages \
+            and (n == 1 or bool((idx[1:] - idx[:-1] == 1).all())):
+        return np.array([int(idx[0])], np.int64), np.array([n], np.int64)
+    check_indices(idx, ram_pages)
+    return page_runs(idx)
+
+
+def encode_burst(layout: Layout, first: Header, packets: list[np.ndarray], pages: bytes = b"") -> bytes:
+    """A burst of RAM packets (tests and tools): their blocks, then `pages`."""
+    blocks = bytearray(layout.block * len(packets))
+    for j, idx in enumerate(packets):
+        at = j * layout.block
+        encode_header_into(blocks, at, Header(first.flags, first.channel, first.seq + j,
+                                              first.generation, idx.size, len(packets) - 1 - j))
+        np.frombuffer(blocks, dtype=layout.index_dtype, count=idx.size,
+                      offset=at + HEADER_SIZE)[:] = idx
+    return bytes(blocks) + bytes(pages)
 
 
 def page_runs(idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -266,35 +266,70 @@ class MultifdSession:
         return await self.device_state.next(device, timeout_s)
 
     def _read_packets(self, conn: _Conn) -> None:
-        sock, stats, ps, flat, layout = conn.sock, conn.stats, self.page_size, self._flat, self.layout
-        block = bytearray(layout.block)
-        head = memoryview(block)
+        """Blocks and payloads until FIN + EOF or failure. A burst of RAM packets takes two
+        reads: its other blocks, then every page of it with the next block (packet.py)."""
+        sock, layout = conn.sock, self.layout
+        buf = bytearray(pk.MAX_BURST_PACKETS * layout.block)
+        view = memoryview(buf)
+        first = view[:layout.block]  # every packet's (or burst's) first block lands here
+        recv_exact(sock, first)
         while True:
-            recv_exact(sock, head)
-            h = pk.decode_header(head, layout)
+            h = pk.decode_header(first, layout)
             self._check_order(conn, h)
+            if not h.flags & pk.NOT_RAM:
+                self._read_burst(conn, buf, h)
+                continue  # the next first block came with the pages
             conn.next_seq += 1
-            stats.bytes += layout.block
+            conn.stats.bytes += layout.block
             if h.flags & pk.FLAG_DEVICE_STATE:
-                self._read_device_state(conn, block, h)
+                self._read_device_state(conn, buf, h)
             elif h.flags & pk.FLAG_SYNC:
-                stats.packets += 1
-                stats.syncs += 1
+                conn.stats.packets += 1
+                conn.stats.syncs += 1
                 self._record_sync(conn, h.generation)
                 self._signal.notify()
                 self._barrier(conn, h.generation)
                 self._wait_for_main(h.generation)
             elif h.flags & pk.FLAG_FIN:
                 conn.fin = True
-            elif not h.flags & pk.FLAG_KEEPALIVE:
-                idx = pk.indices(block, h, layout)
-                pk.check_indices(idx, self.ram_pages)
-                starts, counts = pk.page_runs(idx)
-                recv_buffers(sock, [flat[s * ps:(s + c) * ps]
-                                    for s, c in zip(starts.tolist(), counts.tolist(), strict=True)])
-                stats.bytes += h.count * ps
-                stats.pages += h.count
-                stats.packets += 1
+            recv_exact(sock, first)
+
+    def _read_burst(self, conn: _Conn, buf: bytearray, h: pk.Header) -> None:
+        """A burst's pages straight into guest RAM, and the block that follows them."""
+        layout, ps, flat = self.layout, self.page_size, self._flat
+        k, size = h.more + 1, layout.block
+        view = memoryview(buf)
+        if k > 1:
+            recv_exact(conn.sock, view[size:k * size])
+        recs = np.frombuffer(buf, dtype=layout.block_dtype, count=k)
+        if k > 1 and not pk.burst_ok(recs[1:], pk.Header(h.flags, h.channel, h.seq + 1,
+                                                           h.generation, 0), layout):
+            self._bad_burst(conn, view, h)
+        idx = pk.burst_indices(recs, layout)
+        starts, counts = pk.checked_page_runs(idx, self.ram_pages)
+        bufs = [flat[s * ps:(s + c) * ps] for s, c in zip(starts.tolist(), counts.tolist(), strict=True)]
+        bufs.append(view[:size])  # the next packet's block
+        conn.next_seq += k
+        recv_buffers(conn.sock, bufs)
+        conn.stats.bytes += k * size + idx.size * ps
+        conn.stats.pages += idx.size
+        conn.stats.packets += k
+
+    def _bad_burst(self, conn: _Conn, view: memoryview, h: pk.Header) -> None:
+        """Name what is wrong with a burst's later blocks (one at a time, slowly: only on the
+        way to failing the channel)."""
+        size = self.layout.block
+        for j in range(1, h.more + 1):
+            hj = pk.decode_header(view[j * size:(j + 1) * size], self.layout)
+            if hj.flags & pk.NOT_RAM:
+                raise pk.PacketError(f"packet: block {j} of a burst of {h.more + 1} RAM packets "
+                                     f"has flags 0x{hj.flags:x}")
+            if hj.more != h.more - j:
+                raise pk.PacketError(f"packet: block {j} of a burst of {h.more + 1} says more "
+                                     f"{hj.more}, expected {h.more - j}")
+            conn.next_seq = h.seq + j
+            self._check_order(conn, hj)
+        raise pk.PacketError("packet: a burst's blocks disagree with its first")
 
     def _read_device_state(self, conn: _Conn, block: bytearray, h: pk.Header) -> None:
         ds = pk.decode_device_state(block, h)

@@ -66,7 +66,7 @@ log = logging.getLogger("migbed.dataplane")
 # sender's CPU per GiB falling with the bytes per write (0.36 s/GiB at 512 KiB, 0.31 at
 # 1 MiB, 0.20 at 4 MiB; raw TCP 0.13, a loaded machine), and 16 MiB gained nothing more.
 DEFAULT_BURST_BYTES = 4 << 20
-DEFAULT_QUEUE_BURSTS = 4  # per channel
+DEFAULT_QUEUE_BURSTS = 2  # per channel: about what QEMU has in flight (a packet and the socket's buffer)
 DEFAULT_KEEPALIVE_S = 0.25
 
 
@@ -160,7 +160,8 @@ class MultifdSender:
                              "(QEMU's MULTIFD_PACKET_SIZE)")
         # Smaller packets only for tests: the receiver takes up to Layout.packet_pages.
         self.packet_pages = min(self.layout.packet_pages, max(1, packet_bytes // self.page_size))
-        self.burst_packets = max(1, burst_bytes // (self.packet_pages * self.page_size))
+        self.burst_packets = min(pk.MAX_BURST_PACKETS,
+                                 max(1, burst_bytes // (self.packet_pages * self.page_size)))
         self.heartbeat_timeout_s = heartbeat_timeout_s
         # An idle channel says it is alive well inside the target's silence timeout (the
         # same heartbeat on both sides of a migration).
@@ -446,8 +447,10 @@ class MultifdSender:
             log.exception("multifd channel %d: unexpected error", ch.index)
             self._fail(ch, f"internal error: {e!r}")
 
-    def _header(self, ch: _Channel, block: bytearray, at: int, flags: int, count: int) -> None:
-        pk.encode_header_into(block, at, pk.Header(flags, ch.index, ch.seq, ch.generation, count))
+    def _header(self, ch: _Channel, block: bytearray, at: int, flags: int, count: int,
+                more: int = 0) -> None:
+        pk.encode_header_into(block, at, pk.Header(flags, ch.index, ch.seq, ch.generation,
+                                                   count, more))
         ch.seq += 1
 
     def _write_control(self, ch: _Channel, flag: int) -> None:
@@ -461,25 +464,22 @@ class MultifdSender:
             _push(ch.sock)
 
     def _write_burst(self, ch: _Channel, packets: list[np.ndarray]) -> None:
-        """Every packet's block (header + indices, the unused index slots zero) and pages,
-        in one sendmsg."""
-        size, ps, flat, dtype = self.layout.block, self.page_size, self._flat, self.layout.index_dtype
-        blocks = bytearray(size * len(packets))
-        view = memoryview(blocks)
-        bufs: list[memoryview] = []
-        pages = 0
-        for k, idx in enumerate(packets):
-            at = k * size
-            self._header(ch, blocks, at, self.layout.index_flag, idx.size)
-            np.frombuffer(blocks, dtype=dtype, count=idx.size, offset=at + pk.HEADER_SIZE)[:] = idx
-            bufs.append(view[at:at + size])
-            starts, counts = pk.page_runs(idx)
-            for s, c in zip(starts.tolist(), counts.tolist(), strict=True):
-                bufs.append(flat[s * ps:(s + c) * ps])
-            pages += idx.size
+        """The burst's blocks (header + indices, the unused index slots zero), then all its
+        pages, in one sendmsg (packet.py: a burst)."""
+        size, k, ps, flat = self.layout.block, len(packets), self.page_size, self._flat
+        blocks = bytearray(size * k)
+        recs = np.frombuffer(blocks, dtype=self.layout.block_dtype, count=k)
+        for j, idx in enumerate(packets):
+            self._header(ch, blocks, j * size, self.layout.index_flag, idx.size, k - 1 - j)
+            recs["idx"][j, :idx.size] = idx
+        everything = packets[0] if k == 1 else np.concatenate(packets)
+        bufs = [memoryview(blocks)]
+        starts, counts = pk.page_runs(everything)
+        for s, c in zip(starts.tolist(), counts.tolist(), strict=True):
+            bufs.append(flat[s * ps:(s + c) * ps])
         ch.stats.bytes += send_buffers(ch.sock, bufs)
-        ch.stats.packets += len(packets)
-        ch.stats.pages += pages
+        ch.stats.packets += k
+        ch.stats.pages += everything.size
 
     def _write_device_state(self, ch: _Channel, item: _DeviceStatePacket) -> None:
         block = bytearray(self.layout.block)

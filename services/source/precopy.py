@@ -19,7 +19,6 @@ from migbed.measure.record import DeviceSample, ProgressSample
 from migbed.services.source.failure import MigrationFailed
 from migbed.services.source.parts import Parts
 from migbed.services.source.transport import send_scan
-from migbed.wire.channel import CHUNK_BYTES
 
 ITERATE_MAX_S = 0.05  # QEMU's ram_save_iterate gives up the thread after 50 ms (MAX_WAIT)
 
@@ -196,7 +195,7 @@ class Precopy:
             allowance = p.limiter.allowance(time.monotonic())
             if allowance <= 0:
                 break
-            scan = p.scanner.take(max(1, min(allowance, CHUNK_BYTES) // ps))
+            scan = p.scanner.take(max(1, min(allowance, p.ram.batch_bytes) // ps))
             n = await send_scan(p.ram, scan)
             self._account(n)
             p.counters.ram(n, downtime=False)

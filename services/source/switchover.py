@@ -26,7 +26,6 @@ from migbed.services.source.parts import Parts
 from migbed.services.source.recorder import StopCopyTimes, TargetTimes
 from migbed.services.source.transport import send_scan
 from migbed.wire import migration_pb2 as pb
-from migbed.wire.channel import CHUNK_BYTES
 
 
 class Switchover:
@@ -91,7 +90,7 @@ class Switchover:
 
     async def _send_ram(self) -> None:
         p = self.p
-        want = max(1, CHUNK_BYTES // p.scanner.page_size)
+        want = max(1, p.ram.batch_bytes // p.scanner.page_size)
         while True:  # until a search goes round RAM and finds nothing (it syncs on the way)
             scan = p.scanner.take(want)
             p.counters.ram(await send_scan(p.ram, scan), downtime=True)

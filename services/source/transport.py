@@ -17,15 +17,18 @@ import numpy as np
 
 from migbed.core.guest import GuestMemory
 from migbed.dataplane import MultifdError, MultifdSender
+from migbed.dataplane.sender import DEFAULT_BURST_BYTES
 from migbed.services.source.failure import MigrationFailed
 from migbed.services.source.link import SETUP_TIMEOUT_S, Link
 from migbed.services.source.scanner import Scan
 from migbed.wire import migration_pb2 as pb
+from migbed.wire.channel import CHUNK_BYTES
 from migbed.wire.encode import encode_ram_pages
 
 
 class RamTransport(Protocol):
     pages_sent: int
+    batch_bytes: int  # how much RAM one send() should carry (what a bitmap search takes)
 
     async def send(self, pages: np.ndarray) -> int:
         """Send these pages (indices, in order); returns the bytes sent."""
@@ -62,6 +65,7 @@ class MainChannelRam:
         self.link = link
         self.memory = memory
         self.pages_sent = 0
+        self.batch_bytes = CHUNK_BYTES  # one RamPages message
 
     async def send(self, pages: np.ndarray) -> int:
         # Encoded by hand: the page bytes are copied once, straight from guest RAM.
@@ -101,6 +105,9 @@ class MultifdRam:
         self.sender = MultifdSender(host, port, token, channels, memory.ram, ssl_context,
                                     heartbeat_timeout_s=heartbeat_s)
         self.pages_sent = 0
+        # A burst for every channel per search: the engine's loop (search, submit, count)
+        # runs once per few MiB, not once per packet.
+        self.batch_bytes = DEFAULT_BURST_BYTES * channels
         self.generation = 0
 
     async def connect(self) -> None:

@@ -216,8 +216,13 @@ def test_duplicate_channel_is_refused(listener: MultifdListener) -> None:
     ([page_packet(1, 0, [1])], "channel 1 on channel 0's connection"),
     ([page_packet(0, 0, [1])], "dropped (connection closed) before the final sync"),
     ([], "silent for 1 s"),
+    ([pk.encode_burst(pk.Layout(PAGE, 16), pk.Header(0, 0, 0, 0, 0), [np.array([1]), np.array([2])])[
+        :pk.Layout(PAGE, 16).block] + pk.encode_burst(pk.Layout(PAGE, 16), pk.Header(0, 0, 5, 0, 0),
+                                                      [np.array([2])])], "seq 5, expected 1"),
+    ([pk.encode_burst(pk.Layout(PAGE, 16), pk.Header(0, 0, 0, 0, 0), [np.array([5]), np.array([4])])],
+     "strictly increasing"),
 ], ids=["past-end", "unsorted", "garbage", "seq-gap", "generation", "wrong-channel", "dropped",
-        "silent"])
+        "silent", "burst-seq", "burst-order"])
 def test_bad_packets_fail_the_session_and_the_listener_serves_on(
         listener: MultifdListener, ram64: np.ndarray, packets: list[bytes], says: str) -> None:
     token = new_token()

@@ -77,6 +77,22 @@ def test_packets_are_qemus_size() -> None:
     assert pk.DEVICE_STATE_MAX_BYTES == 1 << 20  # VFIO_MIG_DEFAULT_DATA_BUFFER_SIZE
 
 
+def test_a_burst_is_its_blocks_then_its_pages() -> None:
+    layout = pk.Layout(4096, 1000)
+    packets = [np.arange(0, 128), np.arange(128, 256), np.array([300, 301, 900])]
+    raw = pk.encode_burst(layout, Header(0, 1, 7, 3, 0), packets, b"p" * (259 * 4096))
+    recs = np.frombuffer(raw, dtype=layout.block_dtype, count=3)
+    first = pk.decode_header(raw[:layout.block], layout)
+    assert first == Header(0, 1, 7, 3, 128, 2)
+    assert pk.burst_ok(recs[1:], Header(0, 1, 8, 3, 0), layout)
+    assert pk.burst_indices(recs, layout).tolist() == [*range(256), 300, 301, 900]
+    assert len(raw) == 3 * layout.block + 259 * 4096
+    starts, counts = pk.checked_page_runs(pk.burst_indices(recs, layout), 1000)
+    assert starts.tolist() == [0, 300, 900] and counts.tolist() == [256, 2, 1]
+    assert not pk.burst_ok(recs[1:], Header(0, 1, 9, 3, 0), layout)  # seq
+    assert not pk.burst_ok(recs[1:], Header(0, 1, 8, 4, 0), layout)  # generation
+
+
 def test_device_state_round_trip() -> None:
     layout = pk.Layout(4096, 1000)
     ds = pk.DeviceState(3, pk.DS_KIND_FINAL, 17, 12345, 1 << 20, False)
@@ -111,7 +127,7 @@ def test_index_width_follows_ram_size() -> None:
 
 def _header(**over: int) -> bytes:
     f = {"magic": pk.MAGIC, "flags": 0, "channel": 0, "seq": 0, "generation": 0,
-         "count": 1, "reserved": 0}
+         "count": 1, "more": 0}
     f.update(over)
     return pk.HEADER_STRUCT.pack(*f.values()) + bytes(pk.Layout(4096, 100).block - pk.HEADER_SIZE)
 
@@ -119,7 +135,8 @@ def _header(**over: int) -> bytes:
 @pytest.mark.parametrize(("over", "says"), [
     ({"magic": 0}, "packet: magic 0x00000000 is not multifd's"),
     ({"flags": 1 << 7}, "flags 0x80 has unknown bits"),
-    ({"reserved": 3}, "reserved field is 3, must be 0"),
+    ({"flags": pk.FLAG_SYNC, "count": 0, "more": 2}, "more 2 on a packet that is not RAM"),
+    ({"more": 64}, "more 64: a burst has at most 64 packets"),
     ({"count": 129}, "count 129 pages on a RAM packet: 1 to 128 (512 KiB"),
     ({"count": 0}, "count 0 pages on a RAM packet"),
     ({"flags": pk.FLAG_INDEX64}, "INDEX64 flag set, but a guest of 100 pages uses 32-bit"),

@@ -26,6 +26,7 @@ class RecordingRam:
     def __init__(self) -> None:
         self.ops: list[str | list[int]] = []
         self.pages_sent = 0
+        self.batch_bytes = 1 << 20
 
     async def send(self, pages: np.ndarray) -> int:
         self.ops.append(pages.tolist())
