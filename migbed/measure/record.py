@@ -7,8 +7,10 @@ from these dataclasses. Field names follow QEMU's query-migrate where one exists
 
 from __future__ import annotations
 
+import csv
 import json
 from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
 from typing import Any
 
 OUTCOMES = ("completed", "failed", "cancelled")
@@ -64,7 +66,8 @@ class Event:
     """A point on the run's timeline (ms since the migration started on the source)."""
 
     t_ms: float
-    name: str  # setup-accepted | init-data-sent:<dev> | switchover-ack | decision | stop | ...
+    name: str  # setup-accepted | init-data-sent:<dev> | switchover-ack | decision | stop |
+    # completed | resumed | initial-loaded:<dev> (the target reported it, on the source clock)
     detail: str = ""
 
 
@@ -199,3 +202,13 @@ def load_results(path: str) -> list[RunRecord]:
 def dump_results(records: list[RunRecord], path: str) -> None:
     with open(path, "w") as fh:
         json.dump([r.to_dict() for r in records], fh, indent=1)
+
+
+def write_csv(records: list[RunRecord], path: Path) -> None:
+    """results.csv: one row per record, the CSV_FIELDS."""
+    with open(path, "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(CSV_FIELDS)
+        for r in records:
+            d = r.to_dict()
+            w.writerow([d[f] for f in CSV_FIELDS])

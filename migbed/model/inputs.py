@@ -8,8 +8,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from migbed.core.qemu_profile import qemu_profile
 from migbed.core.scenario import Scenario
-from migbed.env.shaping import FRAME_EFFICIENCY
+from migbed.core.units import FRAME_EFFICIENCY
 
 MiB = 1024 * 1024
 # What one gRPC stream between two local processes moved here in the final copy (order of
@@ -78,6 +79,7 @@ class Inputs:
     device_state_multifd: bool
     interleave: bool  # QEMU >= 9.0: devices iterate beside RAM (see precopy.py)
     has_avail_switchover_bandwidth: bool  # QEMU >= 8.2 (the 8.1 profile ignores the key)
+    threshold_inclusive: bool  # QEMU >= 10.1: pending <= threshold (core/qemu_profile.py)
     precopy_wire: float  # bytes/s the link carries (goodput)
     stop_wire: float
     params: ModelParams
@@ -115,6 +117,7 @@ def inputs_from(scenario: Scenario, params: ModelParams | None = None) -> Inputs
         for d in scenario.devices)
     wire = link_goodput(scenario, params)
     precopy = precopy_goodput(scenario, params)
+    profile = qemu_profile(m.qemu_version)
     return Inputs(
         ram=float(g.ram_size), working_set=float(ws), dirty_rate=g.dirty_rate, devices=devices,
         downtime_limit=m.downtime_limit, max_bandwidth=m.max_bandwidth,
@@ -122,6 +125,7 @@ def inputs_from(scenario: Scenario, params: ModelParams | None = None) -> Inputs
         max_time=m.max_time, cap_action=m.cap_action, ack_timeout=m.switchover_ack_timeout,
         ack_timeout_action=m.ack_timeout_action, return_path=m.return_path,
         device_state_multifd=m.device_state_transfer == "multifd",
-        interleave=m.qemu_version != "8.1",
-        has_avail_switchover_bandwidth=m.qemu_version != "8.1",
+        interleave=not profile.devices_wait_for_ram,
+        has_avail_switchover_bandwidth=profile.avail_switchover_bandwidth,
+        threshold_inclusive=profile.threshold_inclusive,
         precopy_wire=precopy, stop_wire=wire, params=params)

@@ -22,14 +22,22 @@ Stop-copy: source devices save (stop-copy-save-time, serially), then the rest at
   stop-copy-load-time), the non-iterable state, then config-load-time on the destination.
   QEMU's downtime ends when the destination has loaded everything (return-path on) or when
   the source has written its last byte (off); the guest's adds the resume.
+The decision: the engine's own policy object (migbed/core/policy.py, make_policy) decides on
+  an Observation filled from the model's state: the exact pending, threshold and the
+  bandwidth it used, the dirty-sync count, the ACK, how long the data has fitted without
+  it, and per device its pre-copy info, its stop-copy size and the destination's load
+  progress as the target's reports would carry it (loads.py). A registered policy decides
+  here as it does in the engine.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field
 
+from migbed.core.policy import Decision, DeviceView, Observation, Policy, cap_hit, data_fits, make_policy
 from migbed.model.inputs import DeviceInputs, Inputs
+from migbed.model.loads import LoadLog
 from migbed.model.pipe import WINDOW_S, Limiter, Pipe
 
 ITERATE_MAX_S = 0.05  # QEMU's ram_save_iterate gives the thread back after 50 ms
@@ -63,6 +71,7 @@ class Outcome:
     precopy_bytes: float
     downtime_bytes: float
     forced_by_cap: str = ""
+    predicted_downtime_s: float = NAN  # the policy's own prediction at its decision
 
 
 @dataclass
@@ -74,6 +83,7 @@ class _Device:
     setup_paid: bool = False
     load_start: float = NAN  # the initial image's load on the destination
     load_end: float = NAN
+    log: LoadLog = field(default_factory=LoadLog)  # what the destination did with it
 
     def setup_once(self) -> float:
         if self.setup_paid:
@@ -83,7 +93,7 @@ class _Device:
 
 
 class _Migration:
-    def __init__(self, inp: Inputs, policy: str) -> None:
+    def __init__(self, inp: Inputs, policy: Policy) -> None:
         self.inp = inp
         self.policy = policy
         limiter = Limiter(inp.max_bandwidth, inp.precopy_wire)
@@ -97,16 +107,8 @@ class _Migration:
         self.precopy_bytes = 0.0
         self.ack_at = math.inf if any(d.needs_ack for d in inp.devices) else 0.0
         self.ack_wait_start: float | None = None
-
-    def clone(self) -> _Migration:
-        twin = object.__new__(_Migration)
-        twin.__dict__.update(self.__dict__)
-        limiter = Limiter(self.inp.max_bandwidth, self.inp.precopy_wire)
-        limiter.commit(self.pipe.limiter.window_start, self.pipe.limiter.used)
-        twin.pipe = Pipe(limiter, self.pipe.buffer, self.pipe.pos, self.pipe.dest_free,
-                         list(self.pipe.stalls), [])
-        twin.devices = [replace(d) for d in self.devices]
-        return twin
+        # switchover-ack forces the return path on, as QEMU requires (and the engine does)
+        self.return_path = inp.return_path or policy.needs_ack
 
     # ------------------------------------------------------------ the guest and devices
 
@@ -134,14 +136,23 @@ class _Migration:
     def estimate(self) -> float:
         return self.ram_hot + self.ram_cold + sum(d.init_left + d.dirty for d in self.devices)
 
-    def threshold(self, t: float) -> float:
+    def bandwidth(self, t: float) -> float:
+        """Bytes/s the threshold uses: avail-switchover-bandwidth when set (QEMU >= 8.2), else
+        what the last closed 100 ms window carried (0 until the first one closes)."""
         inp = self.inp
         if t < WINDOW_S - 1e-9:
-            return 0.0  # QEMU's threshold is 0 until the first window closes
+            return 0.0
         if inp.avail_bandwidth > 0 and inp.has_avail_switchover_bandwidth:
-            return inp.avail_bandwidth * inp.downtime_limit
+            return inp.avail_bandwidth
         w1 = math.floor(t / WINDOW_S + 1e-9) * WINDOW_S
-        return self.pipe.bytes_between(w1 - WINDOW_S, w1) / WINDOW_S * inp.downtime_limit
+        return self.pipe.bytes_between(w1 - WINDOW_S, w1) / WINDOW_S
+
+    def threshold(self, t: float) -> float:
+        return self.bandwidth(t) * self.inp.downtime_limit
+
+    def below_threshold(self, estimate: float, threshold: float) -> bool:
+        """The source's test for the exact pending (migration_iteration_run)."""
+        return estimate < threshold or (self.inp.threshold_inclusive and estimate == threshold)
 
     def threshold_ceiling(self) -> float:
         """The highest threshold the rest of pre-copy can see: sending the bytes above it
@@ -163,6 +174,7 @@ class _Migration:
 
     def _device_initial_piece(self, t: float, d: _Device, n: float, final: bool) -> float:
         t = self.pipe.write(t, n)
+        d.log.arrive(t, n, initial=True)
         d.init_left -= n
         d.read_initial += n
         done = d.init_left <= 1e-6
@@ -170,8 +182,10 @@ class _Migration:
             d.init_left = 0.0
         if d.cfg.per_chunk:
             stall = self.pipe.load(t, d.setup_once() + n / d.cfg.load_rate)
+            d.log.load(stall.start, stall.end, n)
         elif done:
             stall = self.pipe.load(t, d.setup_once() + d.cfg.initial / d.cfg.load_rate)
+            d.log.load(stall.start, stall.end, d.cfg.initial)
         else:
             return t
         if math.isnan(d.load_start):
@@ -217,9 +231,11 @@ class _Migration:
         n = min(k, d.dirty)
         if n > 0:  # a middle image, loaded when it is complete
             t = self.pipe.write(t, n)
+            d.log.arrive(t, n)
             d.dirty -= n
             k -= n
-            self.pipe.load(t, d.setup_once() + n / d.cfg.load_rate)
+            stall = self.pipe.load(t, d.setup_once() + n / d.cfg.load_rate)
+            d.log.load(stall.start, stall.end, n)
         return t, k
 
     def _interleaving(self) -> bool:
@@ -316,7 +332,7 @@ class _Migration:
             ends.append(max(arrived, busy) + cost)
         return ends, on_wire
 
-    def stop_copy(self, t_stop: float, forced: str, reason: str) -> Outcome:
+    def stop_copy(self, t_stop: float, forced: str, reason: str, predicted: float = NAN) -> Outcome:
         inp, params = self.inp, self.inp.params
         self.accrue_device_dirt(t_stop)
         self.sync(t_stop)  # the final sync, with the guest stopped
@@ -333,54 +349,56 @@ class _Migration:
             t = self._final_images(t)
         last_byte = t
         dest_done = max([last_byte, self.pipe.dest_free, *parallel_ends])
-        end = dest_done + params.rtt if inp.return_path else last_byte
+        end = dest_done + params.rtt if self.return_path else last_byte
         in_downtime = sum(max(0.0, d.load_end - max(d.load_start, t_stop))
                           for d in self.devices if not math.isnan(d.load_end))
         return Outcome(
-            self.policy, "completed", reason, t_stop, params.setup + end, end - t_stop,
+            self.policy.name, "completed", reason, t_stop, params.setup + end, end - t_stop,
             dest_done + params.resume - t_stop, self.syncs, self.ack_at, in_downtime, save,
             max(0.0, last_byte - t_stop - save), dest_done - last_byte, params.resume, self.precopy_bytes,
-            downtime_bytes, forced)
+            downtime_bytes, forced, predicted)
 
     def unfinished(self, t: float, outcome: str, reason: str) -> Outcome:
-        return Outcome(self.policy, outcome, reason, NAN, self.inp.params.setup + t, NAN, NAN,
+        return Outcome(self.policy.name, outcome, reason, NAN, self.inp.params.setup + t, NAN, NAN,
                        self.syncs, self.ack_at, NAN, NAN, NAN, NAN, NAN, self.precopy_bytes, NAN)
 
     # ------------------------------------------------------------ the policy
 
-    def decide(self, t: float, fits: bool) -> str:
-        """go | wait | cancel, as migbed/core/policy.py's policies decide."""
-        if not fits:
-            return "wait"
-        if self.policy == "legacy":
-            return "go"
-        if self.policy == "initial-bytes-sent":
-            return "go" if all(d.init_left <= 0 for d in self.devices) else "wait"
-        if self.ack_at > t:
-            if self.ack_wait_start is None:
-                self.ack_wait_start = t
-            timeout = self.inp.ack_timeout
-            if timeout and t - self.ack_wait_start >= timeout:
-                return "go" if self.inp.ack_timeout_action == "legacy" else "cancel"
-            return "wait"
-        if self.policy == "time-aware":
-            # An ideal time-aware policy: the downtime a stop now would cause fits the limit.
-            ahead = self.clone().stop_copy(t, "", "")
-            return "go" if ahead.downtime_s <= self.inp.downtime_limit else "wait"
-        return "go"
+    def observe(self, t: float, pending: float, threshold: float) -> Observation:
+        """What the engine's policy sees at an exact check (services/source/precopy.py
+        _observe): the target's reports as they reach the source, half a round trip late."""
+        inp = self.inp
+        seen = t - inp.params.rtt / 2
+        views = tuple(
+            DeviceView(d.cfg.name, round(d.init_left), round(d.dirty),
+                       round(d.init_left + d.dirty + d.cfg.stop_copy),  # MIG_DATA_SIZE
+                       d.log.view(seen, d.load_end))
+            for d in self.devices)
+        return Observation(
+            elapsed_s=t, pending_bytes=round(pending), pending_exact=True,
+            threshold_bytes=threshold, bandwidth=self.bandwidth(t),
+            downtime_limit_s=inp.downtime_limit, dirty_sync_count=self.syncs,
+            ack_received=self.policy.needs_ack and self.ack_at <= t,
+            ack_wait_s=t - self.ack_wait_start if self.ack_wait_start is not None else 0.0,
+            rtt_s=inp.params.rtt, devices=views, parallel_device_state=inp.device_state_multifd,
+            threshold_inclusive=inp.threshold_inclusive)
+
+    def decide(self, t: float, obs: Observation) -> Decision:
+        """The policy's go | wait | cancel; the ACK wait starts when the data first fits
+        without the ACK, as the engine counts it."""
+        if data_fits(obs) and not obs.ack_received and self.ack_wait_start is None:
+            self.ack_wait_start = t
+        return self.policy.decide(obs)
 
     def cap(self, t: float) -> str:
         inp = self.inp
-        if inp.max_iterations and self.syncs >= inp.max_iterations:
-            return "max-iterations"
-        if inp.max_time and t >= inp.max_time:
-            return "max-time"
-        return ""
+        return cap_hit(self.syncs, t, inp.max_iterations, inp.max_time)
 
 
 def simulate(inp: Inputs, policy: str) -> Outcome:
-    """The predicted migration of `inp` under `policy` (a name from migbed.core.policy)."""
-    mig = _Migration(inp, policy)
+    """The predicted migration of `inp` under `policy`, a name in migbed.core.policy's registry
+    (ValueError naming the allowed ones otherwise)."""
+    mig = _Migration(inp, make_policy(policy, inp.ack_timeout, inp.ack_timeout_action))
     t = 0.0
     for _ in range(MAX_CHECKS):
         if t >= inp.params.horizon:
@@ -389,15 +407,15 @@ def simulate(inp: Inputs, policy: str) -> Outcome:
         thr = mig.threshold(t)
         est = mig.estimate()
         waiting = False
-        if est < thr:
-            pending = mig.sync(t)
-            fits = pending == 0 or pending < thr
-            action = mig.decide(t, fits)
-            if action == "go":
-                return mig.stop_copy(t, "", f"pending {pending:.0f} B < threshold {thr:.0f} B")
-            if action == "cancel":
-                return mig.unfinished(t, "cancelled", "no SWITCHOVER_ACK within the timeout")
-            waiting = fits
+        if mig.below_threshold(est, thr):
+            obs = mig.observe(t, mig.sync(t), thr)
+            decision = mig.decide(t, obs)
+            if decision.action == "go":
+                return mig.stop_copy(t, "", decision.reason, decision.predicted_downtime_s)
+            if decision.action == "cancel":
+                return mig.unfinished(t, "cancelled", decision.reason)
+            # Only a wait with the data fitting rests; above the threshold it sends on.
+            waiting = data_fits(obs)
         cap = mig.cap(t)
         if cap:
             if inp.cap_action == "cancel":

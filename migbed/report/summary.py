@@ -1,11 +1,8 @@
-"""The results table (median and range per policy) and results.csv, from run records."""
+"""The results table (median and range per policy), from run records."""
 
 from __future__ import annotations
 
-import csv
-from pathlib import Path
-
-from migbed.measure.record import CSV_FIELDS, RunRecord
+from migbed.measure.record import RunRecord
 from migbed.report.stats import format_spread
 
 TABLE_FIELDS = [
@@ -40,12 +37,3 @@ def results_table(records: list[RunRecord]) -> str:
     for r in failed:
         lines.append(f"! {r.run_id}: {r.outcome}: {r.error}")
     return "\n".join(lines)
-
-
-def write_csv(records: list[RunRecord], path: Path) -> None:
-    with open(path, "w", newline="") as fh:
-        w = csv.writer(fh)
-        w.writerow(CSV_FIELDS)
-        for r in records:
-            d = r.to_dict()
-            w.writerow([d[f] for f in CSV_FIELDS])

@@ -118,6 +118,15 @@ class Recorder:
         self.event("resumed", f"{r.guest_downtime_ms:.1f} ms after the last source tick",
                    at_ms=(first_tick - int(self.t0 * 1e9)) / 1e6)
 
+    def initial_loaded(self, names: list[str], target_ns: list[int], offset: OffsetEstimate) -> None:
+        """An `initial-loaded:<device>` event when the target reported the device's initial
+        data loaded (its clock, moved to the source's): before or after the stop, it tells
+        whether the device's setup ran inside the downtime (report/regime.py)."""
+        for name, ns in zip(names, target_ns, strict=True):
+            if ns:
+                self.event(f"initial-loaded:{name}",
+                           at_ms=(ns - offset.offset_ns - int(self.t0 * 1e9)) / 1e6)
+
     def device_initial_loads(self, names: list[str], seconds: list[float]) -> None:
         self.record.device_initial_load_ms = {
             n: s * 1e3 for n, s in zip(names, seconds, strict=False)}
