@@ -19,12 +19,12 @@ import asyncio
 from migbed.core.clock import now_ns
 from migbed.core.device import VfioState
 from migbed.runtime.gcpause import DOWNTIME_GC_PAUSE
-from migbed.services.source.device_state import ParallelDeviceState
+from migbed.services.source.device_state import MultifdDeviceState
 from migbed.services.source.failure import MigrationFailed
 from migbed.services.source.link import STOP_PING_SEQ
 from migbed.services.source.parts import Parts
 from migbed.services.source.recorder import StopCopyTimes, TargetTimes
-from migbed.services.source.transport import send_scan
+from migbed.services.source.transport import MultifdRam, send_scan
 from migbed.wire import migration_pb2 as pb
 
 INITIAL_REPORT_WAIT_S = 0.25  # five of the target's progress periods
@@ -34,10 +34,11 @@ class Switchover:
     def __init__(self, parts: Parts) -> None:
         self.p = parts
         self.times: StopCopyTimes | None = None
-        self.parallel: ParallelDeviceState | None = None
+        self.parallel: MultifdDeviceState | None = None
         if parts.scenario.migration.device_state_transfer == "multifd":
-            self.parallel = ParallelDeviceState(parts.link.channel, parts.devices,
-                                                parts.recorder.record.run_id, parts.check)
+            if not isinstance(parts.ram, MultifdRam):  # the scenario check makes this a bug
+                raise MigrationFailed("device-state-transfer = multifd without multifd channels")
+            self.parallel = MultifdDeviceState(parts.ram, parts.devices, parts.check)
 
     async def stop_copy(self) -> StopCopyTimes:
         """From the stop to completion; returns what was measured. No garbage collection
@@ -72,14 +73,13 @@ class Switchover:
             completion = await self._wait_shut()
         self.times = StopCopyTimes(last_tick, stop_ns, last_byte, completion, save_s)
         p.recorder.stop_copy(self.times)
-        if self.parallel is not None:
-            await self.parallel.loaded()  # each device's stream: loaded, or its error
         return self.times
 
     async def _send_rest(self) -> float:
         """RAM, then each device in turn on the main stream; or, with QEMU 10's multifd
-        device state, every device on its own stream beside the RAM. Returns the save time
-        on the critical path."""
+        device state, every device's save started first and its state queued on the
+        multifd channels beside the RAM's final pass. Returns the save time on the
+        critical path."""
         if self.parallel is None:
             await self._send_ram()
             return await self._send_devices()

@@ -17,6 +17,7 @@ import numpy as np
 
 from migbed.core.guest import GuestMemory
 from migbed.dataplane import MultifdError, MultifdSender
+from migbed.dataplane import packet as pk
 from migbed.dataplane.sender import DEFAULT_BURST_BYTES
 from migbed.services.source.failure import MigrationFailed
 from migbed.services.source.link import SETUP_TIMEOUT_S, Link
@@ -39,8 +40,9 @@ class RamTransport(Protocol):
     def check(self) -> None:
         """Raise MigrationFailed if the transport has failed."""
 
-    def stats(self) -> tuple[list[int], list[int]]:
-        """Per channel: bytes and packets (empty without channels)."""
+    def stats(self) -> tuple[list[int], list[int], list[int]]:
+        """Per channel: bytes, packets, and of the bytes device state (empty without
+        channels)."""
 
     def close(self, completed: bool) -> None: ...
 
@@ -80,8 +82,8 @@ class MainChannelRam:
     def check(self) -> None:
         return None
 
-    def stats(self) -> tuple[list[int], list[int]]:
-        return [], []
+    def stats(self) -> tuple[list[int], list[int], list[int]]:
+        return [], [], []
 
     def close(self, completed: bool) -> None:
         return None
@@ -137,14 +139,22 @@ class MultifdRam:
         await self.link.write(pb.SourceMessage(multifd_sync=pb.MultifdSync(
             generation=self.generation, pages_sent=sent)))
 
+    async def send_device_state(self, ds: pk.DeviceState, data: bytes) -> None:
+        """One packet of a device's state on the channels, beside the RAM (QEMU 10.0's
+        multifd_queue_device_state)."""
+        try:
+            await self.sender.submit_device_state(ds, data)
+        except MultifdError as e:
+            raise MigrationFailed(f"multifd: {e}") from None
+
     def check(self) -> None:
         err = self.sender.error
         if err is not None:
             raise MigrationFailed(f"multifd: {err}")
 
-    def stats(self) -> tuple[list[int], list[int]]:
+    def stats(self) -> tuple[list[int], list[int], list[int]]:
         st = self.sender.stats()
-        return [s.bytes for s in st], [s.packets for s in st]
+        return [s.bytes for s in st], [s.packets for s in st], [s.device_bytes for s in st]
 
     def close(self, completed: bool) -> None:
         # A failed or cancelled run drops what is queued; a completed one has sent it all.
