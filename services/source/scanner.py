@@ -55,6 +55,7 @@ class PageScanner:
         self.bitmap = np.zeros(memory.pages, dtype=bool)
         self.cursor = 0  # the next page the walk looks at (QEMU's last_seen_block/last_page)
         self.passes = 0  # times the walk passed the end of RAM
+        self._dirty = 0  # pages set in the bitmap (kept, not counted: a count is O(RAM))
         self.dirty_sync_count = 0
         self.dirty_pages_rate = 0.0  # pages/s
         self.dirty_bytes_at_last_sync = 0
@@ -73,6 +74,7 @@ class PageScanner:
         log_now = self.memory.sync_dirty_log()
         self._period_pages += int((log_now & ~self.bitmap).sum())
         self.bitmap |= log_now  # the cursor stays: the walk goes on from where it was
+        self._dirty = int(np.count_nonzero(self.bitmap))
         self.dirty_sync_count += 1
         now = time.monotonic()
         if now - self._period_start > RATE_PERIOD_S:
@@ -88,7 +90,7 @@ class PageScanner:
 
     @property
     def dirty_pages(self) -> int:
-        return int(self.bitmap.sum())
+        return self._dirty
 
     @property
     def dirty_bytes(self) -> int:
@@ -112,6 +114,7 @@ class PageScanner:
     def _taken(self, idx: np.ndarray, wrap_at: int | None, clean: bool, start: int) -> Scan:
         if idx.size:
             self.bitmap[idx] = False
+            self._dirty -= idx.size
             self.cursor = int(idx[-1]) + 1
         else:
             self.cursor = start
