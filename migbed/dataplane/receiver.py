@@ -340,7 +340,8 @@ class MultifdSession:
         conn.stats.device_bytes += self.layout.block + h.count
         conn.stats.packets += 1
         conn.stats.device_packets += 1
-        self.device_state.put(ds, bytes(data), lambda: self._closed or self._error is not None)
+        # The buffer itself (no copy): nothing else holds it.
+        self.device_state.put(ds, data, lambda: self._closed or self._error is not None)
 
     def _record_sync(self, conn: _Conn, generation: int) -> None:
         """The pages this channel received before SYNC(generation), for wait_sync; the counts

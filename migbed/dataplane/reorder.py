@@ -37,7 +37,7 @@ class DeviceStatePacket:
     offset: int
     image_bytes: int
     last: bool  # the device's state is complete after this one
-    data: bytes
+    data: bytes | bytearray  # the received buffer, not copied
 
 
 class _Device:
@@ -69,7 +69,7 @@ class DeviceStateBuffers:
         with self._lock:
             return sum(len(p.data) for d in self._devices for p in d.waiting.values())
 
-    def put(self, ds: pk.DeviceState, data: bytes, stop: Callable[[], bool]) -> None:
+    def put(self, ds: pk.DeviceState, data: bytes | bytearray, stop: Callable[[], bool]) -> None:
         """File one packet; waits while it is more than `window` ahead of its loader, until
         the loader catches up or stop() (the session ended). Raises PacketError for a packet
         that cannot belong to the device's stream."""

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
+from typing import cast
 
 from migbed.core import limits as lim
 from migbed.dataplane.receiver import MultifdSession
@@ -79,7 +80,8 @@ class MultifdDeviceLoads:
         check_range(what, dev, pkt.kind, pkt.offset, len(pkt.data))
         check_image(what, dev, pkt.kind, pkt.image_bytes, len(pkt.data))
         self.p.count_received("device", len(pkt.data), "downtime")  # stop-copy state only
-        await dev.write(pkt.kind, pkt.offset, pkt.data, pkt.image_bytes, pacer)
+        # The channel's own receive buffer (a bytearray, not copied); the device only reads it.
+        await dev.write(pkt.kind, pkt.offset, cast(bytes, pkt.data), pkt.image_bytes, pacer)
 
     def _check_running(self) -> None:
         result = self.session_result()
