@@ -62,11 +62,12 @@ from migbed.dataplane._io import (
 log = logging.getLogger("migbed.dataplane")
 
 # Packets are QEMU's (512 KiB); what a syscall carries is a burst of them. In Python every
-# write costs wake-ups and GIL hand-overs: bench/multifd_throughput.py --packet measured the
-# sender's CPU per GiB falling with the bytes per write (0.36 s/GiB at 512 KiB, 0.31 at
-# 1 MiB, 0.20 at 4 MiB; raw TCP 0.13, a loaded machine), and 16 MiB gained nothing more.
-DEFAULT_BURST_BYTES = 4 << 20
-DEFAULT_QUEUE_BURSTS = 2  # per channel: about what QEMU has in flight (a packet and the socket's buffer)
+# write costs wake-ups and GIL hand-overs: bench/multifd_throughput.py --burst (2026-12-07,
+# 2 channels, a loaded machine) measured the sender's CPU per GiB falling with the burst
+# (0.32 s/GiB at 2 MiB, 0.21 at 4 MiB, 0.18 at 8 MiB; raw TCP 0.12) and 16 MiB gaining
+# nothing more.
+DEFAULT_BURST_BYTES = 8 << 20
+DEFAULT_QUEUE_BURSTS = 2  # per channel: one being written, one ready (QEMU: a packet per channel in flight)
 DEFAULT_KEEPALIVE_S = 0.25
 
 
