@@ -49,6 +49,9 @@ from migbed.cli.args import (
 )
 from migbed.cli.plugins import PluginError, load_policy_modules
 from migbed.core.clock import utc_stamp
+from migbed.core.drivers import DRIVERS
+from migbed.core.drivers import describe as describe_driver
+from migbed.core.qemu_profile import DEFAULT_VERSION, PROFILES
 from migbed.core.scenario import (
     ScenarioError,
     builtin_scenario_text,
@@ -259,6 +262,13 @@ def cmd_cancel(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+RETURN_PATH_NOTE = (
+    "migration.return-path defaults to true here; QEMU's own default is off, and libvirt "
+    "turns it on.\nWith it the reported downtime ends at the destination's Shut (after its "
+    "loads and vm_start);\nset return-path = false for plain QEMU (switchover-ack needs it "
+    "on).")
+
+
 def cmd_scenarios(args: argparse.Namespace) -> int:
     if args.file:
         sc = resolve_scenario(args.file, args.overrides)
@@ -277,6 +287,12 @@ def cmd_scenarios(args: argparse.Namespace) -> int:
     print("\ncomparisons (--comparison NAME):")
     for c in comparisons().values():
         print(f"  {c.name:18s} {c.scenario}: {', '.join(c.policies)} x{c.repeat}  {c.description}")
+    print("\ndrivers ([[device]] driver = NAME; default generic; migbed/core/drivers.py):")
+    for profile in DRIVERS.values():
+        print("\n".join("  " + line for line in describe_driver(profile)))
+    print("\nQEMU versions (migration.qemu-version): " + ", ".join(PROFILES)
+          + f" (default {DEFAULT_VERSION})")
+    print(RETURN_PATH_NOTE)
     return EXIT_OK
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from migbed.core import drivers as drv
 from migbed.core.qemu_profile import qemu_profile
 from migbed.core.scenario import Scenario
 from migbed.core.units import FRAME_EFFICIENCY
@@ -55,10 +56,26 @@ class DeviceInputs:
     save: float
     config_load: float
     state_size: float
+    # The driver profile's semantics (migbed/core/drivers.py); the defaults are generic's.
+    driver: drv.DriverProfile = drv.GENERIC
+    on_stop: bool = False  # loads on RESUMING -> STOP at vm_start (load-trigger on-stop)
+    resume: float = 0.0  # s, the arcs to RUNNING at vm_start, before the Shut
+    suspend: float = 0.0  # s, the arcs out of RUNNING/PRE_COPY at vm_stop
+    tracker_rate: float = 0.0  # bytes of guest RAM/s the device tracker reports (0: none)
 
     @property
     def needs_ack(self) -> bool:
-        return self.initial > 0  # VFIO devices with pre-copy data approve the switchover
+        """A PRE_COPY device with initial data approves the switchover
+        (vfio_switchover_ack_needed); the engine's target counts the same."""
+        return self.driver.pre_copy and self.initial > 0
+
+    def data_size(self, init_left: float, unread: float) -> float:
+        """MIG_DATA_SIZE, as the driver answers it (SourceDevice.stop_copy_size)."""
+        if self.driver.data_size == drv.WHOLE_STATE:
+            return self.initial + self.stop_copy
+        if self.driver.data_size == drv.FIXED:
+            return float(self.driver.data_size_bytes)
+        return init_left + unread + self.stop_copy
 
 
 @dataclass(frozen=True)
@@ -113,7 +130,9 @@ def inputs_from(scenario: Scenario, params: ModelParams | None = None) -> Inputs
         DeviceInputs(d.name, float(d.initial_bytes), float(d.stop_copy_size), d.dirty_rate,
                      d.load_setup_time, d.load_rate, d.stop_copy_load_time,
                      d.load_trigger == "per-chunk", d.stop_copy_save_time, d.config_load_time,
-                     float(d.device_state_size))
+                     float(d.device_state_size), drv.driver_profile(d.driver),
+                     d.load_trigger == "on-stop", d.resume_time, d.suspend_time,
+                     d.tracker_report_rate)
         for d in scenario.devices)
     wire = link_goodput(scenario, params)
     precopy = precopy_goodput(scenario, params)

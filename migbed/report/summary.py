@@ -21,13 +21,14 @@ def results_table(records: list[RunRecord]) -> str:
     for r in records:
         if r.policy not in policies:
             policies.append(r.policy)
-    header = ["policy", "runs", "verified", *[label for _, label in TABLE_FIELDS]]
+    header = ["policy", "runs", "verified", *[label for _, label in TABLE_FIELDS], "switched on"]
     rows = [header]
     for p in policies:
         mine = [r for r in records if r.policy == p]
         done = [r for r in mine if r.outcome == "completed"]
         row = [p, str(len(mine)), f"{sum(r.verified for r in mine)}/{len(mine)}"]
         row += [format_spread([float(getattr(r, f)) for r in done]) for f, _ in TABLE_FIELDS]
+        row.append(switched_on(done))
         rows.append(row)
     widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
     lines = ["  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(row, widths, strict=True)))
@@ -37,3 +38,16 @@ def results_table(records: list[RunRecord]) -> str:
     for r in failed:
         lines.append(f"! {r.run_id}: {r.outcome}: {r.error}")
     return "\n".join(lines)
+
+
+def switched_on(runs: list[RunRecord]) -> str:
+    """Whether the switchover came from the policy ("data": the pending data fitted, and
+    the ACK or prediction where the policy waits for one) or was forced by a cap, with
+    the count of each when the runs differ."""
+    kinds = [r.forced_by_cap or "data" for r in runs]
+    if not kinds:
+        return "-"
+    counts = {k: kinds.count(k) for k in dict.fromkeys(kinds)}
+    if len(counts) == 1:
+        return kinds[0]
+    return ", ".join(f"{k} {n}/{len(kinds)}" for k, n in counts.items())
