@@ -41,12 +41,19 @@ class RecordingRam:
         return self.ops.count("sync")
 
 
+async def _no_report(ram_bytes: int) -> float:
+    return 0.0
+
+
 def parts(ram: RecordingRam) -> SimpleNamespace:
+    """What the RAM paths touch; no devices (a device's dirty-page tracker reports nothing)."""
     mem = GuestMemory(PAGES * 4096, 4096, seed=3)
     scanner = PageScanner(mem)
     scanner.start()
     return SimpleNamespace(scanner=scanner, ram=ram, memory=mem, counters=Counters(),
                            estimator=Estimator(0.3, 0.0), guest=SimpleNamespace(devices=[]),
+                           devices=SimpleNamespace(vfio=[], tracker_report=_no_report),
+                           scenario=SimpleNamespace(guest=SimpleNamespace(ram_size=mem.pages * 4096)),
                            check=lambda: None)
 
 
