@@ -127,7 +127,7 @@ class TargetSession:
         """The session ends with this error (the first one wins); a bug is logged and
         reported as INTERNAL, for this session only. An error after the session ended is
         the aftermath of its end (e.g. the main stream's reader finding its call aborted
-        because a device state stream or a multifd channel failed, which was logged once
+        because a device's loader or a multifd channel failed, which was logged once
         already): debug only, never a second error or traceback."""
         if self.result != "running" or self.failure is not None:
             log.debug("session %s, already %s: then %r", self.session_id, self.result, e)
