@@ -24,8 +24,9 @@ from collections.abc import Callable
 from typing import Any
 
 from migbed.dataplane import packet as pk
-from migbed.services.source.devices import DeviceStreams
-from migbed.services.source.transport import MultifdRam
+
+from .devices import DeviceStreams
+from .transport import MultifdRam
 
 
 class MultifdDeviceState:

@@ -19,12 +19,13 @@ from migbed.core.guest import GuestMemory
 from migbed.dataplane import MultifdError, MultifdSender
 from migbed.dataplane import packet as pk
 from migbed.dataplane.sender import DEFAULT_BURST_BYTES
-from migbed.services.source.failure import MigrationFailed
-from migbed.services.source.link import SETUP_TIMEOUT_S, Link
-from migbed.services.source.scanner import Scan
 from migbed.wire import migration_pb2 as pb
 from migbed.wire.channel import CHUNK_BYTES
 from migbed.wire.encode import encode_ram_pages
+
+from .failure import MigrationFailed
+from .link import SETUP_TIMEOUT_S, Link
+from .scanner import Scan
 
 
 class RamTransport(Protocol):

@@ -22,10 +22,11 @@ from migbed.core import limits as lim
 from migbed.dataplane.receiver import MultifdSession
 from migbed.dataplane.reorder import DeviceStatePacket
 from migbed.dataplane.sender import MultifdError
-from migbed.services.target.devices import LoadingDevice, Pacer
-from migbed.services.target.parts import Parts
-from migbed.services.target.progress import PROGRESS_PERIOD_S
-from migbed.services.target.validate import check_image, check_range, check_whole, refuse
+
+from .devices import LoadingDevice, Pacer
+from .parts import Parts
+from .progress import PROGRESS_PERIOD_S
+from .validate import check_image, check_range, check_whole, refuse
 
 WHAT = "multifd device_state"  # how refusals name a device-state packet
 

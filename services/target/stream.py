@@ -17,9 +17,10 @@ from typing import TypeVar
 
 from migbed.core import limits as lim
 from migbed.runtime.tcpstate import peer_window
-from migbed.services.target.session import TargetSession
 from migbed.wire import migration_pb2 as pb
 from migbed.wire.errors import ProtocolError
+
+from .session import TargetSession
 
 DEFAULT_HEARTBEAT_S = 3.0  # a source that does not say (heartbeat_timeout_s = 0)
 T = TypeVar("T")
