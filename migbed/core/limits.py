@@ -26,6 +26,9 @@ LOAD_RATE = (1 * MiB, 1000 * GiB)  # bytes/s the destination loads at
 # ---------------------------------------------------------------- migration
 HEARTBEAT_TIMEOUT_S = (0.2, 60.0)
 MAX_MULTIFD_CHANNELS = 16
+# time-dilation K (migbed/core/dilation.py): the run takes K times its virtual time, so the
+# bound keeps a 10 s virtual migration under ~3 hours of real time.
+TIME_DILATION = (1.0, 1000.0)
 
 # ---------------------------------------------------------------- the target's own
 # A session that sends nothing but pings while the target has nothing of its own to do

@@ -78,7 +78,7 @@ class DeviceShape(_message.Message):
     def __init__(self, name: _Optional[str] = ..., initial_bytes: _Optional[int] = ..., stop_copy_size: _Optional[int] = ..., block_size: _Optional[int] = ..., load_setup_time_s: _Optional[float] = ..., load_rate_bytes_per_s: _Optional[float] = ..., stop_copy_load_time_s: _Optional[float] = ..., load_trigger: _Optional[_Union[LoadTrigger, str]] = ..., config_load_time_s: _Optional[float] = ..., device_state_bytes: _Optional[int] = ...) -> None: ...
 
 class Setup(_message.Message):
-    __slots__ = ("protocol_version", "session_id", "guest", "devices", "switchover_ack", "source_boot_id", "guest_seed", "vcpu_tick_s", "dirty_rate_bytes_per_s", "working_set_bytes", "uniform_dirtying", "scenario", "policy", "heartbeat_timeout_s", "return_path", "qemu_version", "multifd_channels", "device_state_transfer")
+    __slots__ = ("protocol_version", "session_id", "guest", "devices", "switchover_ack", "source_boot_id", "guest_seed", "vcpu_tick_s", "dirty_rate_bytes_per_s", "working_set_bytes", "uniform_dirtying", "scenario", "policy", "heartbeat_timeout_s", "return_path", "qemu_version", "multifd_channels", "device_state_transfer", "time_dilation")
     PROTOCOL_VERSION_FIELD_NUMBER: _ClassVar[int]
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     GUEST_FIELD_NUMBER: _ClassVar[int]
@@ -97,6 +97,7 @@ class Setup(_message.Message):
     QEMU_VERSION_FIELD_NUMBER: _ClassVar[int]
     MULTIFD_CHANNELS_FIELD_NUMBER: _ClassVar[int]
     DEVICE_STATE_TRANSFER_FIELD_NUMBER: _ClassVar[int]
+    TIME_DILATION_FIELD_NUMBER: _ClassVar[int]
     protocol_version: ProtocolVersion
     session_id: str
     guest: GuestShape
@@ -115,7 +116,8 @@ class Setup(_message.Message):
     qemu_version: str
     multifd_channels: int
     device_state_transfer: DeviceStateTransfer
-    def __init__(self, protocol_version: _Optional[_Union[ProtocolVersion, str]] = ..., session_id: _Optional[str] = ..., guest: _Optional[_Union[GuestShape, _Mapping]] = ..., devices: _Optional[_Iterable[_Union[DeviceShape, _Mapping]]] = ..., switchover_ack: _Optional[bool] = ..., source_boot_id: _Optional[str] = ..., guest_seed: _Optional[int] = ..., vcpu_tick_s: _Optional[float] = ..., dirty_rate_bytes_per_s: _Optional[float] = ..., working_set_bytes: _Optional[int] = ..., uniform_dirtying: _Optional[bool] = ..., scenario: _Optional[str] = ..., policy: _Optional[str] = ..., heartbeat_timeout_s: _Optional[float] = ..., return_path: _Optional[bool] = ..., qemu_version: _Optional[str] = ..., multifd_channels: _Optional[int] = ..., device_state_transfer: _Optional[_Union[DeviceStateTransfer, str]] = ...) -> None: ...
+    time_dilation: float
+    def __init__(self, protocol_version: _Optional[_Union[ProtocolVersion, str]] = ..., session_id: _Optional[str] = ..., guest: _Optional[_Union[GuestShape, _Mapping]] = ..., devices: _Optional[_Iterable[_Union[DeviceShape, _Mapping]]] = ..., switchover_ack: _Optional[bool] = ..., source_boot_id: _Optional[str] = ..., guest_seed: _Optional[int] = ..., vcpu_tick_s: _Optional[float] = ..., dirty_rate_bytes_per_s: _Optional[float] = ..., working_set_bytes: _Optional[int] = ..., uniform_dirtying: _Optional[bool] = ..., scenario: _Optional[str] = ..., policy: _Optional[str] = ..., heartbeat_timeout_s: _Optional[float] = ..., return_path: _Optional[bool] = ..., qemu_version: _Optional[str] = ..., multifd_channels: _Optional[int] = ..., device_state_transfer: _Optional[_Union[DeviceStateTransfer, str]] = ..., time_dilation: _Optional[float] = ...) -> None: ...
 
 class RamPages(_message.Message):
     __slots__ = ("pages", "data")
@@ -450,7 +452,7 @@ class Event(_message.Message):
     def __init__(self, t_ms: _Optional[float] = ..., name: _Optional[str] = ..., detail: _Optional[str] = ...) -> None: ...
 
 class RunRecord(_message.Message):
-    __slots__ = ("run_id", "scenario", "policy", "repeat", "outcome", "error", "verified", "setup_time_ms", "total_time_ms", "downtime_ms", "expected_downtime_ms", "dirty_sync_count", "precopy_bytes", "downtime_bytes", "ram_transferred_bytes", "device_transferred_bytes", "verification_ms", "qemu_version", "return_path", "downtime_end", "guest_downtime_ms", "guest_downtime_uncertainty_ms", "stop_lag_ms", "stop_copy_ms", "device_save_ms", "delivery_ms", "destination_load_ms", "resume_ms", "stream_rtt_at_stop_ms", "predicted_downtime_ms", "switchover_ack_wait_ms", "device_initial_load_ms", "multifd_channels", "multifd_channel_bytes", "multifd_channel_packets", "device_state_transfer", "decision_reason", "forced_by_cap", "clock_offset_ns", "same_clock", "source_guest_running_after", "source_integrity_ok", "source_address", "target_address", "labels", "timeline", "events", "destination_prepare_ms")
+    __slots__ = ("run_id", "scenario", "policy", "repeat", "outcome", "error", "verified", "setup_time_ms", "total_time_ms", "downtime_ms", "expected_downtime_ms", "dirty_sync_count", "precopy_bytes", "downtime_bytes", "ram_transferred_bytes", "device_transferred_bytes", "verification_ms", "qemu_version", "return_path", "downtime_end", "guest_downtime_ms", "guest_downtime_uncertainty_ms", "stop_lag_ms", "stop_copy_ms", "device_save_ms", "delivery_ms", "destination_load_ms", "resume_ms", "stream_rtt_at_stop_ms", "predicted_downtime_ms", "switchover_ack_wait_ms", "device_initial_load_ms", "multifd_channels", "multifd_channel_bytes", "multifd_channel_packets", "device_state_transfer", "decision_reason", "forced_by_cap", "clock_offset_ns", "same_clock", "source_guest_running_after", "source_integrity_ok", "source_address", "target_address", "labels", "timeline", "events", "destination_prepare_ms", "time_dilation")
     class DeviceInitialLoadMsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -513,6 +515,7 @@ class RunRecord(_message.Message):
     TIMELINE_FIELD_NUMBER: _ClassVar[int]
     EVENTS_FIELD_NUMBER: _ClassVar[int]
     DESTINATION_PREPARE_MS_FIELD_NUMBER: _ClassVar[int]
+    TIME_DILATION_FIELD_NUMBER: _ClassVar[int]
     run_id: str
     scenario: str
     policy: str
@@ -561,7 +564,8 @@ class RunRecord(_message.Message):
     timeline: _containers.RepeatedCompositeFieldContainer[ProgressSample]
     events: _containers.RepeatedCompositeFieldContainer[Event]
     destination_prepare_ms: float
-    def __init__(self, run_id: _Optional[str] = ..., scenario: _Optional[str] = ..., policy: _Optional[str] = ..., repeat: _Optional[int] = ..., outcome: _Optional[str] = ..., error: _Optional[str] = ..., verified: _Optional[bool] = ..., setup_time_ms: _Optional[float] = ..., total_time_ms: _Optional[float] = ..., downtime_ms: _Optional[float] = ..., expected_downtime_ms: _Optional[float] = ..., dirty_sync_count: _Optional[int] = ..., precopy_bytes: _Optional[int] = ..., downtime_bytes: _Optional[int] = ..., ram_transferred_bytes: _Optional[int] = ..., device_transferred_bytes: _Optional[int] = ..., verification_ms: _Optional[float] = ..., qemu_version: _Optional[str] = ..., return_path: _Optional[bool] = ..., downtime_end: _Optional[str] = ..., guest_downtime_ms: _Optional[float] = ..., guest_downtime_uncertainty_ms: _Optional[float] = ..., stop_lag_ms: _Optional[float] = ..., stop_copy_ms: _Optional[float] = ..., device_save_ms: _Optional[float] = ..., delivery_ms: _Optional[float] = ..., destination_load_ms: _Optional[float] = ..., resume_ms: _Optional[float] = ..., stream_rtt_at_stop_ms: _Optional[float] = ..., predicted_downtime_ms: _Optional[float] = ..., switchover_ack_wait_ms: _Optional[float] = ..., device_initial_load_ms: _Optional[_Mapping[str, float]] = ..., multifd_channels: _Optional[int] = ..., multifd_channel_bytes: _Optional[_Iterable[int]] = ..., multifd_channel_packets: _Optional[_Iterable[int]] = ..., device_state_transfer: _Optional[str] = ..., decision_reason: _Optional[str] = ..., forced_by_cap: _Optional[str] = ..., clock_offset_ns: _Optional[int] = ..., same_clock: _Optional[bool] = ..., source_guest_running_after: _Optional[bool] = ..., source_integrity_ok: _Optional[bool] = ..., source_address: _Optional[str] = ..., target_address: _Optional[str] = ..., labels: _Optional[_Mapping[str, str]] = ..., timeline: _Optional[_Iterable[_Union[ProgressSample, _Mapping]]] = ..., events: _Optional[_Iterable[_Union[Event, _Mapping]]] = ..., destination_prepare_ms: _Optional[float] = ...) -> None: ...
+    time_dilation: float
+    def __init__(self, run_id: _Optional[str] = ..., scenario: _Optional[str] = ..., policy: _Optional[str] = ..., repeat: _Optional[int] = ..., outcome: _Optional[str] = ..., error: _Optional[str] = ..., verified: _Optional[bool] = ..., setup_time_ms: _Optional[float] = ..., total_time_ms: _Optional[float] = ..., downtime_ms: _Optional[float] = ..., expected_downtime_ms: _Optional[float] = ..., dirty_sync_count: _Optional[int] = ..., precopy_bytes: _Optional[int] = ..., downtime_bytes: _Optional[int] = ..., ram_transferred_bytes: _Optional[int] = ..., device_transferred_bytes: _Optional[int] = ..., verification_ms: _Optional[float] = ..., qemu_version: _Optional[str] = ..., return_path: _Optional[bool] = ..., downtime_end: _Optional[str] = ..., guest_downtime_ms: _Optional[float] = ..., guest_downtime_uncertainty_ms: _Optional[float] = ..., stop_lag_ms: _Optional[float] = ..., stop_copy_ms: _Optional[float] = ..., device_save_ms: _Optional[float] = ..., delivery_ms: _Optional[float] = ..., destination_load_ms: _Optional[float] = ..., resume_ms: _Optional[float] = ..., stream_rtt_at_stop_ms: _Optional[float] = ..., predicted_downtime_ms: _Optional[float] = ..., switchover_ack_wait_ms: _Optional[float] = ..., device_initial_load_ms: _Optional[_Mapping[str, float]] = ..., multifd_channels: _Optional[int] = ..., multifd_channel_bytes: _Optional[_Iterable[int]] = ..., multifd_channel_packets: _Optional[_Iterable[int]] = ..., device_state_transfer: _Optional[str] = ..., decision_reason: _Optional[str] = ..., forced_by_cap: _Optional[str] = ..., clock_offset_ns: _Optional[int] = ..., same_clock: _Optional[bool] = ..., source_guest_running_after: _Optional[bool] = ..., source_integrity_ok: _Optional[bool] = ..., source_address: _Optional[str] = ..., target_address: _Optional[str] = ..., labels: _Optional[_Mapping[str, str]] = ..., timeline: _Optional[_Iterable[_Union[ProgressSample, _Mapping]]] = ..., events: _Optional[_Iterable[_Union[Event, _Mapping]]] = ..., destination_prepare_ms: _Optional[float] = ..., time_dilation: _Optional[float] = ...) -> None: ...
 
 class CancelRequest(_message.Message):
     __slots__ = ("run_id", "reason")

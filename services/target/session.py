@@ -31,6 +31,7 @@ from migbed.dataplane.sender import MultifdError
 from migbed.runtime.gcpause import DOWNTIME_GC_PAUSE
 from migbed.runtime.vcpu import VCpu
 from migbed.services.target.devices import LoadingDevice, Pacer
+from migbed.services.target.validate import dilation
 from migbed.wire import migration_pb2 as pb
 from migbed.wire.channel import CHUNK_BYTES
 from migbed.wire.errors import ProtocolError
@@ -91,6 +92,9 @@ class TargetSession:
     def __init__(self, setup: pb.Setup, metrics: Any = None) -> None:
         """`setup` must have passed validate_setup (and admission) first."""
         self.setup = setup
+        # A dilated run (setup.time_dilation = K) stretches the target's emulated periods
+        # as the source stretched the scenario's (migbed/core/dilation.py).
+        self.progress_period_s = PROGRESS_PERIOD_S * dilation(setup)
         self.session_id = setup.session_id
         self.scenario = setup.scenario
         self.metrics = metrics  # a measure.metrics.TargetMetrics, or None
@@ -224,7 +228,7 @@ class TargetSession:
                     self.metrics.on_load_progress(self.scenario, dev.name, p.loaded_bytes,
                                                   p.backlog_bytes, p.busy_s, p.loading,
                                                   p.initial_loaded)
-            await asyncio.sleep(PROGRESS_PERIOD_S)
+            await asyncio.sleep(self.progress_period_s)
 
     # ------------------------------------------------------------ the main stream
 
@@ -464,7 +468,7 @@ class TargetSession:
                 raise _error("DEADLINE_EXCEEDED", f"MigrateDeviceState for device "
                              f"{quiet[0].index} ({quiet[0].name}): nothing for {silence:g}s "
                              "after complete (setup.heartbeat_timeout_s)")
-            await asyncio.sleep(PROGRESS_PERIOD_S)
+            await asyncio.sleep(self.progress_period_s)
 
     async def _resume(self, loads_done: int) -> None:
         self.memory.begin_snapshot()
@@ -501,7 +505,7 @@ class TargetSession:
         self.result = "verified" if ok else "mismatch"  # final even if the source hangs up now
         self.send(pb.TargetMessage(verified=pb.Verified(ok=ok, ram=ram, devices=devs,
                                                         detail="; ".join(problems))))
-        await asyncio.sleep(RESUMED_GUEST_GRACE_S)
+        await asyncio.sleep(RESUMED_GUEST_GRACE_S * dilation(self.setup))
         self.memory.end_snapshot()
         self.close(self.result)
 
