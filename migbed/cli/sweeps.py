@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from migbed.cli.args import add_dilation_arg
 from migbed.cli.args import address as _address
 from migbed.core.overrides import OverrideError, split_override
 from migbed.core.policy import DEFAULT_POLICIES, POLICIES
@@ -186,9 +187,10 @@ def add_predict_parser(sub: Any) -> None:
 def _spec_from_args(args: argparse.Namespace) -> tuple[SweepSpec, Path, dict[str, Any]]:
     local = not args.source
     if args.resume:
-        if args.sweep or args.vary or args.scenario or args.set or args.policy or args.repeat:
+        if (args.sweep or args.vary or args.scenario or args.set or args.policy or args.repeat
+                or args.time_dilation is not None):
             raise SweepError("--resume DIR continues that sweep as it was defined: "
-                             "drop --sweep/--scenario/--vary/--set/--policy/--repeat")
+                             "drop --sweep/--scenario/--vary/--set/--policy/--repeat/--time-dilation")
         out = Path(args.resume)
         spec, extra = read_spec(out)
         return spec, out, extra
@@ -207,6 +209,8 @@ def _spec_from_args(args: argparse.Namespace) -> tuple[SweepSpec, Path, dict[str
     if args.set:
         spec.base_text = apply_overrides(spec.base_text, _overrides(args.set))
         parse_scenario(spec.base_text, "--set")
+    if args.time_dilation is not None:
+        spec.base_text = apply_overrides(spec.base_text, {"time-dilation": _sweep_dilation(spec, args)})
     if args.policy:
         spec.policies = list(dict.fromkeys(args.policy))
     if args.repeat:
@@ -237,7 +241,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         _predict(out, spec, cells, extra)
     else:
         with services(out, extra.get("source", ""), extra.get("target", "")) as (source, target):
-            _measure_rates(extra, source, target)
+            _measure_rates(extra, source, target, parse_scenario(spec.base_text).time_dilation)
             _predict(out, spec, cells, extra)
             run_sweep(spec, out, source, target, progress=not args.no_progress)
     if not args.no_report:
@@ -245,14 +249,32 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     return 0
 
 
-def _measure_rates(extra: dict[str, Any], source: str, target: str) -> None:
-    """The model's wire and pre-copy rates, each measured unless given."""
+def _sweep_dilation(spec: SweepSpec, args: argparse.Namespace) -> float:
+    """--time-dilation K, or auto: the largest K any cell needs (one K for the sweep, so its
+    cells differ only in their axes)."""
+    if args.time_dilation != "auto":
+        return float(args.time_dilation)
+    from migbed.core.dilation import DilationError
+    from migbed.experiments.hostrate import choose
+
+    try:
+        chosen = max((choose(c.scenario or parse_scenario(c.text)) for c in validate(spec, MAX_CELLS_RUN)),
+                     key=lambda c: c.factor)
+    except DilationError as e:
+        raise SweepError(str(e)) from None
+    print(f"migbed: time-dilation auto, the largest of the cells': {chosen.reason}", flush=True)
+    return chosen.factor
+
+
+def _measure_rates(extra: dict[str, Any], source: str, target: str, k: float = 1.0) -> None:
+    """The model's wire and pre-copy rates, each measured unless given; in a dilated sweep
+    measured dilated, so in the same virtual time as its runs."""
     if not extra["wire_rate"]:
-        extra["wire_rate"] = measure_wire_rate(source, target)
+        extra["wire_rate"] = measure_wire_rate(source, target, time_dilation=k)
         print(f"wire rate {format_bytes(extra['wire_rate'])}/s (measured: an unthrottled "
               "RAM-only migration; the model's input)", flush=True)
     if not extra.get("precopy_rate"):
-        extra["precopy_rate"] = measure_precopy_rate(source, target)
+        extra["precopy_rate"] = measure_precopy_rate(source, target, time_dilation=k)
         print(f"pre-copy rate {format_bytes(extra['precopy_rate'])}/s (measured: the bulk stage of "
               "a RAM-only migration; the model's input)", flush=True)
 
@@ -310,5 +332,6 @@ def add_sweep_parser(sub: Any) -> None:
     p.add_argument("--target", type=_address, help="the target, as the source dials it")
     p.add_argument("--no-progress", action="store_true", help="no progress bar or per-run lines")
     p.add_argument("--no-report", action="store_true", help="skip the HTML/PNG report")
+    add_dilation_arg(p)
     _model_args(p, measured=True)
     p.set_defaults(func=cmd_sweep)

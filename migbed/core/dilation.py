@@ -24,11 +24,13 @@ import dataclasses
 import enum
 import math
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from migbed.core import limits as lim
 from migbed.core.policy import Decision, Observation, Policy
-from migbed.core.scenario import Scenario, ScenarioError
+from migbed.core.scenario import LinkConfig, Scenario, ScenarioError
+from migbed.core.units import format_bytes
 
 T = TypeVar("T")
 
@@ -257,3 +259,61 @@ def real_seconds(virtual_s: float, k: float) -> float:
     """An emulated constant (QEMU's 100 ms bandwidth window, its 50 ms MAX_WAIT, the
     return path's report period...) as the engine of a run dilated by k waits it."""
     return virtual_s * k
+
+
+# ---------------------------------------------------------------- where it meets the host
+
+
+def shaped_link(sc: Scenario) -> LinkConfig:
+    """The link as tc must shape it for this scenario: the dilated rate when it is dilated."""
+    if sc.dilated or sc.time_dilation == 1.0:
+        return sc.link
+    return dilate_scenario(sc).link
+
+
+# The dilated rate may use at most this share of what the host moves (issue 24): the other
+# half is headroom for the host's own variation (other processes, the final copy's burst).
+AUTO_HEADROOM = 0.5
+
+
+@dataclass(frozen=True)
+class AutoDilation:
+    """What `--time-dilation auto` chose, and why (printed by the run, kept in its labels)."""
+
+    factor: float
+    reason: str
+
+
+def transport_name(sc: Scenario) -> str:
+    """The transport whose rate `auto` compares with: the main stream or multifd x N."""
+    m = sc.migration
+    return f"multifd-{m.multifd_channels}" if m.multifd else "main"
+
+
+def needed_rate(sc: Scenario) -> tuple[float, str]:
+    """(bytes/s, what sets it) the scenario asks the host to move, in virtual time: the
+    link's rate, or max-bandwidth when it is the lower (a limit above the link never binds;
+    with no link, max-bandwidth is the rate)."""
+    m, link = sc.migration, sc.link
+    if link.rate and link.rate / 8 <= m.max_bandwidth:
+        return link.rate / 8, f"the link's {link.rate / 1e9:g} Gbit/s ({format_bytes(link.rate / 8)}/s)"
+    return m.max_bandwidth, f"max-bandwidth {format_bytes(m.max_bandwidth)}/s"
+
+
+def auto_factor(sc: Scenario, host_rate: float) -> AutoDilation:
+    """The smallest whole K at which the dilated scenario fits this host: its rate / K at
+    most AUTO_HEADROOM of `host_rate`, what this host measured for the scenario's transport
+    (bytes/s). Raises DilationError when even the largest K does not fit."""
+    if not host_rate > 0:
+        raise DilationError(f"time-dilation auto: the host's measured rate is {host_rate!r}")
+    need, what = needed_rate(sc)
+    k = max(1, math.ceil(need / (AUTO_HEADROOM * host_rate) * (1 - 1e-9)))
+    hi = lim.TIME_DILATION[1]
+    host = f"this host's {format_bytes(host_rate)}/s on the {transport_name(sc).replace('-', ' x')} stream"
+    if k > hi:
+        raise DilationError(
+            f"time-dilation auto: {what} would need K = {k}, more than {hi:g}, with {host}; "
+            "give a lower max-bandwidth or link rate, or --time-dilation K")
+    fits = f"{what} / {k} = {format_bytes(need / k)}/s is at most {AUTO_HEADROOM:g} of {host}"
+    return AutoDilation(float(k), f"K = {k}: {fits}" + (
+        f"; K = {k - 1} would need {format_bytes(need / (k - 1))}/s" if k > 1 else ""))

@@ -33,7 +33,8 @@ import docker
 import docker.errors
 from docker.models.containers import Container
 
-from migbed.cli.args import add_out_arg, add_policy_args, add_scenario_args
+from migbed.cli.args import add_dilation_arg, add_out_arg, add_policy_args, add_scenario_args
+from migbed.core.dilation import shaped_link
 from migbed.core.scenario import ScenarioError, is_scenario_file, resolve_scenario
 from migbed.env import images
 from migbed.env.shaping import LinkShape, ShapingError, apply_in_container, link_shape
@@ -144,7 +145,11 @@ def wait_healthy(stack: Stack, c: docker.DockerClient, services: Sequence[str], 
 def scenario_link(scenario: str | None, overrides: Sequence[str] = ()) -> tuple[str, LinkShape | None]:
     """(name for logs, link shape) of --scenario NAME|FILE with its --set overrides."""
     sc = resolve_scenario(scenario, overrides)
-    return sc.name, link_shape(sc.link)
+    if sc.time_dilation == 1.0:
+        return sc.name, link_shape(sc.link)
+    # A dilated run: tc shapes the dilated rate (core/dilation.py), the run reports the virtual.
+    return (f"{sc.name} (time-dilation {sc.time_dilation:g}: the link is shaped at 1/"
+            f"{sc.time_dilation:g} of its {sc.link.rate / 1e9:g} Gbit/s)"), link_shape(shaped_link(sc))
 
 
 def shape_source(stack: Stack, c: docker.DockerClient, shape: LinkShape | None) -> str:
@@ -408,6 +413,7 @@ def add_up_parser(subparsers: Any) -> argparse.ArgumentParser:
     )
     # The flags run, up and deploy share (migbed/cli/args.py), checked by the same code.
     add_scenario_args(p)
+    add_dilation_arg(p)
     add_policy_args(p)
     add_out_arg(p, "results/<UTC timestamp>; its parent is mounted in the runner")
     p.add_argument("--no-run", action="store_true", help="start and shape only, run nothing")

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
-from migbed.cli.args import add_out_arg, add_policy_args, add_scenario_args
+from migbed.cli.args import add_dilation_arg, add_out_arg, add_policy_args, add_scenario_args
 from migbed.core.policy import DEFAULT_POLICIES
 
 DEFAULT_OUT = "results/deploy"
@@ -875,6 +875,7 @@ def _add_experiment_args(p: argparse.ArgumentParser) -> None:
     # The flags run, up and deploy share (migbed/cli/args.py), checked by the same code;
     # a scenario (or a comparison) runs an experiment after installing.
     add_scenario_args(p)
+    add_dilation_arg(p)
     add_policy_args(p)
     add_out_arg(p, f"{DEFAULT_OUT}: results and Ansible artifacts on this machine")
     p.add_argument(

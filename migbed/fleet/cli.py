@@ -13,6 +13,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+from migbed.cli.args import add_dilation_arg
 from migbed.core.policy import DEFAULT_POLICIES, POLICIES
 from migbed.fleet.evacuation import Endpoints, Evacuation, EvacuationResult, GuestRun
 from migbed.fleet.lab import spread_guests
@@ -68,9 +69,11 @@ def run_policies(endpoints: Endpoints, fleet: list[FleetGuest], scenario_texts: 
 
 
 def cmd_evacuate(args: argparse.Namespace) -> int:
-    from migbed.core.scenario import resolve_scenario
+    from migbed.cli.args import with_dilation
+    from migbed.core.scenario import DEFAULT_SCENARIO, resolve_scenario
 
     sc = resolve_scenario(args.scenario)  # the one resolver: a file or a built-in name
+    sc, _, _ = with_dilation(sc, args.scenario or DEFAULT_SCENARIO, (), args.time_dilation)
     name, toml = sc.name, sc.source_text
     fleet = guests_from_scenario(name, toml, args.guests)
     limits = Limits(args.per_source, args.per_cluster, args.per_target)
@@ -137,6 +140,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--targets", type=_count(1, 8, "--targets"), default=2, help="target hosts (2)")
     p.add_argument("--policy", action="append", choices=POLICIES,
                    help="repeatable; default legacy and switchover-ack")
+    add_dilation_arg(p)
     add_plan_args(p)
     p.add_argument("--out", help="results folder (default results/evacuate-<UTC time>)")
     p.add_argument("--no-progress", action="store_true")

@@ -226,8 +226,8 @@ class TargetSession:
                 self.send(pb.TargetMessage(load_progress=p))
                 if self.metrics is not None:
                     self.metrics.on_load_progress(self.scenario, dev.name, p.loaded_bytes,
-                                                  p.backlog_bytes, p.busy_s, p.loading,
-                                                  p.initial_loaded)
+                                                  p.backlog_bytes, p.busy_s / dilation(self.setup),
+                                                  p.loading, p.initial_loaded)
             await asyncio.sleep(self.progress_period_s)
 
     # ------------------------------------------------------------ the main stream
@@ -452,8 +452,9 @@ class TargetSession:
             dev.run()
         await self._resume(loads_done)
         if self.metrics is not None:
+            k = dilation(self.setup)  # the series are in virtual time, K a label
             self.metrics.on_resumed(self.scenario, self.setup.policy,
-                                    (loads_done - received_ns) / 1e9)
+                                    (loads_done - received_ns) / 1e9 / k, k)
 
     async def _wait_device_streams(self) -> None:
         """QEMU 10: each device loads its stop-copy state on its own; completion waits for

@@ -208,3 +208,87 @@ def _close(a: typing.Any, b: typing.Any) -> bool:
     if isinstance(a, float) and isinstance(b, float):
         return a == pytest.approx(b, rel=1e-12, abs=1e-12)
     return bool(a == b)
+
+
+# ---------------------------------------------------------------- the interfaces
+
+
+@pytest.mark.parametrize("command", ["run", "up", "deploy", "sweep", "evacuate"])
+def test_every_command_that_runs_migbed_takes_the_flag(command: str) -> None:
+    import argparse
+
+    from migbed.cli.main import build_parser
+
+    p = build_parser(command)
+    sub = next(a for a in p._actions if isinstance(a, argparse._SubParsersAction)).choices[command]
+    args = sub.parse_args(["-i", "x"] * (command == "deploy") + ["--time-dilation", "2.5"])
+    assert args.time_dilation == 2.5
+    assert sub.parse_args(["-i", "x"] * (command == "deploy") + ["--time-dilation", "AUTO"]).time_dilation == "auto"
+
+
+@pytest.mark.parametrize("argv", [
+    ["run", "--time-dilation", "0.5"], ["run", "--time-dilation", "1001"], ["run", "--time-dilation", "nan"],
+    ["run", "--time-dilation", "x"], ["sweep", "--time-dilation", "0"], ["evacuate", "--time-dilation", "-2"],
+    ["qemu-compare", "tiny", "--time-dilation", "2"],
+])
+def test_bad_flags_exit_2_naming_it(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    from migbed.cli.main import main
+
+    with pytest.raises(SystemExit) as e:
+        main(argv)
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert "--time-dilation" in err and "Traceback" not in err
+    if argv[0] == "qemu-compare":
+        assert "real QEMU" in err
+
+
+def test_the_flag_becomes_the_scenario_key_every_command_passes_on() -> None:
+    from migbed.cli import args as cli_args
+    from migbed.cli.main import build_parser
+
+    args = build_parser("run").parse_args(["run", "--scenario", "tiny", "--time-dilation", "4"])
+    exp = cli_args.resolve_experiment(args)
+    assert exp.scenario.time_dilation == 4.0 and exp.overrides[-1] == "time-dilation=4.0"
+    assert parse_scenario(exp.scenario.source_text).time_dilation == 4.0  # what the source gets
+
+
+def test_the_shaped_link_is_the_dilated_rate() -> None:
+    from migbed.env.shaping import link_from_scenario_file, link_shape
+
+    sc = parse_scenario('time-dilation = 8\n[guest]\nram-size = "64MiB"\n[link]\nrate = "100Gbit"\n')
+    assert link_shape(dil.shaped_link(sc)).rate_bps == 12_500_000_000  # type: ignore[union-attr]
+    assert dil.shaped_link(dataclasses.replace(sc, time_dilation=1.0)).rate == 100e9
+    assert link_from_scenario_file is not None
+
+
+def test_auto_picks_the_smallest_whole_k_that_fits_half_the_host() -> None:
+    sc = parse_scenario('[guest]\nram-size = "64MiB"\n[migration]\nmax-bandwidth = "100GiB/s"\n'
+                        '[link]\nrate = "100Gbit"\n')
+    chosen = dil.auto_factor(sc, 3e9)  # the link binds (12.5 GB/s < 100 GiB/s): 12.5 / 1.5 = 8.3
+    assert chosen.factor == 9 and "the link's 100 Gbit/s" in chosen.reason and "K = 8 would need" in chosen.reason
+    assert dil.auto_factor(sc, 25e9).factor == 1  # fits undilated
+    assert dil.auto_factor(dataclasses.replace(sc, link=scn.LinkConfig()), 1e9).factor == 215  # max-bandwidth
+    with pytest.raises(dil.DilationError, match="more than 1000"):
+        dil.auto_factor(sc, 1e7)
+    with pytest.raises(dil.DilationError):
+        dil.auto_factor(sc, 0.0)
+
+
+def test_the_target_checks_a_dilated_setup_against_the_scenario_limits() -> None:
+    from migbed.core import limits as lim
+    from migbed.services.target.validate import validate_setup
+    from migbed.wire.errors import ProtocolError
+
+    def setup(k: float, tick: float, heartbeat: float = 0.0) -> pb.Setup:
+        return pb.Setup(protocol_version=pb.PROTOCOL_VERSION_1, session_id="s",
+                        guest=pb.GuestShape(ram_bytes=1 << 24, page_size=4096), vcpu_tick_s=tick,
+                        heartbeat_timeout_s=heartbeat, time_dilation=k)
+
+    validate_setup(setup(4, 4 * lim.VCPU_TICK_S[1], 4 * lim.HEARTBEAT_TIMEOUT_S[1]))
+    with pytest.raises(ProtocolError, match=r"setup\.vcpu_tick_s = 0\.004: allowed"):
+        validate_setup(setup(0, 0.004))  # undilated: 4 ms is beyond the 1 ms limit
+    with pytest.raises(ProtocolError, match=r"setup\.time_dilation = 2000"):
+        validate_setup(setup(2000, 0.001))
+    with pytest.raises(ProtocolError, match=r"setup\.heartbeat_timeout_s"):
+        validate_setup(setup(2, 0.001, 3 * lim.HEARTBEAT_TIMEOUT_S[1]))
