@@ -291,11 +291,12 @@ def transport_name(sc: Scenario) -> str:
 
 
 def needed_rate(sc: Scenario) -> tuple[float, str]:
-    """(bytes/s, what sets it) the scenario asks the host to move, in virtual time: the
-    link's rate, or max-bandwidth when it is the lower (a limit above the link never binds;
-    with no link, max-bandwidth is the rate)."""
+    """(bytes/s, what sets it) the scenario asks the host to move, in virtual time. With a
+    shaped link, its rate: the final copy runs unthrottled at it, and pre-copy at most at it
+    (a max-bandwidth below the link then fits too; one above never binds). Without a link,
+    max-bandwidth: pre-copy's rate (an unshaped final copy is the host's speed, dilated or not)."""
     m, link = sc.migration, sc.link
-    if link.rate and link.rate / 8 <= m.max_bandwidth:
+    if link.rate:
         return link.rate / 8, f"the link's {link.rate / 1e9:g} Gbit/s ({format_bytes(link.rate / 8)}/s)"
     return m.max_bandwidth, f"max-bandwidth {format_bytes(m.max_bandwidth)}/s"
 

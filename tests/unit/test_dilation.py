@@ -265,10 +265,12 @@ def test_the_shaped_link_is_the_dilated_rate() -> None:
 def test_auto_picks_the_smallest_whole_k_that_fits_half_the_host() -> None:
     sc = parse_scenario('[guest]\nram-size = "64MiB"\n[migration]\nmax-bandwidth = "100GiB/s"\n'
                         '[link]\nrate = "100Gbit"\n')
-    chosen = dil.auto_factor(sc, 3e9)  # the link binds (12.5 GB/s < 100 GiB/s): 12.5 / 1.5 = 8.3
+    chosen = dil.auto_factor(sc, 3e9)  # the link sets it (the final copy runs at it): 12.5 / 1.5 = 8.3
     assert chosen.factor == 9 and "the link's 100 Gbit/s" in chosen.reason and "K = 8 would need" in chosen.reason
     assert dil.auto_factor(sc, 25e9).factor == 1  # fits undilated
     assert dil.auto_factor(dataclasses.replace(sc, link=scn.LinkConfig()), 1e9).factor == 215  # max-bandwidth
+    slow = dataclasses.replace(sc, migration=dataclasses.replace(sc.migration, max_bandwidth=1e9))
+    assert dil.auto_factor(slow, 3e9).factor == 9  # a lower max-bandwidth: the link still sets K
     with pytest.raises(dil.DilationError, match="more than 1000"):
         dil.auto_factor(sc, 1e7)
     with pytest.raises(dil.DilationError):
