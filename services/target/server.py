@@ -1,8 +1,9 @@
 """The target service: gRPC in, sessions out. A thin shell.
 
 Admission and lookup are the registry's (registry.py), reading and deadlines the streams'
-(stream.py), what each message means the session's (session.py). Each Migrate stream is
-one session; a bad stream ends with its own status without disturbing the others.
+(stream.py), what each message means the session's (session.py and its parts). Each
+Migrate stream is one session; a bad stream ends with its own status without disturbing
+the others.
 """
 
 from __future__ import annotations
@@ -91,7 +92,7 @@ class TargetService(pbg.MigrationServicer, pbg.ControlServicer):
             token = os.urandom(16)
             mf = self.multifd.register(token, session.memory.ram, n, session.memory.page_size,
                                        session.setup.heartbeat_timeout_s or DEFAULT_HEARTBEAT_S)
-            session.attach_multifd(mf)
+            session.ram.attach_multifd(mf)
             accepted.multifd_port, accepted.multifd_token = self.multifd.port, token
         elif n:
             raise ProtocolError("FAILED_PRECONDITION", f"setup.multifd_channels = {n}: this "

@@ -1,5 +1,6 @@
 """Reading a session's streams: the main stream's one reader, and QEMU 10's per-device
-state streams. Deadlines live here, apart from what each message means (session.py).
+state streams. Deadlines live here, apart from what each message means (session.py and
+the parts it dispatches to).
 
 The main stream has exactly one reader, as QEMU's incoming migration coroutine: it reads a
 message, handles it to the end (a device load included) and only then reads the next. The
@@ -110,12 +111,12 @@ async def read_device_state(session: TargetSession, first: pb.DeviceStateChunk,
                             chunks: AsyncIterator[pb.DeviceStateChunk]) -> pb.DeviceStateLoaded:
     """One device's stop-copy state on its own stream (QEMU 10's multifd device state):
     loaded on this stream's task as it arrives, in parallel with the other devices."""
-    dev = session.open_device_stream(first.device)
+    dev = session.device_state.open(first.device)
     silence = session.setup.heartbeat_timeout_s or DEFAULT_HEARTBEAT_S
     pacer = Pacer()
     chunk, seq = first, 0
     while True:
-        await session.device_state_chunk(dev, chunk, seq, pacer)
+        await session.device_state.load_chunk(dev, chunk, seq, pacer)
         if chunk.last:
             return pb.DeviceStateLoaded(device=dev.index, loaded_bytes=dev.loaded_bytes,
                                         target_loaded_ns=now_ns())

@@ -1,15 +1,32 @@
-"""Checks of a Setup before anything is charged or allocated: every field against the
-limits the scenario validator uses (migbed/core/limits.py), each refusal naming its field."""
+"""Checks of what the source sends, each refusal naming its field: a Setup before anything
+is charged or allocated (every field against the limits the scenario validator uses,
+migbed/core/limits.py), and a device chunk against its device's shape (the region its kind
+addresses, its image's length). The checks that depend on where the session is (seq,
+before or after StopCopy) belong to the part that handles the message.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
 from migbed.core import limits as lim
+from migbed.core.loadmodel import ImageError
 from migbed.wire import migration_pb2 as pb
 from migbed.wire.errors import ProtocolError
 
+if TYPE_CHECKING:
+    from migbed.services.target.devices import LoadingDevice
+
+
+def refuse(code: str, message: str) -> ProtocolError:
+    """The error that ends the stream with status `code`; the message, which may echo
+    input, clipped to what a gRPC status carries."""
+    return ProtocolError(code, lim.clip(message))
+
 
 def _bad(message: str, code: str = "INVALID_ARGUMENT") -> ProtocolError:
-    return ProtocolError(code, lim.clip(message))
+    return refuse(code, message)
 
 
 def _within(field: str, value: float, lo: float, hi: float, scale: float = 1.0) -> None:
@@ -82,3 +99,60 @@ def _validate_device(w: str, d: pb.DeviceShape, k: float) -> None:
         _within(f"{w}.{name}", getattr(d, name), 0, lim.MAX_LOAD_TIME_S, k)
     if d.load_trigger not in pb.LoadTrigger.values():
         raise _bad(f"{w}.load_trigger = {d.load_trigger}: IMAGE_COMPLETE or PER_CHUNK")
+
+
+# ---------------------------------------------------------------- device chunks
+
+# (least, most, what limits it) image_bytes of an image of each kind, from the Setup's shape
+_IMAGE_BYTES: dict[str, Callable[[LoadingDevice], tuple[int, int, str]]] = {
+    "initial": lambda d: (d.state.initial_bytes, d.state.initial_bytes, "initial_bytes"),
+    "middle": lambda d: (1, d.state.initial_bytes, "initial_bytes: dirty state buffer"),
+    "final": lambda d: (1, d.state.data_size, "initial_bytes + stop_copy_size"),
+    "config": lambda d: (1, d.state.state_bytes, "device_state_bytes"),
+}
+_IMAGE_ERROR_CODE = {"kind": "FAILED_PRECONDITION", "image_bytes": "INVALID_ARGUMENT",
+                     "data": "OUT_OF_RANGE"}
+
+
+def stop_copy_region(dev: LoadingDevice, offset: int) -> str:
+    """A device-state chunk's kind by its offset: the final image or the config state. A
+    chunk that continues the device's open image (begun in pre-copy on the main stream) is
+    of that image's kind instead."""
+    return "config" if offset >= dev.state.data_size else "final"
+
+
+def check_image_bytes(what: str, image_bytes: int) -> None:
+    if image_bytes == 0:
+        raise refuse("INVALID_ARGUMENT", f"{what}.image_bytes = 0: required, the length of "
+                     "the image the chunk belongs to")
+
+
+def check_image(what: str, dev: LoadingDevice, kind: str, image_bytes: int, n: int) -> None:
+    """A chunk's image length (mlx5's header record_size) fits its kind on this device and
+    the chunk fits the device's open image, if one is open."""
+    check_image_bytes(what, image_bytes)
+    lo, hi, limit = _IMAGE_BYTES[kind](dev)
+    if not lo <= image_bytes <= hi:
+        allowed = f"exactly {lo}" if lo == hi else f"1 to {hi}"
+        raise refuse("OUT_OF_RANGE", f"{what}.image_bytes = {image_bytes} for a "
+                     f"{kind.upper()} image of device {dev.name}: allowed {allowed} ({limit})")
+    try:
+        dev.model.check(kind, n, image_bytes)
+    except ImageError as e:
+        raise refuse(_IMAGE_ERROR_CODE[e.field], f"{what}.{e}, device {dev.name}") from None
+
+
+def check_whole(what: str, dev: LoadingDevice) -> None:
+    """The device's stream ends here: no image may be left short of its length."""
+    if dev.model.image is not None:
+        raise refuse("DATA_LOSS", f"{what}: device {dev.name}'s {dev.model.open_image()} "
+                     "never reached its image_bytes")
+
+
+def check_range(what: str, dev: LoadingDevice, kind: str, offset: int, n: int) -> None:
+    """A chunk's bytes lie in its device's state, in the region its kind addresses."""
+    st = dev.state
+    lo, hi = (st.data_size, st.size) if kind == "config" else (0, st.data_size)
+    if offset < lo or offset + n > hi:
+        raise refuse("OUT_OF_RANGE", f"{what} [{offset}, {offset + n}) beyond device "
+                     f"{dev.name}'s {kind} state [{lo}, {hi})")

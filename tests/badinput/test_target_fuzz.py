@@ -240,7 +240,7 @@ def test_the_valid_stream_verifies() -> None:
             and m.device_data.kind == pb.IMAGE_KIND_MIDDLE} == {0, 1}
     result, session = asyncio.run(feed(setup, msgs))
     assert result == "ok"
-    assert session.ack_sent and session.completed
+    assert session.inline.ack_sent and session.completed
     assert session.result == "verified"  # feed()'s close after it does not change it
 
 

@@ -35,7 +35,7 @@ async def timed(trigger: int) -> list[tuple[str, float]]:
             t0 = time.monotonic()
             await session.handle(msg)
             out.append((name, time.monotonic() - t0))
-        assert session.ack_sent
+        assert session.inline.ack_sent
     finally:
         session.close("test over")
     return out
@@ -105,7 +105,7 @@ def test_the_marker_does_not_end_a_middle_image() -> None:
             middle = list(chunks(0, pb.IMAGE_KIND_MIDDLE, 2, 0, 2 * MiB))
             await session.handle(middle[0])
             await session.handle(marker(0, 3))
-            assert session.ack_sent and dev.initial_loaded
+            assert session.inline.ack_sent and dev.initial_loaded
             assert dev.loaded_bytes == 2 * MiB and dev.model.open_image().startswith("MIDDLE")
             await session.handle(middle[1])
             assert dev.loaded_bytes == 4 * MiB and dev.model.open_image() == ""
@@ -133,10 +133,10 @@ def test_device_state_loads_from_the_switchover_and_finishes_an_open_image() -> 
             await session.handle(marker(0, 2))
             await session.handle(next(chunks(0, pb.IMAGE_KIND_MIDDLE, 2, 0, MiB,
                                              image_bytes=2 * MiB)))
-            assert session.open_device_stream(0) is dev
+            assert session.device_state.open(0) is dev
             rest = pb.DeviceStateChunk(device=0, seq=0, offset=MiB, data=bytes(MiB),
                                        image_bytes=2 * MiB)
-            early = asyncio.create_task(session.device_state_chunk(dev, rest, 0, pacer))
+            early = asyncio.create_task(session.device_state.load_chunk(dev, rest, 0, pacer))
             await asyncio.sleep(0.1)
             assert not early.done() and dev.state.written_bytes == 3 * MiB  # held back
             await session.handle(pb.SourceMessage(stop_copy=pb.StopCopy()))
@@ -144,8 +144,8 @@ def test_device_state_loads_from_the_switchover_and_finishes_an_open_image() -> 
             assert dev.loaded_bytes == 4 * MiB and dev.model.image is None
             final = pb.DeviceStateChunk(device=0, seq=1, offset=2 * MiB, data=bytes(MiB),
                                         image_bytes=MiB, last=True)
-            await session.device_state_chunk(dev, final, 1, pacer)
-            assert dev.loaded_bytes == 5 * MiB and 0 in session.device_streams_done
+            await session.device_state.load_chunk(dev, final, 1, pacer)
+            assert dev.loaded_bytes == 5 * MiB and 0 in session.device_state.done
         finally:
             session.close("test over")
 
