@@ -57,6 +57,13 @@ FIGURES = (  # (label, record -> value, unit)
     ("transferred", lambda r: (r.ram_transferred_bytes + r.device_transferred_bytes) / MiB, "MiB"),
 )
 GOAL_REL, GOAL_ABS_MS = 0.05, 5.0
+# Whether the host kept up (not goals): the bulk stage's rate against max-bandwidth, and the
+# stop-copy's against the link. Where K = 1 falls short of them and K = 4 does not, the
+# undilated run was not faithful on this host at that moment (its own costs showed).
+DIAGNOSTICS = (
+    ("bulk stage", lambda r: (r.bulk_stage_rate() or 0.0) / MiB, "MiB/s"),
+    ("stop-copy", lambda r: r.downtime_bytes / MiB / max(r.stop_copy_ms, 1e-3) * 1e3, "MiB/s"),
+)
 
 
 @dataclass
@@ -101,7 +108,8 @@ def within(value: float, ref: float, unit: str) -> bool:
 
 def compare_rows(blocks: list[Block]) -> list[list[str]]:
     rows = [["case", "policy", "K", *(f"{label} {unit}" for label, _, unit in FIGURES),
-             "within goal", "VmHWM source MiB", "VmHWM target MiB", "load avg"]]
+             "within goal", *(f"{label} {unit}" for label, _, unit in DIAGNOSTICS),
+             "VmHWM source MiB", "VmHWM target MiB", "load avg"]]
     base = {(b.case, p): runs for b in blocks if b.k == 1.0 for p, runs in b.runs.items()}
     for b in blocks:
         for policy, runs in b.runs.items():
@@ -117,6 +125,7 @@ def compare_rows(blocks: list[Block]) -> list[list[str]]:
                 cells.append(f"{v:.1f} ({(v - r0) / r0 * 100:+.1f} %)" if r0 else f"{v:.1f}")
             verdict = "-" if ref is None or b.k == 1.0 else f"{ok}/{len(FIGURES)}"
             rows.append([b.case, policy, f"{b.k:g}", *cells, verdict,
+                         *(f"{median([get(r) for r in runs]):.0f}" for _, get, _ in DIAGNOSTICS),
                          f"{b.hwm_source / MiB:.0f}", f"{b.hwm_target / MiB:.0f}", b.load])
     return rows
 

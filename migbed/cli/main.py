@@ -88,6 +88,8 @@ def cmd_run(args: argparse.Namespace) -> int:
                if exp.scenario.time_dilation != 1.0 else "")
     print(f"migbed: scenario {exp.scenario.name}, policies {', '.join(exp.policies)}, "
           f"{exp.repeat} repeat(s){dilated}; results in {out}", flush=True)
+    if exp.dilation_note:  # what --time-dilation auto chose and why, kept with the results
+        (out / "time-dilation.txt").write_text(exp.dilation_note + "\n")
     sink = ResultsSink(out)
     show = progress_wanted(args.no_progress)
     try:

@@ -253,13 +253,18 @@ def test_the_flag_becomes_the_scenario_key_every_command_passes_on() -> None:
     assert parse_scenario(exp.scenario.source_text).time_dilation == 4.0  # what the source gets
 
 
-def test_the_shaped_link_is_the_dilated_rate() -> None:
-    from migbed.env.shaping import link_from_scenario_file, link_shape
+def test_containers_and_lab_hosts_shape_the_dilated_rate(tmp_path: typing.Any) -> None:
+    from migbed.env import compose, deploy
 
-    sc = parse_scenario('time-dilation = 8\n[guest]\nram-size = "64MiB"\n[link]\nrate = "100Gbit"\n')
-    assert link_shape(dil.shaped_link(sc)).rate_bps == 12_500_000_000  # type: ignore[union-attr]
+    text = 'time-dilation = 8\n[guest]\nram-size = "64MiB"\n[link]\nrate = "100Gbit"\nlatency = "50ms"\n'
+    path = tmp_path / "fast.toml"
+    path.write_text(text)
+    [argv] = deploy.tc_commands(path)  # lab hosts (Ansible runs these argv)
+    assert argv[argv.index("rate") + 1] == "12500000000bit" and argv[argv.index("latency") + 1] == "400000us"
+    name, shape = compose.scenario_link(str(path))  # `migbed up`'s containers
+    assert shape is not None and shape.rate_bps == 12_500_000_000 and "time-dilation 8" in name
+    sc = parse_scenario(text)
     assert dil.shaped_link(dataclasses.replace(sc, time_dilation=1.0)).rate == 100e9
-    assert link_from_scenario_file is not None
 
 
 def test_auto_picks_the_smallest_whole_k_that_fits_half_the_host() -> None:
