@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import importlib
 import os
+import sys
 from collections.abc import Iterator
 from pathlib import Path
+from types import ModuleType
 
 import docker
 import docker.errors
@@ -20,6 +23,23 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Service, S
     logs: Path = tmp_path_factory.mktemp("stack-logs")
     with local_stack(logs) as pair:
         yield pair
+
+
+@pytest.fixture
+def registered_policy(monkeypatch: pytest.MonkeyPatch) -> Iterator[ModuleType]:
+    """tests/shared_policy.py registered here and named in MIGBED_POLICY_MODULES for the
+    processes the test starts; removed from the registry afterwards."""
+    from migbed.core.policy import unregister_policy
+
+    monkeypatch.setenv("MIGBED_POLICY_MODULES", "shared_policy")
+    here = str(Path(__file__).parent)
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [here, os.environ.get("PYTHONPATH")])))
+    module = importlib.import_module("shared_policy")
+    try:
+        yield module
+    finally:
+        unregister_policy(module.NAME)
+        sys.modules.pop("shared_policy", None)
 
 
 @pytest.hookimpl(hookwrapper=True)

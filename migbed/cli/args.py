@@ -8,7 +8,6 @@ by the same code, before anything is built or started.
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import os
 import sys
 from collections.abc import Callable
@@ -17,7 +16,7 @@ from pathlib import Path
 
 from migbed.core.address import AddressError, parse_address
 from migbed.core.bounded import clip
-from migbed.core.policy import DEFAULT_POLICIES, POLICIES
+from migbed.core.policy import DEFAULT_POLICIES, policy_names
 from migbed.core.scenario import DEFAULT_SCENARIO, Scenario, ScenarioError, resolve_scenario
 
 # Exit codes, the same for every subcommand.
@@ -156,8 +155,8 @@ def add_dilation_arg(p: argparse.ArgumentParser) -> None:
 
 
 def add_policy_args(p: argparse.ArgumentParser, repeat_default: int | None = DEFAULT_REPEAT) -> None:
-    p.add_argument("--policy", action="append", choices=POLICIES, metavar="POLICY",
-                   help=f"switchover policy, repeatable ({', '.join(POLICIES)}); "
+    p.add_argument("--policy", action="append", choices=policy_names(), metavar="POLICY",
+                   help=f"switchover policy, repeatable ({', '.join(policy_names())}); "
                         f"default: {' and '.join(DEFAULT_POLICIES)}")
     p.add_argument("--repeat", type=bounded_int(1, MAX_REPEAT), default=None, metavar="N",
                    help=f"runs per policy, 1-{MAX_REPEAT} (default {repeat_default})")
@@ -246,11 +245,6 @@ def writable_folder(path: Path, flag: str = "--out") -> Path:
     except OSError as e:
         raise UsageError(f"{flag} {clip(str(path), 120)}: cannot write there ({e.strerror or e})") from None
     return path
-
-
-def utc_stamp() -> str:
-    """The results subfolder name of run and up: UTC, sortable (20261130T004012Z)."""
-    return dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
 
 
 def progress_wanted(no_progress: bool) -> bool:

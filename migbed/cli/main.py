@@ -46,9 +46,13 @@ from migbed.cli.args import (
     resolve_experiment,
     seconds,
     size,
-    utc_stamp,
     writable_folder,
 )
+from migbed.cli.plugins import PluginError, load_policy_modules
+from migbed.core.clock import utc_stamp
+from migbed.core.drivers import DRIVERS
+from migbed.core.drivers import describe as describe_driver
+from migbed.core.qemu_profile import DEFAULT_VERSION, PROFILES
 from migbed.core.scenario import (
     ScenarioError,
     builtin_scenario_text,
@@ -263,6 +267,13 @@ def cmd_cancel(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+RETURN_PATH_NOTE = (
+    "migration.return-path defaults to true here; QEMU's own default is off, and libvirt "
+    "turns it on.\nWith it the reported downtime ends at the destination's Shut (after its "
+    "loads and vm_start);\nset return-path = false for plain QEMU (switchover-ack needs it "
+    "on).")
+
+
 def cmd_scenarios(args: argparse.Namespace) -> int:
     if args.file:
         sc = resolve_scenario(args.file, args.overrides)
@@ -281,6 +292,12 @@ def cmd_scenarios(args: argparse.Namespace) -> int:
     print("\ncomparisons (--comparison NAME):")
     for c in comparisons().values():
         print(f"  {c.name:18s} {c.scenario}: {', '.join(c.policies)} x{c.repeat}  {c.description}")
+    print("\ndrivers ([[device]] driver = NAME; default generic; migbed/core/drivers.py):")
+    for profile in DRIVERS.values():
+        print("\n".join("  " + line for line in describe_driver(profile)))
+    print("\nQEMU versions (migration.qemu-version): " + ", ".join(PROFILES)
+          + f" (default {DEFAULT_VERSION})")
+    print(RETURN_PATH_NOTE)
     return EXIT_OK
 
 
@@ -391,18 +408,18 @@ def _add_extension_parsers(sub: Any, wanted: str) -> None:
 # health` (container health checks) stay fast, and the service images, which carry only the
 # runtime dependencies, say what is missing instead of breaking.
 _EXTENSIONS: dict[str, tuple[str, str, str]] = {
-    "up": ("migbed.env.compose", "add_up_parser",
+    "up": ("migbed.cli.stack", "add_up_parser",
            "start the container stack and run the default comparison across it"),
-    "down": ("migbed.env.compose", "add_down_parser", "remove the container stack"),
-    "images": ("migbed.env.images", "add_images_parser",
+    "down": ("migbed.cli.stack", "add_down_parser", "remove the container stack"),
+    "images": ("migbed.cli.stack", "add_images_parser",
                "build the container images (no registry needed)"),
-    "report": ("migbed.report.report", "add_parser", "PNG plots and an HTML page from a results folder"),
-    "deploy": ("migbed.env.deploy", "add_parser",
+    "report": ("migbed.cli.report", "add_parser", "PNG plots and an HTML page from a results folder"),
+    "deploy": ("migbed.cli.deploy", "add_parser",
                "install migbed on lab hosts over SSH (Ansible) and run an experiment across them"),
-    "certs": ("migbed.env.certs", "add_parser", "make a lab CA and mTLS certificates"),
-    "evacuate": ("migbed.fleet.cli", "add_parser",
+    "certs": ("migbed.cli.certs", "add_parser", "make a lab CA and mTLS certificates"),
+    "evacuate": ("migbed.cli.evacuate", "add_parser",
                  "drain a host of K guests under parallel-migration limits, per policy"),
-    "qemu-compare": ("migbed.qemu.cli", "add_parser",
+    "qemu-compare": ("migbed.cli.qemu_compare", "add_parser",
                      "a scenario's RAM side on real QEMU and on migbed, side by side"),
     "predict": ("migbed.cli.sweeps", "add_predict_parser", "predict a scenario with the analytical model"),
     "sweep": ("migbed.cli.sweeps", "add_sweep_parser", "run a scenario over a grid of values, measured and predicted"),
@@ -449,6 +466,11 @@ def _exit_code_of(e: Exception) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    try:
+        load_policy_modules()  # before the parser: --policy takes the names they register
+    except PluginError as e:
+        print(f"migbed: error: {e}", file=sys.stderr)
+        return EXIT_USAGE
     wanted = next((a for a in argv if not a.startswith("-")), "")
     parser = build_parser(wanted)
     args = parser.parse_args(argv)

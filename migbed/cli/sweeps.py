@@ -19,7 +19,7 @@ from typing import Any
 from migbed.cli.args import add_dilation_arg
 from migbed.cli.args import address as _address
 from migbed.core.overrides import OverrideError, split_override
-from migbed.core.policy import DEFAULT_POLICIES, POLICIES
+from migbed.core.policy import DEFAULT_POLICIES, policy_names
 from migbed.core.scenario import DEFAULT_SCENARIO, parse_scenario
 from migbed.core.units import UnitError, format_bytes, parse_byte_rate, parse_size
 from migbed.experiments.sweep import (
@@ -124,7 +124,7 @@ def format_prediction(pred: CellPrediction, policies: list[str]) -> str:
 def cmd_predict(args: argparse.Namespace) -> int:
     text = apply_overrides(base_scenario_text(args.scenario or DEFAULT_SCENARIO), _overrides(args.set))
     sc = parse_scenario(text, args.scenario or DEFAULT_SCENARIO)
-    policies = args.policy or list(POLICIES)
+    policies = args.policy or list(policy_names())
     shaped = False if args.unshaped else None
     params = _params(args, shaped)
     if not args.vary:
@@ -171,7 +171,7 @@ def format_grid(preds: list[dict[str, Any]], policies: list[str]) -> str:
 def add_predict_parser(sub: Any) -> None:
     p = sub.add_parser("predict", help="predict a scenario (or a grid of them) with the analytical model")
     p.add_argument("scenario", nargs="?", help=f"TOML file or built-in name (default {DEFAULT_SCENARIO})")
-    p.add_argument("--policy", action="append", choices=POLICIES, help="repeatable; default: all")
+    p.add_argument("--policy", action="append", choices=policy_names(), help="repeatable; default: all")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a scenario key")
     p.add_argument("--vary", action="append", metavar="KEY=v1,v2,...", help="a grid axis (repeatable)")
     p.add_argument("--unshaped", action="store_true",
@@ -323,7 +323,7 @@ def add_sweep_parser(sub: Any) -> None:
                    help="override a key of the base scenario in every cell (repeatable)")
     p.add_argument("--sweep", help="a sweep file or a built-in sweep name")
     p.add_argument("--resume", metavar="DIR", help="continue an interrupted sweep in DIR")
-    p.add_argument("--policy", action="append", choices=POLICIES,
+    p.add_argument("--policy", action="append", choices=policy_names(),
                    help="repeatable; default: legacy and switchover-ack")
     p.add_argument("--repeat", type=_repeat, help="runs per cell and policy (default 1)")
     p.add_argument("--predict", action="store_true", help="the model only: no runs")

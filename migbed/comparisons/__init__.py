@@ -12,7 +12,7 @@ from typing import Any
 
 from migbed.core.bounded import InputError, clip, loads_toml
 from migbed.core.overrides import OverrideError, dump_toml, split_override
-from migbed.core.policy import POLICIES
+from migbed.core.policy import policy_names
 from migbed.core.scenario import Scenario, ScenarioError, resolve_scenario
 
 MAX_REPEAT = 100
@@ -50,9 +50,9 @@ def _comparison(name: str, t: Any) -> Comparison:
     if unknown:
         raise ScenarioError(f"{where}: unknown key(s) {', '.join(sorted(unknown))}")
     policies = t.get("policies", [])
-    bad = [p for p in policies if p not in POLICIES]
+    bad = [p for p in policies if p not in policy_names()]
     if not policies or bad:
-        raise ScenarioError(f"{where}.policies = {clip(repr(policies), 80)}: a list of {', '.join(POLICIES)}")
+        raise ScenarioError(f"{where}.policies = {clip(repr(policies), 80)}: a list of {', '.join(policy_names())}")
     repeat = t.get("repeat", 3)
     if isinstance(repeat, bool) or not isinstance(repeat, int) or not 1 <= repeat <= MAX_REPEAT:
         raise ScenarioError(f"{where}.repeat = {clip(repr(repeat), 40)}: an integer 1..{MAX_REPEAT}")

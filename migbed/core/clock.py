@@ -9,6 +9,7 @@ receive); assuming symmetric paths, offset = t1 - (t0 + t2) / 2 with error at mo
 
 from __future__ import annotations
 
+import datetime as dt
 import time
 from dataclasses import dataclass
 
@@ -56,3 +57,8 @@ class OffsetEstimator:
             return OffsetEstimate(0, 0, True, self.samples)
         rtt = self.best_rtt if self.best_rtt is not None else 0
         return OffsetEstimate(self.best_offset, rtt // 2, False, self.samples)
+
+
+def utc_stamp() -> str:
+    """A results subfolder's name (run, up): UTC, sortable (20261130T004012Z)."""
+    return dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")

@@ -10,6 +10,30 @@ dirty tracking per block, and a context captured on entering STOP_COPY (what onl
 stop-copy image carries). The source reads them through one data stream, as the uAPI
 says: initial bytes first, then dirty blocks (VFIO_MIG_GET_PRECOPY_INFO counts both), and
 in STOP_COPY whatever is left plus the context.
+
+How the device answers follows its driver profile (migbed/core/drivers.py, scenario key
+`driver`): what MIG_DATA_SIZE reports (`stop_copy_size`), when a new pre-copy image is cut
+(inside `precopy_info`, as mlx5vf_precopy_ioctl does, or on a read), and when its
+stop-copy save runs and is readable.
+
+The stop-copy read/readiness API (the main channel, services/source/devices.py, and the
+multifd device-state path, services/source/device_state.py, both use it):
+
+    dev.begin_stop_copy(now) -> float   at vm_stop, for every device in turn. Returns the
+                                        seconds the caller must block now (a synchronous
+                                        save done inside the arc to STOP_COPY); 0 otherwise.
+    dev.save_wait(now) -> float         seconds until the final image is readable (0 once it
+                                        is). Call it before reading in stop-copy; it starts a
+                                        save that runs at the device's turn ("first-read",
+                                        and drivers without PRE_COPY, whose STOP -> STOP_COPY
+                                        arc QEMU takes in vfio_save_complete_precopy).
+    dev.read(max_bytes) -> [Chunk]      what is readable now: earlier images' unread rest at
+                                        once, the final image only once save_wait() is 0.
+    dev.stop_copy_done                  True once everything, the context included, is read.
+    dev.save_times                      (started, ready) monotonic seconds, for the record.
+
+So a reader does:  while not dev.stop_copy_done: sleep(dev.save_wait(now)); send(dev.read(n)).
+Times are time.monotonic() seconds passed in by the caller (tests pass their own).
 """
 
 from __future__ import annotations
@@ -17,10 +41,12 @@ from __future__ import annotations
 import enum
 import hashlib
 import threading
+import time
 from dataclasses import dataclass
 
 import numpy as np
 
+from migbed.core import drivers as drv
 from migbed.core.scenario import DeviceConfig
 
 
@@ -187,11 +213,19 @@ class SourceDevice:
     the initial image (initial_bytes), middle images of dirty blocks in pre-copy, and in
     STOP_COPY whatever image was open, then the final image (the blocks dirty at the stop
     and the context). Bytes are read at read time: a block dirtied before an image reaches
-    it goes out with that image, as with the initial image."""
+    it goes out with that image, as with the initial image.
 
-    def __init__(self, cfg: DeviceConfig, seed: int) -> None:
+    Driver semantics (migbed/core/drivers.py) decide MIG_DATA_SIZE, when a middle image is
+    cut and when the final image becomes readable; see the module docstring for the
+    stop-copy read API."""
+
+    def __init__(self, cfg: DeviceConfig, seed: int, time_dilation: float = 1.0) -> None:
         self.cfg = cfg
         self.seed = seed
+        self.driver = drv.driver_profile(cfg.driver)
+        # The driver's own period (virtio's __ratelimit: 1 s) is emulated: a run dilated K
+        # times (core/dilation.py) stretches it as it stretches the scenario's times.
+        self.query_interval_s = self.driver.precopy_query_interval_s * time_dilation
         self.fsm = StateMachine(S.RUNNING)
         self.block = cfg.block_size
         self.blocks = -(-cfg.initial_bytes // self.block) if cfg.initial_bytes else 0
@@ -208,6 +242,10 @@ class SourceDevice:
         self._context_body = context_body(cfg.stop_copy_size, seed)  # not inside a downtime
         self._context_cursor = 0
         self._final_bytes = 0  # the final image's length, fixed at STOP_COPY
+        self.images_cut = 0  # middle images saved in pre-copy (the driver's SAVE commands)
+        self._save_started: float | None = None  # the stop-copy save (monotonic s)
+        self._save_ready: float | None = None  # its data readable from then on
+        self._last_query: float | None = None  # the driver last asked for its increment
         if self.blocks:
             idx = np.arange(self.blocks, dtype=np.uint64)
             self._blocks2d[:] = _block_fill(idx, self._versions, seed)[:, None]  # type: ignore[index]
@@ -218,14 +256,71 @@ class SourceDevice:
 
     def set_state(self, dst: VfioState) -> None:
         with self._lock:
+            was_precopy = self.fsm.state in PRE_COPY_STATES
             self.fsm.set_state(dst)
             if dst == S.STOP_COPY:
-                stamp_context(self._context_body, self._writes)  # == context_bytes(...)
-                self._context = self._context_body
-                self._context_cursor = 0
-                # The device no longer changes: the final image's length is known now.
-                self._final_bytes = self._blocks_bytes(np.flatnonzero(self._dirty)) + len(
-                    self._context)
+                self._enter_stop_copy(was_precopy)
+
+    def _enter_stop_copy(self, was_precopy: bool) -> None:
+        if not self.driver.incremental:
+            self._dirty[:] = True  # the final image is the whole state again (virtio)
+        if not was_precopy:
+            # No pre-copy happened (STOP -> STOP_COPY): the whole state buffer goes out in
+            # the final image, as a driver saves its full state on that arc.
+            self._initial_cursor = self.cfg.initial_bytes
+            self._dirty[:] = True
+            self._in_image[:] = False
+            self._image = None
+        stamp_context(self._context_body, self._writes)  # == context_bytes(...)
+        self._context = self._context_body
+        self._context_cursor = 0
+        # The device no longer changes: the final image's length is known now.
+        self._final_bytes = self._blocks_bytes(np.flatnonzero(self._dirty)) + len(self._context)
+
+    # ------------------------------------------------------------ the stop-copy save
+
+    def begin_stop_copy(self, now: float) -> float:
+        """vm_stop (QEMU's vfio_vmstate_change): a device in PRE_COPY goes to STOP_COPY now,
+        any other to STOP (its STOP_COPY comes at its turn, in save_wait). Returns the
+        seconds the caller must block (a synchronous save inside the arc)."""
+        if self.state not in PRE_COPY_STATES:
+            self.set_state(S.STOP)
+            return 0.0
+        self.set_state(S.STOP_COPY)
+        return self._start_save(now, at_turn=False)
+
+    def save_wait(self, now: float) -> float:
+        """Seconds until the final image is readable; starts a save that runs at the
+        device's turn (generic's first read; a device that skipped PRE_COPY enters
+        STOP_COPY here, as QEMU's vfio_save_complete_precopy does)."""
+        if self.state == S.STOP:
+            self.set_state(S.STOP_COPY)
+            return self._start_save(now, at_turn=True)
+        if self._save_started is None:
+            return self._start_save(now, at_turn=True)
+        assert self._save_ready is not None
+        return max(0.0, self._save_ready - now)
+
+    def _start_save(self, now: float, at_turn: bool) -> float:
+        mode, save = self.driver.stop_copy_save, self.cfg.stop_copy_save_time
+        if mode == drv.SAVE_FIRST_READ and not at_turn:
+            return 0.0  # generic: nothing until the first read asks (save_wait)
+        self._save_started, self._save_ready = now, now + save
+        return save if (mode == drv.SAVE_SYNC or at_turn) else 0.0
+
+    @property
+    def save_times(self) -> tuple[float | None, float | None]:
+        """(started, ready) of the stop-copy save, monotonic seconds (None: not yet)."""
+        return self._save_started, self._save_ready
+
+    @property
+    def stop_copy_done(self) -> bool:
+        """In STOP_COPY with every byte of the stream read (the context included)."""
+        with self._lock:
+            return (self.fsm.state == S.STOP_COPY and self._save_started is not None
+                    and self._initial_remaining() == 0 and self._image is None
+                    and not self._dirty.any()
+                    and self._context_cursor >= len(self._context))
 
     # ------------------------------------------------------------ the device runs
 
@@ -249,15 +344,49 @@ class SourceDevice:
 
     # ------------------------------------------------------------ VFIO ioctls
 
-    def precopy_info(self) -> tuple[int, int]:
-        """VFIO_MIG_GET_PRECOPY_INFO: (initial_bytes, dirty_bytes). Only in PRE_COPY states."""
+    def precopy_info(self, now: float | None = None) -> tuple[int, int]:
+        """VFIO_MIG_GET_PRECOPY_INFO: (initial_bytes, dirty_bytes). Only in PRE_COPY states.
+
+        With a driver that cuts images here (mlx5vf_precopy_ioctl, virtiovf_precopy_ioctl),
+        once everything saved is read and the device reports an increment, this saves the
+        next middle image. A non-incremental driver (virtio) reports its whole state as the
+        increment each time it asks the device, at most once per precopy_query_interval_s."""
         with self._lock:
             if self.fsm.state not in PRE_COPY_STATES:
                 raise DeviceError(f"PRECOPY_INFO in {self.fsm.state.name}: only in PRE_COPY states")
-            return self._initial_remaining(), self._middle_left() + self._dirty_bytes()
+            initial = self._initial_remaining()
+            if initial and not self.driver.dirty_while_initial:
+                return initial, 0
+            if self.driver.image_cut == drv.CUT_NEVER:
+                return initial, 0
+            increment = self._increment(time.monotonic() if now is None else now)
+            unread = self._middle_left()
+            if (self.driver.image_cut == drv.CUT_ON_PRECOPY_INFO and self.fsm.state == S.PRE_COPY
+                    and not initial and not unread and increment):
+                self._cut_image()  # what dirty_bytes reports is now saved and readable
+                return initial, self._middle_left() + (0 if self.driver.incremental else increment)
+            return initial, unread + increment
+
+    def _increment(self, now: float) -> int:
+        """What the device says it would save now: its dirty blocks (incremental), or its
+        whole state each time it is asked (virtio), not more often than the driver asks."""
+        if self.fsm.state != S.PRE_COPY:
+            return 0 if not self.driver.incremental else self._dirty_bytes()
+        if self.driver.incremental:
+            return self._dirty_bytes()
+        if self._last_query is not None and now - self._last_query < self.query_interval_s:
+            return 0
+        self._last_query = now
+        return self.cfg.initial_bytes
 
     def stop_copy_size(self) -> int:
-        """VFIO_DEVICE_FEATURE_MIG_DATA_SIZE: the estimated stop-copy length."""
+        """VFIO_DEVICE_FEATURE_MIG_DATA_SIZE: the driver's stop-copy length. "whole-state"
+        (mlx5vf_pci_get_data_size): the device's whole state, whatever pre-copy sent;
+        "remaining" (generic): every byte still unread plus the context."""
+        if self.driver.data_size == drv.WHOLE_STATE:
+            return self.cfg.initial_bytes + self.cfg.stop_copy_size
+        if self.driver.data_size == drv.FIXED:
+            return self.driver.data_size_bytes
         with self._lock:
             if self._context and self.fsm.state in (S.STOP_COPY, S.STOP):
                 context_left = len(self._context) - self._context_cursor
@@ -281,24 +410,42 @@ class SourceDevice:
         img = self._image
         return self._blocks_bytes(img.blocks[img.next:]) if img is not None else 0
 
+    def _cut_image(self) -> None:
+        """Save a middle image of the blocks dirty now (an incremental SAVE), or of every
+        block (a driver without incremental saves)."""
+        if not self.driver.incremental:
+            self._dirty[:] = True
+        idx = np.flatnonzero(self._dirty)
+        self._dirty[idx] = False
+        self._in_image[idx] = True
+        self._image = MiddleImage(idx, self._blocks_bytes(idx))
+        self.images_cut += 1
+
     @property
     def initial_sent(self) -> bool:
         return self._initial_remaining() == 0
 
-    def read(self, max_bytes: int) -> list[Chunk]:
+    def read(self, max_bytes: int, now: float | None = None) -> list[Chunk]:
         """Read from the data stream: up to max_bytes (at least one block of dirty state).
-        [] is a temporary end (ENOMSG) in PRE_COPY and the end of the stream in STOP_COPY.
-        An image begun in pre-copy is read to its end first in STOP_COPY too."""
+        [] in PRE_COPY is a temporary end (ENOMSG). In STOP_COPY an image begun in pre-copy
+        is read to its end first; the final image only once its save is done (save_wait()
+        is 0): [] before that, and at the end of the stream (stop_copy_done)."""
         with self._lock:
             st = self.fsm.state
             if st not in PRE_COPY_STATES and st != S.STOP_COPY:
                 raise DeviceError(f"read() in {st.name}: the data stream is open in PRE_COPY/STOP_COPY")
             out: list[Chunk] = []
             budget = self._read_initial(out, max_bytes)
-            budget = self._read_middle(out, budget, save_new=st != S.STOP_COPY)
-            if st == S.STOP_COPY:
+            budget = self._read_middle(out, budget, save_new=(
+                st != S.STOP_COPY and self.driver.image_cut == drv.CUT_ON_READ))
+            if st == S.STOP_COPY and self._final_readable(time.monotonic() if now is None else now):
                 self._read_final(out, budget)
             return out
+
+    def _final_readable(self, now: float) -> bool:
+        """The final image follows the open middle image, once the save is done."""
+        return (self._save_ready is not None and self._save_ready <= now
+                and self._image is None)
 
     def _read_initial(self, out: list[Chunk], budget: int) -> int:
         n = min(budget, self._initial_remaining())
@@ -310,17 +457,15 @@ class SourceDevice:
         return budget - max(n, 0)
 
     def _read_middle(self, out: list[Chunk], budget: int, save_new: bool) -> int:
-        """The open middle image's next blocks; in pre-copy, once it is read, the next one
-        is saved from the blocks dirty now."""
+        """The open middle image's next blocks; with a driver that cuts on read, once it is
+        read, the next one is saved from the blocks dirty now."""
         while budget > 0:
             if self._image is None:
                 if not save_new or self._initial_remaining() or not self._dirty.any():
                     break
-                idx = np.flatnonzero(self._dirty)
-                self._dirty[idx] = False
-                self._in_image[idx] = True
-                self._image = MiddleImage(idx, self._blocks_bytes(idx))
+                self._cut_image()
             img = self._image
+            assert img is not None
             take = img.blocks[img.next : img.next + max(1, budget // self.block)]
             img.next += len(take)
             self._in_image[take] = False

@@ -62,7 +62,9 @@ SCENARIO_RULES: dict[str, dict[str, Rule]] = {
         "dirty_rate": Rule.RATE, "block_size": Rule.SAME, "load_setup_time": Rule.TIME,
         "load_rate": Rule.RATE, "stop_copy_load_time": Rule.TIME, "load_trigger": Rule.SAME,
         "stop_copy_save_time": Rule.TIME, "config_load_time": Rule.TIME,
-        "device_state_size": Rule.SAME,
+        "device_state_size": Rule.SAME, "driver": Rule.SAME, "resume_time": Rule.TIME,
+        "tracker_report_rate": Rule.RATE,  # RAM bytes the device's tracker reports per second
+        "suspend_time": Rule.TIME,
     },
     "MigrationConfig": {
         "downtime_limit": Rule.TIME, "max_bandwidth": Rule.RATE,
@@ -98,6 +100,9 @@ RECORD_RULES: dict[str, dict[str, Rule]] = {
         "guest_downtime_uncertainty_ms": Rule.TIME, "stop_lag_ms": Rule.TIME,
         "stop_copy_ms": Rule.TIME, "device_save_ms": Rule.TIME, "delivery_ms": Rule.TIME,
         "destination_load_ms": Rule.TIME, "resume_ms": Rule.TIME,
+        "ram_stop_copy_ms": Rule.TIME, "tracker_report_ms": Rule.TIME,
+        "device_resume_ms": Rule.TIME, "device_stop_copy": Rule.NESTED,
+        "device_drivers": Rule.SAME,
         "stream_rtt_at_stop_ms": Rule.TIME, "predicted_downtime_ms": Rule.TIME,
         "switchover_ack_wait_ms": Rule.TIME,
         "device_initial_load_ms": Rule.TIME,  # a dict: each value
@@ -129,6 +134,10 @@ RECORD_RULES: dict[str, dict[str, Rule]] = {
         "target_busy_s": Rule.TIME, "target_loading": Rule.SAME,
     },
     "Event": {"t_ms": Rule.TIME, "name": Rule.SAME, "detail": Rule.SAME},
+    "DeviceStopCopy": {
+        "name": Rule.SAME, "save_start_ms": Rule.TIME, "save_ready_ms": Rule.TIME,
+        "sent_ms": Rule.TIME, "save_wait_ms": Rule.TIME,
+    },
 }
 
 

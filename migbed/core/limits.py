@@ -22,6 +22,9 @@ MAX_DEVICE_BYTES = 16 * GiB  # initial-bytes, stop-copy-size: each
 MAX_DEVICE_STATE_BYTES = 64 * MiB  # non-iterable device state (config space and the like)
 MAX_LOAD_TIME_S = 600.0  # load-setup-time, stop-copy-load-time, config-load-time, save time
 LOAD_RATE = (1 * MiB, 1000 * GiB)  # bytes/s the destination loads at
+# bytes of guest RAM per second a device's dirty-page tracker reports (0 = no report)
+MIN_TRACKER_REPORT_RATE = 1 * MiB
+MAX_TRACKER_REPORT_RATE = 1024 * 1024 * GiB
 
 # ---------------------------------------------------------------- migration
 HEARTBEAT_TIMEOUT_S = (0.2, 60.0)

@@ -10,6 +10,10 @@ What a write costs depends on the driver, named per device by `load-trigger`:
   `stop-copy-load-time`, every image its bytes at `load-rate`.
 - "per-chunk": every write loads its own bytes at `load-rate` (the first write pays the
   setup, the first stop-copy write the fixed stop-copy cost).
+- "on-stop" (hisi_acc, pds, qat: `hisi_acc_vf_load_state`, `pds_vfio_set_lm_state_cmd`,
+  `qat_vf_load_device_data` on the RESUMING -> STOP arc): writes only copy; everything
+  written loads at once when the device leaves RESUMING at the destination's vm_start
+  (`leave_resuming`), setup, bytes and the stop-copy cost together.
 
 Where an image ends: every chunk carries the length of its image (mlx5's image header,
 `record_size`), so the driver knows an image's last byte when it is written
@@ -32,7 +36,8 @@ from dataclasses import dataclass
 
 IMAGE_COMPLETE = "image-complete"
 PER_CHUNK = "per-chunk"
-TRIGGERS = (IMAGE_COMPLETE, PER_CHUNK)
+ON_STOP = "on-stop"
+TRIGGERS = (IMAGE_COMPLETE, PER_CHUNK, ON_STOP)
 KINDS = ("initial", "middle", "final", "config")
 
 
@@ -90,10 +95,12 @@ class DeviceLoadModel:
     def __init__(self, costs: LoadCosts) -> None:
         self.costs = costs
         self.image: Image | None = None  # the image being written, until its last byte
-        self.buffered = 0  # bytes written of it and not loaded yet (image-complete)
+        self.buffered = 0  # data bytes written and not loaded yet (image-complete, on-stop)
+        self.config_buffered = 0  # bytes of the config image written so far
         self.setup_paid = False
         self.stop_copy_paid = False
         self.config_loaded = False
+        self.final_written = False  # a stop-copy (final) byte was written (on-stop's cost)
 
     def check(self, kind: str, nbytes: int, image_bytes: int) -> None:
         """Raise ImageError unless a chunk of `kind`, `nbytes` long, of an image of
@@ -124,17 +131,33 @@ class DeviceLoadModel:
         if self.image is None:
             self.image = Image(kind, image_bytes)
         self.image.written += nbytes
+        self.final_written |= kind == "final"
         loads: list[Load] = []
-        if self.costs.trigger == PER_CHUNK and kind != "config":
+        if kind == "config":  # QEMU loads it itself (vfio_load_device_config_state)
+            self.config_buffered += nbytes
+        elif self.costs.trigger == PER_CHUNK:
             loads.append(self._load(kind, nbytes))
         else:
             self.buffered += nbytes
         if self.image.written == self.image.length:
             self.image = None
-            if self.buffered or kind == "config":
+            if kind == "config":
+                loads.append(self._load(kind, self.config_buffered))
+                self.config_buffered = 0
+            elif self.costs.trigger == IMAGE_COMPLETE and self.buffered:
                 loads.append(self._load(kind, self.buffered))
-            self.buffered = 0
+                self.buffered = 0
         return loads
+
+    def leave_resuming(self) -> list[Load]:
+        """The RESUMING -> STOP arc at vm_start: an on-stop driver loads everything written
+        now (the final image's fixed cost included); the others have nothing left here."""
+        if self.costs.trigger != ON_STOP or not self.buffered:
+            return []
+        kind = "final" if self.final_written else "initial"
+        load = self._load(kind, self.buffered)
+        self.buffered = 0
+        return [load]
 
     def open_image(self) -> str:
         """What is left unfinished ('' when every image written is whole)."""

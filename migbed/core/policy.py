@@ -13,11 +13,17 @@ asks the policy, then sends; the policy never touches the network.
                       downtime-limit.
 
 POLICY_REGISTRY is the one list of policies (name, whether it negotiates switchover-ack,
-a description) that the CLI, the reports and the metrics read.
+a description, the class) that the engine (services/source), the model (migbed/model), the
+CLI, the reports and the metrics read. A policy of your own: subclass Policy, then
+`register_policy(MyPolicy, "what it does")`; the engine and the model both run it, and every
+interface accepts its name. To have a `migbed` process (a service, `migbed run`, `migbed
+predict`) register it, name its module in MIGBED_POLICY_MODULES (migbed/cli/plugins.py).
 """
 
 from __future__ import annotations
 
+import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 
@@ -90,9 +96,24 @@ def data_time(obs: Observation) -> float:
     return obs.pending_bytes / obs.bandwidth if obs.bandwidth > 0 else float("inf")
 
 
+ON_TIMEOUT = ("cancel", "legacy")
+
+
 class Policy:
+    """A switchover rule. Subclasses set `name` and `needs_ack` and implement decide().
+
+    Every policy is built with the scenario's switchover-ack timeout and its action
+    (migration.switchover-ack-timeout, ack-timeout-action); those that wait for no ACK
+    ignore them."""
+
     name = "abstract"
     needs_ack = False  # the switchover-ack capability is negotiated for this policy
+
+    def __init__(self, ack_timeout_s: float = 0.0, on_timeout: str = "cancel") -> None:
+        if on_timeout not in ON_TIMEOUT:
+            raise ValueError(f"on_timeout must be one of {', '.join(ON_TIMEOUT)}, not {on_timeout!r}")
+        self.ack_timeout_s = ack_timeout_s
+        self.on_timeout = on_timeout
 
     def decide(self, obs: Observation) -> Decision:
         raise NotImplementedError
@@ -129,12 +150,6 @@ class SwitchoverAck(Policy):
 
     name = "switchover-ack"
     needs_ack = True
-
-    def __init__(self, ack_timeout_s: float = 0.0, on_timeout: str = "cancel") -> None:
-        if on_timeout not in ("cancel", "legacy"):
-            raise ValueError("on_timeout must be 'cancel' or 'legacy'")
-        self.ack_timeout_s = ack_timeout_s
-        self.on_timeout = on_timeout
 
     def decide(self, obs: Observation) -> Decision:
         d = self._legacy(obs)
@@ -177,6 +192,7 @@ class TimeAware(Policy):
     needs_ack = True
 
     def __init__(self, ack_timeout_s: float = 0.0, on_timeout: str = "cancel") -> None:
+        super().__init__(ack_timeout_s, on_timeout)
         self._ack = SwitchoverAck(ack_timeout_s, on_timeout)
 
     def predict(self, obs: Observation) -> float:
@@ -205,44 +221,87 @@ class PolicyInfo:
     name: str
     needs_ack: bool  # negotiates switchover-ack (and so forces the return path on)
     description: str
+    factory: Callable[[float, str], Policy]  # (ack timeout s, its action) -> the policy
 
 
-POLICY_REGISTRY: dict[str, PolicyInfo] = {
-    p.name: p for p in (
-        PolicyInfo("legacy", False, "QEMU before 8.1: pending data fits downtime-limit"),
-        PolicyInfo("initial-bytes-sent", False,
-                   "legacy, and every device's initial bytes sent (loaded or not)"),
-        PolicyInfo("switchover-ack", True,
-                   "QEMU 8.1+: legacy, and the destination's SWITCHOVER_ACK"),
-        PolicyInfo("time-aware", True,
-                   "switchover-ack, and a downtime predicted from observed load rates fits"),
-    )
-}
+POLICY_REGISTRY: dict[str, PolicyInfo] = {}
+_NAME = re.compile(r"^[a-z][a-z0-9-]{0,39}$")
+
+
+def register_policy(cls: type[Policy], description: str) -> type[Policy]:
+    """Add a policy to the one registry: the engine, the model and every interface take it.
+
+    Its `name` is what `--policy` and Start take (lower case, digits, '-'; up to 40); a
+    name already taken by another class is refused."""
+    if not isinstance(cls, type) or not issubclass(cls, Policy) or cls is Policy:
+        raise ValueError(f"{cls!r}: register a subclass of migbed.core.policy.Policy")
+    name = cls.name
+    if not isinstance(name, str) or not _NAME.match(name):
+        raise ValueError(f"policy name {name!r}: 1 to 40 of a-z, 0-9 and '-', starting with a letter")
+    have = POLICY_REGISTRY.get(name)
+    if have is not None and have.factory is not cls:
+        raise ValueError(f"policy {name!r} is already registered (by {have.factory!r})")
+    if not description.strip():
+        raise ValueError(f"policy {name!r}: give a one-line description")
+    POLICY_REGISTRY[name] = PolicyInfo(name, bool(cls.needs_ack), description.strip(), cls)
+    return cls
+
+
+def unregister_policy(name: str) -> None:
+    """Remove a registered policy (tests that register their own); shipped ones stay."""
+    if name in POLICIES:
+        raise ValueError(f"policy {name!r} ships with migbed: it cannot be removed")
+    POLICY_REGISTRY.pop(name, None)
+
+
+register_policy(Legacy, "QEMU before 8.1: pending data fits downtime-limit")
+register_policy(InitialBytesSent, "legacy, and every device's initial bytes sent (loaded or not)")
+register_policy(SwitchoverAck, "QEMU 8.1+: legacy, and the destination's SWITCHOVER_ACK")
+register_policy(TimeAware,
+                "switchover-ack, and a downtime predicted from observed load rates fits")
+
+# The policies migbed ships, in the registry's order (legacy first, then each refinement).
+# Checks of a name read the live registry (policy_names(), make_policy): it also holds the
+# policies registered since.
 POLICIES = tuple(POLICY_REGISTRY)
 # The default comparison (run, sweep, deploy, evacuate): QEMU before and after 8.1.
 DEFAULT_POLICIES = ("legacy", "switchover-ack")
 
 
+def policy_names() -> tuple[str, ...]:
+    """Every policy name accepted now: the shipped ones, then those registered since."""
+    return tuple(POLICY_REGISTRY)
+
+
+def unknown_policy(name: str) -> str:
+    """The error text for a name not in the registry ('' when it is there)."""
+    if name in POLICY_REGISTRY:
+        return ""
+    return f"unknown policy {name!r} (allowed: {', '.join(policy_names())})"
+
+
 def make_policy(name: str, ack_timeout_s: float = 0.0, on_timeout: str = "cancel") -> Policy:
-    policy: Policy
-    if name == "legacy":
-        policy = Legacy()
-    elif name == "initial-bytes-sent":
-        policy = InitialBytesSent()
-    elif name == "switchover-ack":
-        policy = SwitchoverAck(ack_timeout_s, on_timeout)
-    elif name == "time-aware":
-        policy = TimeAware(ack_timeout_s, on_timeout)
-    else:
-        raise ValueError(f"unknown policy {name!r} (allowed: {', '.join(POLICIES)})")
-    assert policy.needs_ack == POLICY_REGISTRY[name].needs_ack
+    """The registered policy `name`, built with the switchover-ack timeout and its action."""
+    error = unknown_policy(name)
+    if error:
+        raise ValueError(error)
+    info = POLICY_REGISTRY[name]
+    policy = info.factory(ack_timeout_s, on_timeout)
+    if policy.name != name or policy.needs_ack != info.needs_ack:
+        raise ValueError(f"policy {name!r}: its factory built {policy.name!r} "
+                         f"(needs_ack {policy.needs_ack}, registered {info.needs_ack})")
     return policy
 
 
 def cap_reached(obs: Observation, max_iterations: int, max_time_s: float) -> str:
     """guestperf's caps: "" or the name of the cap that is hit."""
-    if max_iterations and obs.dirty_sync_count >= max_iterations:
+    return cap_hit(obs.dirty_sync_count, obs.elapsed_s, max_iterations, max_time_s)
+
+
+def cap_hit(dirty_sync_count: int, elapsed_s: float, max_iterations: int, max_time_s: float) -> str:
+    """cap_reached on the two figures it reads (the model checks the caps every pass)."""
+    if max_iterations and dirty_sync_count >= max_iterations:
         return "max-iterations"
-    if max_time_s and obs.elapsed_s >= max_time_s:
+    if max_time_s and elapsed_s >= max_time_s:
         return "max-time"
     return ""

@@ -24,6 +24,14 @@ from migbed.core.bounded import (
     loads_toml,
     read_regular_file,
 )
+from migbed.core.drivers import (
+    DEFAULT_DRIVER,
+    DRIVERS,
+    LOAD_FROM_SCENARIO,
+    DriverProfile,
+    driver_profile,
+)
+from migbed.core.qemu_profile import PROFILES
 from migbed.core.units import (
     UnitError,
     parse_bit_rate,
@@ -38,7 +46,7 @@ T = TypeVar("T")
 DEFAULT_SCENARIO = "mlx5-like"
 # The QEMU releases whose migration behaviour can be emulated (qemu-version); each profile's
 # differences are listed in docs/fidelity.md.
-QEMU_VERSIONS = ("8.1", "9.2", "10.0")
+QEMU_VERSIONS = tuple(PROFILES)
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
 
@@ -77,6 +85,17 @@ class DeviceConfig:
     stop_copy_save_time: float = 0.0  # s; source: STOP_COPY transition and save, inside downtime
     config_load_time: float = 0.0  # s; destination: config space / non-iterable state load
     device_state_size: int = 0  # bytes of non-iterable device state, sent in stop-copy
+    # The VFIO variant driver whose migration semantics the device follows
+    # (migbed/core/drivers.py); "generic" is migbed's behaviour before profiles.
+    driver: str = "generic"
+    # s; destination: the arcs to RUNNING at vm_start, before the Shut (mlx5: RESUME_VHCA)
+    resume_time: float = 0.0
+    # bytes of guest RAM per second the device's dirty-page tracker reports at every RAM
+    # dirty sync (VFIO_DEVICE_FEATURE_DMA_LOGGING_REPORT); 0 = no tracker report
+    tracker_report_rate: float = 0.0
+    # s; source: the arcs out of RUNNING/PRE_COPY at vm_stop (mlx5: SUSPEND_VHCA), paid
+    # device after device inside the downtime, before RAM's final copy
+    suspend_time: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -253,40 +272,75 @@ def _device(t: _Table, names: set[str]) -> DeviceConfig:
     if not name.replace("-", "").replace("_", "").isalnum() or len(name) > 32:
         raise ScenarioError(f"{t.where}.name = {name!r}: letters, digits, - and _ only, at most 32")
     names.add(name)
-    initial = t.require("initial-bytes", parse_size)
-    stop = t.get("stop-copy-size", parse_size, 0)
-    rate = t.get("dirty-rate", parse_byte_rate, 0.0)
-    block = t.get("block-size", parse_size, 64 * KiB)
-    setup = t.get("load-setup-time", parse_duration, 0.0)
-    load_rate = t.get("load-rate", parse_byte_rate, 2e9)
-    stop_load = t.get("stop-copy-load-time", parse_duration, 0.0)
-    trigger = t.get("load-trigger", _choice("image-complete", "per-chunk"), "image-complete")
-    save = t.get("stop-copy-save-time", parse_duration, 0.0)
-    config_load = t.get("config-load-time", parse_duration, 0.0)
-    state_size = t.get("device-state-size", parse_size, 0)
+    drv = driver_profile(t.get("driver", _choice(*DRIVERS), DEFAULT_DRIVER))
+
+    def timing(key: str, fallback: float = 0.0) -> float:
+        """A time input; its default is the driver's (drivers.py names its source)."""
+        return t.get(key, parse_duration, drv.default(key, fallback))
+
+    d = DeviceConfig(
+        name=name, initial_bytes=t.require("initial-bytes", parse_size),
+        stop_copy_size=t.get("stop-copy-size", parse_size, 0),
+        dirty_rate=t.get("dirty-rate", parse_byte_rate, 0.0),
+        block_size=t.get("block-size", parse_size, 64 * KiB),
+        load_setup_time=timing("load-setup-time"),
+        load_rate=t.get("load-rate", parse_byte_rate, drv.default("load-rate", 2e9)),
+        stop_copy_load_time=timing("stop-copy-load-time"), load_trigger=_load_trigger(t, drv),
+        stop_copy_save_time=timing("stop-copy-save-time"),
+        config_load_time=timing("config-load-time"),
+        device_state_size=t.get("device-state-size", parse_size, 0), driver=drv.name,
+        resume_time=timing("resume-time"),
+        tracker_report_rate=t.get("tracker-report-rate", parse_byte_rate,
+                                  drv.default("tracker-report-rate", 0.0)),
+        suspend_time=timing("suspend-time"))
     t.finish()
-    w = t.where
+    _check_device(t.where, d)
+    return d
+
+
+def _check_device(w: str, d: DeviceConfig) -> None:
+    initial, stop, block, rate = d.initial_bytes, d.stop_copy_size, d.block_size, d.dirty_rate
     _in_range(f"{w}.initial-bytes", initial, 0, lim.MAX_DEVICE_BYTES, f"{initial} bytes")
     _in_range(f"{w}.stop-copy-size", stop, 0, lim.MAX_DEVICE_BYTES, f"{stop} bytes")
     if not _power_of_two(block) or not (4 * KiB <= block <= 1 * MiB):
         raise ScenarioError(f"{w}.block-size = {block}: a power of two from 4KiB to 1MiB")
     _in_range(f"{w}.dirty-rate", rate, 0, 64 * GiB, f"{rate:g} B/s")
-    _in_range(f"{w}.load-setup-time", setup, 0, lim.MAX_LOAD_TIME_S, f"{setup:g}s")
-    _in_range(f"{w}.load-rate", load_rate, *lim.LOAD_RATE, f"{load_rate:g} B/s")
-    _in_range(f"{w}.stop-copy-load-time", stop_load, 0, lim.MAX_LOAD_TIME_S, f"{stop_load:g}s")
-    _in_range(f"{w}.stop-copy-save-time", save, 0, lim.MAX_LOAD_TIME_S, f"{save:g}s")
-    _in_range(f"{w}.config-load-time", config_load, 0, lim.MAX_LOAD_TIME_S, f"{config_load:g}s")
-    _in_range(f"{w}.device-state-size", state_size, 0, lim.MAX_DEVICE_STATE_BYTES, f"{state_size} bytes")
+    for key, value in (("load-setup-time", d.load_setup_time),
+                       ("stop-copy-load-time", d.stop_copy_load_time),
+                       ("stop-copy-save-time", d.stop_copy_save_time),
+                       ("config-load-time", d.config_load_time), ("resume-time", d.resume_time),
+                       ("suspend-time", d.suspend_time)):
+        _in_range(f"{w}.{key}", value, 0, lim.MAX_LOAD_TIME_S, f"{value:g}s")
+    _in_range(f"{w}.load-rate", d.load_rate, *lim.LOAD_RATE, f"{d.load_rate:g} B/s")
+    _in_range(f"{w}.device-state-size", d.device_state_size, 0, lim.MAX_DEVICE_STATE_BYTES,
+              f"{d.device_state_size} bytes")
+    report = d.tracker_report_rate
+    _in_range(f"{w}.tracker-report-rate", report, 0, lim.MAX_TRACKER_REPORT_RATE, f"{report:g} B/s")
+    if report and report < lim.MIN_TRACKER_REPORT_RATE:
+        raise ScenarioError(f"{w}.tracker-report-rate = {report:g} B/s: 0 (no report) or at "
+                            f"least {lim.MIN_TRACKER_REPORT_RATE:g} B/s")
     if initial == 0 and stop == 0:
         raise ScenarioError(f"{w}: initial-bytes and stop-copy-size are both 0 (a device "
                             "without state has nothing to migrate; remove it)")
     if rate and not initial:
         raise ScenarioError(f"{w}.dirty-rate = {rate:g} B/s needs initial-bytes > 0 (dirty "
                             "blocks are blocks of the state buffer)")
-    if initial and initial < block:
-        raise ScenarioError(f"{w}.initial-bytes = {initial} is smaller than block-size {block}")
-    return DeviceConfig(name, initial, stop, rate, block, setup, load_rate, stop_load,
-                        trigger, save, config_load, state_size)
+    if rate and initial < block:
+        raise ScenarioError(f"{w}.initial-bytes = {initial} is smaller than block-size {block} "
+                            "(a dirtying device needs whole blocks)")
+
+
+def _load_trigger(t: _Table, drv: DriverProfile) -> str:
+    """The device's load trigger: the scenario's for "generic", the driver's otherwise (a
+    real driver loads the way its code does; a contradicting `load-trigger` is refused)."""
+    chosen = t.get("load-trigger", _choice("image-complete", "per-chunk"), "")
+    if drv.load == LOAD_FROM_SCENARIO:
+        return chosen or "image-complete"
+    if chosen and chosen != drv.load:
+        raise ScenarioError(f"{t.where}.load-trigger = {chosen!r}: driver {drv.name!r} loads "
+                            f"{drv.load!r} ({drv.cites.get('load', '')}); remove load-trigger "
+                            'or use driver = "generic"')
+    return drv.load
 
 
 def _migration(t: _Table) -> MigrationConfig:

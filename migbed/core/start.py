@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from migbed.core.address import AddressError, parse_address
 from migbed.core.bounded import InputError, clip, parse_labels_json
-from migbed.core.policy import POLICIES
+from migbed.core.policy import policy_names
 from migbed.core.scenario import Scenario, ScenarioError, parse_scenario
 
 MAX_STATUS_TEXT = 2000  # characters of an error sent back in a gRPC status
@@ -43,8 +43,8 @@ def check_run_id(run_id: str) -> str:
 
 
 def check_policy(policy: str) -> str:
-    if policy not in POLICIES:
-        raise StartInputError(f"policy = {clip(repr(policy), 80)}: allowed {', '.join(POLICIES)}")
+    if policy not in policy_names():
+        raise StartInputError(f"policy = {clip(repr(policy), 80)}: allowed {', '.join(policy_names())}")
     return policy
 
 

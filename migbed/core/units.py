@@ -14,6 +14,11 @@ from __future__ import annotations
 import math
 import re
 
+# Goodput of TCP over Ethernet at MTU 1500: 1448 payload bytes (1500 - IPv4 20 - TCP 20 -
+# timestamps 12) per 1514 bytes that tbf counts (the frame without FCS). A shaped link of R
+# bit/s carries R / 8 x FRAME_EFFICIENCY bytes/s of payload (env/shaping.py, model/inputs.py).
+FRAME_EFFICIENCY = 1448 / 1514
+
 _SIZE_UNITS = {
     "": 1,
     "b": 1,

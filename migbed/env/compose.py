@@ -16,7 +16,6 @@ Works with `docker compose` (v2) and `docker-compose` (1.29): set MIGBED_COMPOSE
 
 from __future__ import annotations
 
-import argparse
 import os
 import shlex
 import shutil
@@ -27,17 +26,16 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import docker
 import docker.errors
 from docker.models.containers import Container
 
-from migbed.cli.args import add_dilation_arg, add_out_arg, add_policy_args, add_scenario_args
+from migbed.core.clock import utc_stamp
 from migbed.core.dilation import shaped_link
-from migbed.core.scenario import ScenarioError, is_scenario_file, resolve_scenario
+from migbed.core.scenario import is_scenario_file, resolve_scenario
 from migbed.env import images
-from migbed.env.shaping import LinkShape, ShapingError, apply_in_container, link_shape
+from migbed.env.shaping import LinkShape, apply_in_container, link_shape
 
 ROOT = images.ROOT
 COMPOSE_FILE = ROOT / "compose.yaml"
@@ -179,12 +177,6 @@ def _user_env(results_dir: Path) -> dict[str, str]:
     return {"MIGBED_UID": str(uid), "MIGBED_GID": str(gid)}
 
 
-def _run_id() -> str:
-    from migbed.cli.args import utc_stamp
-
-    return utc_stamp()
-
-
 @dataclass
 class UpResult:
     code: int  # the runner's exit code (0 when every run completed and verified)
@@ -252,7 +244,7 @@ def run_comparison(
     """
     name, shape = scenario_link(scenario, overrides)
     shape_source(stack, images.client(), shape)
-    run_id = run_id or _run_id()
+    run_id = run_id or utc_stamp()
     out = stack.results / run_id
     out.mkdir(parents=True, exist_ok=True)
     env_before = dict(stack.env)
@@ -343,110 +335,3 @@ def down(*, project: str = DEFAULT_PROJECT) -> list[str]:
     if stack.containers(c) or c.networks.list(filters=label) or c.volumes.list(filters=label):
         raise StackError(f"project {project}: containers, networks or volumes remain after down")
     return leftovers
-
-
-# ---------------------------------------------------------------- CLI
-
-
-def cmd_up(args: argparse.Namespace) -> int:
-    from migbed.cli.args import EXIT_USAGE, UsageError, resolve_experiment, writable_folder
-
-    # The same checks as `migbed run`, before any image is built or container started.
-    try:
-        exp = resolve_experiment(args)
-        out = writable_folder(Path(args.out or Path("results") / _run_id()).resolve())
-        scenario_link(exp.scenario_arg, exp.overrides)  # a [link] tc cannot shape is refused here
-    except (UsageError, ScenarioError, ShapingError) as e:
-        print(f"migbed up: {e}", file=sys.stderr)
-        return EXIT_USAGE
-    try:
-        res = up(
-            scenario=exp.scenario_arg,
-            policies=exp.policies,
-            repeat=exp.repeat,
-            run=not args.no_run,
-            grafana=not args.no_grafana,
-            project=args.project_name,
-            results=out.parent,
-            run_id=out.name,
-            extra=args.extra,
-            overrides=exp.overrides,
-        )
-    except (
-        StackError,
-        ScenarioError,
-        ShapingError,
-        RuntimeError,
-        docker.errors.DockerException,
-    ) as e:
-        print(f"migbed up: {e}", file=sys.stderr)
-        return 1
-    return res.code
-
-
-def cmd_down(args: argparse.Namespace) -> int:
-    try:
-        leftovers = down(project=args.project_name)
-    except (StackError, RuntimeError, docker.errors.DockerException) as e:
-        print(f"migbed down: {e}", file=sys.stderr)
-        return 1
-    if leftovers:
-        _say(f"also removed: {', '.join(leftovers)}")
-    _say(f"project {args.project_name}: no containers or networks left")
-    return 0
-
-
-def _project_arg(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--project-name",
-        default=os.environ.get("MIGBED_PROJECT", DEFAULT_PROJECT),
-        help=f"compose project (default {DEFAULT_PROJECT}, or MIGBED_PROJECT)",
-    )
-
-
-def add_up_parser(subparsers: Any) -> argparse.ArgumentParser:
-    p: argparse.ArgumentParser = subparsers.add_parser(
-        "up",
-        help="start the container stack and run the default comparison across it",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    # The flags run, up and deploy share (migbed/cli/args.py), checked by the same code.
-    add_scenario_args(p)
-    add_dilation_arg(p)
-    add_policy_args(p)
-    add_out_arg(p, "results/<UTC timestamp>; its parent is mounted in the runner")
-    p.add_argument("--no-run", action="store_true", help="start and shape only, run nothing")
-    p.add_argument("--no-grafana", action="store_true", help="do not try to pull Grafana")
-    p.add_argument("extra", nargs="*", help="after --: more `migbed run` arguments")
-    _project_arg(p)
-    p.set_defaults(func=cmd_up)
-    return p
-
-
-def add_down_parser(subparsers: Any) -> argparse.ArgumentParser:
-    p: argparse.ArgumentParser = subparsers.add_parser(
-        "down", help="remove the container stack (containers, network and named volumes)"
-    )
-    _project_arg(p)
-    p.set_defaults(func=cmd_down)
-    return p
-
-
-def add_parser(subparsers: Any) -> argparse.ArgumentParser:
-    """Register `up`, `down` and `images` (for cli.py's extension list)."""
-    add_down_parser(subparsers)
-    images.add_images_parser(subparsers)
-    return add_up_parser(subparsers)
-
-
-def main(argv: list[str] | None = None) -> int:
-    """`python -m migbed.env.compose up|down|images` (same as `migbed up` ...)."""
-    parser = argparse.ArgumentParser(prog="python -m migbed.env.compose")
-    add_parser(parser.add_subparsers(dest="cmd", required=True))
-    args = parser.parse_args(argv)
-    return int(args.func(args))
-
-
-if __name__ == "__main__":
-    sys.exit(main())

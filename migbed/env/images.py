@@ -16,7 +16,6 @@ layer cache, so a changed checkout is never run from a stale image.
 
 from __future__ import annotations
 
-import argparse
 import os
 import subprocess
 import sys
@@ -258,44 +257,3 @@ def remove_images(*, include_base: bool = False, log: Log = _stderr) -> None:
             log(f"removed {name}")
         except docker.errors.ImageNotFound:
             pass
-
-
-def images_main(args: argparse.Namespace) -> int:
-    try:
-        if args.remove:
-            remove_images(include_base=args.include_base)
-            return 0
-        imgs = ensure_images(grafana=not args.no_grafana)
-    except RuntimeError as e:
-        _stderr(f"migbed images: {e}")
-        return 1
-    for key, value in imgs.compose_env().items():
-        print(f"{key}={value}")
-    if imgs.grafana is None:
-        print(f"# Grafana: {GRAFANA} cannot be pulled here; dashboards will be skipped")
-    return 0
-
-
-def add_images_parser(subparsers: Any) -> argparse.ArgumentParser:
-    p: argparse.ArgumentParser = subparsers.add_parser(
-        "images",
-        help="build the container images (works with no registry)",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    _configure(p)
-    return p
-
-
-def _configure(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--no-grafana", action="store_true", help="do not try to pull Grafana")
-    p.add_argument("--remove", action="store_true", help="remove the images migbed built")
-    p.add_argument("--include-base", action="store_true", help="with --remove: the base too")
-    p.set_defaults(func=images_main)
-
-
-if __name__ == "__main__":
-    parser = argparse.ArgumentParser(prog="python -m migbed.env.images")
-    _configure(parser)
-    ns = parser.parse_args()
-    sys.exit(ns.func(ns))

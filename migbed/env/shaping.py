@@ -16,6 +16,7 @@ from typing import Any, Protocol
 
 from migbed.core.dilation import shaped_link
 from migbed.core.scenario import LinkConfig, load_scenario
+from migbed.core.units import FRAME_EFFICIENCY
 
 # tbf's token bucket must hold at least a few full frames and a few ms of traffic, or TCP
 # falls short of the rate (migration-facts §9: burst rate x 1-10 ms holds it within 1 %).
@@ -25,9 +26,6 @@ DEFAULT_BURST_SECONDS = 0.005
 # rate without unbounded buffering.
 DEFAULT_LATENCY_SECONDS = 0.050
 
-# Goodput of TCP over Ethernet at MTU 1500: 1448 payload bytes (1500 - IPv4 20 - TCP 20 -
-# timestamps 12) per 1514 bytes that tbf counts (the frame without FCS).
-FRAME_EFFICIENCY = 1448 / 1514
 
 
 class ShapingError(ValueError):

@@ -16,7 +16,7 @@ import tempfile
 from pathlib import Path
 from typing import TextIO
 
-from migbed.measure.record import RunRecord, dump_results
+from migbed.measure.record import RunRecord, dump_results, write_csv
 
 JSONL = "results.jsonl"
 
@@ -91,8 +91,6 @@ class ResultsSink:
 
     def finish(self) -> list[Path]:
         """results.json and results.csv beside results.jsonl (or beside the fallback)."""
-        from migbed.report.summary import write_csv
-
         folder = self.folder if self.fallback is None else self.fallback.parent
         stem = "results" if self.fallback is None else self.fallback.stem
         written = []

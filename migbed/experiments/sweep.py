@@ -27,7 +27,7 @@ from typing import Any
 
 from migbed.core.bounded import InputError, loads_toml
 from migbed.core.overrides import OverrideError, dump_toml, override_values, parse_value
-from migbed.core.policy import DEFAULT_POLICIES, POLICIES
+from migbed.core.policy import DEFAULT_POLICIES, policy_names
 from migbed.core.scenario import (
     Scenario,
     ScenarioError,
@@ -154,9 +154,9 @@ def validate(spec: SweepSpec, max_cells: int = MAX_CELLS_RUN) -> list[Cell]:
     """Every axis and every cell checked by the scenario validator; the cells, or SweepError."""
     if not spec.axes:
         raise SweepError("a sweep needs at least one axis (--vary KEY=v1,v2,...)")
-    bad = [p for p in spec.policies if p not in POLICIES]
+    bad = [p for p in spec.policies if p not in policy_names()]
     if bad or not spec.policies:
-        raise SweepError(f"policy {', '.join(bad) or '(none)'}: allowed {', '.join(POLICIES)}")
+        raise SweepError(f"policy {', '.join(bad) or '(none)'}: allowed {', '.join(policy_names())}")
     if not 1 <= spec.repeat <= 100:
         raise SweepError(f"repeat = {spec.repeat}: allowed 1..100")
     seen: set[str] = set()
@@ -266,7 +266,7 @@ def load_sweep(name_or_path: str, local: bool = True) -> SweepSpec:
         raise SweepError(f"sweep {name_or_path} [set]: {e}") from None
     policies = data.get("policies", list(DEFAULT_POLICIES))
     if not isinstance(policies, list) or not all(isinstance(p, str) for p in policies):
-        raise SweepError(f"sweep {name_or_path}: policies must be a list of names ({', '.join(POLICIES)})")
+        raise SweepError(f"sweep {name_or_path}: policies must be a list of names ({', '.join(policy_names())})")
     repeat = data.get("repeat", 1)
     if isinstance(repeat, bool) or not isinstance(repeat, int):
         raise SweepError(f"sweep {name_or_path}: repeat = {repeat!r}: an integer 1..100")

@@ -1,4 +1,5 @@
-"""Evacuations across lab hosts: where the runner reaches each host, and which guest starts where.
+"""Evacuations across lab hosts: where the runner reaches each host (which guest starts where:
+planner.spread_guests).
 
 `migbed deploy --evacuate` installs the services on every host of the inventory, then runs the
 evacuation from the control machine with the same runner as the local `migbed evacuate`: it
@@ -12,12 +13,14 @@ from __future__ import annotations
 import contextlib
 import os
 from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from migbed.core.scenario import parse_scenario
+from migbed.core.policy import DEFAULT_POLICIES
 from migbed.fleet.evacuation import Endpoints
-from migbed.fleet.planner import FleetGuest, Limits, PlanError
+from migbed.fleet.planner import EvacuationPlan, FleetGuest, Limits, PlanError, spread_guests
+from migbed.fleet.run import finish, run_policies
 from migbed.wire.tls import ENV_TLS_DIR
 
 
@@ -49,17 +52,6 @@ def lab_endpoints(sources: Sequence[str], targets: Sequence[str],
                      {h: control(h) for h in targets})
 
 
-def spread_guests(name: str, toml: str, count: int, source_hosts: Sequence[str]) -> list[FleetGuest]:
-    """`count` guests of one scenario, dealt over the source hosts in turn (guest-0 on the
-    first, guest-1 on the second, ...): each source host holds count/len(sources) of them."""
-    if not source_hosts:
-        raise PlanError("sources: at least one source host")
-    sc = parse_scenario(toml, name)
-    device = sum(d.initial_bytes + d.stop_copy_size + d.device_state_size for d in sc.devices)
-    return [FleetGuest(f"guest-{i}", source_hosts[i % len(source_hosts)], name, sc.guest.ram_size, device)
-            for i in range(count)]
-
-
 @contextlib.contextmanager
 def _tls_dir(folder: Path | None) -> Iterator[None]:
     """The runner dials with the operator's credentials from $MIGBED_TLS_DIR: the lab CA's."""
@@ -75,18 +67,43 @@ def _tls_dir(folder: Path | None) -> Iterator[None]:
             os.environ[ENV_TLS_DIR] = old
 
 
-def evacuate_lab(endpoints: Endpoints, fleet: list[FleetGuest], scenario: tuple[str, str],
-                 policies: Sequence[str], limits: Limits, order: str, stop_on_target_loss: bool,
-                 out: Path, tls_dir: Path | None, progress: bool = True) -> int:
+@dataclass(frozen=True)
+class LabEvacuation:
+    """An evacuation across lab hosts, checked before anything is installed on them."""
+
+    endpoints: Endpoints
+    guests: list[FleetGuest]
+    scenario: tuple[str, str]  # name, TOML
+    policies: list[str]
+    limits: Limits
+    order: str
+    stop_on_target_loss: bool
+
+
+def plan_lab_evacuation(sources: Sequence[str], targets: Sequence[str],
+                        hostvars: Mapping[str, Mapping[str, Any]], scenario: Path, guests: int,
+                        limits: Limits, order: str, stop_on_target_loss: bool,
+                        policies: Sequence[str], port: int = 50051,
+                        lab_address: str | None = None) -> LabEvacuation:
+    """Guests dealt over every source host, placed on every target host by the planner;
+    PlanError or ScenarioError when the plan cannot be made."""
+    toml = scenario.read_text()
+    endpoints = lab_endpoints(sources, targets, hostvars, port, lab_address)
+    fleet = spread_guests(scenario.stem, toml, guests, sources)
+    EvacuationPlan(fleet, list(endpoints.targets), limits, order)  # checks it all
+    return LabEvacuation(endpoints, fleet, (scenario.stem, toml), list(policies or DEFAULT_POLICIES),
+                         limits, order, stop_on_target_loss)
+
+
+def evacuate_lab(plan: LabEvacuation, out: Path, tls_dir: Path | None, progress: bool = True) -> int:
     """Run the evacuation per policy from this machine against the lab hosts' services and
     write every view into `out`; 0 when every guest completed verified."""
-    from migbed.fleet.cli import finish, run_policies
-
-    name, toml = scenario
-    print(f"migbed: evacuating {len(fleet)} x {name} off {len(endpoints.sources)} source host(s) "
-          f"to {len(endpoints.targets)} target host(s), at most {limits.per_source} in flight per "
-          f"source, {limits.per_cluster} in all; results in {out}", flush=True)
+    name, toml = plan.scenario
+    limits, endpoints = plan.limits, plan.endpoints
+    print(f"migbed: evacuating {len(plan.guests)} x {name} off {len(endpoints.sources)} source "
+          f"host(s) to {len(endpoints.targets)} target host(s), at most {limits.per_source} in "
+          f"flight per source, {limits.per_cluster} in all; results in {out}", flush=True)
     with _tls_dir(tls_dir):
-        results = run_policies(endpoints, fleet, {name: toml}, policies, limits, order,
-                               stop_on_target_loss, progress)
+        results = run_policies(endpoints, plan.guests, {name: toml}, plan.policies, limits,
+                               plan.order, plan.stop_on_target_loss, progress)
     return finish(results, out)

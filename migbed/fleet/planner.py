@@ -14,6 +14,8 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
+from migbed.core.scenario import parse_scenario
+
 ORDERS = ("first-come", "smallest-first", "largest-first")
 # KubeVirt's defaults: parallelOutboundMigrationsPerNode, parallelMigrationsPerCluster.
 DEFAULT_PER_SOURCE = 2
@@ -188,3 +190,14 @@ def max_in_flight(intervals: Iterable[Interval]) -> tuple[int, dict[str, int]]:
         best = max(best, total)
         best_per[key] = max(best_per.get(key, 0), per[key])
     return best, best_per
+
+
+def spread_guests(name: str, toml: str, count: int, source_hosts: Sequence[str]) -> list[FleetGuest]:
+    """`count` guests of one scenario, dealt over the source hosts in turn (guest-0 on the
+    first, guest-1 on the second, ...): each source host holds count/len(sources) of them."""
+    if not source_hosts:
+        raise PlanError("sources: at least one source host")
+    sc = parse_scenario(toml, name)
+    device = sum(d.initial_bytes + d.stop_copy_size + d.device_state_size for d in sc.devices)
+    return [FleetGuest(f"guest-{i}", source_hosts[i % len(source_hosts)], name, sc.guest.ram_size, device)
+            for i in range(count)]

@@ -7,8 +7,10 @@ from these dataclasses. Field names follow QEMU's query-migrate where one exists
 
 from __future__ import annotations
 
+import csv
 import json
 from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
 from typing import Any
 
 OUTCOMES = ("completed", "failed", "cancelled")
@@ -60,11 +62,28 @@ class DeviceSample:
 
 
 @dataclass
+class DeviceStopCopy:
+    """One device's stop-copy on the source, in ms since the stop (source clock).
+
+    With an asynchronous save (mlx5) save_start is ~0 (the arc to STOP_COPY at vm_stop) and
+    the save runs while RAM's final copy and the other devices' data go out; with a
+    synchronous one it runs inside vm_stop, device after device; "generic" saves at its
+    turn on the stream. 0 where it did not happen."""
+
+    name: str
+    save_start_ms: float  # its STOP_COPY save began
+    save_ready_ms: float  # its final image was readable (the save done)
+    sent_ms: float  # its last stop-copy byte was written
+    save_wait_ms: float  # of the downtime: the stop-copy blocked on this device's save
+
+
+@dataclass
 class Event:
     """A point on the run's timeline (ms since the migration started on the source)."""
 
     t_ms: float
-    name: str  # setup-accepted | init-data-sent:<dev> | switchover-ack | decision | stop | ...
+    name: str  # setup-accepted | init-data-sent:<dev> | switchover-ack | decision | stop |
+    # completed | resumed | initial-loaded:<dev> (the target reported it, on the source clock)
     detail: str = ""
 
 
@@ -110,13 +129,24 @@ class RunRecord:
     # Where guest downtime went; the five parts add up to guest_downtime_ms exactly.
     stop_lag_ms: float = 0.0  # last vCPU tick -> the stop (source clock)
     stop_copy_ms: float = 0.0  # the stop -> the source wrote the last byte (source clock)
-    device_save_ms: float = 0.0  # of stop_copy_ms: the devices' stop-copy save time
+    # Of stop_copy_ms: the time the stop-copy was blocked on devices: their suspends and
+    # synchronous saves inside vm_stop, and waits for a save to be readable. A save that
+    # finished under RAM's final copy or other devices' data costs nothing here:
+    # device_stop_copy has each save's own start and end.
+    device_save_ms: float = 0.0
+    ram_stop_copy_ms: float = 0.0  # the stop -> RAM's last stop-copy byte written
+    # Of stop_copy_ms: the device trackers' VFIO_DEVICE_FEATURE_DMA_LOGGING_REPORT at the
+    # final dirty sync (0 without device dirty tracking).
+    tracker_report_ms: float = 0.0
     # last byte written -> the target read it (across clocks). The destination loads inline
     # and reads Complete only after the loads of what came before it (an image the last
     # chunk completed, the config state): those loads are in here.
     delivery_ms: float = 0.0
     destination_load_ms: float = 0.0  # target read the last byte -> every device loaded
     resume_ms: float = 0.0  # every device loaded -> first vCPU tick on the target
+    # Of resume_ms: vm_start moving the destination's devices to RUNNING (the drivers'
+    # resume commands, mlx5vf_cmd_resume_vhca), before the Shut (target clock).
+    device_resume_ms: float = 0.0
     # Round trip of a Ping sent right after the stop, in the migration stream: the queue of
     # pre-copy data still ahead of the stop-copy data (socket buffers, a shaped link's
     # queue), which the downtime waits for too. 0 if its Pong never came.
@@ -124,6 +154,8 @@ class RunRecord:
     predicted_downtime_ms: float = 0.0  # the policy's own prediction (time-aware: incl. device)
     switchover_ack_wait_ms: float = 0.0  # pending < threshold first true -> ACK received
     device_initial_load_ms: dict[str, float] = field(default_factory=dict)
+    device_stop_copy: list[DeviceStopCopy] = field(default_factory=list)
+    device_drivers: dict[str, str] = field(default_factory=dict)  # device -> its driver profile
     # multifd (RAM on channels beside the main stream); 0 channels = off.
     multifd_channels: int = 0
     multifd_channel_bytes: list[int] = field(default_factory=list)
@@ -158,6 +190,7 @@ class RunRecord:
         d = {k: v for k, v in d.items() if k in known}
         d["timeline"] = [ProgressSample.from_dict(x) for x in d.get("timeline", [])]
         d["events"] = [Event(**x) for x in d.get("events", [])]
+        d["device_stop_copy"] = [DeviceStopCopy(**x) for x in d.get("device_stop_copy", [])]
         return cls(**d)
 
     @classmethod
@@ -189,7 +222,8 @@ class RunRecord:
 CSV_FIELDS = [
     f.name
     for f in fields(RunRecord)
-    if f.name not in ("timeline", "events", "labels", "device_initial_load_ms",
+    if f.name not in ("timeline", "events", "labels", "device_initial_load_ms", "device_stop_copy",
+                      "device_drivers",
                       "multifd_channel_bytes", "multifd_channel_packets")
 ]
 
@@ -202,3 +236,13 @@ def load_results(path: str) -> list[RunRecord]:
 def dump_results(records: list[RunRecord], path: str) -> None:
     with open(path, "w") as fh:
         json.dump([r.to_dict() for r in records], fh, indent=1)
+
+
+def write_csv(records: list[RunRecord], path: Path) -> None:
+    """results.csv: one row per record, the CSV_FIELDS."""
+    with open(path, "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(CSV_FIELDS)
+        for r in records:
+            d = r.to_dict()
+            w.writerow([d[f] for f in CSV_FIELDS])

@@ -13,13 +13,13 @@ from typing import Any, TypeVar
 
 from google.protobuf.message import Message
 
-from migbed.measure.record import DeviceSample, Event, ProgressSample, RunRecord
+from migbed.measure.record import DeviceSample, DeviceStopCopy, Event, ProgressSample, RunRecord
 from migbed.wire import migration_pb2 as pb
 
 T = TypeVar("T")
 # The element types of the repeated message fields.
 _NESTED: dict[str, type] = {"devices": DeviceSample, "timeline": ProgressSample,
-                            "events": Event}
+                            "events": Event, "device_stop_copy": DeviceStopCopy}
 
 
 def to_pb(obj: Any, message: Message) -> Message:

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from migbed.core import drivers as drv
+from migbed.core.qemu_profile import qemu_profile
 from migbed.core.scenario import Scenario
-from migbed.env.shaping import FRAME_EFFICIENCY
+from migbed.core.units import FRAME_EFFICIENCY
 
 MiB = 1024 * 1024
 # What one gRPC stream between two local processes moved here in the final copy (order of
@@ -54,10 +56,26 @@ class DeviceInputs:
     save: float
     config_load: float
     state_size: float
+    # The driver profile's semantics (migbed/core/drivers.py); the defaults are generic's.
+    driver: drv.DriverProfile = drv.GENERIC
+    on_stop: bool = False  # loads on RESUMING -> STOP at vm_start (load-trigger on-stop)
+    resume: float = 0.0  # s, the arcs to RUNNING at vm_start, before the Shut
+    suspend: float = 0.0  # s, the arcs out of RUNNING/PRE_COPY at vm_stop
+    tracker_rate: float = 0.0  # bytes of guest RAM/s the device tracker reports (0: none)
 
     @property
     def needs_ack(self) -> bool:
-        return self.initial > 0  # VFIO devices with pre-copy data approve the switchover
+        """A PRE_COPY device with initial data approves the switchover
+        (vfio_switchover_ack_needed); the engine's target counts the same."""
+        return self.driver.pre_copy and self.initial > 0
+
+    def data_size(self, init_left: float, unread: float) -> float:
+        """MIG_DATA_SIZE, as the driver answers it (SourceDevice.stop_copy_size)."""
+        if self.driver.data_size == drv.WHOLE_STATE:
+            return self.initial + self.stop_copy
+        if self.driver.data_size == drv.FIXED:
+            return float(self.driver.data_size_bytes)
+        return init_left + unread + self.stop_copy
 
 
 @dataclass(frozen=True)
@@ -78,6 +96,7 @@ class Inputs:
     device_state_multifd: bool
     interleave: bool  # QEMU >= 9.0: devices iterate beside RAM (see precopy.py)
     has_avail_switchover_bandwidth: bool  # QEMU >= 8.2 (the 8.1 profile ignores the key)
+    threshold_inclusive: bool  # QEMU >= 10.1: pending <= threshold (core/qemu_profile.py)
     precopy_wire: float  # bytes/s the link carries (goodput)
     stop_wire: float
     params: ModelParams
@@ -111,10 +130,13 @@ def inputs_from(scenario: Scenario, params: ModelParams | None = None) -> Inputs
         DeviceInputs(d.name, float(d.initial_bytes), float(d.stop_copy_size), d.dirty_rate,
                      d.load_setup_time, d.load_rate, d.stop_copy_load_time,
                      d.load_trigger == "per-chunk", d.stop_copy_save_time, d.config_load_time,
-                     float(d.device_state_size))
+                     float(d.device_state_size), drv.driver_profile(d.driver),
+                     d.load_trigger == "on-stop", d.resume_time, d.suspend_time,
+                     d.tracker_report_rate)
         for d in scenario.devices)
     wire = link_goodput(scenario, params)
     precopy = precopy_goodput(scenario, params)
+    profile = qemu_profile(m.qemu_version)
     return Inputs(
         ram=float(g.ram_size), working_set=float(ws), dirty_rate=g.dirty_rate, devices=devices,
         downtime_limit=m.downtime_limit, max_bandwidth=m.max_bandwidth,
@@ -122,6 +144,7 @@ def inputs_from(scenario: Scenario, params: ModelParams | None = None) -> Inputs
         max_time=m.max_time, cap_action=m.cap_action, ack_timeout=m.switchover_ack_timeout,
         ack_timeout_action=m.ack_timeout_action, return_path=m.return_path,
         device_state_multifd=m.device_state_transfer == "multifd",
-        interleave=m.qemu_version != "8.1",
-        has_avail_switchover_bandwidth=m.qemu_version != "8.1",
+        interleave=not profile.devices_wait_for_ram,
+        has_avail_switchover_bandwidth=profile.avail_switchover_bandwidth,
+        threshold_inclusive=profile.threshold_inclusive,
         precopy_wire=precopy, stop_wire=wire, params=params)

@@ -17,19 +17,35 @@ The destination (inline loads, reference section 3): see pipe.py. A device image
   paid when its last byte arrives ("image-complete"; the first image also pays the
   device's setup) or chunk by chunk ("per-chunk"); the ACK goes when every device's initial
   image is loaded.
-Stop-copy: source devices save (stop-copy-save-time, serially), then the rest at the wire's
-  rate with no limit: RAM, each device's remaining initial bytes and final image (paying
-  stop-copy-load-time), the non-iterable state, then config-load-time on the destination.
-  QEMU's downtime ends when the destination has loaded everything (return-path on) or when
-  the source has written its last byte (off); the guest's adds the resume.
+Devices follow their driver profile (migbed/core/drivers.py, as the engine's SourceDevice
+  and QEMU's hw/vfio/migration.c paths do): MIG_DATA_SIZE (whole state, what is left, or a
+  constant), when a middle image is cut (only at an exact check for mlx5/virtio: the
+  PRECOPY_INFO ioctl; on any read for generic; never), whether images are incremental,
+  whether the device has PRE_COPY at all.
+Stop-copy: vm_stop suspends each device, a synchronous driver saves inside it, an
+  asynchronous one (mlx5) starts its save there; the device trackers report at the final
+  sync; then the rest at the wire's rate with no limit: RAM, then each device (after its
+  save, at its turn for generic and drivers without PRE_COPY): its remaining initial bytes
+  and final image (paying stop-copy-load-time), the non-iterable state, config-load-time.
+  At vm_start the destination's on-stop drivers load, every device resumes (resume-time),
+  then the Shut: QEMU's downtime ends there (return-path on) or when the source has written
+  its last byte (off); the guest's adds the resume.
+The decision: the engine's own policy object (migbed/core/policy.py, make_policy) decides on
+  an Observation filled from the model's state: the exact pending, threshold and the
+  bandwidth it used, the dirty-sync count, the ACK, how long the data has fitted without
+  it, and per device its pre-copy info, its stop-copy size and the destination's load
+  progress as the target's reports would carry it (loads.py). A registered policy decides
+  here as it does in the engine.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field
 
+from migbed.core.policy import Decision, DeviceView, Observation, Policy, cap_hit, data_fits, make_policy
 from migbed.model.inputs import DeviceInputs, Inputs
+from migbed.model.loads import LoadLog
 from migbed.model.pipe import WINDOW_S, Limiter, Pipe
 
 ITERATE_MAX_S = 0.05  # QEMU's ram_save_iterate gives the thread back after 50 ms
@@ -63,17 +79,22 @@ class Outcome:
     precopy_bytes: float
     downtime_bytes: float
     forced_by_cap: str = ""
+    predicted_downtime_s: float = NAN  # the policy's own prediction at its decision
 
 
 @dataclass
 class _Device:
     cfg: DeviceInputs
     init_left: float
-    dirty: float = 0.0
+    dirty: float = 0.0  # state changed since the last image (what an increment would hold)
+    cut: float = 0.0  # a middle image saved and not yet sent (mlx5/virtio: cut at a check)
+    last_query: float = -math.inf  # the driver last asked the device (virtio: at most 1/s)
+    written: float = 0.0  # bytes the destination was written (an on-stop driver loads them)
     read_initial: float = 0.0  # the part of the state the initial image has carried
     setup_paid: bool = False
     load_start: float = NAN  # the initial image's load on the destination
     load_end: float = NAN
+    log: LoadLog = field(default_factory=LoadLog)  # what the destination did with it
 
     def setup_once(self) -> float:
         if self.setup_paid:
@@ -83,30 +104,22 @@ class _Device:
 
 
 class _Migration:
-    def __init__(self, inp: Inputs, policy: str) -> None:
+    def __init__(self, inp: Inputs, policy: Policy) -> None:
         self.inp = inp
         self.policy = policy
         limiter = Limiter(inp.max_bandwidth, inp.precopy_wire)
         self.pipe = Pipe(limiter, inp.params.stream_buffer)
         self.ram_hot = min(inp.working_set, inp.ram)  # the bulk stage: every page dirty
         self.ram_cold = inp.ram - self.ram_hot
-        self.devices = [_Device(d, d.initial) for d in inp.devices]
+        self.devices = [_Device(d, d.initial if d.driver.pre_copy else 0.0) for d in inp.devices]
         self.last_sync = 0.0
         self.dirt_t = 0.0
         self.syncs = 1  # QEMU counts the setup sync (ram_init_bitmaps)
         self.precopy_bytes = 0.0
         self.ack_at = math.inf if any(d.needs_ack for d in inp.devices) else 0.0
         self.ack_wait_start: float | None = None
-
-    def clone(self) -> _Migration:
-        twin = object.__new__(_Migration)
-        twin.__dict__.update(self.__dict__)
-        limiter = Limiter(self.inp.max_bandwidth, self.inp.precopy_wire)
-        limiter.commit(self.pipe.limiter.window_start, self.pipe.limiter.used)
-        twin.pipe = Pipe(limiter, self.pipe.buffer, self.pipe.pos, self.pipe.dest_free,
-                         list(self.pipe.stalls), [])
-        twin.devices = [replace(d) for d in self.devices]
-        return twin
+        # switchover-ack forces the return path on, as QEMU requires (and the engine does)
+        self.return_path = inp.return_path or policy.needs_ack
 
     # ------------------------------------------------------------ the guest and devices
 
@@ -115,7 +128,7 @@ class _Migration:
         if dt <= 0:
             return
         for d in self.devices:
-            if d.cfg.dirty_rate > 0 and d.cfg.initial > 0:
+            if d.cfg.dirty_rate > 0 and d.cfg.initial > 0 and d.cfg.driver.pre_copy:
                 frac = -math.expm1(-d.cfg.dirty_rate * dt / d.cfg.initial)
                 d.dirty += max(0.0, d.read_initial - d.dirty) * frac
         self.dirt_t = t
@@ -128,20 +141,68 @@ class _Migration:
             self.ram_hot = min(w, self.ram_hot + new - self.ram_hot * new / w)
         self.last_sync = t
         self.syncs += 1
-        return self.ram_hot + self.ram_cold + sum(
-            2 * (d.init_left + d.dirty) + d.cfg.stop_copy for d in self.devices)
+        return self.ram_hot + self.ram_cold + sum(self._device_exact(d, t) for d in self.devices)
+
+    def _device_exact(self, d: _Device, t: float) -> float:
+        """vfio_state_pending_exact: MIG_DATA_SIZE, plus in PRE_COPY a fresh PRECOPY_INFO
+        (which, with mlx5 or virtio, is where the next middle image is cut)."""
+        if not d.cfg.driver.pre_copy:
+            return d.cfg.data_size(0.0, 0.0)
+        self._cut(d, t)
+        info = d.init_left + self._dirty_bytes(d)
+        return d.cfg.data_size(d.init_left, d.cut + d.dirty) + info
+
+    def _dirty_bytes(self, d: _Device) -> float:
+        """PRECOPY_INFO's dirty_bytes: 0 while initial bytes are unread (mlx5, virtio) or
+        always (hisi_acc, qat); else the saved-unread image plus the increment."""
+        drv_ = d.cfg.driver
+        if drv_.image_cut == "never" or (d.init_left > 0 and not drv_.dirty_while_initial):
+            return 0.0
+        return d.cut + (d.dirty if drv_.incremental else 0.0)
+
+    def _cut(self, d: _Device, t: float) -> None:
+        """Inside PRECOPY_INFO (mlx5vf_precopy_ioctl, virtiovf_precopy_ioctl): once the
+        initial image and the last middle image are read, save the next one."""
+        drv_ = d.cfg.driver
+        if drv_.image_cut != "precopy-info" or d.init_left > 0 or d.cut > 0:
+            return
+        if drv_.incremental:
+            d.cut, d.dirty = d.dirty, 0.0
+        elif t - d.last_query >= drv_.precopy_query_interval_s:
+            d.last_query = t
+            d.cut = d.cfg.initial  # virtio: a full context each time it asks
+
+    def _sendable(self, d: _Device) -> str:
+        """Which of a device's pre-copy bytes a read returns: a cut image, the dirty state
+        (generic cuts on read), or nothing (a driver that never cuts)."""
+        return {"precopy-info": "cut", "read": "dirty"}.get(d.cfg.driver.image_cut, "")
 
     def estimate(self) -> float:
-        return self.ram_hot + self.ram_cold + sum(d.init_left + d.dirty for d in self.devices)
+        """qemu_savevm_state_pending_estimate: RAM, and each device's initial bytes and the
+        pre-copy data a read would return."""
+        est = self.ram_hot + self.ram_cold
+        for d in self.devices:
+            src = self._sendable(d)
+            est += d.init_left + (getattr(d, src) if src else 0.0)
+        return est
 
-    def threshold(self, t: float) -> float:
+    def bandwidth(self, t: float) -> float:
+        """Bytes/s the threshold uses: avail-switchover-bandwidth when set (QEMU >= 8.2), else
+        what the last closed 100 ms window carried (0 until the first one closes)."""
         inp = self.inp
         if t < WINDOW_S - 1e-9:
-            return 0.0  # QEMU's threshold is 0 until the first window closes
+            return 0.0
         if inp.avail_bandwidth > 0 and inp.has_avail_switchover_bandwidth:
-            return inp.avail_bandwidth * inp.downtime_limit
+            return inp.avail_bandwidth
         w1 = math.floor(t / WINDOW_S + 1e-9) * WINDOW_S
-        return self.pipe.bytes_between(w1 - WINDOW_S, w1) / WINDOW_S * inp.downtime_limit
+        return self.pipe.bytes_between(w1 - WINDOW_S, w1) / WINDOW_S
+
+    def threshold(self, t: float) -> float:
+        return self.bandwidth(t) * self.inp.downtime_limit
+
+    def below_threshold(self, estimate: float, threshold: float) -> bool:
+        """The source's test for the exact pending (migration_iteration_run)."""
+        return estimate < threshold or (self.inp.threshold_inclusive and estimate == threshold)
 
     def threshold_ceiling(self) -> float:
         """The highest threshold the rest of pre-copy can see: sending the bytes above it
@@ -163,15 +224,25 @@ class _Migration:
 
     def _device_initial_piece(self, t: float, d: _Device, n: float, final: bool) -> float:
         t = self.pipe.write(t, n)
+        d.log.arrive(t, n, initial=True)
         d.init_left -= n
         d.read_initial += n
+        d.written += n
         done = d.init_left <= 1e-6
         if done:
             d.init_left = 0.0
+        if d.cfg.on_stop:  # the write only copies: loaded at vm_start, approved at once
+            if done:
+                d.load_start = d.load_end = t
+                if not final:
+                    self._note_initial_loaded()
+            return t
         if d.cfg.per_chunk:
             stall = self.pipe.load(t, d.setup_once() + n / d.cfg.load_rate)
+            d.log.load(stall.start, stall.end, n)
         elif done:
             stall = self.pipe.load(t, d.setup_once() + d.cfg.initial / d.cfg.load_rate)
+            d.log.load(stall.start, stall.end, d.cfg.initial)
         else:
             return t
         if math.isnan(d.load_start):
@@ -214,12 +285,16 @@ class _Migration:
             if n > 0:
                 t = self._device_initial(t, d, n, final=False)
                 k -= n
-        n = min(k, d.dirty)
+        src = self._sendable(d)
+        n = min(k, getattr(d, src)) if src and d.init_left <= 0 else 0.0
         if n > 0:  # a middle image, loaded when it is complete
             t = self.pipe.write(t, n)
-            d.dirty -= n
+            d.log.arrive(t, n)
+            setattr(d, src, getattr(d, src) - n)
+            d.written += n
             k -= n
-            self.pipe.load(t, d.setup_once() + n / d.cfg.load_rate)
+            stall = self.pipe.load(t, d.setup_once() + n / d.cfg.load_rate)
+            d.log.load(stall.start, stall.end, n)
         return t, k
 
     def _interleaving(self) -> bool:
@@ -287,100 +362,159 @@ class _Migration:
 
     # ------------------------------------------------------------ stop-copy
 
-    def _final_images(self, t: float) -> float:
-        """Each device in turn on the main stream: its save on the source, the rest of its
-        initial image, its final image (loaded when whole), its non-iterable state and
-        config load (migbed's engine order; QEMU saves every device at vm_stop)."""
+    def _vm_stop(self, t_stop: float) -> tuple[float, list[float]]:
+        """vm_stop, device by device: its suspend, then a synchronous save inside the arc
+        to STOP_COPY; an asynchronous one (mlx5) starts there and is ready `save` later.
+        Returns when the stop is done and each device's save-ready time (NaN: its save
+        runs at its turn, generic and drivers without PRE_COPY)."""
+        t, ready = t_stop, []
         for d in self.devices:
-            t = t + d.cfg.save
+            t += d.cfg.suspend
+            mode = d.cfg.driver.stop_copy_save
+            if not d.cfg.driver.pre_copy or mode == "first-read":
+                ready.append(NAN)
+            elif mode == "sync":
+                t += d.cfg.save
+                ready.append(t)
+            else:
+                ready.append(t + d.cfg.save)
+        return t, ready
+
+    def _final_bytes(self, d: _Device) -> float:
+        """What STOP_COPY reads after the initial image's rest: an unread middle image, then
+        the final image (the increment, or the whole state again, or everything for a
+        device without PRE_COPY) and the context."""
+        if not d.cfg.driver.pre_copy:
+            return d.cfg.initial + d.cfg.stop_copy
+        if not d.cfg.driver.incremental:
+            return d.cut + d.cfg.initial + d.cfg.stop_copy
+        return d.cut + d.dirty + d.cfg.stop_copy
+
+    def _final_images(self, t: float, ready: list[float]) -> tuple[float, float]:
+        """Each device in turn on the main stream (qemu_savevm_state_complete_precopy): its
+        save if not done yet, the rest of its initial image, its final image (loaded when
+        whole, unless its driver loads on stop), its non-iterable state and config load.
+        Returns the last byte's time and how long the stream waited on saves."""
+        waited = 0.0
+        for d, r in zip(self.devices, ready, strict=True):
+            before = t
+            t = t + d.cfg.save if math.isnan(r) else max(t, r)
+            waited += t - before
             if d.init_left > 0:
                 t = self._device_initial(t, d, d.init_left, final=True)
-            final = d.dirty + d.cfg.stop_copy
+            final = self._final_bytes(d)
             t = self.pipe.write(t, final)
-            self.pipe.load(t, d.setup_once() + d.cfg.stop_load + final / d.cfg.load_rate)
+            d.written += final
+            if not d.cfg.on_stop:
+                self.pipe.load(t, d.setup_once() + d.cfg.stop_load + final / d.cfg.load_rate)
             t = self.pipe.write(t, d.cfg.state_size)
             self.pipe.load(t, d.cfg.config_load)
-        return t
+        return t, waited
 
-    def _parallel_images(self, t_stop: float, ram_end: float) -> tuple[list[float], float]:
+    def _parallel_images(self, t_stop: float, ram_end: float,
+                         ready: list[float]) -> tuple[list[float], float]:
         """QEMU 10's multifd device state: every device on its own stream from the stop,
         loaded by its own thread once its bytes (sharing the wire with RAM) are in."""
         ends = []
-        rest = [d.init_left + d.dirty + d.cfg.stop_copy + d.cfg.state_size for d in self.devices]
+        rest = [d.init_left + self._final_bytes(d) + d.cfg.state_size for d in self.devices]
         on_wire = ram_end + sum(rest) / self.inp.stop_wire
-        for d, nbytes in zip(self.devices, rest, strict=True):
-            arrived = max(on_wire, t_stop + d.cfg.save + nbytes / self.inp.stop_wire)
+        for d, nbytes, r in zip(self.devices, rest, ready, strict=True):
+            saved = t_stop + d.cfg.save if math.isnan(r) else r
+            arrived = max(on_wire, saved + nbytes / self.inp.stop_wire)
             busy = d.load_end if not math.isnan(d.load_end) else arrived
-            cost = (d.setup_once() + d.cfg.stop_load + (nbytes - d.cfg.state_size) / d.cfg.load_rate
-                    + d.cfg.config_load)
-            ends.append(max(arrived, busy) + cost)
+            d.written += nbytes - d.cfg.state_size
+            load = 0.0 if d.cfg.on_stop else (d.setup_once() + d.cfg.stop_load
+                                              + (nbytes - d.cfg.state_size) / d.cfg.load_rate)
+            ends.append(max(arrived, busy) + load + d.cfg.config_load)
         return ends, on_wire
 
-    def stop_copy(self, t_stop: float, forced: str, reason: str) -> Outcome:
+    def _vm_start(self, t: float) -> float:
+        """The destination's vm_start: each device leaves RESUMING (an on-stop driver loads
+        everything it was written: setup, bytes, the stop-copy cost), then its resume
+        commands; the Shut follows."""
+        for d in self.devices:
+            if d.cfg.on_stop:
+                t += d.setup_once() + d.written / d.cfg.load_rate + d.cfg.stop_load
+        return t + sum(d.cfg.resume for d in self.devices)
+
+    def _tracker_report(self) -> float:
+        """The final sync's VFIO_DEVICE_FEATURE_DMA_LOGGING_REPORT, device after device,
+        only when every device tracks its own DMA."""
+        devs = [d.cfg for d in self.devices]
+        if not devs or any(c.driver.dirty_tracking != "device" for c in devs):
+            return 0.0
+        return sum(self.inp.ram / c.tracker_rate for c in devs if c.tracker_rate > 0)
+
+    def stop_copy(self, t_stop: float, forced: str, reason: str, predicted: float = NAN) -> Outcome:
         inp, params = self.inp, self.inp.params
         self.accrue_device_dirt(t_stop)
         self.sync(t_stop)  # the final sync, with the guest stopped
         self.pipe.limiter = Limiter(math.inf, inp.stop_wire)  # the rate limit is lifted
         downtime_bytes = self.ram_hot + self.ram_cold + sum(
-            d.init_left + d.dirty + d.cfg.stop_copy + d.cfg.state_size for d in self.devices)
-        save = sum(d.cfg.save for d in self.devices)
-        t = self.pipe.write(t_stop, self.ram_hot + self.ram_cold)
+            d.init_left + self._final_bytes(d) + d.cfg.state_size for d in self.devices)
+        t, ready = self._vm_stop(t_stop)
+        save = t - t_stop
+        t += self._tracker_report()
+        t = self.pipe.write(t, self.ram_hot + self.ram_cold)
         parallel_ends: list[float] = []
         if inp.device_state_multifd:
-            parallel_ends, on_wire = self._parallel_images(t_stop, t)
+            parallel_ends, on_wire = self._parallel_images(t_stop, t, ready)
             t = max(t, on_wire)
         else:
-            t = self._final_images(t)
+            t, waited = self._final_images(t, ready)
+            save += waited
         last_byte = t
-        dest_done = max([last_byte, self.pipe.dest_free, *parallel_ends])
-        end = dest_done + params.rtt if inp.return_path else last_byte
+        dest_done = self._vm_start(max([last_byte, self.pipe.dest_free, *parallel_ends]))
+        end = dest_done + params.rtt if self.return_path else last_byte
         in_downtime = sum(max(0.0, d.load_end - max(d.load_start, t_stop))
                           for d in self.devices if not math.isnan(d.load_end))
         return Outcome(
-            self.policy, "completed", reason, t_stop, params.setup + end, end - t_stop,
+            self.policy.name, "completed", reason, t_stop, params.setup + end, end - t_stop,
             dest_done + params.resume - t_stop, self.syncs, self.ack_at, in_downtime, save,
             max(0.0, last_byte - t_stop - save), dest_done - last_byte, params.resume, self.precopy_bytes,
-            downtime_bytes, forced)
+            downtime_bytes, forced, predicted)
 
     def unfinished(self, t: float, outcome: str, reason: str) -> Outcome:
-        return Outcome(self.policy, outcome, reason, NAN, self.inp.params.setup + t, NAN, NAN,
+        return Outcome(self.policy.name, outcome, reason, NAN, self.inp.params.setup + t, NAN, NAN,
                        self.syncs, self.ack_at, NAN, NAN, NAN, NAN, NAN, self.precopy_bytes, NAN)
 
     # ------------------------------------------------------------ the policy
 
-    def decide(self, t: float, fits: bool) -> str:
-        """go | wait | cancel, as migbed/core/policy.py's policies decide."""
-        if not fits:
-            return "wait"
-        if self.policy == "legacy":
-            return "go"
-        if self.policy == "initial-bytes-sent":
-            return "go" if all(d.init_left <= 0 for d in self.devices) else "wait"
-        if self.ack_at > t:
-            if self.ack_wait_start is None:
-                self.ack_wait_start = t
-            timeout = self.inp.ack_timeout
-            if timeout and t - self.ack_wait_start >= timeout:
-                return "go" if self.inp.ack_timeout_action == "legacy" else "cancel"
-            return "wait"
-        if self.policy == "time-aware":
-            # An ideal time-aware policy: the downtime a stop now would cause fits the limit.
-            ahead = self.clone().stop_copy(t, "", "")
-            return "go" if ahead.downtime_s <= self.inp.downtime_limit else "wait"
-        return "go"
+    def observe(self, t: float, pending: float, threshold: float) -> Observation:
+        """What the engine's policy sees at an exact check (services/source/precopy.py
+        _observe): the target's reports as they reach the source, half a round trip late."""
+        inp = self.inp
+        seen = t - inp.params.rtt / 2
+        views = tuple(
+            DeviceView(d.cfg.name, round(d.init_left), round(self._dirty_bytes(d)),
+                       round(d.cfg.data_size(d.init_left, d.cut + d.dirty)),  # MIG_DATA_SIZE
+                       d.log.view(seen, d.load_end))
+            for d in self.devices)
+        return Observation(
+            elapsed_s=t, pending_bytes=round(pending), pending_exact=True,
+            threshold_bytes=threshold, bandwidth=self.bandwidth(t),
+            downtime_limit_s=inp.downtime_limit, dirty_sync_count=self.syncs,
+            ack_received=self.policy.needs_ack and self.ack_at <= t,
+            ack_wait_s=t - self.ack_wait_start if self.ack_wait_start is not None else 0.0,
+            rtt_s=inp.params.rtt, devices=views, parallel_device_state=inp.device_state_multifd,
+            threshold_inclusive=inp.threshold_inclusive)
+
+    def decide(self, t: float, obs: Observation) -> Decision:
+        """The policy's go | wait | cancel; the ACK wait starts when the data first fits
+        without the ACK, as the engine counts it."""
+        if data_fits(obs) and not obs.ack_received and self.ack_wait_start is None:
+            self.ack_wait_start = t
+        return self.policy.decide(obs)
 
     def cap(self, t: float) -> str:
         inp = self.inp
-        if inp.max_iterations and self.syncs >= inp.max_iterations:
-            return "max-iterations"
-        if inp.max_time and t >= inp.max_time:
-            return "max-time"
-        return ""
+        return cap_hit(self.syncs, t, inp.max_iterations, inp.max_time)
 
 
 def simulate(inp: Inputs, policy: str) -> Outcome:
-    """The predicted migration of `inp` under `policy` (a name from migbed.core.policy)."""
-    mig = _Migration(inp, policy)
+    """The predicted migration of `inp` under `policy`, a name in migbed.core.policy's registry
+    (ValueError naming the allowed ones otherwise)."""
+    mig = _Migration(inp, make_policy(policy, inp.ack_timeout, inp.ack_timeout_action))
     t = 0.0
     for _ in range(MAX_CHECKS):
         if t >= inp.params.horizon:
@@ -389,15 +523,15 @@ def simulate(inp: Inputs, policy: str) -> Outcome:
         thr = mig.threshold(t)
         est = mig.estimate()
         waiting = False
-        if est < thr:
-            pending = mig.sync(t)
-            fits = pending == 0 or pending < thr
-            action = mig.decide(t, fits)
-            if action == "go":
-                return mig.stop_copy(t, "", f"pending {pending:.0f} B < threshold {thr:.0f} B")
-            if action == "cancel":
-                return mig.unfinished(t, "cancelled", "no SWITCHOVER_ACK within the timeout")
-            waiting = fits
+        if mig.below_threshold(est, thr):
+            obs = mig.observe(t, mig.sync(t), thr)
+            decision = mig.decide(t, obs)
+            if decision.action == "go":
+                return mig.stop_copy(t, "", decision.reason, decision.predicted_downtime_s)
+            if decision.action == "cancel":
+                return mig.unfinished(t, "cancelled", decision.reason)
+            # Only a wait with the data fitting rests; above the threshold it sends on.
+            waiting = data_fits(obs)
         cap = mig.cap(t)
         if cap:
             if inp.cap_action == "cancel":

@@ -47,16 +47,21 @@ def initial_load_cost(inp: Inputs) -> float:
     return sum(d.setup + d.initial / d.load_rate for d in inp.devices if d.initial > 0)
 
 
+def regime_of(setup_in_downtime_s: float, initial_load_cost_s: float) -> str:
+    """in-downtime | absorbed: how much of the devices' setup and initial load (of
+    initial_load_cost_s in all) ran after legacy's stop. The model's predictions and the
+    measured runs (migbed/report/decision.py) are classified by this one rule."""
+    if setup_in_downtime_s > max(REGIME_EPS_S, REGIME_SHARE * initial_load_cost_s):
+        return "in-downtime"
+    return "absorbed"
+
+
 def predict_inputs(inp: Inputs, policies: list[str] | tuple[str, ...]) -> CellPrediction:
     wanted = list(dict.fromkeys([*policies, "legacy", "switchover-ack"]))
     outcomes = {p: simulate(inp, p) for p in wanted}
     leg, ack = outcomes["legacy"], outcomes["switchover-ack"]
-    if leg.outcome != "completed":
-        regime = "unknown"
-    elif leg.setup_in_downtime_s > max(REGIME_EPS_S, REGIME_SHARE * initial_load_cost(inp)):
-        regime = "in-downtime"
-    else:
-        regime = "absorbed"
+    regime = ("unknown" if leg.outcome != "completed"
+              else regime_of(leg.setup_in_downtime_s, initial_load_cost(inp)))
     return CellPrediction(
         outcomes, regime, leg.setup_in_downtime_s,
         leg.guest_downtime_s - ack.guest_downtime_s, leg.downtime_s - ack.downtime_s,

@@ -1,4 +1,4 @@
-"""`migbed report DIR`: PNG plots and one self-contained HTML page from DIR/results.json.
+"""PNG plots and one self-contained HTML page from DIR/results.json (`migbed report DIR`).
 
 Writes into DIR:
   downtime.png                 downtime per policy (guest-visible and QEMU-reported), spread
@@ -14,12 +14,10 @@ results folder, so it can be re-made any time (or elsewhere) from a copied resul
 
 from __future__ import annotations
 
-import argparse
 import base64
 import datetime as dt
 import html
 import re
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -225,39 +223,3 @@ def write_report(results_dir: Path) -> Path:
     page = results_dir / REPORT_NAME
     page.write_text(render_html(records, images, f"migbed report: {results_dir.name}"))
     return page
-
-
-def cmd_report(args: argparse.Namespace) -> int:
-    try:
-        page = write_report(Path(args.dir))
-    except (FileNotFoundError, ValueError) as exc:
-        print(f"migbed report: {exc}", file=sys.stderr)
-        return 2
-    print(f"report: {page}")
-    for png in sorted(page.parent.glob("*.png")):
-        print(f"plot:   {png}")
-    return 0
-
-
-def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    p: argparse.ArgumentParser = subparsers.add_parser(
-        "report",
-        help="PNG plots and an HTML page from a results folder",
-        description="Turn DIR/results.json into DIR/downtime.png, DIR/timeline*.png and "
-        "DIR/report.html (self-contained).",
-    )
-    p.add_argument("dir", metavar="DIR", help="a results folder holding results.json")
-    p.set_defaults(func=cmd_report)
-    return p
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``python -m migbed.report.report DIR`` (the same as ``migbed report DIR``)."""
-    parser = argparse.ArgumentParser(prog="migbed")
-    add_parser(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(["report", *(sys.argv[1:] if argv is None else argv)])
-    return int(args.func(args))
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,11 +1,8 @@
-"""The results table (median and range per policy) and results.csv, from run records."""
+"""The results table (median and range per policy), from run records."""
 
 from __future__ import annotations
 
-import csv
-from pathlib import Path
-
-from migbed.measure.record import CSV_FIELDS, RunRecord
+from migbed.measure.record import RunRecord
 from migbed.report.stats import format_spread
 
 TABLE_FIELDS = [
@@ -34,13 +31,14 @@ def results_table(records: list[RunRecord]) -> str:
     for r in records:
         if r.policy not in policies:
             policies.append(r.policy)
-    header = ["policy", "runs", "verified", *[label for _, label in TABLE_FIELDS]]
+    header = ["policy", "runs", "verified", *[label for _, label in TABLE_FIELDS], "switched on"]
     rows = [header]
     for p in policies:
         mine = [r for r in records if r.policy == p]
         done = [r for r in mine if r.outcome == "completed"]
         row = [p, str(len(mine)), f"{sum(r.verified for r in mine)}/{len(mine)}"]
         row += [format_spread([float(getattr(r, f)) for r in done]) for f, _ in TABLE_FIELDS]
+        row.append(switched_on(done))
         rows.append(row)
     widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
     lines = ["  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(row, widths, strict=True)))
@@ -55,10 +53,14 @@ def results_table(records: list[RunRecord]) -> str:
     return "\n".join(lines)
 
 
-def write_csv(records: list[RunRecord], path: Path) -> None:
-    with open(path, "w", newline="") as fh:
-        w = csv.writer(fh)
-        w.writerow(CSV_FIELDS)
-        for r in records:
-            d = r.to_dict()
-            w.writerow([d[f] for f in CSV_FIELDS])
+def switched_on(runs: list[RunRecord]) -> str:
+    """Whether the switchover came from the policy ("data": the pending data fitted, and
+    the ACK or prediction where the policy waits for one) or was forced by a cap, with
+    the count of each when the runs differ."""
+    kinds = [r.forced_by_cap or "data" for r in runs]
+    if not kinds:
+        return "-"
+    counts = {k: kinds.count(k) for k in dict.fromkeys(kinds)}
+    if len(counts) == 1:
+        return kinds[0]
+    return ", ".join(f"{k} {n}/{len(kinds)}" for k, n in counts.items())

@@ -17,6 +17,7 @@ class LoadTrigger(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     LOAD_TRIGGER_UNSPECIFIED: _ClassVar[LoadTrigger]
     LOAD_TRIGGER_IMAGE_COMPLETE: _ClassVar[LoadTrigger]
     LOAD_TRIGGER_PER_CHUNK: _ClassVar[LoadTrigger]
+    LOAD_TRIGGER_ON_STOP: _ClassVar[LoadTrigger]
 
 class DeviceStateTransfer(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -36,6 +37,7 @@ PROTOCOL_VERSION_1: ProtocolVersion
 LOAD_TRIGGER_UNSPECIFIED: LoadTrigger
 LOAD_TRIGGER_IMAGE_COMPLETE: LoadTrigger
 LOAD_TRIGGER_PER_CHUNK: LoadTrigger
+LOAD_TRIGGER_ON_STOP: LoadTrigger
 DEVICE_STATE_TRANSFER_UNSPECIFIED: DeviceStateTransfer
 DEVICE_STATE_TRANSFER_MAIN: DeviceStateTransfer
 DEVICE_STATE_TRANSFER_MULTIFD: DeviceStateTransfer
@@ -54,7 +56,7 @@ class GuestShape(_message.Message):
     def __init__(self, ram_bytes: _Optional[int] = ..., page_size: _Optional[int] = ...) -> None: ...
 
 class DeviceShape(_message.Message):
-    __slots__ = ("name", "initial_bytes", "stop_copy_size", "block_size", "load_setup_time_s", "load_rate_bytes_per_s", "stop_copy_load_time_s", "load_trigger", "config_load_time_s", "device_state_bytes")
+    __slots__ = ("name", "initial_bytes", "stop_copy_size", "block_size", "load_setup_time_s", "load_rate_bytes_per_s", "stop_copy_load_time_s", "load_trigger", "config_load_time_s", "device_state_bytes", "no_pre_copy", "resume_time_s")
     NAME_FIELD_NUMBER: _ClassVar[int]
     INITIAL_BYTES_FIELD_NUMBER: _ClassVar[int]
     STOP_COPY_SIZE_FIELD_NUMBER: _ClassVar[int]
@@ -65,6 +67,8 @@ class DeviceShape(_message.Message):
     LOAD_TRIGGER_FIELD_NUMBER: _ClassVar[int]
     CONFIG_LOAD_TIME_S_FIELD_NUMBER: _ClassVar[int]
     DEVICE_STATE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    NO_PRE_COPY_FIELD_NUMBER: _ClassVar[int]
+    RESUME_TIME_S_FIELD_NUMBER: _ClassVar[int]
     name: str
     initial_bytes: int
     stop_copy_size: int
@@ -75,7 +79,9 @@ class DeviceShape(_message.Message):
     load_trigger: LoadTrigger
     config_load_time_s: float
     device_state_bytes: int
-    def __init__(self, name: _Optional[str] = ..., initial_bytes: _Optional[int] = ..., stop_copy_size: _Optional[int] = ..., block_size: _Optional[int] = ..., load_setup_time_s: _Optional[float] = ..., load_rate_bytes_per_s: _Optional[float] = ..., stop_copy_load_time_s: _Optional[float] = ..., load_trigger: _Optional[_Union[LoadTrigger, str]] = ..., config_load_time_s: _Optional[float] = ..., device_state_bytes: _Optional[int] = ...) -> None: ...
+    no_pre_copy: bool
+    resume_time_s: float
+    def __init__(self, name: _Optional[str] = ..., initial_bytes: _Optional[int] = ..., stop_copy_size: _Optional[int] = ..., block_size: _Optional[int] = ..., load_setup_time_s: _Optional[float] = ..., load_rate_bytes_per_s: _Optional[float] = ..., stop_copy_load_time_s: _Optional[float] = ..., load_trigger: _Optional[_Union[LoadTrigger, str]] = ..., config_load_time_s: _Optional[float] = ..., device_state_bytes: _Optional[int] = ..., no_pre_copy: _Optional[bool] = ..., resume_time_s: _Optional[float] = ...) -> None: ...
 
 class Setup(_message.Message):
     __slots__ = ("protocol_version", "session_id", "guest", "devices", "switchover_ack", "source_boot_id", "guest_seed", "vcpu_tick_s", "dirty_rate_bytes_per_s", "working_set_bytes", "uniform_dirtying", "scenario", "policy", "heartbeat_timeout_s", "return_path", "qemu_version", "multifd_channels", "device_state_transfer", "time_dilation")
@@ -286,10 +292,12 @@ class DeviceLoadProgress(_message.Message):
     def __init__(self, device: _Optional[int] = ..., loaded_bytes: _Optional[int] = ..., backlog_bytes: _Optional[int] = ..., initial_loaded: _Optional[bool] = ..., initial_loaded_ns: _Optional[int] = ..., initial_load_s: _Optional[float] = ..., busy_s: _Optional[float] = ..., measured_load_rate_bytes_per_s: _Optional[float] = ..., loading: _Optional[bool] = ...) -> None: ...
 
 class Shut(_message.Message):
-    __slots__ = ("target_loads_done_ns",)
+    __slots__ = ("target_loads_done_ns", "target_devices_running_ns")
     TARGET_LOADS_DONE_NS_FIELD_NUMBER: _ClassVar[int]
+    TARGET_DEVICES_RUNNING_NS_FIELD_NUMBER: _ClassVar[int]
     target_loads_done_ns: int
-    def __init__(self, target_loads_done_ns: _Optional[int] = ...) -> None: ...
+    target_devices_running_ns: int
+    def __init__(self, target_loads_done_ns: _Optional[int] = ..., target_devices_running_ns: _Optional[int] = ...) -> None: ...
 
 class SwitchoverAck(_message.Message):
     __slots__ = ("target_ack_ns",)
@@ -314,14 +322,16 @@ class Received(_message.Message):
     def __init__(self, target_recv_ns: _Optional[int] = ...) -> None: ...
 
 class Resumed(_message.Message):
-    __slots__ = ("target_first_tick_ns", "target_loads_done_ns", "device_initial_load_s")
+    __slots__ = ("target_first_tick_ns", "target_loads_done_ns", "device_initial_load_s", "target_devices_running_ns")
     TARGET_FIRST_TICK_NS_FIELD_NUMBER: _ClassVar[int]
     TARGET_LOADS_DONE_NS_FIELD_NUMBER: _ClassVar[int]
     DEVICE_INITIAL_LOAD_S_FIELD_NUMBER: _ClassVar[int]
+    TARGET_DEVICES_RUNNING_NS_FIELD_NUMBER: _ClassVar[int]
     target_first_tick_ns: int
     target_loads_done_ns: int
     device_initial_load_s: _containers.RepeatedScalarFieldContainer[float]
-    def __init__(self, target_first_tick_ns: _Optional[int] = ..., target_loads_done_ns: _Optional[int] = ..., device_initial_load_s: _Optional[_Iterable[float]] = ...) -> None: ...
+    target_devices_running_ns: int
+    def __init__(self, target_first_tick_ns: _Optional[int] = ..., target_loads_done_ns: _Optional[int] = ..., device_initial_load_s: _Optional[_Iterable[float]] = ..., target_devices_running_ns: _Optional[int] = ...) -> None: ...
 
 class Verified(_message.Message):
     __slots__ = ("ok", "ram", "devices", "detail")
@@ -452,7 +462,7 @@ class Event(_message.Message):
     def __init__(self, t_ms: _Optional[float] = ..., name: _Optional[str] = ..., detail: _Optional[str] = ...) -> None: ...
 
 class RunRecord(_message.Message):
-    __slots__ = ("run_id", "scenario", "policy", "repeat", "outcome", "error", "verified", "setup_time_ms", "total_time_ms", "downtime_ms", "expected_downtime_ms", "dirty_sync_count", "precopy_bytes", "downtime_bytes", "ram_transferred_bytes", "device_transferred_bytes", "verification_ms", "qemu_version", "return_path", "downtime_end", "guest_downtime_ms", "guest_downtime_uncertainty_ms", "stop_lag_ms", "stop_copy_ms", "device_save_ms", "delivery_ms", "destination_load_ms", "resume_ms", "stream_rtt_at_stop_ms", "predicted_downtime_ms", "switchover_ack_wait_ms", "device_initial_load_ms", "multifd_channels", "multifd_channel_bytes", "multifd_channel_packets", "device_state_transfer", "decision_reason", "forced_by_cap", "clock_offset_ns", "same_clock", "source_guest_running_after", "source_integrity_ok", "source_address", "target_address", "labels", "timeline", "events", "destination_prepare_ms", "time_dilation")
+    __slots__ = ("run_id", "scenario", "policy", "repeat", "outcome", "error", "verified", "setup_time_ms", "total_time_ms", "downtime_ms", "expected_downtime_ms", "dirty_sync_count", "precopy_bytes", "downtime_bytes", "ram_transferred_bytes", "device_transferred_bytes", "verification_ms", "qemu_version", "return_path", "downtime_end", "guest_downtime_ms", "guest_downtime_uncertainty_ms", "stop_lag_ms", "stop_copy_ms", "device_save_ms", "delivery_ms", "destination_load_ms", "resume_ms", "stream_rtt_at_stop_ms", "predicted_downtime_ms", "switchover_ack_wait_ms", "device_initial_load_ms", "multifd_channels", "multifd_channel_bytes", "multifd_channel_packets", "device_state_transfer", "decision_reason", "forced_by_cap", "clock_offset_ns", "same_clock", "source_guest_running_after", "source_integrity_ok", "source_address", "target_address", "labels", "timeline", "events", "destination_prepare_ms", "ram_stop_copy_ms", "tracker_report_ms", "device_stop_copy", "device_resume_ms", "device_drivers", "time_dilation")
     class DeviceInitialLoadMsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -461,6 +471,13 @@ class RunRecord(_message.Message):
         value: float
         def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
     class LabelsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    class DeviceDriversEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
         VALUE_FIELD_NUMBER: _ClassVar[int]
@@ -515,6 +532,11 @@ class RunRecord(_message.Message):
     TIMELINE_FIELD_NUMBER: _ClassVar[int]
     EVENTS_FIELD_NUMBER: _ClassVar[int]
     DESTINATION_PREPARE_MS_FIELD_NUMBER: _ClassVar[int]
+    RAM_STOP_COPY_MS_FIELD_NUMBER: _ClassVar[int]
+    TRACKER_REPORT_MS_FIELD_NUMBER: _ClassVar[int]
+    DEVICE_STOP_COPY_FIELD_NUMBER: _ClassVar[int]
+    DEVICE_RESUME_MS_FIELD_NUMBER: _ClassVar[int]
+    DEVICE_DRIVERS_FIELD_NUMBER: _ClassVar[int]
     TIME_DILATION_FIELD_NUMBER: _ClassVar[int]
     run_id: str
     scenario: str
@@ -564,8 +586,27 @@ class RunRecord(_message.Message):
     timeline: _containers.RepeatedCompositeFieldContainer[ProgressSample]
     events: _containers.RepeatedCompositeFieldContainer[Event]
     destination_prepare_ms: float
+    ram_stop_copy_ms: float
+    tracker_report_ms: float
+    device_stop_copy: _containers.RepeatedCompositeFieldContainer[DeviceStopCopy]
+    device_resume_ms: float
+    device_drivers: _containers.ScalarMap[str, str]
     time_dilation: float
-    def __init__(self, run_id: _Optional[str] = ..., scenario: _Optional[str] = ..., policy: _Optional[str] = ..., repeat: _Optional[int] = ..., outcome: _Optional[str] = ..., error: _Optional[str] = ..., verified: _Optional[bool] = ..., setup_time_ms: _Optional[float] = ..., total_time_ms: _Optional[float] = ..., downtime_ms: _Optional[float] = ..., expected_downtime_ms: _Optional[float] = ..., dirty_sync_count: _Optional[int] = ..., precopy_bytes: _Optional[int] = ..., downtime_bytes: _Optional[int] = ..., ram_transferred_bytes: _Optional[int] = ..., device_transferred_bytes: _Optional[int] = ..., verification_ms: _Optional[float] = ..., qemu_version: _Optional[str] = ..., return_path: _Optional[bool] = ..., downtime_end: _Optional[str] = ..., guest_downtime_ms: _Optional[float] = ..., guest_downtime_uncertainty_ms: _Optional[float] = ..., stop_lag_ms: _Optional[float] = ..., stop_copy_ms: _Optional[float] = ..., device_save_ms: _Optional[float] = ..., delivery_ms: _Optional[float] = ..., destination_load_ms: _Optional[float] = ..., resume_ms: _Optional[float] = ..., stream_rtt_at_stop_ms: _Optional[float] = ..., predicted_downtime_ms: _Optional[float] = ..., switchover_ack_wait_ms: _Optional[float] = ..., device_initial_load_ms: _Optional[_Mapping[str, float]] = ..., multifd_channels: _Optional[int] = ..., multifd_channel_bytes: _Optional[_Iterable[int]] = ..., multifd_channel_packets: _Optional[_Iterable[int]] = ..., device_state_transfer: _Optional[str] = ..., decision_reason: _Optional[str] = ..., forced_by_cap: _Optional[str] = ..., clock_offset_ns: _Optional[int] = ..., same_clock: _Optional[bool] = ..., source_guest_running_after: _Optional[bool] = ..., source_integrity_ok: _Optional[bool] = ..., source_address: _Optional[str] = ..., target_address: _Optional[str] = ..., labels: _Optional[_Mapping[str, str]] = ..., timeline: _Optional[_Iterable[_Union[ProgressSample, _Mapping]]] = ..., events: _Optional[_Iterable[_Union[Event, _Mapping]]] = ..., destination_prepare_ms: _Optional[float] = ..., time_dilation: _Optional[float] = ...) -> None: ...
+    def __init__(self, run_id: _Optional[str] = ..., scenario: _Optional[str] = ..., policy: _Optional[str] = ..., repeat: _Optional[int] = ..., outcome: _Optional[str] = ..., error: _Optional[str] = ..., verified: _Optional[bool] = ..., setup_time_ms: _Optional[float] = ..., total_time_ms: _Optional[float] = ..., downtime_ms: _Optional[float] = ..., expected_downtime_ms: _Optional[float] = ..., dirty_sync_count: _Optional[int] = ..., precopy_bytes: _Optional[int] = ..., downtime_bytes: _Optional[int] = ..., ram_transferred_bytes: _Optional[int] = ..., device_transferred_bytes: _Optional[int] = ..., verification_ms: _Optional[float] = ..., qemu_version: _Optional[str] = ..., return_path: _Optional[bool] = ..., downtime_end: _Optional[str] = ..., guest_downtime_ms: _Optional[float] = ..., guest_downtime_uncertainty_ms: _Optional[float] = ..., stop_lag_ms: _Optional[float] = ..., stop_copy_ms: _Optional[float] = ..., device_save_ms: _Optional[float] = ..., delivery_ms: _Optional[float] = ..., destination_load_ms: _Optional[float] = ..., resume_ms: _Optional[float] = ..., stream_rtt_at_stop_ms: _Optional[float] = ..., predicted_downtime_ms: _Optional[float] = ..., switchover_ack_wait_ms: _Optional[float] = ..., device_initial_load_ms: _Optional[_Mapping[str, float]] = ..., multifd_channels: _Optional[int] = ..., multifd_channel_bytes: _Optional[_Iterable[int]] = ..., multifd_channel_packets: _Optional[_Iterable[int]] = ..., device_state_transfer: _Optional[str] = ..., decision_reason: _Optional[str] = ..., forced_by_cap: _Optional[str] = ..., clock_offset_ns: _Optional[int] = ..., same_clock: _Optional[bool] = ..., source_guest_running_after: _Optional[bool] = ..., source_integrity_ok: _Optional[bool] = ..., source_address: _Optional[str] = ..., target_address: _Optional[str] = ..., labels: _Optional[_Mapping[str, str]] = ..., timeline: _Optional[_Iterable[_Union[ProgressSample, _Mapping]]] = ..., events: _Optional[_Iterable[_Union[Event, _Mapping]]] = ..., destination_prepare_ms: _Optional[float] = ..., ram_stop_copy_ms: _Optional[float] = ..., tracker_report_ms: _Optional[float] = ..., device_stop_copy: _Optional[_Iterable[_Union[DeviceStopCopy, _Mapping]]] = ..., device_resume_ms: _Optional[float] = ..., device_drivers: _Optional[_Mapping[str, str]] = ..., time_dilation: _Optional[float] = ...) -> None: ...
+
+class DeviceStopCopy(_message.Message):
+    __slots__ = ("name", "save_start_ms", "save_ready_ms", "sent_ms", "save_wait_ms")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    SAVE_START_MS_FIELD_NUMBER: _ClassVar[int]
+    SAVE_READY_MS_FIELD_NUMBER: _ClassVar[int]
+    SENT_MS_FIELD_NUMBER: _ClassVar[int]
+    SAVE_WAIT_MS_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    save_start_ms: float
+    save_ready_ms: float
+    sent_ms: float
+    save_wait_ms: float
+    def __init__(self, name: _Optional[str] = ..., save_start_ms: _Optional[float] = ..., save_ready_ms: _Optional[float] = ..., sent_ms: _Optional[float] = ..., save_wait_ms: _Optional[float] = ...) -> None: ...
 
 class CancelRequest(_message.Message):
     __slots__ = ("run_id", "reason")

@@ -32,13 +32,12 @@ class ParallelDeviceState:
         self.check = check  # liveness of the main stream, cancel, the vCPU
         self.calls: list[Any] = []
 
-    async def send(self) -> float:
-        """Save and send every device at once; returns the longest save time (the one on
-        the downtime's critical path). The target's replies are collected by loaded()."""
+    async def send(self) -> None:
+        """Save and send every device at once. The target's replies are collected by
+        loaded()."""
         sends: set[asyncio.Future[Any]] = {asyncio.ensure_future(self._send_device(i))
                                             for i in range(len(self.devices.devices))}
         await self._watch(sends)
-        return max((t.result() for t in sends), default=0.0)
 
     async def _watch(self, tasks: set[asyncio.Future[Any]]) -> None:
         try:
@@ -54,11 +53,8 @@ class ParallelDeviceState:
             for t in tasks:
                 t.cancel()
 
-    async def _send_device(self, i: int) -> float:
+    async def _send_device(self, i: int) -> None:
         dev = self.devices.devices[i]
-        save = dev.cfg.stop_copy_save_time
-        if save > 0:
-            await asyncio.sleep(save)  # this device's save, beside the others
         call = self.stub.MigrateDeviceState()
         self.calls.append(call)
         seq = 0
@@ -72,16 +68,19 @@ class ParallelDeviceState:
             seq += 1
 
         # The device's data stream from where pre-copy left it: the rest of an open image
-        # first, then the final image; each chunk with its image's length.
-        while chunks := dev.read(CHUNK_BYTES):
-            for ch in chunks:
+        # first, then the final image once this device's save is done (the save runs
+        # beside the others: core/device.py's stop-copy read API); each chunk with its
+        # image's length.
+        while not dev.stop_copy_done:
+            await self.devices.wait_save(i)
+            for ch in dev.read(CHUNK_BYTES):
                 await write(ch.offset, ch.data, ch.image_bytes)
         config_bytes = len(self.devices.config[i])
         for offset, data in self.devices.config_chunks(i):
             await write(offset, data, config_bytes)
         await write(0, b"", 0, last=True)
         await call.done_writing()
-        return save
+        self.devices.note_sent(i)
 
     async def loaded(self) -> None:
         """Every device's DeviceStateLoaded (the target loaded what it received)."""

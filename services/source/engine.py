@@ -27,7 +27,7 @@ from typing import TypeVar
 import grpc
 
 from migbed.core.clock import boot_id
-from migbed.core.device import SourceDevice, VfioState
+from migbed.core.device import SourceDevice
 from migbed.core.dilation import (
     dilate_scenario,
     in_virtual_time,
@@ -35,6 +35,7 @@ from migbed.core.dilation import (
     undilate,
     undilate_scenario,
 )
+from migbed.core.drivers import driver_profile
 from migbed.core.estimator import Estimator
 from migbed.core.policy import make_policy
 from migbed.core.qemu_profile import qemu_profile
@@ -61,6 +62,8 @@ T = TypeVar("T")
 # late: QEMU honours migrate_cancel until migration_completion_end, not after.
 COMPLETING = ("completing", "done")
 _TRANSFER_PB = {"main": pb.DEVICE_STATE_TRANSFER_MAIN, "multifd": pb.DEVICE_STATE_TRANSFER_MULTIFD}
+_LOAD_TRIGGER_PB = {"image-complete": pb.LOAD_TRIGGER_IMAGE_COMPLETE,
+                    "per-chunk": pb.LOAD_TRIGGER_PER_CHUNK, "on-stop": pb.LOAD_TRIGGER_ON_STOP}
 
 
 class Migration:
@@ -184,6 +187,7 @@ class Migration:
     async def _migrate(self, guest: RunningGuest[SourceDevice]) -> None:
         mig = self.scenario.migration
         self.recorder.start(self.return_path, self.profile.version, mig.device_state_transfer)
+        self.record.device_drivers = {d.name: d.driver for d in self.scenario.devices}
         self._set_phase("setup")
         self.link.open()
         await self.link.write(pb.SourceMessage(setup=self._setup_message()))
@@ -195,10 +199,11 @@ class Migration:
                             f"devices needing ACK: {accepted.devices_needing_ack}")
         parts = self._parts(guest, await self._ram_transport(guest, accepted))
         self.parts = parts
-        # QEMU's setup: dirty logging on and the first sync, devices to PRE_COPY.
+        # QEMU's setup: dirty logging on and the first sync (ram_init_bitmaps, with the
+        # device trackers' report), each device's vfio_save_setup (PRE_COPY if supported).
         parts.scanner.start()
-        for dev in guest.devices:
-            dev.set_state(VfioState.PRE_COPY)
+        await parts.devices.tracker_report(self.scenario.guest.ram_size)
+        parts.devices.save_setup()
         self.recorder.setup_done()
         self.precopy = Precopy(parts)
         self.link.on_ack = self.precopy.on_ack
@@ -227,9 +232,9 @@ class Migration:
                 name=d.name, initial_bytes=d.initial_bytes, stop_copy_size=d.stop_copy_size,
                 block_size=d.block_size, load_setup_time_s=d.load_setup_time,
                 load_rate_bytes_per_s=d.load_rate, stop_copy_load_time_s=d.stop_copy_load_time,
-                load_trigger=(pb.LOAD_TRIGGER_PER_CHUNK if d.load_trigger == "per-chunk"
-                              else pb.LOAD_TRIGGER_IMAGE_COMPLETE),
-                config_load_time_s=d.config_load_time, device_state_bytes=d.device_state_size)
+                load_trigger=_LOAD_TRIGGER_PB[d.load_trigger],
+                config_load_time_s=d.config_load_time, device_state_bytes=d.device_state_size,
+                no_pre_copy=not driver_profile(d.driver).pre_copy, resume_time_s=d.resume_time)
                 for d in sc.devices],
             switchover_ack=self.policy.needs_ack, source_boot_id=boot_id(),
             guest_seed=sc.guest.seed, vcpu_tick_s=sc.guest.vcpu_tick,

@@ -53,6 +53,8 @@ class Link:
         self.phase = "setup"  # named in failures; the engine moves it on
         self.offset = OffsetEstimator(same_clock=False)
         self.loads = [TargetLoad() for _ in range(devices)]  # the target's last reports
+        # when each device's initial data was loaded (target clock; 0: not reported)
+        self.initial_loaded_ns = [0] * devices
         self.got: dict[str, pb.TargetMessage] = {}  # last message of each kind
         self.got_at_ns: dict[str, int] = {}  # when it arrived (CLOCK_MONOTONIC)
         self.error = ""  # the return path's failure, if it ended badly
@@ -257,6 +259,8 @@ class Link:
                 self.loads[p.device] = TargetLoad(
                     p.loaded_bytes, p.backlog_bytes, p.busy_s, p.measured_load_rate_bytes_per_s,
                     p.loading, p.initial_loaded, p.initial_load_s)
+                if p.initial_loaded and not self.initial_loaded_ns[p.device]:
+                    self.initial_loaded_ns[p.device] = p.initial_loaded_ns
             return
         if body is None:
             return
@@ -267,6 +271,13 @@ class Link:
         if body == "switchover_ack" and self.on_ack is not None:
             self.on_ack()
         self._changed.set()
+
+    async def initial_loads_reported(self, devices: list[int], timeout_s: float) -> None:
+        """Until the target has reported these devices' initial data loaded, or timeout_s."""
+        deadline = time.monotonic() + timeout_s
+        while (any(not self.initial_loaded_ns[i] for i in devices) and not self.error
+               and time.monotonic() < deadline):
+            await asyncio.sleep(0.01)
 
     async def _pinger(self) -> None:
         while True:

@@ -13,7 +13,6 @@ import asyncio
 import time
 from dataclasses import dataclass
 
-from migbed.core.device import PRE_COPY_STATES
 from migbed.core.dilation import real_seconds
 from migbed.core.policy import DeviceView, Observation, cap_reached, data_fits
 from migbed.measure.record import DeviceSample, ProgressSample
@@ -100,38 +99,30 @@ class Precopy:
     # ------------------------------------------------------------ observe
 
     def _pending_estimate(self) -> int:
-        dev = 0
-        for d in self.p.guest.devices:
-            if d.state in PRE_COPY_STATES:
-                init, dirty = d.precopy_info()
-                dev += init + dirty
-        return self.p.scanner.dirty_bytes + dev
+        """qemu_savevm_state_pending_estimate: the bitmap's dirty pages and each device's
+        cached initial + dirty bytes (vfio_state_pending_estimate: no ioctl)."""
+        return self.p.scanner.dirty_bytes + sum(v.pending_estimate() for v in self.p.devices.vfio)
 
     async def _pending_exact(self) -> int:
-        """A dirty sync (RAM), and the devices' stop-copy size and pre-copy info.
+        """A dirty sync (RAM, with the device trackers' report), and each device's
+        MIG_DATA_SIZE plus fresh pre-copy info (vfio_state_pending_exact).
 
         The round's pages land before the bitmap is refilled (multifd: a sync)."""
         await self.p.ram.round_done()
         ram = self.p.scanner.sync()
+        await self.p.devices.tracker_report(self.p.scenario.guest.ram_size)
         self.p.estimator.on_sync(ram)
-        dev = 0
-        for d in self.p.guest.devices:
-            dev += d.stop_copy_size()
-            if d.state in PRE_COPY_STATES:
-                init, dirty = d.precopy_info()
-                dev += init + dirty
-        return ram + dev
+        return ram + sum(v.pending_exact() for v in self.p.devices.vfio)
 
     async def _observe(self) -> Observation:
         p, est = self.p, self.p.estimator
         pending, exact = self._pending_estimate(), False
-        if pending < est.threshold or (p.profile.threshold_inclusive and pending == est.threshold):
+        if pending < est.threshold:
             pending, exact = await self._pending_exact(), True
         self.pending = pending
-        views = []
-        for d, load in zip(p.guest.devices, p.link.loads, strict=True):
-            init, dirty = d.precopy_info() if d.state in PRE_COPY_STATES else (0, 0)
-            views.append(DeviceView(d.cfg.name, init, dirty, d.stop_copy_size(), load))
+        views = [DeviceView(v.device.cfg.name, v.precopy_init_size, v.precopy_dirty_size,
+                            v.stop_copy_size, load)
+                 for v, load in zip(p.devices.vfio, p.link.loads, strict=True)]
         now = time.monotonic()
         mig = p.scenario.migration
         return Observation(
@@ -146,12 +137,11 @@ class Precopy:
 
     def sample(self) -> None:
         p = self.p
-        devs = []
-        for d, load in zip(p.guest.devices, p.link.loads, strict=True):
-            init, dirty = d.precopy_info() if d.state in PRE_COPY_STATES else (0, 0)
-            devs.append(DeviceSample(d.cfg.name, d.state.name, init, dirty, load.loaded_bytes,
-                                     load.backlog_bytes, load.initial_loaded, load.busy_s,
-                                     load.loading))
+        # What QEMU's trace shows: its cached pre-copy sizes (no ioctl for a sample).
+        devs = [DeviceSample(v.device.cfg.name, v.device.state.name, v.precopy_init_size,
+                             v.precopy_dirty_size, load.loaded_bytes, load.backlog_bytes,
+                             load.initial_loaded, load.busy_s, load.loading)
+                for v, load in zip(p.devices.vfio, p.link.loads, strict=True)]
         c, est = p.counters, p.estimator
         p.recorder.sample(ProgressSample(
             t_ms=round(p.recorder.elapsed_ms(), 3), phase=self.phase,
@@ -167,8 +157,10 @@ class Precopy:
 
     async def _send_round(self) -> int:
         """qemu_savevm_state_iterate, repeated for up to 50 ms within the budget: RAM until
-        the budget is spent, 50 ms pass or the bitmap is empty; then one chunk per device
-        (before QEMU 9.0 only once RAM's bitmap is empty)."""
+        the budget is spent, 50 ms pass or the bitmap is empty; then one read per device
+        (before QEMU 9.0 only once RAM's bitmap is empty: RAM's handler returned 0 and
+        qemu_savevm_state_iterate stopped there; the devices never held each other back,
+        as vfio_save_iterate returned 1 in 8.1)."""
         p = self.p
         sent = 0
         started = time.monotonic()
@@ -205,8 +197,7 @@ class Precopy:
     async def _send_devices(self) -> int:
         p = self.p
         return await p.devices.send_precopy(lambda: p.limiter.allowance(time.monotonic()),
-                                            self._account,
-                                            every_device=not p.profile.devices_wait_for_ram)
+                                            self._account)
 
     def _account(self, n: int) -> None:
         now = time.monotonic()

@@ -13,8 +13,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from migbed.core.clock import OffsetEstimate
-from migbed.measure.record import Event, ProgressSample, RunRecord
+from migbed.measure.record import DeviceStopCopy, Event, ProgressSample, RunRecord
 from migbed.services.source.counters import Counters
+from migbed.services.source.devices import SaveTimes, blocked_s
 
 
 @dataclass(frozen=True)
@@ -25,7 +26,8 @@ class StopCopyTimes:
     stop_ns: int  # the stop (CLOCK_MONOTONIC)
     last_byte_ns: int  # the source wrote Complete, the last byte of the stream
     completion_ns: int  # completion on the source (Shut arrived, or = last_byte_ns)
-    device_save_s: float  # sum of the devices' stop-copy save times
+    ram_sent_ns: int  # RAM's last stop-copy byte was written
+    tracker_report_s: float  # the device trackers' report at the final dirty sync
 
 
 @dataclass(frozen=True)
@@ -34,6 +36,7 @@ class TargetTimes:
 
     received_ns: int  # it read Complete, the last byte (Received): after inline loads
     loads_done_ns: int  # every device loaded (Shut, or Resumed)
+    devices_running_ns: int  # vm_start moved every device to RUNNING (0: not reported)
     first_tick_ns: int  # the resumed guest's first vCPU tick (Resumed)
 
 
@@ -98,10 +101,28 @@ class Recorder:
         r.downtime_ms = (t.completion_ns - t.stop_ns) / 1e6
         r.stop_lag_ms = (t.stop_ns - t.last_tick_ns) / 1e6
         r.stop_copy_ms = (t.last_byte_ns - t.stop_ns) / 1e6
-        r.device_save_ms = t.device_save_s * 1e3
+        r.ram_stop_copy_ms = (t.ram_sent_ns - t.stop_ns) / 1e6
+        r.tracker_report_ms = t.tracker_report_s * 1e3
         self.completed_at = time.monotonic()
         r.total_time_ms = self.elapsed_ms(self.completed_at)  # QEMU's total-time ends here
         self.event("completed")
+
+    def device_stop_copy(self, names: list[str], times: list[SaveTimes], stop_ns: int) -> None:
+        """Each device's stop-copy on the source's clock, in ms since the stop; and
+        device_save_ms, the time the stop-copy spent blocked on devices: their suspends and
+        saves (a save that finished under RAM's final copy or another device's data costs
+        nothing here)."""
+        stop_s = stop_ns / 1e9
+
+        def since_stop(t: float) -> float:
+            return round((t - stop_s) * 1e3, 3) if t else 0.0
+
+        r = self.record
+        r.device_stop_copy = [
+            DeviceStopCopy(n, since_stop(t.save_start), since_stop(t.save_ready),
+                           since_stop(t.sent), round(t.waited_s * 1e3, 3))
+            for n, t in zip(names, times, strict=True)]
+        r.device_save_ms = blocked_s(times) * 1e3
 
     def resumed(self, stop: StopCopyTimes, target: TargetTimes, offset: OffsetEstimate,
                 tick_ns: int) -> None:
@@ -115,8 +136,19 @@ class Recorder:
         r.delivery_ms = (received - stop.last_byte_ns) / 1e6
         r.destination_load_ms = (target.loads_done_ns - target.received_ns) / 1e6
         r.resume_ms = (target.first_tick_ns - target.loads_done_ns) / 1e6
+        if target.devices_running_ns:
+            r.device_resume_ms = (target.devices_running_ns - target.loads_done_ns) / 1e6
         self.event("resumed", f"{r.guest_downtime_ms:.1f} ms after the last source tick",
                    at_ms=(first_tick - int(self.t0 * 1e9)) / 1e6)
+
+    def initial_loaded(self, names: list[str], target_ns: list[int], offset: OffsetEstimate) -> None:
+        """An `initial-loaded:<device>` event when the target reported the device's initial
+        data loaded (its clock, moved to the source's): before or after the stop, it tells
+        whether the device's setup ran inside the downtime (report/regime.py)."""
+        for name, ns in zip(names, target_ns, strict=True):
+            if ns:
+                self.event(f"initial-loaded:{name}",
+                           at_ms=(ns - offset.offset_ns - int(self.t0 * 1e9)) / 1e6)
 
     def device_initial_loads(self, names: list[str], seconds: list[float]) -> None:
         self.record.device_initial_load_ms = {

@@ -1,8 +1,11 @@
 """Switchover: stop the guest, send what is left, complete; then resume and verify.
 
-  stop-copy   vm_stop (downtime starts), devices -> STOP_COPY, the rate limit off, the
-              final dirty sync, the rest of RAM, then each device in turn: its save time,
-              its final image, its non-iterable state; Complete (the last byte).
+  stop-copy   vm_stop (downtime starts): each device to STOP_COPY in turn (a synchronous
+              driver's save runs inside that arc, an asynchronous one's starts there and
+              overlaps what follows); the rate limit off; the final dirty sync (with the
+              device trackers' report); the rest of RAM; then each device in turn: the rest
+              of an image begun in pre-copy, its final image once its save is done, its
+              non-iterable state; Complete (the last byte).
   completion  with the return path, when the target's Shut arrives (it has loaded every
               device); without it, when the last byte is written (QEMU's
               migration_completion -> close_return_path_on_source -> migration_completion_end).
@@ -26,6 +29,8 @@ from migbed.services.source.parts import Parts
 from migbed.services.source.recorder import StopCopyTimes, TargetTimes
 from migbed.wire import migration_pb2 as pb
 from migbed.wire.channel import CHUNK_BYTES
+
+INITIAL_REPORT_WAIT_S = 0.25  # five of the target's progress periods
 
 
 class Switchover:
@@ -51,14 +56,16 @@ class Switchover:
         last_tick = p.guest.vcpu.stop()  # vm_stop: downtime starts
         stop_ns = now_ns()
         p.recorder.event("stop")
-        p.devices.stop_devices()
+        await p.devices.stop_devices()
         p.limiter.enabled = False  # the final copy goes as fast as the link allows
         await p.link.write(pb.SourceMessage(stop_copy=pb.StopCopy(source_stop_ns=stop_ns)))
         # A Ping right behind StopCopy: its round trip is the queue the stop-copy data waits
         # behind (pre-copy bytes still in socket buffers or a shaped link's queue).
         await p.link.ping(STOP_PING_SEQ)
         p.scanner.final_sync()
-        save_s = await self._send_rest()
+        # ram_save_complete's sync asks the device trackers too: inside the downtime.
+        report_s = await p.devices.tracker_report(p.scenario.guest.ram_size)
+        ram_sent_ns = await self._send_rest()
         await p.link.write(pb.SourceMessage(complete=pb.Complete(
             source_last_tick_ns=last_tick, ram_pages_sent=p.ram.pages_sent,
             device_next_seq=p.devices.next_seq)))
@@ -68,23 +75,30 @@ class Switchover:
             p.link.completed = True  # QEMU completes here without the return path
         if p.return_path:
             completion = await self._wait_shut()
-        self.times = StopCopyTimes(last_tick, stop_ns, last_byte, completion, save_s)
+        self.times = StopCopyTimes(last_tick, stop_ns, last_byte, completion, ram_sent_ns,
+                                   report_s)
         p.recorder.stop_copy(self.times)
+        p.recorder.device_stop_copy([d.cfg.name for d in p.guest.devices],
+                                    p.devices.save_times, stop_ns)
         if self.parallel is not None:
             await self.parallel.loaded()  # each device's stream: loaded, or its error
         return self.times
 
-    async def _send_rest(self) -> float:
+    async def _send_rest(self) -> int:
         """RAM, then each device in turn on the main stream; or, with QEMU 10's multifd
-        device state, every device on its own stream beside the RAM. Returns the save time
-        on the critical path."""
+        device state, every device on its own stream beside the RAM. Returns when RAM's
+        last byte was written (CLOCK_MONOTONIC ns)."""
         if self.parallel is None:
             await self._send_ram()
-            return await self._send_devices()
+            ram_sent = now_ns()
+            await self._send_devices()
+            return ram_sent
         devices = asyncio.ensure_future(self.parallel.send())
         try:
             await self._send_ram()
-            return await devices
+            ram_sent = now_ns()
+            await devices
+            return ram_sent
         finally:
             devices.cancel()
 
@@ -99,13 +113,11 @@ class Switchover:
             p.check()
         await p.ram.round_done()
 
-    async def _send_devices(self) -> float:
-        """Each device in turn on the main channel; returns the total save time."""
-        save = 0.0
+    async def _send_devices(self) -> None:
+        """Each device in turn on the main channel (qemu_savevm_state_complete_precopy)."""
         for i in range(len(self.p.guest.devices)):
-            save += await self.p.devices.save_device(i)
+            await self.p.devices.save_device(i)
             self.p.check()
-        return save
 
     async def _wait_shut(self) -> int:
         """MIG_RP_MSG_SHUT: the target has loaded everything. Returns its arrival (ns)."""
@@ -131,6 +143,7 @@ class Switchover:
         shut = p.link.got.get("shut")  # absent without the return path
         loads_done = shut.shut.target_loads_done_ns if shut else resumed.target_loads_done_ns
         p.recorder.resumed(times, TargetTimes(received.target_recv_ns, loads_done,
+                                              resumed.target_devices_running_ns,
                                               resumed.target_first_tick_ns),
                            p.link.offset.estimate(), p.guest.vcpu.tick_ns)
         p.recorder.device_initial_loads([d.cfg.name for d in p.guest.devices],
@@ -142,3 +155,9 @@ class Switchover:
         if not v.ok or mismatches:
             raise MigrationFailed(f"target state differs from the source: {v.detail or mismatches}")
         p.recorder.verified()
+        # The target reports a device's initial data loaded within a progress period of the
+        # marker; a report still on its way (legacy's stop right after the load) is awaited.
+        marked = [i for i, v in enumerate(p.devices.vfio) if v.initial_data_sent]
+        await p.link.initial_loads_reported(marked, INITIAL_REPORT_WAIT_S)
+        p.recorder.initial_loaded([d.cfg.name for d in p.guest.devices], p.link.initial_loaded_ns,
+                                  p.link.offset.estimate())

@@ -48,10 +48,15 @@ class Completion:
         else:
             for dev in self.p.devices:  # one reader: the devices load one after another
                 await dev.finish(self.p.pacer)
+        # process_incoming_migration_bh -> vm_start: the VM state handlers move each device
+        # out of RESUMING (an on-stop driver loads here), then to RUNNING (the driver's
+        # resume commands), device after device, before the vCPUs run and the Shut goes.
+        for dev in self.p.devices:
+            await dev.leave_resuming(self.p.pacer)
         loads_done = now_ns()
         for dev in self.p.devices:
-            dev.run()
-        await self._resume(loads_done)
+            await dev.start_running(self.p.pacer)
+        await self._resume(loads_done, now_ns())
         if self.p.metrics is not None:
             k = self.p.time_dilation  # the series are in virtual time, K a label
             self.p.metrics.on_resumed(self.p.scenario, self.p.setup.policy,
@@ -73,7 +78,7 @@ class Completion:
             raise refuse("DATA_LOSS", f"complete.ram_pages_sent = {m.ram_pages_sent}, "
                          f"received {pages}")
 
-    async def _resume(self, loads_done: int) -> None:
+    async def _resume(self, loads_done: int, devices_running: int) -> None:
         # The digests compare the state at the stop: from here the resumed guest's writes
         # keep each page's old bytes aside (verify.py hashes those).
         self.p.memory.begin_snapshot()
@@ -85,10 +90,12 @@ class Completion:
         # QEMU's process_incoming_migration_bh: vm_start, then MIG_RP_MSG_SHUT (from
         # migration_incoming_state_destroy); the guest's first progress comes after.
         self.vcpu.start()
-        self.p.send(pb.TargetMessage(shut=pb.Shut(target_loads_done_ns=loads_done)))
+        self.p.send(pb.TargetMessage(shut=pb.Shut(target_loads_done_ns=loads_done,
+                                                  target_devices_running_ns=devices_running)))
         await asyncio.to_thread(self.vcpu.wait_first_tick, FIRST_TICK_WAIT_S)
         self.p.send(pb.TargetMessage(resumed=pb.Resumed(
             target_first_tick_ns=self.vcpu.first_tick_ns, target_loads_done_ns=loads_done,
+            target_devices_running_ns=devices_running,
             device_initial_load_s=[d.initial_load_s for d in self.p.devices])))
         self._pause_gc(False)  # the downtime is over here
 

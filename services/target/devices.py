@@ -15,13 +15,20 @@ import time
 
 from migbed.core.clock import now_ns
 from migbed.core.device import TargetDevice, VfioState
-from migbed.core.loadmodel import IMAGE_COMPLETE, PER_CHUNK, DeviceLoadModel, Load, LoadCosts
+from migbed.core.loadmodel import (
+    IMAGE_COMPLETE,
+    ON_STOP,
+    PER_CHUNK,
+    DeviceLoadModel,
+    Load,
+    LoadCosts,
+)
 from migbed.wire import migration_pb2 as pb
 
 MIN_SLEEP_S = 0.002  # shorter loads are owed and paid together (a sleep per chunk overshoots)
 MAX_CREDIT_S = 0.01  # a sleep that overshot pays ahead for the next loads, up to this
 _TRIGGER = {pb.LOAD_TRIGGER_UNSPECIFIED: IMAGE_COMPLETE, pb.LOAD_TRIGGER_IMAGE_COMPLETE: IMAGE_COMPLETE,
-            pb.LOAD_TRIGGER_PER_CHUNK: PER_CHUNK}
+            pb.LOAD_TRIGGER_PER_CHUNK: PER_CHUNK, pb.LOAD_TRIGGER_ON_STOP: ON_STOP}
 
 
 class Pacer:
@@ -56,7 +63,10 @@ class LoadingDevice:
         self.state = TargetDevice(shape.name, shape.initial_bytes, shape.stop_copy_size,
                                   shape.device_state_bytes)
         self.model = DeviceLoadModel(load_costs(shape))
-        self.needs_ack = shape.initial_bytes > 0  # a device with pre-copy data approves
+        # A device with pre-copy data approves the switchover (vfio_switchover_ack_needed:
+        # PRE_COPY support; migbed also asks for initial bytes to send).
+        self.needs_ack = not shape.no_pre_copy and shape.initial_bytes > 0
+        self.resume_time_s = shape.resume_time_s
         self.next_seq = 0  # the next main-stream chunk's seq
         self.marker_seen = not self.needs_ack
         self.loaded_bytes = 0
@@ -123,8 +133,18 @@ class LoadingDevice:
         """STOP -> RESUMING: the device takes writes."""
         self.state.fsm.set_state(VfioState.RESUMING)
 
-    def run(self) -> None:
-        """RESUMING -> STOP (the driver validates what it loaded) -> RUNNING."""
+    async def leave_resuming(self, pacer: Pacer) -> None:
+        """vm_start, RESUMING -> STOP: an on-stop driver loads what it was written now
+        (hisi_acc_vf_load_state, pds_vfio_set_lm_state_cmd, qat_vf_load_device_data);
+        mlx5 and virtio only free their file here."""
+        await self._perform(self.model.leave_resuming(), pacer, settle=True)
+        self.state.fsm.set_state(VfioState.STOP)
+
+    async def start_running(self, pacer: Pacer) -> None:
+        """vm_start, STOP -> RUNNING_P2P -> RUNNING: the driver's resume commands
+        (mlx5vf_cmd_resume_vhca twice), `resume_time_s` in all, before the Shut."""
+        if self.resume_time_s > 0:
+            await pacer.pay(self.resume_time_s, settle=True)
         self.state.fsm.set_state(VfioState.RUNNING)
 
     def progress(self) -> pb.DeviceLoadProgress:

@@ -95,10 +95,11 @@ def _validate_device(w: str, d: pb.DeviceShape, k: float) -> None:
         raise _bad(f"{w}.device_state_bytes = {d.device_state_bytes}: at most "
                    f"{lim.MAX_DEVICE_STATE_BYTES}")
     _within(f"{w}.load_rate_bytes_per_s", d.load_rate_bytes_per_s, *lim.LOAD_RATE, 1 / k)
-    for name in ("load_setup_time_s", "stop_copy_load_time_s", "config_load_time_s"):
+    for name in ("load_setup_time_s", "stop_copy_load_time_s", "config_load_time_s",
+                 "resume_time_s"):
         _within(f"{w}.{name}", getattr(d, name), 0, lim.MAX_LOAD_TIME_S, k)
     if d.load_trigger not in pb.LoadTrigger.values():
-        raise _bad(f"{w}.load_trigger = {d.load_trigger}: IMAGE_COMPLETE or PER_CHUNK")
+        raise _bad(f"{w}.load_trigger = {d.load_trigger}: IMAGE_COMPLETE, PER_CHUNK or ON_STOP")
 
 
 # ---------------------------------------------------------------- device chunks

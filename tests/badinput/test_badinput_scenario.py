@@ -23,7 +23,9 @@ FIELDS: dict[str, dict[str, str]] = {
               "seed": "1"},
     "device": {"name": '"vf0"', "initial-bytes": '"4MB"', "stop-copy-size": '"1MB"',
                "dirty-rate": '"1MiB/s"', "block-size": '"64KiB"', "load-setup-time": '"200ms"',
-               "load-rate": '"1GB/s"', "stop-copy-load-time": '"10ms"'},
+               "load-rate": '"1GB/s"', "stop-copy-load-time": '"10ms"', "driver": '"generic"',
+               "resume-time": '"5ms"', "suspend-time": '"5ms"',
+               "tracker-report-rate": '"64GiB/s"'},
     "migration": {"downtime-limit": '"300ms"', "max-bandwidth": '"128MiB/s"',
                   "avail-switchover-bandwidth": '"64MiB/s"', "max-iterations": "10",
                   "max-time": '"30s"', "cap-action": '"switchover"',
@@ -70,6 +72,10 @@ BAD: dict[str, list[str]] = {
     "device.load-setup-time": ['"601s"', '"-1s"', '"1 fortnight"', "5"],
     "device.load-rate": ['"1KiB/s"', '"2000GiB/s"', '"0B/s"'],
     "device.stop-copy-load-time": ['"601s"', '"1h"'],
+    "device.driver": ['"bogus"', '""', '"MLX5"', "1"],
+    "device.resume-time": ['"601s"', '"-1ms"', '"quick"'],
+    "device.suspend-time": ['"601s"', '"-1ms"'],
+    "device.tracker-report-rate": ['"1KiB/s"', '"2PiB/s"', '"64GiB"'],
     "migration.downtime-limit": ['"0ms"', '"2001s"', '"soon"'],
     "migration.max-bandwidth": ['"512KiB/s"', '"101GiB/s"', '"1Gbit"'],
     "migration.avail-switchover-bandwidth": ['"101GiB/s"', '"fast"'],
@@ -149,6 +155,17 @@ def test_cli_refuses_a_bad_file(tmp_path: Path) -> None:
     assert "migration.max-bandwidth" in out.stderr and "Traceback" not in out.stderr
 
 
+def test_cli_set_refuses_a_bogus_driver(tmp_path: Path) -> None:
+    f = tmp_path / "ok.toml"
+    f.write_text(build())
+    out = subprocess.run([sys.executable, "-m", "migbed.cli.main", "scenarios", str(f),
+                          "--set", "device.vf0.driver=bogus"],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 2
+    assert "device[0].driver = 'bogus'" in out.stderr and "mlx5" in out.stderr, out.stderr
+    assert "Traceback" not in out.stderr
+
+
 def test_source_control_refuses_a_bad_scenario(lab: Lab) -> None:
     """Control.Start validates the scenario again: INVALID_ARGUMENT naming the field."""
     source = lab.start("source")
@@ -156,6 +173,7 @@ def test_source_control_refuses_a_bad_scenario(lab: Lab) -> None:
     with ch:
         for section, key, value in [("guest", "ram-size", '"1KiB"'),
                                     ("device", "block-size", '"3KiB"'),
+                                    ("device", "driver", '"bogus"'),
                                     ("migration", "cap-action", '"pause"')]:
             with pytest.raises(grpc.RpcError) as e:
                 stub.Start(pb.StartRequest(scenario_toml=build(section, key, value),

@@ -220,7 +220,8 @@ def valid_stream(devices: int = 1) -> tuple[pb.Setup, list[pb.SourceMessage]]:
         out.append(out[0])  # RAM between its chunks (the first pages again)
     out.append(pb.SourceMessage(stop_copy=pb.StopCopy()))
     for i, d in enumerate(devs):
-        d.set_state(VfioState.STOP_COPY)
+        d.begin_stop_copy(0.0)  # vm_stop: to STOP_COPY, its save started
+        d.save_wait(0.0)  # (no save time: readable at once)
         while chunks := chunk_messages(i, d, seqs, 128 << 10):
             out += chunks
     pages = sum(len(m.ram.pages) for m in out if m.WhichOneof("body") == "ram")

@@ -22,8 +22,8 @@ import pytest
 from deploylab import ROOT, Deployed, Lab, run_deploy, start_lab
 
 from migbed.fleet.evacuation import Evacuation, GuestRun
-from migbed.fleet.lab import lab_endpoints, spread_guests
-from migbed.fleet.planner import EvacuationPlan, Interval, Limits, max_in_flight
+from migbed.fleet.lab import lab_endpoints
+from migbed.fleet.planner import EvacuationPlan, Interval, Limits, max_in_flight, spread_guests
 from migbed.fleet.report import write_fleet
 from migbed.measure.record import load_results
 

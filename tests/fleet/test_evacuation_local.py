@@ -9,9 +9,9 @@ from pathlib import Path
 
 from migbed.core.scenario import builtin_scenario_text
 from migbed.experiments.localstack import Service, start_service
-from migbed.fleet.cli import SOURCE_HOST, guests_from_scenario
 from migbed.fleet.evacuation import Endpoints, Evacuation, GuestRun
 from migbed.fleet.planner import EvacuationPlan, Limits
+from migbed.fleet.run import SOURCE_HOST, guests_from_scenario
 
 TINY = builtin_scenario_text("tiny")
 

@@ -12,8 +12,8 @@ import pytest
 
 from migbed.core.scenario import builtin_scenario_text
 from migbed.fleet.evacuation import EvacuationResult, GuestRun
-from migbed.fleet.lab import lab_endpoints, spread_guests
-from migbed.fleet.planner import Limits, PlanError
+from migbed.fleet.lab import lab_endpoints
+from migbed.fleet.planner import Limits, PlanError, spread_guests
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -93,8 +93,9 @@ def test_fixed_costs_land_in_downtime(stack: tuple[Service, Service]) -> None:
                                                  'device-state-size = "1MiB"'))
     # Inputs: 200 ms of save on the source, 100 ms of config load on the destination and
     # 1 MiB of non-iterable state sent in stop-copy. Results: where they land.
-    assert fixed.device_save_ms == pytest.approx(200)
-    assert fixed.stop_copy_ms >= 200
+    # generic saves at its turn on the stream: the stop-copy waits the whole 200 ms for it
+    # (measured, so at least the input; an asynchronous driver's save overlaps instead).
+    assert 200 <= fixed.device_save_ms <= fixed.stop_copy_ms
     # The config load (100 ms) happens on the destination before it reads Complete, so it
     # is in the time from the last byte to its arrival, and in the downtime either way.
     assert fixed.delivery_ms + fixed.destination_load_ms >= 100
@@ -153,8 +154,10 @@ def test_multifd_device_state_in_parallel(stack: tuple[Service, Service]) -> Non
     # each) one after another on the one reader; vf0's final image loads in the write of its
     # last byte, while the source saves vf1, so at least 100 + 200 + 200 ms. multifd device
     # state: each device on its own, side by side.
-    assert main.device_save_ms == pytest.approx(200)
-    assert par.device_save_ms == pytest.approx(100)
+    # generic saves at its turn: on the main channel one save after the other (the
+    # stop-copy blocked ~200 ms); in parallel the two waits overlap (~100 ms, counted once).
+    assert 200 <= main.device_save_ms < 300
+    assert 100 <= par.device_save_ms < 200
     assert main.downtime_ms >= 500
     assert par.downtime_ms < main.downtime_ms - 150
 

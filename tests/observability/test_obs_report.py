@@ -10,9 +10,10 @@ import pytest
 from obs_synth import POLICIES, make_record, make_records
 from PIL import Image
 
+from migbed.cli.report import add_parser
 from migbed.measure.record import RunRecord, dump_results
 from migbed.report.plot import representative_run
-from migbed.report.report import add_parser, write_report
+from migbed.report.report import write_report
 
 
 class PageParser(HTMLParser):

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from migbed.env import deploy
+from migbed.cli.main import main as migbed_main
+from migbed.env import ansible, deploy, labcerts, playbook, wheelhouse
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -19,15 +20,15 @@ ROOT = Path(__file__).resolve().parents[2]
 def test_bad_yaml_inventory_names_file_and_line(tmp_path: Path) -> None:
     bad = tmp_path / "lab.yml"
     bad.write_text("all:\n  children:\n    source:\n      hosts:\n        a: {ansible_host: x\n")
-    with pytest.raises(deploy.DeployError) as e:
-        deploy.load_inventory(bad, ROOT)
+    with pytest.raises(ansible.DeployError) as e:
+        ansible.load_inventory(bad, ROOT)
     msg = str(e.value)
     assert msg.startswith(f"inventory {bad} could not be parsed: YAML parsing failed")
     assert f"(at {bad}:" in msg
 
 
 def test_inventory_groups_and_missing_ones(tmp_path: Path) -> None:
-    inv = deploy.load_inventory(ROOT / "deploy" / "inventory.example.yml", ROOT)
+    inv = ansible.load_inventory(ROOT / "deploy" / "inventory.example.yml", ROOT)
     assert inv.hosts("source") == ["lab-a"]
     assert inv.hosts("target") == ["lab-b"]
     assert inv.hosts("monitor") == ["lab-mon"]
@@ -35,10 +36,10 @@ def test_inventory_groups_and_missing_ones(tmp_path: Path) -> None:
 
     ini = tmp_path / "lab.ini"
     ini.write_text("[source]\nhost-a ansible_host=192.0.2.1\n")
-    with pytest.raises(deploy.DeployError, match=r"group 'target' has no hosts"):
-        deploy.load_inventory(ini, ROOT)
-    with pytest.raises(deploy.DeployError, match=r"no such file"):
-        deploy.load_inventory(tmp_path / "missing.yml", ROOT)
+    with pytest.raises(ansible.DeployError, match=r"group 'target' has no hosts"):
+        ansible.load_inventory(ini, ROOT)
+    with pytest.raises(ansible.DeployError, match=r"no such file"):
+        ansible.load_inventory(tmp_path / "missing.yml", ROOT)
 
 
 def test_failure_reasons() -> None:
@@ -46,14 +47,14 @@ def test_failure_reasons() -> None:
         "msg": "Task failed: Failed to connect to the host via ssh: lab@192.0.2.1: Permission denied (publickey).",
         "unreachable": True,
     }
-    assert deploy._reason(unreachable) == (
+    assert playbook.failure_reason(unreachable) == (
         "Failed to connect to the host via ssh: lab@192.0.2.1: Permission denied (publickey)."
     )
     command = {"msg": "non-zero return code", "rc": 2, "stderr": "", "stdout": "a\nb\nboom"}
-    assert deploy._reason(command) == "exit 2; a | b | boom"
+    assert playbook.failure_reason(command) == "exit 2; a | b | boom"
     loop = {"msg": "", "results": [{"failed": False}, {"failed": True, "msg": "item broke"}]}
-    assert deploy._reason(loop) == "item broke"
-    assert deploy._reason({}) == "no reason given"
+    assert playbook.failure_reason(loop) == "item broke"
+    assert playbook.failure_reason({}) == "no reason given"
 
 
 def _event(kind: str, **data: object) -> dict[str, object]:
@@ -62,7 +63,7 @@ def _event(kind: str, **data: object) -> dict[str, object]:
 
 def test_progress_lines_and_failures() -> None:
     out = io.StringIO()
-    p = deploy.Progress(out)
+    p = playbook.Progress(out)
     p(_event("playbook_on_play_start", play="Install migbed"))
     p(_event("playbook_on_task_start", task="Copy the wheelhouse", role="install"))
     p(_event("runner_on_ok", host="a", task="Copy the wheelhouse", role="install", res={"changed": True}))
@@ -90,7 +91,7 @@ def test_tc_commands_from_the_scenario(tmp_path: Path) -> None:
     assert deploy.tc_commands(ROOT / "migbed" / "scenarios" / "tiny.toml") == []
     broken = tmp_path / "broken.toml"
     broken.write_text(base + '\n[link]\nrate = "fast"\n')
-    with pytest.raises(deploy.DeployError, match=r"scenario .*broken.toml: link.rate"):
+    with pytest.raises(ansible.DeployError, match=r"scenario .*broken.toml: link.rate"):
         deploy.tc_commands(broken)
 
 
@@ -111,13 +112,13 @@ def test_wheelhouse_digest(tmp_path: Path) -> None:
     (tmp_path / "project").mkdir()
     (tmp_path / "runtime.txt").write_text("x==1\n")
     (tmp_path / "deps" / "x-1-py3-none-any.whl").write_bytes(b"x")
-    with pytest.raises(deploy.DeployError, match="exactly one"):
-        deploy.wheelhouse_digest(tmp_path)
+    with pytest.raises(ansible.DeployError, match="exactly one"):
+        wheelhouse.wheelhouse_digest(tmp_path)
     (tmp_path / "project" / "migbed-0.1.0-py3-none-any.whl").write_bytes(b"m")
-    d = deploy.wheelhouse_digest(tmp_path)
-    assert d == deploy.wheelhouse_digest(tmp_path)
+    d = wheelhouse.wheelhouse_digest(tmp_path)
+    assert d == wheelhouse.wheelhouse_digest(tmp_path)
     (tmp_path / "project" / "migbed-0.1.0-py3-none-any.whl").write_bytes(b"m2")
-    assert d != deploy.wheelhouse_digest(tmp_path)
+    assert d != wheelhouse.wheelhouse_digest(tmp_path)
 
 
 @pytest.mark.parametrize("playbook", ["install", "experiment", "teardown"])
@@ -147,34 +148,34 @@ def test_unknown_policy_is_refused_before_anything_runs(tmp_path: Path, capsys: 
     inventory = str(ROOT / "deploy" / "inventory.example.yml")
     scenario = str(ROOT / "migbed" / "scenarios" / "tiny.toml")
     with pytest.raises(SystemExit) as exit_:  # argparse: the same --policy choices as run and up
-        deploy.main(["-i", inventory, "--scenario", scenario, "--policy", "bogus", "--out", str(tmp_path)])
+        migbed_main(["deploy", "-i", inventory, "--scenario", scenario, "--policy", "bogus", "--out", str(tmp_path)])
     assert exit_.value.code == 2
     assert "argument --policy: invalid choice: 'bogus'" in capsys.readouterr().err
     assert not (tmp_path / "ansible").exists()
 
 
 def test_lab_certs_cover_the_hosts_and_are_reused(tmp_path: Path) -> None:
-    inv = deploy.Inventory(
+    inv = ansible.Inventory(
         {"source": ["lab-a"], "target": ["lab-b", "bad_name"], "monitor": ["lab-mon"]},
         {
             "lab-a": {"ansible_host": "192.0.2.10", "migbed_lab_address": "198.51.100.10"},
             "lab-b": {"ansible_host": "192.0.2.11", "migbed_lab_address": "{{ ansible_host }}"},
         },
     )
-    hosts = deploy.tls_hosts(inv, {})
+    hosts = labcerts.tls_hosts(inv, {})
     assert hosts == ["lab-a", "192.0.2.10", "198.51.100.10", "lab-b", "192.0.2.11"]
     folder = tmp_path / "tls"
     out = io.StringIO()
-    assert deploy.lab_certs(folder, hosts, out)
+    assert labcerts.lab_certs(folder, hosts, out)
     assert "none yet" in out.getvalue()
     ca = (folder / "ca.pem").read_bytes()
-    assert not deploy.lab_certs(folder, hosts, out)  # reused: the same CA
+    assert not labcerts.lab_certs(folder, hosts, out)  # reused: the same CA
     assert (folder / "ca.pem").read_bytes() == ca
     assert (folder / "ca-key.pem").stat().st_mode & 0o777 == 0o600
-    assert deploy.lab_certs(folder, [*hosts, "192.0.2.99"], out)  # a new host: a new CA
+    assert labcerts.lab_certs(folder, [*hosts, "192.0.2.99"], out)  # a new host: a new CA
     assert "new hosts 192.0.2.99" in out.getvalue()
     assert (folder / "ca.pem").read_bytes() != ca
-    assert deploy.tls_hosts(inv, {"migbed_lab_address": "10.0.0.1"})[2] == "10.0.0.1"
+    assert labcerts.tls_hosts(inv, {"migbed_lab_address": "10.0.0.1"})[2] == "10.0.0.1"
 
 
 def test_systemd_unit_verifies(tmp_path: Path) -> None:
@@ -212,11 +213,11 @@ def test_systemd_unit_verifies(tmp_path: Path) -> None:
 def test_diff_lines_of_a_changed_file_and_a_prepared_diff() -> None:
     """--diff: Ansible's before/after of a template becomes a unified diff; a module's own
     prepared diff is shown as it is; an unchanged or missing diff shows nothing."""
-    lines = deploy._diff_lines(
+    lines = playbook.diff_lines(
         {"before": "a\nb\n", "after": "a\nc\n", "before_header": "/etc/x", "after_header": "x.j2"}
     )
     assert lines[:2] == ["--- /etc/x", "+++ x.j2"]
     assert "-b" in lines and "+c" in lines
-    assert deploy._diff_lines([{"prepared": "one\ntwo"}]) == ["one", "two"]
-    assert deploy._diff_lines({"before": "same", "after": "same"}) == []
-    assert deploy._diff_lines(None) == []
+    assert playbook.diff_lines([{"prepared": "one\ntwo"}]) == ["one", "two"]
+    assert playbook.diff_lines({"before": "same", "after": "same"}) == []
+    assert playbook.diff_lines(None) == []

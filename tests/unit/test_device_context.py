@@ -23,7 +23,8 @@ def _stop_copy_stream(dev: SourceDevice) -> bytes:
     while dev.read(1 << 20):
         pass
     dev.dirty_blocks(np.array([1, 2]))
-    dev.set_state(VfioState.STOP_COPY)
+    dev.begin_stop_copy(0.0)  # vm_stop: to STOP_COPY, its save started
+    dev.save_wait(0.0)  # (no save time: readable at once)
     out = b""
     while chunks := dev.read(1 << 20):
         out += b"".join(c.data for c in chunks if c.offset >= dev.cfg.initial_bytes)
@@ -41,7 +42,8 @@ def test_stop_copy_streams_exactly_context_bytes_and_target_digest_matches() -> 
         target.write(c.offset, c.data)
     dev.dirty_blocks(np.array([2]))
     gen += 1
-    dev.set_state(VfioState.STOP_COPY)
+    dev.begin_stop_copy(0.0)  # vm_stop: to STOP_COPY, its save started
+    dev.save_wait(0.0)  # (no save time: readable at once)
     context = b""
     while chunks := dev.read(1 << 20):
         for c in chunks:

@@ -113,7 +113,8 @@ def test_stop_copy_stream_carries_everything_and_digests_match() -> None:
     for ch in src.read(100_000):
         dst.write(ch.offset, ch.data)
     src.dirty_blocks(np.array([0, 3, 5]))
-    src.set_state(S.STOP_COPY)
+    src.begin_stop_copy(0.0)  # vm_stop: to STOP_COPY, its save started
+    src.save_wait(0.0)  # (no save time: readable at once)
     assert src.stop_copy_size() == (300_000 - 100_000) + 3 * 4096 + 10_000
     kinds: dict[tuple[str, int], int] = {}
     while chunks := src.read(64 << 10):
@@ -132,7 +133,8 @@ def test_stopped_device_does_not_dirty() -> None:
     d = _dev()
     d.set_state(S.PRE_COPY)
     d.read(1 << 20)
-    d.set_state(S.STOP_COPY)
+    d.begin_stop_copy(0.0)  # vm_stop: to STOP_COPY, its save started
+    d.save_wait(0.0)  # (no save time: readable at once)
     d.dirty_blocks(np.array([0]))
     assert d.stop_copy_size() == 4096
 

@@ -73,7 +73,8 @@ def test_stop_copy_reads_the_open_image_to_its_end_then_the_final_image() -> Non
     # image; 3 is still unread in the middle image and goes out with it.
     src.dirty_blocks(np.array([2, 3, 40]))
     src.set_state(S.PRE_COPY_P2P)
-    src.set_state(S.STOP_COPY)
+    src.begin_stop_copy(0.0)  # vm_stop: to STOP_COPY, its save started
+    src.save_wait(0.0)  # (no save time: readable at once)
     middle = 3 * BLOCK - 100
     final = 2 * BLOCK + 10_000
     assert src.stop_copy_size() == (middle - BLOCK) + final
@@ -90,7 +91,8 @@ def test_a_stop_inside_the_initial_image_keeps_it_one_image() -> None:
     src = _dev()
     chunks = src.read(5 * BLOCK + 7)
     src.dirty_blocks(np.array([0, 30]))  # 0 was sent, 30 goes with the initial image
-    src.set_state(S.STOP_COPY)
+    src.begin_stop_copy(0.0)  # vm_stop: to STOP_COPY, its save started
+    src.save_wait(0.0)  # (no save time: readable at once)
     chunks += drain(src, 1 << 20)
     assert images(chunks) == [("initial", 64 * BLOCK, 64 * BLOCK),
                               ("final", BLOCK + 10_000, BLOCK + 10_000)]
@@ -107,7 +109,8 @@ def test_random_runs_tile_the_stream_with_whole_images_and_verify() -> None:
         for _ in range(int(rng.integers(1, 40))):
             chunks += src.read(int(rng.integers(1, 12 * BLOCK)))
             src.dirty_blocks(rng.integers(0, src.blocks, size=int(rng.integers(0, 8))))
-        src.set_state(S.STOP_COPY)
+        src.begin_stop_copy(0.0)  # vm_stop: to STOP_COPY, its save started
+        src.save_wait(0.0)  # (no save time: readable at once)
         chunks += drain(src, int(rng.integers(1, 12 * BLOCK)))
         got = images(chunks)
         assert all(n == length for _, length, n in got), (seed, got)

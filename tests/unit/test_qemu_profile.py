@@ -36,16 +36,16 @@ def test_avail_switchover_bandwidth_from_8_2() -> None:
                                          'avail-switchover-bandwidth = "1GiB/s"'))
 
 
-def test_multifd_device_state_only_in_10_0() -> None:
-    assert [v for v, p in PROFILES.items() if p.multifd_device_state] == ["10.0"]
+def test_multifd_device_state_from_10_0() -> None:
+    assert [v for v, p in PROFILES.items() if p.multifd_device_state] == ["10.0", "10.1"]
     with pytest.raises(ScenarioError, match=r"10\.0"):
         parse_scenario(BASE.format(extra='qemu-version = "9.2"\nmultifd = true\n'
                                          'device-state-transfer = "multifd"'))
 
 
 def test_switchover_test_is_strict_up_to_10_0() -> None:
-    # "(!pending_size || pending_size < threshold_size)" until 10.1's "<=".
-    assert not any(p.threshold_inclusive for p in PROFILES.values())
+    # "(!pending_size || pending_size < threshold_size)" until 10.1's "<=" (7aaa1fc072).
+    assert [v for v, p in PROFILES.items() if p.threshold_inclusive] == ["10.1"]
 
 
 def test_unknown_version_is_named() -> None:

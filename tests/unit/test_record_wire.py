@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from migbed.measure.record import DeviceSample, Event, ProgressSample, RunRecord
+from migbed.measure.record import DeviceSample, DeviceStopCopy, Event, ProgressSample, RunRecord
 from migbed.measure.record_wire import (
     record_from_pb,
     record_to_pb,
@@ -25,6 +25,8 @@ def _filled(cls: type, i: int = 1) -> object:
             kw[f.name] = [_filled(ProgressSample, n)]
         elif f.name == "events":
             kw[f.name] = [Event(1.5, "stop", "x"), Event(2.5, "completed")]
+        elif f.name == "device_stop_copy":
+            kw[f.name] = [_filled(DeviceStopCopy, n), _filled(DeviceStopCopy, n + 9)]
         elif t.startswith("dict[str, str]"):
             kw[f.name] = {"a": "b", "c": str(n)}
         elif t.startswith("dict"):
@@ -59,6 +61,7 @@ def test_sample_round_trips() -> None:
 
 def test_every_dataclass_field_is_in_the_proto() -> None:
     for cls, msg in ((RunRecord, pb.RunRecord), (ProgressSample, pb.ProgressSample),
-                     (DeviceSample, pb.DeviceSample), (Event, pb.Event)):
+                     (DeviceSample, pb.DeviceSample), (Event, pb.Event),
+                     (DeviceStopCopy, pb.DeviceStopCopy)):
         names = {f.name for f in dataclasses.fields(cls)}
         assert names == set(msg.DESCRIPTOR.fields_by_name), cls.__name__

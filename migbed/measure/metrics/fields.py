@@ -78,6 +78,7 @@ RECORD_FIELDS: dict[str, FieldSpec] = {
     "source_address": SKIP,
     "target_address": SKIP,
     "labels": SKIP,
+    "device_drivers": SKIP,  # strings: the run's scenario names them
     "timeline": SKIP,
     "events": SKIP,
     "verified": FieldSpec(help="1 if the target's RAM and device state equalled the source's at its stop"),
@@ -115,7 +116,13 @@ RECORD_FIELDS: dict[str, FieldSpec] = {
     # where guest downtime went: these five add up to guest_downtime_ms
     "stop_lag_ms": FieldSpec(help="Guest downtime part: last vCPU tick to the stop (source clock)"),
     "stop_copy_ms": FieldSpec(help="Guest downtime part: the stop to the source writing the last byte"),
-    "device_save_ms": FieldSpec(help="Of stop_copy: the devices' stop-copy save time"),
+    "device_save_ms": FieldSpec(help="Of stop_copy: time the stop-copy was blocked on devices (suspends, saves)"),
+    "ram_stop_copy_ms": FieldSpec(help="Of stop_copy: the stop to RAM's last stop-copy byte written"),
+    "tracker_report_ms": FieldSpec(
+        help="Of stop_copy: the device dirty-page trackers' report at the final sync"),
+    "device_stop_copy": FieldSpec(name="device_stop_copy", label="device"),
+    "device_resume_ms": FieldSpec(
+        help="Of resume: the destination's devices moved to RUNNING at vm_start (driver resume commands)"),
     "delivery_ms": FieldSpec(help="Guest downtime part: last byte written to the target reading it, inline loads"),
     "destination_load_ms": FieldSpec(help="Guest downtime part: target read the last byte to every device loaded"),
     "resume_ms": FieldSpec(help="Guest downtime part: every device loaded to the first vCPU tick on the target"),
@@ -170,7 +177,17 @@ DEVICE_FIELDS: dict[str, FieldSpec] = {
     "target_setup_remaining_s": SKIP,
 }
 
-NESTED_TABLES: dict[str, dict[str, FieldSpec]] = {"devices": DEVICE_FIELDS}
+# DeviceStopCopy -> migbed_migration_last_device_stop_copy_<name>{scenario, policy, device}
+STOP_COPY_FIELDS: dict[str, FieldSpec] = {
+    "name": SKIP,  # the device label
+    "save_start_ms": FieldSpec(help="The device's STOP_COPY save began (since the stop, source clock)"),
+    "save_ready_ms": FieldSpec(help="The device's final image was readable (since the stop, source clock)"),
+    "sent_ms": FieldSpec(help="The device's last stop-copy byte was written (since the stop, source clock)"),
+    "save_wait_ms": FieldSpec(help="Time the stop-copy was blocked on this device's save"),
+}
+
+NESTED_TABLES: dict[str, dict[str, FieldSpec]] = {"devices": DEVICE_FIELDS,
+                                                  "device_stop_copy": STOP_COPY_FIELDS}
 
 
 @dataclass(frozen=True)

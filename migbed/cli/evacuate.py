@@ -3,73 +3,23 @@
 Locally the hosts are processes on loopback: one source service holding every guest and
 `--targets N` target services. Each policy gets its own evacuation, one after another.
 """
+# The runner is migbed/fleet/run.py; `migbed deploy --evacuate` takes the same plan flags
+# (add_plan_args).
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import datetime as dt
-from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from migbed.cli.args import add_dilation_arg
-from migbed.core.policy import DEFAULT_POLICIES, POLICIES
-from migbed.fleet.evacuation import Endpoints, Evacuation, EvacuationResult, GuestRun
-from migbed.fleet.lab import spread_guests
-from migbed.fleet.planner import ORDERS, EvacuationPlan, FleetGuest, Limits
-
-SOURCE_HOST = "source-0"
-
-
-def guests_from_scenario(name: str, toml: str, count: int, host: str = SOURCE_HOST) -> list[FleetGuest]:
-    return spread_guests(name, toml, count, [host])
-
-
-@contextlib.contextmanager
-def local_hosts(log_dir: Path, targets: int) -> Iterator[Endpoints]:
-    """One source and `targets` target services as local processes, always stopped."""
-    from migbed.experiments.localstack import start_service
-
-    services: list[Any] = []
-    try:
-        target_addr = {}
-        for i in range(targets):
-            svc = start_service("target", log_dir / f"target-{i}")
-            services.append(svc)
-            target_addr[f"target-{i}"] = svc.address
-        source = start_service("source", log_dir / SOURCE_HOST)
-        services.append(source)
-        yield Endpoints({SOURCE_HOST: source.address}, target_addr)
-    finally:
-        for svc in reversed(services):
-            svc.stop()
-
-
-def run_policies(endpoints: Endpoints, fleet: list[FleetGuest], scenario_texts: dict[str, str],
-                 policies: Sequence[str], limits: Limits, order: str, stop_on_target_loss: bool,
-                 progress: bool) -> list[EvacuationResult]:
-    from tqdm import tqdm
-
-    results = []
-    for policy in policies:
-        plan = EvacuationPlan(fleet, list(endpoints.targets), limits, order)
-        bar = tqdm(total=len(fleet), unit="guest", desc=f"evacuate ({policy})", disable=not progress)
-
-        def done(g: GuestRun, bar: Any = bar) -> None:
-            bar.set_postfix_str(f"{g.guest} {g.outcome}, downtime {g.guest_downtime_ms:.0f} ms")
-            bar.update(1)
-
-        try:
-            results.append(Evacuation(plan, endpoints, scenario_texts, policy, stop_on_target_loss,
-                                      done).run(order))
-        finally:
-            bar.close()
-    return results
+from migbed.cli.args import add_dilation_arg, progress_wanted, with_dilation
+from migbed.core.policy import DEFAULT_POLICIES, policy_names
+from migbed.fleet.planner import ORDERS, EvacuationPlan, Limits
+from migbed.fleet.run import finish, guests_from_scenario, local_hosts, run_policies
 
 
 def cmd_evacuate(args: argparse.Namespace) -> int:
-    from migbed.cli.args import with_dilation
     from migbed.core.scenario import DEFAULT_SCENARIO, resolve_scenario
 
     sc = resolve_scenario(args.scenario)  # the one resolver: a file or a built-in name
@@ -86,25 +36,8 @@ def cmd_evacuate(args: argparse.Namespace) -> int:
           flush=True)
     with local_hosts(out / "logs", args.targets) as endpoints:
         results = run_policies(endpoints, fleet, {name: toml}, policies, limits, args.order,
-                               args.stop_on_target_loss, not args.no_progress)
+                               args.stop_on_target_loss, progress_wanted(args.no_progress))
     return finish(results, out)
-
-
-def finish(results: Sequence[EvacuationResult], out: Path) -> int:
-    """Write every view into `out` (fleet.json, fleet.csv, results.json, gantt.png), print
-    the table; 0 when every guest completed verified, else 1."""
-    from migbed.fleet.report import fleet_table, plot_gantt, write_fleet
-
-    paths = write_fleet(results, out)
-    try:
-        paths.append(plot_gantt(results, out / "gantt.png"))
-    except ImportError as e:  # matplotlib is an optional extra
-        print(f"gantt chart skipped: {e}")
-    print()
-    print(fleet_table(results))
-    print("\n" + "  ".join(str(p) for p in paths), flush=True)
-    ok = all(g.outcome == "completed" and g.verified for r in results for g in r.guests)
-    return 0 if ok and not any(r.not_started for r in results) else 1
 
 
 def _count(lo: int, hi: int, what: str) -> Any:
@@ -138,7 +71,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
                               description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--scenario", help="TOML file or built-in name (every guest runs it)")
     p.add_argument("--targets", type=_count(1, 8, "--targets"), default=2, help="target hosts (2)")
-    p.add_argument("--policy", action="append", choices=POLICIES,
+    p.add_argument("--policy", action="append", choices=policy_names(),
                    help="repeatable; default legacy and switchover-ack")
     add_dilation_arg(p)
     add_plan_args(p)

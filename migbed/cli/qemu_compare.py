@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from migbed.cli.args import progress_wanted
 from migbed.core.scenario import ScenarioError, resolve_scenario
 
 REAL_TIME = ("real QEMU runs in real time (its clocks, its migration thread, the guest's vCPUs): "
@@ -51,7 +52,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
                    help="auto: KVM only if a guest really ticks under it within seconds, else TCG")
     p.add_argument("--boot-timeout", type=_seconds, default=90.0,
                    help="seconds the guest has to boot and touch its memory (90)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar for migbed's run")
+    p.add_argument("--no-progress", action="store_true",
+                   help="no progress bar for migbed's run (there is none when stderr is not a terminal)")
     p.add_argument("--time-dilation", type=_refuse_dilation, metavar="K|auto",
                    help="refused: real QEMU cannot be dilated (run, up, deploy, sweep and "
                    "evacuate take it)")
@@ -76,7 +78,7 @@ def main(args: argparse.Namespace) -> int:
     try:
         sc = load(args.scenario)
         print(f"migbed qemu-compare: scenario {sc.name}; results in {out}", flush=True)
-        cmp = run_comparison(sc, out, args.accel, show_progress=not args.no_progress,
+        cmp = run_comparison(sc, out, args.accel, show_progress=progress_wanted(args.no_progress),
                              boot_timeout=args.boot_timeout)
     except (ScenarioError, QemuSetupError, QemuRunError, MigbedRunError) as e:
         print(f"migbed qemu-compare: error: {e}", file=sys.stderr)
