@@ -83,8 +83,10 @@ def stack(log_dir: Path | None = None, profile_dir: Path | None = None,
     with contextlib.ExitStack() as cleanup:
         if log_dir is None:
             log_dir = Path(cleanup.enter_context(tempfile.TemporaryDirectory(prefix="migbed-bench-")))
+        # bound: a benchmark killed outright leaves no service behind (runtime/parent.py)
         yield cleanup.enter_context(local_stack(log_dir, target_wrapper=target_prefix,
-                                                target_host=target_host, profile_dir=profile_dir))
+                                                target_host=target_host, profile_dir=profile_dir,
+                                                bound=True))
 
 
 # ---------------------------------------------------------------- scenarios, as named data

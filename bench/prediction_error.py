@@ -54,7 +54,7 @@ def main() -> int:
     header("prediction error: predicted vs QEMU-reported downtime (ms)")
     rows = [["scenario", "policy", "downtime", "predicted", "error", "qemu expected",
              "error", "decision"]]
-    with local_stack(Path(tempfile.mkdtemp(prefix="migbed-predict-"))) as (source, target):
+    with local_stack(Path(tempfile.mkdtemp(prefix="migbed-predict-")), bound=True) as (source, target):
         for name in scenarios:
             plan = Plan(name, builtin_scenario_text(name), policies, args.repeat,
                         source.address, target.address)

@@ -5,8 +5,11 @@ A seeded generator of migrations (policies, QEMU versions, tiny guests with and 
 devices, multifd on/off, device state on the main stream or on multifd) runs against real
 `migbed serve source|target` processes, the target in its own network namespace; a nemesis
 kills (SIGKILL, then a restart), freezes (SIGSTOP 0.2-3 s, then SIGCONT) source or target,
-cuts and restores the link, or cancels the run, at seeded random moments. After every run a
-checker asserts migbed's promises (see docs/faults.md, "Randomized soak").
+cuts and restores the link, or cancels the run, at seeded random moments. Some runs go through
+a real `migbed run` process with its own services instead, and the nemesis strikes the
+orchestrator: SIGTERM or SIGKILL of that process, or SIGKILL of the source service it
+started. After every run a checker asserts migbed's promises (see docs/faults.md,
+"Randomized soak").
 
     sudo .venv/bin/python bench/soak.py --duration 360            # a random seed, printed
     sudo .venv/bin/python bench/soak.py --seed 1234 --duration 360 # replays seed 1234
@@ -44,6 +47,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="share of runs the nemesis strikes (default 0.7)")
     ap.add_argument("--no-netns", action="store_true",
                     help="target on loopback: no root needed, no link cuts")
+    ap.add_argument("--no-orchestrator-faults", action="store_true",
+                    help="no runs through `migbed run`, no faults of the orchestrator")
     ap.add_argument("--rss-slack-mib", type=int, default=160,
                     help="how far an idle service's RSS may exceed its baseline (default 160)")
     ap.add_argument("--log-dir", type=Path, default=None, help="services' logs (default: a temp dir)")
@@ -57,11 +62,13 @@ def main(argv: list[str] | None = None) -> int:
     command = shlex.join(["bench/soak.py", "--seed", str(seed), "--duration", f"{args.duration:g}",
                           "--fault-share", f"{args.fault_share:g}",
                           *(["--no-netns"] if args.no_netns else []),
+                          *(["--no-orchestrator-faults"] if args.no_orchestrator_faults else []),
                           *(["--max-runs", str(args.max_runs)] if args.max_runs != 100_000 else [])])
     log_dir = args.log_dir or Path(tempfile.mkdtemp(prefix="migbed-soak-"))
     cfg = SoakConfig(seed=seed, duration_s=args.duration, max_runs=args.max_runs,
                      fault_share=args.fault_share, netns=not args.no_netns,
-                     rss_slack=args.rss_slack_mib * MiB, log_dir=log_dir, command=command)
+                     rss_slack=args.rss_slack_mib * MiB, log_dir=log_dir, command=command,
+                     orchestrator_faults=not args.no_orchestrator_faults)
     summary = Soak(cfg, say=lambda s: print(s, flush=True)).run()
     print(summary.text())
     print(f"services' logs: {log_dir}")

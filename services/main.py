@@ -9,14 +9,19 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import os
 import signal
 import sys
+import threading
+import time
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from migbed.measure.metrics import SourceMetrics, TargetMetrics, serve_metrics
 from migbed.runtime.malloc import keep_stream_buffers_mapped
-from migbed.wire import migration_pb2_grpc as pbg
+from migbed.runtime.parent import ParentWatch
 from migbed.wire.channel import make_server, mark_serving
+from migbed.wire.servicers import add_servicer
 
 if TYPE_CHECKING:
     from migbed.dataplane.receiver import MultifdListener
@@ -42,7 +47,9 @@ async def serve(role: str, listen: str, metrics_listen: str = "",
                 server_credentials: Any = None, channel_credentials: Any = None,
                 max_sessions: int = 16, memory_budget: int | None = None,
                 idle_timeout_s: float | None = None, multifd_listen: str | None = None,
-                multifd_ssl_context: Any = None) -> None:
+                multifd_ssl_context: Any = None, parent_pid: int | None = None,
+                orphan_records: str | None = None) -> None:
+    watch = ParentWatch(parent_pid) if parent_pid else None
     # Ticks of the guest's vCPU thread must not wait 5 ms (the default) for the GIL.
     sys.setswitchinterval(0.0005)
     # Stream buffers reuse mapped heap instead of faulting in fresh pages per message.
@@ -67,9 +74,10 @@ async def serve(role: str, listen: str, metrics_listen: str = "",
     else:
         raise ValueError(f"role must be source or target, not {role!r}")
     server, health, port = make_server(listen, names, server_credentials)
-    pbg.add_ControlServicer_to_server(service, server)
+    # Requests gRPC cannot decode (a string that is not UTF-8) are refused naming the field.
+    add_servicer(server, "Control", service)
     if role == "target":
-        pbg.add_MigrationServicer_to_server(service, server)
+        add_servicer(server, "Migration", service)
     metrics_server = serve_metrics(metrics.registry, metrics_listen) if metrics_listen else None
     await server.start()
     await mark_serving(health, names)
@@ -79,14 +87,89 @@ async def serve(role: str, listen: str, metrics_listen: str = "",
     # Everything imported and built so far lives as long as the process: out of the
     # collector's generations, so a collection has less to walk (runtime/gcpause.py).
     gc.freeze()
+    await _until_stopped(watch)
+    await health.enter_graceful_shutdown()
+    if watch is not None and watch.gone():
+        log.warning("%s shutting down: %s", role, watch.reason())
+        await _orphaned_shutdown(role, service, watch, orphan_records, listen)
+    else:
+        log.info("%s shutting down", role)
+        await service.shutdown()  # sessions stop now (a target's prefault too), memory freed
+    await server.stop(grace=2)
+    if metrics_server is not None:
+        metrics_server.shutdown()
+
+
+async def _until_stopped(watch: ParentWatch | None) -> None:
+    """Until SIGTERM or SIGINT, or the parent that started us (--exit-with-parent) dies;
+    from then on the process is gone within SHUTDOWN_DEADLINE_S, whatever hangs."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    poller = None
+    if watch is not None:
+        watch.arm(loop)
+        poller = loop.create_task(_watch_parent(watch, stop))
     await stop.wait()
-    log.info("%s shutting down", role)
-    await health.enter_graceful_shutdown()
-    await service.shutdown()  # sessions stop now (a target's prefault too), memory freed
-    await server.stop(grace=2)
-    if metrics_server is not None:
-        metrics_server.shutdown()
+    _exit_anyway_after(SHUTDOWN_DEADLINE_S)
+    if poller is not None:
+        poller.cancel()
+
+
+SHUTDOWN_DEADLINE_S = 30.0  # after a stop signal the process is gone by then, whatever hangs
+ORPHAN_TARGET_WAIT_S = 3.0
+ORPHAN_RECENT_S = 10.0
+
+
+def _exit_anyway_after(seconds: float) -> None:
+    """A stop that hangs (a thread that never returns) must not leave the process running."""
+    def give_up() -> None:
+        log.error("still running %.0f s after the stop signal: exiting now", seconds)
+        logging.shutdown()
+        os._exit(1)
+
+    timer = threading.Timer(seconds, give_up)
+    timer.daemon = True
+    timer.start()
+
+
+async def _watch_parent(watch: ParentWatch, stop: asyncio.Event) -> None:
+    await watch.wait_gone()
+    stop.set()
+
+
+async def _orphaned_shutdown(role: str, service: Any, watch: ParentWatch,
+                             orphan_records: str | None, listen: str) -> None:
+    """The orchestrator died without stopping us. A source cancels its runs with that reason
+    (each guest restarted here) and appends the records the orchestrator could not write to
+    --orphan-records; a target first gives its sources a moment to abort their sessions
+    themselves (so the records say why), then closes what is left."""
+    if role == "target":
+        deadline = asyncio.get_running_loop().time() + ORPHAN_TARGET_WAIT_S
+        while service.sessions and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.05)
+        await service.shutdown()
+        return
+    stopped = time.monotonic()
+    await service.shutdown(watch.reason())
+    if orphan_records:
+        # The runs this stop cancelled, and those that ended just before it, whose record
+        # the orchestrator may not have written before it died (the file says).
+        for record in service.records_since(stopped - ORPHAN_RECENT_S):
+            record.source_address = record.source_address or listen
+            record.labels["recorded-by"] = "source service (its orchestrator died)"
+            _keep_record(Path(orphan_records), record)
+
+
+def _keep_record(path: Path, record: Any) -> None:
+    from migbed.measure.files import append_line, journal_has
+
+    if journal_has(path, "run_id", record.run_id):
+        return  # the orchestrator wrote it before it died
+    try:
+        append_line(path, record.to_json())
+        log.warning("run %s: %s; its record appended to %s", record.run_id, record.outcome, path)
+    except OSError as e:
+        log.error("run %s: its record could not be appended to %s (%s): %s", record.run_id,
+                  path, e.strerror or e, record.to_json())

@@ -26,6 +26,13 @@ EXIT_USAGE = 2  # bad arguments or input: nothing was started
 EXIT_UNREACHABLE = 3  # a service did not answer
 EXIT_RESULTS_ELSEWHERE = 4  # runs ended but their records could not be written where asked
 
+
+# A command's exit code from its runs' records (experiments/follow.py runs_outcome): 3 when a
+# source was lost with a run in flight, 1 when a run failed, was cancelled or did not verify
+# (or none ran), 0 when every one completed and verified. A stop signal (128+N) and records
+# written elsewhere (4) come first, where the command knows them.
+EXIT_OF_RUNS = {"ok": EXIT_OK, "failed": EXIT_FAILED, "source-lost": EXIT_UNREACHABLE}
+
 DEFAULT_REPEAT = 3
 MAX_REPEAT = 100
 

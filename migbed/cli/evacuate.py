@@ -10,11 +10,23 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import sys
 from pathlib import Path
 from typing import Any
 
-from migbed.cli.args import add_dilation_arg, progress_wanted, with_dilation
+from migbed.cli.args import (
+    EXIT_FAILED,
+    EXIT_OF_RUNS,
+    EXIT_RESULTS_ELSEWHERE,
+    add_dilation_arg,
+    progress_wanted,
+    with_dilation,
+)
 from migbed.core.policy import DEFAULT_POLICIES, policy_names
+from migbed.experiments.follow import runs_outcome
+from migbed.experiments.interrupt import Interruption
+from migbed.experiments.results import ResultsSink
+from migbed.fleet.evacuation import EvacuationResult
 from migbed.fleet.planner import ORDERS, EvacuationPlan, Limits
 from migbed.fleet.run import finish, guests_from_scenario, local_hosts, run_policies
 
@@ -34,10 +46,28 @@ def cmd_evacuate(args: argparse.Namespace) -> int:
     print(f"migbed: evacuating {args.guests} x {name} to {args.targets} target(s), at most "
           f"{limits.per_source} in flight per source, {limits.per_cluster} in all; results in {out}",
           flush=True)
-    with local_hosts(out / "logs", args.targets) as endpoints:
+    journal = ResultsSink(out)  # each record in results.jsonl as its guest ends
+    stop = Interruption("migbed evacuate")
+    with stop.installed(), local_hosts(out / "logs", args.targets, journal.path) as endpoints:
         results = run_policies(endpoints, fleet, {name: toml}, policies, limits, args.order,
-                               args.stop_on_target_loss, progress_wanted(args.no_progress))
-    return finish(results, out)
+                               args.stop_on_target_loss, progress_wanted(args.no_progress),
+                               journal.add, stop)
+    finish(results, out)
+    return _exit_code(results, stop, journal)
+
+
+def _exit_code(results: list[EvacuationResult], stop: Interruption, journal: ResultsSink) -> int:
+    """As `migbed --help` says: 4 when records went to the fallback, 128+N after stop signal
+    N, 3 when a source was lost, 1 unless every guest completed verified, else 0."""
+    if journal.saved_elsewhere:
+        print(f"migbed: records were not all written where asked; every one is in "
+              f"{journal.fallback or journal.path}", file=sys.stderr)
+        return EXIT_RESULTS_ELSEWHERE
+    if stop.fired:
+        print(f"migbed: stopped by {stop.signal_name}: exit {stop.exit_code()}", file=sys.stderr)
+        return stop.exit_code()
+    code = EXIT_OF_RUNS[runs_outcome([rec for r in results for rec in r.records])]
+    return code if code or not any(r.not_started for r in results) else EXIT_FAILED
 
 
 def _count(lo: int, hi: int, what: str) -> Any:

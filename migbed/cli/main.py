@@ -10,9 +10,12 @@
   migbed cancel ADDR RUN_ID  cancel a running migration on a source (run prints run ids)
   migbed scenarios [FILE]    list the built-in scenarios and comparisons, or validate a file
 
-Exit codes: 0 ok; 1 a run failed or was not verified; 2 bad arguments or input (nothing was
-started); 3 a service did not answer; 4 runs ended but their records could not be written
-where asked (they were saved to the fallback file printed).
+Exit codes: 0 every run completed and verified; 1 a run failed, was cancelled or was not
+verified; 2 bad arguments or input (nothing was started); 3 a service did not answer (a run
+it had in flight is recorded as failed); 4 runs ended but their records could not be written
+where asked (they were saved to the fallback file printed); 128+N stopped by signal N (130
+SIGINT, 129 SIGHUP, 143 SIGTERM): the runs in flight were cancelled, their guests left
+running on the source, and their records written. When several apply: 4, then 128+N, 3, 1.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 from migbed import __version__
 from migbed.cli.args import (
     EXIT_FAILED,
+    EXIT_OF_RUNS,
     EXIT_OK,
     EXIT_RESULTS_ELSEWHERE,
     EXIT_UNREACHABLE,
@@ -62,6 +66,8 @@ from migbed.core.scenario import (
 )
 
 if TYPE_CHECKING:
+    from migbed.experiments.comparison import Plan
+    from migbed.experiments.interrupt import Interruption
     from migbed.experiments.results import ResultsSink
 
 DEFAULT_OUT = "results/<UTC timestamp>"
@@ -71,8 +77,8 @@ DEFAULT_OUT = "results/<UTC timestamp>"
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from migbed.experiments.comparison import Plan, run_plan
-    from migbed.experiments.localstack import local_stack
+    from migbed.experiments.comparison import Plan
+    from migbed.experiments.interrupt import Interruption
     from migbed.experiments.results import JSONL, ResultsSink
 
     # Everything is checked before anything starts: the pair, the scenario, --out, TLS.
@@ -95,22 +101,37 @@ def cmd_run(args: argparse.Namespace) -> int:
     if exp.dilation_note:  # what --time-dilation auto chose and why, kept with the results
         (out / "time-dilation.txt").write_text(exp.dilation_note + "\n")
     sink = ResultsSink(out)
+    stop = Interruption("migbed run")
+    # The handlers stay until the command's end: a stop signal while the views are written
+    # still ends it with the documented code.
+    with stop.installed():
+        _run_plan(args, plan, sink, stop)
+        return _run_exit_code(sink, stop)
+
+
+def _run_plan(args: argparse.Namespace, plan: Plan, sink: ResultsSink, stop: Interruption) -> None:
+    from migbed.experiments.comparison import run_plan
+    from migbed.experiments.localstack import local_stack
+
     show = progress_wanted(args.no_progress)
     try:
         if args.source:
-            run_plan(plan, show, sink.add, _announce)
+            run_plan(plan, show, sink.add, _announce, stop)
         else:
-            with local_stack(out / "logs", tls_dir=args.tls_dir) as (source, target):
+            # Our own services: they die with this process, however it dies; a source that
+            # outlives it appends the records of the runs it cancels to our results.jsonl.
+            with local_stack(sink.folder / "logs", tls_dir=args.tls_dir, bound=True,
+                             orphan_records=sink.path) as (source, target):
                 plan.source, plan.target = source.address, target.address
-                run_plan(plan, show, sink.add, _announce)
-    except BaseException:  # a lost source, ^C: what did finish is shown and kept all the same
+                if not stop.fired:
+                    run_plan(plan, show, sink.add, _announce, stop)
+    except BaseException:  # a source that refused a run: what did finish is shown and kept
         if sink.records:
             _show_results(sink)
         raise
     _show_results(sink)
-    if not args.no_report and not sink.saved_elsewhere:
-        _maybe_report(out)
-    return _run_exit_code(sink)
+    if not args.no_report and not sink.saved_elsewhere and not stop.fired and sink.records:
+        _maybe_report(sink.folder)
 
 
 def _show_results(sink: ResultsSink) -> None:
@@ -130,14 +151,23 @@ def _announce(run_id: str) -> None:
     sys.stdout.flush()
 
 
-def _run_exit_code(sink: ResultsSink) -> int:
+def _run_exit_code(sink: ResultsSink, stop: Interruption) -> int:
+    """The documented exit code (module doc): 4 > 128+N > 3 > 1 > 0."""
     if sink.saved_elsewhere:
         where = sink.fallback or sink.path
         print(f"migbed: results were not all written where asked; every record is in {where}",
               file=sys.stderr)
         return EXIT_RESULTS_ELSEWHERE
-    bad = [r for r in sink.records if r.outcome == "failed" or (r.outcome == "completed" and not r.verified)]
-    return EXIT_FAILED if bad else EXIT_OK
+    if stop.fired:
+        print(f"migbed: stopped by {stop.signal_name}: exit {stop.exit_code()}", file=sys.stderr)
+        return stop.exit_code()
+    from migbed.experiments.follow import runs_outcome
+
+    code = EXIT_OF_RUNS[runs_outcome(sink.records)]
+    if code == EXIT_UNREACHABLE:
+        print("migbed: the source was lost with a run in flight (its record says so): exit 3",
+              file=sys.stderr)
+    return code
 
 
 def _use_tls(tls_dir: str | None) -> None:
@@ -189,7 +219,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         asyncio.run(serve(args.role, args.listen, args.metrics_listen or "", server_creds,
                           channel_creds, max_sessions=args.max_sessions,
                           memory_budget=args.memory_budget, idle_timeout_s=args.idle_timeout,
-                          multifd_listen=args.multifd_listen, multifd_ssl_context=multifd_ssl))
+                          multifd_listen=args.multifd_listen, multifd_ssl_context=multifd_ssl,
+                          parent_pid=args.exit_with_parent, orphan_records=args.orphan_records))
     except OSError as e:  # an address it cannot listen on: say which, no traceback
         raise UsageError(str(e)) from None
     return EXIT_OK
@@ -356,6 +387,12 @@ def _add_serve_parser(sub: Any) -> None:
     s.add_argument("--multifd-listen", type=listen_address, metavar="HOST:PORT",
                    help="target: HOST:PORT for multifd channels (default: --listen's host, "
                    "port 0 = any free port)")
+    s.add_argument("--exit-with-parent", type=bounded_int(1, 2**22), metavar="PID",
+                   help="stop (as on SIGTERM: runs cancelled, sessions closed) when process PID, "
+                   "which started this service, dies; how `migbed run` starts its own services")
+    s.add_argument("--orphan-records", metavar="FILE",
+                   help="source with --exit-with-parent: append the records of the runs it had to "
+                   "cancel because PID died to this JSONL file (the orchestrator's results.jsonl)")
     s.set_defaults(func=cmd_serve)
 
 
@@ -422,10 +459,12 @@ _EXTENSIONS: dict[str, tuple[str, str, str]] = {
     "qemu-compare": ("migbed.cli.qemu_compare", "add_parser",
                      "a scenario's RAM side on real QEMU and on migbed, side by side"),
     "predict": ("migbed.cli.sweeps", "add_predict_parser", "predict a scenario with the analytical model"),
+    "simulate": ("migbed.cli.simulate", "add_parser",
+                 "simulate draining racks or hosts of a datacenter (planner + model + shared links)"),
     "sweep": ("migbed.cli.sweeps", "add_sweep_parser", "run a scenario over a grid of values, measured and predicted"),
 }
 # The pip extra that brings each extension's dependencies (pip install 'migbed[EXTRA]').
-_EXTRA_OF = {"up": "stack", "down": "stack", "images": "stack", "report": "report",
+_EXTRA_OF = {"up": "stack", "down": "stack", "images": "stack", "report": "report", "simulate": "simulate",
              "deploy": "deploy", "certs": "deploy"}
 
 

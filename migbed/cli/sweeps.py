@@ -16,15 +16,18 @@ import time
 from pathlib import Path
 from typing import Any
 
-from migbed.cli.args import add_dilation_arg
+from migbed.cli.args import EXIT_OF_RUNS, EXIT_OK, EXIT_UNREACHABLE, add_dilation_arg
 from migbed.cli.args import address as _address
 from migbed.core.overrides import OverrideError, split_override
 from migbed.core.policy import DEFAULT_POLICIES, policy_names
 from migbed.core.scenario import DEFAULT_SCENARIO, parse_scenario
 from migbed.core.units import UnitError, format_bytes, parse_byte_rate, parse_size
+from migbed.experiments.follow import runs_outcome
+from migbed.experiments.interrupt import Interrupted, Interruption
 from migbed.experiments.sweep import (
     MAX_CELLS_PREDICT,
     MAX_CELLS_RUN,
+    RUNS_FILE,
     SPEC_FILE,
     SweepError,
     SweepSpec,
@@ -239,14 +242,28 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     if predict_only:
         extra["wire_rate"] = extra["wire_rate"] or DEFAULT_WIRE_RATE
         _predict(out, spec, cells, extra)
+        code = EXIT_OK
     else:
-        with services(out, extra.get("source", ""), extra.get("target", "")) as (source, target):
-            _measure_rates(extra, source, target, parse_scenario(spec.base_text).time_dilation)
-            _predict(out, spec, cells, extra)
-            run_sweep(spec, out, source, target, progress=not args.no_progress)
+        stop = Interruption("migbed sweep")
+        try:
+            with stop.installed(), services(out, extra.get("source", ""),
+                                            extra.get("target", "")) as (source, target):
+                stop.check()
+                _measure_rates(extra, source, target, stop,
+                               parse_scenario(spec.base_text).time_dilation)
+                _predict(out, spec, cells, extra)
+                done = run_sweep(spec, out, source, target, not args.no_progress, stop)
+        except Interrupted as e:
+            print(f"migbed: sweep {e}: the run in flight was cancelled and recorded in "
+                  f"{out / RUNS_FILE}; continue with --resume {out}", file=sys.stderr)
+            return e.exit_code
+        code = EXIT_OF_RUNS[runs_outcome([r.record for r in done])]
+        if code == EXIT_UNREACHABLE:
+            print(f"migbed: the source was lost with a run in flight (recorded); continue with "
+                  f"--resume {out}", file=sys.stderr)
     if not args.no_report:
         _report(out)
-    return 0
+    return code
 
 
 def _sweep_dilation(spec: SweepSpec, args: argparse.Namespace) -> float:
@@ -266,15 +283,16 @@ def _sweep_dilation(spec: SweepSpec, args: argparse.Namespace) -> float:
     return chosen.factor
 
 
-def _measure_rates(extra: dict[str, Any], source: str, target: str, k: float = 1.0) -> None:
+def _measure_rates(extra: dict[str, Any], source: str, target: str, stop: Interruption,
+                   k: float = 1.0) -> None:
     """The model's wire and pre-copy rates, each measured unless given; in a dilated sweep
     measured dilated, so in the same virtual time as its runs."""
     if not extra["wire_rate"]:
-        extra["wire_rate"] = measure_wire_rate(source, target, time_dilation=k)
+        extra["wire_rate"] = measure_wire_rate(source, target, interruption=stop, time_dilation=k)
         print(f"wire rate {format_bytes(extra['wire_rate'])}/s (measured: an unthrottled "
               "RAM-only migration; the model's input)", flush=True)
     if not extra.get("precopy_rate"):
-        extra["precopy_rate"] = measure_precopy_rate(source, target, time_dilation=k)
+        extra["precopy_rate"] = measure_precopy_rate(source, target, interruption=stop, time_dilation=k)
         print(f"pre-copy rate {format_bytes(extra['precopy_rate'])}/s (measured: the bulk stage of "
               "a RAM-only migration; the model's input)", flush=True)
 

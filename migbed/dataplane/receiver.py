@@ -27,6 +27,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import logging
+import select
 import socket
 import ssl
 import threading
@@ -50,7 +51,14 @@ from migbed.dataplane.sender import ChannelStats, MultifdError
 log = logging.getLogger("migbed.dataplane")
 
 DEFAULT_HELLO_TIMEOUT_S = 5.0
-DEFAULT_MAX_PENDING = 32  # connections accepted but not yet routed by their hello
+# Connections accepted but not yet routed by their hello, from one address and in all. A
+# source opens all its channels at once (at most pk.MAX_CHANNELS) and sends each hello at
+# once; at either limit the oldest such connection (of that address, or of the address
+# holding the most) is dropped for the new one, so silent strangers can delay a source's
+# channel by a hello timeout at most, never lock it out.
+DEFAULT_MAX_PENDING_PER_PEER = pk.MAX_CHANNELS
+DEFAULT_MAX_PENDING = 4 * pk.MAX_CHANNELS
+REFUSAL_LOG_WINDOW_S = 10.0  # one warning per address per window; the rest are counted
 # How many syncs a channel may read past the one the main stream waits for. QEMU's channels
 # wait at every SYNC until the main thread reaches it (multifd_recv_sync_main); ours may run
 # this far ahead, so a main stream busy loading a device does not stall RAM at once, and
@@ -340,10 +348,13 @@ class MultifdListener:
 
     def __init__(self, host: str, port: int = 0, ssl_context: ssl.SSLContext | None = None, *,
                  hello_timeout_s: float = DEFAULT_HELLO_TIMEOUT_S,
-                 max_pending: int = DEFAULT_MAX_PENDING) -> None:
+                 max_pending: int = DEFAULT_MAX_PENDING,
+                 max_pending_per_peer: int = DEFAULT_MAX_PENDING_PER_PEER) -> None:
         self._ssl = ssl_context
         self.hello_timeout_s = hello_timeout_s
         self.max_pending = max_pending
+        self.max_pending_per_peer = max_pending_per_peer
+        self._refusal_log = RefusalLog(REFUSAL_LOG_WINDOW_S)
         family = socket.AF_INET6 if ":" in host else socket.AF_INET  # "::1" too
         self._sock = socket.create_server((host, port), family=family, backlog=64)
         self.host = host
@@ -422,28 +433,56 @@ class MultifdListener:
                 if self._closed:
                     return
                 continue  # ECONNABORTED and the like: keep serving
-            pending = _Pending(conn)
+            pending = _Pending(conn, _host(addr))
             with self._lock:
                 if self._closed:
                     conn.close()
                     return
-                full = len(self._pending) >= self.max_pending
-                if not full:
+                admit, victim = self._make_room(pending.host)
+                if admit:
                     self._pending.add(pending)
-            if full:
-                self._refuse(addr, conn, f"more than {self.max_pending} connections waiting "
-                                         "for their hello")
+            if not admit:  # every slot holds a connection whose hello is arriving
+                self._refuse(addr, conn, f"{self.max_pending_per_peer} connections from this "
+                             "address (or all slots) are reading their hello; try again")
                 continue
+            if victim is not None:  # its thread, blocked on the hello, sees the close
+                shutdown_quietly(victim.sock)
             t = threading.Thread(target=self._connection, args=(pending, addr), daemon=True,
                                  name=f"multifd-recv-{addr[1]}")
             with self._lock:
                 self._threads.add(t)
             t.start()
 
+    def _make_room(self, host: str) -> tuple[bool, _Pending | None]:
+        """(Under the lock.) Whether one more connection from `host` may wait for its hello,
+        and the pending one dropped for it: its own oldest at the per-address limit, else
+        the oldest of the address holding the most when every slot is taken (see _victim);
+        none while there is room. Not admitted when no slot can be freed."""
+        by_host: dict[str, list[_Pending]] = collections.defaultdict(list)
+        for p in self._pending:
+            if not p.evicted:
+                by_host[p.host].append(p)
+        if len(by_host[host]) >= self.max_pending_per_peer:
+            crowd, why = by_host[host], (f"{self.max_pending_per_peer} connections from this "
+                                         "address waiting for their hello; the oldest made room")
+        elif sum(map(len, by_host.values())) >= self.max_pending:
+            crowd = max(by_host.values(), key=len)
+            why = (f"{self.max_pending} connections waiting for their hello; the oldest of the "
+                   "address holding the most made room")
+        else:
+            return True, None
+        victim = _victim(crowd)
+        if victim is None:
+            return False, None
+        victim.evicted = why
+        return True, victim
+
     def _refuse(self, addr: object, conn: socket.socket, why: str) -> None:
         line = f"multifd: refused connection from {_peer(addr)}: {why}"
-        log.warning("%s", line)
         self.refusals.append(line)
+        shown = self._refusal_log.note(_host(addr), line, time.monotonic())
+        if shown:
+            log.warning("%s", shown)
         with contextlib.suppress(OSError):
             conn.close()
 
@@ -478,21 +517,80 @@ class MultifdListener:
         except (Stalled, TimeoutError):  # TimeoutError: a TLS handshake that never came
             self._refuse(addr, pending.sock, f"no hello within {self.hello_timeout_s:g} s")
         except PeerClosed as e:
-            self._refuse(addr, pending.sock, f"closed before its hello ({e})")
+            self._refuse(addr, pending.sock, pending.evicted or f"closed before its hello ({e})")
         except pk.PacketError as e:
             self._refuse(addr, pending.sock, str(e))
         except ssl.SSLError as e:
             self._refuse(addr, pending.sock, f"TLS handshake failed: {e.reason or e}")
         except OSError as e:
-            self._refuse(addr, pending.sock, f"{e}")
+            self._refuse(addr, pending.sock, pending.evicted or f"{e}")
         return None, None
 
 
 class _Pending:
     """A connection whose hello has not routed it yet (its socket may become a TLS socket)."""
 
-    def __init__(self, sock: socket.socket) -> None:
+    def __init__(self, sock: socket.socket, host: str) -> None:
         self.sock = sock
+        self.host = host  # the peer's address, without the port
+        self.since = time.monotonic()
+        self.evicted = ""  # why it was dropped to make room, once it was
+
+
+HELLO_GRACE_S = 0.5  # a connection whose hello is arriving is dropped only after this
+
+
+def _victim(crowd: list[_Pending]) -> _Pending | None:
+    """The connection to drop: the oldest silent one (nothing received: a source sends its
+    hello at once, so its channels are never silent for long); else the oldest whose hello
+    has been arriving for HELLO_GRACE_S (a stranger sending it byte by byte); else none."""
+    now = time.monotonic()
+    oldest_first = sorted(crowd, key=lambda p: p.since)
+    for p in oldest_first:
+        if not _has_bytes(p.sock):
+            return p
+    return next((p for p in oldest_first if now - p.since > HELLO_GRACE_S), None)
+
+
+def _has_bytes(sock: socket.socket) -> bool:
+    """Bytes (or an end) are waiting on the socket: its peer is talking."""
+    try:
+        readable, _, _ = select.select([sock], [], [], 0)
+    except (OSError, ValueError):  # closed meanwhile
+        return False
+    return bool(readable)
+
+
+class RefusalLog:
+    """Refusals of one address, logged at most once per window: the first as it comes, the
+    ones after it counted and reported with the first refusal of a later window. A flood of
+    silent connections costs a log line per window, not one per connection."""
+
+    def __init__(self, window_s: float) -> None:
+        self.window_s = window_s
+        self._since: dict[str, float] = {}  # host -> when its window began
+        self._held: dict[str, int] = {}  # host -> refusals not logged in its window
+
+    def note(self, host: str, line: str, now: float) -> str:
+        """The line to log for this refusal ("" to log nothing now)."""
+        began = self._since.get(host)
+        if began is not None and now - began < self.window_s:
+            self._held[host] = self._held.get(host, 0) + 1
+            return ""
+        held = self._held.pop(host, 0)
+        self._since[host] = now
+        if len(self._since) > 4096:  # many addresses: forget the oldest windows
+            for old in sorted(self._since, key=self._since.__getitem__)[:2048]:
+                self._since.pop(old, None)
+                self._held.pop(old, None)
+        if held and began is not None:
+            return (f"{line} (and {held} more refused from {host} in the "
+                    f"{now - began:.0f} s before)")
+        return line
+
+
+def _host(addr: object) -> str:
+    return str(addr[0]) if isinstance(addr, tuple) and addr else str(addr)
 
 
 def _peer(addr: object) -> str:

@@ -99,6 +99,40 @@ class Stack:
             raise StackError(f"{' '.join(argv[len(self.cmd) :])} failed (exit {rc})")
         return rc
 
+    def run_forwarding_signals(self, *args: str) -> int:
+        """`compose run ... runner ...` with SIGINT/SIGTERM/SIGHUP passed on to the runner
+        container (its init hands them to `migbed run`, which cancels the runs in flight and
+        writes their records); the runner's exit code, or 128+N if compose itself died of
+        the signal."""
+        import signal
+        import threading
+
+        proc = subprocess.Popen(self.argv(*args), env=self.full_env(), cwd=ROOT)
+        got: list[int] = []
+
+        def forward(signum: int, frame: object) -> None:
+            got.append(signum)
+            threading.Thread(target=self._signal_runners, args=(signum,), daemon=True).start()
+
+        previous = {}
+        if threading.current_thread() is threading.main_thread():
+            previous = {sig: signal.signal(sig, forward)
+                        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
+        try:
+            rc = proc.wait()
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+        return 128 + got[0] if got and rc < 0 else rc
+
+    def _signal_runners(self, signum: int) -> None:
+        try:
+            for ct in self.containers(images.client(), "runner"):
+                if ct.status == "running":
+                    ct.kill(signal=signum)
+        except docker.errors.DockerException as e:
+            _say(f"could not pass the signal on to the runner: {e}")
+
     def containers(self, c: docker.DockerClient, service: str | None = None) -> list[Container]:
         labels = [f"{PROJECT_LABEL}={self.project}"]
         if service:
@@ -272,7 +306,7 @@ def run_comparison(
     argv += list(extra)
     _say(f"running scenario {name} in the runner: {' '.join(argv)}")
     try:
-        code = stack.run("run", "--rm", "--no-deps", "-T", *mounts, "runner", *argv, check=False)
+        code = stack.run_forwarding_signals("run", "--rm", "--no-deps", "-T", *mounts, "runner", *argv)
     finally:
         stack.env = env_before
     where = out / "results.json"

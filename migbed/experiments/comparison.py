@@ -7,16 +7,15 @@ between the given source and target services; the records are collected as they 
 
 from __future__ import annotations
 
-import contextlib
-import threading
 import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 from migbed.core.units import format_bytes
-from migbed.experiments.controller import ControlError, SourceControl
+from migbed.experiments.controller import SourceControl
+from migbed.experiments.follow import RECORDED_BY, StartedRun, follow_run
+from migbed.experiments.interrupt import Interruption
 from migbed.measure.record import ProgressSample, RunRecord
 
 
@@ -56,10 +55,13 @@ def _throttled(show: Callable[[ProgressSample], None], period_s: float = 0.2) ->
 
 def run_plan(plan: Plan, show_progress: bool = True,
              on_record: Callable[[RunRecord], None] | None = None,
-             on_start: Callable[[str], None] | None = None) -> list[RunRecord]:
+             on_start: Callable[[str], None] | None = None,
+             interruption: Interruption | None = None) -> list[RunRecord]:
     """Run every (repeat, policy) of the plan, one at a time. `on_start` gets each run id as
     its run starts (the CLI prints it: `migbed cancel` needs it); `on_record` each record as
-    its run ends (the CLI appends it to results.jsonl before anything else happens)."""
+    its run ends (the CLI appends it to results.jsonl before anything else happens). Every
+    started run gets exactly one record (experiments/follow.py); after a stop signal
+    (`interruption`) the run in flight is cancelled and no other starts."""
     from tqdm import tqdm
 
     control = SourceControl(plan.source)
@@ -70,37 +72,26 @@ def run_plan(plan: Plan, show_progress: bool = True,
                desc=plan.scenario_name)
     try:
         for repeat, policy in runs:
-            run_id = f"{plan.scenario_name}-{policy}-{repeat}-{batch}"
+            if interruption is not None and interruption.fired:
+                break
+            run = StartedRun(f"{plan.scenario_name}-{policy}-{repeat}-{batch}", plan.scenario_name,
+                             policy, repeat, plan.source, plan.target)
             bar.set_description(f"{policy} #{repeat + 1}")
-            control.start(plan.scenario_toml, policy, plan.target, run_id,
+            control.start(plan.scenario_toml, policy, plan.target, run.run_id,
                           {"repeat": str(repeat)})
             if on_start is not None:
-                on_start(run_id)
-            record = _follow(plan, control, run_id, bar)
-            record.source_address = plan.source
+                on_start(run.run_id)
+            record = follow_run(control, run, interruption,
+                                _throttled(lambda s: bar.set_postfix_str(_describe(s))),
+                                plan.cancel_after)
             records.append(record)
             if on_record is not None:
                 on_record(record)
             bar.set_postfix_str(f"{record.outcome}, guest downtime {record.guest_downtime_ms:.0f} ms")
             bar.update(1)
+            if record.labels.get(RECORDED_BY) == "orchestrator":
+                break  # the source is lost: the next Start would only fail the same way
     finally:
         bar.close()
         control.close()
     return records
-
-
-def _follow(plan: Plan, control: SourceControl, run_id: str, bar: Any) -> RunRecord:
-    timer = None
-    if plan.cancel_after > 0:
-        timer = threading.Timer(plan.cancel_after, _cancel_quietly, (control, run_id))
-        timer.start()
-    try:
-        return control.watch(run_id, _throttled(lambda s: bar.set_postfix_str(_describe(s))))
-    finally:
-        if timer is not None:
-            timer.cancel()
-
-
-def _cancel_quietly(control: SourceControl, run_id: str) -> None:
-    with contextlib.suppress(ControlError):  # the run ended meanwhile: its record says how
-        control.cancel(run_id, "cancel-after")

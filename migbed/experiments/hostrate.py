@@ -88,7 +88,7 @@ def measure(transport: str) -> HostRate:
     load = load_average()
     with tempfile.TemporaryDirectory(prefix="migbed-host-rate-") as tmp, \
             services(Path(tmp)) as (source, target):
-        rate = measure_precopy_rate(source, target, RUNS, channels)
+        rate = measure_precopy_rate(source, target, RUNS, multifd_channels=channels)
     return HostRate(rate, transport, dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
                     load, boot_id())
 

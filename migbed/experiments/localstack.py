@@ -85,11 +85,18 @@ def start_service(role: str, log_dir: Path, host: str = "127.0.0.1",
                   wrapper: Sequence[str] | None = None,
                   tls_dir: str | os.PathLike[str] | None = None,
                   profile_to: Path | None = None, listen: str | None = None,
-                  metrics_listen: str | None = None) -> Service:
+                  metrics_listen: str | None = None, bound: bool = False,
+                  orphan_records: Path | None = None) -> Service:
     """Start `migbed serve ROLE` on HOST and wait until it is SERVING.
 
     `listen` and `metrics_listen` (HOST:PORT) replace the free ports picked on HOST, for a
     test of exactly which addresses a service binds.
+
+    `bound`: the service belongs to this process (an orchestrator's own services): it stops
+    when this process dies, however it dies (`--exit-with-parent`, runtime/parent.py), a
+    source appending the records of the runs it then cancels to `orphan_records`; and it
+    runs in its own session, so a terminal's ^C reaches only the orchestrator, which
+    cancels the runs and records them before it stops its services.
 
     `wrapper` prefixes the command (ip netns exec NS; HOST is then an address in there); with
     `tls_dir` it serves mutual TLS (and is health-checked as the lab's client)."""
@@ -98,6 +105,10 @@ def start_service(role: str, log_dir: Path, host: str = "127.0.0.1",
     if tls_dir:
         creds = TlsDir(tls_dir).channel_credentials("client")
         extra += ["--tls-dir", str(tls_dir)]
+    if bound:
+        extra += ["--exit-with-parent", str(os.getpid())]
+        if orphan_records is not None and role == "source":
+            extra += ["--orphan-records", str(orphan_records.resolve())]
     address = listen or _hostport(host, _any_free_port(host))
     metrics = metrics_listen or _hostport(host, _any_free_port(host))
     log_dir.mkdir(parents=True, exist_ok=True)
@@ -105,7 +116,8 @@ def start_service(role: str, log_dir: Path, host: str = "127.0.0.1",
     cmd = service_command(role, address, metrics, wrapper or (), profile_to, extra)
     with open(log_path, "ab") as log:
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT,
-                                env={**os.environ, "PYTHONUNBUFFERED": "1"})
+                                env={**os.environ, "PYTHONUNBUFFERED": "1"},
+                                start_new_session=bound)
     svc = Service(role, address, metrics, proc, log_path)
     try:
         _wait_serving(svc, timeout, creds)
@@ -131,15 +143,19 @@ def _wait_serving(svc: Service, timeout: float, creds: grpc.ChannelCredentials |
 def local_stack(log_dir: Path, extra_args: Sequence[str] | None = None,
                 tls_dir: str | os.PathLike[str] | None = None,
                 target_wrapper: Sequence[str] | None = None, target_host: str = "127.0.0.1",
-                profile_dir: Path | None = None) -> Iterator[tuple[Service, Service]]:
+                profile_dir: Path | None = None, bound: bool = False,
+                orphan_records: Path | None = None) -> Iterator[tuple[Service, Service]]:
     """(source, target), both stopped however the block is left. The target may live in a
-    network namespace (`target_wrapper`, `target_host`); `profile_dir` gets each one's cProfile."""
+    network namespace (`target_wrapper`, `target_host`); `profile_dir` gets each one's cProfile;
+    `bound` and `orphan_records`: see start_service (an orchestrator's own services)."""
     target = start_service("target", log_dir, host=target_host, extra_args=extra_args,
                            wrapper=target_wrapper, tls_dir=tls_dir,
-                           profile_to=profile_dir / "target.prof" if profile_dir else None)
+                           profile_to=profile_dir / "target.prof" if profile_dir else None,
+                           bound=bound)
     try:
         source = start_service("source", log_dir, extra_args=extra_args, tls_dir=tls_dir,
-                               profile_to=profile_dir / "source.prof" if profile_dir else None)
+                               profile_to=profile_dir / "source.prof" if profile_dir else None,
+                               bound=bound, orphan_records=orphan_records)
         try:
             yield source, target
         finally:

@@ -1,5 +1,8 @@
 """Results that are never lost: each run's record is appended to results.jsonl and fsynced the
 moment the run ends, before anything else (the next run, the table, the report) can fail.
+A write cut short (a full disk) is cut back off at once, and a torn last line a crash left
+is moved aside the next time the journal is opened (migbed/measure/files.py): the journal
+always holds whole records only.
 
 When the results folder cannot be written (a full disk, a folder gone), the record goes to a
 fallback file whose path is printed at once; as a last resort the record itself is printed on
@@ -16,6 +19,7 @@ import tempfile
 from pathlib import Path
 from typing import TextIO
 
+from migbed.measure.files import append_line
 from migbed.measure.record import RunRecord, dump_results, write_csv
 
 JSONL = "results.jsonl"
@@ -28,18 +32,6 @@ def fallback_folder() -> Path:
         return Path(env)
     state = os.environ.get("XDG_STATE_HOME") or os.path.expanduser("~/.local/state")
     return Path(state) / "migbed"
-
-
-def _append_synced(path: Path, line: str) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
-    try:
-        data = line.encode()
-        written = 0
-        while written < len(data):
-            written += os.write(fd, data[written:])
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 class ResultsSink:
@@ -62,7 +54,7 @@ class ResultsSink:
         line = record.to_json() + "\n"
         if self.fallback is None:
             try:
-                _append_synced(self.path, line)
+                append_line(self.path, line)
                 return
             except OSError as e:
                 self._problem(f"cannot write {self.path}: {e.strerror or e}")
@@ -78,7 +70,7 @@ class ResultsSink:
                 f"results-{dt.datetime.now(dt.UTC).strftime('%Y%m%dT%H%M%SZ')}-{os.getpid()}.jsonl")
             try:
                 path.parent.mkdir(parents=True, exist_ok=True)
-                _append_synced(path, line)
+                append_line(path, line)
             except OSError:
                 self.fallback = None
                 continue

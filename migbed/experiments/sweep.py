@@ -18,7 +18,6 @@ import contextlib
 import copy
 import itertools
 import json
-import os
 import uuid
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field, replace
@@ -35,6 +34,9 @@ from migbed.core.scenario import (
     parse_scenario,
     read_scenario_text,
 )
+from migbed.experiments.follow import RECORDED_BY, StartedRun, follow_run
+from migbed.experiments.interrupt import INTERRUPTED_LABEL, Interruption
+from migbed.measure.files import append_line, atomic_write_json, read_journal
 from migbed.measure.record import RunRecord
 
 MAX_CELLS_RUN = 1000  # a measured sweep bigger than this is a mistake (hours of runs)
@@ -277,13 +279,14 @@ def load_sweep(name_or_path: str, local: bool = True) -> SweepSpec:
 
 
 SPEC_FILE, RUNS_FILE, PREDICTIONS_FILE = "sweep.json", "runs.jsonl", "predictions.json"
+# The records a local source appends when the sweep dies under it (its runs cancelled):
+# kept, and run again by --resume (see to_redo).
+ORPHANS_FILE = "orphans.jsonl"
 
 
 def write_spec(out: Path, spec: SweepSpec, extra: dict[str, Any]) -> None:
     out.mkdir(parents=True, exist_ok=True)
-    tmp = out / (SPEC_FILE + ".tmp")
-    tmp.write_text(json.dumps({**spec.to_dict(), **extra}, indent=1))
-    os.replace(tmp, out / SPEC_FILE)
+    atomic_write_json(out / SPEC_FILE, {**spec.to_dict(), **extra}, indent=1)
 
 
 def read_spec(out: Path) -> tuple[SweepSpec, dict[str, Any]]:
@@ -310,44 +313,59 @@ class FinishedRun:
 
 def append_run(out: Path, run: FinishedRun) -> None:
     """One line, flushed and fsynced before the next run starts."""
-    line = json.dumps({"cell": run.cell, "policy": run.policy, "repeat": run.repeat,
-                       "record": run.record.to_dict()})
-    with open(out / RUNS_FILE, "a", encoding="utf-8") as fh:
-        fh.write(line + "\n")
-        fh.flush()
-        os.fsync(fh.fileno())
+    append_line(out / RUNS_FILE, json.dumps({"cell": run.cell, "policy": run.policy,
+                                             "repeat": run.repeat, "record": run.record.to_dict()}))
 
 
 def read_runs(out: Path, repair: bool = False) -> list[FinishedRun]:
-    """The finished runs; a torn last line (killed mid-write) is dropped (and cut off with
-    repair=True); a (cell, policy, repeat) seen twice keeps its first record."""
+    """The finished runs; a torn last line (killed mid-write) is skipped (and moved aside
+    to runs.jsonl.torn-<time> with repair=True); a (cell, policy, repeat) seen twice keeps
+    its first record that is a measurement: a run cut short by a stop signal or by its lost
+    source (`to_redo`) gives way to the run that --resume made in its place. A record the
+    source kept when the sweep died under it (orphans.jsonl) counts only for a run that
+    runs.jsonl does not hold."""
     path = out / RUNS_FILE
-    if not path.exists():
-        return []
-    raw = path.read_bytes()
-    good_end = raw.rfind(b"\n") + 1
-    if repair and good_end < len(raw):
-        with open(path, "r+b") as fh:
-            fh.truncate(good_end)
-            fh.flush()
-            os.fsync(fh.fileno())
     runs: dict[tuple[int, str, int], FinishedRun] = {}
-    for number, line in enumerate(raw[:good_end].splitlines(), start=1):
-        if not line.strip():
-            continue
+    lines = read_journal(path, repair=repair) if path.exists() else []
+    for number, line in enumerate(lines, start=1):
         try:
             d = json.loads(line)
             key = (int(d["cell"]), str(d["policy"]), int(d["repeat"]))
-            runs.setdefault(key, FinishedRun(*key, RunRecord.from_dict(d["record"])))
+            if key not in runs or to_redo(runs[key].record):
+                runs[key] = FinishedRun(*key, RunRecord.from_dict(d["record"]))
         except (ValueError, KeyError, TypeError) as e:
             raise SweepError(f"{path}:{number}: not a run record this migbed can read ({e!r}); edited by "
                              "hand, or written by another migbed version?") from None
+    for orphan in _orphans(out, repair):
+        runs.setdefault((orphan.cell, orphan.policy, orphan.repeat), orphan)
     return list(runs.values())
+
+
+def _orphans(out: Path, repair: bool) -> list[FinishedRun]:
+    """The records in orphans.jsonl, by the cell and repeat their labels name."""
+    path = out / ORPHANS_FILE
+    if not path.exists():
+        return []
+    found = []
+    for line in read_journal(path, repair=repair):
+        with contextlib.suppress(ValueError, KeyError, TypeError):
+            rec = RunRecord.from_json(line)
+            found.append(FinishedRun(int(rec.labels["cell"]), rec.policy, rec.repeat, rec))
+    return found
+
+
+def to_redo(record: RunRecord) -> bool:
+    """A record that measured nothing about its cell: its run was cancelled because the sweep
+    got a stop signal or died (its source wrote the record), or its source was lost. Kept
+    (runs.jsonl, orphans.jsonl); --resume runs it again."""
+    by = record.labels.get(RECORDED_BY, "")
+    cut_short = by.startswith("source") and record.outcome != "completed"
+    return INTERRUPTED_LABEL in record.labels or by == "orchestrator" or cut_short
 
 
 def remaining(spec: SweepSpec, done: Iterable[FinishedRun]) -> list[tuple[int, int, str]]:
     """(cell, repeat, policy) still to run, cell by cell, policies interleaved per repeat."""
-    have = {(r.cell, r.policy, r.repeat) for r in done}
+    have = {(r.cell, r.policy, r.repeat) for r in done if not to_redo(r.record)}
     return [(c, r, p) for c in range(spec.cell_count) for r in range(spec.repeat)
             for p in spec.policies if (c, p, r) not in have]
 
@@ -368,10 +386,8 @@ def predict_cells(spec: SweepSpec, cells: list[Cell], params: Any) -> list[dict[
 
 
 def write_predictions(out: Path, predictions: list[dict[str, Any]], params: Any) -> None:
-    tmp = out / (PREDICTIONS_FILE + ".tmp")
-    tmp.write_text(json.dumps({"params": asdict(params), "cells": predictions}, indent=1,
-                              default=_json_number))
-    os.replace(tmp, out / PREDICTIONS_FILE)
+    atomic_write_json(out / PREDICTIONS_FILE, {"params": asdict(params), "cells": predictions},
+                      indent=1, default=_json_number)
 
 
 def _json_number(x: Any) -> Any:
@@ -381,23 +397,16 @@ def _json_number(x: Any) -> Any:
 # ---------------------------------------------------------------- running
 
 
-def _pdeathsig_wrapper() -> list[str]:
-    """Local services die with the sweep process, even on SIGKILL (util-linux setpriv):
-    a killed sweep leaves no orphan services behind, and --resume starts fresh ones."""
-    import shutil
-
-    setpriv = shutil.which("setpriv")
-    return [setpriv, "--pdeathsig", "KILL", "--"] if setpriv else []
-
-
 def _run_one(control: Any, spec: SweepSpec, cell: Cell, policy: str, repeat: int,
-             target: str) -> RunRecord:
+             source: str, target: str, interruption: Interruption | None) -> RunRecord:
     run_id = f"{spec.name}-c{cell.index}-{policy}-r{repeat}-{spec.sweep_id}"
     labels = {"repeat": str(repeat), "sweep": spec.sweep_id, "cell": str(cell.index),
               **{f"axis:{k}": str(v) for k, v in cell.values.items()}}
     control.start(cell.text, policy, target, run_id, labels)
-    record: RunRecord = control.watch(run_id)
-    record.labels.update({k: v for k, v in labels.items() if k != "repeat"})
+    labels.pop("repeat")
+    run = StartedRun(run_id, spec.name, policy, repeat, source, target, labels)
+    record = follow_run(control, run, interruption)
+    record.labels.update(labels)
     return record
 
 
@@ -411,11 +420,10 @@ def services(out: Path, source: str = "", target: str = "") -> Iterator[tuple[st
     from migbed.experiments.localstack import start_service
 
     logs = out / "logs"
-    wrap = _pdeathsig_wrapper()
-    with contextlib.ExitStack() as stack:
-        tsvc = start_service("target", logs, wrapper=wrap)
+    with contextlib.ExitStack() as stack:  # bound: they die with this process, however it dies
+        tsvc = start_service("target", logs, bound=True)
         stack.callback(tsvc.stop)
-        ssvc = start_service("source", logs, wrapper=wrap)
+        ssvc = start_service("source", logs, bound=True, orphan_records=out / ORPHANS_FILE)
         stack.callback(ssvc.stop)
         (logs / "stack.json").write_text(json.dumps(
             {svc.role: {"pid": svc.process.pid, "address": svc.address} for svc in (tsvc, ssvc)}))
@@ -461,7 +469,8 @@ def _bulk_stage_rate(rec: RunRecord) -> float | None:
     return rec.bulk_stage_rate() if rec.precopy_bytes >= (64 << 20) else None
 
 
-def _best_rate(source: str, target: str, scenario: str, rate_of: Any, what: str, runs: int) -> float:
+def _best_rate(source: str, target: str, scenario: str, rate_of: Any, what: str, runs: int,
+               interruption: Interruption | None = None) -> float:
     """The best of `runs` migrations of `scenario`: a rate is a capacity, and a busy host only
     ever lowers a reading."""
     from migbed.experiments.controller import SourceControl
@@ -472,7 +481,10 @@ def _best_rate(source: str, target: str, scenario: str, rate_of: Any, what: str,
         for _ in range(runs):
             run_id = f"{what}-calibration-{uuid.uuid4().hex[:8]}"
             control.start(scenario, "legacy", target, run_id, {"repeat": "0"})
-            rec = control.watch(run_id)
+            rec = follow_run(control, StartedRun(run_id, f"{what}-calibration", "legacy", 0,
+                                                 source, target), interruption)
+            if interruption is not None:
+                interruption.check()
             rate = rate_of(rec) if rec.outcome == "completed" else None
             if rate is None:
                 raise SweepError(f"measuring the {what} rate failed ({rec.outcome}: {rec.error}); "
@@ -483,19 +495,21 @@ def _best_rate(source: str, target: str, scenario: str, rate_of: Any, what: str,
     return max(rates)
 
 
-def measure_wire_rate(source: str, target: str, runs: int = 3, time_dilation: float = 1.0) -> float:
+def measure_wire_rate(source: str, target: str, runs: int = 3,
+                      interruption: Interruption | None = None, time_dilation: float = 1.0) -> float:
     """Bytes/s the engine's own stream moves between these services with no rate limit: a
     RAM-only migration whose RAM all goes in the final copy (downtime bytes / downtime).
     Dilated by K, in virtual time: K x what the host moves (a dilated sweep's model input)."""
     return _best_rate(source, target, _dilated(CALIBRATION_SCENARIO, time_dilation), _downtime_rate,
-                      "wire", runs)
+                      "wire", runs, interruption)
 
 
 def _dilated(scenario: str, k: float) -> str:
     return scenario if k == 1.0 else f"time-dilation = {k!r}\n{scenario}"
 
 
-def measure_precopy_rate(source: str, target: str, runs: int = 3, multifd_channels: int = 0,
+def measure_precopy_rate(source: str, target: str, runs: int = 3,
+                         interruption: Interruption | None = None, multifd_channels: int = 0,
                          time_dilation: float = 1.0) -> float:
     """Bytes/s the engine sends pre-copy RAM at between these services with no rate limit:
     the bulk stage of a RAM-only migration with no dirtying (bench/stream_throughput.py's
@@ -504,12 +518,15 @@ def measure_precopy_rate(source: str, target: str, runs: int = 3, multifd_channe
     scenario = PRECOPY_CALIBRATION_SCENARIO
     if multifd_channels:
         scenario += f"multifd = true\nmultifd-channels = {multifd_channels}\n"
-    return _best_rate(source, target, _dilated(scenario, time_dilation), _bulk_stage_rate, "precopy", runs)
+    return _best_rate(source, target, _dilated(scenario, time_dilation), _bulk_stage_rate, "precopy",
+                      runs, interruption)
 
 
-def run_sweep(spec: SweepSpec, out: Path, source: str, target: str,
-              progress: bool = True) -> list[FinishedRun]:
-    """Run every (cell, repeat, policy) not yet in out/runs.jsonl; returns all finished runs."""
+def run_sweep(spec: SweepSpec, out: Path, source: str, target: str, progress: bool = True,
+              interruption: Interruption | None = None) -> list[FinishedRun]:
+    """Run every (cell, repeat, policy) not yet in out/runs.jsonl; returns all finished runs.
+    After a stop signal the run in flight is cancelled, recorded, and Interrupted raised;
+    after a lost source (its run recorded) no other run starts."""
     import sys
 
     from tqdm import tqdm
@@ -517,26 +534,27 @@ def run_sweep(spec: SweepSpec, out: Path, source: str, target: str,
     from migbed.experiments.controller import SourceControl
 
     cells = spec.cells()
-    done = read_runs(out, repair=True)
-    todo = remaining(spec, done)
+    todo = remaining(spec, read_runs(out, repair=True))
     total = spec.cell_count * spec.repeat * len(spec.policies)
-    if not todo:
-        return done
     interactive = progress and sys.stderr.isatty()
     with contextlib.ExitStack() as stack:
         control = SourceControl(source)
         stack.callback(control.close)
         bar = stack.enter_context(tqdm(total=total, initial=total - len(todo), unit="run",
-                                       disable=not interactive, dynamic_ncols=True))
+                                       disable=not interactive or not todo, dynamic_ncols=True))
         for n, (ci, repeat, policy) in enumerate(todo, start=total - len(todo) + 1):
+            if interruption is not None:
+                interruption.check()
             cell = cells[ci]
             bar.set_description(f"cell {ci + 1}/{len(cells)} [{cell.label}] {policy} #{repeat + 1}")
-            record = _run_one(control, spec, cell, policy, repeat, target)
-            finished = FinishedRun(ci, policy, repeat, record)
-            append_run(out, finished)
-            done.append(finished)
+            record = _run_one(control, spec, cell, policy, repeat, source, target, interruption)
+            append_run(out, FinishedRun(ci, policy, repeat, record))
             bar.update(1)
             if not interactive and progress:
                 print(f"[{n}/{total}] cell {ci + 1} [{cell.label}] {policy} #{repeat + 1}: "
                       f"{record.outcome}, guest downtime {record.guest_downtime_ms:.0f} ms", flush=True)
-    return done
+            if record.labels.get(RECORDED_BY) == "orchestrator":
+                break  # the source is lost; --resume runs this one again
+    if interruption is not None:
+        interruption.check()
+    return read_runs(out)

@@ -21,6 +21,8 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from migbed.experiments.controller import ControlError, SourceControl
+from migbed.experiments.follow import StartedRun, follow_run
+from migbed.experiments.interrupt import Interruption
 from migbed.fleet.planner import EvacuationPlan, Interval, Limits, Placement, max_in_flight
 from migbed.measure.record import RunRecord
 from migbed.wire.channel import check_health
@@ -140,13 +142,17 @@ class Evacuation:
 
     def __init__(self, plan: EvacuationPlan, endpoints: Endpoints, scenario_texts: Mapping[str, str],
                  policy: str, stop_on_target_loss: bool = False,
-                 on_guest_done: Callable[[GuestRun], None] | None = None) -> None:
+                 on_guest_done: Callable[[GuestRun], None] | None = None,
+                 on_record: Callable[[RunRecord], None] | None = None,
+                 interruption: Interruption | None = None) -> None:
         self.plan = plan
         self.endpoints = endpoints
         self.scenario_texts = scenario_texts
         self.policy = policy
         self.stop_on_target_loss = stop_on_target_loss
         self.on_guest_done = on_guest_done
+        self.on_record = on_record  # each record as its guest ends (the journal)
+        self.interruption = interruption  # a stop signal: cancel what is in flight, start nothing
         self.fleet_id = uuid.uuid4().hex[:8]
         self._done: queue.Queue[_Done] = queue.Queue()
         self._threads: list[threading.Thread] = []
@@ -163,12 +169,15 @@ class Evacuation:
         self._t0 = time.monotonic()
         result.started_at = datetime.datetime.now(datetime.UTC).isoformat(timespec="milliseconds")
         while not self.plan.done:
-            for placement in self.plan.ready():
-                self._start(placement)
+            if not self._stopping():
+                for placement in self.plan.ready():
+                    self._start(placement)
             if not self.plan.in_flight:
-                break  # nothing can start (every target lost): the rest stays queued
+                break  # nothing can start (every target lost, or a stop signal): the rest stays queued
             placement, end_ms, record = self._done.get()
             self.plan.finished(placement.guest.name, record.outcome)
+            if self.on_record is not None:
+                self.on_record(record)
             run = self._guest_run(placement, end_ms, record)
             result.guests.append(run)
             result.records.append(record)
@@ -182,6 +191,9 @@ class Evacuation:
             name for name, outcome in self.plan.outcomes.items() if outcome == "not-started"]
         return result
 
+    def _stopping(self) -> bool:
+        return self.interruption is not None and self.interruption.fired
+
     def _start(self, placement: Placement) -> None:
         self._started_at[placement.guest.name] = self._ms()
         thread = threading.Thread(target=self._migrate, args=(placement,),
@@ -193,16 +205,19 @@ class Evacuation:
         guest = placement.guest
         run_id = f"{guest.name}-{self.policy}-{self.fleet_id}"
         source = self.endpoints.sources[guest.source_host]
+        target = self.endpoints.targets[placement.target_host]
+        labels = {"guest": guest.name, "source_host": guest.source_host,
+                  "target_host": placement.target_host, "fleet": self.fleet_id}
         control = SourceControl(source)
         try:
-            control.start(self.scenario_texts[guest.scenario], self.policy,
-                          self.endpoints.targets[placement.target_host], run_id,
-                          {"guest": guest.name, "source_host": guest.source_host,
-                           "target_host": placement.target_host, "fleet": self.fleet_id})
-            record = control.watch(run_id)
-        except ControlError as e:  # the source refused or was lost: this guest only
+            control.start(self.scenario_texts[guest.scenario], self.policy, target, run_id, labels)
+            # Its record, always: a lost source's run gets one written here (follow.py).
+            record = follow_run(control, StartedRun(
+                run_id, guest.scenario, self.policy, 0, source, target, labels,
+                self.endpoints.probes.get(placement.target_host, "")), self.interruption)
+        except ControlError as e:  # the source refused the run: it never started
             record = RunRecord(run_id=run_id, scenario=guest.scenario, policy=self.policy,
-                               repeat=0, outcome="failed", error=str(e))
+                               repeat=0, outcome="failed", error=str(e), labels=labels)
         finally:
             control.close()
         record.source_address = source

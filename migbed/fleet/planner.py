@@ -10,8 +10,9 @@ to drain while each guest's downtime stays the same.
 
 from __future__ import annotations
 
-from collections import Counter
-from collections.abc import Iterable, Sequence
+import heapq
+from collections import Counter, deque
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from migbed.core.scenario import parse_scenario
@@ -48,12 +49,12 @@ class Limits:
     per_cluster: int = DEFAULT_PER_CLUSTER  # migrations in flight in the whole lab
     per_target: int = 0  # migrations in flight into one target host; 0 = no limit
 
-    def check(self) -> None:
+    def check(self, most: int = MAX_GUESTS) -> None:
         for name, value, low in (("per-source", self.per_source, 1),
                                  ("per-cluster", self.per_cluster, 1),
                                  ("per-target", self.per_target, 0)):
-            if not low <= value <= MAX_GUESTS:
-                raise PlanError(f"limits.{name} = {value}: allowed {low} .. {MAX_GUESTS}")
+            if not low <= value <= most:
+                raise PlanError(f"limits.{name} = {value}: allowed {low} .. {most}")
 
 
 @dataclass(frozen=True)
@@ -73,87 +74,191 @@ def order_guests(guests: Sequence[FleetGuest], order: str) -> list[FleetGuest]:
     raise PlanError(f"order = {order!r}: allowed {', '.join(ORDERS)}")
 
 
-def _check_guests(guests: Sequence[FleetGuest]) -> None:
+def _check_guests(guests: Sequence[FleetGuest], most: int) -> None:
     if not guests:
         raise PlanError("guests: at least one guest to evacuate")
-    if len(guests) > MAX_GUESTS:
-        raise PlanError(f"guests: {len(guests)}; at most {MAX_GUESTS}")
-    names = [g.name for g in guests]
-    dup = sorted({n for n in names if names.count(n) > 1})
+    if len(guests) > most:
+        raise PlanError(f"guests: {len(guests)}; at most {most}")
+    counts = Counter(g.name for g in guests)
+    dup = sorted(name for name, n in counts.items() if n > 1)
     if dup:
         raise PlanError(f"guests: names must be unique ({', '.join(dup[:5])} repeated)")
 
 
 class EvacuationPlan:
-    """Which guests may start now, and on which target, given what is in flight."""
+    """Which guests may start now, and on which target, given what is in flight.
+
+    Scales to datacenter plans (migbed simulate: hundreds of thousands of guests, thousands
+    of targets): each source host keeps its queue, a heap holds the sources that may start
+    their next guest (keyed by that guest's place in the order), another the targets by
+    (in flight, placed). `capacity` bounds the guests a target may receive (free slots);
+    targets may join, leave and come back (a rolling maintenance wave), guests may be added
+    while the plan runs (a host whose drain begins)."""
 
     def __init__(self, guests: Sequence[FleetGuest], targets: Sequence[str],
-                 limits: Limits = Limits(), order: str = "first-come") -> None:
-        _check_guests(guests)
+                 limits: Limits = Limits(), order: str = "first-come",
+                 capacity: Mapping[str, int] | None = None, max_guests: int = MAX_GUESTS) -> None:
+        _check_guests(guests, max_guests)
         if not targets:
             raise PlanError("targets: at least one target host")
         if len(set(targets)) != len(targets):
             raise PlanError("targets: host names must be unique")
-        limits.check()
+        limits.check(max_guests)
         self.limits = limits
-        self.targets = list(targets)
-        self.queue = order_guests(guests, order)
+        self.order = order
+        self.max_guests = max_guests
+        self.targets: list[str] = []
         self.in_flight: dict[str, Placement] = {}
         self.outcomes: dict[str, str] = {}  # guest name -> completed | failed | cancelled | not-started
         self.lost_targets: set[str] = set()
+        self.retired_targets: set[str] = set()  # left the plan on purpose (drained themselves)
         self._out: Counter[str] = Counter()  # source host -> in flight
         self._in: Counter[str] = Counter()  # target host -> in flight
         self._placed: Counter[str] = Counter()  # target host -> guests placed so far
+        self._free: dict[str, int] = {}  # target host -> guest slots left (absent: no limit)
+        self._index: dict[str, int] = {}  # target host -> its place in the target list
+        self._targets_heap: list[tuple[int, int, int, str]] = []  # (in flight, placed, index, host)
+        self._queues: dict[str, deque[tuple[int, FleetGuest]]] = {}  # source host -> its queue
+        self._ready_heap: list[tuple[int, str]] = []  # (seq of the source's next guest, source)
+        self._seq = 0
+        self._queued = 0
+        self._names: set[str] = set()
+        self.add_guests(guests)
+        for host in targets:
+            self.add_target(host, (capacity or {}).get(host))
+
+    # ------------------------------------------------------------ the plan's content
+
+    def add_guests(self, guests: Sequence[FleetGuest]) -> None:
+        """Queue more guests (in the plan's order among themselves) behind those queued."""
+        if len(self._names) + len(guests) > self.max_guests:
+            raise PlanError(f"guests: {len(self._names) + len(guests)}; at most {self.max_guests}")
+        for guest in order_guests(guests, self.order):
+            if guest.name in self._names:
+                raise PlanError(f"guests: names must be unique ({guest.name} repeated)")
+            self._names.add(guest.name)
+            q = self._queues.setdefault(guest.source_host, deque())
+            q.append((self._seq, guest))
+            if len(q) == 1:
+                self._source_may_start(guest.source_host)
+            self._seq += 1
+            self._queued += 1
+
+    def add_target(self, host: str, capacity: int | None = None) -> None:
+        """A target host joins (or comes back) with `capacity` free guest slots (None: no limit)."""
+        if capacity is not None and capacity < 0:
+            raise PlanError(f"target {host!r}: capacity {capacity}; at least 0")
+        if host not in self._index:
+            self._index[host] = len(self.targets)
+            self.targets.append(host)
+        self.retired_targets.discard(host)
+        self.lost_targets.discard(host)
+        if capacity is None:
+            self._free.pop(host, None)
+        else:
+            self._free[host] = capacity
+        self._push_target(host)
+
+    def retire_target(self, host: str) -> None:
+        """Place nothing more on `host` (its own drain begins); migrations into it go on."""
+        if host not in self._index:
+            raise PlanError(f"target {host!r} is not in this plan")
+        self.retired_targets.add(host)
+
+    @property
+    def queue(self) -> list[FleetGuest]:
+        """The guests not started yet, in the order the plan would start them."""
+        return [g for _, g in sorted(item for q in self._queues.values() for item in q)]
+
+    @property
+    def queued(self) -> int:
+        return self._queued
 
     @property
     def done(self) -> bool:
-        return not self.queue and not self.in_flight
+        return not self._queued and not self.in_flight
+
+    # ------------------------------------------------------------ what starts, what ends
 
     def ready(self) -> list[Placement]:
         """Take every queued guest that may start now (limits permitting) and place it.
 
         A guest whose source host is at its limit is skipped, not blocking the guests of
-        other source hosts behind it (KubeVirt's per-node limit works the same way)."""
+        other source hosts behind it (KubeVirt's per-node limit works the same way): the
+        next guest started is always the earliest queued one whose source has room."""
         started: list[Placement] = []
-        for guest in list(self.queue):
-            if len(self.in_flight) >= self.limits.per_cluster:
-                break
-            if self._out[guest.source_host] >= self.limits.per_source:
+        heap = self._ready_heap
+        while heap and len(self.in_flight) < self.limits.per_cluster:
+            seq, source = heap[0]
+            q = self._queues.get(source)
+            if not q or q[0][0] != seq or self._out[source] >= self.limits.per_source:
+                heapq.heappop(heap)  # stale: started, or the source is full (pushed again when not)
                 continue
             target = self._pick_target()
             if target is None:
                 break
-            self.queue.remove(guest)
-            placement = Placement(guest, target)
-            self.in_flight[guest.name] = placement
-            self._out[guest.source_host] += 1
-            self._in[target] += 1
-            self._placed[target] += 1
-            started.append(placement)
+            heapq.heappop(heap)
+            _, guest = q.popleft()
+            self._queued -= 1
+            started.append(self._start(guest, target))
+            self._source_may_start(source)
         return started
 
+    def _start(self, guest: FleetGuest, target: str) -> Placement:
+        placement = Placement(guest, target)
+        self.in_flight[guest.name] = placement
+        self._out[guest.source_host] += 1
+        self._in[target] += 1
+        self._placed[target] += 1
+        if target in self._free:
+            self._free[target] -= 1
+        self._push_target(target)
+        return placement
+
+    def _source_may_start(self, source: str) -> None:
+        q = self._queues.get(source)
+        if q and self._out[source] < self.limits.per_source:
+            heapq.heappush(self._ready_heap, (q[0][0], source))
+
+    def _usable(self, host: str) -> bool:
+        return (host not in self.lost_targets and host not in self.retired_targets
+                and self._free.get(host, 1) > 0
+                and (not self.limits.per_target or self._in[host] < self.limits.per_target))
+
+    def _push_target(self, host: str) -> None:
+        heapq.heappush(self._targets_heap, (self._in[host], self._placed[host], self._index[host], host))
+
     def _pick_target(self) -> str | None:
-        """The live target with the fewest migrations in flight, then the fewest placed."""
-        live = [t for t in self.targets if t not in self.lost_targets
-                and (not self.limits.per_target or self._in[t] < self.limits.per_target)]
-        if not live:
-            return None
-        return min(live, key=lambda t: (self._in[t], self._placed[t], self.targets.index(t)))
+        """The usable target with the fewest migrations in flight, then the fewest placed."""
+        heap = self._targets_heap
+        while heap:
+            n_in, placed, _, host = heap[0]
+            if n_in != self._in[host] or placed != self._placed[host] or not self._usable(host):
+                heapq.heappop(heap)  # stale, or unusable until a migration into it ends
+                continue
+            return host
+        return None
 
     def finished(self, guest_name: str, outcome: str) -> Placement:
-        """A migration ended (any outcome): free its slots."""
+        """A migration ended (any outcome): free its slots (and, unless it completed, the
+        target's guest slot it had taken)."""
         placement = self.in_flight.pop(guest_name, None)
         if placement is None:
             raise PlanError(f"guest {guest_name!r} is not in flight")
-        self._out[placement.guest.source_host] -= 1
-        self._in[placement.target_host] -= 1
+        source, target = placement.guest.source_host, placement.target_host
+        self._out[source] -= 1
+        self._in[target] -= 1
+        if outcome != "completed" and target in self._free:
+            self._free[target] += 1
         self.outcomes[guest_name] = outcome
+        self._push_target(target)
+        self._source_may_start(source)
         return placement
 
     def target_lost(self, host: str, stop_plan: bool = False) -> list[str]:
         """A target host is gone: nothing more is placed on it. With `stop_plan` the guests
         not yet started stay where they are (outcome not-started). Returns those guests."""
-        if host not in self.targets:
+        if host not in self._index:
             raise PlanError(f"target {host!r} is not in this plan ({', '.join(self.targets)})")
         self.lost_targets.add(host)
         if not stop_plan and len(self.lost_targets) < len(self.targets):
@@ -161,7 +266,9 @@ class EvacuationPlan:
         left = [g.name for g in self.queue]
         for name in left:
             self.outcomes[name] = "not-started"
-        self.queue.clear()
+        self._queues.clear()
+        self._ready_heap.clear()
+        self._queued = 0
         return left
 
 

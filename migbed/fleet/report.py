@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import csv
-import json
+import io
 import statistics
 from collections.abc import Sequence
 from pathlib import Path
 
 from migbed.fleet.evacuation import EvacuationResult
+from migbed.measure.files import atomic_write_json, atomic_write_text
+from migbed.measure.record import dump_results
 
 GUEST_FIELDS = ["guest", "source_host", "target_host", "scenario", "run_id", "outcome", "verified",
                 "queued_ms", "start_ms", "end_ms", "total_time_ms", "downtime_ms",
@@ -51,19 +53,21 @@ def fleet_table(results: Sequence[EvacuationResult]) -> str:
 
 
 def write_fleet(results: Sequence[EvacuationResult], out: Path) -> list[Path]:
-    """fleet.json (the evacuation as data), fleet.csv (one row a guest), results.json (records)."""
+    """fleet.json (the evacuation as data), fleet.csv (one row a guest), results.json
+    (records); each written all at once (never half a file)."""
     out.mkdir(parents=True, exist_ok=True)
     fleet_json = out / "fleet.json"
-    fleet_json.write_text(json.dumps([r.to_dict() for r in results], indent=1))
+    atomic_write_json(fleet_json, [r.to_dict() for r in results], indent=1)
     fleet_csv = out / "fleet.csv"
-    with open(fleet_csv, "w", newline="") as fh:
-        w = csv.writer(fh)
-        w.writerow(["policy", *GUEST_FIELDS])
-        for res in results:
-            for g in res.guests:
-                w.writerow([res.policy, *[getattr(g, f) for f in GUEST_FIELDS]])
+    buf = io.StringIO(newline="")
+    w = csv.writer(buf)
+    w.writerow(["policy", *GUEST_FIELDS])
+    for res in results:
+        for g in res.guests:
+            w.writerow([res.policy, *[getattr(g, f) for f in GUEST_FIELDS]])
+    atomic_write_text(fleet_csv, buf.getvalue())
     records = out / "results.json"
-    records.write_text(json.dumps([rec.to_dict() for res in results for rec in res.records], indent=1))
+    dump_results([rec for res in results for rec in res.records], str(records))
     return [fleet_json, fleet_csv, records]
 
 

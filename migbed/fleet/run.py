@@ -8,12 +8,14 @@ N target services (local_hosts).
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+from migbed.experiments.interrupt import Interruption
 from migbed.fleet.evacuation import Endpoints, Evacuation, EvacuationResult, GuestRun
 from migbed.fleet.planner import EvacuationPlan, FleetGuest, Limits, spread_guests
+from migbed.measure.record import RunRecord
 
 SOURCE_HOST = "source-0"
 
@@ -23,18 +25,21 @@ def guests_from_scenario(name: str, toml: str, count: int, host: str = SOURCE_HO
 
 
 @contextlib.contextmanager
-def local_hosts(log_dir: Path, targets: int) -> Iterator[Endpoints]:
-    """One source and `targets` target services as local processes, always stopped."""
+def local_hosts(log_dir: Path, targets: int, orphan_records: Path | None = None) -> Iterator[Endpoints]:
+    """One source and `targets` target services as local processes, always stopped, and
+    bound to this process (they die with it, however it dies; the source then appends the
+    records of the runs it cancels to `orphan_records`)."""
     from migbed.experiments.localstack import start_service
 
     services: list[Any] = []
     try:
         target_addr = {}
         for i in range(targets):
-            svc = start_service("target", log_dir / f"target-{i}")
+            svc = start_service("target", log_dir / f"target-{i}", bound=True)
             services.append(svc)
             target_addr[f"target-{i}"] = svc.address
-        source = start_service("source", log_dir / SOURCE_HOST)
+        source = start_service("source", log_dir / SOURCE_HOST, bound=True,
+                               orphan_records=orphan_records)
         services.append(source)
         yield Endpoints({SOURCE_HOST: source.address}, target_addr)
     finally:
@@ -44,11 +49,16 @@ def local_hosts(log_dir: Path, targets: int) -> Iterator[Endpoints]:
 
 def run_policies(endpoints: Endpoints, fleet: list[FleetGuest], scenario_texts: dict[str, str],
                  policies: Sequence[str], limits: Limits, order: str, stop_on_target_loss: bool,
-                 progress: bool) -> list[EvacuationResult]:
+                 progress: bool, on_record: Callable[[RunRecord], None] | None = None,
+                 interruption: Interruption | None = None) -> list[EvacuationResult]:
+    """One evacuation per policy; after a stop signal the guests in flight are cancelled
+    and recorded, and nothing more starts."""
     from tqdm import tqdm
 
     results = []
     for policy in policies:
+        if interruption is not None and interruption.fired:
+            break
         plan = EvacuationPlan(fleet, list(endpoints.targets), limits, order)
         bar = tqdm(total=len(fleet), unit="guest", desc=f"evacuate ({policy})", disable=not progress)
 
@@ -58,7 +68,7 @@ def run_policies(endpoints: Endpoints, fleet: list[FleetGuest], scenario_texts: 
 
         try:
             results.append(Evacuation(plan, endpoints, scenario_texts, policy, stop_on_target_loss,
-                                      done).run(order))
+                                      done, on_record, interruption).run(order))
         finally:
             bar.close()
     return results

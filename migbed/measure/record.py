@@ -8,6 +8,7 @@ from these dataclasses. Field names follow QEMU's query-migrate where one exists
 from __future__ import annotations
 
 import csv
+import io
 import json
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -233,16 +234,28 @@ def load_results(path: str) -> list[RunRecord]:
         return [RunRecord.from_dict(x) for x in json.load(fh)]
 
 
+def load_journal(path: str) -> list[RunRecord]:
+    """The records of a results.jsonl (a torn last line moved aside first)."""
+    from migbed.measure.files import read_journal
+
+    return [RunRecord.from_json(line) for line in read_journal(Path(path))]
+
+
 def dump_results(records: list[RunRecord], path: str) -> None:
-    with open(path, "w") as fh:
-        json.dump([r.to_dict() for r in records], fh, indent=1)
+    """results.json, all at once (a temporary file renamed over it: never half a file)."""
+    from migbed.measure.files import atomic_write_json
+
+    atomic_write_json(Path(path), [r.to_dict() for r in records], indent=1)
 
 
 def write_csv(records: list[RunRecord], path: Path) -> None:
-    """results.csv: one row per record, the CSV_FIELDS."""
-    with open(path, "w", newline="") as fh:
-        w = csv.writer(fh)
-        w.writerow(CSV_FIELDS)
-        for r in records:
-            d = r.to_dict()
-            w.writerow([d[f] for f in CSV_FIELDS])
+    """results.csv: one row per record, the CSV_FIELDS; all at once (never half a file)."""
+    from migbed.measure.files import atomic_write_text
+
+    buf = io.StringIO(newline="")
+    w = csv.writer(buf)
+    w.writerow(CSV_FIELDS)
+    for r in records:
+        d = r.to_dict()
+        w.writerow([d[f] for f in CSV_FIELDS])
+    atomic_write_text(path, buf.getvalue())

@@ -22,6 +22,54 @@ WINDOW_S = 0.1  # QEMU's BUFFER_DELAY: rate-limit and bandwidth window
 _EPS = 1e-9
 
 
+class WireSchedule(float):
+    """A wire whose rate changes over time: ``rates[i]`` bytes/s from ``times[i]`` on (the
+    first from 0, the last for ever). Its float value is its highest rate: where the model
+    asks for one number (the threshold's ceiling, how much RAM one 50 ms turn carries) it
+    gets the bound. What the datacenter simulation measures its course approximation
+    against (docs/datacenter.md): the model run with the bandwidth a migration really got.
+    Only where the sender is not rate-limited: a Limiter refuses one whose top rate is
+    above max-bandwidth (QEMU's budgeted bursts on a changing wire are not modelled)."""
+
+    times: tuple[float, ...]
+    rates: tuple[float, ...]
+
+    def __new__(cls, changes: list[tuple[float, float]]) -> WireSchedule:
+        if not changes or any(r <= 0 for _, r in changes):
+            raise ValueError("a wire schedule needs at least one (time, rate > 0)")
+        changes = sorted(changes)
+        obj = super().__new__(cls, max(r for _, r in changes))
+        obj.times = (0.0, *(t for t, _ in changes[1:]))
+        obj.rates = tuple(r for _, r in changes)
+        return obj
+
+    def _segment(self, t: float) -> int:
+        i = 0
+        while i + 1 < len(self.times) and self.times[i + 1] <= t:
+            i += 1
+        return i
+
+    def bytes_between(self, t0: float, t1: float) -> float:
+        total, i = 0.0, self._segment(t0)
+        while t0 < t1:
+            end = self.times[i + 1] if i + 1 < len(self.times) else math.inf
+            step = min(t1, end)
+            total += (step - t0) * self.rates[i]
+            t0, i = step, i + 1
+        return total
+
+    def send_end(self, t: float, n: float) -> float:
+        """When n bytes sent from t are through."""
+        i = self._segment(t)
+        while True:
+            end = self.times[i + 1] if i + 1 < len(self.times) else math.inf
+            room = (end - t) * self.rates[i]
+            if n <= room:
+                return t + n / self.rates[i]
+            n -= room
+            t, i = end, i + 1
+
+
 class Limiter:
     """Sending time under max-bandwidth (``rate``) on a wire of ``wire`` bytes/s.
 
@@ -36,6 +84,9 @@ class Limiter:
         self.window = window
         self.budget = rate * window if math.isfinite(rate) else math.inf
         self.binding = wire > rate
+        self.schedule = wire if isinstance(wire, WireSchedule) else None
+        if self.schedule is not None and self.binding:
+            raise ValueError("a changing wire is modelled only below max-bandwidth")
         self.window_start = -math.inf
         self.used = 0.0
 
@@ -46,6 +97,8 @@ class Limiter:
 
     def plan(self, t: float, n: float) -> tuple[float, float, float]:
         """(end time, window start, budget used) after sending n bytes from t."""
+        if self.schedule is not None:
+            return self.schedule.send_end(t, n), self.window_start, self.used
         if not self.binding:
             return t + n / self.wire, self.window_start, self.used
         ws, used = self._rolled(t)
@@ -65,6 +118,8 @@ class Limiter:
         """Bytes that can be sent from t to until."""
         if until <= t:
             return 0.0
+        if self.schedule is not None:
+            return self.schedule.bytes_between(t, until)
         if not self.binding:
             return (until - t) * self.wire
         ws, used = self._rolled(t)

@@ -73,7 +73,7 @@ def run_migbed(sc: Scenario, out: Path, show_progress: bool = False) -> RunRecor
     from migbed.experiments.localstack import local_stack
 
     toml = ram_only_toml(sc)
-    with local_stack(out / "migbed-logs") as (source, target):
+    with local_stack(out / "migbed-logs", bound=True) as (source, target):  # die with us
         plan = Plan(sc.name, toml, ["legacy"], 1, source.address, target.address)
         record = run_plan(plan, show_progress=show_progress)[0]
     if record.outcome != "completed":

@@ -21,7 +21,7 @@ import re
 from collections.abc import Sequence
 from pathlib import Path
 
-from migbed.measure.record import RunRecord, load_results
+from migbed.measure.record import RunRecord, load_journal, load_results
 from migbed.report.plot import (
     ordered_policies,
     ordered_scenarios,
@@ -200,9 +200,13 @@ def write_report(results_dir: Path) -> Path:
     """Write the plots and report.html into ``results_dir``; return the page's path."""
     results_dir = Path(results_dir)
     source = results_dir / "results.json"
-    if not source.exists():
-        raise FileNotFoundError(f"{source}: no results.json in {results_dir}")
-    records = load_results(str(source))
+    journal = results_dir / "results.jsonl"
+    if source.exists():
+        records = load_results(str(source))
+    elif journal.exists():  # a run that was killed before it wrote results.json
+        records = load_journal(str(journal))
+    else:
+        raise FileNotFoundError(f"{source}: no results.json (or results.jsonl) in {results_dir}")
     if not records:
         raise ValueError(f"{source} holds no runs")
     images: list[tuple[str, Path]] = [

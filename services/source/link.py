@@ -39,6 +39,20 @@ TICK_S = 0.05  # the source's own liveness tick
 STALL_S = 0.5  # a tick gap this long means this process did not run
 
 
+def stall_note(code: grpc.StatusCode | None, stall_s: float, since_stall_s: float,
+               heartbeat_s: float) -> str:
+    """Added to a failure the target reported: when it gave up on a silent source
+    (DEADLINE_EXCEEDED) just after this process stalled, the silence was ours. Any other
+    status (a reset connection: the target or its host died; a refusal) has its own cause,
+    and a stall of ours beside it would mislead."""
+    if code != grpc.StatusCode.DEADLINE_EXCEEDED:
+        return ""
+    if stall_s >= STALL_S and since_stall_s < 2 * heartbeat_s:
+        return (f" [this source itself stalled for {stall_s:.1f}s just before: the target "
+                "gave up on it as a silent source]")
+    return ""
+
+
 class Link:
     """The main stream to one target and what came back on its return path."""
 
@@ -163,8 +177,9 @@ class Link:
         if self.error:
             raise MigrationFailed(self.error) from None
         why = describe_rpc_error(e) if isinstance(e, grpc.aio.AioRpcError) else str(e)
+        code = e.code() if isinstance(e, grpc.aio.AioRpcError) else None
         raise MigrationFailed(f"lost the target {self.address} during {self.phase}: "
-                              f"{why}{self._stall_note()}") from None
+                              f"{why}{self._stall_note(code)}") from None
 
     async def ping(self, seq: int) -> None:
         await self.write(pb.SourceMessage(ping=pb.Ping(seq=seq, source_send_ns=now_ns())))
@@ -195,11 +210,9 @@ class Link:
         raise MigrationFailed(f"target {self.address} {blocked}silent for {silent:.1f}s "
                               f"during {self.phase} (heartbeat-timeout {self.heartbeat_s:g}s)")
 
-    def _stall_note(self) -> str:
-        if self._stall_s >= STALL_S and time.monotonic() - self._stall_end < 2 * self.heartbeat_s:
-            return (f" [this source itself stalled for {self._stall_s:.1f}s just before: the "
-                    f"target may have given up on a silent source]")
-        return ""
+    def _stall_note(self, code: grpc.StatusCode | None) -> str:
+        return stall_note(code, self._stall_s, time.monotonic() - self._stall_end,
+                          self.heartbeat_s)
 
     async def _tick(self) -> None:
         while True:
@@ -233,10 +246,10 @@ class Link:
                 self.last_heard = time.monotonic()
                 self._take(msg)
             if "verified" not in self.got:
-                self.error = "the target ended the stream early" + self._stall_note()
+                self.error = "the target ended the stream early"
         except grpc.aio.AioRpcError as e:
             self.error = (f"target refused or failed during {self.phase}: "
-                          f"{describe_rpc_error(e)}{self._stall_note()}")
+                          f"{describe_rpc_error(e)}{self._stall_note(e.code())}")
             if self.phase == "setup" and "[" not in self.error and "Socket closed" in self.error:
                 # TLS 1.3: a server that refuses our certificate just closes the socket.
                 self.error += (

@@ -11,6 +11,7 @@ import asyncio
 import gc
 import re
 import ssl
+import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator
 from typing import Any
@@ -41,6 +42,7 @@ class _Run:
         self.changed = asyncio.Event()
         self.record: RunRecord | None = None
         self.task: asyncio.Task[RunRecord] | None = None
+        self.ended_at = 0.0  # time.monotonic() when its record was made
 
 
 class SourceService(pbg.ControlServicer):
@@ -108,6 +110,7 @@ class SourceService(pbg.ControlServicer):
         assert run.migration is not None
         record = await run.migration.run()
         run.record = record
+        run.ended_at = time.monotonic()
         run.migration = None
         # The run's objects form reference cycles (link, pre-copy, parts call one another):
         # without a collection now they, and the guest RAM they reach, outlive the run until
@@ -158,10 +161,16 @@ class SourceService(pbg.ControlServicer):
         return pb.StatusReply(role="source", protocol_version=pb.PROTOCOL_VERSION_1,
                               sessions=running, boot_id=boot_id(), migbed_version=__version__)
 
-    async def shutdown(self) -> None:
+    def records_since(self, since: float) -> list[RunRecord]:
+        """The records made at or after `since` (time.monotonic()), oldest first."""
+        return [r.record for r in self.runs.values()
+                if r.record is not None and r.ended_at >= since]
+
+    async def shutdown(self, reason: str = "source service shutting down") -> None:
+        """Cancel every run (each guest restarted here) and wait up to 10 s for their ends."""
         for r in self.runs.values():
             if r.record is None and r.migration is not None:
-                r.migration.cancel("source service shutting down")
+                r.migration.cancel(reason)
         tasks = [r.task for r in self.runs.values() if r.task is not None and not r.task.done()]
         if tasks:
             await asyncio.wait(tasks, timeout=10)

@@ -14,6 +14,19 @@ from migbed.wire import migration_pb2 as pb
 from migbed.wire.channel import CHUNK_BYTES
 
 
+def check_in_order(idx: np.ndarray) -> None:
+    """RamPages.pages: "page indices, in order" (the proto), each once, as a multifd
+    packet's (dataplane/packet.py): a repeated page would be stored twice and counted twice."""
+    if idx.size > 1:
+        steps = np.diff(idx)
+        if bool((steps <= 0).any()):
+            at = int(np.argmax(steps <= 0)) + 1
+            what = "repeated" if int(idx[at]) == int(idx[at - 1]) else "out of order"
+            raise refuse("INVALID_ARGUMENT", f"ram.pages: page {int(idx[at])} at index {at} is "
+                         f"{what} (after page {int(idx[at - 1])}): strictly increasing, each "
+                         "page once")
+
+
 class RamReceiver:
     def __init__(self, parts: Parts) -> None:
         self.p = parts
@@ -54,6 +67,7 @@ class RamReceiver:
             raise refuse("INVALID_ARGUMENT",
                          f"ram.data: {len(data)} bytes for {n} pages of {ps} (truncated?)")
         idx = np.array(m.pages, dtype=np.int64)
+        check_in_order(idx)
         if int(idx.max()) >= memory.pages:
             raise refuse("OUT_OF_RANGE",
                          f"ram.pages: page {int(idx.max())} beyond the guest's {memory.pages}")

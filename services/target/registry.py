@@ -8,6 +8,7 @@ memory the host (or the process's cgroup or address-space limit) has available a
 
 from __future__ import annotations
 
+import collections
 import gc
 import logging
 import resource
@@ -69,12 +70,25 @@ def _gib(n: int) -> str:
     return f"{n / 2**30:.2f} GiB"
 
 
+KEEP_ENDED = 256  # ended sessions remembered, for what the target reports of them
+
+
+def how_it_ended(session: TargetSession) -> str:
+    """One line: the session's result and why, as the target saw it."""
+    why = (str(session.failure) if session.failure is not None
+           else session.cancel_reason)
+    return lim.clip(f"{session.result}: {why}" if why else session.result)
+
+
 class SessionRegistry:
     def __init__(self, max_sessions: int, memory_budget: int) -> None:
         self.max_sessions = max_sessions
         self.memory_budget = memory_budget
         self.sessions: dict[str, TargetSession] = {}
         self._charged: dict[str, int] = {}
+        # session id -> how it ended, the last KEEP_ENDED: an orchestrator whose source was
+        # lost asks the target (Control.Cancel) and records what it says
+        self.ended: collections.OrderedDict[str, str] = collections.OrderedDict()
 
     @property
     def in_use(self) -> int:
@@ -116,6 +130,10 @@ class SessionRegistry:
         if self.sessions.get(session.session_id) is session:
             del self.sessions[session.session_id]
             self._charged.pop(session.session_id, None)
+            self.ended[session.session_id] = how_it_ended(session)
+            self.ended.move_to_end(session.session_id)
+            while len(self.ended) > KEEP_ENDED:
+                self.ended.popitem(last=False)
 
     def close_all(self, result: str) -> None:
         """Shutdown: every session stops (a prefault in progress too)."""

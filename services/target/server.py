@@ -68,7 +68,8 @@ class TargetService(pbg.MigrationServicer, pbg.ControlServicer):
             self._on_session(session.scenario, "started")
             await session.prepare()  # RAM resident before SetupAccepted
             session.start(self._accepted(session))
-            stream = MainStream(session, aiter(request_iterator), self.idle_timeout_s)
+            stream = MainStream(session, aiter(request_iterator), self.idle_timeout_s,
+                                context.peer())
             reader = asyncio.get_running_loop().create_task(stream.read())
             while (out := await session.outbox.get()) is not None:
                 yield out
@@ -103,6 +104,8 @@ class TargetService(pbg.MigrationServicer, pbg.ControlServicer):
         # Always (close is idempotent): a stream cut while the resumed guest runs its grace
         # period ends with the result already "verified", and its vCPU thread and tasks
         # would otherwise run on for the life of the process.
+        if session.result == "running" and not session.cancel_reason:
+            session.cancel_reason = "the migration stream was cut (the source went away)"
         session.close("cancelled" if session.result == "running" else session.result)
         self.registry.release(session)
         self._on_session(session.scenario, session.result)
@@ -153,6 +156,9 @@ class TargetService(pbg.MigrationServicer, pbg.ControlServicer):
 
     async def Cancel(self, request: pb.CancelRequest, context: grpc.aio.ServicerContext) -> pb.CancelReply:
         s = self.registry.get(request.run_id)
+        ended = self.registry.ended.get(request.run_id)
+        if s is None and ended is not None:  # too late: say how it ended, and why
+            return pb.CancelReply(cancelled=False, state=ended)
         if s is None:
             await context.abort(grpc.StatusCode.NOT_FOUND,
                                 lim.clip(f"no session {request.run_id!r} on this target"))

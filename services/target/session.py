@@ -123,7 +123,13 @@ class TargetSession:
 
     def fail(self, e: BaseException) -> None:
         """The session ends with this error (the first one wins); a bug is logged and
-        reported as INTERNAL, for this session only."""
+        reported as INTERNAL, for this session only. An error after the session ended is
+        the aftermath of its end (e.g. the main stream's reader finding its call aborted
+        because a device state stream or a multifd channel failed, which was logged once
+        already): debug only, never a second error or traceback."""
+        if self.result != "running" or self.failure is not None:
+            log.debug("session %s, already %s: then %r", self.session_id, self.result, e)
+            return
         if not isinstance(e, ProtocolError):
             log.error("session %s", self.session_id, exc_info=e)
             e = refuse("INTERNAL", f"{type(e).__name__}: {e}")

@@ -18,6 +18,7 @@ from typing import TypeVar
 
 from migbed.core import limits as lim
 from migbed.core.clock import now_ns
+from migbed.runtime.tcpstate import peer_window
 from migbed.services.target.devices import Pacer
 from migbed.services.target.session import TargetSession
 from migbed.wire import migration_pb2 as pb
@@ -43,9 +44,10 @@ class MainStream:
     """The main stream's reader for one session."""
 
     def __init__(self, session: TargetSession, messages: AsyncIterator[pb.SourceMessage],
-                 idle_timeout_s: float) -> None:
+                 idle_timeout_s: float, peer: str = "") -> None:
         self.session = session
         self.messages = messages
+        self.peer = peer  # gRPC's context.peer(): where the kernel's view of the link is found
         self.silence_s = session.setup.heartbeat_timeout_s or DEFAULT_HEARTBEAT_S
         self.idle_timeout_s = idle_timeout_s
         self._last_data = time.monotonic()
@@ -91,13 +93,23 @@ class MainStream:
         except StopAsyncIteration:
             return None
         except TimeoutError:
-            raise ProtocolError("DEADLINE_EXCEEDED", f"the source sent nothing for "
-                                f"{self.silence_s:g}s (setup.heartbeat_timeout_s)") from None
+            raise ProtocolError("DEADLINE_EXCEEDED", self._silence()) from None
         if msg.WhichOneof("body") != "ping":
             self._last_data = time.monotonic()
         else:
             self._check_idle()
         return msg
+
+    def _silence(self) -> str:
+        """Why nothing came, as far as this side can tell: a source that does not read the
+        return path cannot send either (runtime/tcpstate.py), though it believes it does."""
+        text = f"the source sent nothing for {self.silence_s:g}s (setup.heartbeat_timeout_s)"
+        queue = peer_window(self.peer) if self.peer else None
+        if queue is not None and queue.peer_not_reading:
+            text += (f": it has not taken the target's last {queue.unacked_bytes} bytes (its "
+                     "TCP receive window is full: it does not read the return path), so the "
+                     "flow-control credit it needs to send more cannot reach it either")
+        return text
 
     def _check_idle(self) -> None:
         """Pings alone do not hold a session: something must move now and then."""

@@ -129,7 +129,8 @@ def test_run_cancel_after_writes_the_reason(tmp_path: Path) -> None:
                           "--no-progress", "--no-report"], capture_output=True, text=True,
                          timeout=120)
     took = time.monotonic() - t
-    assert out.returncode == 0, out.stdout + out.stderr  # cancelled is not a failure
+    # 0/1 verified: exit 1 (`migbed --help`: a run failed, was cancelled or was not verified)
+    assert out.returncode == 1, out.stdout + out.stderr
     (rec,) = json.loads((out_dir / "results.json").read_text())
     assert rec["outcome"] == "cancelled" and rec["error"] == "cancel-after", rec["error"]
     assert rec["source_guest_running_after"] and rec["source_integrity_ok"]

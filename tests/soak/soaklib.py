@@ -21,6 +21,7 @@ import contextlib
 import os
 import random
 import signal
+import subprocess
 import threading
 import time
 from collections import Counter
@@ -29,6 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from faultlab import NetnsLink, Watched, scenario_toml, start_run
+from orchlab import Orchestrator, bound_services, cmdline, journal, wait_gone
 
 from migbed.core.policy import POLICIES
 from migbed.core.scenario import QEMU_VERSIONS
@@ -39,7 +41,15 @@ from testkit.harness import Lab, kill9, port_is_free, sessions
 from testkit.procstat import rss_bytes
 
 MiB = 1 << 20
-FAULT_KINDS = ("kill-source", "kill-target", "freeze-source", "freeze-target", "cut-link", "cancel")
+# Faults of the services, on runs the soak starts itself through Control.Start...
+SERVICE_FAULT_KINDS = ("kill-source", "kill-target", "freeze-source", "freeze-target",
+                       "cut-link", "cancel")
+# ...and of the orchestrator, on runs a real `migbed run` process starts with its own two
+# services: SIGTERM or SIGKILL of that process, or SIGKILL of the source service it started.
+CLI_FAULT_KINDS = ("term-cli", "kill-cli", "kill-cli-source")
+FAULT_KINDS = SERVICE_FAULT_KINDS + CLI_FAULT_KINDS
+CLI_SHARE_WITHOUT_FAULT = 0.2  # runs with no fault that go through `migbed run` all the same
+GONE_WITHIN_S = 5.0  # how long a run's services may outlive its orchestrator
 NEMESIS_REASON = "soak nemesis cancel"
 
 
@@ -103,6 +113,15 @@ class Generator:
         return Plan(index, name, policy, scenario_toml(name, guest, devices, migration),
                     describe, heartbeat)
 
+    def via_cli(self, fault: Fault | None) -> bool:
+        """Whether the run goes through a `migbed run` process (always for the orchestrator's
+        faults; for some runs without a fault, so its normal end is checked too). Draws once
+        whatever the answer, so a seed replays the same sequence."""
+        draw = self.rng.random()
+        if fault is not None:
+            return fault.kind in CLI_FAULT_KINDS
+        return draw < CLI_SHARE_WITHOUT_FAULT
+
     def fault(self) -> Fault | None:
         r = self.rng
         if not self.kinds or r.random() >= self.fault_share:
@@ -113,7 +132,10 @@ class Generator:
         kind = self._bag.pop()
         hold = {"freeze-source": r.uniform(0.2, 3.0), "freeze-target": r.uniform(0.2, 3.0),
                 "cut-link": r.uniform(0.5, 4.0)}.get(kind, 0.0)
-        return Fault(kind, r.uniform(0.05, 1.5), hold)
+        # A `migbed run` of a small guest ends about a second after it prints "started":
+        # its faults come sooner, or most would come too late.
+        late = 0.8 if kind in CLI_FAULT_KINDS else 1.5
+        return Fault(kind, r.uniform(0.05, late), hold)
 
 
 # ---------------------------------------------------------------- the checker (pure)
@@ -151,6 +173,66 @@ def check_record(rec: RunRecord | None, watch_error: str, injected: str,
             out.append(f"Cancel replied cancelled=false (state {state!r}) but the record is "
                        f"cancelled by it: {rec.error}")
     return out
+
+
+def check_cli_run(injected: str, code: int | None, started: list[str], records: list[dict],
+                  survivors: list[int], journal_error: str = "") -> list[str]:
+    """The promises a `migbed run` process keeps, whatever struck it ('' if nothing did):
+    every run it started has exactly one record in its results.jsonl (written by it, or by
+    its source when it was killed), a whole file; no service it started outlives it by more
+    than GONE_WITHIN_S; every record keeps the guest promises (a lost source's is the
+    orchestrator's: failed, saying so); the exit code is the documented one."""
+    out = []
+    if code is None:
+        return ["the CLI did not exit (a hang)"]
+    if survivors:
+        out.append(f"services {survivors} outlived the CLI by more than {GONE_WITHIN_S:g} s")
+    if journal_error:
+        return [*out, f"results.jsonl is not whole: {journal_error}"]
+    ids = [str(r.get("run_id")) for r in records]
+    if sorted(ids) != sorted(started) or len(set(ids)) != len(ids):
+        out.append(f"runs started {started} but records for {ids}")
+    for rec in records:
+        out += _check_cli_record(injected, rec)
+    expected = _expected_exit(injected, records)
+    if code not in expected:
+        out.append(f"exit code {code}, expected {' or '.join(map(str, sorted(expected)))}")
+    return out
+
+
+def _check_cli_record(injected: str, rec: dict) -> list[str]:
+    outcome, error = rec.get("outcome"), rec.get("error", "")
+    if rec.get("labels", {}).get("recorded-by") == "orchestrator":
+        if injected != "kill-cli-source" or outcome != "failed" or \
+                not error.startswith("lost the source"):
+            return [f"an orchestrator's record ({outcome}: {error}) after {injected or 'no fault'}"]
+        return []
+    if outcome == "completed":
+        return [] if rec.get("verified") else [f"completed but not verified: {error}"]
+    if outcome not in ("failed", "cancelled"):
+        return [f"unknown outcome {outcome!r}"]
+    out = []
+    if not (rec.get("source_guest_running_after") and rec.get("source_integrity_ok")):
+        out.append(f"{outcome} and the source guest is not running intact: {error}")
+    if not injected:
+        out.append(f"{outcome} with no fault injected: {error}")
+    elif injected == "term-cli" and "got SIGTERM" not in error:
+        out.append(f"cancelled after SIGTERM without the signal named: {error}")
+    elif injected == "kill-cli" and "orchestrator" not in error:
+        out.append(f"{outcome} after the CLI was killed, but not by its source's cancel: {error}")
+    return out
+
+
+def _expected_exit(injected: str, records: list[dict]) -> set[int]:
+    if injected == "kill-cli":
+        return {-9}
+    if injected == "term-cli":
+        return {143, -15}  # -15: the signal came after the handlers were gone (at exit)
+    if any(r.get("labels", {}).get("recorded-by") == "orchestrator" for r in records):
+        return {3}
+    ok = bool(records) and all(r.get("outcome") == "completed" and r.get("verified")
+                               for r in records)
+    return {0} if ok else {1}
 
 
 # ---------------------------------------------------------------- what a process holds
@@ -215,6 +297,7 @@ class SoakConfig:
     settle_s: float = 15.0  # how long resources get to come back after a run
     log_dir: Path = Path("/tmp/migbed-soak")
     command: str = ""
+    orchestrator_faults: bool = True  # SIGTERM/SIGKILL of `migbed run`, SIGKILL of its source
 
 
 @dataclass
@@ -227,6 +310,8 @@ class Summary:
     too_late: Counter[str] = field(default_factory=Counter)  # drawn, but the run had ended
     outcomes: Counter[str] = field(default_factory=Counter)
     restarts: Counter[str] = field(default_factory=Counter)
+    cli_runs: int = 0  # runs started by a `migbed run` process (its own services)
+    cli_exits: Counter[str] = field(default_factory=Counter)  # their exit codes
     violations: list[str] = field(default_factory=list)
     load_before: tuple[float, float, float] = (0.0, 0.0, 0.0)
     load_after: tuple[float, float, float] = (0.0, 0.0, 0.0)
@@ -237,6 +322,7 @@ class Summary:
                 "wall_s": round(self.wall_s, 1), "netns": self.netns,
                 "faults": dict(self.faults), "too_late": dict(self.too_late),
                 "outcomes": dict(self.outcomes), "restarts": dict(self.restarts),
+                "cli_runs": self.cli_runs, "cli_exits": dict(self.cli_exits),
                 "violations": self.violations, "load_before": self.load_before,
                 "load_after": self.load_after}
 
@@ -251,6 +337,7 @@ class Summary:
             f"  faults drawn but too late (run already ended): {fmt(self.too_late)}",
             f"  outcomes: {fmt(self.outcomes)}",
             f"  service restarts: {fmt(self.restarts)}",
+            f"  runs through `migbed run`: {self.cli_runs} (exit codes: {fmt(self.cli_exits)})",
             f"  load average before {self.load_before[0]:.2f} / after {self.load_after[0]:.2f} "
             f"(1 min), {os.cpu_count()} cores",
             f"  invariant violations: {len(self.violations)}",
@@ -265,8 +352,9 @@ class Soak:
     def __init__(self, cfg: SoakConfig, say: Callable[[str], None] = print) -> None:
         self.cfg = cfg
         self.say = say
-        self.gen = Generator(cfg.seed, FAULT_KINDS if cfg.netns else
-                             tuple(k for k in FAULT_KINDS if k != "cut-link"), cfg.fault_share)
+        kinds = tuple(k for k in FAULT_KINDS if (cfg.netns or k != "cut-link")
+                      and (cfg.orchestrator_faults or k not in CLI_FAULT_KINDS))
+        self.gen = Generator(cfg.seed, kinds, cfg.fault_share)
         self.summary = Summary(cfg.seed, cfg.command, netns=cfg.netns)
         self.lab = Lab(cfg.log_dir)
         self.link: NetnsLink | None = None
@@ -324,7 +412,11 @@ class Soak:
             self._warm_up()
             index = 1
             while (time.monotonic() - t0 < cfg.duration_s and index <= cfg.max_runs):
-                self._one(self.gen.migration(index), self.gen.fault())
+                plan, fault = self.gen.migration(index), self.gen.fault()
+                if self.gen.via_cli(fault):
+                    self._one_cli(plan, fault)
+                else:
+                    self._one(plan, fault)
                 index += 1
             self.summary.runs = index - 1
         if self.link is not None:
@@ -386,6 +478,84 @@ class Soak:
                  f" -> {w.record.outcome if w.record else 'no record'}; RSS "
                  + ", ".join(f"{v.role} {rss_bytes(v.process.pid) / MiB:.0f} MiB"
                              for v in self._services()))
+
+    # ------------------------------------------------------------ runs of `migbed run`
+
+    def _one_cli(self, plan: Plan, fault: Fault | None) -> None:
+        """The run through a real `migbed run` process with its own services; the nemesis
+        strikes that process or its source; then check_cli_run."""
+        folder = self.cfg.log_dir / f"cli-{plan.index}"
+        folder.mkdir(parents=True, exist_ok=True)
+        scenario = folder / "scenario.toml"
+        scenario.write_text(plan.toml)
+        out = folder / "out"
+        cli = Orchestrator(["run", "--scenario", str(scenario), "--policy", plan.policy,
+                            "--repeat", "1", "--no-report", "--no-progress", "--out", str(out)],
+                           folder)
+        self.summary.cli_runs += 1
+        t_start = time.monotonic()
+        try:
+            injected, died_at, services = self._strike_cli(cli, fault)
+            code = self._cli_exit(cli)
+        finally:
+            cli.kill()
+        survivors = wait_gone(services, max(0.0, (died_at or time.monotonic()) + GONE_WITHIN_S
+                                            - time.monotonic()))
+        survivors += [p for p in bound_services(cli.pid) if p not in survivors]
+        try:
+            records, journal_error = journal(out / "results.jsonl"), ""
+        except ValueError as e:
+            records, journal_error = [], str(e)
+        self.summary.cli_exits[str(code)] += 1
+        for rec in records:
+            self.summary.outcomes[f"{rec.get('outcome')} (migbed run)"] += 1
+        for v in check_cli_run(injected, code, cli.started(), records, survivors, journal_error):
+            self._violation(plan, fault, f"migbed run (pid {cli.pid}): {v}")
+        for pid in survivors:  # leave nothing behind for the next run
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        struck = (f"{injected} at {fault.delay_s:.2f}s" if fault and injected
+                  else f"{fault.kind} too late" if fault else "none")
+        self.say(f"[{time.monotonic() - t_start:.1f}s] run {plan.index} via migbed run: "
+                 f"{plan.describe}; fault {struck} -> exit {code}, "
+                 + (", ".join(f"{r.get('outcome')}" for r in records) or "no record"))
+
+    def _strike_cli(self, cli: Orchestrator, fault: Fault | None) -> tuple[str, float, list[int]]:
+        """Wait for the run to start, then the fault; (kind injected or '', when the CLI
+        died or was told to stop, the pids of its services)."""
+        try:
+            cli.wait_started(1, timeout=90)
+        except AssertionError as e:
+            self.summary.violations.append(f"seed {self.cfg.seed}: migbed run (pid {cli.pid}) "
+                                           f"started no run: {e}"[:2000])
+            return "", 0.0, bound_services(cli.pid)
+        services = bound_services(cli.pid)
+        if fault is None:
+            return "", 0.0, services
+        deadline = time.monotonic() + fault.delay_s
+        while time.monotonic() < deadline:
+            if cli.proc.poll() is not None or (cli.folder / "out" / "results.jsonl").exists():
+                self.summary.too_late[fault.kind] += 1
+                return "", 0.0, services
+            time.sleep(0.01)
+        if cli.proc.poll() is not None:
+            self.summary.too_late[fault.kind] += 1
+            return "", 0.0, services
+        self.summary.faults[fault.kind] += 1
+        if fault.kind == "kill-cli-source":
+            sources = [p for p in services if "source" in cmdline(p)]
+            for pid in sources:
+                os.kill(pid, signal.SIGKILL)
+            return fault.kind, 0.0, services
+        cli.signal(signal.SIGTERM if fault.kind == "term-cli" else signal.SIGKILL)
+        return fault.kind, time.monotonic(), services
+
+    @staticmethod
+    def _cli_exit(cli: Orchestrator, timeout: float = 120.0) -> int | None:
+        try:
+            return cli.wait(timeout)
+        except subprocess.TimeoutExpired:
+            return None
 
     def _nemesis(self, fault: Fault | None, w: Watched, box: dict[str, object]) -> None:
         if fault is None:

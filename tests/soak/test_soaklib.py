@@ -6,7 +6,16 @@ from __future__ import annotations
 import json
 from collections import Counter
 
-from soaklib import FAULT_KINDS, NEMESIS_REASON, Generator, Summary, check_record
+from soaklib import (
+    CLI_FAULT_KINDS,
+    FAULT_KINDS,
+    NEMESIS_REASON,
+    Fault,
+    Generator,
+    Summary,
+    check_cli_run,
+    check_record,
+)
 
 from migbed.core.scenario import parse_scenario
 from migbed.measure.record import RunRecord
@@ -42,8 +51,9 @@ def test_each_round_of_faults_holds_every_kind_once() -> None:
     g = Generator(5, fault_share=1.0)
     faults = [g.fault() for _ in range(3 * len(FAULT_KINDS))]
     kinds = [f.kind for f in faults if f is not None]
+    n = len(FAULT_KINDS)
     for r in range(3):
-        assert sorted(kinds[r * 6:(r + 1) * 6]) == sorted(FAULT_KINDS)
+        assert sorted(kinds[r * n:(r + 1) * n]) == sorted(FAULT_KINDS)
     for f in faults:
         assert f is not None and 0.05 <= f.delay_s <= 1.5
         if f.kind.startswith("freeze"):
@@ -95,3 +105,56 @@ def test_summary_as_json() -> None:
     d = json.loads(json.dumps(s.as_dict()))
     assert d["faults"] == {"kill-source": 2} and d["outcomes"] == {"completed": 1}
     assert d["seed"] == 3 and d["violations"] == []
+
+
+def test_orchestrator_faults_go_through_migbed_run() -> None:
+    g = Generator(9, fault_share=1.0)
+    for _ in range(30):
+        f = g.fault()
+        assert f is not None and g.via_cli(f) == (f.kind in CLI_FAULT_KINDS)
+    none = Generator(9, fault_share=0.0)
+    share = sum(none.via_cli(none.fault()) for _ in range(400)) / 400
+    assert 0.1 < share < 0.3  # some runs without a fault go through `migbed run` too
+    assert Generator(4).via_cli(Fault("kill-target", 0.1, 0.0)) is False
+
+
+def cli_rec(run_id: str, outcome: str, error: str = "", verified: bool = False,
+            kept: bool = True, by: str = "") -> dict:
+    return {"run_id": run_id, "outcome": outcome, "error": error, "verified": verified,
+            "source_guest_running_after": kept, "source_integrity_ok": kept,
+            "labels": {"recorded-by": by} if by else {}}
+
+
+def test_cli_checker_accepts_the_promised_endings() -> None:
+    ok = [cli_rec("r", "completed", verified=True)]
+    assert check_cli_run("", 0, ["r"], ok, []) == []
+    assert check_cli_run("term-cli", 143, ["r"], [cli_rec(
+        "r", "cancelled", "migbed run got SIGTERM (pid 7)")], []) == []
+    assert check_cli_run("term-cli", 143, ["r"], ok, []) == []  # past the switchover
+    assert check_cli_run("kill-cli", -9, ["r"], [cli_rec(
+        "r", "cancelled", "the orchestrator (pid 7) that started this service died",
+        by="source service (its orchestrator died)")], []) == []
+    assert check_cli_run("kill-cli-source", 3, ["r"], [cli_rec(
+        "r", "failed", "lost the source 127.0.0.1:1 while ...", kept=False,
+        by="orchestrator")], []) == []
+
+
+def test_cli_checker_names_each_broken_promise() -> None:
+    def one(*args: object) -> str:
+        out = check_cli_run(*args)  # type: ignore[arg-type]
+        assert len(out) == 1, out
+        return out[0]
+    ok = [cli_rec("r", "completed", verified=True)]
+    assert "did not exit" in one("", None, ["r"], ok, [])
+    assert "outlived the CLI" in one("kill-cli", -9, ["r"], ok, [4242])
+    assert "records for []" in one("kill-cli", -9, ["r"], [], [])
+    assert "records for ['r', 'r']" in one("", 0, ["r"], ok + ok, [])
+    assert "not whole" in one("kill-cli", -9, ["r"], [], [], "Expecting value")
+    assert "exit code 0, expected -15 or 143" in one("term-cli", 0, ["r"], ok, [])
+    assert "exit code 1, expected 3" in one("kill-cli-source", 1, ["r"], [cli_rec(
+        "r", "failed", "lost the source x", kept=False, by="orchestrator")], [])
+    assert "not running intact" in one("term-cli", 143, ["r"], [cli_rec(
+        "r", "cancelled", "migbed run got SIGTERM", kept=False)], [])
+    assert "signal named" in one("term-cli", 143, ["r"], [cli_rec("r", "cancelled", "x")], [])
+    assert "orchestrator's record" in one("", 3, ["r"], [cli_rec(
+        "r", "failed", "lost the source x", kept=False, by="orchestrator")], [])

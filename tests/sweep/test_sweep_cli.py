@@ -95,6 +95,13 @@ def test_a_killed_sweep_resumes_and_ends_with_exactly_repeat_runs(tmp_path: Path
     while not all(_gone(pid) for pid in pids) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert all(_gone(pid) for pid in pids)
+    # The run in flight: its source cancelled it and kept its record (orphans.jsonl, beside
+    # those of the runs that ended in the 10 s before, which the sweep may not have written).
+    orphans = [json.loads(x) for x in (out / "orphans.jsonl").read_text().splitlines()]
+    cut = [o for o in orphans if o["run_id"] not in {x["record"]["run_id"] for x in before}
+           and "calibration" not in o["run_id"]]
+    assert [o["outcome"] for o in cut] == ["cancelled"], orphans
+    assert "orchestrator" in cut[0]["error"]
 
     p = sweep("--resume", str(out), "--no-progress", "--no-report")
     assert p.returncode == 0, p.stdout + p.stderr

@@ -85,6 +85,31 @@ def test_the_run_log_drops_a_torn_last_line_and_what_remains_is_exact(tmp_path: 
                                      (1, 0, "switchover-ack"), (1, 1, "switchover-ack")]
 
 
+def test_runs_cut_short_are_kept_and_run_again(tmp_path: Path) -> None:
+    """A run cancelled by a stop signal (labelled interrupted), one whose source was lost (the
+    orchestrator's record) and one its source cancelled when the sweep died (orphans.jsonl)
+    are kept, count as not done for --resume, and give way to the run made in their place."""
+    spec = SweepSpec("s", builtin_scenario_text("tiny"), [Axis("migration.warmup", ("100ms", "200ms"))],
+                     ["legacy"], repeat=2)
+
+    def rec(run_id: str, outcome: str, repeat: int, cell: int, **labels: str) -> RunRecord:
+        return RunRecord(run_id, "s", "legacy", repeat, outcome, verified=outcome == "completed",
+                         labels={"cell": str(cell), **labels})
+    append_run(tmp_path, FinishedRun(0, "legacy", 0, rec("a", "completed", 0, 0)))
+    append_run(tmp_path, FinishedRun(0, "legacy", 1, rec("b", "cancelled", 1, 0,
+                                                         interrupted="SIGTERM")))
+    append_run(tmp_path, FinishedRun(1, "legacy", 0, rec("c", "failed", 0, 1,
+                                                         **{"recorded-by": "orchestrator"})))
+    orphans = [rec("a", "completed", 0, 0, **{"recorded-by": "source service"}),  # written too
+               rec("d", "cancelled", 1, 1, **{"recorded-by": "source service"})]
+    (tmp_path / "orphans.jsonl").write_text("".join(r.to_json() + "\n" for r in orphans))
+    done = read_runs(tmp_path)
+    assert sorted(r.record.run_id for r in done) == ["a", "b", "c", "d"]
+    assert remaining(spec, done) == [(0, 1, "legacy"), (1, 0, "legacy"), (1, 1, "legacy")]
+    append_run(tmp_path, FinishedRun(0, "legacy", 1, rec("b2", "completed", 1, 0)))
+    assert "b2" in {r.record.run_id for r in read_runs(tmp_path)}
+
+
 @pytest.mark.parametrize(("body", "named"), [
     ('policies = "legacy"\n', "policies"),
     ("repeat = \"2\"\n", "repeat"),

@@ -126,3 +126,37 @@ def test_a_plan_runs_to_the_end() -> None:
         plan.finished(next(iter(plan.in_flight)), "completed")
     assert order == [f"g{i}" for i in range(6)]
     assert set(plan.outcomes.values()) == {"completed"}
+
+
+def test_capacity_bounds_what_a_target_receives_and_a_failure_frees_its_slot() -> None:
+    plan = EvacuationPlan(guests(4), ["t1", "t2"], Limits(per_source=4, per_cluster=4),
+                          capacity={"t1": 1, "t2": 2})
+    assert [p.target_host for p in plan.ready()] == ["t1", "t2", "t2"]  # g3 waits: no slot left
+    plan.finished("g0", "failed")  # g0 never landed on t1: its slot is free again
+    assert [(p.guest.name, p.target_host) for p in plan.ready()] == [("g3", "t1")]
+
+
+def test_targets_join_retire_and_guests_arrive_while_the_plan_runs() -> None:
+    plan = EvacuationPlan(guests(2), ["t1"], Limits(per_source=2, per_cluster=4))
+    plan.retire_target("t1")
+    assert plan.ready() == []  # no usable target
+    plan.add_target("t2")
+    assert [p.target_host for p in plan.ready()] == ["t2", "t2"]
+    plan.add_guests([FleetGuest("x0", "src-b", "tiny", MiB)])
+    assert names(plan.ready()) == ["x0"]
+    assert plan.queued == 0 and not plan.done
+
+
+def test_a_large_plan_is_fast_and_keeps_the_order() -> None:
+    many = [FleetGuest(f"g{i}", f"s{i % 500}", "tiny", MiB) for i in range(50_000)]
+    targets = [f"t{i}" for i in range(2000)]
+    plan = EvacuationPlan(many, targets, Limits(per_source=2, per_cluster=1000, per_target=1),
+                          max_guests=100_000)
+    started: list[str] = []
+    while not plan.done:
+        batch = plan.ready()
+        started += names(batch)
+        for p in batch[: max(1, len(batch) // 2)] if batch else list(plan.in_flight.values())[:500]:
+            plan.finished(p.guest.name, "completed")
+    assert sorted(started, key=lambda n: int(n[1:])) == [g.name for g in many]
+    assert len(plan.outcomes) == len(many)

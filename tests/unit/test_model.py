@@ -241,3 +241,30 @@ def test_multifd_device_state_loads_final_images_in_parallel() -> None:
     side_by_side = outcome(parallel, "switchover-ack").downtime_s
     assert one_after_other >= 0.2
     assert 0.1 <= side_by_side < 0.11
+
+
+def test_a_wire_schedule_that_never_changes_predicts_what_the_constant_wire_does() -> None:
+    import dataclasses
+
+    from migbed.core.scenario import resolve_scenario
+    from migbed.model.pipe import WireSchedule
+
+    inp = inputs_from(resolve_scenario("sharing-check"), ModelParams(shaped=False))
+    for policy in ("legacy", "switchover-ack"):
+        flat = dataclasses.replace(inp, precopy_wire=100e6, stop_wire=100e6)
+        sched = dataclasses.replace(inp, precopy_wire=WireSchedule([(0.0, 100e6), (50.0, 100e6)]),
+                                    stop_wire=WireSchedule([(0.0, 100e6)]))
+        a, b = simulate(flat, policy), simulate(sched, policy)
+        assert b.total_time_s == pytest.approx(a.total_time_s, rel=1e-9)
+        assert b.guest_downtime_s == pytest.approx(a.guest_downtime_s, rel=1e-9)
+
+
+def test_a_wire_that_doubles_halfway_ends_sooner_and_sends_by_its_integral() -> None:
+    from migbed.model.pipe import WireSchedule
+
+    w = WireSchedule([(0.0, 10.0), (2.0, 20.0)])
+    assert float(w) == 20.0 and w.bytes_between(1.0, 3.0) == 30.0
+    assert w.send_end(0.0, 40.0) == 3.0  # 20 bytes by t=2, then 20 more at 20/s
+    assert Limiter(math.inf, w).plan(1.0, 10.0)[0] == 2.0
+    with pytest.raises(ValueError, match="below max-bandwidth"):
+        Limiter(15.0, w)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 
+import grpc
 import numpy as np
 import pytest
 
@@ -16,7 +17,7 @@ from migbed.measure.record import RunRecord
 from migbed.services.source.counters import Counters
 from migbed.services.source.devices import DeviceStreams
 from migbed.services.source.failure import MigrationFailed
-from migbed.services.source.link import Link
+from migbed.services.source.link import Link, stall_note
 from migbed.services.source.recorder import Recorder, StopCopyTimes, TargetTimes
 from migbed.services.source.scanner import PageScanner
 
@@ -92,6 +93,18 @@ def test_link_names_the_side_that_went_silent() -> None:
         link.check_alive()
 
     asyncio.run(check())
+
+
+def test_a_stall_of_ours_is_named_only_when_the_target_gave_up_on_silence() -> None:
+    """Issue 23, item 7: after a SIGKILLed target (connection reset: UNAVAILABLE) a recent
+    stall of this process is not the cause and is not mentioned; when the target ended the
+    stream because the source was silent (DEADLINE_EXCEEDED), it is."""
+    code = grpc.StatusCode
+    assert stall_note(code.UNAVAILABLE, 1.8, 0.5, 1.0) == ""
+    assert stall_note(None, 1.8, 0.5, 1.0) == ""
+    assert "stalled for 1.8s" in stall_note(code.DEADLINE_EXCEEDED, 1.8, 0.5, 1.0)
+    assert stall_note(code.DEADLINE_EXCEEDED, 0.1, 0.5, 1.0) == ""  # no real stall
+    assert stall_note(code.DEADLINE_EXCEEDED, 1.8, 5.0, 1.0) == ""  # too long ago
 
 
 class _FakeLink:
