@@ -283,8 +283,10 @@ def run_comparison(
     out.mkdir(parents=True, exist_ok=True)
     env_before = dict(stack.env)
     stack.env.update(_user_env(out))
+    # The report is drawn here, once (the runner's image has no matplotlib); the runner names
+    # the results by their paths on this host.
     argv = ["migbed", "run", "--source", "source:50051", "--target", "target:50051"]
-    argv += ["--out", f"/results/{run_id}"]
+    argv += ["--out", f"/results/{run_id}", "--no-report"]
     mounts: list[str] = []
     if scenario:
         path = Path(scenario)
@@ -306,16 +308,16 @@ def run_comparison(
     argv += list(extra)
     _say(f"running scenario {name} in the runner: {' '.join(argv)}")
     try:
-        code = stack.run_forwarding_signals("run", "--rm", "--no-deps", "-T", *mounts, "runner", *argv)
+        code = stack.run_forwarding_signals("run", "--rm", "--no-deps", "-T", "-e", f"MIGBED_OUT_ON_HOST={out}",
+                                            *mounts, "runner", *argv)
     finally:
         stack.env = env_before
-    where = out / "results.json"
-    _say(f"runner exited {code}; results: {where if where.exists() else out}")
-    if where.exists():
-        # The runner's image carries only the runtime dependencies; the plots are drawn here.
+    if (out / "results.json").exists():
         from migbed.report.report import write_report
 
-        _say(f"report: {write_report(out)}")
+        _say(f"runner exited {code}; report: {write_report(out)}")
+    else:
+        _say(f"runner exited {code}; no results.json in {out}")
     return code, out
 
 

@@ -15,12 +15,13 @@ from typing import Any
 
 import grpc
 
-from migbed.services.source.devices import DeviceStreams
-from migbed.services.source.failure import MigrationFailed
 from migbed.wire import migration_pb2 as pb
 from migbed.wire import migration_pb2_grpc as pbg
 from migbed.wire.channel import CHUNK_BYTES
 from migbed.wire.errors import describe_rpc_error
+
+from .devices import DeviceStreams
+from .failure import MigrationFailed
 
 
 class ParallelDeviceState:

@@ -43,17 +43,18 @@ from migbed.core.ratelimit import WINDOW_S, RateLimiter
 from migbed.core.scenario import Scenario
 from migbed.measure.record import Event, ProgressSample, RunRecord
 from migbed.runtime.guest import RunningGuest, boot_source_guest, resume_source_guest
-from migbed.services.source.counters import Counters
-from migbed.services.source.devices import DeviceStreams
-from migbed.services.source.failure import MigrationFailed
-from migbed.services.source.link import SETUP_TIMEOUT_S, Link
-from migbed.services.source.parts import Parts
-from migbed.services.source.precopy import Precopy
-from migbed.services.source.recorder import Recorder
-from migbed.services.source.scanner import RATE_PERIOD_S, PageScanner
-from migbed.services.source.switchover import Switchover
-from migbed.services.source.transport import MainChannelRam, MultifdRam, RamTransport
 from migbed.wire import migration_pb2 as pb
+
+from .counters import Counters
+from .devices import DeviceStreams
+from .failure import MigrationFailed
+from .link import SETUP_TIMEOUT_S, Link
+from .parts import Parts
+from .precopy import Precopy
+from .recorder import Recorder
+from .scanner import RATE_PERIOD_S, PageScanner
+from .switchover import Switchover
+from .transport import MainChannelRam, MultifdRam, RamTransport
 
 log = logging.getLogger("migbed.source")
 T = TypeVar("T")

@@ -25,11 +25,12 @@ import grpc
 
 from migbed.core.clock import OffsetEstimator, boot_id, now_ns
 from migbed.core.policy import TargetLoad
-from migbed.services.source.failure import MigrationFailed
 from migbed.wire import migration_pb2 as pb
 from migbed.wire.channel import stream_channel
 from migbed.wire.encode import migrate_stream
 from migbed.wire.errors import describe_rpc_error
+
+from .failure import MigrationFailed
 
 PING_PERIOD_S = 0.1  # x time-dilation: the clock offset and RTT samples per virtual second
 STOP_PING_SEQ = 1 << 62  # the Ping sent at the stop (the periodic ones count from 1)

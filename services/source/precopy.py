@@ -16,9 +16,10 @@ from dataclasses import dataclass
 from migbed.core.dilation import real_seconds
 from migbed.core.policy import DeviceView, Observation, cap_reached, data_fits
 from migbed.measure.record import DeviceSample, ProgressSample
-from migbed.services.source.failure import MigrationFailed
-from migbed.services.source.parts import Parts
 from migbed.wire.channel import CHUNK_BYTES
+
+from .failure import MigrationFailed
+from .parts import Parts
 
 ITERATE_MAX_S = 0.05  # QEMU's ram_save_iterate gives up the thread after 50 ms (MAX_WAIT)
 

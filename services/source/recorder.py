@@ -14,8 +14,9 @@ from dataclasses import dataclass
 
 from migbed.core.clock import OffsetEstimate
 from migbed.measure.record import DeviceStopCopy, Event, ProgressSample, RunRecord
-from migbed.services.source.counters import Counters
-from migbed.services.source.devices import SaveTimes, blocked_s
+
+from .counters import Counters
+from .devices import SaveTimes, blocked_s
 
 
 @dataclass(frozen=True)

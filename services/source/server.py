@@ -25,9 +25,10 @@ from migbed.core.scenario import ScenarioError, parse_scenario
 from migbed.core.start import StartInputError, check_policy, check_target_address, status_text
 from migbed.measure.record import Event, ProgressSample, RunRecord
 from migbed.measure.record_wire import record_to_pb, sample_to_pb
-from migbed.services.source.engine import Migration
 from migbed.wire import migration_pb2 as pb
 from migbed.wire import migration_pb2_grpc as pbg
+
+from .engine import Migration
 
 KEEP_FINISHED = 200
 _RUN_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")

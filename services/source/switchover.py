@@ -22,13 +22,14 @@ import asyncio
 from migbed.core.clock import now_ns
 from migbed.core.device import VfioState
 from migbed.runtime.gcpause import DOWNTIME_GC_PAUSE
-from migbed.services.source.device_state import ParallelDeviceState
-from migbed.services.source.failure import MigrationFailed
-from migbed.services.source.link import STOP_PING_SEQ
-from migbed.services.source.parts import Parts
-from migbed.services.source.recorder import StopCopyTimes, TargetTimes
 from migbed.wire import migration_pb2 as pb
 from migbed.wire.channel import CHUNK_BYTES
+
+from .device_state import ParallelDeviceState
+from .failure import MigrationFailed
+from .link import STOP_PING_SEQ
+from .parts import Parts
+from .recorder import StopCopyTimes, TargetTimes
 
 INITIAL_REPORT_WAIT_S = 0.25  # five of the target's progress periods
 

@@ -16,10 +16,11 @@ import numpy as np
 
 from migbed.core.guest import GuestMemory
 from migbed.dataplane import MultifdError, MultifdSender
-from migbed.services.source.failure import MigrationFailed
-from migbed.services.source.link import SETUP_TIMEOUT_S, Link
 from migbed.wire import migration_pb2 as pb
 from migbed.wire.encode import encode_ram_pages
+
+from .failure import MigrationFailed
+from .link import SETUP_TIMEOUT_S, Link
 
 
 class RamTransport(Protocol):

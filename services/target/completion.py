@@ -15,11 +15,12 @@ from migbed.core.clock import now_ns
 from migbed.core.workload import guest_workload
 from migbed.runtime.gcpause import DOWNTIME_GC_PAUSE
 from migbed.runtime.vcpu import VCpu
-from migbed.services.target.device_state import DeviceStateStreams
-from migbed.services.target.parts import Parts
-from migbed.services.target.ram import RamReceiver
-from migbed.services.target.validate import check_whole, refuse
 from migbed.wire import migration_pb2 as pb
+
+from .device_state import DeviceStateStreams
+from .parts import Parts
+from .ram import RamReceiver
+from .validate import check_whole, refuse
 
 FIRST_TICK_WAIT_S = 5.0  # how long Resumed waits for the resumed guest's first tick
 

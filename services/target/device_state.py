@@ -9,10 +9,13 @@ import time
 from collections.abc import Callable
 
 from migbed.core import limits as lim
-from migbed.services.target.devices import LoadingDevice, Pacer
-from migbed.services.target.parts import Parts
-from migbed.services.target.progress import PROGRESS_PERIOD_S
-from migbed.services.target.validate import (
+from migbed.wire import migration_pb2 as pb
+from migbed.wire.channel import CHUNK_BYTES
+
+from .devices import LoadingDevice, Pacer
+from .parts import Parts
+from .progress import PROGRESS_PERIOD_S
+from .validate import (
     check_image,
     check_image_bytes,
     check_range,
@@ -20,8 +23,6 @@ from migbed.services.target.validate import (
     refuse,
     stop_copy_region,
 )
-from migbed.wire import migration_pb2 as pb
-from migbed.wire.channel import CHUNK_BYTES
 
 
 class DeviceStateStreams:

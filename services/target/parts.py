@@ -15,10 +15,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from migbed.core.guest import GuestMemory
-from migbed.services.target.devices import LoadingDevice, Pacer
-from migbed.services.target.outbox import Outbox
-from migbed.services.target.validate import dilation, refuse
 from migbed.wire import migration_pb2 as pb
+
+from .devices import LoadingDevice, Pacer
+from .outbox import Outbox
+from .validate import dilation, refuse
 
 
 @dataclass

@@ -7,8 +7,9 @@ pongs come only as fast as the main stream's reader works through the data ahead
 
 from __future__ import annotations
 
-from migbed.services.target.parts import Parts
 from migbed.wire import migration_pb2 as pb
+
+from .parts import Parts
 
 PROGRESS_PERIOD_S = 0.05  # while a device loads, the return path says so this often
 KEEPALIVE_PERIODS = 4  # an unchanged device's progress is repeated this often (200 ms)

@@ -17,10 +17,11 @@ from pathlib import Path
 
 from migbed.core import limits as lim
 from migbed.runtime.malloc import give_back_free_memory
-from migbed.services.target.session import TargetSession
-from migbed.services.target.validate import validate_setup
 from migbed.wire import migration_pb2 as pb
 from migbed.wire.errors import ProtocolError
+
+from .session import TargetSession
+from .validate import validate_setup
 
 log = logging.getLogger("migbed.target")
 

@@ -20,17 +20,18 @@ from migbed import __version__
 from migbed.core import limits as lim
 from migbed.core.clock import boot_id
 from migbed.dataplane.receiver import MultifdListener
-from migbed.services.target.registry import SessionRegistry, default_memory_budget, return_memory
-from migbed.services.target.session import TargetSession
-from migbed.services.target.stream import (
+from migbed.wire import migration_pb2 as pb
+from migbed.wire import migration_pb2_grpc as pbg
+from migbed.wire.errors import ProtocolError
+
+from .registry import SessionRegistry, default_memory_budget, return_memory
+from .session import TargetSession
+from .stream import (
     DEFAULT_HEARTBEAT_S,
     MainStream,
     first_message,
     read_device_state,
 )
-from migbed.wire import migration_pb2 as pb
-from migbed.wire import migration_pb2_grpc as pbg
-from migbed.wire.errors import ProtocolError
 
 log = logging.getLogger("migbed.target")
 MEMORY_RETURN_DELAY_S = 0.5  # a closed session's cancelled tasks finish first

@@ -25,18 +25,19 @@ from typing import Any
 
 from migbed.core.clock import boot_id, now_ns
 from migbed.core.guest import GuestMemory
-from migbed.services.target.completion import Completion
-from migbed.services.target.device_state import DeviceStateStreams
-from migbed.services.target.devices import LoadingDevice
-from migbed.services.target.inline_devices import InlineDeviceLoads
-from migbed.services.target.outbox import Outbox
-from migbed.services.target.parts import Parts
-from migbed.services.target.progress import PROGRESS_PERIOD_S, ProgressReports
-from migbed.services.target.ram import RamReceiver
-from migbed.services.target.validate import refuse
-from migbed.services.target.verify import Verification
 from migbed.wire import migration_pb2 as pb
 from migbed.wire.errors import ProtocolError
+
+from .completion import Completion
+from .device_state import DeviceStateStreams
+from .devices import LoadingDevice
+from .inline_devices import InlineDeviceLoads
+from .outbox import Outbox
+from .parts import Parts
+from .progress import PROGRESS_PERIOD_S, ProgressReports
+from .ram import RamReceiver
+from .validate import refuse
+from .verify import Verification
 
 log = logging.getLogger("migbed.target")
 # Once Complete is accepted, the source may only verify, ping or give up.

@@ -19,10 +19,11 @@ from typing import TypeVar
 from migbed.core import limits as lim
 from migbed.core.clock import now_ns
 from migbed.runtime.tcpstate import peer_window
-from migbed.services.target.devices import Pacer
-from migbed.services.target.session import TargetSession
 from migbed.wire import migration_pb2 as pb
 from migbed.wire.errors import ProtocolError
+
+from .devices import Pacer
+from .session import TargetSession
 
 DEFAULT_HEARTBEAT_S = 3.0  # a source that does not say (heartbeat_timeout_s = 0)
 T = TypeVar("T")

@@ -16,7 +16,7 @@ from migbed.wire import migration_pb2 as pb
 from migbed.wire.errors import ProtocolError
 
 if TYPE_CHECKING:
-    from migbed.services.target.devices import LoadingDevice
+    from .devices import LoadingDevice
 
 
 def refuse(code: str, message: str) -> ProtocolError:

@@ -6,10 +6,11 @@ from __future__ import annotations
 import asyncio
 import hmac
 
-from migbed.services.target.completion import Completion
-from migbed.services.target.parts import Parts
-from migbed.services.target.validate import refuse
 from migbed.wire import migration_pb2 as pb
+
+from .completion import Completion
+from .parts import Parts
+from .validate import refuse
 
 RESUMED_GUEST_GRACE_S = 0.2  # the resumed guest runs this long before the session ends
 
