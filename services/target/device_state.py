@@ -106,4 +106,4 @@ class DeviceStateStreams:
                 raise refuse("DEADLINE_EXCEEDED", f"MigrateDeviceState for device "
                              f"{quiet[0].index} ({quiet[0].name}): nothing for {silence:g}s "
                              "after complete (setup.heartbeat_timeout_s)")
-            await asyncio.sleep(PROGRESS_PERIOD_S)
+            await asyncio.sleep(self.p.real_seconds(PROGRESS_PERIOD_S))
