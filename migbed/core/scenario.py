@@ -410,7 +410,7 @@ def _link(t: _Table) -> LinkConfig:
                 "testbed does not use (netem is missing from common CI kernels); remove it"
             )
     t.finish()
-    _in_range("link.rate", rate, 0, 100e9, f"{rate:g} bit/s")
+    _in_range("link.rate", rate, 0, 400e9, f"{rate:g} bit/s")
     if rate and rate < 1e6:
         raise ScenarioError(f"link.rate = {rate:g} bit/s: at least 1Mbit (or 0 for unshaped)")
     _in_range("link.burst", burst, 0, 1 * GiB, f"{burst} bytes")
