@@ -39,6 +39,7 @@ from migbed.cli.args import (
     EXIT_USAGE,
     Unreachable,
     UsageError,
+    add_dilation_arg,
     add_out_arg,
     add_policy_args,
     add_scenario_args,
@@ -93,8 +94,12 @@ def cmd_run(args: argparse.Namespace) -> int:
         _require_serving(args.source, args.tls_dir)
     plan = Plan(exp.scenario.name, exp.scenario.source_text, list(exp.policies), exp.repeat,
                 args.source or "", args.target or "", args.cancel_after or 0.0)
+    dilated = (f", time-dilation {exp.scenario.time_dilation:g} (reported in virtual time)"
+               if exp.scenario.time_dilation != 1.0 else "")
     print(f"migbed: scenario {exp.scenario.name}, policies {', '.join(exp.policies)}, "
-          f"{exp.repeat} repeat(s); results in {_shown(out, out)}", flush=True)
+          f"{exp.repeat} repeat(s){dilated}; results in {_shown(out, out)}", flush=True)
+    if exp.dilation_note:  # what --time-dilation auto chose and why, kept with the results
+        (out / "time-dilation.txt").write_text(exp.dilation_note + "\n")
     sink = ResultsSink(out)
     stop = Interruption("migbed run")
     # The handlers stay until the command's end: a stop signal while the views are written
@@ -365,6 +370,7 @@ def _add_run_parser(sub: Any) -> None:
     r.add_argument("--source", type=address, metavar="HOST:PORT", help="a running source service")
     r.add_argument("--target", type=address, metavar="HOST:PORT", help="the target, as the source dials it")
     add_scenario_args(r)
+    add_dilation_arg(r)
     add_policy_args(r)
     add_out_arg(r, DEFAULT_OUT)
     r.add_argument("--cancel-after", type=seconds(), metavar="SECONDS",

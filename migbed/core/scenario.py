@@ -141,6 +141,11 @@ class Scenario:
     migration: MigrationConfig
     link: LinkConfig = field(default_factory=LinkConfig)
     source_text: str = ""  # the TOML it came from (sent to the source service as is)
+    # Run K times slower, reported in virtual time (migbed/core/dilation.py). The values
+    # above are virtual unless `dilated`: dilate() scales them for the engine (x K times,
+    # / K rates) and sets `dilated`; parsing never does.
+    time_dilation: float = 1.0
+    dilated: bool = False
 
     @property
     def total_device_initial_bytes(self) -> int:
@@ -388,6 +393,19 @@ def _migration(t: _Table) -> MigrationConfig:
     )
 
 
+def _time_dilation(v: Any) -> float:
+    if v == "auto":
+        raise ValueError("auto is for the command line (--time-dilation auto measures this "
+                         "host); a scenario gives a number")
+    if isinstance(v, bool) or not isinstance(v, int | float) or v != v:
+        raise ValueError(f"expected a number from {_fmt(lim.TIME_DILATION[0])} to "
+                         f"{_fmt(lim.TIME_DILATION[1])}")
+    if not lim.TIME_DILATION[0] <= v <= lim.TIME_DILATION[1]:
+        raise ValueError(f"out of range (allowed {_fmt(lim.TIME_DILATION[0])} .. "
+                         f"{_fmt(lim.TIME_DILATION[1])}: the run takes K times as long)")
+    return float(v)
+
+
 def _link(t: _Table) -> LinkConfig:
     rate = t.get("rate", parse_bit_rate, 0.0)
     burst = t.get("burst", parse_size, 0)
@@ -399,7 +417,7 @@ def _link(t: _Table) -> LinkConfig:
                 "testbed does not use (netem is missing from common CI kernels); remove it"
             )
     t.finish()
-    _in_range("link.rate", rate, 0, 100e9, f"{rate:g} bit/s")
+    _in_range("link.rate", rate, 0, 400e9, f"{rate:g} bit/s")
     if rate and rate < 1e6:
         raise ScenarioError(f"link.rate = {rate:g} bit/s: at least 1Mbit (or 0 for unshaped)")
     _in_range("link.burst", burst, 0, 1 * GiB, f"{burst} bytes")
@@ -443,8 +461,9 @@ def _scenario_from_data(data: dict[str, Any], text: str) -> Scenario:
     )
     migration = _migration(_Table(top.get("migration", lambda v: v, {}), "migration"))
     link = _link(_Table(top.get("link", lambda v: v, {}), "link"))
+    dilation = top.get("time-dilation", _time_dilation, 1.0)
     top.finish()
-    return Scenario(name, guest, devices, migration, link, text)
+    return Scenario(name, guest, devices, migration, link, text, dilation)
 
 
 def read_scenario_text(path: str | os.PathLike[str]) -> str:

@@ -32,6 +32,7 @@ import docker.errors
 from docker.models.containers import Container
 
 from migbed.core.clock import utc_stamp
+from migbed.core.dilation import shaped_link
 from migbed.core.scenario import is_scenario_file, resolve_scenario
 from migbed.env import images
 from migbed.env.shaping import LinkShape, apply_in_container, link_shape
@@ -176,7 +177,11 @@ def wait_healthy(stack: Stack, c: docker.DockerClient, services: Sequence[str], 
 def scenario_link(scenario: str | None, overrides: Sequence[str] = ()) -> tuple[str, LinkShape | None]:
     """(name for logs, link shape) of --scenario NAME|FILE with its --set overrides."""
     sc = resolve_scenario(scenario, overrides)
-    return sc.name, link_shape(sc.link)
+    if sc.time_dilation == 1.0:
+        return sc.name, link_shape(sc.link)
+    # A dilated run: tc shapes the dilated rate (core/dilation.py), the run reports the virtual.
+    return (f"{sc.name} (time-dilation {sc.time_dilation:g}: the link is shaped at 1/"
+            f"{sc.time_dilation:g} of its {sc.link.rate / 1e9:g} Gbit/s)"), link_shape(shaped_link(sc))
 
 
 def shape_source(stack: Stack, c: docker.DockerClient, shape: LinkShape | None) -> str:

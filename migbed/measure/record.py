@@ -175,6 +175,9 @@ class RunRecord:
     source_address: str = ""
     target_address: str = ""
     labels: dict[str, str] = field(default_factory=dict)
+    # The run ran K times slower than the scenario's virtual time and every figure here is
+    # virtual (times / K, rates x K; migbed/core/dilation.py). 1 = not dilated.
+    time_dilation: float = 1.0
     timeline: list[ProgressSample] = field(default_factory=list)
     events: list[Event] = field(default_factory=list)
 

@@ -13,6 +13,7 @@ import asyncio
 import time
 from dataclasses import dataclass
 
+from migbed.core.dilation import real_seconds
 from migbed.core.policy import DeviceView, Observation, cap_reached, data_fits
 from migbed.measure.record import DeviceSample, ProgressSample
 
@@ -40,6 +41,8 @@ class Precopy:
         self.ack_at: float | None = None
         self.pending = 0
         self.phase = "precopy"
+        # MAX_WAIT is QEMU's, emulated: stretched with the run (core/dilation.py).
+        self.iterate_max_s = real_seconds(ITERATE_MAX_S, parts.scenario.time_dilation)
 
     def on_ack(self) -> None:
         self.ack_received = True
@@ -163,7 +166,7 @@ class Precopy:
         sent = 0
         ram_clean = False
         started = time.monotonic()
-        while time.monotonic() - started < ITERATE_MAX_S:
+        while time.monotonic() - started < self.iterate_max_s:
             n = 0
             if not ram_clean:
                 n, ram_clean = await self._send_ram(started)
@@ -183,7 +186,7 @@ class Precopy:
         p = self.p
         ps = p.scanner.page_size
         sent = 0
-        while time.monotonic() - started < ITERATE_MAX_S:
+        while time.monotonic() - started < self.iterate_max_s:
             allowance = p.limiter.allowance(time.monotonic())
             if allowance <= 0:
                 break

@@ -49,8 +49,9 @@ class Scan:
 class PageScanner:
     """The bitmap of pages to send and the syncs that fill it."""
 
-    def __init__(self, memory: GuestMemory) -> None:
+    def __init__(self, memory: GuestMemory, rate_period_s: float = RATE_PERIOD_S) -> None:
         self.memory = memory
+        self.rate_period_s = rate_period_s  # RATE_PERIOD_S x time-dilation
         self.page_size = memory.page_size
         self.bitmap = np.zeros(memory.pages, dtype=bool)
         self.cursor = 0  # the next page the walk looks at (QEMU's last_seen_block/last_page)
@@ -77,7 +78,7 @@ class PageScanner:
         self._dirty = int(np.count_nonzero(self.bitmap))
         self.dirty_sync_count += 1
         now = time.monotonic()
-        if now - self._period_start > RATE_PERIOD_S:
+        if now - self._period_start > self.rate_period_s:
             self.dirty_pages_rate = self._period_pages / (now - self._period_start)
             self._period_start, self._period_pages = now, 0
         self.dirty_bytes_at_last_sync = self.dirty_bytes

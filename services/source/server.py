@@ -93,11 +93,11 @@ class SourceService(pbg.ControlServicer):
             run.samples.append(sample_to_pb(s))
             run.changed.set()
             if self.metrics is not None:
-                self.metrics.on_progress(scenario.name, request.policy, s)
+                self.metrics.on_progress(scenario.name, request.policy, s, scenario.time_dilation)
 
         def on_event(e: Event) -> None:
             if self.metrics is not None:
-                self.metrics.on_event(scenario.name, request.policy, e)
+                self.metrics.on_event(scenario.name, request.policy, e, scenario.time_dilation)
 
         migration = Migration(scenario, request.policy, request.target_address, request.run_id,
                               labels, self.credentials, on_sample, on_event, self.multifd_ssl)

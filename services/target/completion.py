@@ -59,8 +59,9 @@ class Completion:
             await dev.start_running(self.p.pacer)
         await self._resume(loads_done, now_ns())
         if self.p.metrics is not None:
+            k = self.p.time_dilation  # the series are in virtual time, K a label
             self.p.metrics.on_resumed(self.p.scenario, self.p.setup.policy,
-                                      (loads_done - received_ns) / 1e9)
+                                      (loads_done - received_ns) / 1e9 / k, k)
 
     def _check_complete(self, m: pb.Complete) -> None:
         """Everything the source says it sent has arrived, and no image is left open."""

@@ -105,4 +105,4 @@ class MultifdDeviceLoads:
                 raise refuse("DEADLINE_EXCEEDED", f"{WHAT} for device {quiet[0].index} "
                              f"({quiet[0].name}): nothing for {silence:g}s after complete "
                              "(setup.heartbeat_timeout_s)")
-            await asyncio.sleep(PROGRESS_PERIOD_S)
+            await asyncio.sleep(self.p.real_seconds(PROGRESS_PERIOD_S))

@@ -19,7 +19,7 @@ from migbed.wire import migration_pb2 as pb
 
 from .devices import LoadingDevice, Pacer
 from .outbox import Outbox
-from .validate import refuse
+from .validate import dilation, refuse
 
 
 @dataclass
@@ -53,6 +53,17 @@ class Parts:
     @property
     def scenario(self) -> str:
         return self.setup.scenario
+
+    @property
+    def time_dilation(self) -> float:
+        """The run's K: the target stretches its own emulated periods by it, as the source
+        stretched the scenario's (migbed/core/dilation.py), and reports times divided by it."""
+        return dilation(self.setup)
+
+    def real_seconds(self, virtual_s: float) -> float:
+        """An emulated period of the target (return-path reports, the resumed guest's run
+        before the session ends) as this run waits it."""
+        return virtual_s * self.time_dilation
 
     def send(self, msg: pb.TargetMessage) -> None:
         self.outbox.put(msg)

@@ -176,7 +176,7 @@ class TargetSession:
             while True:
                 self.ram.check_channels()
                 self.progress.next_period()
-                await asyncio.sleep(PROGRESS_PERIOD_S)
+                await asyncio.sleep(self.parts.real_seconds(PROGRESS_PERIOD_S))
         except ProtocolError as e:
             self.fail(e)
 
