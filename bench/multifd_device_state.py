@@ -6,11 +6,12 @@
 
 The `multifd-device-state` comparison (migbed/scenarios/multifd-device-state.toml): four VFs
 of ~100 MiB stop-copy state each, a published per-VF stop-copy load cost (~230 ms) and an
-mlx5-like initial image, switchover-ack, QEMU 10.0. Per repeat, alternating the order, one run
-with `device-state-transfer = "main"` (each device's state on the main stream, loaded inline
-one after another) and one with `"multifd"` (each device on its own stream, loaded by its own
-thread from switchover start). The inputs are the per-device figures in the scenario file;
-the downtimes are results.
+mlx5-like initial image, switchover-ack, QEMU 10.0, multifd with 4 channels. Per repeat,
+alternating the order, one run with `device-state-transfer = "main"` (each device's state on
+the main stream, loaded inline one after another) and one with `"multifd"` (QEMU 10.0's
+default with multifd: every device's state in device-state packets on the four shared
+multifd channels beside the RAM, each device loaded by its own task from switchover start).
+The inputs are the per-device figures in the scenario file; the downtimes are results.
 
 --link-rate puts the published link (100 GbE) in: a veth pair to a network namespace, its
 egress shaped by tc tbf at the rate / K (needs root; take /work/wt/docker.lock). A 100 Gbit

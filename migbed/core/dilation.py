@@ -107,7 +107,8 @@ RECORD_RULES: dict[str, dict[str, Rule]] = {
         "switchover_ack_wait_ms": Rule.TIME,
         "device_initial_load_ms": Rule.TIME,  # a dict: each value
         "multifd_channels": Rule.SAME, "multifd_channel_bytes": Rule.SAME,
-        "multifd_channel_packets": Rule.SAME, "device_state_transfer": Rule.SAME,
+        "multifd_channel_packets": Rule.SAME, "multifd_channel_device_bytes": Rule.SAME,
+        "device_state_transfer": Rule.SAME,
         "decision_reason": Rule.SAME, "forced_by_cap": Rule.SAME,
         # The offset between the two hosts' clocks is a fact of the hosts, not a duration
         # of the experiment: kept in real nanoseconds (the figures computed with it are

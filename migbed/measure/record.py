@@ -161,6 +161,8 @@ class RunRecord:
     multifd_channels: int = 0
     multifd_channel_bytes: list[int] = field(default_factory=list)
     multifd_channel_packets: list[int] = field(default_factory=list)
+    # Of multifd_channel_bytes: device-state packets (device-state-transfer = "multifd").
+    multifd_channel_device_bytes: list[int] = field(default_factory=list)
     device_state_transfer: str = "main"
     decision_reason: str = ""
     forced_by_cap: str = ""  # "", "max-iterations" or "max-time"
@@ -225,7 +227,8 @@ CSV_FIELDS = [
     for f in fields(RunRecord)
     if f.name not in ("timeline", "events", "labels", "device_initial_load_ms", "device_stop_copy",
                       "device_drivers",
-                      "multifd_channel_bytes", "multifd_channel_packets")
+                      "multifd_channel_bytes", "multifd_channel_packets",
+                      "multifd_channel_device_bytes")
 ]
 
 

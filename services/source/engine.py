@@ -201,9 +201,11 @@ class Migration:
         parts = self._parts(guest, await self._ram_transport(guest, accepted))
         self.parts = parts
         # QEMU's setup: dirty logging on and the first sync (ram_init_bitmaps, with the
-        # device trackers' report), each device's vfio_save_setup (PRE_COPY if supported).
+        # device trackers' report); with multifd, ram_save_setup also flushes and syncs the
+        # channels once; each device's vfio_save_setup (PRE_COPY if supported).
         parts.scanner.start()
         await parts.devices.tracker_report(self.scenario.guest.ram_size)
+        await parts.ram.round_done()
         parts.devices.save_setup()
         self.recorder.setup_done()
         self.precopy = Precopy(parts)

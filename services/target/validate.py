@@ -65,6 +65,9 @@ def validate_setup(s: pb.Setup) -> None:
     transfer = s.device_state_transfer
     if transfer not in pb.DeviceStateTransfer.values():
         raise _bad(f"setup.device_state_transfer = {transfer}: MAIN or MULTIFD")
+    if transfer == pb.DEVICE_STATE_TRANSFER_MULTIFD and not s.multifd_channels:
+        raise _bad("setup.device_state_transfer = MULTIFD needs setup.multifd_channels > 0 "
+                   "(device state travels on the multifd channels)", "FAILED_PRECONDITION")
 
 
 def _validate_dilation(s: pb.Setup) -> None:
