@@ -77,6 +77,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--wire-rate", type=float, help="bytes/s instead of measuring it")
     ap.add_argument("--precopy-rate", type=float, help="pre-copy bytes/s instead of measuring it")
     ap.add_argument("--out", help="sweep folder to write (default: a temporary one)")
+    ap.add_argument("--policy", action="append", help="repeatable; default: the sweep's own "
+                    "(legacy and switchover-ack), e.g. add --policy time-aware")
     args = ap.parse_args(argv)
     header(f"model accuracy: predicted vs measured guest downtime ({args.from_dir or args.sweep})")
     if args.from_dir:
@@ -91,6 +93,8 @@ def main(argv: list[str] | None = None) -> int:
         tmp = tempfile.TemporaryDirectory(prefix="migbed-accuracy-")
         out = Path(args.out or tmp.name) / "sweep"
         spec = replace(load_sweep(args.sweep), repeat=args.repeat)
+        if args.policy:
+            spec = replace(spec, policies=list(dict.fromkeys(args.policy)))
         with services(out) as (source, target):
             wire = args.wire_rate or measure_wire_rate(source, target)
             print(f"   wire rate {wire / 1e6:.0f} MB/s (measured: RAM-only, all in the final copy)", flush=True)

@@ -85,17 +85,16 @@ def source_tree() -> Path:
 
 
 def _assemble(dest: Path) -> None:
-    import migbed.services  # in a wheel a real folder; in a checkout the link to services/
+    import migbed.services  # services/ (setup.py maps it to this name): in a wheel, migbed/services/
 
     tmp = dest.with_name(dest.name + f".tmp{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     skip = shutil.ignore_patterns("__pycache__", "*.pyc", "_assets", "services")
     shutil.copytree(WHEEL_COPY, tmp, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
     shutil.copytree(PACKAGE_DIR, tmp / "migbed", ignore=skip)
-    # The checkout's shape: services/ at the top, migbed/services a link to it.
+    # The checkout's shape: services/ at the top (setup.py maps it to migbed.services).
     shutil.copytree(Path(migbed.services.__file__).resolve().parent, tmp / "services",
                     ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
-    (tmp / "migbed" / "services").symlink_to(Path("..") / "services")
     (tmp / ".complete").write_text("assembled from the installed migbed package\n")
     shutil.rmtree(dest, ignore_errors=True)
     tmp.rename(dest)

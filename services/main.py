@@ -56,7 +56,7 @@ async def serve(role: str, listen: str, metrics_listen: str = "",
     keep_stream_buffers_mapped()
     metrics: Any
     if role == "source":
-        from migbed.services.source.server import SourceService
+        from .source.server import SourceService
 
         metrics = SourceMetrics()
         service: Any = SourceService(metrics, channel_credentials, max_running=max_sessions,
@@ -65,7 +65,8 @@ async def serve(role: str, listen: str, metrics_listen: str = "",
         names = ["migbed.v1.Control"]
     elif role == "target":
         from migbed.core.limits import DEFAULT_IDLE_TIMEOUT_S
-        from migbed.services.target.server import TargetService
+
+        from .target.server import TargetService
 
         metrics = TargetMetrics()
         service = TargetService(metrics, max_sessions=max_sessions, memory_budget=memory_budget,

@@ -41,6 +41,7 @@ from migbed.cli.args import (
     EXIT_USAGE,
     Unreachable,
     UsageError,
+    add_dilation_arg,
     add_out_arg,
     add_policy_args,
     add_scenario_args,
@@ -95,8 +96,12 @@ def cmd_run(args: argparse.Namespace) -> int:
         _require_serving(args.source, args.tls_dir)
     plan = Plan(exp.scenario.name, exp.scenario.source_text, list(exp.policies), exp.repeat,
                 args.source or "", args.target or "", args.cancel_after or 0.0)
+    dilated = (f", time-dilation {exp.scenario.time_dilation:g} (reported in virtual time)"
+               if exp.scenario.time_dilation != 1.0 else "")
     print(f"migbed: scenario {exp.scenario.name}, policies {', '.join(exp.policies)}, "
-          f"{exp.repeat} repeat(s); results in {out}", flush=True)
+          f"{exp.repeat} repeat(s){dilated}; results in {_shown(out, out)}", flush=True)
+    if exp.dilation_note:  # what --time-dilation auto chose and why, kept with the results
+        (out / "time-dilation.txt").write_text(exp.dilation_note + "\n")
     sink = ResultsSink(out)
     stop = Interruption("migbed run")
     # The handlers stay until the command's end: a stop signal while the views are written
@@ -124,21 +129,33 @@ def _run_plan(args: argparse.Namespace, plan: Plan, sink: ResultsSink, stop: Int
                     run_plan(plan, show, sink.add, _announce, stop)
     except BaseException:  # a source that refused a run: what did finish is shown and kept
         if sink.records:
-            _show_results(sink)
+            _show_results(sink, sink.folder)
         raise
-    _show_results(sink)
+    _show_results(sink, sink.folder)
     if not args.no_report and not sink.saved_elsewhere and not stop.fired and sink.records:
         _maybe_report(sink.folder)
 
 
-def _show_results(sink: ResultsSink) -> None:
+def _show_results(sink: ResultsSink, out: Path) -> None:
     from migbed.report.summary import results_table
 
     written = sink.finish()
     print()
     print(results_table(sink.records))
     kept = [sink.fallback or sink.path, *written]
-    print(f"\nresults: {'  '.join(str(p) for p in kept)}", flush=True)
+    print(f"\nresults: {'  '.join(_shown(p, out) for p in kept)}", flush=True)
+
+
+# The runner container of `migbed up` writes into a mounted folder: the paths it prints are
+# the host's, which `up` passes here (the same files, named where the user will look).
+OUT_ON_HOST = "MIGBED_OUT_ON_HOST"
+
+
+def _shown(path: Path, out: Path) -> str:
+    host = os.environ.get(OUT_ON_HOST)
+    if not host or not path.is_relative_to(out):
+        return str(path)
+    return str(Path(host) / path.relative_to(out))
 
 
 def _announce(run_id: str) -> None:
@@ -379,7 +396,7 @@ def build_parser(wanted: str = "") -> argparse.ArgumentParser:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--version", action="version", version=f"migbed {__version__}")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    # The order here is the order of `migbed --help` and of the README's CLI reference.
+    # The order here is the order of `migbed --help` and of docs/cli.md.
     _add_run_parser(sub)
     _add_serve_parser(sub)
     _add_status_parser(sub)
@@ -396,6 +413,7 @@ def _add_run_parser(sub: Any) -> None:
     r.add_argument("--source", type=address, metavar="HOST:PORT", help="a running source service")
     r.add_argument("--target", type=address, metavar="HOST:PORT", help="the target, as the source dials it")
     add_scenario_args(r)
+    add_dilation_arg(r)
     add_policy_args(r)
     add_out_arg(r, DEFAULT_OUT)
     r.add_argument("--cancel-after", type=seconds(), metavar="SECONDS",

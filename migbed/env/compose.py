@@ -33,6 +33,7 @@ import docker.errors
 from docker.models.containers import Container
 
 from migbed.core.clock import utc_stamp
+from migbed.core.dilation import shaped_link
 from migbed.core.scenario import is_scenario_file, resolve_scenario
 from migbed.env import images
 from migbed.env.runner_watchdog import RUNNER_LABEL, start_watchdog, stop_watchdog
@@ -210,7 +211,11 @@ def wait_healthy(stack: Stack, c: docker.DockerClient, services: Sequence[str], 
 def scenario_link(scenario: str | None, overrides: Sequence[str] = ()) -> tuple[str, LinkShape | None]:
     """(name for logs, link shape) of --scenario NAME|FILE with its --set overrides."""
     sc = resolve_scenario(scenario, overrides)
-    return sc.name, link_shape(sc.link)
+    if sc.time_dilation == 1.0:
+        return sc.name, link_shape(sc.link)
+    # A dilated run: tc shapes the dilated rate (core/dilation.py), the run reports the virtual.
+    return (f"{sc.name} (time-dilation {sc.time_dilation:g}: the link is shaped at 1/"
+            f"{sc.time_dilation:g} of its {sc.link.rate / 1e9:g} Gbit/s)"), link_shape(shaped_link(sc))
 
 
 def shape_source(stack: Stack, c: docker.DockerClient, shape: LinkShape | None) -> str:
@@ -312,8 +317,10 @@ def run_comparison(
     out.mkdir(parents=True, exist_ok=True)
     env_before = dict(stack.env)
     stack.env.update(_user_env(out))
+    # The report is drawn here, once (the runner's image has no matplotlib); the runner names
+    # the results by their paths on this host.
     argv = ["migbed", "run", "--source", "source:50051", "--target", "target:50051"]
-    argv += ["--out", f"/results/{run_id}"]
+    argv += ["--out", f"/results/{run_id}", "--no-report"]
     mounts: list[str] = []
     if scenario:
         path = Path(scenario)
@@ -335,16 +342,18 @@ def run_comparison(
     argv += list(extra)
     _say(f"running scenario {name} in the runner: {' '.join(argv)}")
     try:
-        code = stack.run_runner(mounts, argv)
+        code = stack.run_runner(["-e", f"MIGBED_OUT_ON_HOST={out}", *mounts], argv)
     finally:
         stack.env = env_before
-    where = out / "results.json"
-    _say(f"runner exited {code}; results: {where if where.exists() else out}")
-    if where.exists() and not stack.interrupted:  # as `migbed run`: no report when stopped
+    if (out / "results.json").exists() and not stack.interrupted:
         # The runner's image carries only the runtime dependencies; the plots are drawn here.
         from migbed.report.report import write_report
 
-        _say(f"report: {write_report(out)}")
+        _say(f"runner exited {code}; report: {write_report(out)}")
+    elif stack.interrupted:  # as `migbed run`: no report after a stop signal
+        _say(f"runner exited {code} (stopped); results in {out}")
+    else:
+        _say(f"runner exited {code}; no results.json in {out}")
     return code, out
 
 

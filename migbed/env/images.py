@@ -36,8 +36,10 @@ except AssetMissing:
     ROOT = CHECKOUT  # ensure_images says what is missing
 IMAGES_DIR = ROOT / "images"
 BUILD_DIR = IMAGES_DIR / "build"  # generated contexts (images/.gitignore)
-# The image names of the last build, for plain compose: `--env-file images/build/compose.env`.
-COMPOSE_ENV_FILE = BUILD_DIR / "compose.env"
+# The image names of the last build, beside compose.yaml: plain `docker compose up` reads it
+# (git-ignored; a user's own lines in it are kept).
+COMPOSE_ENV_FILE = ROOT / ".env"
+ENV_MARK = "# migbed images: the images compose.yaml runs (never pulled); rewritten by `migbed images`"
 
 LOCAL_BASE = "migbed/base:bookworm"
 PULLABLE_BASE = "python:3.11-slim-bookworm"
@@ -81,12 +83,33 @@ class ImageSet:
         return env
 
     def write_env_file(self, path: Path = COMPOSE_ENV_FILE) -> Path:
-        """KEY=VALUE lines compose reads with --env-file: plain compose finds the images."""
-        path.parent.mkdir(parents=True, exist_ok=True)
-        lines = ["# Written by `migbed images`: the images compose.yaml runs (never pulled)."]
-        lines += [f"{k}={v}" for k, v in self.compose_env().items()]
-        path.write_text("\n".join(lines) + "\n")
+        """The image names into the .env compose reads beside compose.yaml, so plain
+        `docker compose up` finds them; other lines of the file stay as they were."""
+        keep = _foreign_lines(path)
+        ours = [ENV_MARK, *(f"{k}={v}" for k, v in self.compose_env().items())]
+        path.write_text("\n".join([*keep, *ours]) + "\n")
         return path
+
+
+def _foreign_lines(path: Path) -> list[str]:
+    """The lines of an env file that migbed did not write (a user's own settings)."""
+    if not path.is_file():
+        return []
+    return [line for line in path.read_text().splitlines()
+            if line != ENV_MARK and line.partition("=")[0].strip() not in IMAGE_VARS]
+
+
+def clear_env_file(path: Path = COMPOSE_ENV_FILE) -> None:
+    """The image names out of the .env (removed when nothing else is in it)."""
+    keep = _foreign_lines(path)
+    if keep:
+        path.write_text("\n".join(keep) + "\n")
+    else:
+        path.unlink(missing_ok=True)
+
+
+IMAGE_VARS = ("MIGBED_RUNTIME_IMAGE", "MIGBED_SOURCE_IMAGE", "MIGBED_TARGET_IMAGE",
+              "MIGBED_PROMETHEUS_IMAGE", "MIGBED_GRAFANA_IMAGE", "MIGBED_BASE_IMAGE")
 
 
 def compose_env_defaults() -> dict[str, str]:
@@ -101,7 +124,7 @@ def compose_env_defaults() -> dict[str, str]:
     if COMPOSE_ENV_FILE.is_file():
         for line in COMPOSE_ENV_FILE.read_text().splitlines():
             key, sep, value = line.partition("=")
-            if sep and not key.startswith("#"):
+            if sep and key.strip() in IMAGE_VARS:
                 env[key.strip()] = value.strip()
     return env
 
@@ -241,7 +264,7 @@ def ensure_images(*, grafana: bool = True, log: Log = _stderr) -> ImageSet:
     if grafana and have_or_pull(c, GRAFANA, log):
         graf = GRAFANA
     imgs = ImageSet(base, RUNTIME, SOURCE, TARGET, prometheus, graf)
-    log(f"image names for plain compose: {imgs.write_env_file().relative_to(ROOT)}")
+    log(f"image names for plain `docker compose`: {imgs.write_env_file()}")
     return imgs
 
 
@@ -257,3 +280,4 @@ def remove_images(*, include_base: bool = False, log: Log = _stderr) -> None:
             log(f"removed {name}")
         except docker.errors.ImageNotFound:
             pass
+    clear_env_file()  # plain compose now says what to run instead of failing on a missing image

@@ -7,6 +7,7 @@ between the given source and target services; the records are collected as they 
 
 from __future__ import annotations
 
+import sys
 import time
 import uuid
 from collections.abc import Callable
@@ -68,8 +69,9 @@ def run_plan(plan: Plan, show_progress: bool = True,
     records: list[RunRecord] = []
     batch = uuid.uuid4().hex[:8]
     runs = plan.runs()
-    bar = tqdm(total=len(runs), unit="run", disable=not show_progress, dynamic_ncols=True,
-               desc=plan.scenario_name)
+    # A bar only on a terminal, whoever calls: a log gets no carriage returns.
+    bar = tqdm(total=len(runs), unit="run", disable=not (show_progress and sys.stderr.isatty()),
+               dynamic_ncols=True, desc=plan.scenario_name)
     try:
         for repeat, policy in runs:
             if interruption is not None and interruption.fired:

@@ -8,6 +8,7 @@ N target services (local_hosts).
 from __future__ import annotations
 
 import contextlib
+import sys
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -60,7 +61,9 @@ def run_policies(endpoints: Endpoints, fleet: list[FleetGuest], scenario_texts: 
         if interruption is not None and interruption.fired:
             break
         plan = EvacuationPlan(fleet, list(endpoints.targets), limits, order)
-        bar = tqdm(total=len(fleet), unit="guest", desc=f"evacuate ({policy})", disable=not progress)
+        # A bar only on a terminal, whoever calls: a log gets no carriage returns.
+        bar = tqdm(total=len(fleet), unit="guest", desc=f"evacuate ({policy})",
+                   disable=not (progress and sys.stderr.isatty()))
 
         def done(g: GuestRun, bar: Any = bar) -> None:
             bar.set_postfix_str(f"{g.guest} {g.outcome}, downtime {g.guest_downtime_ms:.0f} ms")

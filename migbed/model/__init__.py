@@ -1,7 +1,8 @@
 """The analytical model: QEMU's pre-copy switchover with a slow-loading VFIO device.
 
 Pure (no I/O, no clock): a scenario in, per-policy predictions out, fast enough to scan
-thousands of sweep cells in a second. ``predict(scenario, policies, params)``.
+a thousand sweep cells in a second (~0.3 ms of CPU per cell and policy).
+``predict(scenario, policies, params)``.
 """
 
 from migbed.model.inputs import DEFAULT_WIRE_RATE, ModelParams, inputs_from

@@ -28,11 +28,12 @@ import numpy as np
 
 from migbed.core.device import Chunk, SourceDevice
 from migbed.core.vfio_migration import VfioMigration
-from migbed.services.source.counters import Counters
-from migbed.services.source.link import Link
 from migbed.wire import migration_pb2 as pb
 from migbed.wire.channel import CHUNK_BYTES
 from migbed.wire.encode import encode_device_data
+
+from .counters import Counters
+from .link import Link
 
 _KIND_PB: dict[str, pb.ImageKind] = {"initial": pb.IMAGE_KIND_INITIAL, "middle": pb.IMAGE_KIND_MIDDLE,
             "final": pb.IMAGE_KIND_FINAL}

@@ -16,12 +16,13 @@ from migbed.core.qemu_profile import QemuProfile
 from migbed.core.ratelimit import RateLimiter
 from migbed.core.scenario import Scenario
 from migbed.runtime.guest import RunningGuest
-from migbed.services.source.counters import Counters
-from migbed.services.source.devices import DeviceStreams
-from migbed.services.source.link import Link
-from migbed.services.source.recorder import Recorder
-from migbed.services.source.scanner import PageScanner
-from migbed.services.source.transport import RamTransport
+
+from .counters import Counters
+from .devices import DeviceStreams
+from .link import Link
+from .recorder import Recorder
+from .scanner import PageScanner
+from .transport import RamTransport
 
 
 @dataclass

@@ -14,8 +14,9 @@ from dataclasses import dataclass
 
 from migbed.core.clock import OffsetEstimate
 from migbed.measure.record import DeviceStopCopy, Event, ProgressSample, RunRecord
-from migbed.services.source.counters import Counters
-from migbed.services.source.devices import SaveTimes, blocked_s
+
+from .counters import Counters
+from .devices import SaveTimes, blocked_s
 
 
 @dataclass(frozen=True)
@@ -172,9 +173,11 @@ class Recorder:
         r.precopy_bytes, r.downtime_bytes = c.precopy_bytes, c.downtime_bytes
         r.ram_transferred_bytes, r.device_transferred_bytes = c.ram_transferred, c.device_transferred
 
-    def multifd_stats(self, channel_bytes: list[int], channel_packets: list[int]) -> None:
+    def multifd_stats(self, channel_bytes: list[int], channel_packets: list[int],
+                      channel_device_bytes: list[int]) -> None:
         self.record.multifd_channel_bytes = list(channel_bytes)
         self.record.multifd_channel_packets = list(channel_packets)
+        self.record.multifd_channel_device_bytes = list(channel_device_bytes)
 
     def source_after_failure(self, running: bool, corrupt_pages: list[int]) -> None:
         r = self.record

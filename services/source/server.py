@@ -32,9 +32,10 @@ from migbed.core.start import StartInputError, check_policy, check_target_addres
 from migbed.core.watch import HEARTBEAT_INTERVAL_S, WatcherLedger, check_watcher_grace, lost_after_s
 from migbed.measure.record import Event, ProgressSample, RunRecord
 from migbed.measure.record_wire import record_to_pb, sample_to_pb
-from migbed.services.source.engine import Migration
 from migbed.wire import migration_pb2 as pb
 from migbed.wire import migration_pb2_grpc as pbg
+
+from .engine import Migration
 
 KEEP_FINISHED = 200
 _RUN_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
@@ -113,11 +114,11 @@ class SourceService(pbg.ControlServicer):
             run.samples.append(sample_to_pb(s))
             run.changed.set()
             if self.metrics is not None:
-                self.metrics.on_progress(scenario.name, request.policy, s)
+                self.metrics.on_progress(scenario.name, request.policy, s, scenario.time_dilation)
 
         def on_event(e: Event) -> None:
             if self.metrics is not None:
-                self.metrics.on_event(scenario.name, request.policy, e)
+                self.metrics.on_event(scenario.name, request.policy, e, scenario.time_dilation)
 
         migration = Migration(scenario, request.policy, request.target_address, request.run_id,
                               labels, self.credentials, on_sample, on_event, self.multifd_ssl)

@@ -9,11 +9,12 @@ whole stream; the source feels it through the transport's flow control.
 from __future__ import annotations
 
 from migbed.core.clock import now_ns
-from migbed.services.target.devices import LoadingDevice
-from migbed.services.target.parts import Parts
-from migbed.services.target.validate import check_image, check_range, refuse
 from migbed.wire import migration_pb2 as pb
 from migbed.wire.channel import CHUNK_BYTES
+
+from .devices import LoadingDevice
+from .parts import Parts
+from .validate import check_image, check_range, refuse
 
 _KIND = {pb.IMAGE_KIND_INITIAL: "initial", pb.IMAGE_KIND_MIDDLE: "middle",
          pb.IMAGE_KIND_FINAL: "final", pb.IMAGE_KIND_CONFIG: "config"}
@@ -56,7 +57,7 @@ class InlineDeviceLoads:
         if self.p.multifd_device_state and (kind in ("final", "config") or self.p.stopped):
             raise refuse("FAILED_PRECONDITION", f"device_data.kind = {kind.upper()} on the "
                          "main stream: with device_state_transfer = MULTIFD stop-copy state "
-                         "goes on MigrateDeviceState")
+                         "goes on the multifd channels")
         check_image("device_data", dev, kind, m.image_bytes, len(data))
         return kind
 

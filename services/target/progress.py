@@ -7,8 +7,9 @@ pongs come only as fast as the main stream's reader works through the data ahead
 
 from __future__ import annotations
 
-from migbed.services.target.parts import Parts
 from migbed.wire import migration_pb2 as pb
+
+from .parts import Parts
 
 PROGRESS_PERIOD_S = 0.05  # while a device loads, the return path says so this often
 KEEPALIVE_PERIODS = 4  # an unchanged device's progress is repeated this often (200 ms)
@@ -31,5 +32,5 @@ class ProgressReports:
             self.p.send(pb.TargetMessage(load_progress=p))
             if self.p.metrics is not None:
                 self.p.metrics.on_load_progress(self.p.scenario, dev.name, p.loaded_bytes,
-                                                p.backlog_bytes, p.busy_s, p.loading,
-                                                p.initial_loaded)
+                                                p.backlog_bytes, p.busy_s / self.p.time_dilation,
+                                                p.loading, p.initial_loaded)

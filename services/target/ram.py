@@ -8,10 +8,11 @@ import numpy as np
 from migbed.core import limits as lim
 from migbed.dataplane.receiver import MultifdSession
 from migbed.dataplane.sender import MultifdError
-from migbed.services.target.parts import Parts
-from migbed.services.target.validate import refuse
 from migbed.wire import migration_pb2 as pb
 from migbed.wire.channel import CHUNK_BYTES
+
+from .parts import Parts
+from .validate import refuse
 
 
 def check_in_order(idx: np.ndarray) -> None:

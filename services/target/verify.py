@@ -6,10 +6,11 @@ from __future__ import annotations
 import asyncio
 import hmac
 
-from migbed.services.target.completion import Completion
-from migbed.services.target.parts import Parts
-from migbed.services.target.validate import refuse
 from migbed.wire import migration_pb2 as pb
+
+from .completion import Completion
+from .parts import Parts
+from .validate import refuse
 
 RESUMED_GUEST_GRACE_S = 0.2  # the resumed guest runs this long before the session ends
 
@@ -44,5 +45,5 @@ class Verification:
     async def let_guest_run(self) -> None:
         """The resumed guest runs a little before the session ends; the snapshot taken for
         the digests is dropped."""
-        await asyncio.sleep(RESUMED_GUEST_GRACE_S)
+        await asyncio.sleep(self.p.real_seconds(RESUMED_GUEST_GRACE_S))
         self.p.memory.end_snapshot()

@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 from importlib import resources
+from pathlib import Path
 from typing import Any
 
 import jsonschema
@@ -54,17 +55,21 @@ def test_never_pulls(config: dict[str, Any]) -> None:
         assert config["services"][name]["build"]["context"], name
 
 
-def test_plain_compose_without_images_says_what_to_do() -> None:
-    """No MIGBED_*_IMAGE and no env file: compose stops at once, before pulling anything,
+def test_plain_compose_without_images_says_what_to_do(tmp_path: Path) -> None:
+    """No MIGBED_*_IMAGE and no .env naming the images (an empty one stands for the .env that
+    `migbed images` has not written yet): compose stops at once, before pulling anything,
     and names the command that builds the images."""
     cmd = compose.compose_command()
     env = {k: v for k, v in os.environ.items() if not k.startswith("MIGBED_")}
-    argv = [*cmd, "-f", str(compose.COMPOSE_FILE), "-p", "migbednoimages", "up", "-d", "--no-build"]
+    empty = tmp_path / "empty.env"
+    empty.write_text("")
+    argv = [*cmd, "-f", str(compose.COMPOSE_FILE), "--env-file", str(empty), "-p", "migbednoimages",
+            "up", "-d", "--no-build"]
     res = subprocess.run(argv, env=env, cwd="/", capture_output=True, text=True, check=False, timeout=60)
     assert res.returncode != 0
     out = res.stdout + res.stderr
     assert "MIGBED_SOURCE_IMAGE is unset" in out, out
-    assert "bin/migbed images" in out and "never pulled" in out, out
+    assert "bin/migbed images" in out and "never pulled" in out and "docker compose up" in out, out
     assert "Pulling" not in out, out
 
 
@@ -123,3 +128,26 @@ def test_mounts_and_named_volumes(config: dict[str, Any]) -> None:
     assert {"/etc/grafana/provisioning", "/var/lib/grafana/dashboards"} <= set(mounts("grafana"))
     assert set(mounts("runner")) == {"/results"}  # scenario files are mounted per run
     assert set(config["volumes"]) == {"prometheus-data", "grafana-data"}
+
+
+def test_plain_compose_up_works_once_the_images_exist(image_set: Any, docker_client: Any) -> None:
+    """After the image build (which writes .env beside compose.yaml), `docker compose up`
+    from the checkout, with no migbed variable set, starts the stack: source and target
+    become healthy. Its own project and subnet (MIGBED_NET), so no other stack is touched."""
+    from migbed.env import images
+
+    assert images.COMPOSE_ENV_FILE.is_file(), "the image build wrote no .env beside compose.yaml"
+    cmd = compose.compose_command()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MIGBED_")}
+    env["MIGBED_NET"] = "172.30.9"  # only the subnet differs from a user's stack
+    root = compose.COMPOSE_FILE.parent
+    base = [*cmd, "-p", "migbedplain"]
+    try:
+        up = subprocess.run([*base, "up", "-d", "source", "target"], cwd=root, env=env,
+                            capture_output=True, text=True, timeout=300, check=False)
+        assert up.returncode == 0, up.stdout + up.stderr
+        compose.wait_healthy(compose.Stack(project="migbedplain"), docker_client,
+                             ["source", "target"], compose.HEALTH_TIMEOUT_S)
+    finally:
+        subprocess.run([*base, "down", "--volumes", "--timeout", "5"], cwd=root, env=env,
+                       capture_output=True, timeout=120, check=False)

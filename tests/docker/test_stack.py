@@ -99,10 +99,21 @@ def test_every_service_healthy_hardened_never_pulled(
     assert mounts["/prometheus"]["Name"] == f"{PROJECT}_prometheus-data"
 
 
-def test_comparison_across_containers(compose_stack: compose.Stack) -> None:
+def test_comparison_across_containers(compose_stack: compose.Stack, capfd: pytest.CaptureFixture[str]) -> None:
     code, out = compose.run_comparison(compose_stack, scenario="tiny", policies=["legacy", "switchover-ack"], repeat=2)
     records = _records(out)
     assert code == 0
+    # `up` reports once, where the report is: the runner (no matplotlib in its image) draws
+    # none, the host draws it; the paths shown are the host's, not the container's.
+    said = capfd.readouterr().out
+    assert "report skipped" not in said, said
+    reports = [line for line in said.splitlines() if "report: " in line]
+    assert len(reports) == 1 and reports[0].endswith(str(out / "report.html")), said
+    assert (out / "report.html").is_file()
+    # what the runner wrote is named where the user finds it (the command it ran aside)
+    assert f"results: {out / 'results.jsonl'}" in said and f"results in {out}" in said, said
+    shown = [line for line in said.splitlines() if "in the runner: migbed run" not in line]
+    assert not any("/results/" in line.replace(str(out), "") for line in shown), said
     assert len(records) == 4
     for r in records:
         assert r["outcome"] == "completed", r["error"]

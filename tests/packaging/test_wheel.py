@@ -1,7 +1,11 @@
 """Issue 15: the built wheel, installed with its extras into a clean venv OUTSIDE the checkout,
 gives every subcommand: each --help, `scenarios`, `run` (two local service processes, a tiny
 comparison) and `certs` work from an unrelated directory; the wheel carries compose.yaml,
-deploy/, images/, prometheus/ and grafana/, and no test or benchmark code."""
+deploy/, images/, prometheus/ and grafana/, and no test or benchmark code.
+
+Issue 22: the services' home is services/ (no symlink in the tree); they import under one
+name, migbed.services, from an installed wheel and from the editable install bin/ makes,
+and never as a top-level `services`."""
 
 from __future__ import annotations
 
@@ -70,9 +74,11 @@ def test_wheel_contents(wheel: Path) -> None:
     for needed in ("migbed/_assets/compose.yaml", "migbed/_assets/deploy/install.yml",
                    "migbed/_assets/images/runtime/Dockerfile", "migbed/_assets/prometheus/prometheus.yml",
                    "migbed/comparisons/comparisons.toml", "migbed/scenarios/mlx5-like.toml",
-                   "migbed/py.typed"):
+                   "migbed/py.typed", "migbed/services/main.py", "migbed/services/source/engine.py",
+                   "migbed/services/target/session.py", "migbed/services/source/Dockerfile"):
         assert needed in names, needed
-    for banned in ("testkit/", "tests/", "bench/", "migbed/_assets/images/build/", "migbed/_assets/.venv"):
+    for banned in ("testkit/", "tests/", "bench/", "services/", "migbed/_assets/services/",
+                   "migbed/_assets/images/build/", "migbed/_assets/.venv"):
         assert not any(n.startswith(banned) for n in names), banned
     meta = next(n for n in names if n.endswith(".dist-info/METADATA"))
     text = zipfile.ZipFile(wheel).read(meta).decode()
@@ -119,3 +125,35 @@ def test_run_and_certs_from_a_clean_venv(venv: tuple[Path, dict[str, str]]) -> N
     sh(["migbed", "certs", "tls"], home, env=env)
     for name in ("ca.pem", "source.pem", "target.pem", "client.pem"):
         assert (home / "tls" / name).is_file(), name
+
+
+IMPORT_CHECK = """
+import importlib.util, migbed.services.source.engine as e, migbed.services.target.session as s
+print(e.__file__); print(s.__file__)
+print(importlib.util.find_spec("services"))
+"""
+
+
+def test_services_import_under_one_name_from_the_wheel(venv: tuple[Path, dict[str, str]]) -> None:
+    home, env = venv
+    engine, session, top = sh(["python", "-c", IMPORT_CHECK], home, env=env).stdout.split()
+    assert engine.endswith("site-packages/migbed/services/source/engine.py")
+    assert session.endswith("site-packages/migbed/services/target/session.py")
+    assert top == "None"  # no top-level `services` package installed
+
+
+def test_services_import_under_one_name_from_the_editable_install(tmp_path: Path) -> None:
+    # This interpreter's migbed is bin/_bootstrap.sh's editable install of the checkout: from
+    # an unrelated folder with no PYTHONPATH only that install can find the checkout, and the
+    # modules it finds are the checkout's own files under services/, named migbed.services.*.
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "MIGBED_ROOT")}
+    engine, session, top = sh([sys.executable, "-c", IMPORT_CHECK], tmp_path, env=env).stdout.split()
+    assert Path(engine) == ROOT / "services" / "source" / "engine.py"
+    assert Path(session) == ROOT / "services" / "target" / "session.py"
+    assert top == "None"
+
+
+def test_no_symlink_in_the_tree() -> None:
+    proc = sh(["git", "ls-files", "-s"], ROOT)
+    links = [line.split("\t", 1)[1] for line in proc.stdout.splitlines() if line.startswith("120000")]
+    assert not links, f"symlinks in the tree: {links}"

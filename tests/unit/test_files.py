@@ -121,8 +121,9 @@ def test_atomic_write_replaces_a_symlink_not_its_target(tmp_path: Path) -> None:
 def test_a_source_outliving_its_orchestrator_adds_only_records_not_there(tmp_path: Path) -> None:
     """--orphan-records: the record of a run the orchestrator wrote before it died is not
     written twice; the others are appended."""
-    from migbed.measure.record import RunRecord
     from migbed.services.main import _keep_record
+
+    from migbed.measure.record import RunRecord
 
     j = tmp_path / "results.jsonl"
     append_line(j, RunRecord("a", "s", "legacy", 0, "completed", verified=True).to_json())
