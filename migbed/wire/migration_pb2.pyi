@@ -338,18 +338,20 @@ class TargetMessage(_message.Message):
     def __init__(self, setup_accepted: _Optional[_Union[SetupAccepted, _Mapping]] = ..., load_progress: _Optional[_Union[DeviceLoadProgress, _Mapping]] = ..., switchover_ack: _Optional[_Union[SwitchoverAck, _Mapping]] = ..., pong: _Optional[_Union[Pong, _Mapping]] = ..., received: _Optional[_Union[Received, _Mapping]] = ..., resumed: _Optional[_Union[Resumed, _Mapping]] = ..., verified: _Optional[_Union[Verified, _Mapping]] = ..., shut: _Optional[_Union[Shut, _Mapping]] = ...) -> None: ...
 
 class StartRequest(_message.Message):
-    __slots__ = ("scenario_toml", "policy", "target_address", "run_id", "labels_json")
+    __slots__ = ("scenario_toml", "policy", "target_address", "run_id", "labels_json", "watcher_grace_s")
     SCENARIO_TOML_FIELD_NUMBER: _ClassVar[int]
     POLICY_FIELD_NUMBER: _ClassVar[int]
     TARGET_ADDRESS_FIELD_NUMBER: _ClassVar[int]
     RUN_ID_FIELD_NUMBER: _ClassVar[int]
     LABELS_JSON_FIELD_NUMBER: _ClassVar[int]
+    WATCHER_GRACE_S_FIELD_NUMBER: _ClassVar[int]
     scenario_toml: str
     policy: str
     target_address: str
     run_id: str
     labels_json: str
-    def __init__(self, scenario_toml: _Optional[str] = ..., policy: _Optional[str] = ..., target_address: _Optional[str] = ..., run_id: _Optional[str] = ..., labels_json: _Optional[str] = ...) -> None: ...
+    watcher_grace_s: float
+    def __init__(self, scenario_toml: _Optional[str] = ..., policy: _Optional[str] = ..., target_address: _Optional[str] = ..., run_id: _Optional[str] = ..., labels_json: _Optional[str] = ..., watcher_grace_s: _Optional[float] = ...) -> None: ...
 
 class StartReply(_message.Message):
     __slots__ = ("run_id",)
@@ -364,12 +366,22 @@ class WatchRequest(_message.Message):
     def __init__(self, run_id: _Optional[str] = ...) -> None: ...
 
 class WatchEvent(_message.Message):
-    __slots__ = ("progress", "record")
+    __slots__ = ("progress", "record", "heartbeat")
     PROGRESS_FIELD_NUMBER: _ClassVar[int]
     RECORD_FIELD_NUMBER: _ClassVar[int]
+    HEARTBEAT_FIELD_NUMBER: _ClassVar[int]
     progress: ProgressSample
     record: RunRecord
-    def __init__(self, progress: _Optional[_Union[ProgressSample, _Mapping]] = ..., record: _Optional[_Union[RunRecord, _Mapping]] = ...) -> None: ...
+    heartbeat: WatchHeartbeat
+    def __init__(self, progress: _Optional[_Union[ProgressSample, _Mapping]] = ..., record: _Optional[_Union[RunRecord, _Mapping]] = ..., heartbeat: _Optional[_Union[WatchHeartbeat, _Mapping]] = ...) -> None: ...
+
+class WatchHeartbeat(_message.Message):
+    __slots__ = ("interval_s", "lost_after_s")
+    INTERVAL_S_FIELD_NUMBER: _ClassVar[int]
+    LOST_AFTER_S_FIELD_NUMBER: _ClassVar[int]
+    interval_s: float
+    lost_after_s: float
+    def __init__(self, interval_s: _Optional[float] = ..., lost_after_s: _Optional[float] = ...) -> None: ...
 
 class DeviceSample(_message.Message):
     __slots__ = ("name", "state", "initial_bytes", "dirty_bytes", "target_loaded_bytes", "target_backlog_bytes", "target_initial_loaded", "target_busy_s", "target_loading")
