@@ -11,13 +11,13 @@ import time
 
 import numpy as np
 import pytest
-from migbed.services.target.session import TargetSession
-from migbed.services.target.validate import validate_setup
 from streamclient import MiB, chunks, device, marker, ram, setup
 
 from migbed.dataplane import packet as pk
 from migbed.dataplane.receiver import MultifdListener
 from migbed.dataplane.sender import MultifdSender, new_token
+from migbed.services.target.session import TargetSession
+from migbed.services.target.validate import validate_setup
 from migbed.wire import migration_pb2 as pb
 
 SETUP_S = 0.3

@@ -283,9 +283,8 @@ def test_auto_picks_the_smallest_whole_k_that_fits_half_the_host() -> None:
 
 
 def test_the_target_checks_a_dilated_setup_against_the_scenario_limits() -> None:
-    from migbed.services.target.validate import validate_setup
-
     from migbed.core import limits as lim
+    from migbed.services.target.validate import validate_setup
     from migbed.wire.errors import ProtocolError
 
     def setup(k: float, tick: float, heartbeat: float = 0.0) -> pb.Setup:

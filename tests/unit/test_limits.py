@@ -1,10 +1,10 @@
 """The shared limits: one table for the scenario validator and the target."""
 
 import pytest
-from migbed.services.target.validate import validate_setup
 
 from migbed.core import limits as lim
 from migbed.core.scenario import ScenarioError, parse_scenario
+from migbed.services.target.validate import validate_setup
 from migbed.wire import migration_pb2 as pb
 from migbed.wire.errors import ProtocolError
 

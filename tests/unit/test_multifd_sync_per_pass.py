@@ -8,14 +8,14 @@ import asyncio
 from types import SimpleNamespace
 
 import numpy as np
+
+from migbed.core.estimator import Estimator
+from migbed.core.guest import GuestMemory
 from migbed.services.source.counters import Counters
 from migbed.services.source.precopy import Precopy
 from migbed.services.source.scanner import PageScanner
 from migbed.services.source.switchover import Switchover
 from migbed.services.source.transport import send_scan
-
-from migbed.core.estimator import Estimator
-from migbed.core.guest import GuestMemory
 
 PAGES = 256
 

@@ -8,18 +8,18 @@ import time
 import grpc
 import numpy as np
 import pytest
-from migbed.services.source.counters import Counters
-from migbed.services.source.devices import DeviceStreams
-from migbed.services.source.failure import MigrationFailed
-from migbed.services.source.link import Link, stall_note
-from migbed.services.source.recorder import Recorder, StopCopyTimes, TargetTimes
-from migbed.services.source.scanner import PageScanner
 
 from migbed.core.clock import OffsetEstimate
 from migbed.core.device import SourceDevice, VfioState
 from migbed.core.guest import GuestMemory
 from migbed.core.scenario import DeviceConfig
 from migbed.measure.record import RunRecord
+from migbed.services.source.counters import Counters
+from migbed.services.source.devices import DeviceStreams
+from migbed.services.source.failure import MigrationFailed
+from migbed.services.source.link import Link, stall_note
+from migbed.services.source.recorder import Recorder, StopCopyTimes, TargetTimes
+from migbed.services.source.scanner import PageScanner
 
 
 def test_scanner_counts_the_setup_sync_and_the_final_one() -> None:
