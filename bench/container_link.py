@@ -3,6 +3,7 @@ across the same two containers, measured in one run.
 
     .venv/bin/python bench/container_link.py [--rate 10Gbit] [--ram 2GiB] [--repeat 3]
                                              [--channels 2] [--tcp-seconds 5] [--no-build]
+                                             [--time-dilation K|auto] [--modes multifd,main]
 
 Needs Docker (as root or in the docker group) and docker-compose or `docker compose`.
 
@@ -31,6 +32,12 @@ The source's bandwidth is its bulk stage as bench/stream_throughput.py takes it:
 / (decision - precopy), from the run record's counters and events; the median of its 100 ms
 timeline windows is printed beside it. The figure, per mode: median bandwidth / min(rate x
 1448/1514, median raw TCP with the same number of connections); goal (issue 11): within 5 %.
+
+Links faster than this host (25, 100 Gbit: issue 24) run with --time-dilation K (auto: the
+smallest K at which the link's rate is at most half of this host's measured rate on the
+modes' transports, the largest over the modes): tc shapes rate / K, the migrations run K times
+slower, and every figure printed is virtual: the record's bandwidth as it comes (the record is
+in virtual time), raw TCP over the shaped link x K.
 """
 
 from __future__ import annotations
@@ -54,7 +61,8 @@ from _link_goal import Reference, bulk_stage_rate, free_subnet, goal_reference, 
 from docker.models.containers import Container
 
 from migbed.comparisons import comparison
-from migbed.core.scenario import ScenarioError
+from migbed.core.dilation import shaped_link
+from migbed.core.scenario import Scenario, ScenarioError
 from migbed.env import compose, images
 from migbed.env.shaping import LinkShape, apply_in_container, link_shape
 from migbed.experiments.controller import SourceControl
@@ -240,12 +248,14 @@ def one_round(i: int, pair: Pair, ms: list[Mode], tomls: dict[str, str], policy:
             f"{rec.dirty_sync_count} syncs)  load {load_average()}")
 
 
-def report(shape: LinkShape, ms: list[Mode], res: Results, ceiling: float) -> None:
+def report(shape: LinkShape, ms: list[Mode], res: Results, ceiling: float, k: float = 1.0) -> None:
+    """The table and the ratios, in virtual time: tc shaped rate / k, raw TCP over it x k."""
+    virtual = f" (virtual: x K = {k:g})" if k != 1.0 else ""
     rows = [["measure", "median", "min", "max"],
-            ["raw TCP x1, unshaped (once)", fmt_rate(ceiling), "-", "-"],
-            ["rate x 1448/1514", fmt_rate(shape.expected_goodput_bps()), "-", "-"]]
-    rows += [[f"raw TCP x{k}", fmt_rate(median(v)), fmt_rate(min(v)), fmt_rate(max(v))]
-             for k, v in sorted(res.tcp.items())]
+            [f"raw TCP x1, unshaped (once){virtual}", fmt_rate(ceiling * k), "-", "-"],
+            [f"rate x 1448/1514{virtual}", fmt_rate(shape.expected_goodput_bps() * k), "-", "-"]]
+    rows += [[f"raw TCP x{n}{virtual}", fmt_rate(median(v) * k), fmt_rate(min(v) * k), fmt_rate(max(v) * k)]
+             for n, v in sorted(res.tcp.items())]
     for m in ms:
         for label, xs in (("bulk stage", res.rate[m.name]), ("100 ms windows", res.windows[m.name])):
             rows.append([f"migbed {m.name}, {label}", fmt_rate(median(xs)), fmt_rate(min(xs)),
@@ -254,11 +264,22 @@ def report(shape: LinkShape, ms: list[Mode], res: Results, ceiling: float) -> No
     print(table(rows))
     print()
     for m in ms:
-        ref: Reference = goal_reference(shape.rate_bps, median(res.tcp[m.connections]))
+        ref: Reference = goal_reference(shape.rate_bps * k, median(res.tcp[m.connections]) * k)
         got = median(res.rate[m.name])
         print(f"ratio migbed {m.name} / min(rate x 1448/1514, raw TCP x{m.connections}) = "
               f"{got / ref.bps:.3f} (reference: {ref.which}, {fmt_rate(ref.bps)}; goal within "
               f"5 %: {'yes' if within_goal(got, ref) else 'NO'})")
+
+
+def dilation(flag: str, scenarios: list[Scenario]) -> float:
+    """--time-dilation K, or auto: the largest K any mode's transport needs on this host."""
+    if flag != "auto":
+        return float(flag)
+    from migbed.experiments.hostrate import choose
+
+    chosen = max((choose(sc) for sc in scenarios), key=lambda c: c.factor)
+    say(f"time-dilation auto: {chosen.reason}")
+    return chosen.factor
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -273,21 +294,27 @@ def main(argv: list[str] | None = None) -> int:
                    help="run the images last built (`bin/migbed images`) instead of building")
     p.add_argument("--net", help="MIGBED_NET for the project, e.g. 172.30.201 "
                    "(default: the first free 172.30.N from 200)")
+    p.add_argument("--time-dilation", default="1", metavar="K|auto",
+                   help="run K times slower, report virtual (links faster than this host)")
+    p.add_argument("--modes", default="multifd,main", help="which of multifd, main (both)")
     args = p.parse_args(argv)
     if args.repeat < 1 or args.channels < 1 or args.tcp_seconds <= WARMUP_S:
         p.error(f"--repeat and --channels must be >= 1 and --tcp-seconds > {WARMUP_S}")
     cmp = comparison(COMPARISON)
-    ms = modes(args.channels)
-    base = (f"link.rate={args.rate}", f"guest.ram-size={args.ram}")
+    ms = [m for m in modes(args.channels) if m.name in args.modes.split(",")]
+    base: tuple[str, ...] = (f"link.rate={args.rate}", f"guest.ram-size={args.ram}")
     try:  # bad units or a channel count out of range fail here, before anything starts
+        k = dilation(args.time_dilation, [cmp.resolve((*base, *m.overrides)) for m in ms])
+        base += (f"time-dilation={k!r}",)
         tomls = {m.name: cmp.resolve((*base, *m.overrides)).source_text for m in ms}
-        shape = link_shape(cmp.resolve(base).link)
+        shape = link_shape(shaped_link(cmp.resolve(base)))
     except ScenarioError as e:
         p.error(str(e))
     if shape is None:
         p.error(f"--rate {args.rate}: the link must be shaped (a rate above 0)")
     header(f"container link: the source's bandwidth over tbf {args.rate} across two containers "
-           f"({args.ram} guest, multifd x{args.channels} and main stream, {args.repeat} rounds)")
+           f"({args.ram} guest, {' and '.join(m.name for m in ms)}, {args.repeat} rounds"
+           + (f", time-dilation {k:g}: figures virtual" if k != 1.0 else "") + ")")
     env = image_env(not args.no_build)
     net = args.net or free_subnet(used_subnets(images.client()))
     res = Results({k: [] for k in sorted({1, args.channels})}, {m.name: [] for m in ms},
@@ -300,7 +327,7 @@ def main(argv: list[str] | None = None) -> int:
         say(compose.shape_source(pair.stack, images.client(), shape).replace("\n", "; "))
         for i in range(args.repeat):
             one_round(i, pair, ms, tomls, cmp.policies[0], args.tcp_seconds, res)
-    report(shape, ms, res, ceiling)
+    report(shape, ms, res, ceiling, k)
     print(f"load average at the end: {load_average()}")
     return 0
 

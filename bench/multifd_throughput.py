@@ -1,7 +1,7 @@
 """multifd data plane vs raw TCP, a sender process and a receiver process on loopback.
 
     .venv/bin/python bench/multifd_throughput.py [--ram 512MiB] [--rounds 4] [--repeat 5]
-                                                 [--channels 1,2] [--packet 1MiB,4MiB]
+                                                 [--channels 1,2] [--burst 512KiB,4MiB]
 
 This process is the sender (the source); it starts one receiver process (the target) and
 drives it over a pipe. Every trial moves the same bytes, --rounds passes over a --ram image
@@ -42,7 +42,7 @@ from _common import ROOT, GiB, MiB, header, load_average, median, table
 
 from migbed.core.units import parse_size
 from migbed.dataplane.receiver import MultifdListener
-from migbed.dataplane.sender import DEFAULT_PACKET_BYTES, MultifdSender
+from migbed.dataplane.sender import DEFAULT_BURST_BYTES, MultifdSender
 
 PAGE = 4096
 
@@ -220,7 +220,7 @@ def trial_multifd(rx: Receiver, ram: np.ndarray, channels: int, rounds: int, pac
     token = np.random.default_rng().bytes(16)
     rx.send(f"multifd {channels} {rounds} {token.hex()}")
     rx.expect("registered")
-    sender = MultifdSender("127.0.0.1", rx.port, token, channels, ram, packet_bytes=packet,
+    sender = MultifdSender("127.0.0.1", rx.port, token, channels, ram, burst_bytes=packet,
                            heartbeat_timeout_s=30.0)
     sender.connect(5.0)
     pages = np.arange(ram.shape[0])
@@ -255,16 +255,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rounds", type=int, default=4, help="passes over the image per trial (4)")
     p.add_argument("--repeat", type=int, default=5)
     p.add_argument("--channels", default="1,2", help="connection counts to measure (1,2)")
-    p.add_argument("--packet", default="", help="multifd packet payloads to compare, e.g. "
-                   "1MiB,4MiB (default: the sender's default)")
+    p.add_argument("--burst", default="", help="bytes of QEMU-sized (512 KiB) packets per "
+                   "write to compare, e.g. 512KiB,4MiB (default: the sender's default)")
     p.add_argument("--no-asyncio", action="store_true", help="skip the asyncio receiver")
     p.add_argument("--serve", type=int, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.serve:
         return receiver(args.serve)
     size = parse_size(args.ram)
-    packets = [parse_size(x) for x in args.packet.split(",")] if args.packet else \
-        [DEFAULT_PACKET_BYTES]
+    packets = [parse_size(x) for x in args.burst.split(",")] if args.burst else \
+        [DEFAULT_BURST_BYTES]
     counts = [int(c) for c in args.channels.split(",")]
     header(f"multifd throughput: {size // MiB} MiB x {args.rounds} rounds per trial, "
            f"{args.repeat} repeats, loopback, a sender and a receiver process")
@@ -311,7 +311,7 @@ def report(results: dict[tuple[str, int, int], list[Trial]], modes: list[tuple[s
         tcp = rate(results[("tcp", n, 0)])
         for pkt in packets:
             goal = " (goal >= 0.8)" if n == 2 else ""
-            print(f"ratio multifd ({pkt // 1024} KiB packets) / raw TCP, {n} connection(s) = "
+            print(f"ratio multifd ({pkt // 1024} KiB bursts) / raw TCP, {n} connection(s) = "
                   f"{rate(results[('multifd', n, pkt)]) / tcp:.2f}{goal}")
         if with_asyncio:
             print(f"ratio asyncio receiver / threaded receiver, raw TCP x{n} = "
@@ -321,7 +321,7 @@ def report(results: dict[tuple[str, int, int], list[Trial]], modes: list[tuple[s
 def label(kind: str, packet: int) -> str:
     names = {"tcp": "raw TCP (threads)", "tcp-asyncio": "raw TCP, asyncio receiver",
              "multifd": "multifd"}
-    return f"{names[kind]}, {packet // 1024} KiB packets" if packet else names[kind]
+    return f"{names[kind]}, {packet // 1024} KiB bursts" if packet else names[kind]
 
 
 if __name__ == "__main__":

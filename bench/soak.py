@@ -8,7 +8,9 @@ kills (SIGKILL, then a restart), freezes (SIGSTOP 0.2-3 s, then SIGCONT) source 
 cuts and restores the link, or cancels the run, at seeded random moments. Some runs go through
 a real `migbed run` process with its own services instead, and the nemesis strikes the
 orchestrator: SIGTERM or SIGKILL of that process, or SIGKILL of the source service it
-started. After every run a checker asserts migbed's promises (see docs/faults.md,
+started; or a `migbed run --source/--target` against the soak's own services is SIGKILLed
+(the source cancels the run once unwatched, and keeps its record in --orphan-records).
+After every run a checker asserts migbed's promises (see docs/faults.md,
 "Randomized soak").
 
     sudo .venv/bin/python bench/soak.py --duration 360            # a random seed, printed

@@ -60,7 +60,8 @@ async def serve(role: str, listen: str, metrics_listen: str = "",
 
         metrics = SourceMetrics()
         service: Any = SourceService(metrics, channel_credentials, max_running=max_sessions,
-                                     multifd_ssl=multifd_ssl_context)
+                                     multifd_ssl=multifd_ssl_context, listen=listen,
+                                     orphan_records=Path(orphan_records) if orphan_records else None)
         names = ["migbed.v1.Control"]
     elif role == "target":
         from migbed.core.limits import DEFAULT_IDLE_TIMEOUT_S
@@ -92,7 +93,7 @@ async def serve(role: str, listen: str, metrics_listen: str = "",
     await health.enter_graceful_shutdown()
     if watch is not None and watch.gone():
         log.warning("%s shutting down: %s", role, watch.reason())
-        await _orphaned_shutdown(role, service, watch, orphan_records, listen)
+        await _orphaned_shutdown(role, service, watch, orphan_records)
     else:
         log.info("%s shutting down", role)
         await service.shutdown()  # sessions stop now (a target's prefault too), memory freed
@@ -141,7 +142,7 @@ async def _watch_parent(watch: ParentWatch, stop: asyncio.Event) -> None:
 
 
 async def _orphaned_shutdown(role: str, service: Any, watch: ParentWatch,
-                             orphan_records: str | None, listen: str) -> None:
+                             orphan_records: str | None) -> None:
     """The orchestrator died without stopping us. A source cancels its runs with that reason
     (each guest restarted here) and appends the records the orchestrator could not write to
     --orphan-records; a target first gives its sources a moment to abort their sessions
@@ -153,24 +154,9 @@ async def _orphaned_shutdown(role: str, service: Any, watch: ParentWatch,
         await service.shutdown()
         return
     stopped = time.monotonic()
-    await service.shutdown(watch.reason())
+    await service.shutdown(watch.reason(), "its orchestrator died")
     if orphan_records:
-        # The runs this stop cancelled, and those that ended just before it, whose record
-        # the orchestrator may not have written before it died (the file says).
+        # Also those that ended just before the stop and were delivered: the orchestrator
+        # may have died before writing them (keep_record skips the ones it wrote).
         for record in service.records_since(stopped - ORPHAN_RECENT_S):
-            record.source_address = record.source_address or listen
-            record.labels["recorded-by"] = "source service (its orchestrator died)"
-            _keep_record(Path(orphan_records), record)
-
-
-def _keep_record(path: Path, record: Any) -> None:
-    from migbed.measure.files import append_line, journal_has
-
-    if journal_has(path, "run_id", record.run_id):
-        return  # the orchestrator wrote it before it died
-    try:
-        append_line(path, record.to_json())
-        log.warning("run %s: %s; its record appended to %s", record.run_id, record.outcome, path)
-    except OSError as e:
-        log.error("run %s: its record could not be appended to %s (%s): %s", record.run_id,
-                  path, e.strerror or e, record.to_json())
+            service.keep_orphan(record, "its orchestrator died")

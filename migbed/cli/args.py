@@ -109,6 +109,23 @@ def seconds(lo: float = 0.0, hi: float = 3600.0) -> Callable[[str], float]:
     return parse
 
 
+def time_dilation(value: str) -> float | str:
+    """--time-dilation K|auto: K a number within the scenario key's bounds, or "auto"."""
+    from migbed.core.limits import TIME_DILATION
+
+    if value.strip().lower() == "auto":
+        return "auto"
+    lo, hi = TIME_DILATION
+    try:
+        k = float(value) if len(value) <= 24 else float("nan")
+    except ValueError:
+        k = float("nan")
+    if not lo <= k <= hi:  # NaN too
+        raise argparse.ArgumentTypeError(f"{clip(repr(value), 40)}: auto, or a number from {lo:g} to "
+                                         f"{hi:g} (the run takes K times as long)")
+    return k
+
+
 def override(value: str) -> str:
     """KEY=VALUE (checked for its form here; against the scenario when it is resolved)."""
     from migbed.core.overrides import OverrideError, split_override
@@ -136,6 +153,14 @@ def add_scenario_args(p: argparse.ArgumentParser, comparison: bool = True) -> No
                             "repeats and overrides; --scenario, --set, --policy and --repeat still apply on top")
 
 
+def add_dilation_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--time-dilation", type=time_dilation, metavar="K|auto",
+                   help="run K times slower and report in virtual time, so this host emulates "
+                   "links and devices K times faster (docs/fidelity.md); auto: the smallest K "
+                   "at which the scenario's rate is at most half of what this host measured "
+                   "(measured once, cached). Sets the scenario key time-dilation")
+
+
 def add_policy_args(p: argparse.ArgumentParser, repeat_default: int | None = DEFAULT_REPEAT) -> None:
     p.add_argument("--policy", action="append", choices=policy_names(), metavar="POLICY",
                    help=f"switchover policy, repeatable ({', '.join(policy_names())}); "
@@ -160,6 +185,7 @@ class Experiment:
     policies: tuple[str, ...]
     repeat: int
     overrides: tuple[str, ...]
+    dilation_note: str = ""  # what --time-dilation auto chose, and why
 
 
 def resolve_experiment(args: argparse.Namespace) -> Experiment:
@@ -181,9 +207,35 @@ def resolve_experiment(args: argparse.Namespace) -> Experiment:
             policies = policies or DEFAULT_POLICIES
             repeat = args.repeat or DEFAULT_REPEAT
         scenario = resolve_scenario(scenario_arg, overrides)
+        scenario, overrides, note = with_dilation(scenario, scenario_arg, overrides,
+                                                  getattr(args, "time_dilation", None))
     except ScenarioError as e:
         raise UsageError(str(e)) from None
-    return Experiment(scenario, scenario_arg, policies, repeat, overrides)
+    return Experiment(scenario, scenario_arg, policies, repeat, overrides, note)
+
+
+def with_dilation(scenario: Scenario, scenario_arg: str, overrides: tuple[str, ...],
+                  flag: float | str | None) -> tuple[Scenario, tuple[str, ...], str]:
+    """--time-dilation K|auto as the scenario key `time-dilation` (one more override, so
+    every command that passes the scenario on passes K with it). auto measures this host
+    (once, cached: migbed/experiments/hostrate.py) and says what it chose and why."""
+    if flag is None:
+        return scenario, overrides, ""
+    note = ""
+    if flag == "auto":
+        from migbed.core.dilation import DilationError
+        from migbed.experiments.hostrate import choose
+
+        try:
+            chosen = choose(scenario)
+        except DilationError as e:
+            raise UsageError(str(e)) from None
+        k, note = chosen.factor, f"time-dilation auto: {chosen.reason}"
+        print(f"migbed: {note}", flush=True)
+    else:
+        k = float(flag)
+    overrides = (*overrides, f"time-dilation={k!r}")
+    return resolve_scenario(scenario_arg, overrides), overrides, note
 
 
 def writable_folder(path: Path, flag: str = "--out") -> Path:

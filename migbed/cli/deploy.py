@@ -12,6 +12,7 @@ from typing import Any
 from migbed.cli.args import (
     EXIT_USAGE,
     UsageError,
+    add_dilation_arg,
     add_out_arg,
     add_policy_args,
     add_scenario_args,
@@ -104,6 +105,7 @@ def _add_experiment_args(p: argparse.ArgumentParser) -> None:
     # The flags run, up and deploy share (migbed/cli/args.py), checked by the same code;
     # a scenario (or a comparison) runs an experiment after installing.
     add_scenario_args(p)
+    add_dilation_arg(p)
     add_policy_args(p)
     add_out_arg(p, f"{DEFAULT_OUT}: results and Ansible artifacts on this machine")
     p.add_argument(

@@ -14,7 +14,14 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from migbed.cli.args import EXIT_FAILED, EXIT_OF_RUNS, EXIT_RESULTS_ELSEWHERE, progress_wanted
+from migbed.cli.args import (
+    EXIT_FAILED,
+    EXIT_OF_RUNS,
+    EXIT_RESULTS_ELSEWHERE,
+    add_dilation_arg,
+    progress_wanted,
+    with_dilation,
+)
 from migbed.core.policy import DEFAULT_POLICIES, policy_names
 from migbed.experiments.follow import runs_outcome
 from migbed.experiments.interrupt import Interruption
@@ -25,9 +32,10 @@ from migbed.fleet.run import finish, guests_from_scenario, local_hosts, run_poli
 
 
 def cmd_evacuate(args: argparse.Namespace) -> int:
-    from migbed.core.scenario import resolve_scenario
+    from migbed.core.scenario import DEFAULT_SCENARIO, resolve_scenario
 
     sc = resolve_scenario(args.scenario)  # the one resolver: a file or a built-in name
+    sc, _, _ = with_dilation(sc, args.scenario or DEFAULT_SCENARIO, (), args.time_dilation)
     name, toml = sc.name, sc.source_text
     fleet = guests_from_scenario(name, toml, args.guests)
     limits = Limits(args.per_source, args.per_cluster, args.per_target)
@@ -95,6 +103,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--targets", type=_count(1, 8, "--targets"), default=2, help="target hosts (2)")
     p.add_argument("--policy", action="append", choices=policy_names(),
                    help="repeatable; default legacy and switchover-ack")
+    add_dilation_arg(p)
     add_plan_args(p)
     p.add_argument("--out", help="results folder (default results/evacuate-<UTC time>)")
     p.add_argument("--no-progress", action="store_true")

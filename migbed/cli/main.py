@@ -8,6 +8,8 @@
   migbed status ADDR         a service's role, version, health and sessions (--json)
   migbed health ADDR         exit 0 when ADDR's gRPC health check says SERVING
   migbed cancel ADDR RUN_ID  cancel a running migration on a source (run prints run ids)
+  migbed watch ADDR RUN_ID   follow a run on a source to its record (a run whose orchestrator
+                             died: its record, or attach before the source cancels it)
   migbed scenarios [FILE]    list the built-in scenarios and comparisons, or validate a file
 
 Exit codes: 0 every run completed and verified; 1 a run failed, was cancelled or was not
@@ -39,6 +41,7 @@ from migbed.cli.args import (
     EXIT_USAGE,
     Unreachable,
     UsageError,
+    add_dilation_arg,
     add_out_arg,
     add_policy_args,
     add_scenario_args,
@@ -93,8 +96,12 @@ def cmd_run(args: argparse.Namespace) -> int:
         _require_serving(args.source, args.tls_dir)
     plan = Plan(exp.scenario.name, exp.scenario.source_text, list(exp.policies), exp.repeat,
                 args.source or "", args.target or "", args.cancel_after or 0.0)
+    dilated = (f", time-dilation {exp.scenario.time_dilation:g} (reported in virtual time)"
+               if exp.scenario.time_dilation != 1.0 else "")
     print(f"migbed: scenario {exp.scenario.name}, policies {', '.join(exp.policies)}, "
-          f"{exp.repeat} repeat(s); results in {_shown(out, out)}", flush=True)
+          f"{exp.repeat} repeat(s){dilated}; results in {_shown(out, out)}", flush=True)
+    if exp.dilation_note:  # what --time-dilation auto chose and why, kept with the results
+        (out / "time-dilation.txt").write_text(exp.dilation_note + "\n")
     sink = ResultsSink(out)
     stop = Interruption("migbed run")
     # The handlers stay until the command's end: a stop signal while the views are written
@@ -305,6 +312,46 @@ def cmd_cancel(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_watch(args: argparse.Namespace) -> int:
+    """Attach to a run on a source (in flight, or among its last finished ones) and follow it
+    to its record; with --out, append the record to OUT/results.jsonl unless it is there."""
+    from migbed.experiments.controller import SourceControl, SourceLost
+    from migbed.experiments.follow import runs_outcome
+    from migbed.report.summary import results_table
+
+    out = writable_folder(Path(args.out)) if args.out else None
+    _use_tls(args.tls_dir)
+    _require_serving(args.source, args.tls_dir)
+    print(f"migbed: watching {args.run_id} on {args.source}", flush=True)
+    ctl = SourceControl(args.source)
+    try:
+        record = ctl.watch(args.run_id)
+    except SourceLost as e:
+        raise Unreachable(str(e)) from None
+    finally:
+        ctl.close()
+    record.source_address = record.source_address or args.source
+    print(results_table([record]))
+    if out is not None and not _keep_watched(out, record):
+        return EXIT_RESULTS_ELSEWHERE
+    return int(EXIT_OF_RUNS[runs_outcome([record])])
+
+
+def _keep_watched(out: Path, record: Any) -> bool:
+    """The record into OUT/results.jsonl (once per run id), and the views of the whole journal;
+    False when it had to go to the fallback file instead (printed)."""
+    from migbed.experiments.results import JSONL, add_once
+
+    sink = add_once(out, record)
+    if sink is None:
+        print(f"migbed: {out / JSONL} already holds {record.run_id}: left as it is")
+        return True
+    written = sink.finish()
+    print(f"results: {'  '.join(str(p) for p in [sink.fallback or sink.path, *written])}",
+          flush=True)
+    return not sink.saved_elsewhere
+
+
 RETURN_PATH_NOTE = (
     "migration.return-path defaults to true here; QEMU's own default is off, and libvirt "
     "turns it on.\nWith it the reported downtime ends at the destination's Shut (after its "
@@ -355,6 +402,7 @@ def build_parser(wanted: str = "") -> argparse.ArgumentParser:
     _add_status_parser(sub)
     _add_health_parser(sub)
     _add_cancel_parser(sub)
+    _add_watch_parser(sub)
     _add_scenarios_parser(sub)
     _add_extension_parsers(sub, wanted)
     return p
@@ -365,6 +413,7 @@ def _add_run_parser(sub: Any) -> None:
     r.add_argument("--source", type=address, metavar="HOST:PORT", help="a running source service")
     r.add_argument("--target", type=address, metavar="HOST:PORT", help="the target, as the source dials it")
     add_scenario_args(r)
+    add_dilation_arg(r)
     add_policy_args(r)
     add_out_arg(r, DEFAULT_OUT)
     r.add_argument("--cancel-after", type=seconds(), metavar="SECONDS",
@@ -397,8 +446,9 @@ def _add_serve_parser(sub: Any) -> None:
                    help="stop (as on SIGTERM: runs cancelled, sessions closed) when process PID, "
                    "which started this service, dies; how `migbed run` starts its own services")
     s.add_argument("--orphan-records", metavar="FILE",
-                   help="source with --exit-with-parent: append the records of the runs it had to "
-                   "cancel because PID died to this JSONL file (the orchestrator's results.jsonl)")
+                   help="source: append to this JSONL file the records no orchestrator received: "
+                   "of runs whose watcher vanished (docs/faults.md) and, with --exit-with-parent, "
+                   "of the runs it cancelled because PID died (the orchestrator's results.jsonl)")
     s.set_defaults(func=cmd_serve)
 
 
@@ -427,6 +477,17 @@ def _add_cancel_parser(sub: Any) -> None:
     c.add_argument("--reason", default="cancelled by the user")
     c.add_argument("--tls-dir", help="mutual TLS (default $MIGBED_TLS_DIR)")
     c.set_defaults(func=cmd_cancel)
+
+
+def _add_watch_parser(sub: Any) -> None:
+    w = sub.add_parser("watch", help="follow a run on a source to its record (e.g. one whose "
+                       "orchestrator died)")
+    w.add_argument("source", type=address, metavar="HOST:PORT")
+    w.add_argument("run_id", metavar="RUN_ID", help="as `migbed run` printed it when the run started")
+    w.add_argument("--out", metavar="DIR", help="append the record to DIR/results.jsonl (unless "
+                   "it holds the run already) and rewrite DIR's results.json and results.csv")
+    w.add_argument("--tls-dir", help="mutual TLS (default $MIGBED_TLS_DIR)")
+    w.set_defaults(func=cmd_watch)
 
 
 def _add_scenarios_parser(sub: Any) -> None:

@@ -16,9 +16,20 @@ from typing import Any
 from migbed.cli.args import progress_wanted
 from migbed.core.scenario import ScenarioError, resolve_scenario
 
+REAL_TIME = ("real QEMU runs in real time (its clocks, its migration thread, the guest's vCPUs): "
+             "it cannot be dilated, and a comparison needs both sides in the same time")
+
 
 def load(arg: str) -> Any:
-    return resolve_scenario(arg)  # the one resolver: a file or a built-in name
+    sc = resolve_scenario(arg)  # the one resolver: a file or a built-in name
+    if sc.time_dilation != 1.0:
+        raise ScenarioError(f"scenario.time-dilation = {sc.time_dilation:g}: qemu-compare refuses it: "
+                            f"{REAL_TIME}; remove the key")
+    return sc
+
+
+def _refuse_dilation(value: str) -> str:
+    raise argparse.ArgumentTypeError(f"qemu-compare takes no time dilation: {REAL_TIME}")
 
 
 def _seconds(value: str) -> float:
@@ -43,6 +54,9 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
                    help="seconds the guest has to boot and touch its memory (90)")
     p.add_argument("--no-progress", action="store_true",
                    help="no progress bar for migbed's run (there is none when stderr is not a terminal)")
+    p.add_argument("--time-dilation", type=_refuse_dilation, metavar="K|auto",
+                   help="refused: real QEMU cannot be dilated (run, up, deploy, sweep and "
+                   "evacuate take it)")
     p.set_defaults(func=main)
     return p
 

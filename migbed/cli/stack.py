@@ -14,6 +14,7 @@ import docker.errors
 from migbed.cli.args import (
     EXIT_USAGE,
     UsageError,
+    add_dilation_arg,
     add_out_arg,
     add_policy_args,
     add_scenario_args,
@@ -92,6 +93,7 @@ def add_up_parser(subparsers: Any) -> argparse.ArgumentParser:
     )
     # The flags run, up and deploy share (migbed/cli/args.py), checked by the same code.
     add_scenario_args(p)
+    add_dilation_arg(p)
     add_policy_args(p)
     add_out_arg(p, "results/<UTC timestamp>; its parent is mounted in the runner")
     p.add_argument("--no-run", action="store_true", help="start and shape only, run nothing")

@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from migbed.cli.args import EXIT_OF_RUNS, EXIT_OK, EXIT_UNREACHABLE
+from migbed.cli.args import EXIT_OF_RUNS, EXIT_OK, EXIT_UNREACHABLE, add_dilation_arg
 from migbed.cli.args import address as _address
 from migbed.core.overrides import OverrideError, split_override
 from migbed.core.policy import DEFAULT_POLICIES, decision_basis, policy_names
@@ -204,9 +204,10 @@ def add_predict_parser(sub: Any) -> None:
 def _spec_from_args(args: argparse.Namespace) -> tuple[SweepSpec, Path, dict[str, Any]]:
     local = not args.source
     if args.resume:
-        if args.sweep or args.vary or args.scenario or args.set or args.policy or args.repeat:
+        if (args.sweep or args.vary or args.scenario or args.set or args.policy or args.repeat
+                or args.time_dilation is not None):
             raise SweepError("--resume DIR continues that sweep as it was defined: "
-                             "drop --sweep/--scenario/--vary/--set/--policy/--repeat")
+                             "drop --sweep/--scenario/--vary/--set/--policy/--repeat/--time-dilation")
         out = Path(args.resume)
         spec, extra = read_spec(out)
         return spec, out, extra
@@ -225,6 +226,8 @@ def _spec_from_args(args: argparse.Namespace) -> tuple[SweepSpec, Path, dict[str
     if args.set:
         spec.base_text = apply_overrides(spec.base_text, _overrides(args.set))
         parse_scenario(spec.base_text, "--set")
+    if args.time_dilation is not None:
+        spec.base_text = apply_overrides(spec.base_text, {"time-dilation": _sweep_dilation(spec, args)})
     if args.policy:
         spec.policies = list(dict.fromkeys(args.policy))
     if args.repeat:
@@ -260,7 +263,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
             with stop.installed(), services(out, extra.get("source", ""),
                                             extra.get("target", "")) as (source, target):
                 stop.check()
-                _measure_rates(extra, source, target, stop)
+                _measure_rates(extra, source, target, stop,
+                               parse_scenario(spec.base_text).time_dilation)
                 _predict(out, spec, cells, extra)
                 done = run_sweep(spec, out, source, target, not args.no_progress, stop)
         except Interrupted as e:
@@ -276,14 +280,33 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     return code
 
 
-def _measure_rates(extra: dict[str, Any], source: str, target: str, stop: Interruption) -> None:
-    """The model's wire and pre-copy rates, each measured unless given."""
+def _sweep_dilation(spec: SweepSpec, args: argparse.Namespace) -> float:
+    """--time-dilation K, or auto: the largest K any cell needs (one K for the sweep, so its
+    cells differ only in their axes)."""
+    if args.time_dilation != "auto":
+        return float(args.time_dilation)
+    from migbed.core.dilation import DilationError
+    from migbed.experiments.hostrate import choose
+
+    try:
+        chosen = max((choose(c.scenario or parse_scenario(c.text)) for c in validate(spec, MAX_CELLS_RUN)),
+                     key=lambda c: c.factor)
+    except DilationError as e:
+        raise SweepError(str(e)) from None
+    print(f"migbed: time-dilation auto, the largest of the cells': {chosen.reason}", flush=True)
+    return chosen.factor
+
+
+def _measure_rates(extra: dict[str, Any], source: str, target: str, stop: Interruption,
+                   k: float = 1.0) -> None:
+    """The model's wire and pre-copy rates, each measured unless given; in a dilated sweep
+    measured dilated, so in the same virtual time as its runs."""
     if not extra["wire_rate"]:
-        extra["wire_rate"] = measure_wire_rate(source, target, interruption=stop)
+        extra["wire_rate"] = measure_wire_rate(source, target, interruption=stop, time_dilation=k)
         print(f"wire rate {format_bytes(extra['wire_rate'])}/s (measured: an unthrottled "
               "RAM-only migration; the model's input)", flush=True)
     if not extra.get("precopy_rate"):
-        extra["precopy_rate"] = measure_precopy_rate(source, target, interruption=stop)
+        extra["precopy_rate"] = measure_precopy_rate(source, target, interruption=stop, time_dilation=k)
         print(f"pre-copy rate {format_bytes(extra['precopy_rate'])}/s (measured: the bulk stage of "
               "a RAM-only migration; the model's input)", flush=True)
 
@@ -341,5 +364,6 @@ def add_sweep_parser(sub: Any) -> None:
     p.add_argument("--target", type=_address, help="the target, as the source dials it")
     p.add_argument("--no-progress", action="store_true", help="no progress bar or per-run lines")
     p.add_argument("--no-report", action="store_true", help="skip the HTML/PNG report")
+    add_dilation_arg(p)
     _model_args(p, measured=True)
     p.set_defaults(func=cmd_sweep)

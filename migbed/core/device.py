@@ -219,10 +219,13 @@ class SourceDevice:
     cut and when the final image becomes readable; see the module docstring for the
     stop-copy read API."""
 
-    def __init__(self, cfg: DeviceConfig, seed: int) -> None:
+    def __init__(self, cfg: DeviceConfig, seed: int, time_dilation: float = 1.0) -> None:
         self.cfg = cfg
         self.seed = seed
         self.driver = drv.driver_profile(cfg.driver)
+        # The driver's own period (virtio's __ratelimit: 1 s) is emulated: a run dilated K
+        # times (core/dilation.py) stretches it as it stretches the scenario's times.
+        self.query_interval_s = self.driver.precopy_query_interval_s * time_dilation
         self.fsm = StateMachine(S.RUNNING)
         self.block = cfg.block_size
         self.blocks = -(-cfg.initial_bytes // self.block) if cfg.initial_bytes else 0
@@ -371,8 +374,7 @@ class SourceDevice:
             return 0 if not self.driver.incremental else self._dirty_bytes()
         if self.driver.incremental:
             return self._dirty_bytes()
-        interval = self.driver.precopy_query_interval_s
-        if self._last_query is not None and now - self._last_query < interval:
+        if self._last_query is not None and now - self._last_query < self.query_interval_s:
             return 0
         self._last_query = now
         return self.cfg.initial_bytes

@@ -29,6 +29,9 @@ MAX_TRACKER_REPORT_RATE = 1024 * 1024 * GiB
 # ---------------------------------------------------------------- migration
 HEARTBEAT_TIMEOUT_S = (0.2, 60.0)
 MAX_MULTIFD_CHANNELS = 16
+# time-dilation K (migbed/core/dilation.py): the run takes K times its virtual time, so the
+# bound keeps a 10 s virtual migration under ~3 hours of real time.
+TIME_DILATION = (1.0, 1000.0)
 
 # ---------------------------------------------------------------- the target's own
 # A session that sends nothing but pings while the target has nothing of its own to do

@@ -31,7 +31,7 @@ from migbed.core.drivers import (
     DriverProfile,
     driver_profile,
 )
-from migbed.core.qemu_profile import PROFILES
+from migbed.core.qemu_profile import PROFILES, qemu_profile
 from migbed.core.units import (
     UnitError,
     parse_bit_rate,
@@ -118,8 +118,11 @@ class MigrationConfig:
     qemu_version: str = "10.0"  # the QEMU behaviour profile (migbed/core/qemu_profile.py)
     multifd: bool = False  # RAM on multifd channels beside the main stream
     multifd_channels: int = 2  # QEMU's default
-    # "main": stop-copy device state inline on the main stream; "multifd" (QEMU 10.0): one
-    # stream per device, loaded in parallel on the destination from switchover start.
+    # Where stop-copy device state goes: "main" (inline on the main stream, devices loaded one
+    # after another) or "multifd" (QEMU 10.0: on the multifd channels beside the RAM, each
+    # device loaded by its own task from switchover start). The scenario key also takes
+    # "auto" (the default, QEMU's x-migration-multifd-transfer=auto: multifd whenever
+    # multifd is on and the version has it); this field holds what "auto" resolved to.
     device_state_transfer: str = "main"
 
 
@@ -138,6 +141,11 @@ class Scenario:
     migration: MigrationConfig
     link: LinkConfig = field(default_factory=LinkConfig)
     source_text: str = ""  # the TOML it came from (sent to the source service as is)
+    # Run K times slower, reported in virtual time (migbed/core/dilation.py). The values
+    # above are virtual unless `dilated`: dilate() scales them for the engine (x K times,
+    # / K rates) and sets `dilated`; parsing never does.
+    time_dilation: float = 1.0
+    dilated: bool = False
 
     @property
     def total_device_initial_bytes(self) -> int:
@@ -354,7 +362,7 @@ def _migration(t: _Table) -> MigrationConfig:
     version = t.get("qemu-version", _choice(*QEMU_VERSIONS), d.qemu_version)
     multifd = t.get("multifd", _bool, d.multifd)
     channels = t.get("multifd-channels", _int, d.multifd_channels)
-    transfer = t.get("device-state-transfer", _choice("main", "multifd"), d.device_state_transfer)
+    transfer = t.get("device-state-transfer", _choice("auto", "main", "multifd"), "auto")
     t.finish()
     # QEMU: downtime-limit 0..2000 s; we need at least 1 ms to compute a threshold.
     _in_range("migration.downtime-limit", limit, 0.001, 2000, f"{limit * 1e3:g}ms")
@@ -375,10 +383,27 @@ def _migration(t: _Table) -> MigrationConfig:
     if transfer == "multifd" and QEMU_VERSIONS.index(version) < QEMU_VERSIONS.index("10.0"):
         raise ScenarioError(f'migration.device-state-transfer = "multifd" needs qemu-version 10.0 '
                             f"or later (got {version!r}: multifd device state came in QEMU 10.0)")
+    if transfer == "auto":
+        # vfio_multifd_setup: auto means multifd_device_state_supported() (multifd on) and
+        # the switchover-start point (10.0): every VFIO device with migration supports it.
+        transfer = "multifd" if multifd and qemu_profile(version).multifd_device_state else "main"
     return MigrationConfig(
         limit, bw, avail, iters, max_time, cap_action, ack_timeout, ack_action, warmup, heartbeat,
         return_path, version, multifd, channels, transfer,
     )
+
+
+def _time_dilation(v: Any) -> float:
+    if v == "auto":
+        raise ValueError("auto is for the command line (--time-dilation auto measures this "
+                         "host); a scenario gives a number")
+    if isinstance(v, bool) or not isinstance(v, int | float) or v != v:
+        raise ValueError(f"expected a number from {_fmt(lim.TIME_DILATION[0])} to "
+                         f"{_fmt(lim.TIME_DILATION[1])}")
+    if not lim.TIME_DILATION[0] <= v <= lim.TIME_DILATION[1]:
+        raise ValueError(f"out of range (allowed {_fmt(lim.TIME_DILATION[0])} .. "
+                         f"{_fmt(lim.TIME_DILATION[1])}: the run takes K times as long)")
+    return float(v)
 
 
 def _link(t: _Table) -> LinkConfig:
@@ -392,7 +417,7 @@ def _link(t: _Table) -> LinkConfig:
                 "testbed does not use (netem is missing from common CI kernels); remove it"
             )
     t.finish()
-    _in_range("link.rate", rate, 0, 100e9, f"{rate:g} bit/s")
+    _in_range("link.rate", rate, 0, 400e9, f"{rate:g} bit/s")
     if rate and rate < 1e6:
         raise ScenarioError(f"link.rate = {rate:g} bit/s: at least 1Mbit (or 0 for unshaped)")
     _in_range("link.burst", burst, 0, 1 * GiB, f"{burst} bytes")
@@ -436,8 +461,9 @@ def _scenario_from_data(data: dict[str, Any], text: str) -> Scenario:
     )
     migration = _migration(_Table(top.get("migration", lambda v: v, {}), "migration"))
     link = _link(_Table(top.get("link", lambda v: v, {}), "link"))
+    dilation = top.get("time-dilation", _time_dilation, 1.0)
     top.finish()
-    return Scenario(name, guest, devices, migration, link, text)
+    return Scenario(name, guest, devices, migration, link, text, dilation)
 
 
 def read_scenario_text(path: str | os.PathLike[str]) -> str:

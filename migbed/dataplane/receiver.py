@@ -4,9 +4,10 @@ MultifdListener accepts TCP (or TLS) connections; a connection's hello names a s
 its token, and from then on its thread reads packets straight into that session's guest RAM:
 recv_into / recvmsg_into with views of RAM as buffers, one per run of consecutive pages, so
 page bytes are never copied in Python and no Python object is made per page (only per
-run). A hello that does not fit (unknown token, channel index out of range or taken, wrong
-page size or RAM size, garbage) is refused: a log line, that connection closed, the
-listener serves on.
+run). Device-state packets (QEMU 10.0's multifd device state) go to the session's
+DeviceStateBuffers (reorder.py), where each device's loader takes them in order. A hello
+that does not fit (unknown token, channel index out of range or taken, wrong page size or
+RAM size, garbage) is refused: a log line, that connection closed, the listener serves on.
 
 Why threads and not asyncio: a blocking recv_into releases the GIL for the whole copy, and
 with a blocking socket one MSG_WAITALL call fills a whole run; asyncio's sock_recv_into
@@ -41,11 +42,13 @@ from migbed.dataplane._io import (
     AsyncSignal,
     PeerClosed,
     Stalled,
+    name_os_thread,
     recv_buffers,
     recv_exact,
     set_timeouts,
     shutdown_quietly,
 )
+from migbed.dataplane.reorder import DEFAULT_WINDOW, DeviceStateBuffers, DeviceStatePacket
 from migbed.dataplane.sender import ChannelStats, MultifdError
 
 log = logging.getLogger("migbed.dataplane")
@@ -85,7 +88,8 @@ class MultifdSession:
     """One migration's channels on the target; created by MultifdListener.register()."""
 
     def __init__(self, token: bytes, memory: np.ndarray, channels: int, page_size: int,
-                 silence_timeout_s: float, listener: MultifdListener | None = None) -> None:
+                 silence_timeout_s: float, listener: MultifdListener | None = None, *,
+                 devices: int = 0, device_window: int = DEFAULT_WINDOW) -> None:
         if memory.ndim != 2 or memory.dtype != np.uint8 or not memory.flags.c_contiguous \
                 or not memory.flags.writeable:
             raise ValueError("memory must be a writable C-contiguous 2-D uint8 array")
@@ -99,7 +103,10 @@ class MultifdSession:
         self.channels = channels
         self.page_size = page_size
         self.ram_pages = int(memory.shape[0])
+        self.layout = pk.Layout(page_size, self.ram_pages)
         self.silence_timeout_s = silence_timeout_s
+        # Device state on these channels, per device in order (0 devices: none expected).
+        self.device_state = DeviceStateBuffers(devices, device_window)
         self._flat = memory.data.cast("B")
         self._listener = listener
         self._lock = threading.Lock()
@@ -192,6 +199,7 @@ class MultifdSession:
             conns = list(self._conns.values())
             self._round.notify_all()
         if first:
+            self.device_state.fail(MultifdError(why))
             log.warning("multifd session: %s", why)
             for c in conns:  # one channel lost fails the migration: stop the others too
                 shutdown_quietly(c.sock)
@@ -204,6 +212,7 @@ class MultifdSession:
             conns = list(self._conns.values())
             threads = list(self._threads)
             self._round.notify_all()
+        self.device_state.fail(MultifdError("multifd session closed"))
         for c in conns:
             shutdown_quietly(c.sock)
         me = threading.current_thread()
@@ -239,6 +248,7 @@ class MultifdSession:
     def _serve(self, conn: _Conn) -> None:
         """The channel's thread, after its hello: read packets until FIN + EOF or failure."""
         where = f"channel {conn.index}"
+        name_os_thread(f"multifd-recv-{conn.index}")
         try:
             set_timeouts(conn.sock, self.silence_timeout_s)
             self._read_packets(conn)
@@ -258,36 +268,88 @@ class MultifdSession:
             self._fail(f"{where}: internal error: {e!r}")
         self._signal.notify()
 
+    async def next_device_state(self, device: int, timeout_s: float | None) -> DeviceStatePacket:
+        """The device's next state packet, in order (its loader's read); raises MultifdError
+        if the session failed or closed, TimeoutError."""
+        return await self.device_state.next(device, timeout_s)
+
     def _read_packets(self, conn: _Conn) -> None:
-        sock, stats, ps, flat = conn.sock, conn.stats, self.page_size, self._flat
-        head = memoryview(bytearray(pk.HEADER_SIZE))
-        index_raw = memoryview(bytearray(pk.max_packet_pages(ps) * pk.INDEX64.itemsize))
+        """Blocks and payloads until FIN + EOF or failure. A burst of RAM packets takes two
+        reads: its other blocks, then every page of it with the next block (packet.py)."""
+        sock, layout = conn.sock, self.layout
+        buf = bytearray(pk.MAX_BURST_PACKETS * layout.block)
+        view = memoryview(buf)
+        first = view[:layout.block]  # every packet's (or burst's) first block lands here
+        recv_exact(sock, first)
         while True:
-            recv_exact(sock, head)
-            h = pk.decode_header(head, ps)
+            h = pk.decode_header(first, layout)
             self._check_order(conn, h)
+            if not h.flags & pk.NOT_RAM:
+                self._read_burst(conn, buf, h)
+                continue  # the next first block came with the pages
             conn.next_seq += 1
-            stats.bytes += pk.HEADER_SIZE
-            if h.page_count:
-                raw = index_raw[:h.index_bytes]
-                recv_exact(sock, raw)
-                idx = np.frombuffer(raw, dtype=h.index_dtype)
-                pk.check_indices(idx, self.ram_pages)
-                starts, counts = pk.page_runs(idx)
-                recv_buffers(sock, [flat[s * ps:(s + c) * ps]
-                                    for s, c in zip(starts.tolist(), counts.tolist(), strict=True)])
-                stats.bytes += h.index_bytes + h.page_count * ps
-                stats.pages += h.page_count
-                stats.packets += 1
+            conn.stats.bytes += layout.block
+            if h.flags & pk.FLAG_DEVICE_STATE:
+                self._read_device_state(conn, buf, h)
             elif h.flags & pk.FLAG_SYNC:
-                stats.packets += 1
-                stats.syncs += 1
+                conn.stats.packets += 1
+                conn.stats.syncs += 1
                 self._record_sync(conn, h.generation)
                 self._signal.notify()
                 self._barrier(conn, h.generation)
                 self._wait_for_main(h.generation)
             elif h.flags & pk.FLAG_FIN:
                 conn.fin = True
+            recv_exact(sock, first)
+
+    def _read_burst(self, conn: _Conn, buf: bytearray, h: pk.Header) -> None:
+        """A burst's pages straight into guest RAM, and the block that follows them."""
+        layout, ps, flat = self.layout, self.page_size, self._flat
+        k, size = h.more + 1, layout.block
+        view = memoryview(buf)
+        if k > 1:
+            recv_exact(conn.sock, view[size:k * size])
+        recs = np.frombuffer(buf, dtype=layout.block_dtype, count=k)
+        if k > 1 and not pk.burst_ok(recs[1:], pk.Header(h.flags, h.channel, h.seq + 1,
+                                                           h.generation, 0), layout):
+            self._bad_burst(conn, view, h)
+        idx = pk.burst_indices(recs, layout)
+        starts, counts = pk.checked_page_runs(idx, self.ram_pages)
+        bufs = [flat[s * ps:(s + c) * ps] for s, c in zip(starts.tolist(), counts.tolist(), strict=True)]
+        bufs.append(view[:size])  # the next packet's block
+        conn.next_seq += k
+        recv_buffers(conn.sock, bufs)
+        conn.stats.bytes += k * size + idx.size * ps
+        conn.stats.pages += idx.size
+        conn.stats.packets += k
+
+    def _bad_burst(self, conn: _Conn, view: memoryview, h: pk.Header) -> None:
+        """Name what is wrong with a burst's later blocks (one at a time, slowly: only on the
+        way to failing the channel)."""
+        size = self.layout.block
+        for j in range(1, h.more + 1):
+            hj = pk.decode_header(view[j * size:(j + 1) * size], self.layout)
+            if hj.flags & pk.NOT_RAM:
+                raise pk.PacketError(f"packet: block {j} of a burst of {h.more + 1} RAM packets "
+                                     f"has flags 0x{hj.flags:x}")
+            if hj.more != h.more - j:
+                raise pk.PacketError(f"packet: block {j} of a burst of {h.more + 1} says more "
+                                     f"{hj.more}, expected {h.more - j}")
+            conn.next_seq = h.seq + j
+            self._check_order(conn, hj)
+        raise pk.PacketError("packet: a burst's blocks disagree with its first")
+
+    def _read_device_state(self, conn: _Conn, block: bytearray, h: pk.Header) -> None:
+        ds = pk.decode_device_state(block, h)
+        data = bytearray(h.count)
+        if h.count:
+            recv_exact(conn.sock, memoryview(data))
+        conn.stats.bytes += h.count
+        conn.stats.device_bytes += self.layout.block + h.count
+        conn.stats.packets += 1
+        conn.stats.device_packets += 1
+        # The buffer itself (no copy): nothing else holds it.
+        self.device_state.put(ds, data, lambda: self._closed or self._error is not None)
 
     def _record_sync(self, conn: _Conn, generation: int) -> None:
         """The pages this channel received before SYNC(generation), for wait_sync; the counts
@@ -372,10 +434,14 @@ class MultifdListener:
     # ---------------------------------------------------------------- sessions
 
     def register(self, token: bytes, memory: np.ndarray, channels: int, page_size: int,
-                 silence_timeout_s: float) -> MultifdSession:
+                 silence_timeout_s: float, *, devices: int = 0,
+                 device_window: int = DEFAULT_WINDOW) -> MultifdSession:
+        """A session for one migration; `devices` that send their state on the channels
+        (QEMU 10.0's multifd device state), each buffering at most `device_window` packets."""
         if len(token) != pk.TOKEN_BYTES:
             raise ValueError(f"token must be {pk.TOKEN_BYTES} bytes, got {len(token)}")
-        session = MultifdSession(token, memory, channels, page_size, silence_timeout_s, self)
+        session = MultifdSession(token, memory, channels, page_size, silence_timeout_s, self,
+                                 devices=devices, device_window=device_window)
         with self._lock:
             if self._closed:
                 raise MultifdError("multifd listener is closed")

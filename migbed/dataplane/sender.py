@@ -1,11 +1,20 @@
 """The source side of multifd: N TCP channels, one OS thread each, pages sent from guest RAM.
 
-The engine hands batches of page indices to submit()/submit_async(); they are cut into
-packets and dealt to the channels round-robin through one bounded queue (counted in page
-bytes), and each channel thread writes header + indices + the pages themselves with one
-sendmsg: the iovec points into guest RAM (one entry per run of consecutive pages), so
-page bytes are never copied in Python. As in QEMU, a page the vCPU writes while it is being
-sent may go out torn; it is then also in the dirty log and is sent again.
+RAM: the engine hands batches of page indices to submit()/submit_async(); they are cut into
+QEMU-sized packets (512 KiB of pages, packet.Layout), and consecutive packets are grouped
+into bursts of up to burst_bytes that go to one channel, the channels taking bursts in turn
+through one bounded queue (counted in bytes). A channel thread writes a whole burst with one
+sendmsg: per packet its block (header + indices) and the pages themselves, the iovec
+pointing into guest RAM (one entry per run of consecutive pages), so page bytes are never
+copied in Python. The bytes on the wire are QEMU's packets one after another; the burst only
+sets how many a syscall carries, because in Python each write costs a wake-up and a GIL
+hand-over whatever its size. As in QEMU, a page the vCPU writes while it is being sent may
+go out torn; it is then also in the dirty log and is sent again.
+
+Device state (QEMU 10.0's multifd device state): submit_device_state() queues one packet of a
+device's state to the next channel, under the same lock and in the same turn as RAM: a
+device's state travels on the shared channels mixed with RAM pages, one packet at a time,
+as multifd_queue_device_state -> multifd_send hands it to a channel.
 
 sync(generation) is QEMU's multifd_send_sync_main: a SYNC packet goes on every channel behind
 everything queued before it, and the call returns once every channel has written it.
@@ -44,6 +53,7 @@ from migbed.dataplane._io import (
     AsyncSignal,
     PeerClosed,
     Stalled,
+    name_os_thread,
     send_buffers,
     set_timeouts,
     shutdown_quietly,
@@ -51,12 +61,13 @@ from migbed.dataplane._io import (
 
 log = logging.getLogger("migbed.dataplane")
 
-# QEMU sends 512 KiB packets; in Python every packet costs wake-ups and GIL hand-overs on
-# both sides. bench/multifd_throughput.py --packet 512KiB,1MiB,4MiB (one run, loaded
-# machine) measured the sender's CPU per GiB falling with the packet size (0.41, 0.31,
-# 0.24 s/GiB; raw TCP 0.16); 16 MiB gained nothing more. 4 MiB it is.
-DEFAULT_PACKET_BYTES = 4 << 20
-DEFAULT_QUEUE_PACKETS = 4  # per channel
+# Packets are QEMU's (512 KiB); what a syscall carries is a burst of them. In Python every
+# write costs wake-ups and GIL hand-overs: bench/multifd_throughput.py --burst (2026-12-07,
+# 2 channels, a loaded machine) measured the sender's CPU per GiB falling with the burst
+# (0.32 s/GiB at 2 MiB, 0.21 at 4 MiB, 0.18 at 8 MiB; raw TCP 0.12) and 16 MiB gaining
+# nothing more.
+DEFAULT_BURST_BYTES = 8 << 20
+DEFAULT_QUEUE_BURSTS = 2  # per channel: one being written, one ready (QEMU: a packet per channel in flight)
 DEFAULT_KEEPALIVE_S = 0.25
 
 
@@ -67,10 +78,12 @@ class MultifdError(RuntimeError):
 @dataclass
 class ChannelStats:
     channel: int
-    bytes: int = 0  # everything written or read on the channel (headers, indices, pages)
-    packets: int = 0  # data and SYNC packets (not keep-alives, not FIN)
+    bytes: int = 0  # everything written or read on the channel (blocks, pages, device state)
+    packets: int = 0  # RAM, device-state and SYNC packets (not keep-alives, not FIN)
     pages: int = 0
     syncs: int = 0
+    device_bytes: int = 0  # of `bytes`: device-state packets (block and payload)
+    device_packets: int = 0
 
 
 class _Stop:
@@ -78,6 +91,20 @@ class _Stop:
 
 
 _STOP = _Stop()
+
+
+@dataclass(frozen=True)
+class _Burst:
+    """Consecutive RAM packets (index arrays) written with one sendmsg."""
+
+    packets: list[np.ndarray]
+    nbytes: int  # the pages' bytes (what the queue bound counts)
+
+
+@dataclass(frozen=True)
+class _DeviceStatePacket:
+    ds: pk.DeviceState
+    data: bytes
 
 
 @dataclass(frozen=True)
@@ -103,11 +130,20 @@ class _Channel:
         self.thread: threading.Thread | None = None
 
 
+def _queued_bytes(item: object) -> int:
+    if isinstance(item, _Burst):
+        return item.nbytes
+    if isinstance(item, _DeviceStatePacket):
+        return len(item.data)
+    return 0
+
+
 class MultifdSender:
     def __init__(self, host: str, port: int, token: bytes, channels: int, memory: np.ndarray,
                  ssl_context: ssl.SSLContext | None = None, *,
-                 heartbeat_timeout_s: float = 5.0, packet_bytes: int = DEFAULT_PACKET_BYTES,
-                 queue_packets: int = DEFAULT_QUEUE_PACKETS,
+                 heartbeat_timeout_s: float = 5.0, packet_bytes: int = pk.PACKET_BYTES,
+                 burst_bytes: int = DEFAULT_BURST_BYTES,
+                 queue_bursts: int = DEFAULT_QUEUE_BURSTS,
                  keepalive_s: float | None = None) -> None:
         if memory.ndim != 2 or memory.dtype != np.uint8 or not memory.flags.c_contiguous:
             raise ValueError("memory must be a C-contiguous 2-D uint8 array (pages x page_size)")
@@ -119,18 +155,24 @@ class MultifdSender:
         self.channels = channels
         self.page_size = int(memory.shape[1])
         self.ram_pages = int(memory.shape[0])
-        if not 0 < packet_bytes <= pk.MAX_PACKET_BYTES:
-            raise ValueError(f"packet_bytes {packet_bytes} is not in (0, {pk.MAX_PACKET_BYTES}]")
-        self.packet_pages = max(1, packet_bytes // self.page_size)
+        self.layout = pk.Layout(self.page_size, self.ram_pages)
+        if not 0 < packet_bytes <= pk.PACKET_BYTES:
+            raise ValueError(f"packet_bytes {packet_bytes} is not in (0, {pk.PACKET_BYTES}] "
+                             "(QEMU's MULTIFD_PACKET_SIZE)")
+        # Smaller packets only for tests: the receiver takes up to Layout.packet_pages.
+        self.packet_pages = min(self.layout.packet_pages, max(1, packet_bytes // self.page_size))
+        self.burst_packets = min(pk.MAX_BURST_PACKETS,
+                                 max(1, burst_bytes // (self.packet_pages * self.page_size)))
         self.heartbeat_timeout_s = heartbeat_timeout_s
         # An idle channel says it is alive well inside the target's silence timeout (the
         # same heartbeat on both sides of a migration).
         self.keepalive_s = keepalive_s if keepalive_s is not None else \
             min(DEFAULT_KEEPALIVE_S, heartbeat_timeout_s / 4)
-        self.queue_limit_bytes = queue_packets * channels * self.packet_pages * self.page_size
+        burst = self.burst_packets * self.packet_pages * self.page_size
+        self.queue_limit_bytes = max(queue_bursts * channels * burst,
+                                     2 * channels * pk.DEVICE_STATE_MAX_BYTES)
         self._ssl = ssl_context
         self._flat = memory.data.cast("B")  # all of RAM as one byte view: slices are free
-        self._index_dtype, self._index_flag = pk.index_dtype_for(self.ram_pages)
         self._channels: list[_Channel] = []
         self._next = 0  # round-robin position
         self._lock = threading.Lock()
@@ -220,9 +262,7 @@ class MultifdSender:
     def _drain(self, ch: _Channel) -> None:
         with contextlib.suppress(queue.Empty):
             while True:
-                item = ch.queue.get_nowait()
-                if isinstance(item, np.ndarray):
-                    self._sent(item.size * self.page_size)
+                self._sent(_queued_bytes(ch.queue.get_nowait()))
 
     def __enter__(self) -> MultifdSender:
         return self
@@ -259,9 +299,9 @@ class MultifdSender:
         if not self._channels:
             raise MultifdError("multifd sender is not connected: call connect() first")
 
-    # ---------------------------------------------------------------- submitting pages
+    # ---------------------------------------------------------------- submitting
 
-    def _packets(self, pages: np.ndarray) -> list[np.ndarray]:
+    def _bursts(self, pages: np.ndarray) -> list[_Burst]:
         idx = np.asarray(pages)
         if idx.ndim != 1 or idx.dtype.kind not in "iu":
             raise ValueError("pages must be a 1-D integer array of page indices")
@@ -271,8 +311,10 @@ class MultifdSender:
             idx = np.unique(idx)  # packets carry strictly increasing indices
         if int(idx[0]) < 0 or int(idx[-1]) >= self.ram_pages:
             raise ValueError(f"pages: index outside RAM (allowed 0..{self.ram_pages - 1})")
-        n = self.packet_pages
-        return [idx[i:i + n] for i in range(0, idx.size, n)]
+        n, per = self.packet_pages, self.packet_pages * self.burst_packets
+        return [_Burst([idx[j:j + n] for j in range(i, min(i + per, idx.size), n)],
+                       min(per, idx.size - i) * self.page_size)
+                for i in range(0, idx.size, per)]
 
     def _room(self) -> bool:
         return self._error is not None or self._closed or \
@@ -284,7 +326,7 @@ class MultifdSender:
         return self._error is not None or self._closed or \
             self._queued_bytes <= self.queue_limit_bytes // 2
 
-    def _enqueue(self, chunk: np.ndarray) -> None:
+    def _enqueue(self, item: _Burst | _DeviceStatePacket) -> None:
         # Counting and queueing are one step under the lock, and sync() counts and queues
         # its SYNCs under it too: a submit() from another thread then lands wholly before a
         # sync (counted in its pages_sent, queued ahead of its SYNC) or wholly after it,
@@ -292,26 +334,39 @@ class MultifdSender:
         with self._lock:
             ch = self._channels[self._next]
             self._next = (self._next + 1) % len(self._channels)
-            self._queued_bytes += chunk.size * self.page_size
-            self._pages_submitted += chunk.size
-            ch.queue.put(chunk)  # a SimpleQueue: never blocks, so the lock is held briefly
+            self._queued_bytes += _queued_bytes(item)
+            if isinstance(item, _Burst):
+                self._pages_submitted += item.nbytes // self.page_size
+            ch.queue.put(item)  # a SimpleQueue: never blocks, so the lock is held briefly
 
     def submit(self, pages: np.ndarray) -> None:
         """Queue these pages for sending; blocks this thread while the queue is full."""
-        for chunk in self._packets(pages):
+        for burst in self._bursts(pages):
             with self._space:
                 if not self._room():
                     while not self._drained():
                         self._space.wait(0.1)
             self._check()
-            self._enqueue(chunk)
+            self._enqueue(burst)
 
     async def submit_async(self, pages: np.ndarray) -> None:
         """submit() for an event loop: awaits queue space instead of blocking."""
-        for chunk in self._packets(pages):
+        for burst in self._bursts(pages):
             await self.wait_writable()
             self._check()
-            self._enqueue(chunk)
+            self._enqueue(burst)
+
+    async def submit_device_state(self, ds: pk.DeviceState, data: bytes) -> None:
+        """Queue one packet of a device's state on the next channel (QEMU's
+        multifd_queue_device_state -> multifd_send); awaits queue space."""
+        if len(data) > pk.DEVICE_STATE_MAX_BYTES:
+            raise ValueError(f"device state: {len(data)} bytes in one packet, at most "
+                             f"{pk.DEVICE_STATE_MAX_BYTES}")
+        if not data and not ds.last:
+            raise ValueError("device state: only the device's last packet may be empty")
+        await self.wait_writable()
+        self._check()
+        self._enqueue(_DeviceStatePacket(ds, data))
 
     async def wait_writable(self, timeout_s: float | None = None) -> bool:
         """Return when the queue has room (True), the sender failed (raises), or timeout (False)."""
@@ -320,7 +375,7 @@ class MultifdSender:
         return ok
 
     async def sync(self, generation: int, timeout_s: float | None = None) -> int:
-        """Every channel writes SYNC(generation) after all pages queued before it; returns
+        """Every channel writes SYNC(generation) after all packets queued before it; returns
         when all have (QEMU's multifd_send_sync_main), with the pages sent on all channels
         up to this sync (MultifdSync.pages_sent). Generations strictly increase."""
         self._check()
@@ -347,6 +402,8 @@ class MultifdSender:
     # ---------------------------------------------------------------- channel threads
 
     def _sent(self, nbytes: int) -> None:
+        if not nbytes:
+            return
         with self._lock:
             before = self._queued_bytes
             self._queued_bytes -= nbytes
@@ -356,6 +413,7 @@ class MultifdSender:
         self._signal.notify()
 
     def _run(self, ch: _Channel) -> None:
+        name_os_thread(f"multifd-send-{ch.index}")
         try:
             while True:
                 try:
@@ -363,9 +421,12 @@ class MultifdSender:
                 except queue.Empty:
                     self._write_control(ch, pk.FLAG_KEEPALIVE)
                     continue
-                if isinstance(item, np.ndarray):
-                    self._write_pages(ch, item)
-                    self._sent(item.size * self.page_size)
+                if isinstance(item, _Burst):
+                    self._write_burst(ch, item.packets)
+                    self._sent(item.nbytes)
+                elif isinstance(item, _DeviceStatePacket):
+                    self._write_device_state(ch, item)
+                    self._sent(len(item.data))
                 elif isinstance(item, _Sync):
                     ch.generation = item.generation
                     self._write_control(ch, pk.FLAG_SYNC)
@@ -387,30 +448,64 @@ class MultifdSender:
             log.exception("multifd channel %d: unexpected error", ch.index)
             self._fail(ch, f"internal error: {e!r}")
 
-    def _header(self, ch: _Channel, flags: int, count: int) -> bytes:
-        h = pk.Header(flags, ch.index, ch.seq, ch.generation, count)
+    def _header(self, ch: _Channel, block: bytearray, at: int, flags: int, count: int,
+                more: int = 0) -> None:
+        pk.encode_header_into(block, at, pk.Header(flags, ch.index, ch.seq, ch.generation,
+                                                   count, more))
         ch.seq += 1
-        return pk.encode_header(h)
 
     def _write_control(self, ch: _Channel, flag: int) -> None:
-        n = send_buffers(ch.sock, [memoryview(self._header(ch, flag, 0))])
+        block = bytearray(self.layout.block)
+        self._header(ch, block, 0, flag, 0)
+        n = send_buffers(ch.sock, [memoryview(block)])
         ch.stats.bytes += n
         if flag == pk.FLAG_SYNC:
             ch.stats.packets += 1
         if flag != pk.FLAG_KEEPALIVE:
             _push(ch.sock)
 
-    def _write_pages(self, ch: _Channel, idx: np.ndarray) -> None:
-        head = self._header(ch, self._index_flag, idx.size)
-        indices = idx.astype(self._index_dtype)
-        bufs = [memoryview(head), indices.data.cast("B")]
-        ps, flat = self.page_size, self._flat
-        starts, counts = pk.page_runs(idx)
+    def _write_burst(self, ch: _Channel, packets: list[np.ndarray]) -> None:
+        """The burst's blocks (header + indices, the unused index slots zero), then all its
+        pages, in one sendmsg (packet.py: a burst). The headers are filled as one array."""
+        size, k, ps, flat = self.layout.block, len(packets), self.page_size, self._flat
+        blocks = bytearray(size * k)
+        recs = np.frombuffer(blocks, dtype=self.layout.block_dtype, count=k)
+        steps = np.arange(k, dtype=np.uint64)
+        recs["magic"] = pk.MAGIC
+        recs["flags"] = self.layout.index_flag
+        recs["channel"] = ch.index
+        recs["seq"] = np.uint64(ch.seq) + steps
+        recs["generation"] = ch.generation
+        recs["more"] = np.uint64(k - 1) - steps
+        everything = packets[0] if k == 1 else np.concatenate(packets)
+        if everything.size == k * self.packet_pages == k * self.layout.packet_pages:
+            recs["count"] = self.packet_pages
+            recs["idx"] = everything.reshape(k, self.packet_pages)
+        else:
+            for j, idx in enumerate(packets):
+                recs["count"][j] = idx.size
+                recs["idx"][j, :idx.size] = idx
+        ch.seq += k
+        bufs = [memoryview(blocks)]
+        starts, counts = pk.page_runs(everything)
         for s, c in zip(starts.tolist(), counts.tolist(), strict=True):
             bufs.append(flat[s * ps:(s + c) * ps])
         ch.stats.bytes += send_buffers(ch.sock, bufs)
+        ch.stats.packets += k
+        ch.stats.pages += everything.size
+
+    def _write_device_state(self, ch: _Channel, item: _DeviceStatePacket) -> None:
+        block = bytearray(self.layout.block)
+        self._header(ch, block, 0, pk.FLAG_DEVICE_STATE, len(item.data))
+        pk.encode_device_state_into(block, 0, item.ds)
+        bufs = [memoryview(block)]
+        if item.data:
+            bufs.append(memoryview(item.data))
+        n = send_buffers(ch.sock, bufs)
+        ch.stats.bytes += n
+        ch.stats.device_bytes += n
         ch.stats.packets += 1
-        ch.stats.pages += idx.size
+        ch.stats.device_packets += 1
 
 
 def new_token() -> bytes:

@@ -17,13 +17,14 @@ Works with `docker compose` (v2) and `docker-compose` (1.29): set MIGBED_COMPOSE
 from __future__ import annotations
 
 import os
+import secrets
 import shlex
 import shutil
 import stat
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -32,8 +33,10 @@ import docker.errors
 from docker.models.containers import Container
 
 from migbed.core.clock import utc_stamp
+from migbed.core.dilation import shaped_link
 from migbed.core.scenario import is_scenario_file, resolve_scenario
 from migbed.env import images
+from migbed.env.runner_watchdog import RUNNER_LABEL, start_watchdog, stop_watchdog
 from migbed.env.shaping import LinkShape, apply_in_container, link_shape
 
 ROOT = images.ROOT
@@ -79,6 +82,7 @@ class Stack:
     # "runner": the one-shot runner's profile, so that `run runner` and `down` reach it.
     profiles: list[str] = field(default_factory=lambda: ["runner"])
     cmd: list[str] = field(default_factory=compose_command)
+    interrupted: int = 0  # the stop signal run_runner passed on to the runner (0: none)
 
     def argv(self, *args: str) -> list[str]:
         base = [*self.cmd, "-f", str(COMPOSE_FILE), "--project-directory", str(ROOT)]
@@ -98,20 +102,35 @@ class Stack:
             raise StackError(f"{' '.join(argv[len(self.cmd) :])} failed (exit {rc})")
         return rc
 
-    def run_forwarding_signals(self, *args: str) -> int:
-        """`compose run ... runner ...` with SIGINT/SIGTERM/SIGHUP passed on to the runner
-        container (its init hands them to `migbed run`, which cancels the runs in flight and
-        writes their records); the runner's exit code, or 128+N if compose itself died of
-        the signal."""
+    def run_runner(self, options: Sequence[str], argv: Sequence[str]) -> int:
+        """`compose run --rm ... OPTIONS runner ARGV`, streaming its output; the runner's exit
+        code. The runner is this call's own (a label names it), and stops when asked:
+
+        - compose runs in its own session, so a terminal's ^C or hang-up reaches only this
+          process (compose v1 would stop or SIGKILL the runner itself and exit 1 or 2); this
+          process passes SIGINT/SIGTERM/SIGHUP on to the runner container (its init hands it
+          to `migbed run`, which cancels the runs in flight and writes their records), and
+          compose, still attached, removes it (--rm) and exits with its code;
+        - a watchdog process (runner_watchdog.py) holds a pipe from this one: if this
+          process dies without closing it properly (SIGKILL, the OOM killer), the watchdog
+          sends the runner SIGHUP (its controller hung up), and SIGKILL if it is still
+          running RUNNER_STOP_GRACE_S later, so no runner runs on for long.
+        """
         import signal
         import threading
 
-        proc = subprocess.Popen(self.argv(*args), env=self.full_env(), cwd=ROOT)
+        token = runner_token()
+        argv_full = self.argv("run", "--rm", "--no-deps", "-T", "-l", f"{RUNNER_LABEL}={token}",
+                              *options, "runner", *argv)
+        watchdog = start_watchdog(self.project, token)
+        proc = subprocess.Popen(argv_full, env=self.full_env(), cwd=ROOT, stdin=subprocess.DEVNULL,
+                                start_new_session=True)
         got: list[int] = []
 
         def forward(signum: int, frame: object) -> None:
             got.append(signum)
-            threading.Thread(target=self._signal_runners, args=(signum,), daemon=True).start()
+            threading.Thread(target=self.signal_runner, args=(token, signum, proc.poll),
+                             daemon=True).start()
 
         previous = {}
         if threading.current_thread() is threading.main_thread():
@@ -122,20 +141,32 @@ class Stack:
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
+            stop_watchdog(watchdog)
+        self.interrupted = got[0] if got else 0
         return 128 + got[0] if got and rc < 0 else rc
 
-    def _signal_runners(self, signum: int) -> None:
+    def signal_runner(self, token: str, signum: int, ended: Callable[[], int | None]) -> None:
+        """Send `signum` to this call's runner container once it runs (it may still be being
+        created), unless compose ended first."""
         try:
-            for ct in self.containers(images.client(), "runner"):
-                if ct.status == "running":
+            c = images.client()
+            while ended() is None:
+                running = [ct for ct in self.containers(c, "runner", token) if ct.status == "running"]
+                for ct in running:
                     ct.kill(signal=signum)
+                if running:
+                    return
+                time.sleep(0.2)
         except docker.errors.DockerException as e:
             _say(f"could not pass the signal on to the runner: {e}")
 
-    def containers(self, c: docker.DockerClient, service: str | None = None) -> list[Container]:
+    def containers(self, c: docker.DockerClient, service: str | None = None,
+                   token: str = "") -> list[Container]:
         labels = [f"{PROJECT_LABEL}={self.project}"]
         if service:
             labels.append(f"{SERVICE_LABEL}={service}")
+        if token:
+            labels.append(f"{RUNNER_LABEL}={token}")
         found: list[Container] = c.containers.list(all=True, filters={"label": labels})
         return found
 
@@ -144,6 +175,10 @@ class Stack:
         if not found:
             raise StackError(f"no container for service {service} in project {self.project}")
         return found[0]
+
+
+def runner_token() -> str:
+    return f"{os.getpid()}-{secrets.token_hex(4)}"
 
 
 def _labels(container: Container) -> str:
@@ -176,7 +211,11 @@ def wait_healthy(stack: Stack, c: docker.DockerClient, services: Sequence[str], 
 def scenario_link(scenario: str | None, overrides: Sequence[str] = ()) -> tuple[str, LinkShape | None]:
     """(name for logs, link shape) of --scenario NAME|FILE with its --set overrides."""
     sc = resolve_scenario(scenario, overrides)
-    return sc.name, link_shape(sc.link)
+    if sc.time_dilation == 1.0:
+        return sc.name, link_shape(sc.link)
+    # A dilated run: tc shapes the dilated rate (core/dilation.py), the run reports the virtual.
+    return (f"{sc.name} (time-dilation {sc.time_dilation:g}: the link is shaped at 1/"
+            f"{sc.time_dilation:g} of its {sc.link.rate / 1e9:g} Gbit/s)"), link_shape(shaped_link(sc))
 
 
 def shape_source(stack: Stack, c: docker.DockerClient, shape: LinkShape | None) -> str:
@@ -303,14 +342,16 @@ def run_comparison(
     argv += list(extra)
     _say(f"running scenario {name} in the runner: {' '.join(argv)}")
     try:
-        code = stack.run_forwarding_signals("run", "--rm", "--no-deps", "-T", "-e", f"MIGBED_OUT_ON_HOST={out}",
-                                            *mounts, "runner", *argv)
+        code = stack.run_runner(["-e", f"MIGBED_OUT_ON_HOST={out}", *mounts], argv)
     finally:
         stack.env = env_before
-    if (out / "results.json").exists():
+    if (out / "results.json").exists() and not stack.interrupted:
+        # The runner's image carries only the runtime dependencies; the plots are drawn here.
         from migbed.report.report import write_report
 
         _say(f"runner exited {code}; report: {write_report(out)}")
+    elif stack.interrupted:  # as `migbed run`: no report after a stop signal
+        _say(f"runner exited {code} (stopped); results in {out}")
     else:
         _say(f"runner exited {code}; no results.json in {out}")
     return code, out

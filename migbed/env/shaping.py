@@ -14,6 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from migbed.core.dilation import shaped_link
 from migbed.core.scenario import LinkConfig, load_scenario
 from migbed.core.units import FRAME_EFFICIENCY
 
@@ -152,8 +153,9 @@ def link_shape(link: LinkConfig) -> LinkShape | None:
 
 
 def link_from_scenario_file(path: str) -> LinkShape | None:
-    """The ``[link]`` of a scenario TOML file, or None when it has none (unshaped)."""
-    return link_shape(load_scenario(path).link)
+    """The ``[link]`` of a scenario TOML file as tc must shape it (its dilated rate when the
+    scenario has a time-dilation), or None when it has none (unshaped)."""
+    return link_shape(shaped_link(load_scenario(path)))
 
 
 # -- applying inside a container (Docker SDK)

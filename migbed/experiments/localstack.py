@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -48,9 +49,12 @@ class Service:
         return self.process.pid
 
     def stop(self, timeout: float = 20.0) -> None:
-        """SIGTERM, and SIGKILL after `timeout` s; always reaped."""
+        """SIGTERM, and SIGKILL after `timeout` s; always reaped. A frozen service (SIGSTOP:
+        the orchestrator declared it lost) is continued so that it acts on the SIGTERM."""
         if self.process.poll() is None:
             self.process.terminate()
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.process.pid, signal.SIGCONT)
             try:
                 self.process.wait(timeout)
             except subprocess.TimeoutExpired:

@@ -19,8 +19,8 @@ import tempfile
 from pathlib import Path
 from typing import TextIO
 
-from migbed.measure.files import append_line
-from migbed.measure.record import RunRecord, dump_results, write_csv
+from migbed.measure.files import append_line, journal_has
+from migbed.measure.record import RunRecord, dump_results, load_journal, write_csv
 
 JSONL = "results.jsonl"
 
@@ -94,3 +94,16 @@ class ResultsSink:
             self._problem(f"cannot write {folder / stem}.json/.csv: {e.strerror or e} "
                           f"(every record is in {self.fallback or self.path})")
         return written
+
+
+def add_once(folder: Path, record: RunRecord) -> ResultsSink | None:
+    """A record fetched later (`migbed watch`) into a results folder: appended to its journal
+    unless a record of the run is there already (then None), and the views rewritten from
+    the whole journal."""
+    if journal_has(folder / JSONL, "run_id", record.run_id):
+        return None
+    sink = ResultsSink(folder)
+    sink.add(record)
+    if sink.fallback is None:
+        sink.records = load_journal(str(sink.path))
+    return sink

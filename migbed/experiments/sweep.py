@@ -496,19 +496,29 @@ def _best_rate(source: str, target: str, scenario: str, rate_of: Any, what: str,
 
 
 def measure_wire_rate(source: str, target: str, runs: int = 3,
-                      interruption: Interruption | None = None) -> float:
+                      interruption: Interruption | None = None, time_dilation: float = 1.0) -> float:
     """Bytes/s the engine's own stream moves between these services with no rate limit: a
-    RAM-only migration whose RAM all goes in the final copy (downtime bytes / downtime)."""
-    return _best_rate(source, target, CALIBRATION_SCENARIO, _downtime_rate, "wire", runs,
-                      interruption)
+    RAM-only migration whose RAM all goes in the final copy (downtime bytes / downtime).
+    Dilated by K, in virtual time: K x what the host moves (a dilated sweep's model input)."""
+    return _best_rate(source, target, _dilated(CALIBRATION_SCENARIO, time_dilation), _downtime_rate,
+                      "wire", runs, interruption)
+
+
+def _dilated(scenario: str, k: float) -> str:
+    return scenario if k == 1.0 else f"time-dilation = {k!r}\n{scenario}"
 
 
 def measure_precopy_rate(source: str, target: str, runs: int = 3,
-                         interruption: Interruption | None = None) -> float:
+                         interruption: Interruption | None = None, multifd_channels: int = 0,
+                         time_dilation: float = 1.0) -> float:
     """Bytes/s the engine sends pre-copy RAM at between these services with no rate limit:
     the bulk stage of a RAM-only migration with no dirtying (bench/stream_throughput.py's
-    figure). Slower than the final copy: dirty-bitmap scans, 50 ms rounds, checks."""
-    return _best_rate(source, target, PRECOPY_CALIBRATION_SCENARIO, _bulk_stage_rate, "precopy",
+    figure), on the main stream or on `multifd_channels` channels. Slower than the final
+    copy: dirty-bitmap scans, 50 ms rounds, checks."""
+    scenario = PRECOPY_CALIBRATION_SCENARIO
+    if multifd_channels:
+        scenario += f"multifd = true\nmultifd-channels = {multifd_channels}\n"
+    return _best_rate(source, target, _dilated(scenario, time_dilation), _bulk_stage_rate, "precopy",
                       runs, interruption)
 
 

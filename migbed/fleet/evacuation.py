@@ -4,7 +4,9 @@ Each guest is a real migration, started on its source host's service through the
 API and followed to its record, exactly as `migbed run` does for one guest; the plan
 (planner.py) decides what starts when and where. Times here are on the runner's clock
 (monotonic, ms since the evacuation started): they give each guest's queueing time, the
-drain time and the in-flight check; downtimes come from each run's own record.
+drain time and the in-flight check; downtimes come from each run's own record. A dilated
+evacuation (its scenarios' time-dilation K) divides the runner's clock by K too, so every
+time it reports is virtual, like the records'.
 """
 
 from __future__ import annotations
@@ -66,6 +68,7 @@ class EvacuationResult:
     lost_targets: list[str] = field(default_factory=list)
     records: list[RunRecord] = field(default_factory=list)
     started_at: str = ""  # UTC wall time of the runner's clock zero (ISO 8601)
+    time_dilation: float = 1.0  # the runner's clock is divided by it (virtual ms)
 
     @property
     def drain_time_ms(self) -> float:
@@ -93,7 +96,10 @@ class EvacuationResult:
         peak, per_source = self.in_flight_peaks()
         return {
             "policy": self.policy, "order": self.order, "limits": asdict(self.limits),
-            "clock": "the runner's (ms since the evacuation started) for start/end/queued",
+            "clock": "the runner's (ms since the evacuation started) for start/end/queued"
+                     + (f", virtual (real / time-dilation {self.time_dilation:g})"
+                        if self.time_dilation != 1.0 else ""),
+            "time_dilation": self.time_dilation,
             "drain_time_ms": self.drain_time_ms, "max_in_flight": peak,
             "max_in_flight_per_source": per_source, "not_started": self.not_started,
             "lost_targets": self.lost_targets, "started_at": self.started_at,
@@ -118,6 +124,19 @@ class Endpoints:
 _Done = tuple[Placement, float, RunRecord]
 
 
+def one_dilation(scenario_texts: Mapping[str, str]) -> float:
+    """The evacuation's time-dilation: one for all its scenarios (one runner clock)."""
+    from migbed.core.scenario import parse_scenario
+
+    factors = {parse_scenario(text, name).time_dilation for name, text in scenario_texts.items()}
+    if len(factors) > 1:
+        from migbed.core.scenario import ScenarioError
+
+        raise ScenarioError(f"time-dilation: the evacuation's scenarios have {sorted(factors)}; "
+                            "one runner clock needs one factor")
+    return factors.pop() if factors else 1.0
+
+
 class Evacuation:
     """Drive one plan to its end: start what the plan allows, collect what ends."""
 
@@ -139,12 +158,14 @@ class Evacuation:
         self._threads: list[threading.Thread] = []
         self._t0 = 0.0
         self._started_at: dict[str, float] = {}
+        self.time_dilation = one_dilation(scenario_texts)
 
     def _ms(self) -> float:
-        return (time.monotonic() - self._t0) * 1e3
+        """Virtual ms since the evacuation started (real / the scenarios' time-dilation)."""
+        return (time.monotonic() - self._t0) * 1e3 / self.time_dilation
 
     def run(self, order: str) -> EvacuationResult:
-        result = EvacuationResult(self.policy, order, self.plan.limits)
+        result = EvacuationResult(self.policy, order, self.plan.limits, time_dilation=self.time_dilation)
         self._t0 = time.monotonic()
         result.started_at = datetime.datetime.now(datetime.UTC).isoformat(timespec="milliseconds")
         while not self.plan.done:

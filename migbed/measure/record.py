@@ -161,6 +161,8 @@ class RunRecord:
     multifd_channels: int = 0
     multifd_channel_bytes: list[int] = field(default_factory=list)
     multifd_channel_packets: list[int] = field(default_factory=list)
+    # Of multifd_channel_bytes: device-state packets (device-state-transfer = "multifd").
+    multifd_channel_device_bytes: list[int] = field(default_factory=list)
     device_state_transfer: str = "main"
     decision_reason: str = ""
     forced_by_cap: str = ""  # "", "max-iterations" or "max-time"
@@ -173,6 +175,9 @@ class RunRecord:
     source_address: str = ""
     target_address: str = ""
     labels: dict[str, str] = field(default_factory=dict)
+    # The run ran K times slower than the scenario's virtual time and every figure here is
+    # virtual (times / K, rates x K; migbed/core/dilation.py). 1 = not dilated.
+    time_dilation: float = 1.0
     timeline: list[ProgressSample] = field(default_factory=list)
     events: list[Event] = field(default_factory=list)
 
@@ -222,7 +227,8 @@ CSV_FIELDS = [
     for f in fields(RunRecord)
     if f.name not in ("timeline", "events", "labels", "device_initial_load_ms", "device_stop_copy",
                       "device_drivers",
-                      "multifd_channel_bytes", "multifd_channel_packets")
+                      "multifd_channel_bytes", "multifd_channel_packets",
+                      "multifd_channel_device_bytes")
 ]
 
 

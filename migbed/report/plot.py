@@ -82,6 +82,12 @@ DOWNTIME_NOTE = (
 )
 
 
+def _virtual(records: Sequence[RunRecord]) -> str:
+    """The axis label's note for dilated runs: their times are virtual."""
+    ks = sorted({r.time_dilation for r in records if r.time_dilation not in (0.0, 1.0)})
+    return f", virtual (time-dilation {', '.join(f'{k:g}' for k in ks)})" if ks else ""
+
+
 def plot_downtime(records: Sequence[RunRecord], path: Path) -> Path:
     """Downtime per policy (guest-visible vs QEMU-reported) with the spread across repeats."""
     scenarios = ordered_scenarios(records)
@@ -107,7 +113,7 @@ def _downtime_panel(ax: Any, scenario: str, records: Sequence[RunRecord]) -> Non
             _spread_bar(ax, i + (k - 0.5) * BAR_WIDTH, values, color, label if i == 0 else None)
     ax.set_xticks(range(len(policies)))
     ax.set_xticklabels(policies)
-    ax.set_ylabel("downtime (ms): median, min..max")
+    ax.set_ylabel("downtime (ms): median, min..max" + _virtual(records))
     ax.set_ylim(bottom=0)
     ax.grid(axis="y", alpha=0.3)
     counts = sorted({len(by.get(p, [])) for p in policies})
@@ -151,7 +157,7 @@ def plot_timeline(records: Sequence[RunRecord], path: Path, scenario: str | None
             _timeline_panel(ax, policy, run)
     _figure_legend(fig, axes)
     _fit_time_axis(axes[-1], [r for _, r in runs if r is not None])
-    axes[-1].set_xlabel("time since the migration started (ms)")
+    axes[-1].set_xlabel("time since the migration started (ms)" + _virtual(recs))
     top = 1 - 0.55 / fig.get_figheight()
     return _save(fig, path, rect=(0, 0, 1, top))
 

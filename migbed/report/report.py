@@ -29,6 +29,7 @@ from migbed.report.plot import (
     plot_timeline,
 )
 from migbed.report.stats import SUMMARY, format_spread
+from migbed.report.summary import dilation_note
 
 MIB = float(1 << 20)
 REPORT_NAME = "report.html"
@@ -104,6 +105,7 @@ RUN_HEAD = [
     "ACK wait (ms)",
     "iterations",
     "total (ms)",
+    "time dilation",
     "decision",
 ]
 
@@ -129,6 +131,7 @@ def run_rows(records: Sequence[RunRecord]) -> list[list[str]]:
                 f"{r.switchover_ack_wait_ms:.0f}",
                 str(r.dirty_sync_count),
                 f"{r.total_time_ms:.0f}",
+                f"{r.time_dilation or 1:g}",
                 html.escape(why),
             ]
         )
@@ -166,6 +169,8 @@ def render_html(records: Sequence[RunRecord], images: list[tuple[str, Path]], ti
         f"{html.escape(', '.join(ordered_scenarios(records)))}; policies: "
         f"{html.escape(', '.join(ordered_policies(records)))}. Generated "
         f"{dt.datetime.now(dt.UTC).strftime('%Y-%m-%d %H:%M UTC')} from results.json.</p>",
+        *([f'<p class="note"><b>{html.escape(dilation_note(list(records)))}</b></p>']
+          if dilation_note(list(records)) else []),
         "<h2>Summary per policy</h2>",
         f'<p class="note">Each cell: {SUMMARY} (the repeats of that scenario and policy).</p>',
         _table(SUMMARY_HEAD, summary_rows(records)),

@@ -16,6 +16,16 @@ TABLE_FIELDS = [
 ]
 
 
+def dilation_note(records: list[RunRecord]) -> str:
+    """One line saying the figures are in virtual time, when any run was dilated ("" if none)."""
+    factors = sorted({r.time_dilation for r in records if r.time_dilation not in (0.0, 1.0)})
+    if not factors:
+        return ""
+    ks = ", ".join(f"{k:g}" for k in factors)
+    return (f"time-dilation {ks}: every time and rate here is virtual; the runs took {ks} times "
+            "as long on this host (docs/fidelity.md, time dilation)")
+
+
 def results_table(records: list[RunRecord]) -> str:
     """Median [min-max] per policy of the completed runs; counts of every outcome."""
     policies: list[str] = []
@@ -35,6 +45,9 @@ def results_table(records: list[RunRecord]) -> str:
     lines = ["  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(row, widths, strict=True)))
              for row in rows]
     lines.insert(1, "  ".join("-" * w for w in widths))
+    note = dilation_note(records)
+    if note:
+        lines.append(note)
     failed = [r for r in records if r.outcome != "completed"]
     for r in failed:
         lines.append(f"! {r.run_id}: {r.outcome}: {r.error}")

@@ -38,7 +38,9 @@ def boot_source_guest(scenario: Scenario) -> RunningGuest[SourceDevice]:
     """The source's guest as the scenario describes it (not yet running)."""
     g = scenario.guest
     memory = GuestMemory(g.ram_size, g.page_size, g.seed)
-    devices = [SourceDevice(d, seed=g.seed * 1000 + i) for i, d in enumerate(scenario.devices)]
+    k = scenario.time_dilation if scenario.dilated else 1.0  # the engine's dilated scenario
+    devices = [SourceDevice(d, seed=g.seed * 1000 + i, time_dilation=k)
+               for i, d in enumerate(scenario.devices)]
     workload = guest_workload(g.ram_size, g.page_size, g.dirty_rate, g.working_set,
                               g.dirty_pattern == "uniform", g.seed)
     dirtiers: list[DeviceDirtier] = []

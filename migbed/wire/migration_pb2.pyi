@@ -84,7 +84,7 @@ class DeviceShape(_message.Message):
     def __init__(self, name: _Optional[str] = ..., initial_bytes: _Optional[int] = ..., stop_copy_size: _Optional[int] = ..., block_size: _Optional[int] = ..., load_setup_time_s: _Optional[float] = ..., load_rate_bytes_per_s: _Optional[float] = ..., stop_copy_load_time_s: _Optional[float] = ..., load_trigger: _Optional[_Union[LoadTrigger, str]] = ..., config_load_time_s: _Optional[float] = ..., device_state_bytes: _Optional[int] = ..., no_pre_copy: _Optional[bool] = ..., resume_time_s: _Optional[float] = ...) -> None: ...
 
 class Setup(_message.Message):
-    __slots__ = ("protocol_version", "session_id", "guest", "devices", "switchover_ack", "source_boot_id", "guest_seed", "vcpu_tick_s", "dirty_rate_bytes_per_s", "working_set_bytes", "uniform_dirtying", "scenario", "policy", "heartbeat_timeout_s", "return_path", "qemu_version", "multifd_channels", "device_state_transfer")
+    __slots__ = ("protocol_version", "session_id", "guest", "devices", "switchover_ack", "source_boot_id", "guest_seed", "vcpu_tick_s", "dirty_rate_bytes_per_s", "working_set_bytes", "uniform_dirtying", "scenario", "policy", "heartbeat_timeout_s", "return_path", "qemu_version", "multifd_channels", "device_state_transfer", "time_dilation")
     PROTOCOL_VERSION_FIELD_NUMBER: _ClassVar[int]
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     GUEST_FIELD_NUMBER: _ClassVar[int]
@@ -103,6 +103,7 @@ class Setup(_message.Message):
     QEMU_VERSION_FIELD_NUMBER: _ClassVar[int]
     MULTIFD_CHANNELS_FIELD_NUMBER: _ClassVar[int]
     DEVICE_STATE_TRANSFER_FIELD_NUMBER: _ClassVar[int]
+    TIME_DILATION_FIELD_NUMBER: _ClassVar[int]
     protocol_version: ProtocolVersion
     session_id: str
     guest: GuestShape
@@ -121,7 +122,8 @@ class Setup(_message.Message):
     qemu_version: str
     multifd_channels: int
     device_state_transfer: DeviceStateTransfer
-    def __init__(self, protocol_version: _Optional[_Union[ProtocolVersion, str]] = ..., session_id: _Optional[str] = ..., guest: _Optional[_Union[GuestShape, _Mapping]] = ..., devices: _Optional[_Iterable[_Union[DeviceShape, _Mapping]]] = ..., switchover_ack: _Optional[bool] = ..., source_boot_id: _Optional[str] = ..., guest_seed: _Optional[int] = ..., vcpu_tick_s: _Optional[float] = ..., dirty_rate_bytes_per_s: _Optional[float] = ..., working_set_bytes: _Optional[int] = ..., uniform_dirtying: _Optional[bool] = ..., scenario: _Optional[str] = ..., policy: _Optional[str] = ..., heartbeat_timeout_s: _Optional[float] = ..., return_path: _Optional[bool] = ..., qemu_version: _Optional[str] = ..., multifd_channels: _Optional[int] = ..., device_state_transfer: _Optional[_Union[DeviceStateTransfer, str]] = ...) -> None: ...
+    time_dilation: float
+    def __init__(self, protocol_version: _Optional[_Union[ProtocolVersion, str]] = ..., session_id: _Optional[str] = ..., guest: _Optional[_Union[GuestShape, _Mapping]] = ..., devices: _Optional[_Iterable[_Union[DeviceShape, _Mapping]]] = ..., switchover_ack: _Optional[bool] = ..., source_boot_id: _Optional[str] = ..., guest_seed: _Optional[int] = ..., vcpu_tick_s: _Optional[float] = ..., dirty_rate_bytes_per_s: _Optional[float] = ..., working_set_bytes: _Optional[int] = ..., uniform_dirtying: _Optional[bool] = ..., scenario: _Optional[str] = ..., policy: _Optional[str] = ..., heartbeat_timeout_s: _Optional[float] = ..., return_path: _Optional[bool] = ..., qemu_version: _Optional[str] = ..., multifd_channels: _Optional[int] = ..., device_state_transfer: _Optional[_Union[DeviceStateTransfer, str]] = ..., time_dilation: _Optional[float] = ...) -> None: ...
 
 class RamPages(_message.Message):
     __slots__ = ("pages", "data")
@@ -200,34 +202,6 @@ class MultifdSync(_message.Message):
     generation: int
     pages_sent: int
     def __init__(self, generation: _Optional[int] = ..., pages_sent: _Optional[int] = ...) -> None: ...
-
-class DeviceStateChunk(_message.Message):
-    __slots__ = ("session_id", "device", "seq", "offset", "data", "last", "image_bytes")
-    SESSION_ID_FIELD_NUMBER: _ClassVar[int]
-    DEVICE_FIELD_NUMBER: _ClassVar[int]
-    SEQ_FIELD_NUMBER: _ClassVar[int]
-    OFFSET_FIELD_NUMBER: _ClassVar[int]
-    DATA_FIELD_NUMBER: _ClassVar[int]
-    LAST_FIELD_NUMBER: _ClassVar[int]
-    IMAGE_BYTES_FIELD_NUMBER: _ClassVar[int]
-    session_id: str
-    device: int
-    seq: int
-    offset: int
-    data: bytes
-    last: bool
-    image_bytes: int
-    def __init__(self, session_id: _Optional[str] = ..., device: _Optional[int] = ..., seq: _Optional[int] = ..., offset: _Optional[int] = ..., data: _Optional[bytes] = ..., last: _Optional[bool] = ..., image_bytes: _Optional[int] = ...) -> None: ...
-
-class DeviceStateLoaded(_message.Message):
-    __slots__ = ("device", "loaded_bytes", "target_loaded_ns")
-    DEVICE_FIELD_NUMBER: _ClassVar[int]
-    LOADED_BYTES_FIELD_NUMBER: _ClassVar[int]
-    TARGET_LOADED_NS_FIELD_NUMBER: _ClassVar[int]
-    device: int
-    loaded_bytes: int
-    target_loaded_ns: int
-    def __init__(self, device: _Optional[int] = ..., loaded_bytes: _Optional[int] = ..., target_loaded_ns: _Optional[int] = ...) -> None: ...
 
 class SourceMessage(_message.Message):
     __slots__ = ("setup", "ram", "device_data", "init_data_sent", "ping", "stop_copy", "complete", "digests", "abort", "multifd_sync")
@@ -364,18 +338,20 @@ class TargetMessage(_message.Message):
     def __init__(self, setup_accepted: _Optional[_Union[SetupAccepted, _Mapping]] = ..., load_progress: _Optional[_Union[DeviceLoadProgress, _Mapping]] = ..., switchover_ack: _Optional[_Union[SwitchoverAck, _Mapping]] = ..., pong: _Optional[_Union[Pong, _Mapping]] = ..., received: _Optional[_Union[Received, _Mapping]] = ..., resumed: _Optional[_Union[Resumed, _Mapping]] = ..., verified: _Optional[_Union[Verified, _Mapping]] = ..., shut: _Optional[_Union[Shut, _Mapping]] = ...) -> None: ...
 
 class StartRequest(_message.Message):
-    __slots__ = ("scenario_toml", "policy", "target_address", "run_id", "labels_json")
+    __slots__ = ("scenario_toml", "policy", "target_address", "run_id", "labels_json", "watcher_grace_s")
     SCENARIO_TOML_FIELD_NUMBER: _ClassVar[int]
     POLICY_FIELD_NUMBER: _ClassVar[int]
     TARGET_ADDRESS_FIELD_NUMBER: _ClassVar[int]
     RUN_ID_FIELD_NUMBER: _ClassVar[int]
     LABELS_JSON_FIELD_NUMBER: _ClassVar[int]
+    WATCHER_GRACE_S_FIELD_NUMBER: _ClassVar[int]
     scenario_toml: str
     policy: str
     target_address: str
     run_id: str
     labels_json: str
-    def __init__(self, scenario_toml: _Optional[str] = ..., policy: _Optional[str] = ..., target_address: _Optional[str] = ..., run_id: _Optional[str] = ..., labels_json: _Optional[str] = ...) -> None: ...
+    watcher_grace_s: float
+    def __init__(self, scenario_toml: _Optional[str] = ..., policy: _Optional[str] = ..., target_address: _Optional[str] = ..., run_id: _Optional[str] = ..., labels_json: _Optional[str] = ..., watcher_grace_s: _Optional[float] = ...) -> None: ...
 
 class StartReply(_message.Message):
     __slots__ = ("run_id",)
@@ -390,12 +366,22 @@ class WatchRequest(_message.Message):
     def __init__(self, run_id: _Optional[str] = ...) -> None: ...
 
 class WatchEvent(_message.Message):
-    __slots__ = ("progress", "record")
+    __slots__ = ("progress", "record", "heartbeat")
     PROGRESS_FIELD_NUMBER: _ClassVar[int]
     RECORD_FIELD_NUMBER: _ClassVar[int]
+    HEARTBEAT_FIELD_NUMBER: _ClassVar[int]
     progress: ProgressSample
     record: RunRecord
-    def __init__(self, progress: _Optional[_Union[ProgressSample, _Mapping]] = ..., record: _Optional[_Union[RunRecord, _Mapping]] = ...) -> None: ...
+    heartbeat: WatchHeartbeat
+    def __init__(self, progress: _Optional[_Union[ProgressSample, _Mapping]] = ..., record: _Optional[_Union[RunRecord, _Mapping]] = ..., heartbeat: _Optional[_Union[WatchHeartbeat, _Mapping]] = ...) -> None: ...
+
+class WatchHeartbeat(_message.Message):
+    __slots__ = ("interval_s", "lost_after_s")
+    INTERVAL_S_FIELD_NUMBER: _ClassVar[int]
+    LOST_AFTER_S_FIELD_NUMBER: _ClassVar[int]
+    interval_s: float
+    lost_after_s: float
+    def __init__(self, interval_s: _Optional[float] = ..., lost_after_s: _Optional[float] = ...) -> None: ...
 
 class DeviceSample(_message.Message):
     __slots__ = ("name", "state", "initial_bytes", "dirty_bytes", "target_loaded_bytes", "target_backlog_bytes", "target_initial_loaded", "target_busy_s", "target_loading")
@@ -460,7 +446,7 @@ class Event(_message.Message):
     def __init__(self, t_ms: _Optional[float] = ..., name: _Optional[str] = ..., detail: _Optional[str] = ...) -> None: ...
 
 class RunRecord(_message.Message):
-    __slots__ = ("run_id", "scenario", "policy", "repeat", "outcome", "error", "verified", "setup_time_ms", "total_time_ms", "downtime_ms", "expected_downtime_ms", "dirty_sync_count", "precopy_bytes", "downtime_bytes", "ram_transferred_bytes", "device_transferred_bytes", "verification_ms", "qemu_version", "return_path", "downtime_end", "guest_downtime_ms", "guest_downtime_uncertainty_ms", "stop_lag_ms", "stop_copy_ms", "device_save_ms", "delivery_ms", "destination_load_ms", "resume_ms", "stream_rtt_at_stop_ms", "predicted_downtime_ms", "switchover_ack_wait_ms", "device_initial_load_ms", "multifd_channels", "multifd_channel_bytes", "multifd_channel_packets", "device_state_transfer", "decision_reason", "forced_by_cap", "clock_offset_ns", "same_clock", "source_guest_running_after", "source_integrity_ok", "source_address", "target_address", "labels", "timeline", "events", "destination_prepare_ms", "ram_stop_copy_ms", "tracker_report_ms", "device_stop_copy", "device_resume_ms", "device_drivers")
+    __slots__ = ("run_id", "scenario", "policy", "repeat", "outcome", "error", "verified", "setup_time_ms", "total_time_ms", "downtime_ms", "expected_downtime_ms", "dirty_sync_count", "precopy_bytes", "downtime_bytes", "ram_transferred_bytes", "device_transferred_bytes", "verification_ms", "qemu_version", "return_path", "downtime_end", "guest_downtime_ms", "guest_downtime_uncertainty_ms", "stop_lag_ms", "stop_copy_ms", "device_save_ms", "delivery_ms", "destination_load_ms", "resume_ms", "stream_rtt_at_stop_ms", "predicted_downtime_ms", "switchover_ack_wait_ms", "device_initial_load_ms", "multifd_channels", "multifd_channel_bytes", "multifd_channel_packets", "device_state_transfer", "decision_reason", "forced_by_cap", "clock_offset_ns", "same_clock", "source_guest_running_after", "source_integrity_ok", "source_address", "target_address", "labels", "timeline", "events", "destination_prepare_ms", "ram_stop_copy_ms", "tracker_report_ms", "device_stop_copy", "device_resume_ms", "device_drivers", "time_dilation", "multifd_channel_device_bytes")
     class DeviceInitialLoadMsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -535,6 +521,8 @@ class RunRecord(_message.Message):
     DEVICE_STOP_COPY_FIELD_NUMBER: _ClassVar[int]
     DEVICE_RESUME_MS_FIELD_NUMBER: _ClassVar[int]
     DEVICE_DRIVERS_FIELD_NUMBER: _ClassVar[int]
+    TIME_DILATION_FIELD_NUMBER: _ClassVar[int]
+    MULTIFD_CHANNEL_DEVICE_BYTES_FIELD_NUMBER: _ClassVar[int]
     run_id: str
     scenario: str
     policy: str
@@ -588,7 +576,9 @@ class RunRecord(_message.Message):
     device_stop_copy: _containers.RepeatedCompositeFieldContainer[DeviceStopCopy]
     device_resume_ms: float
     device_drivers: _containers.ScalarMap[str, str]
-    def __init__(self, run_id: _Optional[str] = ..., scenario: _Optional[str] = ..., policy: _Optional[str] = ..., repeat: _Optional[int] = ..., outcome: _Optional[str] = ..., error: _Optional[str] = ..., verified: _Optional[bool] = ..., setup_time_ms: _Optional[float] = ..., total_time_ms: _Optional[float] = ..., downtime_ms: _Optional[float] = ..., expected_downtime_ms: _Optional[float] = ..., dirty_sync_count: _Optional[int] = ..., precopy_bytes: _Optional[int] = ..., downtime_bytes: _Optional[int] = ..., ram_transferred_bytes: _Optional[int] = ..., device_transferred_bytes: _Optional[int] = ..., verification_ms: _Optional[float] = ..., qemu_version: _Optional[str] = ..., return_path: _Optional[bool] = ..., downtime_end: _Optional[str] = ..., guest_downtime_ms: _Optional[float] = ..., guest_downtime_uncertainty_ms: _Optional[float] = ..., stop_lag_ms: _Optional[float] = ..., stop_copy_ms: _Optional[float] = ..., device_save_ms: _Optional[float] = ..., delivery_ms: _Optional[float] = ..., destination_load_ms: _Optional[float] = ..., resume_ms: _Optional[float] = ..., stream_rtt_at_stop_ms: _Optional[float] = ..., predicted_downtime_ms: _Optional[float] = ..., switchover_ack_wait_ms: _Optional[float] = ..., device_initial_load_ms: _Optional[_Mapping[str, float]] = ..., multifd_channels: _Optional[int] = ..., multifd_channel_bytes: _Optional[_Iterable[int]] = ..., multifd_channel_packets: _Optional[_Iterable[int]] = ..., device_state_transfer: _Optional[str] = ..., decision_reason: _Optional[str] = ..., forced_by_cap: _Optional[str] = ..., clock_offset_ns: _Optional[int] = ..., same_clock: _Optional[bool] = ..., source_guest_running_after: _Optional[bool] = ..., source_integrity_ok: _Optional[bool] = ..., source_address: _Optional[str] = ..., target_address: _Optional[str] = ..., labels: _Optional[_Mapping[str, str]] = ..., timeline: _Optional[_Iterable[_Union[ProgressSample, _Mapping]]] = ..., events: _Optional[_Iterable[_Union[Event, _Mapping]]] = ..., destination_prepare_ms: _Optional[float] = ..., ram_stop_copy_ms: _Optional[float] = ..., tracker_report_ms: _Optional[float] = ..., device_stop_copy: _Optional[_Iterable[_Union[DeviceStopCopy, _Mapping]]] = ..., device_resume_ms: _Optional[float] = ..., device_drivers: _Optional[_Mapping[str, str]] = ...) -> None: ...
+    time_dilation: float
+    multifd_channel_device_bytes: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, run_id: _Optional[str] = ..., scenario: _Optional[str] = ..., policy: _Optional[str] = ..., repeat: _Optional[int] = ..., outcome: _Optional[str] = ..., error: _Optional[str] = ..., verified: _Optional[bool] = ..., setup_time_ms: _Optional[float] = ..., total_time_ms: _Optional[float] = ..., downtime_ms: _Optional[float] = ..., expected_downtime_ms: _Optional[float] = ..., dirty_sync_count: _Optional[int] = ..., precopy_bytes: _Optional[int] = ..., downtime_bytes: _Optional[int] = ..., ram_transferred_bytes: _Optional[int] = ..., device_transferred_bytes: _Optional[int] = ..., verification_ms: _Optional[float] = ..., qemu_version: _Optional[str] = ..., return_path: _Optional[bool] = ..., downtime_end: _Optional[str] = ..., guest_downtime_ms: _Optional[float] = ..., guest_downtime_uncertainty_ms: _Optional[float] = ..., stop_lag_ms: _Optional[float] = ..., stop_copy_ms: _Optional[float] = ..., device_save_ms: _Optional[float] = ..., delivery_ms: _Optional[float] = ..., destination_load_ms: _Optional[float] = ..., resume_ms: _Optional[float] = ..., stream_rtt_at_stop_ms: _Optional[float] = ..., predicted_downtime_ms: _Optional[float] = ..., switchover_ack_wait_ms: _Optional[float] = ..., device_initial_load_ms: _Optional[_Mapping[str, float]] = ..., multifd_channels: _Optional[int] = ..., multifd_channel_bytes: _Optional[_Iterable[int]] = ..., multifd_channel_packets: _Optional[_Iterable[int]] = ..., device_state_transfer: _Optional[str] = ..., decision_reason: _Optional[str] = ..., forced_by_cap: _Optional[str] = ..., clock_offset_ns: _Optional[int] = ..., same_clock: _Optional[bool] = ..., source_guest_running_after: _Optional[bool] = ..., source_integrity_ok: _Optional[bool] = ..., source_address: _Optional[str] = ..., target_address: _Optional[str] = ..., labels: _Optional[_Mapping[str, str]] = ..., timeline: _Optional[_Iterable[_Union[ProgressSample, _Mapping]]] = ..., events: _Optional[_Iterable[_Union[Event, _Mapping]]] = ..., destination_prepare_ms: _Optional[float] = ..., ram_stop_copy_ms: _Optional[float] = ..., tracker_report_ms: _Optional[float] = ..., device_stop_copy: _Optional[_Iterable[_Union[DeviceStopCopy, _Mapping]]] = ..., device_resume_ms: _Optional[float] = ..., device_drivers: _Optional[_Mapping[str, str]] = ..., time_dilation: _Optional[float] = ..., multifd_channel_device_bytes: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class DeviceStopCopy(_message.Message):
     __slots__ = ("name", "save_start_ms", "save_ready_ms", "sent_ms", "save_wait_ms")

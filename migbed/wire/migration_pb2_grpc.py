@@ -39,28 +39,14 @@ class MigrationStub:
                 request_serializer=migbed_dot_wire_dot_migration__pb2.SourceMessage.SerializeToString,
                 response_deserializer=migbed_dot_wire_dot_migration__pb2.TargetMessage.FromString,
                 _registered_method=True)
-        self.MigrateDeviceState = channel.stream_unary(
-                '/migbed.v1.Migration/MigrateDeviceState',
-                request_serializer=migbed_dot_wire_dot_migration__pb2.DeviceStateChunk.SerializeToString,
-                response_deserializer=migbed_dot_wire_dot_migration__pb2.DeviceStateLoaded.FromString,
-                _registered_method=True)
 
 
 class MigrationServicer:
     """Missing associated documentation comment in .proto file."""
 
     def Migrate(self, request_iterator, context):
-        """Missing associated documentation comment in .proto file."""
-        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
-        context.set_details('Method not implemented!')
-        raise NotImplementedError('Method not implemented!')
-
-    def MigrateDeviceState(self, request_iterator, context):
-        """QEMU 10.0's multifd device state transfer (device-state-transfer = "multifd"): each
-        device's stop-copy state on its own stream, loaded by its own load task on the target
-        from switchover start, in parallel with the other devices. The first chunk names the
-        session (as Setup did on the main stream); the reply comes once the device has loaded
-        everything it received. Pre-copy device data stays on the main stream (as in QEMU).
+        """RAM (with multifd) and QEMU 10.0's multifd device state travel beside this stream on the
+        multifd channels, plain TCP or TLS: their wire format is migbed/dataplane/packet.py.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -73,11 +59,6 @@ def add_MigrationServicer_to_server(servicer, server):
                     servicer.Migrate,
                     request_deserializer=migbed_dot_wire_dot_migration__pb2.SourceMessage.FromString,
                     response_serializer=migbed_dot_wire_dot_migration__pb2.TargetMessage.SerializeToString,
-            ),
-            'MigrateDeviceState': grpc.stream_unary_rpc_method_handler(
-                    servicer.MigrateDeviceState,
-                    request_deserializer=migbed_dot_wire_dot_migration__pb2.DeviceStateChunk.FromString,
-                    response_serializer=migbed_dot_wire_dot_migration__pb2.DeviceStateLoaded.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -107,33 +88,6 @@ class Migration:
             '/migbed.v1.Migration/Migrate',
             migbed_dot_wire_dot_migration__pb2.SourceMessage.SerializeToString,
             migbed_dot_wire_dot_migration__pb2.TargetMessage.FromString,
-            options,
-            channel_credentials,
-            insecure,
-            call_credentials,
-            compression,
-            wait_for_ready,
-            timeout,
-            metadata,
-            _registered_method=True)
-
-    @staticmethod
-    def MigrateDeviceState(request_iterator,
-            target,
-            options=(),
-            channel_credentials=None,
-            call_credentials=None,
-            insecure=False,
-            compression=None,
-            wait_for_ready=None,
-            timeout=None,
-            metadata=None):
-        return grpc.experimental.stream_unary(
-            request_iterator,
-            target,
-            '/migbed.v1.Migration/MigrateDeviceState',
-            migbed_dot_wire_dot_migration__pb2.DeviceStateChunk.SerializeToString,
-            migbed_dot_wire_dot_migration__pb2.DeviceStateLoaded.FromString,
             options,
             channel_credentials,
             insecure,

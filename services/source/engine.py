@@ -22,16 +22,24 @@ import asyncio
 import logging
 import ssl
 from collections.abc import Callable
+from typing import TypeVar
 
 import grpc
 
 from migbed.core.clock import boot_id
 from migbed.core.device import SourceDevice
+from migbed.core.dilation import (
+    dilate_scenario,
+    in_virtual_time,
+    real_seconds,
+    undilate,
+    undilate_scenario,
+)
 from migbed.core.drivers import driver_profile
 from migbed.core.estimator import Estimator
 from migbed.core.policy import make_policy
 from migbed.core.qemu_profile import qemu_profile
-from migbed.core.ratelimit import RateLimiter
+from migbed.core.ratelimit import WINDOW_S, RateLimiter
 from migbed.core.scenario import Scenario
 from migbed.measure.record import Event, ProgressSample, RunRecord
 from migbed.runtime.guest import RunningGuest, boot_source_guest, resume_source_guest
@@ -44,11 +52,12 @@ from .link import SETUP_TIMEOUT_S, Link
 from .parts import Parts
 from .precopy import Precopy
 from .recorder import Recorder
-from .scanner import PageScanner
+from .scanner import RATE_PERIOD_S, PageScanner
 from .switchover import Switchover
 from .transport import MainChannelRam, MultifdRam, RamTransport
 
 log = logging.getLogger("migbed.source")
+T = TypeVar("T")
 
 # Past completion (the Shut, or the last byte without the return path) a cancel comes too
 # late: QEMU honours migrate_cancel until migration_completion_end, not after.
@@ -73,10 +82,17 @@ class Migration:
         on_event: Callable[[Event], None] | None = None,
         multifd_ssl: ssl.SSLContext | None = None,
     ) -> None:
-        self.scenario = scenario
+        # Time dilation (core/dilation.py): the parts run the scenario K times slower; what
+        # leaves the engine (samples, events, the record) is divided back into virtual time.
+        self.k = scenario.time_dilation
+        virtual = undilate_scenario(scenario) if scenario.dilated else scenario
+        self.scenario = scenario = dilate_scenario(virtual) if self.k != 1.0 else virtual
+        on_sample, on_event = self._virtual(on_sample), self._virtual(on_event)
         self.multifd_ssl = multifd_ssl  # the multifd channels' TLS (the main channel's lab CA)
         mig = scenario.migration
-        self.policy = make_policy(policy, mig.switchover_ack_timeout, mig.ack_timeout_action)
+        # The policy decides on the virtual view (its reasons read in virtual time).
+        self.policy = in_virtual_time(make_policy(
+            policy, virtual.migration.switchover_ack_timeout, mig.ack_timeout_action), self.k)
         self.profile = qemu_profile(mig.qemu_version)
         # QEMU refuses switchover-ack without the return path: a policy that needs the ACK
         # turns it on (the record says what was in effect).
@@ -85,10 +101,11 @@ class Migration:
         labels = dict(labels or {})
         record = RunRecord(run_id=run_id, scenario=scenario.name, policy=policy,
                            repeat=int(labels.pop("repeat", "0") or 0), outcome="running",
-                           target_address=target_address, labels=labels)
+                           target_address=target_address, labels=labels,
+                           time_dilation=self.k)
         self.recorder = Recorder(record, on_sample, on_event)
         self.link = Link(target_address, channel_credentials, mig.heartbeat_timeout,
-                         len(scenario.devices))
+                         len(scenario.devices), self.k)
         self.counters = Counters()
         self.phase = "boot"
         self.guest: RunningGuest[SourceDevice] | None = None
@@ -98,7 +115,15 @@ class Migration:
 
     @property
     def record(self) -> RunRecord:
+        """The record as it is being written: in the run's real time (see run())."""
         return self.recorder.record
+
+    def _virtual(self, callback: Callable[[T], None] | None) -> Callable[[T], None] | None:
+        """`callback` fed the virtual-time copy of each sample or event."""
+        if callback is None or self.k == 1.0:
+            return callback
+        k, call = self.k, callback
+        return lambda item: call(undilate(item, k))
 
     # ------------------------------------------------------------ public
 
@@ -129,7 +154,17 @@ class Migration:
             self.recorder.ended("failed", f"internal error: {type(e).__name__}: {e}")
         finally:
             await self._finish()
-        return self.record
+        return self._virtual_record()
+
+    def _virtual_record(self) -> RunRecord:
+        """The finished record in virtual time. The decision's reason is the policy's, which
+        decides in virtual time; an error's text keeps the run's real seconds."""
+        if self.k == 1.0:
+            return self.record
+        rec = undilate(self.record, self.k)
+        if rec.error:
+            rec.error += f" (seconds in this message are the run's real ones: time-dilation {self.k:g})"
+        return rec
 
     def check(self) -> None:
         """Raise MigrationFailed on a cancel, a lost target or a dead vCPU."""
@@ -166,9 +201,11 @@ class Migration:
         parts = self._parts(guest, await self._ram_transport(guest, accepted))
         self.parts = parts
         # QEMU's setup: dirty logging on and the first sync (ram_init_bitmaps, with the
-        # device trackers' report), each device's vfio_save_setup (PRE_COPY if supported).
+        # device trackers' report); with multifd, ram_save_setup also flushes and syncs the
+        # channels once; each device's vfio_save_setup (PRE_COPY if supported).
         parts.scanner.start()
         await parts.devices.tracker_report(self.scenario.guest.ram_size)
+        await parts.ram.round_done()
         parts.devices.save_setup()
         self.recorder.setup_done()
         self.precopy = Precopy(parts)
@@ -209,7 +246,8 @@ class Migration:
             policy=self.policy.name, heartbeat_timeout_s=mig.heartbeat_timeout,
             return_path=self.return_path, qemu_version=self.profile.version,
             multifd_channels=mig.multifd_channels if mig.multifd else 0,
-            device_state_transfer=_TRANSFER_PB[mig.device_state_transfer])
+            device_state_transfer=_TRANSFER_PB[mig.device_state_transfer],
+            time_dilation=self.k)
 
     async def _ram_transport(self, guest: RunningGuest[SourceDevice],
                              accepted: pb.SetupAccepted) -> RamTransport:
@@ -236,12 +274,13 @@ class Migration:
         return Parts(
             scenario=self.scenario, profile=self.profile, policy=self.policy,
             return_path=self.return_path, guest=guest, link=self.link,
-            scanner=PageScanner(guest.memory), ram=ram,
+            scanner=PageScanner(guest.memory, real_seconds(RATE_PERIOD_S, self.k)), ram=ram,
             devices=DeviceStreams(self.link, guest.devices, self.counters,
                                   lambda name: self.recorder.event(f"init-data-sent:{name}")),
             counters=self.counters, recorder=self.recorder,
-            limiter=RateLimiter(mig.max_bandwidth),
-            estimator=Estimator(mig.downtime_limit, avail), check=self.check)
+            limiter=RateLimiter(mig.max_bandwidth, real_seconds(WINDOW_S, self.k)),
+            estimator=Estimator(mig.downtime_limit, avail, real_seconds(WINDOW_S, self.k)),
+            check=self.check)
 
     # ------------------------------------------------------------ the end, either way
 
@@ -272,7 +311,7 @@ class Migration:
         """QEMU: a failed or cancelled migration leaves the VM running (and intact)."""
         resume_source_guest(g)
         self.recorder.event("source-resumed", self.record.error)
-        await asyncio.sleep(0.05)
+        await asyncio.sleep(real_seconds(0.05, self.k))  # 50 vCPU ticks at the default tick
         running = g.vcpu.running and g.vcpu.ticks > 0
         g.vcpu.stop()
         bad = await asyncio.to_thread(g.memory.check_integrity)

@@ -32,7 +32,7 @@ from migbed.wire.errors import describe_rpc_error
 
 from .failure import MigrationFailed
 
-PING_PERIOD_S = 0.1
+PING_PERIOD_S = 0.1  # x time-dilation: the clock offset and RTT samples per virtual second
 STOP_PING_SEQ = 1 << 62  # the Ping sent at the stop (the periodic ones count from 1)
 SETUP_TIMEOUT_S = 30.0  # the target allocates the guest's RAM before it accepts
 WRITE_CHECK_S = 0.1  # a write blocked this long is watched against the return path
@@ -58,8 +58,11 @@ class Link:
     """The main stream to one target and what came back on its return path."""
 
     def __init__(self, target_address: str, credentials: grpc.ChannelCredentials | None,
-                 heartbeat_s: float, devices: int) -> None:
+                 heartbeat_s: float, devices: int, time_dilation: float = 1.0) -> None:
         self.address = target_address
+        # Time dilation stretches the ping period (emulated traffic); SETUP_TIMEOUT_S and the
+        # liveness tick are facts of the host (allocating RAM, a stalled process): not dilated.
+        self.ping_period_s = PING_PERIOD_S * time_dilation
         self.credentials = credentials
         self.heartbeat_s = heartbeat_s
         self.phase = "setup"  # named in failures; the engine moves it on
@@ -295,4 +298,4 @@ class Link:
             self._ping_seq += 1
             with contextlib.suppress(Exception):
                 await self.ping(self._ping_seq)
-            await asyncio.sleep(PING_PERIOD_S)
+            await asyncio.sleep(self.ping_period_s)

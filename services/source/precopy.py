@@ -13,12 +13,13 @@ import asyncio
 import time
 from dataclasses import dataclass
 
+from migbed.core.dilation import real_seconds
 from migbed.core.policy import DeviceView, Observation, cap_reached, data_fits
 from migbed.measure.record import DeviceSample, ProgressSample
-from migbed.wire.channel import CHUNK_BYTES
 
 from .failure import MigrationFailed
 from .parts import Parts
+from .transport import send_scan
 
 ITERATE_MAX_S = 0.05  # QEMU's ram_save_iterate gives up the thread after 50 ms (MAX_WAIT)
 
@@ -40,6 +41,8 @@ class Precopy:
         self.ack_at: float | None = None
         self.pending = 0
         self.phase = "precopy"
+        # MAX_WAIT is QEMU's, emulated: stretched with the run (core/dilation.py).
+        self.iterate_max_s = real_seconds(ITERATE_MAX_S, parts.scenario.time_dilation)
 
     def on_ack(self) -> None:
         self.ack_received = True
@@ -103,10 +106,8 @@ class Precopy:
 
     async def _pending_exact(self) -> int:
         """A dirty sync (RAM, with the device trackers' report), and each device's
-        MIG_DATA_SIZE plus fresh pre-copy info (vfio_state_pending_exact).
-
-        The round's pages land before the bitmap is refilled (multifd: a sync)."""
-        await self.p.ram.round_done()
+        MIG_DATA_SIZE plus fresh pre-copy info (vfio_state_pending_exact). No multifd sync
+        here: the channels sync once per pass over RAM (scanner.py), not per bitmap sync."""
         ram = self.p.scanner.sync()
         await self.p.devices.tracker_report(self.p.scenario.guest.ram_size)
         self.p.estimator.on_sync(ram)
@@ -158,12 +159,17 @@ class Precopy:
         the budget is spent, 50 ms pass or the bitmap is empty; then one read per device
         (before QEMU 9.0 only once RAM's bitmap is empty: RAM's handler returned 0 and
         qemu_savevm_state_iterate stopped there; the devices never held each other back,
-        as vfio_save_iterate returned 1 in 8.1)."""
+        as vfio_save_iterate returned 1 in 8.1). Once RAM's search has gone round and found
+        nothing (ending a pass, so syncing, on the way), RAM rests until the next call, as
+        ram_save_iterate returns at its first empty search."""
         p = self.p
         sent = 0
+        ram_clean = False
         started = time.monotonic()
-        while time.monotonic() - started < ITERATE_MAX_S:
-            n = await self._send_ram(started)
+        while time.monotonic() - started < self.iterate_max_s:
+            n = 0
+            if not ram_clean:
+                n, ram_clean = await self._send_ram(started)
             if not (p.profile.devices_wait_for_ram and p.scanner.dirty_pages):
                 n += await self._send_devices()
             sent += n
@@ -175,22 +181,23 @@ class Precopy:
                 await asyncio.sleep(wait)
         return sent
 
-    async def _send_ram(self, started: float) -> int:
+    async def _send_ram(self, started: float) -> tuple[int, bool]:
+        """RAM within the budget and the 50 ms: (bytes sent, the search went round clean)."""
         p = self.p
         ps = p.scanner.page_size
         sent = 0
-        while time.monotonic() - started < ITERATE_MAX_S:
+        while time.monotonic() - started < self.iterate_max_s:
             allowance = p.limiter.allowance(time.monotonic())
             if allowance <= 0:
                 break
-            pages = p.scanner.take(max(1, min(allowance, CHUNK_BYTES) // ps))
-            if pages.size == 0:
-                break
-            n = await p.ram.send(pages)
+            scan = p.scanner.take(max(1, min(allowance, p.ram.batch_bytes) // ps))
+            n = await send_scan(p.ram, scan)
             self._account(n)
             p.counters.ram(n, downtime=False)
             sent += n
-        return sent
+            if scan.clean:
+                return sent, True
+        return sent, False
 
     async def _send_devices(self) -> int:
         p = self.p

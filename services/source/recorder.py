@@ -173,9 +173,11 @@ class Recorder:
         r.precopy_bytes, r.downtime_bytes = c.precopy_bytes, c.downtime_bytes
         r.ram_transferred_bytes, r.device_transferred_bytes = c.ram_transferred, c.device_transferred
 
-    def multifd_stats(self, channel_bytes: list[int], channel_packets: list[int]) -> None:
+    def multifd_stats(self, channel_bytes: list[int], channel_packets: list[int],
+                      channel_device_bytes: list[int]) -> None:
         self.record.multifd_channel_bytes = list(channel_bytes)
         self.record.multifd_channel_packets = list(channel_packets)
+        self.record.multifd_channel_device_bytes = list(channel_device_bytes)
 
     def source_after_failure(self, running: bool, corrupt_pages: list[int]) -> None:
         r = self.record

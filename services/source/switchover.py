@@ -23,13 +23,13 @@ from migbed.core.clock import now_ns
 from migbed.core.device import VfioState
 from migbed.runtime.gcpause import DOWNTIME_GC_PAUSE
 from migbed.wire import migration_pb2 as pb
-from migbed.wire.channel import CHUNK_BYTES
 
-from .device_state import ParallelDeviceState
+from .device_state import MultifdDeviceState
 from .failure import MigrationFailed
 from .link import STOP_PING_SEQ
 from .parts import Parts
 from .recorder import StopCopyTimes, TargetTimes
+from .transport import MultifdRam, send_scan
 
 INITIAL_REPORT_WAIT_S = 0.25  # five of the target's progress periods
 
@@ -38,10 +38,11 @@ class Switchover:
     def __init__(self, parts: Parts) -> None:
         self.p = parts
         self.times: StopCopyTimes | None = None
-        self.parallel: ParallelDeviceState | None = None
+        self.parallel: MultifdDeviceState | None = None
         if parts.scenario.migration.device_state_transfer == "multifd":
-            self.parallel = ParallelDeviceState(parts.link.channel, parts.devices,
-                                                parts.recorder.record.run_id, parts.check)
+            if not isinstance(parts.ram, MultifdRam):  # the scenario check makes this a bug
+                raise MigrationFailed("device-state-transfer = multifd without multifd channels")
+            self.parallel = MultifdDeviceState(parts.ram, parts.devices, parts.check)
 
     async def stop_copy(self) -> StopCopyTimes:
         """From the stop to completion; returns what was measured. No garbage collection
@@ -81,14 +82,12 @@ class Switchover:
         p.recorder.stop_copy(self.times)
         p.recorder.device_stop_copy([d.cfg.name for d in p.guest.devices],
                                     p.devices.save_times, stop_ns)
-        if self.parallel is not None:
-            await self.parallel.loaded()  # each device's stream: loaded, or its error
         return self.times
 
     async def _send_rest(self) -> int:
         """RAM, then each device in turn on the main stream; or, with QEMU 10's multifd
-        device state, every device on its own stream beside the RAM. Returns when RAM's
-        last byte was written (CLOCK_MONOTONIC ns)."""
+        device state, every device's state queued on the multifd channels beside the RAM's
+        final pass. Returns when RAM's last byte was written (CLOCK_MONOTONIC ns)."""
         if self.parallel is None:
             await self._send_ram()
             ram_sent = now_ns()
@@ -105,14 +104,13 @@ class Switchover:
 
     async def _send_ram(self) -> None:
         p = self.p
-        want = max(1, CHUNK_BYTES // p.scanner.page_size)
-        while True:
-            pages = p.scanner.take(want)
-            if pages.size == 0:
-                break
-            p.counters.ram(await p.ram.send(pages), downtime=True)
+        want = max(1, p.ram.batch_bytes // p.scanner.page_size)
+        while True:  # until a search goes round RAM and finds nothing (it syncs on the way)
+            scan = p.scanner.take(want)
+            p.counters.ram(await send_scan(p.ram, scan), downtime=True)
             p.check()
-        await p.ram.round_done()
+            if scan.clean:
+                break
 
     async def _send_devices(self) -> None:
         """Each device in turn on the main channel (qemu_savevm_state_complete_precopy)."""

@@ -1,6 +1,6 @@
 """From StopCopy to the guest running here: the downtime's end on the target.
 
-StopCopy: what follows is downtime, QEMU 10's device-state streams may load, and Python's
+StopCopy: what follows is downtime, QEMU 10's multifd device state may load, and Python's
 collector pauses (runtime/gcpause.py) until the guest runs. Complete: the counts are
 checked, Received goes back, the devices load the rest of their state, then QEMU's
 process_incoming_migration_bh: vm_start, MIG_RP_MSG_SHUT, and the guest's first tick
@@ -17,7 +17,7 @@ from migbed.runtime.gcpause import DOWNTIME_GC_PAUSE
 from migbed.runtime.vcpu import VCpu
 from migbed.wire import migration_pb2 as pb
 
-from .device_state import DeviceStateStreams
+from .device_state import MultifdDeviceLoads
 from .parts import Parts
 from .ram import RamReceiver
 from .validate import check_whole, refuse
@@ -26,7 +26,7 @@ FIRST_TICK_WAIT_S = 5.0  # how long Resumed waits for the resumed guest's first 
 
 
 class Completion:
-    def __init__(self, parts: Parts, ram: RamReceiver, device_state: DeviceStateStreams) -> None:
+    def __init__(self, parts: Parts, ram: RamReceiver, device_state: MultifdDeviceLoads) -> None:
         self.p = parts
         self.ram = ram
         self.device_state = device_state
@@ -59,8 +59,9 @@ class Completion:
             await dev.start_running(self.p.pacer)
         await self._resume(loads_done, now_ns())
         if self.p.metrics is not None:
+            k = self.p.time_dilation  # the series are in virtual time, K a label
             self.p.metrics.on_resumed(self.p.scenario, self.p.setup.policy,
-                                      (loads_done - received_ns) / 1e9)
+                                      (loads_done - received_ns) / 1e9 / k, k)
 
     def _check_complete(self, m: pb.Complete) -> None:
         """Everything the source says it sent has arrived, and no image is left open."""
@@ -70,7 +71,7 @@ class Completion:
         if list(m.device_next_seq) != seqs:
             raise refuse("DATA_LOSS", f"complete.device_next_seq = {list(m.device_next_seq)}, "
                          f"received {seqs}")
-        if not self.p.multifd_device_state:  # else the device streams go on with them
+        if not self.p.multifd_device_state:  # else the devices' loaders go on with them
             for dev in self.p.devices:
                 check_whole("complete", dev)
         pages = self.ram.pages_received()

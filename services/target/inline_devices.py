@@ -57,7 +57,7 @@ class InlineDeviceLoads:
         if self.p.multifd_device_state and (kind in ("final", "config") or self.p.stopped):
             raise refuse("FAILED_PRECONDITION", f"device_data.kind = {kind.upper()} on the "
                          "main stream: with device_state_transfer = MULTIFD stop-copy state "
-                         "goes on MigrateDeviceState")
+                         "goes on the multifd channels")
         check_image("device_data", dev, kind, m.image_bytes, len(data))
         return kind
 

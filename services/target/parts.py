@@ -2,10 +2,10 @@
 
 The session (session.py) builds them from the Setup and dispatches each message to its
 job: the RAM side (ram.py), device state on the main stream (inline_devices.py), QEMU 10's
-device-state streams (device_state.py), completion (completion.py), verification
+multifd device state (device_state.py), completion (completion.py), verification
 (verify.py). The main stream's messages are handled one at a time, in order, so only the
-device-state streams' tasks run beside its handler: they wait on `switchover_started` and
-write their own device.
+device loaders of multifd device state run beside its handler: they wait on
+`switchover_started` and write their own device.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from migbed.wire import migration_pb2 as pb
 
 from .devices import LoadingDevice, Pacer
 from .outbox import Outbox
-from .validate import refuse
+from .validate import dilation, refuse
 
 
 @dataclass
@@ -30,7 +30,8 @@ class Parts:
     memory: GuestMemory
     devices: list[LoadingDevice]
     pacer: Pacer  # the main stream's reader's: a load on it holds the whole stream
-    # Stop-copy device state goes on MigrateDeviceState streams, one per device (QEMU 10).
+    # Stop-copy device state comes on the multifd channels, each device loaded by a task of
+    # its own (QEMU 10.0's multifd device state).
     multifd_device_state: bool
     stopped: bool = False  # StopCopy read: what arrives from now on is downtime
     # The main stream reached the switchover (StopCopy) or the session ended: QEMU 10
@@ -52,6 +53,17 @@ class Parts:
     @property
     def scenario(self) -> str:
         return self.setup.scenario
+
+    @property
+    def time_dilation(self) -> float:
+        """The run's K: the target stretches its own emulated periods by it, as the source
+        stretched the scenario's (migbed/core/dilation.py), and reports times divided by it."""
+        return dilation(self.setup)
+
+    def real_seconds(self, virtual_s: float) -> float:
+        """An emulated period of the target (return-path reports, the resumed guest's run
+        before the session ends) as this run waits it."""
+        return virtual_s * self.time_dilation
 
     def send(self, msg: pb.TargetMessage) -> None:
         self.outbox.put(msg)

@@ -32,5 +32,5 @@ class ProgressReports:
             self.p.send(pb.TargetMessage(load_progress=p))
             if self.p.metrics is not None:
                 self.p.metrics.on_load_progress(self.p.scenario, dev.name, p.loaded_bytes,
-                                                p.backlog_bytes, p.busy_s, p.loading,
-                                                p.initial_loaded)
+                                                p.backlog_bytes, p.busy_s / self.p.time_dilation,
+                                                p.loading, p.initial_loaded)

@@ -16,6 +16,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from migbed.core import limits as lim
+from migbed.dataplane.packet import DEVICE_STATE_MAX_BYTES
+from migbed.dataplane.reorder import DEFAULT_WINDOW as DEVICE_WINDOW
 from migbed.runtime.malloc import give_back_free_memory
 from migbed.wire import migration_pb2 as pb
 from migbed.wire.errors import ProtocolError
@@ -63,8 +65,13 @@ def default_memory_budget() -> int:
 
 
 def setup_bytes(s: pb.Setup) -> int:
+    """Guest RAM and device state, and with multifd device state each device's window of
+    buffered packets (migbed/dataplane/reorder.py: QEMU's buffers are unbounded, ours are
+    charged here before anything is allocated)."""
+    window = (DEVICE_WINDOW * DEVICE_STATE_MAX_BYTES
+              if s.device_state_transfer == pb.DEVICE_STATE_TRANSFER_MULTIFD else 0)
     return lim.session_bytes(s.guest.ram_bytes, [
-        d.initial_bytes + d.stop_copy_size + d.device_state_bytes for d in s.devices])
+        d.initial_bytes + d.stop_copy_size + d.device_state_bytes + window for d in s.devices])
 
 
 def _gib(n: int) -> str:

@@ -26,12 +26,7 @@ from migbed.wire.errors import ProtocolError
 
 from .registry import SessionRegistry, default_memory_budget, return_memory
 from .session import TargetSession
-from .stream import (
-    DEFAULT_HEARTBEAT_S,
-    MainStream,
-    first_message,
-    read_device_state,
-)
+from .stream import DEFAULT_HEARTBEAT_S, MainStream, first_message
 
 log = logging.getLogger("migbed.target")
 MEMORY_RETURN_DELAY_S = 0.5  # a closed session's cancelled tasks finish first
@@ -92,8 +87,12 @@ class TargetService(pbg.MigrationServicer, pbg.ControlServicer):
         n = session.setup.multifd_channels
         if n and self.multifd is not None:
             token = os.urandom(16)
+            # QEMU 10.0's multifd device state: every device's stop-copy state comes on
+            # these channels too, each device buffering a bounded window of it.
+            devices = len(session.devices) if session.parts.multifd_device_state else 0
             mf = self.multifd.register(token, session.memory.ram, n, session.memory.page_size,
-                                       session.setup.heartbeat_timeout_s or DEFAULT_HEARTBEAT_S)
+                                       session.setup.heartbeat_timeout_s or DEFAULT_HEARTBEAT_S,
+                                       devices=devices)
             session.ram.attach_multifd(mf)
             accepted.multifd_port, accepted.multifd_token = self.multifd.port, token
         elif n:
@@ -113,28 +112,6 @@ class TargetService(pbg.MigrationServicer, pbg.ControlServicer):
         # A session's tasks and callbacks form reference cycles: without a collection its
         # guest RAM (GiBs) stays resident until Python's GC happens to run.
         asyncio.get_running_loop().call_later(MEMORY_RETURN_DELAY_S, return_memory)
-
-    async def MigrateDeviceState(self, request_iterator: AsyncIterator[pb.DeviceStateChunk],
-                                 context: grpc.aio.ServicerContext) -> pb.DeviceStateLoaded:
-        session: TargetSession | None = None
-        try:
-            chunks = aiter(request_iterator)
-            first = await first_message(chunks, "device_state_chunk")
-            if first is None:
-                raise ProtocolError("INVALID_ARGUMENT", "device_state_chunk: an empty stream")
-            session = self.registry.get(first.session_id)
-            if session is None:
-                raise ProtocolError("NOT_FOUND", lim.clip(
-                    f"device_state_chunk.session_id = {first.session_id!r}: no such session "
-                    "migrating here"))
-            return await read_device_state(session, first, chunks)
-        except Exception as e:
-            if session is not None:
-                session.fail(e)  # the main stream ends with the same error
-            err = e if isinstance(e, ProtocolError) else ProtocolError("INTERNAL", type(e).__name__)
-            log.warning("device state stream refused: %s", err)
-            await context.abort(err.status, lim.clip(err.message))
-            raise AssertionError from None  # abort raises
 
     def _on_session(self, scenario: str, state: str) -> None:
         if self.metrics is not None:

@@ -9,7 +9,7 @@ field. What goes back to the source is queued on `outbox`.
 
   ram.py             RamPages, MultifdSync: guest RAM, on the main stream and the channels
   inline_devices.py  DeviceData, InitDataSent on the main stream; the switchover ACK
-  device_state.py    QEMU 10's MigrateDeviceState streams (one per device, in parallel)
+  device_state.py    QEMU 10's multifd device state: a loader per device, in parallel
   completion.py      StopCopy, Complete: the rest loads, vm_start, Shut, Resumed
   verify.py          Digests -> Verified
   progress.py        DeviceLoadProgress on the return path, the target's sign of life
@@ -29,7 +29,7 @@ from migbed.wire import migration_pb2 as pb
 from migbed.wire.errors import ProtocolError
 
 from .completion import Completion
-from .device_state import DeviceStateStreams
+from .device_state import MultifdDeviceLoads
 from .devices import LoadingDevice
 from .inline_devices import InlineDeviceLoads
 from .outbox import Outbox
@@ -51,7 +51,7 @@ class TargetSession:
         self.parts = Parts.from_setup(setup, metrics)
         self.ram = RamReceiver(self.parts)
         self.inline = InlineDeviceLoads(self.parts)
-        self.device_state = DeviceStateStreams(self.parts, lambda: self.result)
+        self.device_state = MultifdDeviceLoads(self.parts, lambda: self.result, self.fail)
         self.completion = Completion(self.parts, self.ram, self.device_state)
         self.verification = Verification(self.parts, self.completion)
         self.progress = ProgressReports(self.parts)
@@ -116,6 +116,8 @@ class TargetSession:
         for dev in self.devices:
             dev.resume()
         self._tasks.append(asyncio.get_running_loop().create_task(self._report_progress()))
+        if self.parts.multifd_device_state and self.ram.multifd is not None:
+            self._tasks += self.device_state.start(self.ram.multifd)
         msg = accepted or pb.SetupAccepted()
         msg.session_id, msg.target_boot_id = self.session_id, boot_id()
         msg.devices_needing_ack = sum(d.needs_ack for d in self.devices)
@@ -126,7 +128,7 @@ class TargetSession:
         """The session ends with this error (the first one wins); a bug is logged and
         reported as INTERNAL, for this session only. An error after the session ended is
         the aftermath of its end (e.g. the main stream's reader finding its call aborted
-        because a device state stream or a multifd channel failed, which was logged once
+        because a device's loader or a multifd channel failed, which was logged once
         already): debug only, never a second error or traceback."""
         if self.result != "running" or self.failure is not None:
             log.debug("session %s, already %s: then %r", self.session_id, self.result, e)
@@ -155,7 +157,7 @@ class TargetSession:
         if self.result == "running":
             self.result = result
         self.stop_event.set()
-        self.parts.switchover_started.set()  # a device stream waiting for it ends (result set)
+        self.parts.switchover_started.set()  # a device loader waiting for it ends (result set)
         for t in self._tasks:
             t.cancel()
         self.completion.stop()
@@ -174,7 +176,7 @@ class TargetSession:
             while True:
                 self.ram.check_channels()
                 self.progress.next_period()
-                await asyncio.sleep(PROGRESS_PERIOD_S)
+                await asyncio.sleep(self.parts.real_seconds(PROGRESS_PERIOD_S))
         except ProtocolError as e:
             self.fail(e)
 

@@ -1,6 +1,5 @@
-"""Reading a session's streams: the main stream's one reader, and QEMU 10's per-device
-state streams. Deadlines live here, apart from what each message means (session.py and
-the parts it dispatches to).
+"""Reading a session's main stream, its one reader. Deadlines live here, apart from what
+each message means (session.py and the parts it dispatches to).
 
 The main stream has exactly one reader, as QEMU's incoming migration coroutine: it reads a
 message, handles it to the end (a device load included) and only then reads the next. The
@@ -17,12 +16,10 @@ from collections.abc import AsyncIterator
 from typing import TypeVar
 
 from migbed.core import limits as lim
-from migbed.core.clock import now_ns
 from migbed.runtime.tcpstate import peer_window
 from migbed.wire import migration_pb2 as pb
 from migbed.wire.errors import ProtocolError
 
-from .devices import Pacer
 from .session import TargetSession
 
 DEFAULT_HEARTBEAT_S = 3.0  # a source that does not say (heartbeat_timeout_s = 0)
@@ -118,30 +115,3 @@ class MainStream:
         if time.monotonic() - last > self.idle_timeout_s:
             raise ProtocolError("DEADLINE_EXCEEDED", f"the source sent only pings for "
                                 f"{self.idle_timeout_s:g}s (the target's --idle-timeout)")
-
-
-async def read_device_state(session: TargetSession, first: pb.DeviceStateChunk,
-                            chunks: AsyncIterator[pb.DeviceStateChunk]) -> pb.DeviceStateLoaded:
-    """One device's stop-copy state on its own stream (QEMU 10's multifd device state):
-    loaded on this stream's task as it arrives, in parallel with the other devices."""
-    dev = session.device_state.open(first.device)
-    silence = session.setup.heartbeat_timeout_s or DEFAULT_HEARTBEAT_S
-    pacer = Pacer()
-    chunk, seq = first, 0
-    while True:
-        await session.device_state.load_chunk(dev, chunk, seq, pacer)
-        if chunk.last:
-            return pb.DeviceStateLoaded(device=dev.index, loaded_bytes=dev.loaded_bytes,
-                                        target_loaded_ns=now_ns())
-        seq += 1
-        try:
-            async with asyncio.timeout(silence):
-                chunk = await anext(chunks)
-        except StopAsyncIteration:
-            raise ProtocolError("CANCELLED", f"MigrateDeviceState for device {dev.index}: "
-                                "closed before its last chunk") from None
-        except TimeoutError:
-            raise ProtocolError("DEADLINE_EXCEEDED", f"MigrateDeviceState for device "
-                                f"{dev.index}: nothing for {silence:g}s "
-                                "(setup.heartbeat_timeout_s)") from None
-

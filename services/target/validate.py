@@ -29,9 +29,17 @@ def _bad(message: str, code: str = "INVALID_ARGUMENT") -> ProtocolError:
     return refuse(code, message)
 
 
-def _within(field: str, value: float, lo: float, hi: float) -> None:
-    if not lo <= value <= hi:  # also refuses NaN
-        raise _bad(f"{field} = {value:g}: allowed {lo:g} .. {hi:g}")
+def _within(field: str, value: float, lo: float, hi: float, scale: float = 1.0) -> None:
+    """lo <= value <= hi, the bounds scaled: a dilated run's times are K x, its rates 1/K x
+    the limits of the scenario it came from (migbed/core/dilation.py)."""
+    if not lo * scale <= value <= hi * scale:  # also refuses NaN
+        dilated = " (the scenario's limits, dilated)" if scale != 1.0 else ""
+        raise _bad(f"{field} = {value:g}: allowed {lo * scale:g} .. {hi * scale:g}{dilated}")
+
+
+def dilation(s: pb.Setup) -> float:
+    """The run's time-dilation K (0 on the wire = not dilated)."""
+    return s.time_dilation or 1.0
 
 
 def validate_setup(s: pb.Setup) -> None:
@@ -40,13 +48,14 @@ def validate_setup(s: pb.Setup) -> None:
                    "FAILED_PRECONDITION")
     if not s.session_id or len(s.session_id) > 128:
         raise _bad("setup.session_id: 1 to 128 characters")
+    _validate_dilation(s)
     _validate_guest(s)
     if len(s.devices) > lim.MAX_DEVICES:
         raise _bad(f"setup.devices: {len(s.devices)} devices, at most {lim.MAX_DEVICES}")
     for i, d in enumerate(s.devices):
-        _validate_device(f"setup.devices[{i}]", d)
+        _validate_device(f"setup.devices[{i}]", d, dilation(s))
     if s.heartbeat_timeout_s:  # NaN too
-        lo, hi = lim.HEARTBEAT_TIMEOUT_S
+        lo, hi = (x * dilation(s) for x in lim.HEARTBEAT_TIMEOUT_S)
         if not lo <= s.heartbeat_timeout_s <= hi:
             raise _bad(f"setup.heartbeat_timeout_s = {s.heartbeat_timeout_s:g}: 0 (default) "
                        f"or {lo:g} .. {hi:g}")
@@ -56,6 +65,15 @@ def validate_setup(s: pb.Setup) -> None:
     transfer = s.device_state_transfer
     if transfer not in pb.DeviceStateTransfer.values():
         raise _bad(f"setup.device_state_transfer = {transfer}: MAIN or MULTIFD")
+    if transfer == pb.DEVICE_STATE_TRANSFER_MULTIFD and not s.multifd_channels:
+        raise _bad("setup.device_state_transfer = MULTIFD needs setup.multifd_channels > 0 "
+                   "(device state travels on the multifd channels)", "FAILED_PRECONDITION")
+
+
+def _validate_dilation(s: pb.Setup) -> None:
+    lo, hi = lim.TIME_DILATION
+    if s.time_dilation and not lo <= s.time_dilation <= hi:  # NaN too
+        raise _bad(f"setup.time_dilation = {s.time_dilation:g}: 0 (not dilated) or {lo:g} .. {hi:g}")
 
 
 def _validate_guest(s: pb.Setup) -> None:
@@ -66,11 +84,12 @@ def _validate_guest(s: pb.Setup) -> None:
     if not lim.MIN_RAM_BYTES <= g.ram_bytes <= lim.MAX_RAM_BYTES or g.ram_bytes % g.page_size:
         raise _bad(f"setup.guest.ram_bytes = {g.ram_bytes}: a multiple of page_size from "
                    f"{lim.MIN_RAM_BYTES} to {lim.MAX_RAM_BYTES}")
-    _within("setup.dirty_rate_bytes_per_s", s.dirty_rate_bytes_per_s, 0, lim.MAX_DIRTY_RATE)
-    _within("setup.vcpu_tick_s", s.vcpu_tick_s, *lim.VCPU_TICK_S)
+    k = dilation(s)
+    _within("setup.dirty_rate_bytes_per_s", s.dirty_rate_bytes_per_s, 0, lim.MAX_DIRTY_RATE, 1 / k)
+    _within("setup.vcpu_tick_s", s.vcpu_tick_s, *lim.VCPU_TICK_S, k)
 
 
-def _validate_device(w: str, d: pb.DeviceShape) -> None:
+def _validate_device(w: str, d: pb.DeviceShape, k: float) -> None:
     for name in ("initial_bytes", "stop_copy_size"):
         if getattr(d, name) > lim.MAX_DEVICE_BYTES:
             raise _bad(f"{w}.{name} = {getattr(d, name)}: state larger than "
@@ -78,10 +97,10 @@ def _validate_device(w: str, d: pb.DeviceShape) -> None:
     if d.device_state_bytes > lim.MAX_DEVICE_STATE_BYTES:
         raise _bad(f"{w}.device_state_bytes = {d.device_state_bytes}: at most "
                    f"{lim.MAX_DEVICE_STATE_BYTES}")
-    _within(f"{w}.load_rate_bytes_per_s", d.load_rate_bytes_per_s, *lim.LOAD_RATE)
+    _within(f"{w}.load_rate_bytes_per_s", d.load_rate_bytes_per_s, *lim.LOAD_RATE, 1 / k)
     for name in ("load_setup_time_s", "stop_copy_load_time_s", "config_load_time_s",
                  "resume_time_s"):
-        _within(f"{w}.{name}", getattr(d, name), 0, lim.MAX_LOAD_TIME_S)
+        _within(f"{w}.{name}", getattr(d, name), 0, lim.MAX_LOAD_TIME_S, k)
     if d.load_trigger not in pb.LoadTrigger.values():
         raise _bad(f"{w}.load_trigger = {d.load_trigger}: IMAGE_COMPLETE, PER_CHUNK or ON_STOP")
 

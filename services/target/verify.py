@@ -45,5 +45,5 @@ class Verification:
     async def let_guest_run(self) -> None:
         """The resumed guest runs a little before the session ends; the snapshot taken for
         the digests is dropped."""
-        await asyncio.sleep(RESUMED_GUEST_GRACE_S)
+        await asyncio.sleep(self.p.real_seconds(RESUMED_GUEST_GRACE_S))
         self.p.memory.end_snapshot()

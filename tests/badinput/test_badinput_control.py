@@ -37,7 +37,7 @@ def pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Service, Se
         lb.close()
 
 
-def start(source: Service, **over: str) -> pb.StartReply:
+def start(source: Service, **over: str | float) -> pb.StartReply:
     req = pb.StartRequest(scenario_toml=GOOD, policy="legacy", target_address="127.0.0.1:1",
                           run_id=f"c-{time.monotonic_ns()}")
     for k, v in over.items():
@@ -61,6 +61,9 @@ def start(source: Service, **over: str) -> pb.StartReply:
     ({"scenario_toml": "\0\1garbage"}, Code.INVALID_ARGUMENT, ["scenario: ", "TOML"]),
     ({"labels_json": "{"}, Code.INVALID_ARGUMENT, ["labels_json"]),
     ({"labels_json": "[1, 2]"}, Code.INVALID_ARGUMENT, ["labels_json", "not an object"]),
+    ({"watcher_grace_s": float("nan")}, Code.INVALID_ARGUMENT, ["watcher_grace_s", "allowed 0"]),
+    ({"watcher_grace_s": -1.0}, Code.INVALID_ARGUMENT, ["watcher_grace_s", "3600 s"]),
+    ({"watcher_grace_s": 1e9}, Code.INVALID_ARGUMENT, ["watcher_grace_s", "3600 s"]),
 ])
 def test_bad_start(pair: tuple[Service, Service], over: dict[str, str], code: grpc.StatusCode,
                    words: list[str]) -> None:

@@ -7,8 +7,10 @@ them (and garbage bytes on its port) it still lists no session and runs a good m
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
+import queue
 import socket
 import threading
 import time
@@ -17,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+import numpy as np
 import pytest
 from faultlab import (
     Lab,
@@ -30,6 +33,8 @@ from faultlab import (
     wait_until,
 )
 
+from migbed.dataplane import packet as pk
+from migbed.dataplane.sender import MultifdSender
 from migbed.experiments.controller import SourceControl
 from migbed.experiments.localstack import Service
 from migbed.wire import migration_pb2 as pb
@@ -355,9 +360,9 @@ def test_bad_image_length(target: Service, msgs: list[pb.SourceMessage],
 
 def test_main_stream_device_data_after_the_stop_with_multifd_device_state(
         target: Service) -> None:
-    """With MULTIFD device state the data stream goes on on MigrateDeviceState after the
+    """With MULTIFD device state the data stream goes on on the multifd channels after the
     stop: more of it on the main stream would be a second writer of the same image."""
-    refused(target, [setup(device_state_transfer=MULTIFD), STOP,
+    refused(target, [setup(device_state_transfer=MULTIFD, multifd_channels=1), STOP,
                      dev(0, kind=MIDDLE, image_bytes=65536)],
             Code.FAILED_PRECONDITION, "device_data.kind = MIDDLE on the main stream")
 
@@ -475,117 +480,119 @@ def test_a_silent_connection_does_not_block_others(target: Service, tmp_path: Pa
             s.close()
 
 
-# ---------------------------------------------------------------- MigrateDeviceState (QEMU 10)
+# ---------------------------------------------------------------- multifd device state (QEMU 10)
 
 
-def device_state(address: str, chunks: Sequence[pb.DeviceStateChunk]) -> grpc.RpcError | None:
-    with grpc.insecure_channel(address) as ch:
+def device_state(target: Service, packets: Sequence[tuple[pk.DeviceState, bytes]],
+                 then: Sequence[pb.SourceMessage] = (STOP,), hold: float = 10.0,
+                 **over: Any) -> grpc.RpcError | None:
+    """A session with one multifd channel: setup, `then` on the main stream, then
+    `packets` on the channel; the status that ended the main stream."""
+    accepted: queue.Queue[pb.SetupAccepted] = queue.Queue()
+    done = threading.Event()
+    over = {"multifd_channels": 1, "device_state_transfer": MULTIFD, **over}
+
+    def requests() -> Iterator[pb.SourceMessage]:
+        yield setup(**over)
+        acc = accepted.get(timeout=10)
+        ram = np.zeros((RAM // PAGE, PAGE), np.uint8)
+        with MultifdSender("127.0.0.1", acc.multifd_port, bytes(acc.multifd_token), 1, ram,
+                           heartbeat_timeout_s=5.0) as sender:
+            sender.connect(5.0)
+            yield from then
+            for ds, data in packets:
+                asyncio.run(sender.submit_device_state(ds, data))
+            done.wait(hold)
+
+    with grpc.insecure_channel(target.address) as ch:
         try:
-            pbg.MigrationStub(ch).MigrateDeviceState(iter(chunks), timeout=20)
+            for r in pbg.MigrationStub(ch).Migrate(requests(), timeout=20):
+                if r.WhichOneof("body") == "setup_accepted":
+                    accepted.put(r.setup_accepted)
         except grpc.RpcError as e:
             return e
+        finally:
+            done.set()
     return None
 
 
-def held_session(target: Service, then: Sequence[pb.SourceMessage] = (), **over: Any
-                 ) -> tuple[str, threading.Event, threading.Thread]:
-    """A session kept open (setup, then `then`) while a test talks to its device-state
-    streams."""
-    sid = f"ds-{os.urandom(3).hex()}"
-    release = threading.Event()
-    t = threading.Thread(target=exchange, args=(target.address, [setup(sid, **over), *then], 30),
-                         kwargs={"timeout": 40}, daemon=True)
-    t.start()
-    wait_until(lambda: sid in sessions(target.address), 10, "the session")
-    return sid, release, t
-
-
-def test_device_state_for_an_unknown_session(target: Service) -> None:
-    err = device_state(target.address, [pb.DeviceStateChunk(session_id="nobody", data=b"x")])
-    assert err is not None and err.code() == Code.NOT_FOUND, err
-    assert "device_state_chunk.session_id = 'nobody'" in str(err.details())
+def final(idx: int, offset: int, data: bytes, image: int = DEV_STOP, last: bool = False,
+          device: int = 0, kind: int = pk.DS_KIND_FINAL) -> tuple[pk.DeviceState, bytes]:
+    return pk.DeviceState(device, kind, idx, offset, image, last), data
 
 
 def test_device_state_for_a_main_stream_session_fails_it(target: Service) -> None:
-    sid, _, t = held_session(target)
-    err = device_state(target.address, [pb.DeviceStateChunk(session_id=sid, data=b"x")])
-    assert err is not None and err.code() == Code.FAILED_PRECONDITION, err
-    assert "device_state_transfer = MAIN" in str(err.details())
-    t.join(20)  # the session it named ends with the same error
+    err = device_state(target, [final(0, DEV_INITIAL, b"xy", last=True)],
+                       device_state_transfer=pb.DEVICE_STATE_TRANSFER_MAIN)
+    assert err is not None and err.code() == Code.UNAVAILABLE, err
+    assert "this session has 0 device(s) with multifd device state" in str(err.details())
     wait_until(lambda: no_sessions(target.address), 10, "the session to be freed")
 
 
-@pytest.mark.parametrize(("chunk", "code", "words"), [
-    (pb.DeviceStateChunk(device=4, data=b"x"), Code.INVALID_ARGUMENT, "1 device(s)"),
-    (pb.DeviceStateChunk(device=0, seq=3, data=b"x"), Code.DATA_LOSS, "expected 0"),
-    (pb.DeviceStateChunk(device=0, offset=DEV_INITIAL + DEV_STOP - 1, data=b"xy"),
-     Code.OUT_OF_RANGE, "beyond device vf0"),
-    (pb.DeviceStateChunk(device=0, offset=DEV_INITIAL), Code.INVALID_ARGUMENT, "0 only in the last"),
-    (pb.DeviceStateChunk(device=0, offset=DEV_INITIAL, data=b"xy"), Code.INVALID_ARGUMENT,
-     "device_state_chunk.image_bytes = 0: required"),
-])
-def test_bad_device_state_chunks(target: Service, chunk: pb.DeviceStateChunk,
-                                 code: grpc.StatusCode, words: str) -> None:
-    sid, _, t = held_session(target, device_state_transfer=pb.DEVICE_STATE_TRANSFER_MULTIFD)
-    chunk.session_id = sid
-    err = device_state(target.address, [chunk])
+def test_multifd_device_state_needs_multifd_channels(target: Service) -> None:
+    refused(target, [setup(device_state_transfer=MULTIFD)], Code.FAILED_PRECONDITION,
+            "setup.device_state_transfer = MULTIFD needs setup.multifd_channels > 0")
+
+
+@pytest.mark.parametrize(("packets", "code", "words"), [
+    ([final(0, DEV_INITIAL, b"x", device=4)], Code.UNAVAILABLE, "device 4, this session has 1"),
+    ([final(0, DEV_INITIAL, b"xy"), final(0, DEV_INITIAL + 2, b"xy")], Code.UNAVAILABLE,
+     "device 0 packet 0 arrived twice"),
+    ([final(0, DEV_INITIAL + DEV_STOP - 1, b"xy")], Code.OUT_OF_RANGE, "beyond device vf0"),
+    ([final(0, DEV_INITIAL, b"xy", image=0)], Code.UNAVAILABLE, "image_bytes 0: required"),
+    ([final(0, 0, b"xy", image=DEV_INITIAL - 1, kind=pk.DS_KIND_INITIAL)], Code.OUT_OF_RANGE,
+     f"image_bytes = {DEV_INITIAL - 1} for a INITIAL image of device vf0: allowed exactly"),
+], ids=["device", "twice", "range", "image-bytes", "initial-length"])
+def test_bad_device_state(target: Service, packets: list[tuple[pk.DeviceState, bytes]],
+                          code: grpc.StatusCode, words: str) -> None:
+    err = device_state(target, packets)
     assert err is not None and err.code() == code, err
     assert words in str(err.details()), err.details()
-    t.join(20)
     wait_until(lambda: no_sessions(target.address), 10, "the session to be freed")
 
 
 def test_complete_waits_for_device_state_that_never_comes(target: Service) -> None:
-    """device_state_transfer = MULTIFD, but no device stream: Complete fails after the
+    """device_state_transfer = MULTIFD, but no device state: Complete fails after the
     heartbeat timeout, naming the device, instead of waiting for ever."""
     t0 = time.monotonic()
-    refused(target, [setup(device_state_transfer=pb.DEVICE_STATE_TRANSFER_MULTIFD,
-                           heartbeat_timeout_s=1.0), STOP,
-                     pb.SourceMessage(complete=pb.Complete(device_next_seq=[0]))],
-            Code.DEADLINE_EXCEEDED, "MigrateDeviceState for device 0 (vf0)")
-    assert time.monotonic() - t0 < 6
+    err = device_state(target, [], then=[STOP, pb.SourceMessage(complete=pb.Complete(
+        device_next_seq=[0]))], heartbeat_timeout_s=1.0)
+    assert err is not None and err.code() == Code.DEADLINE_EXCEEDED, err
+    assert "multifd device_state for device 0 (vf0)" in str(err.details())
+    assert time.monotonic() - t0 < 8
 
 
 @pytest.mark.parametrize(("second", "code", "words"), [
-    (pb.DeviceStateChunk(device=0, seq=1, offset=DEV_INITIAL + 2, data=b"xy",
-                         image_bytes=DEV_STOP - 1), Code.INVALID_ARGUMENT,
-     "device_state_chunk.image_bytes = 1048575: the FINAL image (2 of 1048576 bytes written)"),
-    (pb.DeviceStateChunk(device=0, seq=1, last=True), Code.DATA_LOSS,
-     "device_state_chunk.last: device vf0's FINAL image (2 of 1048576 bytes written) never "
+    (final(1, DEV_INITIAL + 2, b"xy", image=DEV_STOP - 1), Code.INVALID_ARGUMENT,
+     "image_bytes = 1048575: the FINAL image (2 of 1048576 bytes written)"),
+    (final(1, 0, b"", last=True), Code.DATA_LOSS,
+     "multifd device_state.last: device vf0's FINAL image (2 of 1048576 bytes written) never "
      "reached its image_bytes"),
 ], ids=["length-changes", "last-inside-an-image"])
-def test_bad_image_length_on_a_device_state_stream(target: Service, second: pb.DeviceStateChunk,
-                                                   code: grpc.StatusCode, words: str) -> None:
-    sid, _, t = held_session(target, [STOP], device_state_transfer=MULTIFD)
-    first = pb.DeviceStateChunk(session_id=sid, device=0, offset=DEV_INITIAL, data=b"xy",
-                                image_bytes=DEV_STOP)
-    err = device_state(target.address, [first, second])
+def test_bad_image_length_in_multifd_device_state(
+        target: Service, second: tuple[pk.DeviceState, bytes], code: grpc.StatusCode,
+        words: str) -> None:
+    err = device_state(target, [final(0, DEV_INITIAL, b"xy"), second])
     assert err is not None and err.code() == code, err
     assert words in str(err.details()), err.details()
-    t.join(20)
     wait_until(lambda: no_sessions(target.address), 10, "the session to be freed")
 
 
 def test_a_handled_refusal_logs_one_warning_and_no_traceback(target: Service) -> None:
-    """Issue 23, item 5: a device state stream refused ends its session; the main stream's
-    reader then finds its call aborted. That aftermath is not a second error: the target logs
-    the refusal as WARNING (once per stream) and no ERROR, no traceback. (The reader sees the
-    abort only when it is waiting at that moment: before the fix about one session in five
-    logged the traceback here, so the test makes several.)"""
+    """Issue 23, item 5: bad device state on the multifd channels ends its session; the main
+    stream's reader then finds its call aborted. That aftermath is not a second error: the
+    target logs the refusal as WARNING (once per session) and no ERROR, no traceback. (The
+    reader sees the abort only when it is waiting at that moment, so the test makes several.)"""
     before = target.log_path.read_text(errors="replace")
     sessions_made = 6
     for _ in range(sessions_made):
-        sid, _, t = held_session(target, device_state_transfer=MULTIFD)
-        err = device_state(target.address, [pb.DeviceStateChunk(session_id=sid, device=0, seq=3,
-                                                                data=b"x")])
-        assert err is not None and err.code() == Code.DATA_LOSS, err
-        t.join(20)
+        err = device_state(target, [final(0, DEV_INITIAL + DEV_STOP - 1, b"xy")], hold=2.0)
+        assert err is not None and err.code() == Code.OUT_OF_RANGE, err
         wait_until(lambda: no_sessions(target.address), 10, "the session to be freed")
     time.sleep(0.5)  # the readers' aftermath, if any, is logged by now
     new = target.log_path.read_text(errors="replace")[len(before):]
     assert "Traceback" not in new and " ERROR " not in new, new
-    assert new.count("device state stream refused: DATA_LOSS") == sessions_made, new
-    assert new.count("migration refused: DATA_LOSS") == sessions_made, new
+    assert new.count("migration refused: OUT_OF_RANGE") == sessions_made, new
 
 
 class DeafProxy:

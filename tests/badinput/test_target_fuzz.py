@@ -22,13 +22,13 @@ import pytest
 from faultlab import surviving_target
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
-from migbed.services.target.session import TargetSession
-from migbed.services.target.validate import validate_setup
 
 from migbed.core.device import SourceDevice, VfioState
 from migbed.core.guest import GuestMemory
 from migbed.core.scenario import DeviceConfig
 from migbed.experiments.localstack import Service
+from migbed.services.target.session import TargetSession
+from migbed.services.target.validate import validate_setup
 from migbed.wire import migration_pb2 as pb
 from migbed.wire.errors import ProtocolError
 

@@ -102,15 +102,6 @@ def test_a_migration_stream_with_a_bad_setup(pair: tuple[Service, Service]) -> N
     assert sessions(target.address) == []
 
 
-def test_a_device_state_stream_with_a_bad_session_id(pair: tuple[Service, Service]) -> None:
-    _, target = pair
-    e = raw_call(target.address, "/migbed.v1.Migration/MigrateDeviceState",
-                 field(1, b"\xc0"), stream=True)
-    assert e.code() == grpc.StatusCode.INVALID_ARGUMENT, e
-    assert e.details().startswith("session_id: not valid UTF-8"), e.details()
-    no_traceback(target)
-
-
 def test_the_services_still_migrate(pair: tuple[Service, Service], tmp_path: Path) -> None:
     from faultlab import scenario_toml, start_run
 

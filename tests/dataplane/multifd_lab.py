@@ -64,10 +64,17 @@ def hello(token: bytes, channel: int = 0, channels: int = 1, page_size: int = PA
 
 
 def page_packet(channel: int, seq: int, idx: list[int], generation: int = 0,
-                page_size: int = PAGE) -> bytes:
+                page_size: int = PAGE, ram_pages: int = 16) -> bytes:
     a = np.array(idx, dtype=pk.INDEX32)
-    return pk.encode_packet(pk.Header(0, channel, seq, generation, a.size), a,
+    return pk.encode_packet(pk.Layout(page_size, ram_pages),
+                            pk.Header(0, channel, seq, generation, a.size), a,
                             bytes(a.size * page_size))
+
+
+def control_packet(flags: int, channel: int, seq: int, generation: int = 0,
+                   page_size: int = PAGE, ram_pages: int = 16) -> bytes:
+    return pk.encode_packet(pk.Layout(page_size, ram_pages),
+                            pk.Header(flags, channel, seq, generation, 0))
 
 
 def peer_closed(s: socket.socket, timeout_s: float = 2.0) -> bool:

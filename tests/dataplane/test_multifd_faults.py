@@ -16,7 +16,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 from faultlab import NetnsLink, require_root
-from multifd_lab import PAGE, dial, good_transfer, hello, page_packet, peer_closed, wait_until
+from multifd_lab import (
+    PAGE,
+    control_packet,
+    dial,
+    good_transfer,
+    hello,
+    page_packet,
+    peer_closed,
+    wait_until,
+)
 
 from migbed.dataplane import packet as pk
 from migbed.dataplane._io import shutdown_quietly
@@ -134,7 +143,7 @@ def _refused(listener: MultifdListener, n_before: int, says: str) -> str:
 @pytest.mark.parametrize(("payload", "says"), [
     (b"GET / HTTP/1.1\r\nHost: target\r\n\r\n" + b"x" * 20, "magic 0x20544547 is not multifd's"),
     (b"\x00" * 40, "magic 0x00000000 is not multifd's"),
-    (pk.HELLO_STRUCT.pack(pk.MAGIC, 2, 0, bytes(16), 0, 1, PAGE, 16), "version 2 is not supported"),
+    (pk.HELLO_STRUCT.pack(pk.MAGIC, 1, 0, bytes(16), 0, 1, PAGE, 16), "version 1 is not supported"),
     (b"MGMF", "closed before its hello"),
     (hello(bytes(16)), "unknown session token"),
 ], ids=["http", "zeros", "version", "short", "unknown-token"])
@@ -201,14 +210,19 @@ def test_duplicate_channel_is_refused(listener: MultifdListener) -> None:
 @pytest.mark.parametrize(("packets", "says"), [
     ([page_packet(0, 0, [3, 16])], "page index 16 is past the end of RAM (allowed 0..15)"),
     ([page_packet(0, 0, [5, 4])], "strictly increasing"),
-    ([b"\xde\xad\xbe\xef" * 8], "magic 0xefbeadde is not multifd's"),
+    ([b"\xde\xad\xbe\xef" * (pk.Layout(PAGE, 16).block // 4)], "magic 0xefbeadde is not multifd's"),
     ([page_packet(0, 0, [1]), page_packet(0, 5, [2])], "seq 5, expected 1"),
     ([page_packet(0, 0, [1], generation=3)], "generation 3 on a page packet"),
     ([page_packet(1, 0, [1])], "channel 1 on channel 0's connection"),
     ([page_packet(0, 0, [1])], "dropped (connection closed) before the final sync"),
     ([], "silent for 1 s"),
+    ([pk.encode_burst(pk.Layout(PAGE, 16), pk.Header(0, 0, 0, 0, 0), [np.array([1]), np.array([2])])[
+        :pk.Layout(PAGE, 16).block] + pk.encode_burst(pk.Layout(PAGE, 16), pk.Header(0, 0, 5, 0, 0),
+                                                      [np.array([2])])], "seq 5, expected 1"),
+    ([pk.encode_burst(pk.Layout(PAGE, 16), pk.Header(0, 0, 0, 0, 0), [np.array([5]), np.array([4])])],
+     "strictly increasing"),
 ], ids=["past-end", "unsorted", "garbage", "seq-gap", "generation", "wrong-channel", "dropped",
-        "silent"])
+        "silent", "burst-seq", "burst-order"])
 def test_bad_packets_fail_the_session_and_the_listener_serves_on(
         listener: MultifdListener, ram64: np.ndarray, packets: list[bytes], says: str) -> None:
     token = new_token()
@@ -243,7 +257,7 @@ def test_a_channel_that_never_connects_times_the_sync_out(listener: MultifdListe
     session = listener.register(token, np.zeros_like(src), 2, PAGE, TIMEOUT)
     s = dial(listener)
     s.sendall(hello(token, channel=0, channels=2))
-    s.sendall(pk.encode_header(pk.Header(pk.FLAG_SYNC, 0, 0, 1, 0)))
+    s.sendall(control_packet(pk.FLAG_SYNC, 0, 0, 1))
 
     async def waits() -> None:
         with pytest.raises(TimeoutError, match="channel 0: at sync 1, channel 1: not connected"):
@@ -268,7 +282,7 @@ def test_register_refuses_bad_arguments(listener: MultifdListener) -> None:
         listener.register(token, ram, 1, PAGE, 1.0)
     listener.unregister(token)
     with pytest.raises(ValueError, match="pages: index outside RAM"):
-        MultifdSender("127.0.0.1", 1, new_token(), 1, ram)._packets(np.array([16]))
+        MultifdSender("127.0.0.1", 1, new_token(), 1, ram)._bursts(np.array([16]))
 
 
 # ---------------------------------------------------------------- the same over TLS

@@ -19,7 +19,7 @@ import pytest
 from multifd_lab import PAGE
 
 from migbed.dataplane.receiver import MultifdListener
-from migbed.dataplane.sender import MultifdSender, new_token
+from migbed.dataplane.sender import MultifdSender, _Burst, new_token
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -37,10 +37,10 @@ class _GatedQueue:
         self.release = threading.Event()
 
     def put(self, item: object) -> None:
-        if isinstance(item, np.ndarray) and not self.holding.is_set():
+        if isinstance(item, _Burst) and not self.holding.is_set():
             self.holding.set()
             self.release.wait(30.0)
-        elif not isinstance(item, np.ndarray):
+        elif not isinstance(item, _Burst):
             self.reached.set()
         self.inner.put(item)
 
@@ -90,7 +90,7 @@ def test_a_sync_from_another_thread_never_splits_a_submit(
         listener: MultifdListener, ram64: np.ndarray) -> None:
     src = ram64[:256]
     dst = np.zeros_like(src)
-    pages = np.arange(100)  # one packet: all of it goes to channel 0
+    pages = np.arange(100)  # one burst: all of it goes to channel 0
     token = new_token()
     session = listener.register(token, dst, 2, PAGE, silence_timeout_s=5.0)
     result: dict[str, int] = {}

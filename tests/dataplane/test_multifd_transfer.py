@@ -112,7 +112,8 @@ def test_the_queue_is_bounded_and_awaitable(no_leaks: None, ram64: np.ndarray) -
     with socket.create_server(("127.0.0.1", 0)) as server:
         port = server.getsockname()[1]
         sender = MultifdSender("127.0.0.1", port, new_token(), 2, ram64, heartbeat_timeout_s=5.0,
-                               packet_bytes=256 << 10, queue_packets=2)
+                               packet_bytes=256 << 10, burst_bytes=256 << 10,
+                               queue_bursts=2)
         sender.connect(2.0)
         conns = [server.accept()[0] for _ in range(2)]
         try:

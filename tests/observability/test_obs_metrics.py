@@ -21,7 +21,7 @@ from migbed.measure.metrics import (
 from migbed.measure.metrics.fields import metric_fragment
 from migbed.measure.record import Event, RunRecord
 
-SP = {"scenario": "tiny", "policy": "legacy"}
+SP = {"scenario": "tiny", "policy": "legacy", "time_dilation": "1"}
 
 
 def families(registry: CollectorRegistry) -> dict[str, tuple[str, str, list[tuple[dict[str, str], float]]]]:
@@ -154,7 +154,7 @@ def test_target_exports_raw_facts_only() -> None:
     assert reg.get_sample_value("migbed_target_device_busy_seconds", sd) == 0.25
     assert reg.get_sample_value("migbed_target_device_loading", sd) == 1
     assert reg.get_sample_value("migbed_target_device_initial_loaded", sd) == 0
-    sp = {"scenario": "tiny", "policy": "legacy"}
+    sp = {"scenario": "tiny", "policy": "legacy", "time_dilation": "1"}
     assert reg.get_sample_value("migbed_target_final_load_seconds_sum", sp) == 0.125
     names = set(families(reg))
     assert not any("guest_downtime" in n or "setup_remaining" in n for n in names), names
@@ -186,13 +186,13 @@ def test_two_exporters_in_one_process_and_http() -> None:
     feed([make_record("legacy", 0)], a, t)
     assert (
         a.registry.get_sample_value(
-            "migbed_migrations_total", {"policy": "legacy", "scenario": "tiny", "outcome": "completed"}
+            "migbed_migrations_total", {**SP, "outcome": "completed"}
         )
         == 1
     )
     assert (
         b.registry.get_sample_value(
-            "migbed_migrations_total", {"policy": "legacy", "scenario": "tiny", "outcome": "completed"}
+            "migbed_migrations_total", {**SP, "outcome": "completed"}
         )
         is None
     )
@@ -212,10 +212,10 @@ def test_a_new_run_keeps_its_own_clock() -> None:
     first, second = make_record("switchover-ack", 0), make_record("switchover-ack", 1)
     feed([first], m, TargetMetrics())
     stop1 = m.registry.get_sample_value(
-        "migbed_source_last_stop_timestamp_seconds", {"scenario": "tiny", "policy": "switchover-ack"}
+        "migbed_source_last_stop_timestamp_seconds", {**SP, "policy": "switchover-ack"}
     )
     feed([second], m, TargetMetrics())
-    labels = {"scenario": "tiny", "policy": "switchover-ack"}
+    labels = {"scenario": "tiny", "policy": "switchover-ack", "time_dilation": "1"}
     stop2 = m.registry.get_sample_value("migbed_source_last_stop_timestamp_seconds", labels)
     ack2 = m.registry.get_sample_value("migbed_source_last_switchover_ack_timestamp_seconds", labels)
     assert stop1 is not None and stop2 is not None and ack2 is not None
@@ -229,7 +229,7 @@ def test_result_without_live_samples_still_marks_events() -> None:
     m = SourceMetrics()
     rec = make_record("legacy", 0)
     m.on_result(rec)  # a service that reports only the result
-    labels = {"scenario": "tiny", "policy": "legacy"}
+    labels = {"scenario": "tiny", "policy": "legacy", "time_dilation": "1"}
     stop = m.registry.get_sample_value("migbed_source_last_stop_timestamp_seconds", labels)
     res = m.registry.get_sample_value("migbed_source_last_resume_timestamp_seconds", labels)
     assert stop is not None and res is not None
@@ -245,7 +245,7 @@ def test_unknown_event_and_init_data_sent() -> None:
     assert (
         m.registry.get_sample_value(
             "migbed_source_last_init_data_sent_timestamp_seconds",
-            {"scenario": "tiny", "policy": "legacy", "device": "vf1"},
+            {"scenario": "tiny", "policy": "legacy", "time_dilation": "1", "device": "vf1"},
         )
         is not None
     )

@@ -34,6 +34,7 @@ pytestmark = pytest.mark.prometheus
 ALLOWED_LABELS = {
     "__name__", "job", "instance", "role", "testbed", "host",  # added by the scrape config
     "policy", "scenario", "outcome", "device", "stage", "part", "channel",  # migbed's own, all bounded
+    "time_dilation",  # the run's K (core/dilation.py): bounded by the K runs used
     "le", "version",  # histogram buckets, build info
 }  # fmt: skip
 

@@ -1,6 +1,6 @@
 """A Jepsen-style randomized fault soak: a seeded generator of migrations, a nemesis that
-kills, freezes and cuts source, target and link at random moments, and a checker of
-migbed's promises after every run.
+kills, freezes and cuts source, target and link, and strikes the orchestrator, at random
+moments, and a checker of migbed's promises after every run.
 
 Real parts only: `migbed serve source|target` processes, the target in its own network
 namespace (a veth pair the nemesis can pull like a cable), Control.Start/Watch/Cancel/Status
@@ -34,6 +34,7 @@ from orchlab import Orchestrator, bound_services, cmdline, journal, wait_gone
 
 from migbed.core.policy import POLICIES
 from migbed.core.scenario import QEMU_VERSIONS
+from migbed.core.watch import WATCHER_GRACE_S
 from migbed.experiments.controller import ControlError, SourceControl
 from migbed.experiments.localstack import Service
 from migbed.measure.record import RunRecord
@@ -45,11 +46,18 @@ MiB = 1 << 20
 SERVICE_FAULT_KINDS = ("kill-source", "kill-target", "freeze-source", "freeze-target",
                        "cut-link", "cancel")
 # ...and of the orchestrator, on runs a real `migbed run` process starts with its own two
-# services: SIGTERM or SIGKILL of that process, or SIGKILL of the source service it started.
-CLI_FAULT_KINDS = ("term-cli", "kill-cli", "kill-cli-source")
+# services: SIGTERM or SIGKILL of that process, or SIGKILL of the source service it started;
+# and SIGKILL of a `migbed run --source/--target` on the soak's own services (its source
+# cancels the run once unwatched for the watcher grace, and writes the record to its
+# --orphan-records file: core/watch.py).
+REMOTE_CLI_FAULT_KINDS = ("kill-cli-remote",)
+CLI_FAULT_KINDS = ("term-cli", "kill-cli", "kill-cli-source", *REMOTE_CLI_FAULT_KINDS)
 FAULT_KINDS = SERVICE_FAULT_KINDS + CLI_FAULT_KINDS
 CLI_SHARE_WITHOUT_FAULT = 0.2  # runs with no fault that go through `migbed run` all the same
 GONE_WITHIN_S = 5.0  # how long a run's services may outlive its orchestrator
+# A killed remote CLI's run: its record reaches --orphan-records once the run has been
+# unwatched for the grace (it ends by itself sooner: max-time 5 s), plus slack for load.
+ORPHAN_WITHIN_S = WATCHER_GRACE_S + 20.0
 NEMESIS_REASON = "soak nemesis cancel"
 
 
@@ -223,6 +231,33 @@ def _check_cli_record(injected: str, rec: dict) -> list[str]:
     return out
 
 
+def check_remote_cli_run(code: int | None, started: list[str], cli_records: list[dict],
+                         orphans: list[dict]) -> list[str]:
+    """The promises kept for a `migbed run --source/--target` SIGKILLed with a run in flight:
+    every run it started has exactly one record, in its results.jsonl (it ended before the
+    kill) or in the source's --orphan-records file (written by the source); the latter is
+    completed and verified, or cancelled by the source because nobody watched the run any
+    more, its guest running and intact."""
+    out = [] if code == -9 else [f"exit code {code}, expected -9 (SIGKILL)"]
+    mine = [r for r in orphans if r.get("run_id") in started]
+    ids = [str(r.get("run_id")) for r in [*cli_records, *mine]]
+    if sorted(ids) != sorted(started):
+        out.append(f"runs started {started} but records for {ids} (results.jsonl and "
+                   "--orphan-records together)")
+    out += [f"in results.jsonl: {v}" for r in cli_records for v in _check_cli_record("", r)]
+    for rec in mine:
+        outcome, error = rec.get("outcome"), rec.get("error", "")
+        if rec.get("labels", {}).get("recorded-by") != "source service (no Watch delivered it)":
+            out.append(f"an orphan record labelled {rec.get('labels', {}).get('recorded-by')!r}")
+        if outcome == "completed":
+            out += [] if rec.get("verified") else [f"orphan completed but not verified: {error}"]
+        elif outcome != "cancelled" or "its orchestrator stopped watching" not in error:
+            out.append(f"orphan record {outcome}, not cancelled for want of a watcher: {error}")
+        elif not (rec.get("source_guest_running_after") and rec.get("source_integrity_ok")):
+            out.append(f"cancelled and the source guest is not running intact: {error}")
+    return out
+
+
 def _expected_exit(injected: str, records: list[dict]) -> set[int]:
     if injected == "kill-cli":
         return {-9}
@@ -363,6 +398,10 @@ class Soak:
         self.ctl: SourceControl | None = None
         self.base: dict[str, Baseline] = {}
         self._frozen: set[int] = set()
+        # The shared source's --orphan-records, and the killed remote CLIs whose records are
+        # still to come there: (plan, fault, pid, started run ids, its results.jsonl, deadline).
+        self.orphans = cfg.log_dir / "orphans.jsonl"
+        self._pending: list[tuple[Plan, Fault | None, int, list[str], Path, float]] = []
         # Children the process had before the soak (other tests in the same pytest run):
         # not the soak's to account for.
         self._children_before = set(children(os.getpid()))
@@ -372,6 +411,8 @@ class Soak:
     def _start(self, role: str) -> Service:
         if role == "target" and self.link is not None:
             return self.lab.start("target", host=self.link.ns_ip, wrapper=self.link.wrapper)
+        if role == "source":
+            return self.lab.start(role, extra_args=["--orphan-records", str(self.orphans)])
         return self.lab.start(role)
 
     def _restart(self, role: str) -> None:
@@ -401,6 +442,8 @@ class Soak:
         self.say(f"soak: seed {cfg.seed} (replay: {cfg.command or f'--seed {cfg.seed}'})")
         self.summary.load_before = os.getloadavg()
         t0 = time.monotonic()
+        cfg.log_dir.mkdir(parents=True, exist_ok=True)
+        self.orphans.unlink(missing_ok=True)
         with contextlib.ExitStack() as stack:
             if cfg.netns:
                 self.link = stack.enter_context(NetnsLink())
@@ -417,8 +460,10 @@ class Soak:
                     self._one_cli(plan, fault)
                 else:
                     self._one(plan, fault)
+                self._check_orphans()
                 index += 1
             self.summary.runs = index - 1
+            self._check_orphans(final=True)
         if self.link is not None:
             self._expect(self.link.leftovers() == [], f"namespace left behind: {self.link.leftovers()}")
         self.summary.wall_s = time.monotonic() - t0
@@ -489,7 +534,10 @@ class Soak:
         scenario = folder / "scenario.toml"
         scenario.write_text(plan.toml)
         out = folder / "out"
-        cli = Orchestrator(["run", "--scenario", str(scenario), "--policy", plan.policy,
+        remote = fault is not None and fault.kind in REMOTE_CLI_FAULT_KINDS
+        assert self.source is not None and self.target is not None
+        pair = ["--source", self.source.address, "--target", self.target.address] if remote else []
+        cli = Orchestrator(["run", *pair, "--scenario", str(scenario), "--policy", plan.policy,
                             "--repeat", "1", "--no-report", "--no-progress", "--out", str(out)],
                            folder)
         self.summary.cli_runs += 1
@@ -499,6 +547,9 @@ class Soak:
             code = self._cli_exit(cli)
         finally:
             cli.kill()
+        if injected in REMOTE_CLI_FAULT_KINDS:
+            self._after_remote_kill(plan, fault, cli, code, out)
+            return
         survivors = wait_gone(services, max(0.0, (died_at or time.monotonic()) + GONE_WITHIN_S
                                             - time.monotonic()))
         survivors += [p for p in bound_services(cli.pid) if p not in survivors]
@@ -556,6 +607,58 @@ class Soak:
             return cli.wait(timeout)
         except subprocess.TimeoutExpired:
             return None
+
+    def _after_remote_kill(self, plan: Plan, fault: Fault | None, cli: Orchestrator,
+                           code: int | None, out: Path) -> None:
+        """A SIGKILLed `migbed run --source/--target`: its run goes on, unwatched, on the
+        soak's source until it ends or the source cancels it; then the usual checks of the
+        services. Its record comes to --orphan-records later: checked by _check_orphans."""
+        started, source = cli.started(), self.source
+        assert source is not None
+        def ended() -> bool:
+            on_source = self._sessions(source)  # None: no answer
+            return on_source is not None and not set(started) & set(on_source)
+
+        left = self._settle(ended, WATCHER_GRACE_S + 10)
+        if not left:
+            self._violation(plan, fault, f"the killed CLI's run is still on the source "
+                            f"{WATCHER_GRACE_S + 10:g} s after the kill")
+        if code != -9:
+            self._violation(plan, fault, f"migbed run (pid {cli.pid}): exit {code}, expected -9")
+        self.summary.cli_exits[str(code)] += 1
+        self._pending.append((plan, fault, cli.pid, started, out / "results.jsonl",
+                              time.monotonic() + ORPHAN_WITHIN_S))
+        self._recover_and_check(plan, fault, "kill-cli-remote")
+        self.say(f"run {plan.index} via migbed run --source/--target: {plan.describe}; "
+                 f"fault kill-cli-remote at {fault.delay_s if fault else 0:.2f}s -> exit {code}; "
+                 "its record is awaited in --orphan-records")
+
+    def _check_orphans(self, final: bool = False) -> None:
+        """The killed remote CLIs' records: checked once each run has one (in the CLI's
+        results.jsonl or the source's --orphan-records), or when its deadline passes; at the
+        end (`final`) waits for the last ones."""
+        while self._pending:
+            now = time.monotonic()
+            still = []
+            for plan, fault, pid, started, results, deadline in self._pending:
+                try:
+                    cli_records, orphans = journal(results), journal(self.orphans)
+                except ValueError as e:  # a torn line: the files must hold whole records only
+                    self._violation(plan, fault, f"results.jsonl or --orphan-records not whole: {e}")
+                    continue
+                have = {r.get("run_id") for r in [*cli_records, *orphans]}
+                if not set(started) <= have and now < deadline:
+                    still.append((plan, fault, pid, started, results, deadline))
+                    continue
+                mine = [r for r in orphans if r.get("run_id") in started]
+                for rec in mine:
+                    self.summary.outcomes[f"{rec.get('outcome')} (migbed run, orphan)"] += 1
+                for v in check_remote_cli_run(-9, started, cli_records, orphans):
+                    self._violation(plan, fault, f"migbed run --source/--target (pid {pid}): {v}")
+            self._pending = still
+            if not final or not still:
+                return
+            time.sleep(0.5)
 
     def _nemesis(self, fault: Fault | None, w: Watched, box: dict[str, object]) -> None:
         if fault is None:

@@ -8,6 +8,7 @@ Replies are kept with their arrival times.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import threading
 import time
@@ -15,7 +16,10 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import grpc
+import numpy as np
 
+from migbed.dataplane import packet as pk
+from migbed.dataplane.sender import MultifdSender
 from migbed.wire import migration_pb2 as pb
 from migbed.wire import migration_pb2_grpc as pbg
 
@@ -64,6 +68,29 @@ def chunks(dev: int, kind: int, start_seq: int, offset: int, total: int,
 
 
 STOP = pb.SourceMessage(stop_copy=pb.StopCopy(source_stop_ns=1))
+
+
+class DeviceStateChannels:
+    """The multifd channels of a hand-written source, carrying device-state packets (QEMU
+    10.0's multifd device state) to the session SetupAccepted names."""
+
+    def __init__(self, accepted: pb.SetupAccepted, ram_bytes: int, channels: int = 1) -> None:
+        self.sender = MultifdSender("127.0.0.1", accepted.multifd_port,
+                                    bytes(accepted.multifd_token), channels,
+                                    np.zeros((ram_bytes // PAGE, PAGE), np.uint8),
+                                    heartbeat_timeout_s=5.0)
+        self.sender.connect(5.0)
+        self.idx: dict[int, int] = {}  # each device's next packet number
+
+    def send(self, dev: int, kind: str, offset: int, data: bytes, image_bytes: int,
+             last: bool = False, idx: int | None = None) -> None:
+        n = self.idx.get(dev, 0) if idx is None else idx
+        self.idx[dev] = n + 1
+        ds = pk.DeviceState(dev, pk.DS_KIND_OF[kind], n, offset, image_bytes, last)
+        asyncio.run(self.sender.submit_device_state(ds, data))
+
+    def close(self) -> None:
+        self.sender.close()
 
 
 def marker(dev: int, seq: int) -> pb.SourceMessage:

@@ -8,7 +8,6 @@ next message, so a stalled reader shows up as a source that cannot send.
 from __future__ import annotations
 
 import hashlib
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,9 +17,9 @@ import numpy as np
 import pytest
 from faultlab import Lab, no_sessions, rss_bytes, stop_cleanly, wait_until
 from streamclient import (
-    OPTIONS,
     PAGE,
     STOP,
+    DeviceStateChannels,
     MiB,
     Stream,
     chunks,
@@ -33,7 +32,6 @@ from streamclient import (
 from migbed.core.device import device_digest
 from migbed.experiments.localstack import Service
 from migbed.wire import migration_pb2 as pb
-from migbed.wire import migration_pb2_grpc as pbg
 
 pytestmark = pytest.mark.timeout(180)
 INITIAL, FINAL, CONFIG = pb.IMAGE_KIND_INITIAL, pb.IMAGE_KIND_FINAL, pb.IMAGE_KIND_CONFIG
@@ -140,16 +138,17 @@ def device_digest_of(d: pb.DeviceShape, index: int) -> bytes:
 
 
 def migrate(address: str, devs: list[pb.DeviceShape], multifd: bool) -> Stream:
-    """A whole migration: initial images, stop, stop-copy state (inline, or one
-    MigrateDeviceState stream per device), complete, digests."""
+    """A whole migration: initial images, stop, stop-copy state (inline, or QEMU 10.0's
+    multifd device state: packets on a multifd channel), complete, digests."""
     ram_bytes = 16 * MiB
     transfer = pb.DEVICE_STATE_TRANSFER_MULTIFD if multifd else pb.DEVICE_STATE_TRANSFER_MAIN
-    first = setup(ram=ram_bytes, devices=devs, device_state_transfer=transfer)
-    sid = first.setup.session_id
+    first = setup(ram=ram_bytes, devices=devs, device_state_transfer=transfer,
+                  multifd_channels=1 if multifd else 0)
 
     def script(st: Stream) -> Iterator[pb.SourceMessage]:
         yield first
-        st.wait_for("setup_accepted")
+        accepted = st.wait_for("setup_accepted")[1].setup_accepted
+        channels = DeviceStateChannels(accepted, ram_bytes) if multifd else None
         seqs = []
         for i, d in enumerate(devs):
             yield from chunks(i, INITIAL, 0, 0, d.initial_bytes)
@@ -157,11 +156,8 @@ def migrate(address: str, devs: list[pb.DeviceShape], multifd: bool) -> Stream:
             yield marker(i, seqs[i])
         st.wait_for("switchover_ack")
         yield STOP
-        if multifd:
-            threads = [threading.Thread(target=send_device_state, args=(address, sid, i, d))
-                       for i, d in enumerate(devs)]
-            for t in threads:
-                t.start()
+        if channels is not None:
+            send_device_state(channels, devs)
         else:
             for i, d in enumerate(devs):
                 for m in chunks(i, FINAL, seqs[i], d.initial_bytes, d.stop_copy_size):
@@ -177,28 +173,31 @@ def migrate(address: str, devs: list[pb.DeviceShape], multifd: bool) -> Stream:
         yield pb.SourceMessage(digests=pb.Digests(
             ram=ram_digest, devices=[device_digest_of(d, i) for i, d in enumerate(devs)]))
         st.wait_for("verified")
+        if channels is not None:
+            channels.close()
 
     st = Stream(address)
     st.run(script)
     return st
 
 
-def send_device_state(address: str, sid: str, index: int, d: pb.DeviceShape) -> None:
-    def stream() -> Iterator[pb.DeviceStateChunk]:
-        fill = bytes([index + 1])
-        parts = [(d.initial_bytes + off, min(MiB, d.stop_copy_size - off), d.stop_copy_size)
-                 for off in range(0, d.stop_copy_size, MiB)]
-        parts += [(d.initial_bytes + d.stop_copy_size, d.device_state_bytes,
+def send_device_state(channels: DeviceStateChannels, devs: list[pb.DeviceShape]) -> None:
+    """Every device's final image and config state, the devices' packets interleaved on the
+    channel, LAST on each device's last."""
+    packets = []
+    for i, d in enumerate(devs):
+        fill = bytes([i + 1])
+        parts = [("final", d.initial_bytes + off, min(MiB, d.stop_copy_size - off),
+                  d.stop_copy_size) for off in range(0, d.stop_copy_size, MiB)]
+        parts += [("config", d.initial_bytes + d.stop_copy_size, d.device_state_bytes,
                    d.device_state_bytes)] if d.device_state_bytes else []
-        for seq, (off, n, image) in enumerate(parts):
-            yield pb.DeviceStateChunk(session_id=sid if seq == 0 else "", device=index, seq=seq,
-                                      offset=off, data=fill * n, last=seq == len(parts) - 1,
-                                      image_bytes=image)
-
-    with grpc.insecure_channel(address, options=OPTIONS) as ch:
-        reply = pbg.MigrationStub(ch).MigrateDeviceState(stream(), timeout=30)
-    assert reply.device == index
-    assert reply.loaded_bytes == d.initial_bytes + d.stop_copy_size + d.device_state_bytes
+        packets.append([(i, kind, off, fill * n, image, j == len(parts) - 1)
+                        for j, (kind, off, n, image) in enumerate(parts)])
+    for k in range(max(len(p) for p in packets)):
+        for p in packets:
+            if k < len(p):
+                dev, kind, off, data, image, last = p[k]
+                channels.send(dev, kind, off, data, image, last)
 
 
 def final_load_s(st: Stream) -> float:
@@ -228,8 +227,8 @@ def test_shut_comes_after_every_load(target: Service) -> None:
 
 
 def test_multifd_device_state_loads_devices_in_parallel(target: Service) -> None:
-    """QEMU 10: each device's stop-copy state on its own stream, loaded in parallel; the
-    same devices inline on the main stream load one after another."""
+    """QEMU 10: each device's stop-copy state on the multifd channels, loaded by its own
+    task, in parallel; the same devices inline on the main stream load one after another."""
     devs = [device(f"vf{i}", initial=MiB, stop=2 * MiB, stop_copy_load_time_s=0.6)
             for i in range(2)]
     inline = migrate(target.address, devs, multifd=False)

@@ -9,10 +9,13 @@ from __future__ import annotations
 import asyncio
 import time
 
+import numpy as np
 import pytest
 from streamclient import MiB, chunks, device, marker, ram, setup
 
-from migbed.services.target.devices import Pacer
+from migbed.dataplane import packet as pk
+from migbed.dataplane.receiver import MultifdListener
+from migbed.dataplane.sender import MultifdSender, new_token
 from migbed.services.target.session import TargetSession
 from migbed.services.target.validate import validate_setup
 from migbed.wire import migration_pb2 as pb
@@ -116,38 +119,41 @@ def test_the_marker_does_not_end_a_middle_image() -> None:
 
 
 def test_device_state_loads_from_the_switchover_and_finishes_an_open_image() -> None:
-    """QEMU 10: a device's state stream is loaded only once the main stream reaches the
-    switchover (vfio_multifd_switchover_start); it goes on with the image pre-copy left
-    open on the main stream, then the final image."""
+    """QEMU 10: a device's state from the multifd channels is loaded only once the main
+    stream reaches the switchover (vfio_multifd_switchover_start starts its load thread);
+    it goes on with the image pre-copy left open on the main stream, then the final image."""
     async def run() -> None:
-        s = setup(ram=16 * MiB, devices=[device(initial=2 * MiB, stop=MiB)],
+        s = setup(ram=16 * MiB, devices=[device(initial=2 * MiB, stop=MiB)], multifd_channels=1,
                   device_state_transfer=pb.DEVICE_STATE_TRANSFER_MULTIFD).setup
         validate_setup(s)
         session = TargetSession(s)
-        session.start()
-        dev = session.devices[0]
-        pacer = Pacer()
-        try:
-            for m in chunks(0, pb.IMAGE_KIND_INITIAL, 0, 0, 2 * MiB):
-                await session.handle(m)
-            await session.handle(marker(0, 2))
-            await session.handle(next(chunks(0, pb.IMAGE_KIND_MIDDLE, 2, 0, MiB,
-                                             image_bytes=2 * MiB)))
-            assert session.device_state.open(0) is dev
-            rest = pb.DeviceStateChunk(device=0, seq=0, offset=MiB, data=bytes(MiB),
-                                       image_bytes=2 * MiB)
-            early = asyncio.create_task(session.device_state.load_chunk(dev, rest, 0, pacer))
-            await asyncio.sleep(0.1)
-            assert not early.done() and dev.state.written_bytes == 3 * MiB  # held back
-            await session.handle(pb.SourceMessage(stop_copy=pb.StopCopy()))
-            await asyncio.wait_for(early, 5)
-            assert dev.loaded_bytes == 4 * MiB and dev.model.image is None
-            final = pb.DeviceStateChunk(device=0, seq=1, offset=2 * MiB, data=bytes(MiB),
-                                        image_bytes=MiB, last=True)
-            await session.device_state.load_chunk(dev, final, 1, pacer)
-            assert dev.loaded_bytes == 5 * MiB and 0 in session.device_state.done
-        finally:
-            session.close("test over")
+        with MultifdListener("127.0.0.1") as listener:
+            token = new_token()
+            session.ram.attach_multifd(listener.register(
+                token, session.memory.ram, 1, session.memory.page_size, 5.0, devices=1))
+            session.start()
+            dev = session.devices[0]
+            src = np.zeros_like(session.memory.ram)
+            with MultifdSender("127.0.0.1", listener.port, token, 1, src) as sender:
+                sender.connect(2.0)
+                try:
+                    for m in chunks(0, pb.IMAGE_KIND_INITIAL, 0, 0, 2 * MiB):
+                        await session.handle(m)
+                    await session.handle(marker(0, 2))
+                    await session.handle(next(chunks(0, pb.IMAGE_KIND_MIDDLE, 2, 0, MiB,
+                                                     image_bytes=2 * MiB)))
+                    await sender.submit_device_state(
+                        pk.DeviceState(0, pk.DS_KIND_MIDDLE, 0, MiB, 2 * MiB, False), bytes(MiB))
+                    await asyncio.sleep(0.2)
+                    assert dev.state.written_bytes == 3 * MiB  # held back until the switchover
+                    await session.handle(pb.SourceMessage(stop_copy=pb.StopCopy()))
+                    await sender.submit_device_state(
+                        pk.DeviceState(0, pk.DS_KIND_FINAL, 1, 2 * MiB, MiB, True), bytes(MiB))
+                    await asyncio.wait_for(session.device_state.wait_all_loaded(), 5)
+                    assert dev.loaded_bytes == 5 * MiB and dev.model.image is None
+                    assert 0 in session.device_state.done
+                finally:
+                    session.close("test over")
 
     asyncio.run(run())
 

@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from migbed.services.source.devices import SaveTimes, blocked_s
 
 from migbed.core import drivers as drv
 from migbed.core.device import SourceDevice, VfioState
 from migbed.core.scenario import DeviceConfig, ScenarioError, parse_scenario
 from migbed.core.vfio_migration import VfioMigration
+from migbed.services.source.devices import SaveTimes, blocked_s
 
 S = VfioState
 BLOCK = 4096

@@ -121,9 +121,8 @@ def test_atomic_write_replaces_a_symlink_not_its_target(tmp_path: Path) -> None:
 def test_a_source_outliving_its_orchestrator_adds_only_records_not_there(tmp_path: Path) -> None:
     """--orphan-records: the record of a run the orchestrator wrote before it died is not
     written twice; the others are appended."""
-    from migbed.services.main import _keep_record
-
     from migbed.measure.record import RunRecord
+    from migbed.services.source.server import keep_record as _keep_record
 
     j = tmp_path / "results.jsonl"
     append_line(j, RunRecord("a", "s", "legacy", 0, "completed", verified=True).to_json())

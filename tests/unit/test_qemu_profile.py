@@ -43,6 +43,26 @@ def test_multifd_device_state_from_10_0() -> None:
                                          'device-state-transfer = "multifd"'))
 
 
+@pytest.mark.parametrize(("extra", "resolved"), [
+    ("multifd = true", "multifd"),  # QEMU 10.0's x-migration-multifd-transfer = auto
+    ('multifd = true\ndevice-state-transfer = "auto"', "multifd"),
+    ('multifd = true\ndevice-state-transfer = "main"', "main"),  # explicit off
+    ('multifd = true\nqemu-version = "9.2"', "main"),  # before 10.0 there is none
+    ("", "main"),  # no multifd channels
+])
+def test_device_state_transfer_auto_follows_qemu(extra: str, resolved: str) -> None:
+    mig = parse_scenario(BASE.format(extra=extra)).migration
+    assert mig.device_state_transfer == resolved
+
+
+def test_device_state_transfer_refusals_name_the_field() -> None:
+    with pytest.raises(ScenarioError, match=r"device-state-transfer = \"multifd\" needs "
+                                            r"migration.multifd = true"):
+        parse_scenario(BASE.format(extra='device-state-transfer = "multifd"'))
+    with pytest.raises(ScenarioError, match=r"device-state-transfer.*auto.*main.*multifd"):
+        parse_scenario(BASE.format(extra='device-state-transfer = "grpc"'))
+
+
 def test_switchover_test_is_strict_up_to_10_0() -> None:
     # "(!pending_size || pending_size < threshold_size)" until 10.1's "<=" (7aaa1fc072).
     assert [v for v, p in PROFILES.items() if p.threshold_inclusive] == ["10.1"]

@@ -8,18 +8,18 @@ import time
 import grpc
 import numpy as np
 import pytest
-from migbed.services.source.counters import Counters
-from migbed.services.source.devices import DeviceStreams
-from migbed.services.source.failure import MigrationFailed
-from migbed.services.source.link import Link, stall_note
-from migbed.services.source.recorder import Recorder, StopCopyTimes, TargetTimes
-from migbed.services.source.scanner import PageScanner
 
 from migbed.core.clock import OffsetEstimate
 from migbed.core.device import SourceDevice, VfioState
 from migbed.core.guest import GuestMemory
 from migbed.core.scenario import DeviceConfig
 from migbed.measure.record import RunRecord
+from migbed.services.source.counters import Counters
+from migbed.services.source.devices import DeviceStreams
+from migbed.services.source.failure import MigrationFailed
+from migbed.services.source.link import Link, stall_note
+from migbed.services.source.recorder import Recorder, StopCopyTimes, TargetTimes
+from migbed.services.source.scanner import PageScanner
 
 
 def test_scanner_counts_the_setup_sync_and_the_final_one() -> None:
@@ -28,7 +28,7 @@ def test_scanner_counts_the_setup_sync_and_the_final_one() -> None:
     sc.start()  # ram_init_bitmaps: every page dirty, then the first sync
     assert sc.dirty_sync_count == 1 and sc.dirty_pages == mem.pages
     first = sc.take(10)
-    assert first.tolist() == list(range(10)) and sc.dirty_pages == mem.pages - 10
+    assert first.pages.tolist() == list(range(10)) and sc.dirty_pages == mem.pages - 10
     mem.write_pages(np.array([3, 4]))
     assert sc.sync() == (mem.pages - 10 + 2) * 4096  # the sync brings them back
     assert sc.dirty_sync_count == 2
@@ -36,6 +36,43 @@ def test_scanner_counts_the_setup_sync_and_the_final_one() -> None:
     assert sc.dirty_sync_count == 3
     mem.write_pages(np.array([5]))  # logging is off after the final sync
     assert sc.sync() == sc.dirty_bytes and sc.dirty_pages == mem.pages - 8
+
+
+def test_scanner_goes_round_ram_and_a_pass_ends_at_its_end() -> None:
+    """QEMU's walk (ram_find_and_save_block / find_dirty_block): a bitmap sync leaves the
+    cursor where it is; a pass ends where the walk passes the end of RAM (multifd syncs
+    there: multifd_ram_sync_per_round), and a search that finds nothing all the way round
+    gives up, ending a pass on its way."""
+    mem = GuestMemory(64 * 4096, 4096, seed=1)
+    sc = PageScanner(mem)
+    sc.start()
+    a = sc.take(40)
+    assert a.pages.tolist() == list(range(40)) and a.wrap_at is None and not a.clean
+    mem.write_pages(np.array([5, 50]))
+    sc.sync()  # 5 is behind the cursor, 50 ahead of it
+    b = sc.take(100)  # 40..63, then the end of RAM, then 5 (up to where it began)
+    assert b.pages.tolist() == [*range(40, 64), 5] and b.wrap_at == 24 and not b.clean
+    assert sc.passes == 1
+    c = sc.take(100)  # nothing left: round RAM (a second pass ends on the way), give up
+    assert c.pages.size == 0 and c.wrap_at == 0 and c.clean and sc.passes == 2
+    d = sc.take(100)  # every search of an empty bitmap ends a pass (QEMU syncs each time)
+    assert d.clean and sc.passes == 3
+    # No page is taken twice in one pass: 5 was re-dirtied behind the cursor and waited
+    # for the wrap; a page dirtied ahead of the cursor goes out in this pass once.
+    assert sorted([*a.pages, *b.pages[:b.wrap_at]]) == list(range(64))
+
+
+def test_scanner_takes_the_tail_then_gives_up_in_one_search() -> None:
+    """The search that reaches the end of RAM with nothing after the wrap is the give-up:
+    one pass boundary, not two (QEMU sends the last page, then its next search wraps and
+    gives up)."""
+    mem = GuestMemory(64 * 4096, 4096, seed=1)
+    sc = PageScanner(mem)
+    sc.start()
+    sc.take(60)
+    tail = sc.take(16)
+    assert tail.pages.tolist() == [60, 61, 62, 63] and tail.wrap_at == 4 and tail.clean
+    assert sc.passes == 1 and sc.cursor == 64
 
 
 def test_scanner_dirty_pages_rate_refreshes_once_a_second() -> None:

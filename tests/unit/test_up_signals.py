@@ -2,8 +2,8 @@
 (whose `migbed run` cancels its runs and writes their records), `up` waits for it and exits
 with the runner's code. The compose command is replaced by a child process standing in for
 `compose run` with the runner attached; passing the signal on (`docker kill --signal` of
-the runner container, in real life) is sent to that child here. The container path itself
-is not exercised (it needs Docker and the images: tests/docker)."""
+the runner container, in real life) is sent to that child here. The container path itself,
+and the watchdog of a killed `up`, run for real in tests/docker/test_up_signals.py."""
 
 from __future__ import annotations
 
@@ -45,8 +45,10 @@ def test_a_stop_signal_reaches_the_runner_and_up_waits_for_it(
         return proc
 
     monkeypatch.setattr("migbed.env.compose.subprocess.Popen", popen)
-    monkeypatch.setattr(Stack, "_signal_runners",
-                        lambda self, signum: os.kill(children[0], signum))
+    monkeypatch.setattr(Stack, "signal_runner",
+                        lambda self, token, signum, ended: os.kill(children[0], signum))
+    monkeypatch.setattr("migbed.env.compose.start_watchdog", lambda project, token: None)
+    monkeypatch.setattr("migbed.env.compose.stop_watchdog", lambda proc: None)
 
     def strike() -> None:
         ready = Path(str(marker) + ".ready")
@@ -57,7 +59,8 @@ def test_a_stop_signal_reaches_the_runner_and_up_waits_for_it(
         os.kill(os.getpid(), sig)
 
     threading.Thread(target=strike, daemon=True).start()
-    code = stack.run_forwarding_signals("run", "--rm", "runner")
+    code = stack.run_runner([], [])
     assert code == 128 + sig
     assert marker.read_text() == signal.Signals(sig).name
     assert signal.getsignal(sig) is before  # the handlers are the process's own again
+    assert stack.interrupted == sig

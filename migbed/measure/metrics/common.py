@@ -3,7 +3,8 @@
 Naming follows Prometheus conventions: common prefix ``migbed_``, base units in the name
 (``_seconds``, ``_bytes``), counters end in ``_total``, booleans are 0/1 gauges, and labels are
 bounded (``policy``, ``scenario``, ``outcome``, ``device``, ``stage``, ``kind``, ``part``,
-``channel``; the scrape config adds ``role``). A run id is never a label.
+``channel``, ``time_dilation``: a dilated run's K, its figures in virtual time; the scrape
+config adds ``role``). A run id is never a label.
 """
 
 from __future__ import annotations

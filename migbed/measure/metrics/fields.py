@@ -110,6 +110,9 @@ RECORD_FIELDS: dict[str, FieldSpec] = {
     "source_integrity_ok": FieldSpec(help="1 if the source guest's pages passed their self-check after the run"),
     "multifd_channel_bytes": FieldSpec(label="channel", help="Bytes sent on each multifd channel"),
     "multifd_channel_packets": FieldSpec(label="channel", help="Packets sent on each multifd channel"),
+    "multifd_channel_device_bytes": FieldSpec(
+        label="channel", help="Of the bytes sent on each multifd channel: device state (multifd device state)"
+    ),
     "multifd_channels": FieldSpec(help="multifd channels beside the main stream (0: multifd off)"),
     "verification_ms": FieldSpec(help="Completion to the target's Verified (outside total time)"),
     "return_path": FieldSpec(help="1 if the return path was on (forced on by a policy that needs switchover-ack)"),
@@ -262,6 +265,10 @@ COUNTERS: tuple[CounterSpec, ...] = (
     CounterSpec("multifd_channel_bytes", "migbed_migration_multifd_channel_bytes", "Bytes sent per multifd channel"),
     CounterSpec(
         "multifd_channel_packets", "migbed_migration_multifd_channel_packets", "Packets sent per multifd channel"
+    ),
+    CounterSpec(
+        "multifd_channel_device_bytes", "migbed_migration_multifd_channel_device_bytes",
+        "Device-state bytes sent per multifd channel (of the channel's bytes)",
     ),
 )  # fmt: skip
 

@@ -22,7 +22,7 @@ from prometheus_client.registry import Collector
 
 from migbed.measure.metrics.common import PHASES, as_01
 from migbed.measure.metrics.fields import SAMPLE_FIELDS, Figure, figures
-from migbed.measure.metrics.results import SP, families
+from migbed.measure.metrics.results import SP, Key, families, sp_key
 from migbed.measure.record import Event, ProgressSample, RunRecord
 
 SOURCE_PREFIX = "migbed_source_"
@@ -131,30 +131,34 @@ def end_sample(last: ProgressSample, record: RunRecord) -> ProgressSample:
 
 
 class LiveCollector(Collector):
-    """``migbed_source_*``: progress of the latest run per (scenario, policy) and event times."""
+    """``migbed_source_*``: progress of the latest run per (scenario, policy, time dilation)
+    and event times."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._live: dict[tuple[str, str], _Live] = {}
+        self._live: dict[Key, _Live] = {}
 
-    def _get(self, scenario: str, policy: str) -> _Live:
-        return self._live.setdefault((scenario, policy), _Live())
+    def _get(self, key: Key) -> _Live:
+        return self._live.setdefault(key, _Live())
 
-    def on_progress(self, scenario: str, policy: str, sample: ProgressSample, now: float | None = None) -> bool:
-        """Store the sample; True if it began a new run."""
+    def on_progress(self, scenario: str, policy: str, sample: ProgressSample, now: float | None = None,
+                    time_dilation: float = 1.0) -> bool:
+        """Store the sample (virtual time, of a run dilated `time_dilation` times); True if
+        it began a new run."""
         now = time.time() if now is None else now
         with self._lock:
-            live = self._get(scenario, policy)
+            live = self._get(sp_key(scenario, policy, time_dilation))
             new_run = live.clock.is_new_run(sample.t_ms)
             live.clock.on_sample(sample.t_ms, now)
             live.sample, live.phase, live.elapsed_s = sample, sample.phase, sample.t_ms / 1000.0
             live.sampled_at = now
             return new_run
 
-    def on_event(self, scenario: str, policy: str, event: Event, now: float | None = None) -> None:
+    def on_event(self, scenario: str, policy: str, event: Event, now: float | None = None,
+                 time_dilation: float = 1.0) -> None:
         now = time.time() if now is None else now
         with self._lock:
-            live = self._get(scenario, policy)
+            live = self._get(sp_key(scenario, policy, time_dilation))
             live.clock.events_seen.add(event.name)
             self._set_event(live, event, now)
 
@@ -169,7 +173,7 @@ class LiveCollector(Collector):
         did not report live get their time from the record."""
         now = time.time() if now is None else now
         with self._lock:
-            live = self._get(record.scenario, record.policy)
+            live = self._get(sp_key(record.scenario, record.policy, record.time_dilation))
             live.clock.on_result(record.total_time_ms, now)
             for ev in record.events:
                 if ev.name not in live.clock.events_seen:

@@ -23,7 +23,18 @@ from migbed.measure.metrics.fields import COUNTERS, HISTOGRAMS, RECORD_FIELDS, F
 from migbed.measure.record import OUTCOMES, RunRecord
 
 LAST_PREFIX = "migbed_migration_last_"
-SP = ("scenario", "policy")
+# Every series of a run's figures is labelled by its scenario, its policy and its time
+# dilation (core/dilation.py: the values are virtual; "1" = not dilated).
+SP = ("scenario", "policy", "time_dilation")
+Key = tuple[str, str, str]
+
+
+def dilation_label(time_dilation: float) -> str:
+    return f"{time_dilation or 1.0:g}"
+
+
+def sp_key(scenario: str, policy: str, time_dilation: float = 1.0) -> Key:
+    return scenario, policy, dilation_label(time_dilation)
 
 
 @dataclass
@@ -73,23 +84,23 @@ class ResultsCollector(Collector):
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._pairs: set[tuple[str, str]] = set()
-        self._runs: dict[tuple[str, str, str], int] = defaultdict(int)  # (scenario, policy, outcome)
-        self._unverified: dict[tuple[str, str], int] = defaultdict(int)
-        self._not_intact: dict[tuple[str, str], int] = defaultdict(int)
-        self._hists: dict[tuple[str, tuple[str, str, str], Labels], _Histogram] = {}
-        self._counters: dict[tuple[str, tuple[str, str], Labels], float] = defaultdict(float)
-        self._last: dict[tuple[str, str], list[Figure]] = {}
+        self._pairs: set[Key] = set()
+        self._runs: dict[tuple[str, ...], int] = defaultdict(int)  # (*SP, outcome)
+        self._unverified: dict[Key, int] = defaultdict(int)
+        self._not_intact: dict[Key, int] = defaultdict(int)
+        self._hists: dict[tuple[str, tuple[str, ...], Labels], _Histogram] = {}
+        self._counters: dict[tuple[str, Key, Labels], float] = defaultdict(float)
+        self._last: dict[Key, list[Figure]] = {}
 
-    def register_pair(self, scenario: str, policy: str) -> None:
-        """Create a (scenario, policy)'s result series at zero, so that its first result is
-        an increase ``increase()``/``rate()`` can see."""
+    def register_pair(self, scenario: str, policy: str, time_dilation: float = 1.0) -> None:
+        """Create a (scenario, policy, time dilation)'s result series at zero, so that its
+        first result is an increase ``increase()``/``rate()`` can see."""
         with self._lock:
-            self._pairs.add((scenario, policy))
+            self._pairs.add(sp_key(scenario, policy, time_dilation))
 
     def add(self, record: RunRecord, now: float | None = None) -> None:
         now = time.time() if now is None else now
-        sp = (record.scenario, record.policy)
+        sp = sp_key(record.scenario, record.policy, record.time_dilation)
         spo = (*sp, record.outcome)
         stopped = record.outcome == "completed" or record.downtime_ms > 0
         last = list(figures(record, RECORD_FIELDS, LAST_PREFIX, what="RunRecord"))
@@ -128,10 +139,10 @@ class ResultsCollector(Collector):
 
     @staticmethod
     def _counts(
-        pairs: list[tuple[str, str]], runs: dict[tuple[str, str, str], int], bad: dict[str, dict[tuple[str, str], int]]
+        pairs: list[Key], runs: dict[tuple[str, ...], int], bad: dict[str, dict[Key, int]]
     ) -> Iterator[Metric]:
         total = CounterMetricFamily(
-            "migbed_migrations", "Migrations finished, by outcome", labels=["scenario", "policy", "outcome"]
+            "migbed_migrations", "Migrations finished, by outcome", labels=[*SP, "outcome"]
         )
         unverified = CounterMetricFamily(
             "migbed_migrations_unverified",
@@ -152,12 +163,12 @@ class ResultsCollector(Collector):
 
     @staticmethod
     def _histograms(
-        hists: dict[tuple[str, tuple[str, str, str], Labels], tuple[list[tuple[str, float]], float]],
+        hists: dict[tuple[str, tuple[str, ...], Labels], tuple[list[tuple[str, float]], float]],
     ) -> Iterator[Metric]:
         specs = {h.name: h for h in HISTOGRAMS}  # the first spec of a name gives help and labels
         for name, spec in specs.items():
             extra = [k for k, _ in spec.labels]
-            fam = HistogramMetricFamily(name, spec.help, labels=["scenario", "policy", "outcome", *extra])
+            fam = HistogramMetricFamily(name, spec.help, labels=[*SP, "outcome", *extra])
             for (hname, spo, labels), (buckets, total) in sorted(hists.items()):
                 if hname == name:
                     fam.add_metric([*spo, *(v for _, v in labels)], buckets, total)
@@ -165,7 +176,7 @@ class ResultsCollector(Collector):
                 yield fam
 
     def _counter_families(
-        self, pairs: list[tuple[str, str]], counters: dict[tuple[str, tuple[str, str], Labels], float]
+        self, pairs: list[Key], counters: dict[tuple[str, Key, Labels], float]
     ) -> Iterator[Metric]:
         for sp in pairs:
             for c in COUNTERS:

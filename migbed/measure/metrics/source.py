@@ -31,12 +31,14 @@ class SourceMetrics:
         self.registry.register(self.results)
 
     # -- the interface the source service calls
-    def on_progress(self, scenario: str, policy: str, sample: ProgressSample) -> None:
-        if self.live.on_progress(scenario, policy, sample):
-            self.results.register_pair(scenario, policy)
+    def on_progress(self, scenario: str, policy: str, sample: ProgressSample,
+                    time_dilation: float = 1.0) -> None:
+        """`sample` in virtual time (the engine undilates it); the factor is a label."""
+        if self.live.on_progress(scenario, policy, sample, time_dilation=time_dilation):
+            self.results.register_pair(scenario, policy, time_dilation)
 
-    def on_event(self, scenario: str, policy: str, event: Event) -> None:
-        self.live.on_event(scenario, policy, event)
+    def on_event(self, scenario: str, policy: str, event: Event, time_dilation: float = 1.0) -> None:
+        self.live.on_event(scenario, policy, event, time_dilation=time_dilation)
 
     def on_result(self, record: RunRecord) -> None:
         self.live.on_result(record)

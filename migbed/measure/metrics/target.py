@@ -2,7 +2,8 @@
 
 Sessions, bytes received by stage and kind, each device's load progress (loaded and
 backlog bytes, busy seconds, whether it is loading, whether the initial data is loaded), the
-resume time and how long the final loads took after the last byte arrived. Guest downtime is
+resume time and how long the final loads took after the last byte arrived; times of a
+dilated run (its Setup's time_dilation K) in virtual time, divided by K. Guest downtime is
 not here: it is computed once, on the source, into the run record
 (``migbed_migration_guest_downtime_seconds``).
 """
@@ -37,7 +38,7 @@ class TargetMetrics:
         self._lock = threading.Lock()
         self._active: dict[str, int] = {}
         sd = ["scenario", "device"]
-        sp = ["scenario", "policy"]
+        sp = ["scenario", "policy", "time_dilation"]
         self.sessions_active = Gauge(T + "sessions_active", "Incoming migrations in progress", ["scenario"], registry=r)
         self.sessions_started = Counter(T + "sessions_started", "Incoming migrations started", ["scenario"], registry=r)
         self.sessions_ended = Counter(
@@ -118,8 +119,10 @@ class TargetMetrics:
             raise ValueError(f"kind must be one of {KINDS}, not {kind!r}")
         self.received[kind].labels(scenario=scenario, stage=stage).inc(n)
 
-    def on_resumed(self, scenario: str, policy: str, loads_after_last_byte_s: float) -> None:
-        sp = {"scenario": scenario, "policy": policy}
+    def on_resumed(self, scenario: str, policy: str, loads_after_last_byte_s: float,
+                   time_dilation: float = 1.0) -> None:
+        """`loads_after_last_byte_s` in virtual time (the session divides by the run's K)."""
+        sp = {"scenario": scenario, "policy": policy, "time_dilation": f"{time_dilation or 1.0:g}"}
         self.h_final_load.labels(**sp).observe(loads_after_last_byte_s)
         self.resumes.labels(**sp).inc()
         self.last_final_load.labels(**sp).set(loads_after_last_byte_s)
