@@ -471,7 +471,8 @@ register_policy(Legacy, "QEMU before 8.1: pending data fits downtime-limit")
 register_policy(InitialBytesSent, "legacy, and every device's initial bytes sent (loaded or not)")
 register_policy(SwitchoverAck, "QEMU 8.1+: legacy, and the destination's SWITCHOVER_ACK")
 register_policy(TimeAware,
-                "switchover-ack, and a downtime predicted from observed load rates fits")
+                "switchover-ack, and a downtime predicted from observed load rates and the "
+                "drivers' documented semantics fits")
 
 # The policies migbed ships, in the registry's order (legacy first, then each refinement).
 # Checks of a name read the live registry (policy_names(), make_policy): it also holds the
