@@ -26,7 +26,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from migbed.core.drivers import CUT_NEVER, DRIVERS, LOAD_ON_STOP, WHOLE_STATE
+from migbed.core.drivers import CUT_NEVER, DRIVERS, LOAD_ON_STOP, REMAINING, WHOLE_STATE
 
 
 @dataclass(frozen=True)
@@ -213,10 +213,13 @@ def stop_copy_estimate(dev: DeviceView) -> tuple[float, float]:
     """(bytes the device's stop-copy will carry, the part pre-copy cannot reduce), from
     MIG_DATA_SIZE read by the bound driver's documented semantics (migbed/core/drivers.py).
 
-    - Unknown driver, or one whose MIG_DATA_SIZE is what is left (generic) or a constant
-      (pds: its 64 KiB restore buffer, an upper bound): the uAPI's meaning, "the estimated
-      data length that will be required to complete stop copy" (linux/vfio.h,
-      VFIO_DEVICE_FEATURE_MIG_DATA_SIZE), with no floor known.
+    - Unknown driver: as QEMU reads it (`vfio_state_pending_exact` adds precopy info's
+      initial and dirty bytes to it): the unsent pre-copy bytes and MIG_DATA_SIZE, "the
+      estimated data length that will be required to complete stop copy" (linux/vfio.h,
+      VFIO_DEVICE_FEATURE_MIG_DATA_SIZE), which no pre-copy reduces.
+    - What is left (generic): MIG_DATA_SIZE holds the unsent pre-copy bytes too; the rest of
+      it (the state only stop-copy carries) is the floor.
+    - A constant (pds: its 64 KiB restore buffer, an upper bound; no PRE_COPY): all of it.
     - Whole state, incremental images (mlx5: `mlx5vf_pci_get_data_size` queries without
       MLX5VF_QUERY_INC): the final image is an increment, so the stop-copy carries the
       unsent initial bytes, what PRECOPY_INFO's dirty_bytes reports (the unread images and
@@ -230,9 +233,13 @@ def stop_copy_estimate(dev: DeviceView) -> tuple[float, float]:
     """
     profile = DRIVERS.get(dev.driver)
     size = float(dev.stop_copy_bytes)
-    if profile is None or profile.data_size != WHOLE_STATE:
-        return size, (size if profile is not None and not profile.pre_copy else 0.0)
     unsent = float(dev.initial_bytes_left + dev.dirty_bytes)
+    if profile is None:
+        return unsent + size, size
+    if profile.data_size == REMAINING:
+        return size, max(0.0, size - unsent)
+    if profile.data_size != WHOLE_STATE:
+        return size, size
     if profile.pre_copy and profile.incremental and profile.image_cut != CUT_NEVER:
         beyond = max(0.0, size - dev.initial_image_bytes)
         return unsent + beyond, beyond
@@ -372,9 +379,9 @@ class TimeAware(Policy):
       It then decides as switchover-ack does, and says why; the recorded prediction leaves
       the unknown loads out (a lower bound). A device that loads during pre-copy but has
       no load reported yet (the ACK outran the destination's report): it waits a check.
-    - An unknown driver: MIG_DATA_SIZE taken as the uAPI defines it (the stop-copy's
-      length), no floor known, loads at the measured rate: it waits until the prediction
-      fits.
+    - An unknown driver: MIG_DATA_SIZE read as QEMU reads it (the stop-copy's length,
+      beside the unsent pre-copy bytes), loads at the measured rate; MIG_DATA_SIZE is then
+      its floor.
 
     Fixed costs no message reports (the final image's fixed load cost, config-space load,
     the source's save time) are not in the prediction: docs/fidelity.md names the message
