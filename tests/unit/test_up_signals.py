@@ -3,7 +3,7 @@
 with the runner's code. The compose command is replaced by a child process standing in for
 `compose run` with the runner attached; passing the signal on (`docker kill --signal` of
 the runner container, in real life) is sent to that child here. The container path itself,
-and the watchdog of a killed `up`, run for real in tests/docker/test_up_signals.py."""
+and the watchdog of a killed `up`, run for real in tests/docker/test_up_signals_in_containers.py."""
 
 from __future__ import annotations
 
