@@ -3,7 +3,7 @@
     .venv/bin/python bench/turnaround.py [--repeat 1] [-- extra migbed run arguments]
 
 Runs `migbed run --out TMP --no-progress` as a user would (legacy vs switchover-ack,
-3 repeats each, the mlx5-like scenario, two local service processes, the report) and
+3 repeats each, the default scenario (cover-letter), two local service processes, the report) and
 times it from the outside. The run records say where the time went: the migrations
 themselves (QEMU's total-time per run, and the guest boot + warm-up before each) vs the
 rest (process start, health checks, the report). Goal: under 2 minutes.

@@ -1,7 +1,7 @@
 """`migbed`: the command line. Every subcommand validates its input before anything starts.
 
   migbed run                 the default comparison (legacy vs switchover-ack, 3 repeats, the
-                             mlx5-like scenario) between two local processes over gRPC
+                             cover-letter scenario: an mlx5 VF) between two local processes
   migbed run --source A --target B   the same against services already running elsewhere
   migbed run --comparison NAME       a named comparison (`migbed scenarios` lists them)
   migbed serve source|target run one service (what containers and lab hosts run)

@@ -19,7 +19,7 @@ from typing import Any
 from migbed.cli.args import EXIT_OF_RUNS, EXIT_OK, EXIT_UNREACHABLE, add_dilation_arg
 from migbed.cli.args import address as _address
 from migbed.core.overrides import OverrideError, split_override
-from migbed.core.policy import DEFAULT_POLICIES, policy_names
+from migbed.core.policy import DEFAULT_POLICIES, decision_basis, policy_names
 from migbed.core.scenario import DEFAULT_SCENARIO, parse_scenario
 from migbed.core.units import UnitError, format_bytes, parse_byte_rate, parse_size
 from migbed.experiments.follow import runs_outcome
@@ -47,6 +47,7 @@ from migbed.experiments.sweep import (
     write_spec,
 )
 from migbed.model import DEFAULT_WIRE_RATE, CellPrediction, ModelParams, predict
+from migbed.model.predict import regime_text
 
 
 def _rate(text: str) -> float:
@@ -108,19 +109,29 @@ def _ms(x: float | None) -> str:
     return "-" if x is None or x != x else f"{x * 1e3:.0f}"  # NaN (undefined) prints as "-"
 
 
+def switched_on(o: Any) -> str:
+    """What a predicted stop rested on (core/policy.py decision_basis), or the cap."""
+    if o.outcome != "completed":
+        return "-"
+    return o.forced_by_cap or decision_basis(o.reason)
+
+
 def format_prediction(pred: CellPrediction, policies: list[str]) -> str:
     head = f"{'policy':18s} {'outcome':10s} {'total ms':>9s} {'downtime ms':>11s} {'guest ms':>9s} " \
-           f"{'iter':>5s} {'stop ms':>8s} {'setup in dt ms':>14s}"
+           f"{'iter':>5s} {'stop ms':>8s} {'setup in dt ms':>14s}  switched on"
     lines = [head, "-" * len(head)]
     for p in policies:
         o = pred.outcomes[p]
         lines.append(f"{p:18s} {o.outcome:10s} {_ms(o.total_time_s):>9s} {_ms(o.downtime_s):>11s} "
                      f"{_ms(o.guest_downtime_s):>9s} {o.iterations:>5d} {_ms(o.stop_s):>8s} "
-                     f"{_ms(o.setup_in_downtime_s):>14s}")
-    lines.append(f"regime: {pred.regime} (legacy leaves {_ms(pred.setup_in_downtime_s)} ms of device "
-                 f"setup/initial load inside the downtime); legacy penalty "
-                 f"{_ms(pred.legacy_penalty_s)} ms guest-visible, {_ms(pred.legacy_penalty_qemu_s)} ms "
-                 f"QEMU-reported; the ACK costs {_ms(pred.ack_cost_s)} ms of total time")
+                     f"{_ms(o.setup_in_downtime_s):>14s}  {switched_on(o)}")
+    lines.append(f"regime: {regime_text(pred)} (legacy leaves {_ms(pred.setup_in_downtime_s)} ms of device "
+                 f"setup/initial load inside the downtime)")
+    forced = [p for p in ("legacy", "switchover-ack") if pred.outcomes[p].forced_by_cap]
+    lines.append(f"legacy penalty {_ms(pred.legacy_penalty_s)} ms guest-visible, "
+                 f"{_ms(pred.legacy_penalty_qemu_s)} ms QEMU-reported; the ACK costs "
+                 f"{_ms(pred.ack_cost_s)} ms of total time"
+                 + (f" (between stops forced by a cap: {', '.join(forced)})" if forced else ""))
     return "\n".join(lines)
 
 
@@ -161,11 +172,14 @@ def _wire_text(sc: Any, unshaped: bool, params: ModelParams) -> str:
 
 
 def format_grid(preds: list[dict[str, Any]], policies: list[str]) -> str:
+    """One line per cell; "[cap]" after a policy whose stop a cap forced."""
     lines = []
     for p in preds:
         pr = p["prediction"]
         values = ", ".join(f"{k}={v}" for k, v in p["values"].items())
-        guest = " ".join(f"{pol}={_ms(pr['outcomes'][pol]['guest_downtime_s'])}" for pol in policies)
+        guest = " ".join(f"{pol}={_ms(pr['outcomes'][pol]['guest_downtime_s'])}"
+                         + (" [cap]" if pr["outcomes"][pol]["forced_by_cap"] else "")
+                         for pol in policies)
         lines.append(f"[{values}] {pr['regime']}: guest ms {guest}; penalty "
                      f"{_ms(pr['legacy_penalty_s'])} ms; ACK cost {_ms(pr['ack_cost_s'])} ms")
     return "\n".join(lines)

@@ -157,7 +157,8 @@ POLICY_RULES: dict[str, dict[str, Rule]] = {
     },
     "DeviceView": {
         "name": Rule.SAME, "initial_bytes_left": Rule.SAME, "dirty_bytes": Rule.SAME,
-        "stop_copy_bytes": Rule.SAME, "target": Rule.NESTED,
+        "stop_copy_bytes": Rule.SAME, "target": Rule.NESTED, "driver": Rule.SAME,
+        "initial_image_bytes": Rule.SAME,
     },
     "TargetLoad": {
         "loaded_bytes": Rule.SAME, "backlog_bytes": Rule.SAME, "busy_s": Rule.TIME,

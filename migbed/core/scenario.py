@@ -43,7 +43,7 @@ from migbed.core.units import (
 KiB, MiB, GiB = 1024, 1024**2, 1024**3
 T = TypeVar("T")
 
-DEFAULT_SCENARIO = "mlx5-like"
+DEFAULT_SCENARIO = "cover-letter"  # `migbed run`, `bin/migbed up`, `migbed predict`: a real driver (mlx5)
 # The QEMU releases whose migration behaviour can be emulated (qemu-version); each profile's
 # differences are listed in docs/fidelity.md.
 QEMU_VERSIONS = tuple(PROFILES)

@@ -33,6 +33,7 @@ class VfioMigration:
         self.precopy_init_size = 0  # migration->precopy_init_size
         self.precopy_dirty_size = 0  # migration->precopy_dirty_size
         self.stop_copy_size = 0  # the last MIG_DATA_SIZE QEMU read
+        self.initial_image_bytes = 0  # initial_bytes of vfio_save_setup's PRECOPY_INFO
         self.initial_data_sent = False  # INIT_DATA_SENT written
         self.precopy_info_calls = 0  # VFIO_MIG_GET_PRECOPY_INFO ioctls issued
 
@@ -46,6 +47,7 @@ class VfioMigration:
         if self.device.driver.pre_copy:
             self.device.set_state(VfioState.PRE_COPY)
             self._query_precopy()
+            self.initial_image_bytes = self.precopy_init_size
 
     def _query_precopy(self) -> None:
         """vfio_query_precopy_size."""

@@ -488,7 +488,8 @@ class _Migration:
         views = tuple(
             DeviceView(d.cfg.name, round(d.init_left), round(self._dirty_bytes(d)),
                        round(d.cfg.data_size(d.init_left, d.cut + d.dirty)),  # MIG_DATA_SIZE
-                       d.log.view(seen, d.load_end))
+                       d.log.view(seen, d.load_end), d.cfg.driver.name,
+                       round(d.cfg.initial) if d.cfg.driver.pre_copy else 0)
             for d in self.devices)
         return Observation(
             elapsed_s=t, pending_bytes=round(pending), pending_exact=True,

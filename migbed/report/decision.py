@@ -1,7 +1,8 @@
 """The decision regime of measured runs, classified as the model classifies its predictions.
 
 - regime: did legacy's stop leave the devices' setup and initial load inside the downtime
-  ("in-downtime") or did pre-copy absorb it ("absorbed")? The rule is the model's
+  ("in-downtime") or did pre-copy absorb it ("absorbed")? Or did legacy's data never fit,
+  so that a cap forced the stop ("capped")? The rule is the model's
   (migbed.model.predict.regime_of); the measured amount is, per device with initial bytes,
   the time from the stop to the target's `initial-loaded:<device>` event (recorded by the
   source from the target's DeviceLoadProgress, on the source's clock), or its whole
@@ -42,11 +43,11 @@ def measured_setup_in_downtime_s(record: RunRecord, scenario: Scenario) -> float
 
 
 def measured_regime(legacy: RunRecord, scenario: Scenario) -> str:
-    """The regime a completed legacy run shows: in-downtime | absorbed | unknown."""
+    """The regime a completed legacy run shows: in-downtime | absorbed | capped | unknown."""
     if legacy.outcome != "completed":
         return "unknown"
     cost = sum(device_initial_cost_s(scenario).values())
-    return regime_of(measured_setup_in_downtime_s(legacy, scenario), cost)
+    return regime_of(measured_setup_in_downtime_s(legacy, scenario), cost, legacy.forced_by_cap)
 
 
 def measured_ending(record: RunRecord) -> str:

@@ -5,7 +5,9 @@ Reads a sweep folder (sweep.json, predictions.json, runs.jsonl; migbed/experimen
 and writes regime.html, regime-*.png, runs.csv and cells.csv into it. A cell shows the
 measured median of its runs and, below it in brackets, the model's prediction; cells not
 measured (``--predict``) show the prediction alone. The thick line separates cells where the
-model says legacy leaves device setup inside the downtime from cells where pre-copy absorbs it.
+model says legacy leaves device setup inside the downtime from cells where pre-copy absorbs it,
+and from cells where legacy's data never fits and a cap ends pre-copy ("capped"); a value
+whose stop a cap forced is marked "cap".
 """
 
 from __future__ import annotations
@@ -54,6 +56,9 @@ class CellView:
     measured: dict[str, dict[str, float]] = field(default_factory=dict)  # policy -> metric -> ms
     predicted: dict[str, dict[str, float]] = field(default_factory=dict)
     runs: dict[str, int] = field(default_factory=dict)  # policy -> completed runs
+    # policy -> the cap that forced its stop ("" when the policy switched): the measured
+    # runs' (any of them) when measured, else the prediction's
+    capped: dict[str, str] = field(default_factory=dict)
 
     def value(self, policy: str, metric: str) -> tuple[float | None, float | None]:
         m = self.measured.get(policy, {}).get(metric)
@@ -74,6 +79,7 @@ def cell_views(spec: SweepSpec, predictions: list[dict[str, Any]], runs: list[Fi
         for pol, o in pr["outcomes"].items():
             if o["outcome"] == "completed":
                 v.predicted[pol] = {m: float(o[f]) * 1e3 for m, (_, f, _) in METRICS.items() if o[f] is not None}
+                v.capped[pol] = o.get("forced_by_cap") or ""
         views.append(v)
     by_cell: dict[tuple[int, str], list[FinishedRun]] = {}
     for r in runs:
@@ -85,6 +91,7 @@ def cell_views(spec: SweepSpec, predictions: list[dict[str, Any]], runs: list[Fi
             if done:
                 views[ci].measured[pol] = {m: statistics.median(float(getattr(r, f)) for r in done)
                                            for m, (f, _, _) in METRICS.items()}
+                views[ci].capped[pol] = next((r.forced_by_cap for r in done if r.forced_by_cap), "")
     return views
 
 
@@ -121,7 +128,9 @@ def _boundary(ax: Any, grid: list[list[CellView | None]]) -> None:
 
 
 def _heatmap(ax: Any, spec: SweepSpec, grid: list[list[CellView | None]], cell_value: Any,
-             title: str, cmap: str, vrange: tuple[float, float] | None = None) -> None:
+             title: str, cmap: str, vrange: tuple[float, float] | None = None,
+             mark: Any = None) -> None:
+    """`mark(cell)`: a word under the value ("cap": a cap forced the stop), or ""."""
     nan = float("nan")
     shown = [[nan] * len(row) for row in grid]
     for y, row in enumerate(grid):
@@ -135,6 +144,9 @@ def _heatmap(ax: Any, spec: SweepSpec, grid: list[list[CellView | None]], cell_v
             text = "-" if main is None else f"{main:.0f}"
             if m is not None and p is not None:
                 text += f"\n({p:.0f})"
+            word = mark(c) if mark is not None else ""
+            if word and main is not None:
+                text += f"\n{word}"
             ax.text(x, y, text, ha="center", va="center", fontsize=8, color="white",
                     path_effects=_TEXT_FX)
     vmin, vmax = vrange if vrange else (None, None)
@@ -172,7 +184,8 @@ def plot_downtime(spec: SweepSpec, views: list[CellView], metric: str, fixed: di
     seen = [x for c in views for pol in spec.policies for x in c.value(pol, metric) if x is not None]
     vrange = (min(seen), max(seen)) if seen else None
     for ax, pol in zip(axes, spec.policies, strict=True):
-        _heatmap(ax, spec, grid, lambda c, pol=pol: c.value(pol, metric), pol, "viridis", vrange)
+        _heatmap(ax, spec, grid, lambda c, pol=pol: c.value(pol, metric), pol, "viridis", vrange,
+                 lambda c, pol=pol: "cap" if c.capped.get(pol) else "")
     fig.suptitle(f"{METRICS[metric][2]}: {_what(views)}; cyan line: the model's "
                  f"regime boundary{_fixed_label(fixed)}", fontsize=10)
     fig.tight_layout()
@@ -355,8 +368,11 @@ def render_page(spec: SweepSpec, extra: dict[str, Any], params: dict[str, Any],
         f"<p>Axes: {axes}. Policies: {html.escape(', '.join(spec.policies))}. {html.escape(mode)}.</p>",
         "<p>Inputs of the model beside the scenario: "
         + html.escape(_params_text(params)) + ". Each heatmap cell: the measured median, and the "
-        "model's prediction in brackets. The cyan line is the model's regime boundary: on one "
-        "side legacy leaves device setup inside the downtime, on the other pre-copy absorbs it.</p>",
+        "model's prediction in brackets. The cyan line is the model's regime boundary between "
+        "cells where legacy leaves device setup inside the downtime (in-downtime), where "
+        "pre-copy absorbs it (absorbed), and where legacy's data never fits the threshold and "
+        "a cap ends pre-copy (capped: real QEMU, with no such cap, would iterate on). \"cap\" "
+        "under a value: a cap forced that policy's stop.</p>",
     ]
     for title, path in images:
         parts += [f"<h2>{html.escape(title)}</h2>", _img(path, title)]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from migbed.core.policy import decision_basis
 from migbed.measure.record import RunRecord
 from migbed.report.stats import format_spread
 
@@ -54,10 +55,11 @@ def results_table(records: list[RunRecord]) -> str:
 
 
 def switched_on(runs: list[RunRecord]) -> str:
-    """Whether the switchover came from the policy ("data": the pending data fitted, and
-    the ACK or prediction where the policy waits for one) or was forced by a cap, with
-    the count of each when the runs differ."""
-    kinds = [r.forced_by_cap or "data" for r in runs]
+    """Whether the switchover came from the policy (core/policy.py decision_basis: "data",
+    the pending data fitted, and the ACK where the policy waits for one; time-aware's
+    "prediction" or "floor") or was forced by a cap, with the count of each when the runs
+    differ."""
+    kinds = [r.forced_by_cap or decision_basis(r.decision_reason) for r in runs]
     if not kinds:
         return "-"
     counts = {k: kinds.count(k) for k in dict.fromkeys(kinds)}

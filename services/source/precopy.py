@@ -120,7 +120,7 @@ class Precopy:
             pending, exact = await self._pending_exact(), True
         self.pending = pending
         views = [DeviceView(v.device.cfg.name, v.precopy_init_size, v.precopy_dirty_size,
-                            v.stop_copy_size, load)
+                            v.stop_copy_size, load, v.device.driver.name, v.initial_image_bytes)
                  for v, load in zip(p.devices.vfio, p.link.loads, strict=True)]
         now = time.monotonic()
         mig = p.scenario.migration
@@ -130,7 +130,7 @@ class Precopy:
             downtime_limit_s=mig.downtime_limit, dirty_sync_count=p.scanner.dirty_sync_count,
             ack_received=self.ack_received,
             ack_wait_s=now - self.ack_wait_start if self.ack_wait_start is not None else 0.0,
-            rtt_s=p.link.offset.last_rtt_ns / 1e9, devices=tuple(views),
+            rtt_s=(p.link.offset.best_rtt or 0) / 1e9, devices=tuple(views),
             parallel_device_state=mig.device_state_transfer == "multifd",
             threshold_inclusive=p.profile.threshold_inclusive)
 

@@ -55,6 +55,23 @@ def test_a_2x2_sweep_runs_every_cell_and_reports(tmp_path: Path) -> None:
         assert (out / name).stat().st_size > 0
 
 
+def test_a_predicted_map_names_the_cells_where_data_never_fits(tmp_path: Path) -> None:
+    # cover-letter (mlx5's whole-state MIG_DATA_SIZE, 320 MB) across the threshold: at
+    # 512 MiB/s x 300 ms the data never fits and a cap ends pre-copy; at 1250 MB/s it fits.
+    # The regime map says "capped" there, not "absorbed", and marks the capped values.
+    out = tmp_path / "sw"
+    assert main(["sweep", "--predict", "--vary",
+                 "migration.avail-switchover-bandwidth=512MiB/s,1250MB/s",
+                 "--policy", "legacy", "--policy", "time-aware", "--out", str(out)]) == 0
+    rows = [line.split(",") for line in (out / "cells.csv").read_text().splitlines()]
+    head = rows[0]
+    regime = {(r[head.index("migration.avail-switchover-bandwidth")], r[head.index("policy")]):
+              r[head.index("regime")] for r in rows[1:]}
+    assert regime[("512MiB/s", "legacy")] == "capped"
+    assert regime[("1250MB/s", "legacy")] == "in-downtime"
+    assert "capped" in (out / "regime.html").read_text()
+
+
 def _gone(pid: int) -> bool:
     try:
         os.kill(pid, 0)

@@ -152,6 +152,19 @@ def test_every_comparison_resolves_with_registered_policies() -> None:
     assert comparison("default").policies == cli_args.DEFAULT_POLICIES
 
 
+def test_the_default_comparison_uses_a_real_driver() -> None:
+    # `migbed run`, `bin/migbed up` and the `default` comparison run one scenario, and its
+    # VF follows a real driver's semantics (mlx5), not migbed's own "generic".
+    from migbed.comparisons import comparison
+    from migbed.core.drivers import DRIVERS
+    from migbed.core.scenario import DEFAULT_SCENARIO, resolve_scenario
+
+    assert comparison("default").scenario == DEFAULT_SCENARIO == "cover-letter"
+    sc = resolve_scenario(None)
+    assert sc.name == DEFAULT_SCENARIO
+    assert [d.driver for d in sc.devices] == ["mlx5"] and DRIVERS["mlx5"].real
+
+
 def test_bench_has_no_inline_scenario_templates() -> None:
     bench = Path(__file__).resolve().parents[2] / "bench"
     for script in bench.glob("*.py"):
@@ -167,7 +180,7 @@ def test_resolve_experiment_layers_comparison_then_flags() -> None:
     assert exp.policies == ("legacy", "switchover-ack")
     args = p.parse_args(["run", "--policy", "time-aware", "--policy", "time-aware"])
     exp = cli_args.resolve_experiment(args)
-    assert exp.policies == ("time-aware",) and exp.repeat == 3 and exp.scenario.name == "mlx5-like"
+    assert exp.policies == ("time-aware",) and exp.repeat == 3 and exp.scenario.name == "cover-letter"
 
 
 # ---------------------------------------------------------------- one vocabulary, exit codes

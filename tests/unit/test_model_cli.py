@@ -41,3 +41,23 @@ def test_predict_refuses_bad_input_naming_the_key(capsys: pytest.CaptureFixture[
     assert main(["predict", "tiny", *args]) == 2
     err = capsys.readouterr().err
     assert named in err and "Traceback" not in err
+
+
+def test_predict_names_the_regime_where_data_never_fits(capsys: pytest.CaptureFixture[str]) -> None:
+    # cover-letter at mlx5-like's 512 MiB/s: mlx5's whole-state MIG_DATA_SIZE (320 MB) stays
+    # above the 161 MB threshold, so QEMU's rule never fires and only max-iterations ends
+    # pre-copy. That is its own regime, not "absorbed" (where the setup happens to land
+    # after ~100 iterations says nothing about the rule); time-aware switches on its
+    # prediction there.
+    slow = ["--set", "migration.avail-switchover-bandwidth=512MiB/s"]
+    assert main(["predict", "cover-letter", *slow]) == 0
+    out = capsys.readouterr().out
+    assert "regime: capped: legacy's data never fits the threshold, pre-copy ends on max-iterations" in out
+    rows = {line.split()[0]: line.split()[-1] for line in out.splitlines()[3:7]}
+    assert rows == {"legacy": "max-iterations", "initial-bytes-sent": "max-iterations",
+                    "switchover-ack": "max-iterations", "time-aware": "prediction"}
+    assert main(["predict", "cover-letter", "--vary",
+                 "migration.avail-switchover-bandwidth=512MiB/s,1250MB/s"]) == 0
+    grid = capsys.readouterr().out.splitlines()
+    assert "] capped: " in grid[0] and "legacy=320 [cap]" in grid[0]
+    assert "] in-downtime: " in grid[1] and "[cap]" not in grid[1]
