@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from migbed.core.units import format_bytes
 from migbed.experiments.controller import SourceControl
-from migbed.experiments.follow import RECORDED_BY, StartedRun, follow_run
+from migbed.experiments.follow import RECORDED_BY, StartedRun, dilation_of, follow_run
 from migbed.experiments.interrupt import Interruption
 from migbed.measure.record import ProgressSample, RunRecord
 
@@ -69,6 +69,7 @@ def run_plan(plan: Plan, show_progress: bool = True,
     records: list[RunRecord] = []
     batch = uuid.uuid4().hex[:8]
     runs = plan.runs()
+    dilation = dilation_of(plan.scenario_toml)
     # A bar only on a terminal, whoever calls: a log gets no carriage returns.
     bar = tqdm(total=len(runs), unit="run", disable=not (show_progress and sys.stderr.isatty()),
                dynamic_ncols=True, desc=plan.scenario_name)
@@ -77,7 +78,7 @@ def run_plan(plan: Plan, show_progress: bool = True,
             if interruption is not None and interruption.fired:
                 break
             run = StartedRun(f"{plan.scenario_name}-{policy}-{repeat}-{batch}", plan.scenario_name,
-                             policy, repeat, plan.source, plan.target)
+                             policy, repeat, plan.source, plan.target, time_dilation=dilation)
             bar.set_description(f"{policy} #{repeat + 1}")
             control.start(plan.scenario_toml, policy, plan.target, run.run_id,
                           {"repeat": str(repeat)})

@@ -46,6 +46,14 @@ class StartedRun:
     target: str  # as the source dials it
     labels: dict[str, str] = field(default_factory=dict)
     target_probe: str = ""  # where this process reaches the target, if not at `target`
+    time_dilation: float = 1.0  # the scenario's K: a record written here says it too
+
+
+def dilation_of(scenario_toml: str) -> float:
+    """The time-dilation factor of a scenario the source accepted (1 when it has none)."""
+    from migbed.core.scenario import parse_scenario
+
+    return parse_scenario(scenario_toml).time_dilation
 
 
 def ask_target(address: str, run_id: str, reason: str) -> str:
@@ -76,7 +84,8 @@ def orchestrator_record(run: StartedRun, outcome: str, error: str) -> RunRecord:
     record = RunRecord(run_id=run.run_id, scenario=run.scenario, policy=run.policy,
                        repeat=run.repeat, outcome=outcome, error=error,
                        source_address=run.source, target_address=run.target,
-                       labels={**run.labels, RECORDED_BY: "orchestrator"})
+                       labels={**run.labels, RECORDED_BY: "orchestrator"},
+                       time_dilation=run.time_dilation)
     record.labels.pop("repeat", None)
     return record
 

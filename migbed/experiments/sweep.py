@@ -34,7 +34,7 @@ from migbed.core.scenario import (
     parse_scenario,
     read_scenario_text,
 )
-from migbed.experiments.follow import RECORDED_BY, StartedRun, follow_run
+from migbed.experiments.follow import RECORDED_BY, StartedRun, dilation_of, follow_run
 from migbed.experiments.interrupt import INTERRUPTED_LABEL, Interruption
 from migbed.measure.files import append_line, atomic_write_json, read_journal
 from migbed.measure.record import RunRecord
@@ -404,7 +404,8 @@ def _run_one(control: Any, spec: SweepSpec, cell: Cell, policy: str, repeat: int
               **{f"axis:{k}": str(v) for k, v in cell.values.items()}}
     control.start(cell.text, policy, target, run_id, labels)
     labels.pop("repeat")
-    run = StartedRun(run_id, spec.name, policy, repeat, source, target, labels)
+    run = StartedRun(run_id, spec.name, policy, repeat, source, target, labels,
+                     time_dilation=dilation_of(cell.text))
     record = follow_run(control, run, interruption)
     record.labels.update(labels)
     return record
@@ -482,7 +483,9 @@ def _best_rate(source: str, target: str, scenario: str, rate_of: Any, what: str,
             run_id = f"{what}-calibration-{uuid.uuid4().hex[:8]}"
             control.start(scenario, "legacy", target, run_id, {"repeat": "0"})
             rec = follow_run(control, StartedRun(run_id, f"{what}-calibration", "legacy", 0,
-                                                 source, target), interruption)
+                                                 source, target,
+                                                 time_dilation=dilation_of(scenario)),
+                             interruption)
             if interruption is not None:
                 interruption.check()
             rate = rate_of(rec) if rec.outcome == "completed" else None

@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from migbed.experiments.controller import ControlError, SourceControl
-from migbed.experiments.follow import StartedRun, follow_run
+from migbed.experiments.follow import StartedRun, dilation_of, follow_run
 from migbed.experiments.interrupt import Interruption
 from migbed.fleet.planner import EvacuationPlan, Interval, Limits, Placement, max_in_flight
 from migbed.measure.record import RunRecord
@@ -214,7 +214,8 @@ class Evacuation:
             # Its record, always: a lost source's run gets one written here (follow.py).
             record = follow_run(control, StartedRun(
                 run_id, guest.scenario, self.policy, 0, source, target, labels,
-                self.endpoints.probes.get(placement.target_host, "")), self.interruption)
+                self.endpoints.probes.get(placement.target_host, ""),
+                dilation_of(self.scenario_texts[guest.scenario])), self.interruption)
         except ControlError as e:  # the source refused the run: it never started
             record = RunRecord(run_id=run_id, scenario=guest.scenario, policy=self.policy,
                                repeat=0, outcome="failed", error=str(e), labels=labels)

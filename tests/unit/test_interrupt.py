@@ -5,6 +5,7 @@ tests/faults/test_orchestrator_signals.py."""
 
 from __future__ import annotations
 
+import dataclasses
 import signal
 import threading
 
@@ -97,6 +98,18 @@ def test_a_lost_source_gets_the_orchestrators_record(monkeypatch: pytest.MonkeyP
     assert rec.labels == {"cell": "3", RECORDED_BY: "orchestrator"}
     assert not rec.source_guest_running_after and rec.source_address == "127.0.0.1:1"
     assert asked == [("127.0.0.1:2", "r1")]
+    assert rec.time_dilation == 1.0
+
+
+def test_a_lost_sources_record_says_the_runs_time_dilation(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(follow, "ask_target", lambda *a: "target: gone")
+
+    def lost(ctl: FakeControl) -> RunRecord:
+        raise SourceLost("lost", "UNAVAILABLE: Socket closed")
+
+    dilated = dataclasses.replace(RUN, time_dilation=follow.dilation_of(
+        'time-dilation = 4\n[guest]\nram-size = "16MiB"\n'))
+    assert follow_run(FakeControl(lost), dilated).time_dilation == 4.0  # type: ignore[arg-type]
 
 
 def test_a_signal_ends_with_the_sources_cancelled_record() -> None:
