@@ -3,7 +3,7 @@ hosts, two target hosts and a monitor as sshd containers reached over real SSH (
 deploy --evacuate`), tiny guests on a 400 Mbit/s tbf link on each source's egress, 6 guests
 at P=2, C=3, both policies; then `migbed simulate` of the same.
 
-    flock /work/wt/docker.lock .venv/bin/python bench/datacenter_lab_evacuation.py
+    .venv/bin/python bench/datacenter_lab_evacuation.py
 
 Needs Docker (lab containers: under the shared lock). Builds deploy/labhost's image (a no-op
 when up to date) and a wheelhouse, as tests/deploy does.

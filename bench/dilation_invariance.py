@@ -1,6 +1,6 @@
 """Time dilation's invariance check: the same scenario at K = 1, 2, 4 gives the same results.
 
-    flock /work/wt/docker.lock .venv/bin/python bench/dilation_invariance.py [--ks 1,2,4] [--repeat 3]
+    .venv/bin/python bench/dilation_invariance.py [--ks 1,2,4] [--repeat 3]
 
 The check the time-warped emulation literature uses (Gupta et al., NSDI 2006): on scenarios
 this host runs faithfully undilated, dilating by K must not change what is measured in

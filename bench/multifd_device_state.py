@@ -1,7 +1,7 @@
 """QEMU 10's multifd device state against the main stream, measured in one run.
 
     .venv/bin/python bench/multifd_device_state.py [--repeat 3]
-    flock /work/wt/docker.lock .venv/bin/python bench/multifd_device_state.py \\
+    .venv/bin/python bench/multifd_device_state.py \\
         --link-rate 100Gbit --time-dilation auto [--repeat 3]
 
 The `multifd-device-state` comparison (migbed/scenarios/multifd-device-state.toml): four VFs
@@ -14,7 +14,7 @@ multifd channels beside the RAM, each device loaded by its own task from switcho
 The inputs are the per-device figures in the scenario file; the downtimes are results.
 
 --link-rate puts the published link (100 GbE) in: a veth pair to a network namespace, its
-egress shaped by tc tbf at the rate / K (needs root; take /work/wt/docker.lock). A 100 Gbit
+egress shaped by tc tbf at the rate / K (needs root). A 100 Gbit
 link is more than this host moves, so --time-dilation runs the experiment K times slower
 (auto: the smallest K at which the link's rate is at most half of this host's multifd rate,
 migbed/core/dilation.py); every figure printed is virtual. Beside the measured medians: what
