@@ -17,6 +17,12 @@ from migbed.experiments.localstack import Service
 from migbed.measure.record import RunRecord
 
 SETUP_MS = 200
+# The cap that ends switchover-ack where its rule never fires. A time, not an iteration
+# count: while a device's data size keeps QEMU's exact pending above the threshold every
+# check is a dirty sync, a few ms apart (faster on a loaded host), so 30 iterations can
+# pass before the destination has loaded the initial data (200 ms setup) and ACKed, which
+# time-aware waits for too. 2 s leaves it that ACK and its checks on a busy CI host.
+CAP = {"max_iterations": "0", "max_time": '"2s"'}
 
 
 def setup_in_downtime(r: RunRecord) -> bool:
@@ -55,9 +61,9 @@ def test_time_aware_switches_where_mlx5s_data_size_holds_switchover_ack_back(
     # it (the final image is the increment plus the state beyond the initial image) and
     # switches on its prediction, long before the cap, with the setup out of the downtime.
     vf = device("mlx5").replace('initial-bytes = "4MB"', 'initial-bytes = "20MB"')
-    ack = migrate(stack, vf, "switchover-ack", max_iterations="30")
-    ta = migrate(stack, vf, "time-aware", max_iterations="30")
-    assert ack.forced_by_cap == "max-iterations", ack.decision_reason
+    ack = migrate(stack, vf, "switchover-ack", **CAP)
+    ta = migrate(stack, vf, "time-aware", **CAP)
+    assert ack.forced_by_cap == "max-time", ack.decision_reason
     assert ta.forced_by_cap == "", ta.decision_reason
     assert ta.decision_reason.startswith("predicted downtime") and "fits" in ta.decision_reason
     assert ta.dirty_sync_count < ack.dirty_sync_count
@@ -70,9 +76,9 @@ def test_time_aware_switches_at_virtios_floor(stack: tuple[Service, Service]) ->
     # the 100 ms limit whatever pre-copy does. switchover-ack's data never fits (cap);
     # time-aware switches once what pre-copy reduces has settled, and says so.
     vf = device("virtio").replace('initial-bytes = "1MB"', 'initial-bytes = "20MB"')
-    ack = migrate(stack, vf, "switchover-ack", max_iterations="30")
-    ta = migrate(stack, vf, "time-aware", max_iterations="30")
-    assert ack.forced_by_cap == "max-iterations", ack.decision_reason
+    ack = migrate(stack, vf, "switchover-ack", **CAP)
+    ta = migrate(stack, vf, "time-aware", **CAP)
+    assert ack.forced_by_cap == "max-time", ack.decision_reason
     assert ta.forced_by_cap == "", ta.decision_reason
     assert "switching at that floor" in ta.decision_reason, ta.decision_reason
     assert not setup_in_downtime(ta)
