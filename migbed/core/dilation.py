@@ -165,7 +165,8 @@ POLICY_RULES: dict[str, dict[str, Rule]] = {
         "measured_load_rate": Rule.RATE, "loading": Rule.SAME, "initial_loaded": Rule.SAME,
         "initial_load_s": Rule.TIME,
     },
-    "Decision": {"action": Rule.SAME, "reason": Rule.SAME, "predicted_downtime_s": Rule.TIME},
+    "Decision": {"action": Rule.SAME, "reason": Rule.SAME, "predicted_downtime_s": Rule.TIME,
+                 "basis": Rule.SAME},
 }
 # What leaves a run (undilate) or is compared with it (dilate): the record and the policy's view.
 OUT_RULES: dict[str, dict[str, Rule]] = {**RECORD_RULES, **POLICY_RULES}

@@ -169,7 +169,7 @@ def test_the_policy_decides_in_virtual_time_and_the_same_way() -> None:
     assert real.bandwidth == 0.25e9 and real.devices[0].target.measured_load_rate == 0.25e9
     plain, dilated = make_policy("time-aware"), dil.in_virtual_time(make_policy("time-aware"), 4)
     want, got = plain.decide(virtual), dilated.decide(real)
-    assert (got.action, got.reason) == (want.action, want.reason), (got, want)
+    assert (got.action, got.reason, got.basis) == (want.action, want.reason, want.basis), (got, want)
     assert got.predicted_downtime_s == pytest.approx(4 * want.predicted_downtime_s)
     assert dilated.name == "time-aware" and dilated.needs_ack
 
