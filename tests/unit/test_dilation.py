@@ -53,6 +53,14 @@ def test_every_field_has_a_rule(roots: tuple[type, ...], tables: dict[str, dict[
     assert not stale, f"rules for fields that no longer exist: {stale}"
 
 
+def test_the_decision_basis_is_a_word_that_dilation_leaves_alone() -> None:
+    assert RECORD_RULES["RunRecord"]["decision_basis"] is Rule.SAME
+    assert POLICY_RULES["Decision"]["basis"] is Rule.SAME
+    rec = RunRecord("r", "s", "time-aware", 0, "completed", decision_basis="floor", downtime_ms=400.0)
+    back = dil.undilate(rec, 4)
+    assert (back.decision_basis, back.downtime_ms) == ("floor", 100.0)
+
+
 def test_every_record_message_field_is_a_record_field_with_a_rule() -> None:
     """From the wire's side too: a field added to the proto's record messages (and so to
     the dataclasses, record_wire insists) has a rule."""
