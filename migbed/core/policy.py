@@ -358,25 +358,6 @@ def forecast(obs: Observation, rates: LoadRates | None = None) -> Forecast:
     return Forecast(downtime + obs.rtt_s, floor + obs.rtt_s, devs)
 
 
-# How a decision's reason begins (or what it holds), per basis: decision_basis() reads them.
-NO_PREDICTION = "no prediction"
-PREDICTED = "predicted downtime"
-AT_FLOOR = "switching at that floor"
-
-
-def decision_basis(reason: str) -> str:
-    """What a go rested on, from its reason: "prediction" (time-aware's fitted), "floor"
-    (time-aware above an unreducible floor), "data (no prediction)" (time-aware fell back
-    to switchover-ack's rule) or "data" (the pending data fitted, and the ACK if needed)."""
-    if reason.startswith(NO_PREDICTION):
-        return "data (no prediction)"
-    if AT_FLOOR in reason:
-        return "floor"
-    if reason.startswith(PREDICTED):
-        return "prediction"
-    return "data"
-
-
 # Above an unreducible floor, the rest "no longer falls" when it fell by less than this
 # share (or this many seconds) since the previous check.
 FLOOR_SETTLED = 0.10
@@ -442,13 +423,13 @@ class TimeAware(Policy):
             d = self._ack.decide(obs)
             if not f.unknown:
                 return Decision(d.action, d.reason, predicted, d.basis)
-            return Decision(d.action, f"{NO_PREDICTION} ({'; '.join(f.unknown)}): "
+            return Decision(d.action, f"no prediction ({'; '.join(f.unknown)}): "
                             f"switchover-ack's rule: {d.reason}", predicted, "data (no prediction)")
         if f.waiting:
             # What the prediction still needs: it waits on the prediction's behalf.
             return Decision("wait", "no load reported yet by the destination for "
                             f"{', '.join(f.waiting)}", predicted, "prediction")
-        ms = f"{PREDICTED} {predicted * 1e3:.0f} ms"
+        ms = f"predicted downtime {predicted * 1e3:.0f} ms"
         rest, last = predicted - f.floor_s, self._last_rest_s
         self._last_rest_s = rest
         if predicted <= limit:
@@ -459,7 +440,7 @@ class TimeAware(Policy):
                  f"{limit * 1e3:.0f} ms limit)")
         settled = last != float("inf") and rest >= last - max(FLOOR_SETTLED * last, FLOOR_SETTLED_S)
         if rest <= limit and settled:
-            return Decision("go", f"{floor}: {AT_FLOOR}, the rest "
+            return Decision("go", f"{floor}: switching at that floor, the rest "
                             f"({rest * 1e3:.0f} ms) fits and no longer falls", predicted, "floor")
         return Decision("wait", f"{floor}: the rest ({rest * 1e3:.0f} ms) still falls "
                         "or exceeds the limit", predicted, "floor")
