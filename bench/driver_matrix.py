@@ -17,7 +17,7 @@ driver's typical device.
 
 Printed per (driver, policy): medians [min-max] of the QEMU-reported downtime, the
 guest-visible downtime and total time; how pre-copy ended (what the policy's go rested on,
-migbed/core/policy.py decision_basis: data, prediction, floor, data (no prediction); or the
+the record's decision_basis: data, prediction, floor, data (no prediction); or the
 cap that forced it); the policy's own downtime prediction at its decision (median; legacy
 and switchover-ack's is their data time); the model's (`migbed predict --unshaped`, same
 scenario and driver, its default wire rate); the load average when the driver's runs

@@ -27,8 +27,9 @@ class TargetLoaded(Policy):
             return d
         if waiting:
             return Decision("wait", f"initial data not loaded on the target: {', '.join(waiting)}",
-                            d.predicted_downtime_s)
-        return Decision("go", REASON, d.predicted_downtime_s)
+                            d.predicted_downtime_s, "data")
+        # legacy's rule with a condition on top: it rests on the data, as QEMU's rules do
+        return Decision("go", REASON, d.predicted_downtime_s, "data")
 
 
 register_policy(TargetLoaded, "legacy, and the target reports every device's initial data loaded")

@@ -19,7 +19,7 @@ from typing import Any
 from migbed.cli.args import EXIT_OF_RUNS, EXIT_OK, EXIT_UNREACHABLE, add_dilation_arg
 from migbed.cli.args import address as _address
 from migbed.core.overrides import OverrideError, split_override
-from migbed.core.policy import DEFAULT_POLICIES, decision_basis, policy_names
+from migbed.core.policy import DEFAULT_POLICIES, policy_names
 from migbed.core.scenario import DEFAULT_SCENARIO, parse_scenario
 from migbed.core.units import UnitError, format_bytes, parse_byte_rate, parse_size
 from migbed.experiments.follow import runs_outcome
@@ -110,10 +110,10 @@ def _ms(x: float | None) -> str:
 
 
 def switched_on(o: Any) -> str:
-    """What a predicted stop rested on (core/policy.py decision_basis), or the cap."""
+    """What a predicted stop rested on (its Outcome's basis, core/policy.py Basis), or the cap."""
     if o.outcome != "completed":
         return "-"
-    return o.forced_by_cap or decision_basis(o.reason)
+    return o.forced_by_cap or o.basis
 
 
 def format_prediction(pred: CellPrediction, policies: list[str]) -> str:

@@ -109,7 +109,7 @@ RECORD_RULES: dict[str, dict[str, Rule]] = {
         "multifd_channels": Rule.SAME, "multifd_channel_bytes": Rule.SAME,
         "multifd_channel_packets": Rule.SAME, "multifd_channel_device_bytes": Rule.SAME,
         "device_state_transfer": Rule.SAME,
-        "decision_reason": Rule.SAME, "forced_by_cap": Rule.SAME,
+        "decision_reason": Rule.SAME, "decision_basis": Rule.SAME, "forced_by_cap": Rule.SAME,
         # The offset between the two hosts' clocks is a fact of the hosts, not a duration
         # of the experiment: kept in real nanoseconds (the figures computed with it are
         # durations and scale).
@@ -165,7 +165,8 @@ POLICY_RULES: dict[str, dict[str, Rule]] = {
         "measured_load_rate": Rule.RATE, "loading": Rule.SAME, "initial_loaded": Rule.SAME,
         "initial_load_s": Rule.TIME,
     },
-    "Decision": {"action": Rule.SAME, "reason": Rule.SAME, "predicted_downtime_s": Rule.TIME},
+    "Decision": {"action": Rule.SAME, "reason": Rule.SAME, "predicted_downtime_s": Rule.TIME,
+                 "basis": Rule.SAME},
 }
 # What leaves a run (undilate) or is compared with it (dilate): the record and the policy's view.
 OUT_RULES: dict[str, dict[str, Rule]] = {**RECORD_RULES, **POLICY_RULES}

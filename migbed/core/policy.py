@@ -25,6 +25,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Literal, get_args
 
 from migbed.core.drivers import CUT_NEVER, DRIVERS, LOAD_ON_STOP, REMAINING, WHOLE_STATE
 
@@ -85,11 +86,38 @@ class Observation:
     threshold_inclusive: bool = False  # the switchover test is pending <= threshold
 
 
+# What a decision rested on, typed, so that no view has to parse the reason (that text is
+# for humans and may change). The rule that produced the decision, whatever its action:
+# - "data": QEMU's own rule, the pending data against the threshold, with the conditions a
+#   policy puts on it (every device's initial bytes sent, the SWITCHOVER_ACK, the ACK
+#   timeout's cancel or legacy fallback): every decision of legacy, initial-bytes-sent and
+#   switchover-ack, and time-aware's until the ACK.
+# - "data (no prediction)": time-aware could not predict (a device whose load it cannot
+#   time) and applied switchover-ack's rule.
+# - "prediction": time-aware's predicted downtime against the limit (go: it fits; wait: it
+#   does not, or a device's first load report is still due).
+# - "floor": time-aware above a floor no pre-copy reduces (go: the rest fits and no longer
+#   falls; wait: it still falls or exceeds the limit).
+# - "cap": no policy's: max-iterations or max-time forced the switchover (the engine's and
+#   the model's cap handling; forced_by_cap names the cap). A Decision cannot carry it.
+PolicyBasis = Literal["data", "data (no prediction)", "prediction", "floor"]
+Basis = Literal[PolicyBasis, "cap"]  # what a switchover rested on: a policy's, or a cap
+POLICY_BASES: tuple[PolicyBasis, ...] = get_args(PolicyBasis)
+BASES: tuple[Basis, ...] = get_args(Basis)
+
+
 @dataclass(frozen=True)
 class Decision:
     action: str  # "go" | "wait" | "cancel"
     reason: str
     predicted_downtime_s: float
+    basis: PolicyBasis
+
+    def __post_init__(self) -> None:
+        # A plugin policy is not type-checked: refuse a basis outside the closed set here,
+        # before it reaches a record that every view reads.
+        if self.basis not in POLICY_BASES:
+            raise ValueError(f"decision basis {self.basis!r}: one of {', '.join(map(repr, POLICY_BASES))}")
 
     @property
     def go(self) -> bool:
@@ -136,8 +164,8 @@ class Policy:
         predicted = data_time(obs)
         if data_fits(obs):
             return Decision("go", f"pending {obs.pending_bytes} B < threshold "
-                            f"{obs.threshold_bytes:.0f} B", predicted)
-        return Decision("wait", "pending above threshold", predicted)
+                            f"{obs.threshold_bytes:.0f} B", predicted, "data")
+        return Decision("wait", "pending above threshold", predicted, "data")
 
 
 class Legacy(Policy):
@@ -155,7 +183,7 @@ class InitialBytesSent(Policy):
         unsent = [x.name for x in obs.devices if x.initial_bytes_left > 0]
         if d.go and unsent:
             return Decision("wait", f"initial bytes not sent: {', '.join(unsent)}",
-                            d.predicted_downtime_s)
+                            d.predicted_downtime_s, "data")
         return d
 
 
@@ -172,10 +200,10 @@ class SwitchoverAck(Policy):
         if self.ack_timeout_s and obs.ack_wait_s >= self.ack_timeout_s:
             if self.on_timeout == "legacy":
                 return Decision("go", f"no ACK after {obs.ack_wait_s:.2f}s: legacy fallback",
-                                d.predicted_downtime_s)
+                                d.predicted_downtime_s, "data")
             return Decision("cancel", f"no SWITCHOVER_ACK within {self.ack_timeout_s:g}s",
-                            d.predicted_downtime_s)
-        return Decision("wait", "waiting for SWITCHOVER_ACK", d.predicted_downtime_s)
+                            d.predicted_downtime_s, "data")
+        return Decision("wait", "waiting for SWITCHOVER_ACK", d.predicted_downtime_s, "data")
 
 
 @dataclass(frozen=True)
@@ -330,25 +358,6 @@ def forecast(obs: Observation, rates: LoadRates | None = None) -> Forecast:
     return Forecast(downtime + obs.rtt_s, floor + obs.rtt_s, devs)
 
 
-# How a decision's reason begins (or what it holds), per basis: decision_basis() reads them.
-NO_PREDICTION = "no prediction"
-PREDICTED = "predicted downtime"
-AT_FLOOR = "switching at that floor"
-
-
-def decision_basis(reason: str) -> str:
-    """What a go rested on, from its reason: "prediction" (time-aware's fitted), "floor"
-    (time-aware above an unreducible floor), "data (no prediction)" (time-aware fell back
-    to switchover-ack's rule) or "data" (the pending data fitted, and the ACK if needed)."""
-    if reason.startswith(NO_PREDICTION):
-        return "data (no prediction)"
-    if AT_FLOOR in reason:
-        return "floor"
-    if reason.startswith(PREDICTED):
-        return "prediction"
-    return "data"
-
-
 # Above an unreducible floor, the rest "no longer falls" when it fell by less than this
 # share (or this many seconds) since the previous check.
 FLOOR_SETTLED = 0.10
@@ -413,27 +422,28 @@ class TimeAware(Policy):
             # Until the ACK, or with nothing to predict from: switchover-ack's answer.
             d = self._ack.decide(obs)
             if not f.unknown:
-                return Decision(d.action, d.reason, predicted)
-            return Decision(d.action, f"{NO_PREDICTION} ({'; '.join(f.unknown)}): "
-                            f"switchover-ack's rule: {d.reason}", predicted)
+                return Decision(d.action, d.reason, predicted, d.basis)
+            return Decision(d.action, f"no prediction ({'; '.join(f.unknown)}): "
+                            f"switchover-ack's rule: {d.reason}", predicted, "data (no prediction)")
         if f.waiting:
+            # What the prediction still needs: it waits on the prediction's behalf.
             return Decision("wait", "no load reported yet by the destination for "
-                            f"{', '.join(f.waiting)}", predicted)
-        ms = f"{PREDICTED} {predicted * 1e3:.0f} ms"
+                            f"{', '.join(f.waiting)}", predicted, "prediction")
+        ms = f"predicted downtime {predicted * 1e3:.0f} ms"
         rest, last = predicted - f.floor_s, self._last_rest_s
         self._last_rest_s = rest
         if predicted <= limit:
-            return Decision("go", f"{ms} fits {limit * 1e3:.0f} ms", predicted)
+            return Decision("go", f"{ms} fits {limit * 1e3:.0f} ms", predicted, "prediction")
         if f.floor_s <= limit:
-            return Decision("wait", f"{ms} > limit", predicted)
+            return Decision("wait", f"{ms} > limit", predicted, "prediction")
         floor = (f"{ms}, of which {f.floor_s * 1e3:.0f} ms no pre-copy reduces (above the "
                  f"{limit * 1e3:.0f} ms limit)")
         settled = last != float("inf") and rest >= last - max(FLOOR_SETTLED * last, FLOOR_SETTLED_S)
         if rest <= limit and settled:
-            return Decision("go", f"{floor}: {AT_FLOOR}, the rest "
-                            f"({rest * 1e3:.0f} ms) fits and no longer falls", predicted)
+            return Decision("go", f"{floor}: switching at that floor, the rest "
+                            f"({rest * 1e3:.0f} ms) fits and no longer falls", predicted, "floor")
         return Decision("wait", f"{floor}: the rest ({rest * 1e3:.0f} ms) still falls "
-                        "or exceeds the limit", predicted)
+                        "or exceeds the limit", predicted, "floor")
 
 
 @dataclass(frozen=True)

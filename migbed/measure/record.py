@@ -164,7 +164,11 @@ class RunRecord:
     # Of multifd_channel_bytes: device-state packets (device-state-transfer = "multifd").
     multifd_channel_device_bytes: list[int] = field(default_factory=list)
     device_state_transfer: str = "main"
-    decision_reason: str = ""
+    decision_reason: str = ""  # the go's reason, free text for humans
+    # What the switchover rested on, typed (migbed/core/policy.py Basis): "data",
+    # "data (no prediction)", "prediction", "floor", or "cap" when forced_by_cap forced it.
+    # "" when no switchover was decided, and in records written before the field existed.
+    decision_basis: str = ""
     forced_by_cap: str = ""  # "", "max-iterations" or "max-time"
     clock_offset_ns: int = 0  # target clock - source clock
     same_clock: bool = False  # both on one kernel: CLOCK_MONOTONIC is shared, offset is 0

@@ -42,8 +42,18 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import Literal
 
-from migbed.core.policy import Decision, DeviceView, Observation, Policy, cap_hit, data_fits, make_policy
+from migbed.core.policy import (
+    Basis,
+    Decision,
+    DeviceView,
+    Observation,
+    Policy,
+    cap_hit,
+    data_fits,
+    make_policy,
+)
 from migbed.model.inputs import DeviceInputs, Inputs
 from migbed.model.loads import LoadLog
 from migbed.model.pipe import WINDOW_S, Limiter, Pipe
@@ -80,6 +90,9 @@ class Outcome:
     downtime_bytes: float
     forced_by_cap: str = ""
     predicted_downtime_s: float = NAN  # the policy's own prediction at its decision
+    # What the stop (or the policy's cancel) rested on, as the engine records it
+    # (RunRecord.decision_basis): the Decision's basis, or "cap"; "" when nothing decided.
+    basis: Basis | Literal[""] = ""
 
 
 @dataclass
@@ -445,7 +458,8 @@ class _Migration:
             return 0.0
         return sum(self.inp.ram / c.tracker_rate for c in devs if c.tracker_rate > 0)
 
-    def stop_copy(self, t_stop: float, forced: str, reason: str, predicted: float = NAN) -> Outcome:
+    def stop_copy(self, t_stop: float, forced: str, reason: str, basis: Basis,
+                  predicted: float = NAN) -> Outcome:
         inp, params = self.inp, self.inp.params
         self.accrue_device_dirt(t_stop)
         self.sync(t_stop)  # the final sync, with the guest stopped
@@ -472,11 +486,12 @@ class _Migration:
             self.policy.name, "completed", reason, t_stop, params.setup + end, end - t_stop,
             dest_done + params.resume - t_stop, self.syncs, self.ack_at, in_downtime, save,
             max(0.0, last_byte - t_stop - save), dest_done - last_byte, params.resume, self.precopy_bytes,
-            downtime_bytes, forced, predicted)
+            downtime_bytes, forced, predicted, basis)
 
-    def unfinished(self, t: float, outcome: str, reason: str) -> Outcome:
+    def unfinished(self, t: float, outcome: str, reason: str, basis: Basis | Literal[""] = "") -> Outcome:
         return Outcome(self.policy.name, outcome, reason, NAN, self.inp.params.setup + t, NAN, NAN,
-                       self.syncs, self.ack_at, NAN, NAN, NAN, NAN, NAN, self.precopy_bytes, NAN)
+                       self.syncs, self.ack_at, NAN, NAN, NAN, NAN, NAN, self.precopy_bytes, NAN,
+                       basis=basis)
 
     # ------------------------------------------------------------ the policy
 
@@ -528,15 +543,15 @@ def simulate(inp: Inputs, policy: str) -> Outcome:
             obs = mig.observe(t, mig.sync(t), thr)
             decision = mig.decide(t, obs)
             if decision.action == "go":
-                return mig.stop_copy(t, "", decision.reason, decision.predicted_downtime_s)
+                return mig.stop_copy(t, "", decision.reason, decision.basis, decision.predicted_downtime_s)
             if decision.action == "cancel":
-                return mig.unfinished(t, "cancelled", decision.reason)
+                return mig.unfinished(t, "cancelled", decision.reason, decision.basis)
             # Only a wait with the data fitting rests; above the threshold it sends on.
             waiting = data_fits(obs)
         cap = mig.cap(t)
         if cap:
             if inp.cap_action == "cancel":
-                return mig.unfinished(t, "cancelled", f"{cap} reached without converging")
-            return mig.stop_copy(t, cap, f"{cap} reached: switchover forced")
+                return mig.unfinished(t, "cancelled", f"{cap} reached without converging", "cap")
+            return mig.stop_copy(t, cap, f"{cap} reached: switchover forced", "cap")
         t = mig.send(t, waiting, max(0.0, est - mig.threshold_ceiling()))
     return mig.unfinished(t, "no-convergence", f"no switchover within {inp.params.horizon:g} s")

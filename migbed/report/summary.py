@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from migbed.core.policy import decision_basis
 from migbed.measure.record import RunRecord
 from migbed.report.stats import format_spread
 
@@ -54,12 +53,17 @@ def results_table(records: list[RunRecord]) -> str:
     return "\n".join(lines)
 
 
+# A record written before decision_basis existed does not say: shown as such, not guessed
+# from its reason text.
+UNKNOWN_BASIS = "unknown"
+
+
 def switched_on(runs: list[RunRecord]) -> str:
-    """Whether the switchover came from the policy (core/policy.py decision_basis: "data",
-    the pending data fitted, and the ACK where the policy waits for one; time-aware's
-    "prediction" or "floor") or was forced by a cap, with the count of each when the runs
-    differ."""
-    kinds = [r.forced_by_cap or decision_basis(r.decision_reason) for r in runs]
+    """What each switchover rested on (RunRecord.decision_basis, core/policy.py Basis:
+    "data", the pending data fitted, and the ACK where the policy waits for one;
+    time-aware's "prediction", "floor" or "data (no prediction)"), or the cap that forced
+    it, with the count of each when the runs differ."""
+    kinds = [r.forced_by_cap or r.decision_basis or UNKNOWN_BASIS for r in runs]
     if not kinds:
         return "-"
     counts = {k: kinds.count(k) for k in dict.fromkeys(kinds)}

@@ -215,7 +215,7 @@ class Migration:
         self._set_phase("precopy")
         self.recorder.event("precopy")
         switch = await self.precopy.run()
-        self.recorder.decision(switch.reason, switch.forced_by_cap,
+        self.recorder.decision(switch.reason, switch.basis, switch.forced_by_cap,
                                parts.estimator.expected_downtime,
                                switch.predicted_downtime_s, self.precopy.ack_wait_s())
         self.check()  # nothing awaits between this check and the stop

@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass
 
 from migbed.core.dilation import real_seconds
-from migbed.core.policy import DeviceView, Observation, cap_reached, data_fits
+from migbed.core.policy import Basis, DeviceView, Observation, cap_reached, data_fits
 from migbed.measure.record import DeviceSample, ProgressSample
 
 from .failure import MigrationFailed
@@ -31,6 +31,7 @@ class Switch:
     reason: str
     forced_by_cap: str
     predicted_downtime_s: float
+    basis: Basis  # the go's, or "cap"
 
 
 class Precopy:
@@ -64,7 +65,7 @@ class Precopy:
                     self.ack_wait_start = now
                 decision = p.policy.decide(obs)
                 if decision.action == "go":
-                    return Switch(decision.reason, "", decision.predicted_downtime_s)
+                    return Switch(decision.reason, "", decision.predicted_downtime_s, decision.basis)
                 if decision.action == "cancel":
                     raise MigrationFailed(decision.reason, "cancelled")
                 # Only a wait with the data fitting (the ACK, time-aware's prediction) rests;
@@ -75,7 +76,7 @@ class Precopy:
                 if mig.cap_action == "cancel":
                     raise MigrationFailed(f"{cap} reached without converging", "cancelled")
                 return Switch(f"{cap} reached: switchover forced", cap, obs.pending_bytes /
-                              obs.bandwidth if obs.bandwidth else 0.0)
+                              obs.bandwidth if obs.bandwidth else 0.0, "cap")
             sent = await self._send_round()
             if sent == 0 or policy_waits:
                 await self._rest(now)

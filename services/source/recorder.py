@@ -86,10 +86,10 @@ class Recorder:
     def multifd(self, channels: int) -> None:
         self.record.multifd_channels = channels
 
-    def decision(self, reason: str, forced: str, expected_downtime_s: float,
+    def decision(self, reason: str, basis: str, forced: str, expected_downtime_s: float,
                  predicted_downtime_s: float, ack_wait_s: float | None) -> None:
         r = self.record
-        r.decision_reason, r.forced_by_cap = reason, forced
+        r.decision_reason, r.decision_basis, r.forced_by_cap = reason, basis, forced
         r.expected_downtime_ms = expected_downtime_s * 1e3
         r.predicted_downtime_ms = predicted_downtime_s * 1e3
         if ack_wait_s is not None:

@@ -154,6 +154,7 @@ def test_ack_timeout_legacy_fallback_completes(lab: Lab) -> None:
     rec = start_run(ctl, toml, "switchover-ack", target.address).result(60)
     assert rec.outcome == "completed" and rec.verified, rec.error
     assert "legacy fallback" in rec.decision_reason, rec.decision_reason
+    assert rec.decision_basis == "data"  # the fallback is QEMU's data rule without the ACK
     ack, decision = rec.event_time("switchover-ack"), rec.event_time("decision")
     assert decision is not None and (ack is None or ack > decision)
     # Switched about 0.5 s into a 3 s setup: most of the setup is in the guest's downtime.

@@ -74,6 +74,7 @@ def test_mlx5_data_size_holds_legacy_back(stack: tuple[Service, Service]) -> Non
                   max_iterations="30")
     assert mlx5.forced_by_cap == "max-iterations", mlx5.decision_reason
     assert gen.forced_by_cap == "", gen.decision_reason
+    assert (mlx5.decision_basis, gen.decision_basis) == ("cap", "data")
 
 
 def test_81_devices_wait_for_ram_not_for_each_other(stack: tuple[Service, Service]) -> None:

@@ -120,6 +120,9 @@ def test_time_aware_reports_its_prediction(records: dict[str, RunRecord]) -> Non
     # It decided on its own prediction (not a cap), made from the load rate the target
     # measured and reported: the final image's 1 MB at 1 GB/s is at least 1 ms.
     assert "predicted downtime" in r.decision_reason and not r.forced_by_cap
+    # Either of time-aware's own bases: on a loaded host the measured load rate can put
+    # the unreducible floor above the limit, and it then switches at that floor.
+    assert r.decision_basis in ("prediction", "floor"), r.decision_reason
     assert r.predicted_downtime_ms >= 1
 
 

@@ -51,6 +51,7 @@ def test_a_registered_policy_runs_in_the_engine_and_the_model(registered_policy:
     assert proc.returncode == 0, proc.stderr
     predicted = json.loads(proc.stdout)["outcomes"][name]
     assert predicted["reason"] == record.decision_reason
+    assert predicted["basis"] == record.decision_basis == "data"
     # Waiting for the target's load kept the setup out of the downtime, in both.
     sc = parse_scenario(text, "tiny")
     assert measured_setup_in_downtime_s(record, sc) < 0.02

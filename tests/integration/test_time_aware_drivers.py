@@ -44,11 +44,13 @@ def test_time_aware_switches_on_its_prediction_under_every_driver(
         # under both.
         assert ta.decision_reason.startswith("no prediction"), ta.decision_reason
         assert "loads on leaving RESUMING" in ta.decision_reason
+        assert ta.decision_basis == "data (no prediction)"
         assert setup_in_downtime(ta) and setup_in_downtime(ack)
     else:
         # generic, mlx5, virtio load during pre-copy: a prediction from the measured rate,
         # and the ACK keeps the setup out of the downtime for both policies.
         assert ta.decision_reason.startswith("predicted downtime"), ta.decision_reason
+        assert ta.decision_basis in ("prediction", "floor"), ta.decision_reason  # its own, either way
         assert ta.predicted_downtime_ms > 0
         assert not setup_in_downtime(ta) and not setup_in_downtime(ack)
 
@@ -66,6 +68,7 @@ def test_time_aware_switches_where_mlx5s_data_size_holds_switchover_ack_back(
     assert ack.forced_by_cap == "max-time", ack.decision_reason
     assert ta.forced_by_cap == "", ta.decision_reason
     assert ta.decision_reason.startswith("predicted downtime") and "fits" in ta.decision_reason
+    assert (ack.decision_basis, ta.decision_basis) == ("cap", "prediction")
     assert ta.dirty_sync_count < ack.dirty_sync_count
     assert not setup_in_downtime(ta)
 
@@ -81,4 +84,5 @@ def test_time_aware_switches_at_virtios_floor(stack: tuple[Service, Service]) ->
     assert ack.forced_by_cap == "max-time", ack.decision_reason
     assert ta.forced_by_cap == "", ta.decision_reason
     assert "switching at that floor" in ta.decision_reason, ta.decision_reason
+    assert (ack.decision_basis, ta.decision_basis) == ("cap", "floor")
     assert not setup_in_downtime(ta)

@@ -201,6 +201,7 @@ def make_record(
         switchover_ack_wait_ms=max(0.0, ACK_AT_MS - 1100.0) if waits else 0.0,
         device_initial_load_ms={"vf0": 2500.0},
         decision_reason="pending < threshold",
+        decision_basis="data",
         same_clock=True,
         # a failed run leaves the source guest running and intact (checked by the engine)
         source_guest_running_after=outcome != "completed" and source_intact,

@@ -53,6 +53,14 @@ def test_every_field_has_a_rule(roots: tuple[type, ...], tables: dict[str, dict[
     assert not stale, f"rules for fields that no longer exist: {stale}"
 
 
+def test_the_decision_basis_is_a_word_that_dilation_leaves_alone() -> None:
+    assert RECORD_RULES["RunRecord"]["decision_basis"] is Rule.SAME
+    assert POLICY_RULES["Decision"]["basis"] is Rule.SAME
+    rec = RunRecord("r", "s", "time-aware", 0, "completed", decision_basis="floor", downtime_ms=400.0)
+    back = dil.undilate(rec, 4)
+    assert (back.decision_basis, back.downtime_ms) == ("floor", 100.0)
+
+
 def test_every_record_message_field_is_a_record_field_with_a_rule() -> None:
     """From the wire's side too: a field added to the proto's record messages (and so to
     the dataclasses, record_wire insists) has a rule."""
@@ -169,7 +177,7 @@ def test_the_policy_decides_in_virtual_time_and_the_same_way() -> None:
     assert real.bandwidth == 0.25e9 and real.devices[0].target.measured_load_rate == 0.25e9
     plain, dilated = make_policy("time-aware"), dil.in_virtual_time(make_policy("time-aware"), 4)
     want, got = plain.decide(virtual), dilated.decide(real)
-    assert (got.action, got.reason) == (want.action, want.reason), (got, want)
+    assert (got.action, got.reason, got.basis) == (want.action, want.reason, want.basis), (got, want)
     assert got.predicted_downtime_s == pytest.approx(4 * want.predicted_downtime_s)
     assert dilated.name == "time-aware" and dilated.needs_ack
 

@@ -191,10 +191,14 @@ def test_per_chunk_loads_stall_the_stream_early_and_pre_copy_absorbs_the_setup()
 def test_a_guest_that_dirties_faster_than_the_link_never_converges() -> None:
     text = RAM_ONLY.replace('ram-size = "64MiB"', 'ram-size = "64MiB"\ndirty-rate = "256MiB/s"')
     o = outcome(text, "legacy", ModelParams(wire_rate=1024**3, shaped=False, horizon=5.0))
-    assert o.outcome == "no-convergence"
+    assert o.outcome == "no-convergence" and o.basis == ""  # nothing decided
     capped = text.replace('downtime-limit = "300ms"', 'downtime-limit = "300ms"\nmax-iterations = 5')
     forced = outcome(capped, "legacy")
     assert forced.outcome == "completed" and forced.forced_by_cap == "max-iterations"
+    assert forced.basis == "cap"  # as the engine records a forced switchover
+    cancel = capped.replace("max-iterations = 5", 'max-iterations = 5\ncap-action = "cancel"')
+    cancelled = outcome(cancel, "legacy")
+    assert (cancelled.outcome, cancelled.basis) == ("cancelled", "cap")
 
 
 def test_qemu_9_interleaves_device_data_with_ram_when_the_wire_is_the_limit() -> None:

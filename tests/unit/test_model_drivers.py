@@ -48,6 +48,7 @@ def test_whole_state_data_size_keeps_both_policies_above_the_threshold() -> None
     gen = outcomes(dev("generic"), avail="176MB/s")
     assert {o.forced_by_cap for o in mlx5.values()} == {"max-iterations"}
     assert {o.forced_by_cap for o in gen.values()} == {""}
+    assert {o.basis for o in mlx5.values()} == {"cap"} and {o.basis for o in gen.values()} == {"data"}
 
 
 def test_async_save_overlaps_and_sync_save_does_not() -> None:

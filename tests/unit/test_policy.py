@@ -5,13 +5,15 @@ import dataclasses
 import pytest
 
 from migbed.core.policy import (
+    BASES,
     POLICIES,
+    POLICY_BASES,
     POLICY_REGISTRY,
+    Decision,
     DeviceView,
     Observation,
     TargetLoad,
     cap_reached,
-    decision_basis,
     make_policy,
 )
 
@@ -250,6 +252,51 @@ def test_unknown_policy_is_named() -> None:
         make_policy("fastest")
 
 
+def test_qemus_rules_rest_on_the_data_whatever_they_decide() -> None:
+    # legacy, initial-bytes-sent and switchover-ack: every go, wait and cancel is QEMU's
+    # rule on the pending data (with the initial bytes, the ACK and its timeout).
+    decisions = [
+        make_policy("legacy").decide(obs(pending=9_999)),
+        make_policy("legacy").decide(obs(pending=10_000)),
+        make_policy("initial-bytes-sent").decide(obs(devices=(dev(1),))),
+        make_policy("initial-bytes-sent").decide(obs(devices=(dev(0),))),
+        make_policy("switchover-ack").decide(obs(ack=False)),
+        make_policy("switchover-ack").decide(obs(ack=True)),
+        make_policy("switchover-ack", 2.0, "cancel").decide(obs(ack_wait_s=2.0)),
+        make_policy("switchover-ack", 2.0, "legacy").decide(obs(ack_wait_s=2.0)),
+    ]
+    assert [d.action for d in decisions] == ["go", "wait", "wait", "go", "wait", "go", "cancel", "go"]
+    assert {d.basis for d in decisions} == {"data"}
+
+
+def test_time_aware_names_the_rule_it_decided_by() -> None:
+    # Before the ACK it is switchover-ack's rule, on the data.
+    assert make_policy("time-aware").decide(exact(5 * MB, vf("mlx5"), **dict(LINK, ack=False))).basis == "data"
+    # A device whose first load report is still due: the prediction waits for it.
+    waiting = make_policy("time-aware").decide(exact(1_000, dev(rate=0.0), ack=True))
+    assert (waiting.action, waiting.basis) == ("wait", "prediction")
+    # A prediction above the limit (a 2000 B backlog at 10 kB/s) with no floor in the way:
+    # it waits on the prediction.
+    slow = make_policy("time-aware").decide(exact(1_000, dev(stop_copy=100, rate=1e4, backlog=2_000), ack=True))
+    assert (slow.action, slow.basis) == ("wait", "prediction")
+    # Above a floor, while the rest may still fall: it waits on the floor.
+    draining = make_policy("time-aware").decide(exact(5 * MB, vf("virtio", dirty=0), **LINK))
+    assert (draining.action, draining.basis) == ("wait", "floor")
+    # Nothing to predict from: switchover-ack's rule, said so, whether it goes or waits.
+    d = DeviceView("vf0", 0, 0, 320 * MB, TargetLoad(backlog_bytes=300 * MB), "qat", 300 * MB)
+    for threshold in (10**12, 1):
+        blind = make_policy("time-aware").decide(exact(5 * MB, d, **dict(LINK, threshold=threshold)))
+        assert blind.basis == "data (no prediction)"
+
+
+def test_a_decision_basis_is_one_of_the_closed_set() -> None:
+    assert POLICY_BASES == ("data", "data (no prediction)", "prediction", "floor")
+    assert set(BASES) - set(POLICY_BASES) == {"cap"}  # a cap is no policy's decision
+    for wrong in ("cap", "Data", ""):
+        with pytest.raises(ValueError, match="decision basis"):
+            Decision("go", "because", 0.0, wrong)  # type: ignore[arg-type]
+
+
 def test_decision_basis_names_what_a_go_rested_on() -> None:
     fits = make_policy("time-aware").decide(exact(5 * MB, vf("mlx5"), **LINK))
     legacy = make_policy("legacy").decide(exact(5 * MB, vf("mlx5"), **LINK))
@@ -258,6 +305,6 @@ def test_decision_basis_names_what_a_go_rested_on() -> None:
     floor = make_policy("time-aware")
     for _ in range(3):
         at_floor = floor.decide(exact(5 * MB, vf("virtio", dirty=0), **LINK))
-    assert [decision_basis(d.reason) for d in (fits, legacy, blind, at_floor)] == [
+    assert [d.basis for d in (fits, legacy, blind, at_floor)] == [
         "prediction", "data", "data (no prediction)", "floor"]
     assert all(d.go for d in (fits, legacy, blind, at_floor))

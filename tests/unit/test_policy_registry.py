@@ -102,6 +102,7 @@ def test_time_aware_is_the_policy_object_not_a_look_ahead() -> None:
     out = simulate(tiny_inputs(), "time-aware")
     # TimeAware.decide's own words and figure: the prediction from observed load rates
     assert out.reason.startswith("predicted downtime") and "fits" in out.reason
+    assert out.basis == "prediction"  # the Decision's, as the engine records it
     assert 0 < out.predicted_downtime_s <= 0.1
 
 
@@ -109,9 +110,11 @@ def test_the_switchover_ack_timeout_is_the_policys() -> None:
     inp = tiny_inputs(**{"switchover-ack-timeout": '"100ms"', "ack-timeout-action": '"cancel"'})
     out = simulate(inp, "switchover-ack")
     assert out.outcome == "cancelled" and "no SWITCHOVER_ACK within 0.1s" in out.reason
+    assert out.basis == "data"
     legacy = simulate(tiny_inputs(**{"switchover-ack-timeout": '"100ms"',
                                      "ack-timeout-action": '"legacy"'}), "switchover-ack")
     assert legacy.outcome == "completed" and "legacy fallback" in legacy.reason
+    assert legacy.basis == "data"
 
 
 def test_switchover_ack_forces_the_return_path_in_the_model() -> None:
@@ -154,6 +157,7 @@ def test_a_registered_policy_is_taken_everywhere(registered_policy: ModuleType,
     assert main(["predict", "tiny", "--unshaped", "--policy", name, "--json"]) == 0
     out = json.loads(capsys.readouterr().out)["outcomes"][name]
     assert out["reason"] == registered_policy.REASON and out["setup_in_downtime_s"] == 0
+    assert out["basis"] == "data"  # the prediction's JSON carries the typed basis too
     with pytest.raises(ValueError, match=r"unknown policy 'bogus'.*target-loaded"):
         make_policy("bogus")
 

@@ -53,6 +53,21 @@ def test_record_round_trips_every_field() -> None:
     assert back == rec
 
 
+def test_the_decision_basis_crosses_the_wire_beside_the_reason() -> None:
+    rec = RunRecord("r", "s", "time-aware", 0, "completed", decision_reason="predicted downtime 80 ms fits 300 ms",
+                    decision_basis="prediction")
+    back = record_from_pb(pb.RunRecord.FromString(record_to_pb(rec).SerializeToString()))
+    assert (back.decision_reason, back.decision_basis) == (rec.decision_reason, "prediction")
+    forced = RunRecord("r", "s", "legacy", 0, "completed", forced_by_cap="max-iterations", decision_basis="cap")
+    assert record_from_pb(record_to_pb(forced)).decision_basis == "cap"
+
+
+def test_a_record_from_before_the_decision_basis_still_loads() -> None:
+    old = RunRecord("r", "s", "legacy", 0, "completed", decision_reason="pending 1 B < threshold 2 B").to_dict()
+    del old["decision_basis"]  # results.json written before the field existed
+    assert RunRecord.from_dict(old).decision_basis == ""
+
+
 def test_sample_round_trips() -> None:
     s = _filled(ProgressSample)
     assert isinstance(s, ProgressSample)

@@ -112,6 +112,17 @@ def test_recorder_parts_add_up_to_guest_downtime() -> None:
     assert r.device_resume_ms == pytest.approx(1.5)  # of resume_ms: vm_start's device arcs
 
 
+def test_recorder_keeps_the_decisions_basis_beside_its_reason() -> None:
+    rec = Recorder(RunRecord("r", "s", "time-aware", 0, "running"), None, None)
+    rec.start(return_path=True, qemu_version="10.0", device_state_transfer="main")
+    rec.decision("predicted downtime 80 ms fits 300 ms", "prediction", "", 0.05, 0.08, 0.2)
+    r = rec.record
+    assert (r.decision_reason, r.decision_basis, r.forced_by_cap) == (
+        "predicted downtime 80 ms fits 300 ms", "prediction", "")
+    assert r.predicted_downtime_ms == pytest.approx(80.0)
+    assert r.events[-1].name == "decision" and r.events[-1].detail == r.decision_reason
+
+
 def test_link_names_the_side_that_went_silent() -> None:
     async def check() -> None:
         link = Link("127.0.0.1:1", None, heartbeat_s=1.0, devices=0)
