@@ -26,9 +26,13 @@ manager has the same rule for the phases its client drives: libvirt registers
 the job waits for the client, the job is dropped. So an orchestrator asks for a watcher grace
 at Start; once a Watch of the run ended without delivering the record (its caller died or
 gave up) and no Watch has been open for that long, the source cancels the run (the guest
-keeps running there, as on any cancel). A run whose record no Watch delivered, and that had
-no watcher for the grace, is an orphan: the source appends its record to its
-`--orphan-records` file, and keeps it for a later Watch (`migbed watch SOURCE RUN_ID`).
+keeps running there, as on any cancel). A run whose record no Watch delivered is an orphan:
+at its end if its watcher had already left without it (nobody is left to take it), or once it
+ended and had no watcher for the grace (it was never watched). The source appends an orphan's
+record to its `--orphan-records` file at once, so that a finished run's record outlives the
+source process itself (a SIGKILLed source keeps nothing in memory: the soak found a record
+lost that way while it waited out the grace), and keeps it for a later Watch (`migbed watch
+SOURCE RUN_ID`): a Watch attaching after that still gets it, labelled as the source's.
 """
 
 from __future__ import annotations
@@ -103,9 +107,10 @@ class WatcherLedger:
 
     def orphan_due(self, now: float) -> bool:
         """Whether the run's record is now an orphan (once): it ended, no Watch delivered
-        it, and nobody has watched the run for the grace."""
+        it, no Watch is open, and its watcher left without it (or it was never watched for
+        the grace)."""
         if (not self.grace_s or not self.ended or self.delivered or self.orphaned
-                or self.watchers or now - self.since < self.grace_s):
+                or self.watchers or (not self.vanished and now - self.since < self.grace_s)):
             return False
         self.orphaned = True
         return True

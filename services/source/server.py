@@ -136,6 +136,10 @@ class SourceService(pbg.ControlServicer):
         run.record = record
         run.ended_at = time.monotonic()
         run.ledger.ended = True
+        # Its watcher gone: the record goes to --orphan-records now, not at the next poll
+        # (a source killed in between would lose it; core/watch.py).
+        if run.ledger.orphan_due(run.ended_at):
+            self.keep_orphan(record)
         run.migration = None
         # The run's objects form reference cycles (link, pre-copy, parts call one another):
         # without a collection now they, and the guest RAM they reach, outlive the run until

@@ -38,9 +38,13 @@ STALL_S = 6.0  # a stall the migration and the watcher must both ride out
 
 class Pair:
     def __init__(self, lb: Lab, folder: Path) -> None:
+        self.lab = lb
         self.orphans = folder / "orphans.jsonl"
         self.target = lb.start("target")
-        self.source = lb.start("source", extra_args=["--orphan-records", str(self.orphans)])
+        self.source = self.start_source()
+
+    def start_source(self) -> Service:
+        return self.lab.start("source", extra_args=["--orphan-records", str(self.orphans)])
 
     def run(self, tmp: Path, scenario: str, repeat: int = 1,
             policy: str = "switchover-ack") -> tuple[Orchestrator, Path]:
@@ -205,3 +209,31 @@ def test_watch_of_an_unknown_run_is_a_clear_error(pair: Pair, tmp_path: Path) ->
     assert fetch.wait(30) == 2, fetch.transcript()
     assert "no run 'no-such-run' on this source" in fetch.stderr()
     assert "Traceback" not in fetch.stderr()
+
+
+def test_a_killed_cli_s_finished_run_outlives_a_killed_source(pair: Pair, tmp_path: Path) -> None:
+    # The CLI dies mid-run; the run completes before the grace is out. Its record goes to
+    # --orphan-records at the end: a source SIGKILLed right after keeps nothing in memory
+    # (the soak, seed 209885354, lost such a record while the source waited out the grace).
+    cli, out = pair.run(tmp_path, SLOW)
+    try:
+        run_id = in_flight(cli, pair.source, settle_s=0.5)
+        cli.signal(signal.SIGKILL)
+        killed = time.monotonic()
+        cli.wait(10)
+        wait_until(lambda: sessions(pair.source.address) == [], 60, "the run's end on the source",
+                   every=0.05)
+        ended = time.monotonic() - killed
+        os.kill(pair.source.pid, signal.SIGKILL)
+        pair.source.process.wait(10)
+        orphans = pair.orphan_records()
+    finally:
+        cli.kill()
+        if pair.source.process.poll() is not None:
+            pair.source = pair.start_source()  # the fixture's closing migration needs one
+    assert ended < WATCHER_GRACE_S, f"the run ended {ended:.1f} s after the kill: not inside the grace"
+    assert [r["run_id"] for r in orphans] == [run_id], "the finished run's record was lost"
+    [rec] = orphans
+    assert rec["outcome"] == "completed" and rec["verified"], rec["error"]
+    assert rec["labels"]["recorded-by"] == "source service (no Watch delivered it)"
+    assert journal(out / "results.jsonl") == []

@@ -73,14 +73,33 @@ def test_no_grace_no_rule() -> None:
     assert led.cancel_due(1e6) == "" and not led.orphan_due(1e6) and not led.undelivered()
 
 
-def test_a_record_nobody_took_is_an_orphan_once_unwatched_for_the_grace() -> None:
+def test_a_record_its_watcher_left_without_is_an_orphan_at_the_end() -> None:
+    # Written out at once, not after the grace: a source SIGKILLed meanwhile kept it only in
+    # memory (the soak's seed 209885354 lost one so).
     led = WatcherLedger(grace_s=10.0, since=0.0)
     led.attached()
     led.detached(3.0, "a", delivered=False)
+    assert not led.orphan_due(4.0)  # still running: nothing to hand on
     led.ended = True  # it ended at 5 s, unwatched
-    assert not led.orphan_due(12.9)
-    assert led.orphan_due(13.0)
+    assert led.orphan_due(5.0)
     assert not led.orphan_due(14.0) and not led.undelivered()  # handed on once
+
+
+def test_a_record_never_watched_is_an_orphan_after_the_grace() -> None:
+    # Never watched: its orchestrator may still be between Start and Watch.
+    led = WatcherLedger(grace_s=10.0, since=0.0)
+    led.ended = True
+    assert not led.orphan_due(9.9)
+    assert led.orphan_due(10.0)
+
+
+def test_a_record_with_a_watch_open_is_no_orphan() -> None:
+    led = WatcherLedger(grace_s=10.0, since=0.0)
+    led.attached()
+    led.detached(3.0, "a", delivered=False)
+    led.attached()  # `migbed watch` came back before the end
+    led.ended = True
+    assert not led.orphan_due(1e6)
 
 
 def test_a_delivered_record_is_no_orphan() -> None:
