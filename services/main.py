@@ -54,33 +54,34 @@ async def serve(role: str, listen: str, metrics_listen: str = "",
     sys.setswitchinterval(0.0005)
     # Stream buffers reuse mapped heap instead of faulting in fresh pages per message.
     keep_stream_buffers_mapped()
-    metrics: Any
+    if role not in ("source", "target"):
+        raise ValueError(f"role must be source or target, not {role!r}")
+    names = ["migbed.v1.Control"] if role == "source" else ["migbed.v1.Migration", "migbed.v1.Control"]
+    # The ports the caller chose first (gRPC, metrics), the target's multifd listener on a
+    # port of the kernel's choosing last: bound the other way round, the kernel could hand
+    # out the very port a caller had picked as free for metrics (it did, in CI).
+    server, health, port = make_server(listen, names, server_credentials)
+    metrics: Any = SourceMetrics() if role == "source" else TargetMetrics()
+    metrics_server = serve_metrics(metrics.registry, metrics_listen) if metrics_listen else None
+    service: Any
     if role == "source":
         from .source.server import SourceService
 
-        metrics = SourceMetrics()
-        service: Any = SourceService(metrics, channel_credentials, max_running=max_sessions,
-                                     multifd_ssl=multifd_ssl_context, listen=listen,
-                                     orphan_records=Path(orphan_records) if orphan_records else None)
-        names = ["migbed.v1.Control"]
-    elif role == "target":
+        service = SourceService(metrics, channel_credentials, max_running=max_sessions,
+                                multifd_ssl=multifd_ssl_context, listen=listen,
+                                orphan_records=Path(orphan_records) if orphan_records else None)
+    else:
         from migbed.core.limits import DEFAULT_IDLE_TIMEOUT_S
 
         from .target.server import TargetService
 
-        metrics = TargetMetrics()
         service = TargetService(metrics, max_sessions=max_sessions, memory_budget=memory_budget,
                                 idle_timeout_s=idle_timeout_s or DEFAULT_IDLE_TIMEOUT_S,
                                 multifd=_multifd_listener(listen, multifd_listen, multifd_ssl_context))
-        names = ["migbed.v1.Migration", "migbed.v1.Control"]
-    else:
-        raise ValueError(f"role must be source or target, not {role!r}")
-    server, health, port = make_server(listen, names, server_credentials)
     # Requests gRPC cannot decode (a string that is not UTF-8) are refused naming the field.
     add_servicer(server, "Control", service)
     if role == "target":
         add_servicer(server, "Migration", service)
-    metrics_server = serve_metrics(metrics.registry, metrics_listen) if metrics_listen else None
     await server.start()
     await mark_serving(health, names)
     log.info("%s serving on %s (port %d)%s", role, listen, port,
