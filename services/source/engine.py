@@ -148,13 +148,26 @@ class Migration:
             self.check()
             await self._migrate(self.guest)
         except MigrationFailed as e:
-            self.recorder.ended(e.outcome, str(e))
+            self.recorder.ended(e.outcome, self._first_cause(e))
         except Exception as e:  # a bug must still leave the guest running and a record
             log.exception("migration %s", self.record.run_id)
             self.recorder.ended("failed", f"internal error: {type(e).__name__}: {e}")
         finally:
             await self._finish()
         return self._virtual_record()
+
+    def _first_cause(self, e: MigrationFailed) -> str:
+        """The failure's text, led by a dropped multifd channel when there is one: the target
+        ends the main stream because of it, and that end may surface first (on a write, or
+        as a bare transport error that names nothing)."""
+        if e.outcome != "failed" or self.parts is None:
+            return str(e)
+        try:
+            self.parts.ram.check()
+        except MigrationFailed as channel:
+            if str(channel) not in str(e):
+                return f"{channel} (then: {e})"
+        return str(e)
 
     def _virtual_record(self) -> RunRecord:
         """The finished record in virtual time. The decision's reason is the policy's, which
@@ -170,12 +183,15 @@ class Migration:
         """Raise MigrationFailed on a cancel, a lost target or a dead vCPU."""
         if self.cancel_reason and self.phase not in COMPLETING and not self.link.completed:
             raise MigrationFailed(self.cancel_reason, "cancelled")
+        # A dropped multifd channel fails the run at once, and before the main stream's own
+        # error: the target ends the main stream because of it, and that end can reach us
+        # as a bare transport error (gRPC's "Internal error from Core") that names nothing.
+        if self.parts is not None:
+            self.parts.ram.check()
         if self.phase not in ("boot",):
             self.link.check_alive()
         if self.guest is not None and self.guest.error is not None:
             raise MigrationFailed(f"vCPU thread died: {self.guest.error!r}")
-        if self.parts is not None:
-            self.parts.ram.check()  # a dropped multifd channel fails the run at once
 
     def _set_phase(self, phase: str) -> None:
         self.phase = phase

@@ -184,3 +184,34 @@ def test_devices_never_hold_each_other_back() -> None:
     sent = asyncio.run(streams.send_precopy(lambda: 64 << 20, lambda n: None))
     assert sent == 2 << 20
     assert streams.next_seq == [1, 1]
+
+
+class _Ram:
+    def __init__(self, error: str) -> None:
+        self.error = error
+
+    def check(self) -> None:
+        if self.error:
+            raise MigrationFailed(self.error)
+
+
+def _failed_with(ram_error: str, failure: MigrationFailed) -> str:
+    from types import SimpleNamespace
+
+    from migbed.services.source.engine import Migration
+
+    fake = SimpleNamespace(parts=SimpleNamespace(ram=_Ram(ram_error)))
+    return Migration._first_cause(fake, failure)
+
+
+def test_a_dropped_multifd_channel_leads_the_failure_it_caused() -> None:
+    # The target ends the main stream because a channel dropped; that end can reach the
+    # source first as a bare transport error (CI saw "INTERNAL: Internal error from Core").
+    bare = MigrationFailed("target refused or failed during precopy: INTERNAL: Internal error from Core")
+    text = _failed_with("multifd: channel 1: connection lost", bare)
+    assert text.startswith("multifd: channel 1: connection lost (then: target refused")
+    named = MigrationFailed("target refused: UNAVAILABLE: multifd: channel 1: connection lost")
+    assert _failed_with("multifd: channel 1: connection lost", named) == str(named)  # said once
+    assert _failed_with("", bare) == str(bare)  # no channel error: as it was
+    cancel = MigrationFailed("cancelled by the user", "cancelled")
+    assert _failed_with("multifd: channel 1: connection lost", cancel) == "cancelled by the user"
