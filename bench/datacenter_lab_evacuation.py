@@ -70,10 +70,15 @@ def deploy_evacuation(inventory: Path, out: Path, wheelhouse: Path, scenario: Pa
     return fleet
 
 
-def guest_overheads(out: Path, res: dict[str, Any]) -> list[tuple[dict[str, Any], float, float]]:
+def verification_ms(out: Path) -> dict[str, float]:
+    """Each run's verification time, from an evacuation's results.json."""
+    return {r["run_id"]: r["verification_ms"] for r in json.loads((out / "results.json").read_text())}
+
+
+def guest_overheads(verification: dict[str, float],
+                    res: dict[str, Any]) -> list[tuple[dict[str, Any], float, float]]:
     """(guest, before s, after s) for each of one policy's guests: before = its start to
     QEMU's clock zero, after = its verification."""
-    verification = {r["run_id"]: r["verification_ms"] for r in json.loads((out / "results.json").read_text())}
     rows = []
     for g in res["guests"]:
         v = verification[g["run_id"]] / 1e3
@@ -83,16 +88,17 @@ def guest_overheads(out: Path, res: dict[str, Any]) -> list[tuple[dict[str, Any]
 
 def overheads(out: Path, fleet: list[dict[str, Any]]) -> tuple[float, float]:
     """(before, after) s: medians over the calibration's guests, as bench/datacenter_evacuation.py."""
-    rows = [row for res in fleet for row in guest_overheads(out, res)]
+    verification = verification_ms(out)
+    rows = [row for res in fleet for row in guest_overheads(verification, res)]
     return statistics.median(b for _, b, _ in rows), statistics.median(a for _, _, a in rows)
 
 
-def measured_start_delays(out: Path, res: dict[str, Any], before: float) -> list[float]:
+def measured_start_delays(verification: dict[str, float], res: dict[str, Any], before: float) -> list[float]:
     """Per simulated guest (m1.. numbered host by host, SOURCES[i] = host i, as the
     simulation deals them), its real counterpart's overhead beyond `before`: the k-th guest
     started on a source host stands for that host's k-th simulated guest."""
     by_host: dict[str, list[float]] = {h: [] for h in SOURCES}
-    for g, b, _ in sorted(guest_overheads(out, res), key=lambda row: row[0]["start_ms"]):
+    for g, b, _ in sorted(guest_overheads(verification, res), key=lambda row: row[0]["start_ms"]):
         by_host[g["source_host"]].append(b - before)
     return [d for h in SOURCES for d in by_host[h]]
 
@@ -120,8 +126,7 @@ overhead-after = "{after * 1e3:.0f}ms"
 """)
 
 
-def simulated(spec: DatacenterSpec, policy: str, start_delays: list[float]) -> dict[str, Any]:
-    cache = CourseCache([m.scenario for m in spec.mix], spec.bandwidth_step)
+def simulated(spec: DatacenterSpec, cache: CourseCache, policy: str, start_delays: list[float]) -> dict[str, Any]:
     return summarise(spec, Simulation(spec, policy, cache, start_delays=start_delays).run())
 
 
@@ -146,11 +151,13 @@ def main(argv: list[str] | None = None) -> int:
                   flush=True)
             measured = deploy_evacuation(inventory, tmp / "evacuation", wheelhouse, scenario, 6, 2, 3)
         spec = lab_datacenter(scenario, before, after)
+        cache = CourseCache([m.scenario for m in spec.mix], spec.bandwidth_step)  # both simulations
+        verification = verification_ms(tmp / "evacuation")
         rows = [["policy", "simulation", "figure", "measured", "simulated", "sim / measured", f"within {GOAL:.0%}"]]
         for res in measured:
-            delays = measured_start_delays(tmp / "evacuation", res, before)
-            for kind, sim in (("from calibration", simulated(spec, res["policy"], [])),
-                              ("measured starts", simulated(spec, res["policy"], delays))):
+            delays = measured_start_delays(verification, res, before)
+            for kind, sim in (("from calibration", simulated(spec, cache, res["policy"], [])),
+                              ("measured starts", simulated(spec, cache, res["policy"], delays))):
                 rows += compare(res, kind, sim)
     print()
     print(table(rows))

@@ -158,8 +158,9 @@ class Migration:
 
     def _first_cause(self, e: MigrationFailed) -> str:
         """The failure's text, led by a dropped multifd channel when there is one: the target
-        ends the main stream because of it, and that end may surface first (on a write, or
-        as a bare transport error that names nothing)."""
+        ends the main stream because of it, and that end may surface first, from check() or
+        a write, as a bare transport error that names nothing (gRPC's "Internal error from
+        Core"). Every failure passes here, whichever path raised it."""
         if e.outcome != "failed" or self.parts is None:
             return str(e)
         try:
@@ -183,15 +184,12 @@ class Migration:
         """Raise MigrationFailed on a cancel, a lost target or a dead vCPU."""
         if self.cancel_reason and self.phase not in COMPLETING and not self.link.completed:
             raise MigrationFailed(self.cancel_reason, "cancelled")
-        # A dropped multifd channel fails the run at once, and before the main stream's own
-        # error: the target ends the main stream because of it, and that end can reach us
-        # as a bare transport error (gRPC's "Internal error from Core") that names nothing.
-        if self.parts is not None:
-            self.parts.ram.check()
         if self.phase not in ("boot",):
             self.link.check_alive()
         if self.guest is not None and self.guest.error is not None:
             raise MigrationFailed(f"vCPU thread died: {self.guest.error!r}")
+        if self.parts is not None:
+            self.parts.ram.check()  # a dropped multifd channel fails the run at once
 
     def _set_phase(self, phase: str) -> None:
         self.phase = phase

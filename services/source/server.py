@@ -138,8 +138,7 @@ class SourceService(pbg.ControlServicer):
         run.ledger.ended = True
         # Its watcher gone: the record goes to --orphan-records now, not at the next poll
         # (a source killed in between would lose it; core/watch.py).
-        if run.ledger.orphan_due(run.ended_at):
-            self.keep_orphan(record)
+        self._hand_on_if_orphan(run, run.ended_at)
         run.migration = None
         # The run's objects form reference cycles (link, pre-copy, parts call one another):
         # without a collection now they, and the guest RAM they reach, outlive the run until
@@ -206,8 +205,11 @@ class SourceService(pbg.ControlServicer):
                 if reason and run.migration is not None:
                     log.warning("run %s: cancelled: %s", run_id, reason)
                     run.migration.cancel(reason)
-                if run.record is not None and run.ledger.orphan_due(now):
-                    self.keep_orphan(run.record)
+                self._hand_on_if_orphan(run, now)
+
+    def _hand_on_if_orphan(self, run: _Run, now: float) -> None:
+        if run.record is not None and run.ledger.orphan_due(now):
+            self.keep_orphan(run.record)
 
     def keep_orphan(self, record: RunRecord, why: str = "no Watch delivered it") -> None:
         """A record its orchestrator did not get: to --orphan-records (once per run id), and
